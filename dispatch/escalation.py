@@ -1,0 +1,69 @@
+"""The escalation ladder: how long a tier has to acknowledge before the next is told.
+
+Pure: given an alert, when is it due to escalate and to which tier. The
+dispatcher keeps the due time in SQLite, so a restart keeps it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from stream.models import Alert, AlertState, Condition, Duration, Severity, Tier, parse_duration
+
+
+class AckTimeouts(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    village: Duration = parse_duration("4h")
+    township: Duration = parse_duration("30m")
+    county: Duration = parse_duration("10m")
+    emergency: Duration | None = Field(None, description="top of the ladder: repeat instead of escalating")
+
+    def for_tier(self, tier: Tier) -> timedelta | None:
+        return getattr(self, tier.value)
+
+
+class ConditionEscalation(BaseModel):
+    """A per-condition rung: after `timeout` at tier `at`, go straight `to`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    at: Tier
+    timeout: Duration
+    to: Tier
+
+
+class EscalationSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ack_timeout: AckTimeouts = AckTimeouts()
+    high_severity_village: Duration = Field(parse_duration("30m"), description="village timeout for high/critical alerts")
+    repeat_interval: Duration = Field(parse_duration("10m"), description="re-send a firing alert nobody acknowledged at the top tier")
+    conditions: dict[Condition, ConditionEscalation] = Field(
+        default_factory=lambda: {
+            Condition.HYPOGLYCEMIA_SEVERE: ConditionEscalation(
+                at=Tier.TOWNSHIP, timeout=parse_duration("10m"), to=Tier.EMERGENCY
+            )
+        }
+    )
+
+    def next_step(self, alert: Alert) -> tuple[timedelta, Tier] | None:
+        """(time allowed at the current tier, tier to escalate to), or None at the top."""
+        if alert.state is not AlertState.FIRING:
+            return None
+        rung = self.conditions.get(alert.condition)
+        if rung is not None and rung.at is alert.tier:
+            return rung.timeout, rung.to
+        nxt = alert.tier.next()
+        timeout = self.ack_timeout.for_tier(alert.tier)
+        if nxt is None or timeout is None:
+            return None
+        if alert.tier is Tier.VILLAGE and alert.severity.rank >= Severity.HIGH.rank:
+            timeout = min(timeout, self.high_severity_village)
+        return timeout, nxt
+
+    def due_at(self, alert: Alert, since: datetime) -> tuple[datetime, Tier] | None:
+        step = self.next_step(alert)
+        return None if step is None else (since + step[0], step[1])

@@ -1,0 +1,211 @@
+"""The gateway process: MQTT ingress -> stream core -> dispatcher, plus the retained status.
+
+Shutdown order (SIGTERM/SIGINT): let the broker's already-delivered messages
+be handled, drain every patient queue, flush the alert outbox, publish the
+retained offline status, disconnect, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from datetime import datetime
+
+import aiomqtt
+
+from dispatch.alert_store import AlertStore
+from dispatch.dispatcher import Dispatcher
+from dispatch.routing import RoutingTable
+from gateway.config import GatewayConfig
+from gateway.ingress import DeviceBinding, DeviceRegistry, decode_message
+from gateway.mqtt_link import MqttLink, NotConnected
+from stream.core import Counters, StreamCore
+from stream.ecg_frames import EcgFrameTracker
+from stream.models import AckMessage, Accepted, Rejected, Tier, iso, now_local
+from stream.store import ReadingStore
+
+log = logging.getLogger("vitalgate.gateway")
+
+VERSION = "0.1.0"
+
+
+def _analyser_factory():  # type: ignore[no-untyped-def]
+    """The streaming arrhythmia analyser, when it is installed in this build."""
+    try:
+        from stream.ecg.analyser import EcgAnalyser
+    except ImportError:
+        log.warning("ECG arrhythmia analyser not available: ECG frames are stored and checked, not analysed")
+        return None
+    return EcgAnalyser
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, clock=now_local) -> None:  # type: ignore[no-untyped-def]
+        self.config = config
+        self.clinic = config.clinic
+        self.clock = clock
+        self.prefix = f"vg/{self.clinic}"
+        storage = config.storage.path
+        storage.mkdir(parents=True, exist_ok=True)
+        self.registry = DeviceRegistry(
+            [DeviceBinding(d.id, p.id, d.kind) for p in config.patients for d in p.devices]
+        )
+        self.counters = Counters()
+        self.store = ReadingStore(storage)
+        self.alerts = AlertStore(storage)
+        self.dispatcher = Dispatcher(
+            self.clinic, self.alerts, RoutingTable(dict(config.routes)), config.escalation, clock=clock
+        )
+        self.core = StreamCore(
+            store=self.store,
+            thresholds={p.id: config.thresholds.with_override(p.thresholds) for p in config.patients if p.thresholds},
+            default_thresholds=config.thresholds,
+            publish_reading=self._publish_reading,
+            on_finding=self.dispatcher.handle,
+            counters=self.counters,
+            ecg=EcgFrameTracker(_analyser_factory()),
+            queue_size=config.stream.queue_size,
+            clock=clock,
+        )
+        b = config.broker
+        self.link = MqttLink(
+            b.host, b.port, client_id=f"vitalgate-{self.clinic}",
+            subscriptions=[f"{self.prefix}/device/+/reading", f"{self.prefix}/device/+/gatt/+", f"{self.prefix}/ack"],
+            on_message=self.on_message, on_connect=self._on_connect,
+            will=aiomqtt.Will(f"{self.prefix}/status", self._status_json(online=False), qos=1, retain=True),
+            username=b.username, password=b.password, tls=b.tls, ca_file=b.ca_file, keepalive=b.keepalive,
+        )
+        self.started_at = clock()
+        self.stop_event = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.republish_failures = 0
+
+    # ------------------------------------------------------------ inbound
+
+    async def on_message(self, topic: str, payload: bytes) -> None:
+        try:
+            if topic == f"{self.prefix}/ack":
+                await self._on_ack(payload)
+                return
+            result = decode_message(topic, payload, self.clinic, self.registry, self.clock())
+            if isinstance(result, Rejected):
+                self.counters.reject(result)
+                return
+            await self.core.submit(result)
+        except Exception:  # nothing a device sends may take the gateway down
+            log.exception("unexpected error handling a message", extra={"topic": topic})
+            self.counters.rejected["internal_error"] += 1
+
+    async def _on_ack(self, payload: bytes) -> None:
+        try:
+            ack = AckMessage.model_validate_json(payload)
+        except ValueError as exc:
+            self.counters.reject(Rejected(reason="bad_ack", detail=f"ack needs alert_id and by: {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}"))
+            return
+        alert = await self.dispatcher.acknowledge(ack.alert_id, ack.by)
+        if alert is None:
+            log.info("ack ignored: unknown alert or not firing", extra={"alert_id": ack.alert_id})
+
+    # ------------------------------------------------------------ outbound
+
+    async def _publish_reading(self, acc: Accepted) -> None:
+        try:
+            await self.link.publish(f"{self.prefix}/patient/{acc.patient_id}/reading",
+                                    json.dumps(acc.to_public(), ensure_ascii=False), qos=1)
+        except (NotConnected, aiomqtt.MqttError) as exc:
+            # Stored already; only the live republish is missed (issue: store-and-forward uplink).
+            self.republish_failures += 1
+            log.warning("could not republish reading: %s", exc, extra={"patient_id": acc.patient_id})
+
+    async def _send_alert(self, tier: Tier, payload: str) -> None:
+        await self.link.publish(f"{self.prefix}/alert/{tier.value}", payload, qos=1)
+
+    async def _on_connect(self) -> None:
+        self.dispatcher.attach(self._send_alert)
+        await self.publish_status()
+        self.ready.set()
+
+    def status(self, online: bool = True) -> dict:
+        devices = {}
+        for b in self.registry:
+            seen = self.core.device_last_seen.get(b.device_id)
+            devices[b.device_id] = {"patient_id": b.patient_id, "kind": b.kind.value,
+                                    "last_seen": iso(seen) if seen else None}
+        active = self.alerts.active() if online else []
+        return {
+            "clinic": self.clinic,
+            "online": online,
+            "version": VERSION,
+            "started_at": iso(self.started_at),
+            "updated_at": iso(self.clock()),
+            "devices": devices,
+            "counters": {
+                "accepted": dict(self.counters.accepted),
+                "rejected": dict(self.counters.rejected),
+                "accepted_total": sum(self.counters.accepted.values()),
+                "rejected_total": sum(self.counters.rejected.values()),
+                "alerts": dict(self.dispatcher.counters),
+                "republish_failures": self.republish_failures,
+            },
+            "queue_depth": self.core.queue_depth(),
+            "active_alerts": {t.value: sum(1 for s in active if s.alert.tier is t) for t in Tier},
+            "last_rejections": self.counters.last_rejections,
+        }
+
+    def _status_json(self, online: bool) -> str:
+        if not online:
+            return json.dumps({"clinic": self.clinic, "online": False, "version": VERSION})
+        return json.dumps(self.status(online), ensure_ascii=False)
+
+    async def publish_status(self, online: bool = True) -> None:
+        payload = json.dumps(self.status(online), ensure_ascii=False)
+        try:
+            await self.link.publish(f"{self.prefix}/status", payload, qos=1, retain=True)
+        except (NotConnected, aiomqtt.MqttError) as exc:
+            log.warning("could not publish status: %s", exc)
+
+    async def _status_loop(self, stop: asyncio.Event) -> None:
+        interval = self.config.status.interval.total_seconds()
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            except TimeoutError:
+                await self.publish_status()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+
+    async def run(self, install_signals: bool = True) -> int:
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop)
+        disconnect = asyncio.Event()
+        dispatcher_stop = asyncio.Event()
+        log.info("vitalgate starting", extra={"clinic": self.clinic, "patients": len(self.config.patients),
+                                              "devices": len(self.registry), "storage": str(self.config.storage.path),
+                                              "broker": f"{self.config.broker.host}:{self.config.broker.port}"})
+        link_task = asyncio.create_task(self.link.run(disconnect), name="mqtt")
+        disp_task = asyncio.create_task(self.dispatcher.run(dispatcher_stop), name="dispatcher")
+        status_task = asyncio.create_task(self._status_loop(self.stop_event), name="status")
+        await self.stop_event.wait()
+        log.info("stopping: handling what has arrived, flushing alerts")
+        await self.link.quiesce()
+        await self.core.drain()
+        dispatcher_stop.set()
+        await disp_task
+        await status_task
+        await self.publish_status(online=False)
+        disconnect.set()
+        await link_task
+        self.store.close()
+        self.alerts.close()
+        log.info("stopped cleanly", extra={"accepted": sum(self.counters.accepted.values()),
+                                           "rejected": sum(self.counters.rejected.values())})
+        return 0
+
+

@@ -1,0 +1,93 @@
+"""The `vitalgate` command line (CONTRACT.md): demo, run, check-config, simulate, ecg-eval."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from gateway import logs
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from gateway.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.path)
+    except ConfigError as exc:
+        for p in exc.problems:
+            print(p)
+        return 2
+    n_dev = sum(len(p.devices) for p in cfg.patients)
+    print(f"{args.path}: OK (clinic {cfg.clinic}, {len(cfg.patients)} patients, {n_dev} devices)")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from gateway.app import Gateway
+    from gateway.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        for p in exc.problems:
+            print(p, file=sys.stderr)
+        return 2
+    logs.setup(args.log_level)
+    return asyncio.run(Gateway(cfg).run())
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    logs.setup("WARNING")
+    return asyncio.run(run_demo(args.duration, args.patients, args.seed))
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from simulators.simulate import simulate
+
+    logs.setup("INFO")
+    return asyncio.run(simulate(args.broker, args.clinic, args.scenario, args.expect))
+
+
+def _cmd_ecg_eval(argv: list[str]) -> int:
+    try:
+        from stream.ecg.evaluation import main as ecg_main
+    except ImportError as exc:
+        print(f"ecg-eval is not available in this build: {exc}", file=sys.stderr)
+        return 2
+    return ecg_main(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["ecg-eval"]:
+        return _cmd_ecg_eval(argv[1:])
+    ap = argparse.ArgumentParser(prog="vitalgate", description="Edge gateway for home wearable monitoring")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("demo", help="embedded broker + simulated patients + the whole pipeline")
+    d.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
+    d.add_argument("--patients", type=int, default=8)
+    d.add_argument("--seed", type=int, default=1)
+    d.set_defaults(fn=_cmd_demo)
+    r = sub.add_parser("run", help="run the gateway as configured")
+    r.add_argument("--config", required=True)
+    r.add_argument("--log-level", default="INFO")
+    r.set_defaults(fn=_cmd_run)
+    c = sub.add_parser("check-config", help="validate a config file")
+    c.add_argument("path")
+    c.set_defaults(fn=_cmd_check_config)
+    s = sub.add_parser("simulate", help="drive device simulators against a broker from a scenario file")
+    s.add_argument("--broker", required=True, help="HOST:PORT")
+    s.add_argument("--clinic", default=None)
+    s.add_argument("--scenario", required=True)
+    s.add_argument("--expect", action="store_true", help="check the scenario's expected alerts; exit 1 on a difference")
+    s.set_defaults(fn=_cmd_simulate)
+    sub.add_parser("ecg-eval", help="score the streaming ECG analyser on WFDB records (see CONTRACT.md)")
+    args = ap.parse_args(argv)
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

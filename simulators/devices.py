@@ -1,0 +1,109 @@
+"""Simulated home devices: BP cuffs, glucose meters, SpO2 clips and ECG patches.
+
+Each device turns a measurement into what the real thing would publish per the
+contract: JSON on `vg/{clinic}/device/{id}/reading`, or the raw GATT value on
+`vg/{clinic}/device/{id}/gatt/{uuid16}` as a BLE proxy would forward it.
+Device time is passed in (simulated clocks may run faster than the wall).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+from simulators.ecg_synthesis import EcgSynth
+from simulators.gatt_encoding import encode_bp_measurement, encode_glucose_measurement, encode_heart_rate
+from stream.models import iso
+
+Message = tuple[str, bytes]
+
+
+def reading_topic(clinic: str, device_id: str) -> str:
+    return f"vg/{clinic}/device/{device_id}/reading"
+
+
+def gatt_topic(clinic: str, device_id: str, uuid16: str) -> str:
+    return f"vg/{clinic}/device/{device_id}/gatt/{uuid16}"
+
+
+@dataclass
+class BpCuff:
+    clinic: str
+    device_id: str
+    gatt: bool = False
+    seq: int = 0
+
+    def measure(self, when: datetime, systolic: float, diastolic: float, pulse: float = 75,
+                body_movement: bool = False, cuff_loose: bool = False) -> Message:
+        self.seq += 1
+        if self.gatt:
+            raw = encode_bp_measurement(systolic, diastolic, pulse=pulse, when=when.replace(tzinfo=None),
+                                        body_movement=body_movement, cuff_loose=cuff_loose)
+            return gatt_topic(self.clinic, self.device_id, "2a35"), raw
+        body = {"kind": "blood_pressure", "ts": iso(when), "seq": self.seq, "systolic": systolic,
+                "diastolic": diastolic, "pulse": pulse, "unit": "mmHg",
+                "status": {"body_movement": body_movement, "irregular_pulse": False, "cuff_loose": cuff_loose}}
+        return reading_topic(self.clinic, self.device_id), json.dumps(body).encode()
+
+
+@dataclass
+class GlucoseMeter:
+    clinic: str
+    device_id: str
+    gatt: bool = False
+    seq: int = 0
+
+    def measure(self, when: datetime, mmol_l: float | None, meal: str | None = None, hi: bool = False,
+                lo: bool = False) -> Message:
+        self.seq += 1
+        if self.gatt:
+            raw = encode_glucose_measurement(self.seq, when.replace(tzinfo=None), mmol_l, hi=hi, lo=lo)
+            return gatt_topic(self.clinic, self.device_id, "2a18"), raw
+        body: dict = {"kind": "glucose", "ts": iso(when), "seq": self.seq, "mmol_l": mmol_l}
+        if meal:
+            body["meal"] = meal
+        if hi or lo:
+            body["range"] = "hi" if hi else "lo"
+        return reading_topic(self.clinic, self.device_id), json.dumps(body).encode()
+
+
+@dataclass
+class Spo2Clip:
+    clinic: str
+    device_id: str
+    seq: int = 0
+
+    def measure(self, when: datetime, spo2: float, pulse: float = 75) -> Message:
+        self.seq += 1
+        body = {"kind": "spo2", "ts": iso(when), "seq": self.seq, "spo2": spo2, "pulse": pulse}
+        return reading_topic(self.clinic, self.device_id), json.dumps(body).encode()
+
+
+@dataclass
+class EcgPatch:
+    clinic: str
+    device_id: str
+    fs: int = 250
+    seed: int = 0
+    seq: int = 0
+    lead_off: bool = False
+    synth: EcgSynth = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.synth = EcgSynth(self.fs, seed=self.seed)
+
+    def frame(self, when: datetime) -> Message:
+        """One 1-s frame starting at device time `when`."""
+        self.seq += 1
+        x = self.synth.frame(1.0)
+        if self.lead_off:
+            x = np.random.default_rng(self.seq).normal(0, 5, x.size).round()
+        body = {"kind": "ecg", "ts": iso(when), "seq": self.seq, "fs": self.fs,
+                "samples_uv": [int(v) for v in x], "lead_off": self.lead_off}
+        return reading_topic(self.clinic, self.device_id), json.dumps(body).encode()
+
+    def heart_rate(self, bpm: int) -> Message:
+        return gatt_topic(self.clinic, self.device_id, "2a37"), encode_heart_rate(bpm, contact=not self.lead_off)

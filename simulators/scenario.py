@@ -1,0 +1,203 @@
+"""Scenario files: a timeline of device events, played against a broker.
+
+```yaml
+name: confirmed hypertensive crisis
+time_scale: 30            # scenario seconds per wall-clock second (1 = real time)
+devices:
+  bp-0001: {kind: blood_pressure}          # add `gatt: true` to send raw 0x2A35 bytes
+  ecg-0001: {kind: ecg, fs: 250}
+timeline:
+  - {at: 0s, device: bp-0001, blood_pressure: {systolic: 186, diastolic: 118}}
+  - {at: 2m, device: bp-0001, blood_pressure: {systolic: 188, diastolic: 116}}
+  - {at: 0s, device: ecg-0001, ecg: {rhythm: af, hr: 120, duration: 90s}}
+  - {at: 3m, device: bp-0001, raw: "this is not json"}
+expect:
+  - {condition: bp_crisis, tier: township}
+```
+
+Device times are laid out so the last event is stamped about "now": the
+gateway sees a plausible, recent history however fast the scenario plays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import aiomqtt
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from simulators.devices import BpCuff, EcgPatch, GlucoseMeter, Message, Spo2Clip, reading_topic
+from stream.models import Condition, Duration, Tier, now_local, parse_duration
+
+log = logging.getLogger("vitalgate.simulate")
+
+
+class _S(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeviceSpec(_S):
+    kind: Literal["blood_pressure", "glucose", "ecg", "spo2"]
+    gatt: bool = False
+    fs: int = 250
+
+
+class BpEvent(_S):
+    systolic: float
+    diastolic: float
+    pulse: float = 75
+    body_movement: bool = False
+    cuff_loose: bool = False
+
+
+class GlucoseEvent(_S):
+    mmol_l: float | None = None
+    meal: str | None = None
+    hi: bool = False
+    lo: bool = False
+
+
+class Spo2Event(_S):
+    spo2: float
+    pulse: float = 75
+
+
+class EcgEvent(_S):
+    rhythm: str = "sinus"
+    hr: float = 72
+    duration: Duration = parse_duration("60s")
+    lead_off: bool = False
+
+
+class TimelineEvent(_S):
+    at: Duration
+    device: str
+    blood_pressure: BpEvent | None = None
+    glucose: GlucoseEvent | None = None
+    spo2: Spo2Event | None = None
+    ecg: EcgEvent | None = None
+    raw: str | None = Field(None, description="published as-is on the device's reading topic (bad-input tests)")
+
+    @model_validator(mode="after")
+    def _one(self) -> "TimelineEvent":
+        n = sum(x is not None for x in (self.blood_pressure, self.glucose, self.spo2, self.ecg, self.raw))
+        if n != 1:
+            raise ValueError("each event needs exactly one of blood_pressure, glucose, spo2, ecg, raw")
+        return self
+
+
+class Expectation(_S):
+    condition: Condition
+    tier: Tier
+    state: Literal["firing", "acknowledged", "resolved"] = "firing"
+    within: Duration = parse_duration("60s")
+
+
+class Scenario(_S):
+    name: str = "scenario"
+    clinic: str | None = None
+    time_scale: float = Field(1.0, gt=0, le=10000)
+    devices: dict[str, DeviceSpec]
+    timeline: list[TimelineEvent]
+    expect: list[Expectation] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _known_devices(self) -> "Scenario":
+        for i, ev in enumerate(self.timeline):
+            if ev.device not in self.devices:
+                raise ValueError(f"timeline[{i}] uses device {ev.device!r}, which is not under devices:")
+        return self
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    return Scenario.model_validate(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
+
+
+def expand(sc: Scenario, clinic: str, end: datetime | None = None) -> list[tuple[float, Message]]:
+    """(scenario second, message) for every publish, in time order; ECG streams become 1-s frames."""
+    devices: dict[str, Any] = {}
+    for dev_id, spec in sc.devices.items():
+        if spec.kind == "blood_pressure":
+            devices[dev_id] = BpCuff(clinic, dev_id, gatt=spec.gatt)
+        elif spec.kind == "glucose":
+            devices[dev_id] = GlucoseMeter(clinic, dev_id, gatt=spec.gatt)
+        elif spec.kind == "spo2":
+            devices[dev_id] = Spo2Clip(clinic, dev_id)
+        else:
+            devices[dev_id] = EcgPatch(clinic, dev_id, fs=spec.fs, seed=abs(hash(dev_id)) % 1000)
+    span = max((e.at + (e.ecg.duration if e.ecg else timedelta(0))).total_seconds() for e in sc.timeline) if sc.timeline else 0
+    end = end or now_local()
+    base = end - timedelta(seconds=span)
+    planned: list[tuple[float, int, TimelineEvent]] = []
+    for i, ev in enumerate(sc.timeline):
+        planned.append((ev.at.total_seconds(), i, ev))
+    planned.sort(key=lambda p: (p[0], p[1]))
+    out: list[tuple[float, Message]] = []
+    for at, _, ev in planned:
+        dev = devices[ev.device]
+        when = base + timedelta(seconds=at)
+        if ev.blood_pressure:
+            b = ev.blood_pressure
+            out.append((at, dev.measure(when, b.systolic, b.diastolic, b.pulse, b.body_movement, b.cuff_loose)))
+        elif ev.glucose:
+            g = ev.glucose
+            out.append((at, dev.measure(when, g.mmol_l, g.meal, g.hi, g.lo)))
+        elif ev.spo2:
+            out.append((at, dev.measure(when, ev.spo2.spo2, ev.spo2.pulse)))
+        elif ev.raw is not None:
+            out.append((at, (reading_topic(clinic, ev.device), ev.raw.encode())))
+        elif ev.ecg:
+            e = ev.ecg
+            dev.synth.set_rhythm(e.rhythm, e.hr)
+            dev.lead_off = e.lead_off
+            for k in range(int(e.duration.total_seconds())):
+                out.append((at + k, dev.frame(when + timedelta(seconds=k))))
+    out.sort(key=lambda p: p[0])
+    return out
+
+
+async def play(sc: Scenario, host: str, port: int, clinic: str, progress: bool = False) -> int:
+    """Publish the scenario against a broker at its time scale; returns messages sent."""
+    messages = expand(sc, clinic)
+    loop = asyncio.get_running_loop()
+    async with aiomqtt.Client(host, port, identifier=f"vitalgate-sim-{clinic}-{id(sc) % 10000}") as client:
+        t0 = loop.time()
+        for i, (at, (topic, payload)) in enumerate(messages):
+            delay = t0 + at / sc.time_scale - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await client.publish(topic, payload, qos=1)
+            if progress and (i + 1) % 200 == 0:
+                log.info("published %d/%d", i + 1, len(messages))
+    return len(messages)
+
+
+async def watch_alerts(host: str, port: int, clinic: str, sink: list[dict], ready: asyncio.Event,
+                       stop: asyncio.Event) -> None:
+    async with aiomqtt.Client(host, port) as client:
+        await client.subscribe(f"vg/{clinic}/alert/+", qos=1)
+        ready.set()
+        it = client.messages.__aiter__()
+        while not stop.is_set():
+            try:
+                msg = await asyncio.wait_for(it.__anext__(), timeout=0.2)
+            except TimeoutError:
+                continue
+            sink.append({"topic": str(msg.topic), **json.loads(bytes(msg.payload))})  # type: ignore[arg-type]
+
+
+def diff_expectations(expected: list[Expectation], seen: list[dict]) -> list[str]:
+    """Readable lines for every expected alert that did not come out."""
+    missing = []
+    for e in expected:
+        if not any(a.get("condition") == e.condition.value and a.get("tier") == e.tier.value
+                   and a.get("state") == e.state for a in seen):
+            got = sorted({f"{a.get('condition')}@{a.get('tier')}:{a.get('state')}" for a in seen})
+            missing.append(f"missing: {e.condition.value} on {e.tier.value} ({e.state}); saw: {', '.join(got) or 'nothing'}")
+    return missing

@@ -1,0 +1,327 @@
+"""The one model module shared by gateway, stream and dispatch.
+
+Readings (what devices measure), alerts (what the dispatcher sends), tiers and
+condition names. Pydantic v2 at the boundaries; the JSON shapes here are the
+public contract (`CONTRACT.md`), so field names change only on purpose.
+
+Units: blood pressure mmHg, glucose mmol/L, SpO2 %, heart rate bpm, ECG µV.
+Times: `ts` is device time (what the device says), `received_at` is gateway
+receive time. Both are timezone-aware; naive device times are read as the
+clinic's zone (China, +08:00).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator
+
+CHINA_TZ = timezone(timedelta(hours=8), "CST")
+
+
+def now_local() -> datetime:
+    """Wall-clock now in the clinic's zone; every time we emit carries +08:00."""
+    return datetime.now(CHINA_TZ)
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(CHINA_TZ).isoformat(timespec="milliseconds")
+
+
+class Tier(str, enum.Enum):
+    """Who is notified, from the village doctor up to the 120 emergency bridge."""
+
+    VILLAGE = "village"
+    TOWNSHIP = "township"
+    COUNTY = "county"
+    EMERGENCY = "emergency"
+
+    def next(self) -> "Tier | None":
+        order = list(Tier)
+        i = order.index(self)
+        return order[i + 1] if i + 1 < len(order) else None
+
+
+class Severity(str, enum.Enum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return list(Severity).index(self)
+
+
+class Condition(str, enum.Enum):
+    """Condition names fixed by the contract."""
+
+    BP_HIGH = "bp_high"
+    BP_CRISIS = "bp_crisis"
+    HYPOGLYCEMIA = "hypoglycemia"
+    HYPOGLYCEMIA_SEVERE = "hypoglycemia_severe"
+    HYPERGLYCEMIA = "hyperglycemia"
+    HYPERGLYCEMIA_CRISIS = "hyperglycemia_crisis"
+    SPO2_LOW = "spo2_low"
+    BRADYCARDIA = "bradycardia"
+    TACHYCARDIA = "tachycardia"
+    AF = "af"
+    AF_RVR = "af_rvr"
+    VT = "vt"
+    VT_SUSTAINED = "vt_sustained"
+    PAUSE = "pause"
+    ASYSTOLE = "asystole"
+    PVC_FREQUENT = "pvc_frequent"
+    MISSED_READINGS = "missed_readings"
+    DEVICE_OFFLINE = "device_offline"
+    LEAD_OFF = "lead_off"
+    BATTERY_LOW = "battery_low"
+
+
+TECHNICAL_CONDITIONS = frozenset(
+    {Condition.MISSED_READINGS, Condition.DEVICE_OFFLINE, Condition.LEAD_OFF, Condition.BATTERY_LOW}
+)
+
+
+class DeviceKind(str, enum.Enum):
+    BLOOD_PRESSURE = "blood_pressure"
+    GLUCOSE = "glucose"
+    ECG = "ecg"
+    SPO2 = "spo2"
+
+
+# ---------------------------------------------------------------- readings
+
+
+class _Reading(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ts: datetime = Field(description="device time of the measurement")
+    seq: int | None = Field(default=None, ge=0, le=2**32)
+
+    @field_validator("ts")
+    @classmethod
+    def _zone(cls, v: datetime) -> datetime:
+        # Device clocks carry no zone (GATT Date Time); read naive times as clinic time.
+        return v.replace(tzinfo=CHINA_TZ) if v.tzinfo is None else v
+
+
+class BpStatusFlags(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    body_movement: bool = False
+    irregular_pulse: bool = False
+    cuff_loose: bool = False
+    improper_position: bool = False
+
+    @property
+    def questionable(self) -> bool:
+        """A flagged reading never confirms a crisis (DOMAIN §3)."""
+        return self.body_movement or self.cuff_loose or self.improper_position
+
+
+class BloodPressureReading(_Reading):
+    kind: Literal["blood_pressure"] = "blood_pressure"
+    systolic: float
+    diastolic: float
+    pulse: float | None = None
+    unit: Literal["mmHg"] = "mmHg"
+    status: BpStatusFlags = Field(default_factory=BpStatusFlags)
+    user_id: int | None = None
+
+
+class GlucoseReading(_Reading):
+    kind: Literal["glucose"] = "glucose"
+    mmol_l: float | None = Field(default=None, description="None only when the meter said HI or LO")
+    meal: Literal["preprandial", "postprandial", "fasting", "casual", "bedtime"] | None = None
+    range: Literal["hi", "lo"] | None = Field(default=None, description="meter out of its measuring range")
+    flags: list[str] = Field(default_factory=list, description="meter status bits worth a look")
+
+
+class EcgFrame(_Reading):
+    kind: Literal["ecg"] = "ecg"
+    fs: float = Field(ge=100, le=1000)
+    samples_uv: list[float] = Field(min_length=1, max_length=20000)
+    lead_off: bool = False
+
+
+class Spo2Reading(_Reading):
+    kind: Literal["spo2"] = "spo2"
+    spo2: float
+    pulse: float | None = None
+
+
+class HeartRateReading(_Reading):
+    """From a 0x2A37 Heart Rate Measurement (chest straps, patches)."""
+
+    kind: Literal["heart_rate"] = "heart_rate"
+    bpm: float
+    rr_ms: list[float] = Field(default_factory=list)
+    contact: bool | None = None
+
+
+class BatteryReading(_Reading):
+    kind: Literal["battery"] = "battery"
+    percent: int = Field(ge=0, le=100)
+
+
+class EcgSummary(_Reading):
+    """Per-patient, per-minute digest published instead of raw frames."""
+
+    kind: Literal["ecg_summary"] = "ecg_summary"
+    hr_bpm: float | None = None
+    rhythm: str = "unknown"
+    beats: dict[str, int] = Field(default_factory=dict)
+    quality: float | None = None
+    lead_off_s: float = 0.0
+    window_s: float = 60.0
+
+
+DeviceReading = Annotated[
+    Union[BloodPressureReading, GlucoseReading, EcgFrame, Spo2Reading, HeartRateReading, BatteryReading],
+    Field(discriminator="kind"),
+]
+AnyReading = Union[
+    BloodPressureReading, GlucoseReading, EcgFrame, Spo2Reading, HeartRateReading, BatteryReading, EcgSummary
+]
+
+# Which reading kinds a configured device kind may send.
+KINDS_FOR_DEVICE: dict[DeviceKind, frozenset[str]] = {
+    DeviceKind.BLOOD_PRESSURE: frozenset({"blood_pressure", "battery"}),
+    DeviceKind.GLUCOSE: frozenset({"glucose", "battery"}),
+    DeviceKind.ECG: frozenset({"ecg", "heart_rate", "battery"}),
+    DeviceKind.SPO2: frozenset({"spo2", "heart_rate", "battery"}),
+}
+
+
+class Accepted(BaseModel):
+    """A reading that passed decoding, bound to its patient by the config."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reading: AnyReading
+    patient_id: str
+    device_id: str
+    received_at: datetime
+    source: Literal["mqtt_json", "mqtt_gatt", "ble", "internal"] = "mqtt_json"
+    idempotency_key: str
+
+    def to_public(self) -> dict[str, Any]:
+        """The `vg/{clinic}/patient/{id}/reading` payload."""
+        body = self.reading.model_dump(mode="json", exclude_none=True)
+        body["ts"] = iso(self.reading.ts)
+        body.update(patient_id=self.patient_id, device_id=self.device_id, received_at=iso(self.received_at))
+        return body
+
+
+class Rejected(BaseModel):
+    """Why a payload did not become a reading; counted by `reason`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reason: str  # short machine key, e.g. "malformed_json", "implausible_value"
+    detail: str  # what a technician reads in the log
+    device_id: str | None = None
+    topic: str | None = None
+
+
+# ---------------------------------------------------------------- alerts
+
+
+class AlertState(str, enum.Enum):
+    FIRING = "firing"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+class Finding(BaseModel):
+    """What a rule or detector concluded about one patient; the dispatcher routes it.
+
+    `active=False` means the condition cleared. `follow_up` marks findings
+    from back-filled readings, which never go to acute tiers.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    patient_id: str
+    condition: Condition
+    active: bool = True
+    severity: Severity | None = None  # None = the route's default
+    tier: Tier | None = None  # None = the route's default
+    at: datetime  # device time of the reading that made it true
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    follow_up: bool = False
+
+
+class Alert(BaseModel):
+    """The `vg/{clinic}/alert/{tier}` payload, plus bookkeeping kept in SQLite."""
+
+    alert_id: str
+    patient_id: str
+    clinic: str
+    tier: Tier
+    condition: Condition
+    severity: Severity
+    state: AlertState = AlertState.FIRING
+    opened_at: datetime
+    updated_at: datetime
+    escalated_from: Tier | None = None
+    acknowledged_by: str | None = None
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+    def to_public(self) -> dict[str, Any]:
+        return {
+            "alert_id": self.alert_id,
+            "patient_id": self.patient_id,
+            "clinic": self.clinic,
+            "tier": self.tier.value,
+            "condition": self.condition.value,
+            "severity": self.severity.value,
+            "state": self.state.value,
+            "opened_at": iso(self.opened_at),
+            "updated_at": iso(self.updated_at),
+            "escalated_from": self.escalated_from.value if self.escalated_from else None,
+            "acknowledged_by": self.acknowledged_by,
+            "evidence": self.evidence,
+        }
+
+
+class AckMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    alert_id: str = Field(min_length=1, max_length=200)
+    by: str = Field(min_length=1, max_length=200)
+
+
+# ---------------------------------------------------------------- durations
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> timedelta:
+    """'90s', '10m', '4h', '1d', '1h30m' (or a number of seconds) -> timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return timedelta(seconds=value)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a duration such as 90s, 10m or 4h")
+    text = value.strip().lower()
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", text)
+    if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
+        raise ValueError(f"{value!r} is not a duration; write it like 90s, 10m or 4h")
+    return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in parts))
+
+
+def _duration_validator(v: object) -> timedelta:
+    return parse_duration(v)
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_duration_validator),
+    PlainSerializer(lambda td: f"{int(td.total_seconds())}s", return_type=str),
+]
