@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Sets up everything the test suite needs on a fresh Debian machine and runs it.
+# System packages: mosquitto (MQTT broker), dbus (private bus for the BLE tests),
+# victoria-metrics (InfluxDB line-protocol target). Python deps go into ./.venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
+command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus)
+command -v victoria-metrics >/dev/null 2>&1 || need+=(victoria-metrics)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "installing system packages: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 \
+    || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}"; }
+fi
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+exec .venv/bin/python -m pytest -q "$@"
