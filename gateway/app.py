@@ -22,6 +22,7 @@ from gateway.config import GatewayConfig
 from gateway.ingress import DeviceBinding, DeviceRegistry, decode_message
 from gateway.mqtt_link import MqttLink, NotConnected
 from stream.core import Counters, StreamCore
+from stream.device_watch import DEFAULT_OFFLINE_AFTER, DeviceWatch, WatchedDevice
 from stream.ecg_frames import EcgFrameTracker
 from stream.models import AckMessage, Accepted, Rejected, Tier, iso, now_local
 from stream.store import ReadingStore
@@ -29,6 +30,7 @@ from stream.store import ReadingStore
 log = logging.getLogger("vitalgate.gateway")
 
 VERSION = "0.1.0"
+WATCH_TICK_S = 1.0  # how often device silence is checked
 
 
 def _analyser_factory():  # type: ignore[no-untyped-def]
@@ -78,6 +80,11 @@ class Gateway:
             username=b.username, password=b.password, tls=b.tls, ca_file=b.ca_file, keepalive=b.keepalive,
         )
         self.started_at = clock()
+        self.watch = DeviceWatch(
+            [WatchedDevice(d.id, p.id, d.kind, d.expected_interval or DEFAULT_OFFLINE_AFTER[d.kind], d.schedule)
+             for p in config.patients for d in p.devices],
+            started_at=self.started_at,
+        )
         self.stop_event = asyncio.Event()
         self.ready = asyncio.Event()
         self.republish_failures = 0
@@ -168,10 +175,17 @@ class Gateway:
 
     async def _status_loop(self, stop: asyncio.Event) -> None:
         interval = self.config.status.interval.total_seconds()
+        loop = asyncio.get_running_loop()
+        next_status = loop.time() + interval
         while not stop.is_set():
             try:
-                await asyncio.wait_for(stop.wait(), timeout=interval)
+                await asyncio.wait_for(stop.wait(), timeout=WATCH_TICK_S)
             except TimeoutError:
+                pass
+            for finding in self.watch.check(self.clock(), self.core.device_last_seen):
+                await self.dispatcher.handle(finding)
+            if loop.time() >= next_status and not stop.is_set():
+                next_status = loop.time() + interval
                 await self.publish_status()
 
     # ------------------------------------------------------------ lifecycle

@@ -68,7 +68,10 @@ class DeviceConfig(_Strict):
     id: str = Field(pattern=_ID)
     kind: DeviceKind
     ble: BleLink | None = None
-    expected_interval: Duration | None = Field(None, description="silence longer than this raises device_offline")
+    expected_interval: Duration | None = Field(None, description="silence longer than this raises device_offline "
+                                               "(default 30m for ECG patches, none for spot-check devices)")
+    schedule: Duration | None = Field(None, description="expected time between readings (e.g. 24h for a daily "
+                                      "cuff); more than 24 h overdue raises missed_readings")
 
 
 class PatientConfig(_Strict):
