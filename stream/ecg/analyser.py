@@ -1,0 +1,365 @@
+"""Per-patient streaming ECG analyser: the seam the stream core calls.
+
+``EcgAnalyser.push`` takes one frame (typically 1 s) of one lead in µV and
+returns the rhythm alarms the frame raised or cleared.  Inside, per frame:
+
+1. gap / lead-off handling (a gap restarts the beat search; it is never a pause),
+2. flat / saturation check, then the streaming QRS detector
+   (:mod:`stream.ecg.qrs_detection`),
+3. per-second signal quality (:mod:`stream.ecg.signal_quality`),
+4. beat classification N/V (:mod:`stream.ecg.beat_classes`),
+5. rhythm state machines (:mod:`stream.ecg.rhythms`).
+
+Times are seconds on the analyser's own time base: the ``t0_s`` of the first
+frame (0 if not given) plus samples / fs; a frame whose ``t0_s`` jumps starts
+a new segment at that time.  Memory is bounded: a 12-s ring of raw samples,
+fixed-size deques of beats and frames, and the detectors' fixed state.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import signal
+
+from stream.ecg import rhythms
+from stream.ecg.beat_classes import BeatClassifier
+from stream.ecg.qrs_detection import QrsDetector
+from stream.ecg.rhythms import Beat, Transition
+from stream.ecg.signal_quality import FrameQuality, assess_frame, unusable_kind
+
+RING_S = 12.0          # raw samples kept for strips and beat morphology
+STRIP_S = 10.0         # evidence strip length
+BEATS_KEPT = 512       # recent (time, class) pairs exposed by ``beats``
+FRAMES_KEPT = 16
+SUMMARY_S = 60.0
+CONTEXT_GOOD = 0.8     # share of good frames in the last 10 s for a beat to count clinically
+RESET_AFTER_BAD_FRAMES = 2  # unusable frames after which the QRS detector starts afresh
+
+
+@dataclass
+class RhythmAlarm:
+    condition: str          # contract condition name ("af", "vt", "pause", "lead_off", ...)
+    active: bool            # True = raised, False = cleared
+    start_s: float          # analyser time base (s)
+    end_s: float | None
+    detail: dict = field(default_factory=dict)
+
+
+class EcgAnalyser:
+    """Streaming single-lead ECG analysis for one patient."""
+
+    def __init__(self, fs: float) -> None:
+        if not 100.0 <= fs <= 1000.0:
+            raise ValueError(f"unsupported ECG sampling rate {fs} Hz (expected 125-500)")
+        self.fs = float(fs)
+        self._clf = BeatClassifier(fs)
+        self._pre, self._post = self._clf.window()
+        cap = 1
+        while cap < RING_S * fs:
+            cap *= 2
+        self._cap = cap
+        self._mask = cap - 1
+        self._ring = np.zeros(cap, dtype=np.float32)
+        # VF features: a 2-9 Hz band and a 0.7-40 Hz "diagnostic" band, state carried
+        self._vf_ba = signal.butter(2, [2.0, 9.0], btype="band", fs=fs)
+        self._wide_ba = signal.butter(2, [0.7, min(40.0, 0.45 * fs)], btype="band", fs=fs)
+        self._af = rhythms.AfDetector()
+        self._vt = rhythms.VtDetector()
+        self._vf = rhythms.VfDetector()
+        self._pause = rhythms.PauseDetector()
+        self._rate = rhythms.RateDetector()
+        self._pvc = rhythms.PvcBurden()
+        self._lead = rhythms.LeadOffTracker()
+        self._beats: deque[tuple[float, str]] = deque(maxlen=BEATS_KEPT)
+        self._new_beats: deque[tuple[float, str]] = deque(maxlen=BEATS_KEPT)
+        self._frames: deque[tuple[int, int, FrameQuality]] = deque(maxlen=FRAMES_KEPT)
+        self._recent_good: deque[bool] = deque(maxlen=10)
+        self._seg_t0: float | None = None
+        self._n = 0                      # samples in the current segment
+        self._qrs_levels: deque[float] = deque(maxlen=8)
+        self._summary_ready: dict | None = None
+        self._start_new_segment(0.0)
+        self._seg_t0 = None
+        self._reset_minute()
+        self.beat_count = 0
+
+    # ------------------------------------------------------------ segments
+    def _start_new_segment(self, t0: float) -> None:
+        self._seg_t0 = t0
+        self._n = 0
+        self._det: QrsDetector | None = None
+        self._det_off = 0
+        self._bad_run = 0
+        self._last_beat_t: float | None = None
+        self._frames.clear()
+        self._qrs_levels.clear()
+        self._vf_zi = np.zeros(4)
+        self._wide_zi = np.zeros(4)
+        self._vf_primed = False
+        self._clf.reset()
+
+    def _gap(self, t0: float) -> list[Transition]:
+        t_end = self._t(self._n)
+        out = self._vt.end(t_end)
+        out += self._pause.reset()
+        self._af.reset_window()
+        self._rate.reset()
+        self._vf.reset()
+        self._start_new_segment(t0)
+        return out
+
+    def _t(self, idx: int) -> float:
+        return (self._seg_t0 or 0.0) + idx / self.fs
+
+    # ------------------------------------------------------------ the seam
+    def push(self, samples_uv: np.ndarray, *, t0_s: float | None = None, lead_off: bool = False) -> list[RhythmAlarm]:
+        """Analyse one frame of µV samples; return the alarms raised or cleared by it."""
+        x = np.asarray(samples_uv, dtype=np.float64)
+        if x.ndim != 1:
+            x = x.reshape(-1)
+        trans: list[Transition] = []
+        if self._seg_t0 is None:
+            self._seg_t0 = float(t0_s) if t0_s is not None else 0.0
+        elif t0_s is not None:
+            expected = self._t(self._n)
+            if abs(float(t0_s) - expected) > 1.0 / self.fs + 1e-6:
+                trans += self._gap(float(t0_s))
+        m = len(x)
+        if m == 0:
+            return self._alarms(trans)
+        nan = np.isnan(x)
+        if nan.any():
+            lead_off = True
+            x = np.where(nan, 0.0, x)
+        i0 = self._n
+        self._write_ring(i0, x)
+        self._n = i0 + m
+        t_start, t_end = self._t(i0), self._t(self._n)
+
+        # quality pre-check: unusable frames yield no beats; after a few the detector starts afresh
+        kind = "lead_off" if lead_off else unusable_kind(x)
+        new_idx: list[int] = []
+        if kind is not None:
+            q = assess_frame(x, x[:0], 0.0, lead_off=lead_off, n_beats=0)
+            self._bad_run += 1
+            if self._bad_run >= RESET_AFTER_BAD_FRAMES:
+                self._det = None
+            elif self._det is not None:
+                self._det.process(x)     # keep its sample count in step; its beats are dropped
+            trans += self._vt.end(t_start)
+        else:
+            self._bad_run = 0
+            if self._det is None:
+                self._det = QrsDetector(self.fs)
+                self._det_off = i0
+                self._last_beat_t = None
+                trans += self._pause.reset()
+            det = self._det
+            new_idx = [k + self._det_off for k in det.process(x)]
+            bp = det.last_bp
+            lvl = self._qrs_level()
+            q = assess_frame(x, bp, lvl, lead_off=False, n_beats=len(new_idx))
+        self._frames.append((i0, self._n, q))
+        self._recent_good.append(q.good)
+
+        # beats
+        for idx in new_idx:
+            trans += self._on_beat(idx, q)
+
+        # frame-level rhythm work
+        if q.unusable or q.noisy:
+            trans += self._vt.end(t_start)
+        trans += self._vf_frame(x, q, t_end)
+        trans += self._pause.on_frame(t_end, q.good, self._af.in_af, self._vf.active)
+        trans += self._rate.on_frame(t_end, q.good, self._af.in_af or self._vt.active or self._vf.active)
+        trans += self._lead.on_frame(t_start, t_end, not q.good and not self._vf.active)
+        self._account(m / self.fs, q)
+        if self._min_s >= SUMMARY_S:
+            trans += self._pvc.on_minute(t_end)
+            self._summary_ready = self._make_summary()
+            self._reset_minute()
+        return self._alarms(trans)
+
+    def minute_summary(self) -> dict | None:
+        """The summary of the last complete minute of analysed signal, once; else None."""
+        s, self._summary_ready = self._summary_ready, None
+        return s
+
+    @property
+    def beats(self) -> list[tuple[float, str]]:
+        """Recent detected beats (time s, class "N"/"V"), oldest first (bounded)."""
+        return list(self._beats)
+
+    def drain_beats(self) -> list[tuple[float, str]]:
+        """Beats detected since the previous call (bounded to the last ``BEATS_KEPT``)."""
+        out = list(self._new_beats)
+        self._new_beats.clear()
+        return out
+
+    @property
+    def heart_rate_bpm(self) -> float | None:
+        return self._rate.hr
+
+    # ------------------------------------------------------------ internals
+    def _write_ring(self, i0: int, x: np.ndarray) -> None:
+        m = len(x)
+        if m >= self._cap:
+            x, i0, m = x[-self._cap:], i0 + m - self._cap, self._cap
+        s = i0 & self._mask
+        e = s + m
+        if e <= self._cap:
+            self._ring[s:e] = x
+        else:
+            k = self._cap - s
+            self._ring[s:] = x[:k]
+            self._ring[: m - k] = x[k:]
+
+    def _ring_slice(self, lo: int, hi: int) -> np.ndarray:
+        lo = max(lo, self._n - self._cap, 0)
+        hi = min(hi, self._n)
+        if hi <= lo:
+            return self._ring[:0]
+        s, e = lo & self._mask, hi & self._mask
+        if s < e:
+            return self._ring[s:e]
+        return np.concatenate((self._ring[s:], self._ring[:e]))
+
+    def _qrs_level(self) -> float:
+        if not self._qrs_levels:
+            return 0.0
+        s = sorted(self._qrs_levels)
+        return s[len(s) // 2]
+
+    def _frame_quality(self, idx: int, current: FrameQuality) -> FrameQuality:
+        for a, b, q in reversed(self._frames):
+            if a <= idx < b:
+                return q
+        return current
+
+    def _on_beat(self, idx: int, current: FrameQuality) -> list[Transition]:
+        fq = self._frame_quality(idx, current)
+        seg = self._ring_slice(idx - self._pre, idx + self._post)
+        t = self._t(idx)
+        rr = t - self._last_beat_t if self._last_beat_t is not None else None
+        cls = self._clf.classify(seg.astype(np.float64), rr)
+        det = self._det
+        if det is not None:
+            v = det.bp_at(idx - self._det_off)
+            if v > 0:
+                self._qrs_levels.append(v)
+        if rr is not None and rr <= 0:
+            return []
+        self._last_beat_t = t
+        # a clinical judgement needs good signal in this frame and most of the last 10 s
+        good = fq.good and sum(self._recent_good) >= CONTEXT_GOOD * len(self._recent_good)
+        beat = Beat(t, cls, good, rr, self._clf.last_match)
+        self._beats.append((t, cls))
+        self._new_beats.append((t, cls))
+        self.beat_count += 1
+        self._min_n += cls == "N"
+        self._min_v += cls == "V"
+        if beat.good and rr is not None:
+            self._min_rr_sum += rr
+            self._min_rr_n += 1
+        self._pvc.on_beat(beat)
+        self._rate.on_beat(beat)
+        out = self._af.on_beat(beat)
+        out += self._vt.on_beat(beat)
+        out += self._pause.on_beat(beat, self._af.in_af)
+        return out
+
+    def _vf_frame(self, x: np.ndarray, q: FrameQuality, t_end: float) -> list[Transition]:
+        if q.unusable:
+            self._vf_primed = False
+            return self._vf.on_frame(t_end, 0.0, 0.0, 0.0, 0, 0.0, usable=False)
+        if not self._vf_primed:
+            self._vf_zi = signal.lfilter_zi(*self._vf_ba) * x[0]
+            self._wide_zi = signal.lfilter_zi(*self._wide_ba) * x[0]
+            self._vf_primed = True
+        v, self._vf_zi = signal.lfilter(*self._vf_ba, x, zi=self._vf_zi)
+        w, self._wide_zi = signal.lfilter(*self._wide_ba, x, zi=self._wide_zi)
+        w2 = w * w
+        return self._vf.on_frame(t_end, float(np.dot(v, v)), float(w2.sum()), float(np.dot(w2, w2)), len(x),
+                                 float(w.max() - w.min()), usable=True)
+
+    # --------------------------------------------------------- summaries
+    def _reset_minute(self) -> None:
+        self._min_s = 0.0
+        self._min_n = 0
+        self._min_v = 0
+        self._min_rr_sum = 0.0
+        self._min_rr_n = 0
+        self._min_sqi = 0.0
+        self._min_lead_off = 0.0
+        self._min_af_s = 0.0
+        self._min_vt_s = 0.0
+        self._min_vf_s = 0.0
+        self._min_asys_s = 0.0
+
+    def _account(self, dur: float, q: FrameQuality) -> None:
+        self._min_s += dur
+        self._min_sqi += q.sqi * dur
+        if q.unusable:
+            self._min_lead_off += dur
+        if self._af.in_af:
+            self._min_af_s += dur
+        if self._vt.active:
+            self._min_vt_s += dur
+        if self._vf.active:
+            self._min_vf_s += dur
+        if self._pause.asystole:
+            self._min_asys_s += dur
+
+    def _make_summary(self) -> dict:
+        w = self._min_s
+        quality = self._min_sqi / w if w else 0.0
+        hr = 60.0 * self._min_rr_n / self._min_rr_sum if self._min_rr_n >= 3 and self._min_rr_sum > 0 else None
+        if self._min_vf_s > 0:
+            rhythm = "vf"
+        elif self._min_vt_s > 0:
+            rhythm = "vt"
+        elif self._min_asys_s > 0:
+            rhythm = "asystole"
+        elif quality < 0.5 or hr is None:
+            rhythm = "unknown"
+        elif self._min_af_s >= 0.5 * w:
+            rhythm = "af"
+        elif hr < 60:
+            rhythm = "sinus_bradycardia"
+        elif hr > 100:
+            rhythm = "sinus_tachycardia"
+        else:
+            rhythm = "sinus"
+        return {
+            "hr_bpm": round(hr, 1) if hr is not None else None,
+            "rhythm": rhythm,
+            "beats": {"normal": self._min_n, "ventricular": self._min_v},
+            "quality": round(quality, 3),
+            "lead_off_s": round(self._min_lead_off, 1),
+            "window_s": round(w, 1),
+        }
+
+    # ------------------------------------------------------------ alarms
+    def _alarms(self, trans: list[Transition]) -> list[RhythmAlarm]:
+        if not trans:
+            return []
+        out = []
+        for tr in trans:
+            detail = dict(tr.detail)
+            hr = self._rate.hr
+            detail.setdefault("hr_bpm", round(hr, 1) if hr is not None else None)
+            if tr.active:
+                detail["quality"] = round(self._frames[-1][2].sqi, 3) if self._frames else None
+                detail["strip"] = self._strip()
+            out.append(RhythmAlarm(tr.condition, tr.active, round(tr.start_s, 3),
+                                   round(tr.end_s, 3) if tr.end_s is not None else None, detail))
+        return out
+
+    def _strip(self) -> dict:
+        n = int(round(STRIP_S * self.fs))
+        seg = self._ring_slice(self._n - n, self._n)
+        start = self._t(self._n - len(seg))
+        return {"fs": self.fs, "start_s": round(start, 3), "samples_uv": np.rint(seg).astype(np.int32).tolist()}

@@ -1,0 +1,326 @@
+"""Streaming QRS detection (Pan-Tompkins / Hamilton-Tompkins family).
+
+The detector is fed consecutive chunks of one lead (µV, any fs from 125 to
+500 Hz) and carries every piece of state across chunks: the band-pass
+filter's delay line, the tail needed by the derivative and the moving-window
+integrator, the adaptive thresholds and the search-back candidates.
+
+Per chunk the per-sample work is a handful of vectorised numpy calls
+(``lfilter`` with carried ``zi``, an absolute derivative, a cumulative-sum
+moving average and a local-maximum mask).  The absolute value (not the
+square) keeps wide ventricular and aberrant beats above threshold.  Only the few local maxima of the
+integrated signal (a handful per second) are looked at in Python, with the
+classic decision rules:
+
+* a candidate peak is kept only if it is the largest within ``MERGE_S``;
+* it is a QRS when it exceeds ``THR1 = NPK + k (SPK - NPK)``, where SPK and
+  NPK are medians of the last 8 signal / noise peak heights (Hamilton);
+* nothing within ``REFRACTORY_S`` of the last QRS; between that and
+  ``T_WAVE_S`` a candidate whose steepest slope is under half that of the last
+  QRS is a T wave;
+* search-back: when no QRS has been found for ``1.66 x`` the recent mean RR,
+  the largest earlier candidate above ``THR1 / 2`` is taken as a QRS.
+
+Beat times are sample indices on the detector's own counter (first sample
+pushed = 0), located at the largest absolute band-passed deflection inside
+the integrator window and corrected for the filter's group delay.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+from scipy import signal
+
+BAND_HZ = (5.0, 15.0)
+BAND_ORDER = 2
+MWI_S = 0.15            # moving-window integrator width (Pan-Tompkins: 150 ms)
+MERGE_S = 0.18          # candidates closer than this are one peak (the larger wins)
+REFRACTORY_S = 0.20     # no QRS within 200 ms of another
+T_WAVE_S = 0.36         # between 200 and 360 ms a QRS must be as steep as half the last one
+T_SLOPE_RATIO = 0.5    # ... steeper than this fraction of the last QRS
+LEARN_S = 2.0           # initial threshold learning period
+SEARCHBACK_RR = 1.66    # search back after 1.66 mean RR without a QRS
+SB_FRACTION = 0.5       # search-back threshold as a fraction of the detection threshold
+SB_SLOPE = 0.3          # a search-back QRS must be this steep relative to recent QRSs
+THR_FRACTION = 0.3125   # Hamilton-Tompkins detection threshold coefficient
+BUFFER_S = 8.0          # ring of band-passed / integrated signal kept for location and search-back
+FEATURE_ABS = True      # |derivative| (True) or derivative squared (classic Pan-Tompkins)
+DECAY_AFTER_S = 2.5     # without any QRS for this long the signal level estimate decays
+
+
+class QrsDetector:
+    """Incremental QRS detector for one lead.
+
+    ``process(chunk)`` returns the sample indices (on the detector's counter)
+    of the QRS complexes it has become sure of; decisions lag the signal by at
+    most about ``MERGE_S`` plus the integrator width, or by the search-back
+    delay for low-amplitude beats.
+    """
+
+    def __init__(self, fs: float) -> None:
+        if not 50.0 <= fs <= 2000.0:
+            raise ValueError(f"unsupported sampling rate {fs} Hz")
+        self.fs = float(fs)
+        hi = min(BAND_HZ[1], 0.45 * fs)
+        b, a = signal.butter(BAND_ORDER, [BAND_HZ[0], hi], btype="band", fs=fs)
+        self._b, self._a = b, a
+        self._zi = np.zeros(max(len(a), len(b)) - 1)
+        # group delay of the band-pass near the QRS energy peak (~10 Hz), in samples
+        _, gd = signal.group_delay((b, a), w=[10.0], fs=fs)
+        self._gd = int(round(float(gd[0])))
+        self._w = max(2, int(round(MWI_S * fs)))
+        self._merge = int(round(MERGE_S * fs))
+        self._refr = int(round(REFRACTORY_S * fs))
+        self._twave = int(round(T_WAVE_S * fs))
+        self._learn = int(round(LEARN_S * fs))
+        self._decay_after = int(round(DECAY_AFTER_S * fs))
+        self._slope_half = max(1, int(round(0.06 * fs)))
+        cap = 1
+        while cap < BUFFER_S * fs:
+            cap *= 2
+        self._cap = cap
+        self._mask = cap - 1
+        self._bp = np.zeros(cap)          # band-passed signal ring
+        self._mwi = np.zeros(cap)         # integrated feature ring
+        self._bp_tail = np.zeros(2)       # last two band-passed samples (derivative)
+        self._sq_tail = np.zeros(self._w)  # last w squared-derivative samples (integrator)
+        self._n = 0                       # samples consumed so far
+        self._prev_mwi_last = 0.0         # last integrated value (local-max test across chunks)
+        self._prev_mwi_rising = False
+        self._learning = True
+        self._pending: tuple[int, float] | None = None   # candidate waiting for the merge window
+        self._held: list[tuple[int, float]] = []         # candidates seen while learning
+        self._spk: deque[float] = deque(maxlen=8)
+        self._npk: deque[float] = deque(maxlen=8)
+        self._rr: deque[int] = deque(maxlen=8)
+        self._slopes: deque[float] = deque(maxlen=8)
+        self._thr1 = 0.0
+        self._last_qrs = -10**9           # integrator-peak index of the last QRS
+        self._last_slope = 0.0
+        self._since: list[tuple[int, float]] = []        # noise candidates since the last QRS
+        self._out: list[int] = []
+        self._last_decay = 0
+        self.last_bp = np.zeros(0)
+
+    # ------------------------------------------------------------------ feed
+    def process(self, x: np.ndarray) -> list[int]:
+        """Feed one chunk of samples (µV); return newly confirmed QRS sample indices."""
+        m = len(x)
+        if m == 0:
+            return []
+        if self._n == 0:
+            # start the filter in its steady state for the first sample's DC level
+            self._zi = signal.lfilter_zi(self._b, self._a) * float(x[0])
+        bp, self._zi = signal.lfilter(self._b, self._a, x, zi=self._zi)
+        self.last_bp = bp
+        ext = np.concatenate((self._bp_tail, bp))
+        d = ext[2:] - ext[:-2]
+        self._bp_tail = ext[-2:]
+        sq = np.abs(d) if FEATURE_ABS else d * d
+        csum = np.cumsum(np.concatenate((self._sq_tail, sq)))
+        w = self._w
+        # mwi[i] = sum of the last w squared-derivative samples ending at new sample i
+        mwi = (csum[w:] - csum[:-w]) / w
+        tail = np.concatenate((self._sq_tail, sq))
+        self._sq_tail = tail[-w:]
+        n0 = self._n
+        self._write(n0, bp, mwi)
+        self._n = n0 + m
+
+        # local maxima of the integrated signal: rising into i, not rising out of i.
+        # Index i-1 of the previous chunk is resolved now that its successor is known.
+        prev = np.concatenate(((self._prev_mwi_last,), mwi))
+        rising = prev[1:] > prev[:-1]                  # rising[i]: mwi[i] > mwi[i-1]
+        peak = np.empty(m, dtype=bool)
+        peak[:-1] = rising[:-1] & ~rising[1:]
+        peak[-1] = False
+        cands = np.flatnonzero(peak)
+        first_is_peak = self._prev_mwi_rising and not rising[0]
+        self._prev_mwi_last = float(mwi[-1])
+        self._prev_mwi_rising = bool(rising[-1])
+        out = self._out = []
+        if first_is_peak and n0 > 0:
+            self._candidate(n0 - 1, float(self._mwi[(n0 - 1) & self._mask]))
+        if len(cands):
+            vals = mwi[cands]
+            floor = 0.05 * self._thr1 if not self._learning else 0.0
+            for i, v in zip(cands.tolist(), vals.tolist()):
+                if v > floor:
+                    self._candidate(n0 + i, v)
+        self._tick()
+        return out
+
+    def _write(self, n0: int, bp: np.ndarray, mwi: np.ndarray) -> None:
+        m = len(bp)
+        if m >= self._cap:
+            bp, mwi, n0 = bp[-self._cap:], mwi[-self._cap:], n0 + m - self._cap
+            m = self._cap
+        s = n0 & self._mask
+        e = s + m
+        if e <= self._cap:
+            self._bp[s:e] = bp
+            self._mwi[s:e] = mwi
+        else:
+            k = self._cap - s
+            self._bp[s:] = bp[:k]
+            self._bp[: m - k] = bp[k:]
+            self._mwi[s:] = mwi[:k]
+            self._mwi[: m - k] = mwi[k:]
+
+    def bp_at(self, i: int) -> float:
+        """|band-passed signal| at the QRS located at sample ``i`` (0 if no longer held)."""
+        i += self._gd
+        if i < 0 or i >= self._n or i <= self._n - self._cap:
+            return 0.0
+        return abs(float(self._bp[i & self._mask]))
+
+    def _ring(self, buf: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        """buf samples [lo, hi) by absolute index (clipped to what the ring holds)."""
+        lo = max(lo, self._n - self._cap + 1, 0)
+        if hi <= lo:
+            return buf[:0]
+        s, e = lo & self._mask, hi & self._mask
+        if s < e:
+            return buf[s:e]
+        return np.concatenate((buf[s:], buf[:e]))
+
+    # ------------------------------------------------------------ decisions
+    def _candidate(self, i: int, v: float) -> None:
+        p = self._pending
+        if p is not None:
+            if i - p[0] < self._merge:
+                if v > p[1]:
+                    self._pending = (i, v)
+                return
+            self._finalise(p[0], p[1])
+        self._pending = (i, v)
+
+    def _tick(self) -> None:
+        """End-of-chunk housekeeping: flush a pending peak, learn, search back, decay."""
+        p = self._pending
+        if p is not None and self._n - 1 - p[0] >= self._merge:
+            self._pending = None
+            self._finalise(p[0], p[1])
+        if self._learning:
+            if self._n >= self._learn:
+                self._end_learning()
+            return
+        self._search_back(self._n)
+        # a long stretch without any QRS: let the signal level decay towards the
+        # noise level (once per second), so a drop in amplitude is followed
+        since = self._n - max(self._last_qrs, self._last_decay)
+        if since > self._decay_after and self._spk:
+            self._last_decay = self._n
+            self._spk.append(0.5 * self._median(self._spk))
+            self._update_thr()
+
+    def _end_learning(self) -> None:
+        feat = self._ring(self._mwi, 0, self._n)
+        top = float(np.max(feat)) if len(feat) else 0.0
+        if top <= 0.0:
+            return  # flat so far: keep learning
+        self._learning = False
+        self._spk.extend([0.5 * top] * 4)
+        self._npk.extend([0.5 * float(np.mean(feat))] * 4)
+        self._update_thr()
+        held, self._held = self._held, []
+        for i, v in held:
+            self._decide(i, v)
+        self._search_back(self._n)
+
+    def _finalise(self, i: int, v: float) -> None:
+        if self._learning:
+            self._held.append((i, v))
+            if len(self._held) > 64:
+                del self._held[:-64]
+            return
+        self._search_back(i)
+        self._decide(i, v)
+
+    @staticmethod
+    def _median(q: deque[float]) -> float:
+        s = sorted(q)
+        k = len(s)
+        return s[k // 2] if k % 2 else 0.5 * (s[k // 2 - 1] + s[k // 2])
+
+    def _update_thr(self) -> None:
+        spk = self._median(self._spk) if self._spk else 0.0
+        npk = self._median(self._npk) if self._npk else 0.0
+        if spk < npk:
+            spk = npk
+        self._thr1 = npk + THR_FRACTION * (spk - npk)
+
+    def _slope(self, i: int) -> float:
+        seg = self._ring(self._bp, i - self._w - self._slope_half, i + 1)
+        if len(seg) < 3:
+            return 0.0
+        return float(np.max(np.abs(np.diff(seg))))
+
+    def _decide(self, i: int, v: float) -> None:
+        gap = i - self._last_qrs
+        if gap < self._refr:
+            return
+        if v > self._thr1:
+            if gap < self._twave:
+                s = self._slope(i)
+                if s < T_SLOPE_RATIO * self._last_slope:
+                    self._noise(i, v)
+                    return
+            self._accept(i, v, searchback=False)
+        else:
+            self._noise(i, v)
+
+    def _noise(self, i: int, v: float) -> None:
+        self._npk.append(v)
+        self._update_thr()
+        self._since.append((i, v))
+        if len(self._since) > 64:
+            del self._since[:-64]
+
+    def _accept(self, i: int, v: float, *, searchback: bool) -> None:
+        if self._last_qrs > -10**8:
+            rr = i - self._last_qrs
+            if rr < 3 * self.fs:
+                self._rr.append(rr)
+        self._last_qrs = i
+        self._last_slope = self._slope(i)
+        self._slopes.append(self._last_slope)
+        self._spk.append(v)
+        self._update_thr()
+        self._since = [c for c in self._since if c[0] > i]
+        self._out.append(self._locate(i))
+
+    def _search_back(self, now: int) -> None:
+        """Take the best sub-threshold candidate when a QRS is overdue at ``now``."""
+        while True:
+            if not self._rr or self._last_qrs < 0:
+                return
+            mean_rr = sum(self._rr) / len(self._rr)
+            if now - self._last_qrs <= SEARCHBACK_RR * mean_rr:
+                return
+            thr2 = SB_FRACTION * self._thr1
+            best = None
+            for c in self._since:
+                if c[0] - self._last_qrs >= self._twave and c[1] > thr2 and c[0] < now:
+                    if best is None or c[1] > best[1]:
+                        best = c
+            if best is None:
+                return
+            if self._slopes and self._slope(best[0]) < SB_SLOPE * self._median(self._slopes):
+                # too gentle for a QRS (a T or P wave): drop it and look again
+                self._since.remove(best)
+                continue
+            # search-back peaks count towards the signal level with less weight
+            self._accept(best[0], best[1], searchback=True)
+
+    def _locate(self, i: int) -> int:
+        """Sample of the QRS whose integrator peak is at ``i``: largest |band-pass| in the window."""
+        lo = i - self._w - self._slope_half
+        seg = self._ring(self._bp, lo, i + 1)
+        if len(seg) == 0:
+            return max(0, i - self._w // 2 - self._gd)
+        lo = i + 1 - len(seg)
+        k = int(np.argmax(np.abs(seg)))
+        return max(0, lo + k - self._gd)

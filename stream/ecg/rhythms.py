@@ -1,0 +1,468 @@
+"""Rhythm judgement from classified beats and per-second quality.
+
+Each detector below is a small state machine fed in time order with beats
+(time in s on the analyser's time base, class "N"/"V", whether the signal
+around it was good) and with per-frame quality; each returns the alarm
+transitions it caused as :class:`Transition` tuples, which the analyser turns
+into ``RhythmAlarm`` objects with evidence.
+
+Thresholds follow ``domain/DOMAIN.md`` §2 and §2.1; the gating rules follow
+§3 (no rhythm alarm from an unusable or noisy signal; persistence before VT,
+pause and asystole).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# --- AF (RR irregularity over a sliding window of beats, ectopics excluded)
+AF_WINDOW = 32            # beats in the sliding window
+AF_MIN_NN = 14            # usable normal-to-normal intervals needed in the window
+AF_PERCENTILE = 50.0      # percentile of the successive differences used as irregularity
+AF_RR_LOW = 0.6           # NN intervals outside [0.6, 1.6] x median are ectopy or pauses
+AF_RR_HIGH = 1.6
+AF_ON = 0.075             # irregularity (median successive NN difference / median NN) to enter AF
+AF_OFF = 0.055            # ... and to leave it (hysteresis)
+AF_MIN_S = 30.0           # ESC: AF lasting at least 30 s on a single-lead strip
+AF_RVR_BPM = 110.0        # RACE II lenient rate target
+AF_RVR_S = 300.0          # mean rate above it for 5 min
+AF_PAUSE_S = 5.0          # pause threshold in AF
+# --- VT
+VT_BEATS = 3
+VT_RATE_BPM = 100.0
+VT_SUSTAINED_S = 30.0
+# --- pauses and asystole
+PAUSE_S = 3.0
+ASYSTOLE_S = 5.0
+PAUSE_HOLD_S = 60.0       # a pause alarm stays open this long after the last pause
+# --- rates (DOMAIN 2.1)
+BRADY_BPM = 40.0
+BRADY_S = 60.0
+TACHY_BPM = 100.0
+TACHY_S = 600.0
+TACHY_FAST_BPM = 150.0
+TACHY_FAST_S = 60.0
+RATE_WINDOW_S = 10.0
+# --- PVC burden
+PVC_PER_H = 30.0
+PVC_BURDEN = 0.10
+PVC_MIN_MINUTES = 10
+# --- ventricular flutter / fibrillation (per-frame features over the last 4 s)
+VF_BAND_SHARE = 0.80      # share of 0.7-40 Hz energy in 2-9 Hz
+VF_KURTOSIS_MAX = 3.5     # a sine-like, non-peaky signal
+VF_MIN_UV = 150.0         # and not a quiet baseline
+VF_PERSIST_S = 6.0
+VF_CLEAR_S = 4.0
+# --- technical
+LEAD_OFF_RAISE_S = 300.0  # DOMAIN 2.1: lead-off for > 5 min
+LEAD_OFF_CLEAR_S = 10.0
+
+
+@dataclass(slots=True)
+class Transition:
+    condition: str
+    active: bool
+    start_s: float
+    end_s: float | None
+    detail: dict = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Beat:
+    t: float
+    cls: str
+    good: bool
+    rr: float | None      # seconds since the previous beat of the same segment
+    match: bool = True    # morphology matches the patient's normal template
+
+
+class AfDetector:
+    """AF from RR irregularity, robust to ectopics and to bigeminy patterns.
+
+    Only normal-to-normal intervals whose both ends are normal beats are used,
+    and the irregularity is the smaller of the median lag-1 and lag-2
+    successive differences (a bigeminal or alternating pattern repeats at
+    lag 2, AF never repeats), divided by the median NN interval.
+    """
+
+    def __init__(self) -> None:
+        self.beats: deque[Beat] = deque(maxlen=AF_WINDOW + 1)
+        self.in_af = False          # window judgement (with hysteresis)
+        self.onset: float | None = None
+        self.alarm = False
+        self.rvr = False
+        self.irregularity = 0.0
+        self._rates: deque[tuple[float, float]] = deque(maxlen=1024)  # (t, bpm) while in AF
+
+    def reset_window(self) -> None:
+        self.beats.clear()
+
+    def _score(self) -> float | None:
+        b = list(self.beats)
+        if len(b) < AF_WINDOW // 2:
+            return None
+        if sum(1 for x in b if not x.good) > len(b) // 4:
+            return None
+        rr = np.array([x.rr if x.rr is not None else np.nan for x in b[1:]])
+        nn = np.array([(b[i].cls == "N" and b[i + 1].cls == "N" and b[i + 1].rr is not None) for i in range(len(b) - 1)])
+        if nn.sum() < AF_MIN_NN:
+            return 0.0   # ectopy-dominated (e.g. bigeminy): not judged as AF
+        med = float(np.median(rr[nn]))
+        if med <= 0:
+            return None
+        # RR outliers (pauses, premature beats missed by the classifier) are ectopy, not AF
+        nn = nn & (rr > AF_RR_LOW * med) & (rr < AF_RR_HIGH * med)
+        d1 = np.abs(rr[1:] - rr[:-1])[nn[1:] & nn[:-1]]
+        d2 = np.abs(rr[2:] - rr[:-2])[nn[2:] & nn[:-2]]
+        if len(d1) < 6:
+            return None
+        s = float(np.percentile(d1, AF_PERCENTILE))
+        if len(d2) >= 6:
+            s = min(s, float(np.percentile(d2, AF_PERCENTILE)))
+        return s / med
+
+    def on_beat(self, beat: Beat) -> list[Transition]:
+        self.beats.append(beat)
+        out: list[Transition] = []
+        score = self._score()
+        if score is not None:
+            self.irregularity = score
+            mid = self.beats[len(self.beats) // 2].t
+            if not self.in_af and score > AF_ON:
+                self.in_af, self.onset = True, mid
+                self._rates.clear()
+            elif self.in_af and score < AF_OFF:
+                self.in_af = False
+                out += self._end(mid)
+        if self.in_af:
+            if beat.rr is not None and beat.good:
+                self._rates.append((beat.t, 60.0 / beat.rr))
+            if not self.alarm and self.onset is not None and beat.t - self.onset >= AF_MIN_S:
+                self.alarm = True
+                out.append(Transition("af", True, self.onset, None, {"irregularity": round(self.irregularity, 3)}))
+            if self.alarm:
+                out += self._check_rvr(beat.t)
+        return out
+
+    def _check_rvr(self, now: float) -> list[Transition]:
+        while self._rates and self._rates[0][0] < now - AF_RVR_S:
+            self._rates.popleft()
+        if not self._rates or self.onset is None or now - self.onset < AF_RVR_S:
+            return []
+        # mean rate = beats per minute over the window (mean of RR, not of rates)
+        mean_bpm = 60.0 * len(self._rates) / sum(60.0 / r for _, r in self._rates)
+        if not self.rvr and mean_bpm > AF_RVR_BPM:
+            self.rvr = True
+            return [Transition("af_rvr", True, now, None, {"mean_hr_bpm": round(mean_bpm, 1)})]
+        if self.rvr and mean_bpm < AF_RVR_BPM - 5.0:
+            self.rvr = False
+            return [Transition("af_rvr", False, now, now, {"mean_hr_bpm": round(mean_bpm, 1)})]
+        return []
+
+    def _end(self, t: float) -> list[Transition]:
+        out = []
+        if self.rvr:
+            self.rvr = False
+            out.append(Transition("af_rvr", False, t, t))
+        if self.alarm:
+            self.alarm = False
+            out.append(Transition("af", False, self.onset if self.onset is not None else t, t))
+        self.onset = None
+        return out
+
+
+class VtDetector:
+    """Runs of >= 3 consecutive ventricular beats faster than 100 bpm."""
+
+    def __init__(self) -> None:
+        self.run: list[Beat] = []
+        self.active = False
+        self.sustained = False
+
+    def _rate_ok(self, run: list[Beat]) -> bool:
+        rrs = [b.rr for b in run[1:] if b.rr is not None]
+        if len(rrs) < VT_BEATS - 1:
+            return False
+        return 60.0 * len(rrs) / sum(rrs) > VT_RATE_BPM
+
+    def on_beat(self, beat: Beat) -> list[Transition]:
+        if beat.cls == "V" and beat.good and (not self.run or beat.rr is not None):
+            self.run.append(beat)
+            if len(self.run) > 4096:
+                del self.run[1:-4094]
+            out = []
+            if not self.active and len(self.run) >= VT_BEATS and self._rate_ok(self.run[-VT_BEATS:]):
+                self.active = True
+                out.append(Transition("vt", True, self.run[0].t, None, {"beats": len(self.run)}))
+            if self.active and not self.sustained and beat.t - self.run[0].t >= VT_SUSTAINED_S:
+                self.sustained = True
+                out.append(Transition("vt_sustained", True, self.run[0].t, None, {"beats": len(self.run)}))
+            return out
+        return self.end(beat.t)
+
+    def end(self, t: float) -> list[Transition]:
+        """The run is over (a non-ventricular beat, bad signal or a gap)."""
+        out = []
+        if self.active:
+            last = self.run[-1].t
+            if self.sustained:
+                out.append(Transition("vt_sustained", False, self.run[0].t, last))
+            out.append(Transition("vt", False, self.run[0].t, last, {"beats": len(self.run)}))
+        self.run = []
+        self.active = self.sustained = False
+        return out
+
+
+class VfDetector:
+    """Ventricular flutter / fibrillation: a large, sine-like 2-9 Hz oscillation."""
+
+    def __init__(self) -> None:
+        self.frames: deque[tuple[float, float, float, float, int]] = deque(maxlen=4)
+        self.run_start: float | None = None
+        self.last_vf: float | None = None
+        self.active = False
+
+    def reset(self) -> None:
+        self.frames.clear()
+
+    def on_frame(self, t_end: float, e_vf: float, e_wide: float, e4_wide: float, n: int, ptp: float,
+                 usable: bool) -> list[Transition]:
+        if not usable:
+            self.frames.clear()
+            return self._miss(t_end)
+        self.frames.append((e_vf, e_wide, e4_wide, ptp, n))
+        if len(self.frames) < 4:
+            return self._miss(t_end)
+        ev = sum(f[0] for f in self.frames)
+        ew = sum(f[1] for f in self.frames)
+        e4 = sum(f[2] for f in self.frames)
+        nn = sum(f[4] for f in self.frames)
+        if ew <= 0:
+            return self._miss(t_end)
+        kurt = e4 * nn / (ew * ew)
+        vf_like = ev / ew > VF_BAND_SHARE and kurt < VF_KURTOSIS_MAX and min(f[3] for f in self.frames) > VF_MIN_UV
+        if not vf_like:
+            return self._miss(t_end)
+        if self.run_start is None:
+            self.run_start = t_end - 4.0
+        self.last_vf = t_end
+        if not self.active and t_end - self.run_start >= VF_PERSIST_S:
+            self.active = True
+            return [Transition("vt_sustained", True, self.run_start, None, {"vf": True})]
+        return []
+
+    def _miss(self, t_end: float) -> list[Transition]:
+        if self.active and self.last_vf is not None and t_end - self.last_vf >= VF_CLEAR_S:
+            self.active = False
+            start, self.run_start = self.run_start, None
+            return [Transition("vt_sustained", False, start if start is not None else self.last_vf, self.last_vf, {"vf": True})]
+        if not self.active and (self.last_vf is None or t_end - self.last_vf >= 1.5):
+            self.run_start = None
+        return []
+
+
+class PauseDetector:
+    """Pauses (RR >= 3 s, >= 5 s in AF) and asystole (no QRS >= 5 s) on a clean baseline."""
+
+    def __init__(self) -> None:
+        self.last_beat: Beat | None = None
+        self.clean_since_beat = True      # every frame after the last beat was usable and not noisy
+        self.asystole = False
+        self.pause_open = False
+        self.pause_last_end = 0.0
+        self.pause_start = 0.0
+
+    def reset(self) -> list[Transition]:
+        """A gap or unusable signal: forget the last beat (a gap is never a pause)."""
+        out = self._close_asystole(None)
+        self.last_beat = None
+        return out
+
+    def _close_asystole(self, t: float | None) -> list[Transition]:
+        if not self.asystole:
+            return []
+        self.asystole = False
+        start = self.last_beat.t if self.last_beat else 0.0
+        return [Transition("asystole", False, start, t if t is not None else start + ASYSTOLE_S)]
+
+    def on_frame(self, t_end: float, clean: bool, in_af: bool, vf: bool) -> list[Transition]:
+        out: list[Transition] = []
+        if self.pause_open and t_end - self.pause_last_end >= PAUSE_HOLD_S:
+            self.pause_open = False
+            out.append(Transition("pause", False, self.pause_start, self.pause_last_end))
+        if self.last_beat is None:
+            return out
+        if not clean or vf:
+            self.clean_since_beat = False
+            return out + self.reset()
+        if (not self.asystole and self.clean_since_beat and self.last_beat.good and self.last_beat.match
+                and t_end - self.last_beat.t >= ASYSTOLE_S):
+            self.asystole = True
+            out.append(Transition("asystole", True, self.last_beat.t, None,
+                                  {"no_qrs_s": round(t_end - self.last_beat.t, 2)}))
+        return out
+
+    def on_beat(self, beat: Beat, in_af: bool) -> list[Transition]:
+        out: list[Transition] = []
+        prev = self.last_beat
+        if prev is not None and beat.rr is not None:
+            if self.asystole:
+                out += self._close_asystole(beat.t)
+            elif (beat.rr >= (AF_PAUSE_S if in_af else PAUSE_S) and self.clean_since_beat
+                  and prev.good and beat.good and prev.match and beat.match):
+                self.pause_last_end = beat.t
+                if not self.pause_open:
+                    self.pause_open = True
+                    self.pause_start = prev.t
+                    out.append(Transition("pause", True, prev.t, beat.t, {"rr_s": round(beat.rr, 3)}))
+        self.last_beat = beat
+        self.clean_since_beat = True
+        return out
+
+    def close_all(self, t: float) -> list[Transition]:
+        out = self._close_asystole(t)
+        if self.pause_open:
+            self.pause_open = False
+            out.append(Transition("pause", False, self.pause_start, self.pause_last_end))
+        return out
+
+
+class RateDetector:
+    """Brady- and tachycardia with persistence, from the median RR of the last 10 s."""
+
+    def __init__(self) -> None:
+        self.recent: deque[tuple[float, float]] = deque(maxlen=64)   # (t, rr) of good beats
+        self.hr: float | None = None
+        self.brady_since: float | None = None
+        self.tachy_since: float | None = None
+        self.fast_since: float | None = None
+        self.brady = False
+        self.tachy = False
+
+    def on_beat(self, beat: Beat) -> None:
+        if beat.rr is not None and beat.good:
+            self.recent.append((beat.t, beat.rr))
+
+    def reset(self) -> None:
+        self.recent.clear()
+        self.brady_since = self.tachy_since = self.fast_since = None
+
+    def current_hr(self, now: float) -> float | None:
+        while self.recent and self.recent[0][0] < now - RATE_WINDOW_S:
+            self.recent.popleft()
+        if len(self.recent) < 2:
+            return None
+        rrs = sorted(r for _, r in self.recent)
+        return 60.0 / rrs[len(rrs) // 2]
+
+    def on_frame(self, now: float, good: bool, suppress_tachy: bool) -> list[Transition]:
+        out: list[Transition] = []
+        hr = self.current_hr(now) if good else None
+        self.hr = hr
+        if hr is None:
+            # unknown rate: neither start nor end an episode, but stop persistence clocks
+            self.brady_since = self.tachy_since = self.fast_since = None
+            return out
+        # bradycardia
+        if hr < BRADY_BPM:
+            if self.brady_since is None:
+                self.brady_since = now
+            if not self.brady and now - self.brady_since >= BRADY_S:
+                self.brady = True
+                out.append(Transition("bradycardia", True, self.brady_since, None, {"hr_bpm": round(hr, 1)}))
+        else:
+            self.brady_since = None
+            if self.brady and hr >= BRADY_BPM + 5:
+                self.brady = False
+                out.append(Transition("bradycardia", False, now, now, {"hr_bpm": round(hr, 1)}))
+        # tachycardia (>100 for 10 min, or >=150 for 1 min)
+        fast = hr > TACHY_BPM and not suppress_tachy
+        if fast:
+            if self.tachy_since is None:
+                self.tachy_since = now
+            if hr >= TACHY_FAST_BPM:
+                if self.fast_since is None:
+                    self.fast_since = now
+            else:
+                self.fast_since = None
+            if not self.tachy:
+                if now - self.tachy_since >= TACHY_S:
+                    self.tachy = True
+                    out.append(Transition("tachycardia", True, self.tachy_since, None,
+                                          {"hr_bpm": round(hr, 1), "severity": "moderate"}))
+                elif self.fast_since is not None and now - self.fast_since >= TACHY_FAST_S:
+                    self.tachy = True
+                    out.append(Transition("tachycardia", True, self.fast_since, None,
+                                          {"hr_bpm": round(hr, 1), "severity": "high"}))
+        else:
+            self.tachy_since = self.fast_since = None
+            if self.tachy and (suppress_tachy or hr <= TACHY_BPM - 5):
+                self.tachy = False
+                out.append(Transition("tachycardia", False, now, now, {"hr_bpm": round(hr, 1)}))
+        return out
+
+
+class PvcBurden:
+    """PVC frequency over the last hour, counted per minute (bounded)."""
+
+    def __init__(self) -> None:
+        self.minutes: deque[tuple[int, int]] = deque(maxlen=60)   # (normal, ventricular)
+        self.cur_n = 0
+        self.cur_v = 0
+        self.active = False
+
+    def on_beat(self, beat: Beat) -> None:
+        if not beat.good:
+            return
+        if beat.cls == "V":
+            self.cur_v += 1
+        else:
+            self.cur_n += 1
+
+    def on_minute(self, now: float) -> list[Transition]:
+        self.minutes.append((self.cur_n, self.cur_v))
+        self.cur_n = self.cur_v = 0
+        if len(self.minutes) < PVC_MIN_MINUTES:
+            return []
+        n = sum(m[0] for m in self.minutes)
+        v = sum(m[1] for m in self.minutes)
+        per_h = v * 60.0 / len(self.minutes)
+        burden = v / (n + v) if n + v else 0.0
+        detail = {"pvc_per_h": round(per_h, 1), "burden": round(burden, 3), "minutes": len(self.minutes)}
+        if not self.active and (per_h > PVC_PER_H or burden > PVC_BURDEN):
+            self.active = True
+            return [Transition("pvc_frequent", True, now, None, detail)]
+        if self.active and per_h < 0.8 * PVC_PER_H and burden < 0.8 * PVC_BURDEN:
+            self.active = False
+            return [Transition("pvc_frequent", False, now, now, detail)]
+        return []
+
+
+class LeadOffTracker:
+    """The technical condition: unusable or noisy signal for more than 5 minutes."""
+
+    def __init__(self) -> None:
+        self.bad_since: float | None = None
+        self.good_since: float | None = None
+        self.active = False
+
+    def on_frame(self, t_start: float, t_end: float, bad: bool) -> list[Transition]:
+        if bad:
+            self.good_since = None
+            if self.bad_since is None:
+                self.bad_since = t_start
+            if not self.active and t_end - self.bad_since >= LEAD_OFF_RAISE_S:
+                self.active = True
+                return [Transition("lead_off", True, self.bad_since, None, {"bad_s": round(t_end - self.bad_since, 1)})]
+            return []
+        if self.good_since is None:
+            self.good_since = t_start
+        if t_end - self.good_since >= LEAD_OFF_CLEAR_S:
+            self.bad_since = None
+            if self.active:
+                self.active = False
+                return [Transition("lead_off", False, self.good_since, self.good_since)]
+        return []

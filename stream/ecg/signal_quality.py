@@ -1,0 +1,114 @@
+"""Per-second ECG signal quality.
+
+Every frame (about one second) gets a :class:`FrameQuality`:
+
+* ``lead_off`` – the device said so, or samples were missing (NaN);
+* ``flat`` – essentially no variation (peak-to-peak below ``FLAT_UV``): a
+  disconnected or railed input, never an asystole;
+* ``saturated`` – a run of samples stuck at the frame's extreme value, or an
+  implausible amplitude (clipping at the ADC rail or an electrode pop);
+* ``noisy`` – the QRS band (5–15 Hz) carries energy without ECG structure: its
+  mean absolute level is large against the recent QRS peak level, or its
+  kurtosis is low while it is not quiet (muscle, motion, mains);
+* ``quiet`` – the QRS band stays well below the recent QRS level: a clean
+  baseline, which is what a real pause or asystole looks like.
+
+``sqi`` in 0..1 summarises it (0 for lead-off/flat/saturated).  Every rhythm
+alarm is gated on it; a bad signal only ever becomes the technical
+``lead_off`` condition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+FLAT_UV = 15.0            # peak-to-peak below this over a frame: flat line
+SATURATION_SHARE = 0.05   # share of a frame's samples stuck (in runs) on its max or min
+IMPLAUSIBLE_UV = 12000.0  # |amplitude| above this (after the DC level is removed) is not ECG
+NOISE_LEVEL = 0.22        # mean |QRS band| over the QRS peak level above this: noisy
+QUIET_LEVEL = 0.30        # max |QRS band| below this fraction of the QRS peak level: quiet
+KURTOSIS_MIN = 4.0        # a frame with a QRS in it has a peaky QRS band
+
+
+@dataclass(slots=True)
+class FrameQuality:
+    lead_off: bool = False
+    flat: bool = False
+    saturated: bool = False
+    noisy: bool = False
+    quiet: bool = False
+    sqi: float = 1.0
+
+    @property
+    def unusable(self) -> bool:
+        """No rhythm can be judged from this frame."""
+        return self.lead_off or self.flat or self.saturated
+
+    @property
+    def good(self) -> bool:
+        return not (self.unusable or self.noisy)
+
+
+def unusable_kind(x: np.ndarray) -> str | None:
+    """"flat", "saturated" or None for a frame of raw samples (µV).
+
+    Saturation is a run at the frame's extreme value (consecutive equal samples
+    at the max or min), so a coarse ADC repeating a peak value now and then is
+    not mistaken for clipping.
+    """
+    hi = float(x.max())
+    lo = float(x.min())
+    if hi - lo < FLAT_UV:
+        return "flat"
+    if hi - lo > 2 * IMPLAUSIBLE_UV:
+        return "saturated"
+    lim = SATURATION_SHARE * len(x)
+    at_hi = x == hi
+    if np.count_nonzero(at_hi[1:] & at_hi[:-1]) > lim:
+        return "saturated"
+    at_lo = x == lo
+    if np.count_nonzero(at_lo[1:] & at_lo[:-1]) > lim:
+        return "saturated"
+    return None
+
+
+def assess_frame(x: np.ndarray, bp: np.ndarray, qrs_level: float, *, lead_off: bool, n_beats: int) -> FrameQuality:
+    """Quality of one frame of raw samples ``x`` (µV) and its QRS-band version ``bp``.
+
+    ``qrs_level`` is the recent median |QRS band| at detected R peaks (0 if unknown),
+    ``n_beats`` the number of QRS complexes detected in the frame.
+    """
+    q = FrameQuality(lead_off=lead_off)
+    if lead_off or len(x) == 0:
+        q.sqi = 0.0
+        return q
+    kind = unusable_kind(x)
+    if kind == "flat":
+        q.flat = True
+        q.sqi = 0.0
+        return q
+    if kind == "saturated":
+        q.saturated = True
+        q.sqi = 0.0
+        return q
+    m = len(x)
+    abp = np.abs(bp)
+    mean_abs = float(abp.mean())
+    peak = float(abp.max())
+    if qrs_level > 0.0:
+        level = mean_abs / qrs_level
+        q.quiet = peak < QUIET_LEVEL * qrs_level
+    else:
+        level = mean_abs / peak if peak > 0 else 0.0
+    noisy = level > NOISE_LEVEL
+    if not noisy and not q.quiet and n_beats > 0:
+        m2 = float(np.dot(bp, bp)) / m
+        if m2 > 0.0:
+            b2 = bp * bp
+            kurt = float(np.dot(b2, b2)) / m / (m2 * m2)
+            noisy = kurt < KURTOSIS_MIN and n_beats > 3  # many "beats" without peaky QRS energy
+    q.noisy = noisy
+    q.sqi = 0.0 if noisy else max(0.0, min(1.0, 1.0 - level / NOISE_LEVEL * 0.5))
+    return q

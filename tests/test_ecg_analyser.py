@@ -1,0 +1,241 @@
+"""Synthetic-signal behaviour of the streaming ECG analyser (fast, no data files)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from stream.ecg.analyser import EcgAnalyser, RhythmAlarm
+from stream.ecg.qrs_detection import QrsDetector
+
+CLINICAL = {"af", "af_rvr", "vt", "vt_sustained", "pause", "asystole", "bradycardia", "tachycardia", "pvc_frequent"}
+
+
+def synthetic_ecg(fs: float, seconds: float, hr_bpm: float = 72.0, *, noise_uv: float = 10.0,
+                  seed: int = 0, rr_s: list[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A simple ECG-like signal (µV): P, QRS and T Gaussians; returns samples and R times (s)."""
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * fs))
+    t = np.arange(n) / fs
+    x = rng.normal(0.0, noise_uv, n) + 80.0 * np.sin(2 * np.pi * 0.2 * t)   # noise + baseline wander
+    beats = []
+    tb = 0.5
+    k = 0
+    while tb < seconds - 0.5:
+        beats.append(tb)
+        rr = rr_s[k % len(rr_s)] if rr_s else 60.0 / hr_bpm
+        tb += rr
+        k += 1
+    for b in beats:
+        for centre, width, amp in ((-0.16, 0.025, 120.0), (-0.02, 0.008, -150.0), (0.0, 0.010, 1200.0),
+                                   (0.025, 0.010, -300.0), (0.25, 0.05, 300.0)):
+            lo = int(max(0, (b + centre - 5 * width) * fs))
+            hi = int(min(n, (b + centre + 5 * width) * fs))
+            if hi > lo:
+                tt = t[lo:hi] - (b + centre)
+                x[lo:hi] += amp * np.exp(-0.5 * (tt / width) ** 2)
+    return x, np.array(beats)
+
+
+def stream(an: EcgAnalyser, x: np.ndarray, *, t0: float = 0.0, frame_s: float = 1.0,
+           lead_off: bool = False) -> tuple[list[RhythmAlarm], list[tuple[float, str]]]:
+    n = int(round(an.fs * frame_s))
+    alarms: list[RhythmAlarm] = []
+    beats: list[tuple[float, str]] = []
+    for k in range(0, len(x), n):
+        alarms += an.push(x[k:k + n], t0_s=t0 + k / an.fs, lead_off=lead_off)
+        beats += an.drain_beats()
+    return alarms, beats
+
+
+def match_rate(ref: np.ndarray, det: np.ndarray, tol: float = 0.15) -> tuple[float, float]:
+    if len(det) == 0:
+        return 0.0, 0.0
+    hit_ref = sum(1 for r in ref if np.min(np.abs(det - r)) <= tol)
+    hit_det = sum(1 for d in det if np.min(np.abs(ref - d)) <= tol)
+    return hit_ref / len(ref), hit_det / len(det)
+
+
+@pytest.mark.parametrize("fs", [125.0, 128.0, 250.0, 360.0, 500.0])
+def test_beats_found_at_every_supported_rate(fs: float) -> None:
+    x, ref = synthetic_ecg(fs, 120.0, hr_bpm=75)
+    an = EcgAnalyser(fs)
+    alarms, beats = stream(an, x)
+    det = np.array([b[0] for b in beats])
+    se, ppv = match_rate(ref, det)
+    assert se >= 0.99 and ppv >= 0.99, (fs, se, ppv)
+    assert all(c == "N" for _, c in beats[10:])
+    assert not [a for a in alarms if a.condition in CLINICAL]
+
+
+def test_detector_carries_state_across_chunk_sizes() -> None:
+    """Chunking must not change the detections (filter state and candidates carried)."""
+    fs = 250.0
+    x, _ = synthetic_ecg(fs, 60.0)
+    out = []
+    for chunk in (250, 97, 1000):
+        d = QrsDetector(fs)
+        found: list[int] = []
+        for k in range(0, len(x), chunk):
+            found += d.process(x[k:k + chunk])
+        out.append(found)
+    assert out[0] == out[1] == out[2]
+
+
+def test_flat_line_gives_no_beats_and_no_asystole() -> None:
+    fs = 250.0
+    an = EcgAnalyser(fs)
+    x, _ = synthetic_ecg(fs, 20.0)
+    alarms, _ = stream(an, x)
+    flat = np.full(int(fs * 400), 312.0)
+    alarms, beats = stream(an, flat, t0=20.0)
+    assert beats == [] or all(t < 20.5 for t, _ in beats)
+    assert not [a for a in alarms if a.condition in CLINICAL]
+    # a flat line for > 5 min is the technical condition
+    assert any(a.condition == "lead_off" and a.active for a in alarms)
+
+
+def test_lead_off_frames_raise_only_lead_off() -> None:
+    fs = 250.0
+    an = EcgAnalyser(fs)
+    x, _ = synthetic_ecg(fs, 30.0)
+    stream(an, x)
+    rng = np.random.default_rng(1)
+    garbage = rng.normal(0, 2000, int(fs * 360))
+    alarms, beats = stream(an, garbage, t0=30.0, lead_off=True)
+    assert beats == [] or all(t < 30.5 for t, _ in beats)
+    assert [a.condition for a in alarms] == ["lead_off"]
+    # back on: it clears
+    x2, _ = synthetic_ecg(fs, 30.0, seed=2)
+    alarms, beats = stream(an, x2, t0=390.0)
+    assert any(a.condition == "lead_off" and not a.active for a in alarms)
+    assert len(beats) > 25
+
+
+def test_saturated_signal_is_not_clinical() -> None:
+    fs = 250.0
+    an = EcgAnalyser(fs)
+    x, _ = synthetic_ecg(fs, 30.0)
+    stream(an, x)
+    rail = np.where(np.arange(int(fs * 20)) % 200 < 100, 8000.0, -8000.0)
+    alarms, _ = stream(an, rail, t0=30.0)
+    assert not [a for a in alarms if a.condition in CLINICAL]
+
+
+def test_nan_samples_are_treated_as_lead_off() -> None:
+    fs = 250.0
+    an = EcgAnalyser(fs)
+    x, _ = synthetic_ecg(fs, 30.0)
+    x[int(10 * fs):int(18 * fs)] = np.nan
+    alarms, beats = stream(an, x)
+    assert not [a for a in alarms if a.condition in CLINICAL]
+    assert all(not (10.0 < t < 18.0) for t, _ in beats)
+
+
+def test_gap_is_never_a_pause_or_asystole_and_time_base_follows_t0() -> None:
+    fs = 250.0
+    an = EcgAnalyser(fs)
+    x, ref = synthetic_ecg(fs, 30.0)
+    a1, b1 = stream(an, x, t0=1000.0)
+    # 20 s of missing frames, then the signal resumes at t0 = 1050
+    x2, ref2 = synthetic_ecg(fs, 30.0, seed=3)
+    a2, b2 = stream(an, x2, t0=1050.0)
+    alarms = a1 + a2
+    assert not [a for a in alarms if a.condition in ("pause", "asystole")]
+    det2 = np.array([t for t, _ in b2])
+    se, ppv = match_rate(ref2 + 1050.0, det2)
+    assert se > 0.97 and ppv > 0.97
+    assert min(det2) > 1050.0
+
+
+def test_asystole_on_a_clean_quiet_baseline() -> None:
+    fs = 250.0
+    an = EcgAnalyser(fs)
+    x, _ = synthetic_ecg(fs, 40.0)
+    rng = np.random.default_rng(5)
+    quiet = rng.normal(0.0, 8.0, int(fs * 12)) + 50.0     # leads on, not flat, no QRS
+    x3, _ = synthetic_ecg(fs, 20.0, seed=6)
+    sig = np.concatenate((x, quiet, x3))
+    alarms, _ = stream(an, sig)
+    raised = [a for a in alarms if a.condition == "asystole" and a.active]
+    assert len(raised) == 1
+    a = raised[0]
+    assert 38.5 <= a.start_s <= 40.0   # the last beat before the quiet baseline
+    assert a.detail["strip"]["fs"] == fs and len(a.detail["strip"]["samples_uv"]) > 0
+    json.dumps(a.detail)        # evidence is JSON-serialisable
+    cleared = [a for a in alarms if a.condition == "asystole" and not a.active]
+    assert cleared and 51.0 <= cleared[0].end_s <= 53.0
+
+
+def test_pause_of_3_5_s_is_raised() -> None:
+    fs = 250.0
+    an = EcgAnalyser(fs)
+    x, _ = synthetic_ecg(fs, 40.0)
+    rng = np.random.default_rng(7)
+    quiet = rng.normal(0.0, 8.0, int(fs * 3.0))
+    x3, _ = synthetic_ecg(fs, 20.0, seed=8)
+    sig = np.concatenate((x, quiet, x3))
+    alarms, _ = stream(an, sig)
+    assert [a.condition for a in alarms if a.active] == ["pause"]
+    assert alarms[0].detail["rr_s"] >= 3.0
+
+
+def test_noise_only_raises_no_clinical_alarm() -> None:
+    fs = 250.0
+    an = EcgAnalyser(fs)
+    rng = np.random.default_rng(11)
+    noise = rng.normal(0.0, 150.0, int(fs * 600))
+    alarms, _ = stream(an, noise)
+    assert not [a for a in alarms if a.condition in CLINICAL]
+
+
+def test_irregular_rhythm_raises_af_after_30_s() -> None:
+    fs = 250.0
+    rng = np.random.default_rng(3)
+    rr = list(rng.uniform(0.45, 1.05, 400))
+    x, _ = synthetic_ecg(fs, 180.0, rr_s=rr)
+    an = EcgAnalyser(fs)
+    alarms, _ = stream(an, x)
+    af = [a for a in alarms if a.condition == "af" and a.active]
+    assert len(af) == 1 and af[0].start_s < 40.0
+
+
+def test_regular_rhythm_with_bigeminal_pattern_is_not_af() -> None:
+    fs = 250.0
+    x, _ = synthetic_ecg(fs, 180.0, rr_s=[0.6, 1.0])
+    an = EcgAnalyser(fs)
+    alarms, _ = stream(an, x)
+    assert not [a for a in alarms if a.condition == "af"]
+
+
+def test_minute_summary_once_per_minute() -> None:
+    fs = 250.0
+    an = EcgAnalyser(fs)
+    x, _ = synthetic_ecg(fs, 125.0, hr_bpm=60)
+    n = int(fs)
+    summaries = []
+    for k in range(0, len(x), n):
+        an.push(x[k:k + n])
+        s = an.minute_summary()
+        if s is not None:
+            summaries.append(s)
+    assert len(summaries) == 2
+    s = summaries[1]
+    assert s["window_s"] == 60 and s["rhythm"] == "sinus"
+    assert abs(s["hr_bpm"] - 60) < 2
+    assert 58 <= s["beats"]["normal"] <= 62 and s["beats"]["ventricular"] == 0
+    assert 0.5 <= s["quality"] <= 1.0 and s["lead_off_s"] == 0
+    json.dumps(s)
+
+
+def test_memory_is_bounded() -> None:
+    fs = 250.0
+    an = EcgAnalyser(fs)
+    x, _ = synthetic_ecg(fs, 60.0)
+    for _ in range(12):   # 12 min, never draining beats
+        for k in range(0, len(x), int(fs)):
+            an.push(x[k:k + int(fs)])
+    assert len(an.beats) <= 512
+    assert len(an.drain_beats()) <= 512
