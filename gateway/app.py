@@ -62,7 +62,7 @@ class Gateway:
         )
         self.core = StreamCore(
             store=self.store,
-            thresholds={p.id: config.thresholds.with_override(p.thresholds) for p in config.patients if p.thresholds},
+            thresholds={p.id: config.thresholds_for(p) for p in config.patients if p.thresholds},
             default_thresholds=config.thresholds,
             publish_reading=self._publish_reading,
             on_finding=self.dispatcher.handle,

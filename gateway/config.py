@@ -78,12 +78,16 @@ class PatientConfig(_Strict):
     id: str = Field(pattern=_ID)
     devices: list[DeviceConfig] = Field(default_factory=list)
     labels: dict[str, str | bool | int] = Field(default_factory=dict)
-    thresholds: Thresholds | None = None
+    # Only the fields written here change; validated merged with the clinic's thresholds
+    # (see `GatewayConfig.thresholds_for`), so an override is judged against what it overrides.
+    thresholds: dict[str, Any] | None = None
 
-    @field_validator("id")
+    @field_validator("id", mode="before")
     @classmethod
-    def _pseudonymous(cls, v: str) -> str:
-        if _RESIDENT_ID.match(v):
+    def _pseudonymous(cls, v: object) -> object:
+        # An unquoted 18-digit number arrives as an int: refuse it for what it is.
+        text = str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+        if isinstance(text, str) and _RESIDENT_ID.match(text):
             raise ValueError("looks like a resident ID number; use a pseudonymous id such as p-0001")
         return v
 
@@ -113,18 +117,55 @@ class GatewayConfig(_Strict):
     stream: StreamConfig = StreamConfig()
 
     @model_validator(mode="after")
-    def _unique_ids(self) -> "GatewayConfig":
-        seen_p: set[str] = set()
-        seen_d: set[str] = set()
-        for p in self.patients:
-            if p.id in seen_p:
-                raise ValueError(f"patient id {p.id!r} appears twice")
-            seen_p.add(p.id)
-            for d in p.devices:
-                if d.id in seen_d:
-                    raise ValueError(f"device id {d.id!r} is bound to more than one patient")
-                seen_d.add(d.id)
+    def _cross_checks(self) -> "GatewayConfig":
+        problems = cross_check(self.model_dump(mode="python"), self.thresholds)
+        if problems:
+            loc, msg = problems[0]
+            raise ValueError(f"{'.'.join(map(str, loc))}: {msg}")
         return self
+
+    def thresholds_for(self, patient: PatientConfig) -> Thresholds:
+        return self.thresholds.with_override(patient.thresholds)
+
+
+def cross_check(data: dict[str, Any], clinic_thresholds: Thresholds | None) -> list[tuple[tuple, str]]:
+    """Checks that span fields: unique ids, per-patient thresholds merged with the clinic's.
+
+    Returns (location, message) pairs so the loader can point at the right line.
+    """
+    out: list[tuple[tuple, str]] = []
+    patients = data.get("patients") if isinstance(data, dict) else None
+    if not isinstance(patients, list):
+        return out
+    first_p: dict[str, int] = {}
+    first_d: dict[str, tuple[int, int]] = {}
+    base = clinic_thresholds or Thresholds()
+    for i, p in enumerate(patients):
+        if not isinstance(p, dict):
+            continue
+        pid = str(p.get("id"))
+        if pid in first_p:
+            out.append((("patients", i, "id"), f"patient id {pid!r} already used by patients.{first_p[pid]}"))
+        first_p.setdefault(pid, i)
+        for j, d in enumerate(p.get("devices") or []):
+            if not isinstance(d, dict):
+                continue
+            did = str(d.get("id"))
+            if did in first_d:
+                a, b = first_d[did]
+                out.append((("patients", i, "devices", j, "id"),
+                            f"device id {did!r} is already bound to patients.{a} (devices.{b}); a device has one patient"))
+            first_d.setdefault(did, (i, j))
+        override = p.get("thresholds")
+        if isinstance(override, dict):
+            try:
+                base.with_override(override)
+            except ValidationError as exc:
+                for err in exc.errors():
+                    out.append((("patients", i, "thresholds", *err["loc"]), _clean_message(err)))
+            except ValueError as exc:
+                out.append((("patients", i, "thresholds"), str(exc)))
+    return out
 
 
 # ---------------------------------------------------------------- loading
@@ -147,7 +188,7 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(p) for p in problems))
 
 
-def _node_at(root: yaml.Node | None, loc: tuple[Any, ...]) -> tuple[yaml.Node | None, bool]:
+def _node_at(root: yaml.Node | None, loc: tuple[Any, ...], key_line: bool = False) -> tuple[yaml.Node | None, bool]:
     """Walk the composed YAML tree along a pydantic error location.
 
     Returns the deepest node found and whether the whole path exists (a
@@ -159,8 +200,8 @@ def _node_at(root: yaml.Node | None, loc: tuple[Any, ...]) -> tuple[yaml.Node | 
             nxt = None
             for k, v in node.value:
                 if isinstance(k, yaml.ScalarNode) and k.value == str(part):
-                    # For an unknown key point at the key itself; otherwise at its value.
-                    nxt = v
+                    # An unknown key is reported at the key itself; anything else at its value.
+                    nxt = k if key_line and part == loc[-1] and v is not None else v
                     break
             if nxt is None:
                 return node, False
@@ -222,18 +263,28 @@ def load_config_text(text: str, path: str = "<config>") -> GatewayConfig:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([ConfigProblem(path, 1, "(root)", "the file must be a mapping of keys (clinic:, broker:, ...)")])
+    def located(loc: tuple, message: str, key_line: bool = False) -> ConfigProblem:
+        node, _ = _node_at(root, loc, key_line=key_line)
+        line = node.start_mark.line + 1 if node is not None else 1
+        return ConfigProblem(path, line, ".".join(str(p) for p in loc) or "(root)", message)
+
+    # Checks across fields run on the raw data, so they are reported even when fields fail too.
+    try:
+        clinic_th = Thresholds.model_validate(data.get("thresholds") or {})
+    except ValidationError:
+        clinic_th = None
+    cross = cross_check(data, clinic_th)
+    problems += [located(loc, msg) for loc, msg in cross]
     try:
         config = GatewayConfig.model_validate(data)
     except ValidationError as exc:
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
-            node, _ = _node_at(root, loc)
-            line = node.start_mark.line + 1 if node is not None else 1
-            field = ".".join(str(p) for p in loc) or "(root)"
-            problems.append(ConfigProblem(path, line, field, _clean_message(err)))
-        raise ConfigError(sorted(problems, key=lambda p: p.line)) from None
+            if not loc and cross:
+                continue  # the model's own cross check; already reported with its line above
+            problems.append(located(loc, _clean_message(err), key_line=err.get("type") == "extra_forbidden"))
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(sorted(problems, key=lambda p: p.line))
     return config
 
 

@@ -65,6 +65,9 @@ def idempotency_key(device_id: str, reading: AnyReading) -> str:
     """
     if isinstance(reading, BloodPressureReading):
         parts = [reading.ts.isoformat(), reading.systolic, reading.diastolic, reading.pulse, reading.user_id, reading.seq]
+    elif isinstance(reading, GlucoseReading) and reading.seq is not None and "time_unknown" in reading.flags:
+        # The meter's clock is unset, so ts is our receive time: only the record number identifies it.
+        parts = [reading.seq]
     else:
         parts = [reading.ts.isoformat(), reading.seq]
     raw = "|".join(str(p) for p in (device_id, reading.kind, *parts))
@@ -109,17 +112,18 @@ def decode_message(
         source = "mqtt_gatt"
     if isinstance(result, Rejected):
         return result
-    return bind(result, binding, received_at, source)
+    return bind(result, binding, received_at, source, topic)
 
 
-def bind(reading: AnyReading, binding: DeviceBinding, received_at: datetime, source: str) -> Accepted | Rejected:
+def bind(reading: AnyReading, binding: DeviceBinding, received_at: datetime, source: str,
+         topic: str | None = None) -> Accepted | Rejected:
     """Check the reading fits the configured device kind and attach the patient."""
     if reading.kind not in KINDS_FOR_DEVICE[binding.kind]:
         return _reject(
             "wrong_kind",
             f"device {binding.device_id} is configured as {binding.kind.value} but sent a {reading.kind} reading",
             binding.device_id,
-            None,
+            topic,
         )
     return Accepted(
         reading=reading,
@@ -165,7 +169,7 @@ def decode_gatt(uuid: str, payload: bytes, device_id: str, received_at: datetime
     """Raw characteristic bytes (as a BLE proxy or bleak saw them) -> reading."""
     try:
         if uuid == "2a35":
-            return _from_bp(gc.decode_bp_measurement(bytes(payload)), received_at)
+            return _from_bp(gc.decode_bp_measurement(bytes(payload)), received_at, device_id)
         if uuid == "2a18":
             return _from_glucose(gc.decode_glucose_measurement(bytes(payload)), received_at, device_id)
         if uuid == "2a37":
@@ -181,10 +185,10 @@ def decode_gatt(uuid: str, payload: bytes, device_id: str, received_at: datetime
                    "(supported: 2a35, 2a18, 2a37, 2a19)", device_id, None)
 
 
-def _from_bp(m: gc.BpMeasurement, received_at: datetime) -> BloodPressureReading | Rejected:
+def _from_bp(m: gc.BpMeasurement, received_at: datetime, device_id: str) -> BloodPressureReading | Rejected:
     sys_, dia = _num(m.systolic_mmhg), _num(m.diastolic_mmhg)
     if sys_ is None or dia is None:
-        return _reject("special_value", f"systolic/diastolic is {m.systolic_mmhg}/{m.diastolic_mmhg}, not a measurement", None, None)
+        return _reject("special_value", f"systolic/diastolic is {m.systolic_mmhg}/{m.diastolic_mmhg}, not a measurement", device_id, None)
     st = m.status
     flags = BpStatusFlags(
         body_movement=bool(st and st.body_movement),
@@ -216,6 +220,8 @@ def _from_glucose(m: gc.GlucoseMeasurement, received_at: datetime, device_id: st
     if value is None and rng is None:
         return _reject("special_value", f"record {m.seq}: concentration is {m.concentration_mmol_l}, not a measurement", device_id, None)
     flags = list(m.quality_flags)
+    if m.base_time.to_datetime(CHINA_TZ) is None:
+        flags.append("time_unknown")
     if m.time_fault:
         flags.append("time_fault")
     if m.battery_low:

@@ -65,7 +65,9 @@ def encode_glucose_measurement(
         conc = struct.pack("<H", 0x0802)
     else:
         assert mmol_l is not None
-        conc = encode_sfloat(mmol_l / 1000.0, exponent=-5)  # mol/L, 1e-5 resolution = 0.01 mmol/L
+        # mol/L; 0.01 mmol/L resolution where the 12-bit mantissa allows it, 0.1 above ~20 mmol/L.
+        exponent = -5 if mmol_l < 20.0 else -4
+        conc = encode_sfloat(mmol_l / 1000.0, exponent=exponent)
     kind_loc = 0x4A if control_solution else 0x11
     status = (1 if battery_low else 0) | (1 << 5 if hi else 0) | (1 << 6 if lo else 0)
     body += conc + bytes([kind_loc]) + struct.pack("<H", status)

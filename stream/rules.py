@@ -36,17 +36,24 @@ class PatientRuleState:
     spo2_low_since: datetime | None = None
     spo2_severe_since: datetime | None = None
     active: set[Condition] = field(default_factory=set)
+    newest: dict[str, datetime] = field(default_factory=dict)  # newest device time seen per reading kind
 
 
 def evaluate(acc: Accepted, state: PatientRuleState, th: Thresholds) -> list[Finding]:
     r = acc.reading
     follow_up = acc.received_at - r.ts > th.backfill_age
+    # A reading older than one already judged (meter back-fill, out-of-order delivery) may raise
+    # but never clears or resets anything: the present outranks the past.
+    newest = state.newest.get(r.kind)
+    historical = newest is not None and r.ts < newest
+    if not historical:
+        state.newest[r.kind] = r.ts
     if isinstance(r, BloodPressureReading):
-        found = _bp(acc.patient_id, r, state, th)
+        found = _bp(acc.patient_id, r, state, th, historical)
     elif isinstance(r, GlucoseReading):
-        found = _glucose(acc.patient_id, r, state, th)
+        found = _glucose(acc.patient_id, r, state, th, historical)
     elif isinstance(r, Spo2Reading):
-        found = _spo2(acc.patient_id, r, state, th)
+        found = [] if historical else _spo2(acc.patient_id, r, state, th)
     elif isinstance(r, BatteryReading):
         found = _level(acc.patient_id, Condition.BATTERY_LOW, r.percent <= 20, r.ts, {"battery_percent": r.percent}, state)
     else:
@@ -55,6 +62,8 @@ def evaluate(acc: Accepted, state: PatientRuleState, th: Thresholds) -> list[Fin
         found.append(Finding(patient_id=acc.patient_id, condition=Condition.BATTERY_LOW, at=r.ts,
                              evidence={"device_id": acc.device_id, "source": "glucose status b0"}))
     evidence_base = {"device_id": acc.device_id}
+    if historical:
+        found = [f for f in found if f.active]
     return [
         f.model_copy(update={"follow_up": follow_up and f.active, "evidence": {**evidence_base, **f.evidence,
                                                                                **({"backfilled": True} if follow_up else {})}})
@@ -74,7 +83,8 @@ def _level(patient: str, cond: Condition, on: bool, at: datetime, evidence: dict
     return []
 
 
-def _bp(patient: str, r: BloodPressureReading, state: PatientRuleState, th: Thresholds) -> list[Finding]:
+def _bp(patient: str, r: BloodPressureReading, state: PatientRuleState, th: Thresholds,
+        historical: bool = False) -> list[Finding]:
     t = th.bp
     out: list[Finding] = []
     ev = {"systolic": r.systolic, "diastolic": r.diastolic, "pulse": r.pulse, "ts": r.ts.isoformat()}
@@ -84,13 +94,12 @@ def _bp(patient: str, r: BloodPressureReading, state: PatientRuleState, th: Thre
     crisis_now = r.systolic >= t.crisis_systolic or r.diastolic >= t.crisis_diastolic
     confirmed = False
     if crisis_now and not r.status.questionable:
-        # Confirmation: an earlier unflagged crisis reading 1–5 min before this one (device time).
+        # Confirmation: another unflagged crisis reading 1–5 min away by device time. Either
+        # side: readings of a pair can arrive newest first (back-fill, redelivery).
         for prev in reversed(state.bp):
-            gap = r.ts - prev.ts
-            if gap > t.crisis_confirm_max_gap:
-                break
+            gap = abs(r.ts - prev.ts)
             if (
-                t.crisis_confirm_min_gap <= gap
+                t.crisis_confirm_min_gap <= gap <= t.crisis_confirm_max_gap
                 and not prev.status.questionable
                 and (prev.systolic >= t.crisis_systolic or prev.diastolic >= t.crisis_diastolic)
             ):
@@ -127,7 +136,8 @@ def _insert_ordered(buf: deque[BloodPressureReading], r: BloodPressureReading) -
     buf.extend(items[-(buf.maxlen or len(items)):])
 
 
-def _glucose(patient: str, r: GlucoseReading, state: PatientRuleState, th: Thresholds) -> list[Finding]:
+def _glucose(patient: str, r: GlucoseReading, state: PatientRuleState, th: Thresholds,
+             historical: bool = False) -> list[Finding]:
     t = th.glucose
     out: list[Finding] = []
     g = r.mmol_l
@@ -142,10 +152,9 @@ def _glucose(patient: str, r: GlucoseReading, state: PatientRuleState, th: Thres
             severe = True
             ev["recheck"] = f"still below {t.hypo} mmol/L {int(since.total_seconds() // 60)} min after the first low"
     if is_lo:
-        state.last_hypo_at = r.ts
         ev["action"] = "give 15 g fast sugar, recheck in 15 minutes"
-    else:
-        state.last_hypo_at = None
+    if not historical:
+        state.last_hypo_at = r.ts if is_lo else None
     out += _level(patient, Condition.HYPOGLYCEMIA_SEVERE, severe, r.ts, ev, state)
     out += _level(patient, Condition.HYPOGLYCEMIA, is_lo and not severe, r.ts, ev, state)
 

@@ -83,12 +83,12 @@ class Thresholds(_Section):
     plausibility: Plausibility = Plausibility()
     backfill_age: Duration = Field(parse_duration("1h"), description="older readings go to follow-up, not acute tiers")
 
-    def with_override(self, override: "Thresholds | None") -> "Thresholds":
-        """Apply only the fields an override actually set."""
-        if override is None:
+    def with_override(self, override: "dict[str, Any] | Thresholds | None") -> "Thresholds":
+        """Apply only the fields an override sets (a patient's `thresholds:` as written)."""
+        if not override:
             return self
-        merged = _deep_merge(self.model_dump(), override.model_dump(exclude_unset=True))
-        return Thresholds.model_validate(merged)
+        top = override.model_dump(exclude_unset=True) if isinstance(override, Thresholds) else override
+        return Thresholds.model_validate(_deep_merge(self.model_dump(), top))
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
