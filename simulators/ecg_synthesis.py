@@ -18,7 +18,9 @@ _NORMAL = [(-0.20, 0.025, 120.0), (-0.03, 0.010, -120.0), (0.0, 0.012, 1100.0), 
 _NO_P = _NORMAL[1:]
 _VENTRICULAR = [(0.0, 0.045, 1300.0), (0.08, 0.04, -500.0), (0.30, 0.06, -350.0)]
 
-RHYTHMS = ("sinus", "af", "vt", "asystole", "brady", "tachy")
+RHYTHMS = ("sinus", "af", "vt", "asystole", "brady", "tachy", "pause")
+ARTEFACTS = ("motion", "electrode_pop", "saturation", "baseline_wander", "flat")
+FULL_SCALE_UV = 5000.0  # a typical patch front end saturates near ±5 mV
 
 
 @dataclass
@@ -36,6 +38,9 @@ class EcgSynth:
         self.t = 0.0  # start of the next frame, s
         self._next_beat = 0.5
         self._beats: list[_Beat] = []
+        self.pvc_fraction = 0.0
+        self.artefact: str | None = None
+        self._pause_s = 0.0
 
     def _rr_and_waves(self) -> tuple[float, list[tuple[float, float, float]]] | None:
         r = self.rhythm
@@ -46,8 +51,16 @@ class EcgSynth:
             return rr, _NO_P
         if r == "vt":
             return 60.0 / max(self.hr, 150.0) * float(self.rng.normal(1.0, 0.01)), _VENTRICULAR
+        if r == "pause" and self._pause_s > 0:
+            rr, self._pause_s = self._pause_s, 0.0  # one long RR, then sinus again
+            self.rhythm = "sinus"
+            return rr, _NORMAL
         hr = {"brady": min(self.hr, 36.0), "tachy": max(self.hr, 125.0)}.get(r, self.hr)
-        return 60.0 / hr * float(self.rng.normal(1.0, 0.02)), _NORMAL
+        rr = 60.0 / hr * float(self.rng.normal(1.0, 0.02))
+        if self.pvc_fraction and self.rng.random() < self.pvc_fraction:
+            # A premature ventricular beat: early, wide, followed by a compensatory pause.
+            return rr, [(-0.3 * rr, 0.045, 1300.0), (-0.3 * rr + 0.08, 0.04, -500.0)] + _NORMAL[1:]
+        return rr, _NORMAL
 
     def frame(self, seconds: float = 1.0, *, noise_uv: float = 15.0) -> np.ndarray:
         """The next `seconds` of signal, µV, continuous with the previous frame."""
@@ -74,10 +87,39 @@ class EcgSynth:
             x += 40.0 * np.sin(2 * np.pi * 6.3 * t + self.rng.uniform(0, 0.3))
         x += 60.0 * np.sin(2 * np.pi * 0.25 * t)  # breathing baseline wander
         x += self.rng.normal(0.0, noise_uv, n)
+        x = self._artefact(x, t)
         self.t = end
-        return np.round(x)
+        return np.round(np.clip(x, -FULL_SCALE_UV, FULL_SCALE_UV))
 
-    def set_rhythm(self, rhythm: str, hr_bpm: float | None = None) -> None:
+    def _artefact(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+        a = self.artefact
+        if a is None:
+            return x
+        if a == "motion":  # walking: large, spiky, 1-3 Hz, mimics fast wide complexes
+            return x + 900 * np.sin(2 * np.pi * 2.2 * t) * self.rng.normal(1.0, 0.4, x.size) + self.rng.normal(0, 250, x.size)
+        if a == "baseline_wander":
+            return x + 1500 * np.sin(2 * np.pi * 0.4 * t)
+        if a == "electrode_pop":  # a step and slow recovery a couple of times a second
+            y = x.copy()
+            for k in self.rng.integers(0, x.size, 2):
+                y[k:] += 3000 * np.exp(-(t[k:] - t[k]) / 0.15)
+            return y
+        if a == "saturation":
+            return np.full_like(x, FULL_SCALE_UV)
+        if a == "flat":
+            return np.zeros_like(x)
+        return x
+
+    def set_artefact(self, artefact: str | None) -> None:
+        if artefact is not None and artefact not in ARTEFACTS:
+            raise ValueError(f"unknown artefact {artefact!r}; use one of {', '.join(ARTEFACTS)}")
+        self.artefact = artefact
+
+    def set_rhythm(self, rhythm: str, hr_bpm: float | None = None, *, pvc_fraction: float = 0.0,
+                   pause_s: float = 4.0) -> None:
+        self.pvc_fraction = pvc_fraction
+        if rhythm == "pause":
+            self._pause_s = pause_s
         if rhythm not in RHYTHMS:
             raise ValueError(f"unknown rhythm {rhythm!r}; use one of {', '.join(RHYTHMS)}")
         if rhythm == "asystole" or self.rhythm == "asystole":

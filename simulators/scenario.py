@@ -32,7 +32,7 @@ import aiomqtt
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from simulators.devices import BpCuff, EcgPatch, GlucoseMeter, Message, Spo2Clip, reading_topic
+from simulators.devices import BpCuff, EcgPatch, GlucoseMeter, Message, Spo2Clip, gatt_topic, reading_topic
 from stream.models import Condition, Duration, Tier, now_local, parse_duration
 
 log = logging.getLogger("vitalgate.simulate")
@@ -69,10 +69,23 @@ class Spo2Event(_S):
 
 
 class EcgEvent(_S):
-    rhythm: str = "sinus"
-    hr: float = 72
+    """A stretch of synthetic ECG (1-s frames): rhythm, rate, ectopy, artefacts, lead-off."""
+
+    rhythm: Literal["sinus", "af", "vt", "asystole", "brady", "tachy", "pause"] = "sinus"
+    hr: float = Field(72, gt=10, lt=300)
     duration: Duration = parse_duration("60s")
     lead_off: bool = False
+    pvc_fraction: float = Field(0.0, ge=0, le=0.5)
+    pause_s: float = Field(4.0, gt=0, le=20)
+    artefact: Literal["motion", "electrode_pop", "saturation", "baseline_wander", "flat"] | None = None
+
+
+class ReplayEvent(_S):
+    """A real WFDB record streamed as this patch's frames (path relative to the scenario file)."""
+
+    record: str
+    start: Duration = parse_duration("0s")
+    duration: Duration | None = None
 
 
 class TimelineEvent(_S):
@@ -82,13 +95,16 @@ class TimelineEvent(_S):
     glucose: GlucoseEvent | None = None
     spo2: Spo2Event | None = None
     ecg: EcgEvent | None = None
+    replay: ReplayEvent | None = None
+    battery: int | None = Field(None, ge=0, le=100, description="a 0x2A19 battery level notification")
     raw: str | None = Field(None, description="published as-is on the device's reading topic (bad-input tests)")
 
     @model_validator(mode="after")
     def _one(self) -> "TimelineEvent":
-        n = sum(x is not None for x in (self.blood_pressure, self.glucose, self.spo2, self.ecg, self.raw))
+        n = sum(x is not None for x in (self.blood_pressure, self.glucose, self.spo2, self.ecg, self.replay,
+                                        self.battery, self.raw))
         if n != 1:
-            raise ValueError("each event needs exactly one of blood_pressure, glucose, spo2, ecg, raw")
+            raise ValueError("each event needs exactly one of blood_pressure, glucose, spo2, ecg, replay, battery, raw")
         return self
 
 
@@ -119,7 +135,26 @@ def load_scenario(path: str | Path) -> Scenario:
     return Scenario.model_validate(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
 
 
-def expand(sc: Scenario, clinic: str, end: datetime | None = None) -> list[tuple[float, Message]]:
+def _duration(e: TimelineEvent, base_dir: Path | None) -> float:
+    if e.ecg:
+        return e.ecg.duration.total_seconds()
+    if e.replay:
+        if e.replay.duration is not None:
+            return e.replay.duration.total_seconds()
+        from simulators.record_replay import RecordPatch
+
+        return RecordPatch.seconds_of(_resolve(e.replay.record, base_dir)) - e.replay.start.total_seconds()
+    return 0.0
+
+
+def _resolve(record: str, base_dir: Path | None) -> str:
+    p = Path(record)
+    if not p.is_absolute() and base_dir is not None and (base_dir / (record + ".hea")).exists():
+        return str(base_dir / record)
+    return str(p)
+
+
+def expand(sc: Scenario, clinic: str, end: datetime | None = None, base_dir: Path | None = None) -> list[tuple[float, Message]]:
     """(scenario second, message) for every publish, in time order; ECG streams become 1-s frames."""
     devices: dict[str, Any] = {}
     for dev_id, spec in sc.devices.items():
@@ -131,7 +166,7 @@ def expand(sc: Scenario, clinic: str, end: datetime | None = None) -> list[tuple
             devices[dev_id] = Spo2Clip(clinic, dev_id)
         else:
             devices[dev_id] = EcgPatch(clinic, dev_id, fs=spec.fs, seed=abs(hash(dev_id)) % 1000)
-    span = max((e.at + (e.ecg.duration if e.ecg else timedelta(0))).total_seconds() for e in sc.timeline) if sc.timeline else 0
+    span = max(e.at.total_seconds() + _duration(e, base_dir) for e in sc.timeline) if sc.timeline else 0
     end = end or now_local()
     base = end - timedelta(seconds=span)
     planned: list[tuple[float, int, TimelineEvent]] = []
@@ -152,9 +187,19 @@ def expand(sc: Scenario, clinic: str, end: datetime | None = None) -> list[tuple
             out.append((at, dev.measure(when, ev.spo2.spo2, ev.spo2.pulse)))
         elif ev.raw is not None:
             out.append((at, (reading_topic(clinic, ev.device), ev.raw.encode())))
+        elif ev.battery is not None:
+            out.append((at, (gatt_topic(clinic, ev.device, "2a19"), bytes([ev.battery]))))
+        elif ev.replay:
+            from simulators.record_replay import RecordPatch
+
+            patch = RecordPatch(clinic, ev.device, _resolve(ev.replay.record, base_dir))
+            dur = _duration(ev, base_dir)
+            for k, msg in patch.frames(when, start_s=ev.replay.start.total_seconds(), duration_s=dur):
+                out.append((at + k, msg))
         elif ev.ecg:
             e = ev.ecg
-            dev.synth.set_rhythm(e.rhythm, e.hr)
+            dev.synth.set_rhythm(e.rhythm, e.hr, pvc_fraction=e.pvc_fraction, pause_s=e.pause_s)
+            dev.synth.set_artefact(e.artefact)
             dev.lead_off = e.lead_off
             for k in range(int(e.duration.total_seconds())):
                 out.append((at + k, dev.frame(when + timedelta(seconds=k))))
@@ -162,9 +207,10 @@ def expand(sc: Scenario, clinic: str, end: datetime | None = None) -> list[tuple
     return out
 
 
-async def play(sc: Scenario, host: str, port: int, clinic: str, progress: bool = False) -> int:
+async def play(sc: Scenario, host: str, port: int, clinic: str, progress: bool = False,
+               base_dir: Path | None = None) -> int:
     """Publish the scenario against a broker at its time scale; returns messages sent."""
-    messages = expand(sc, clinic)
+    messages = expand(sc, clinic, base_dir=base_dir)
     loop = asyncio.get_running_loop()
     async with aiomqtt.Client(host, port, identifier=f"vitalgate-sim-{clinic}-{id(sc) % 10000}") as client:
         t0 = loop.time()
