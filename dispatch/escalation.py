@@ -1,7 +1,8 @@
 """The escalation ladder: how long a tier has to acknowledge before the next is told.
 
-Pure: given an alert, when is it due to escalate and to which tier. The
-dispatcher keeps the due time in SQLite, so a restart keeps it.
+Pure: given an alert, when is it due to escalate and to which tier, who is
+told at each tier, and how often the top of the ladder is reminded. The
+dispatcher keeps the due times in SQLite, so a restart keeps them.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ class EscalationSettings(BaseModel):
     ack_timeout: AckTimeouts = AckTimeouts()
     high_severity_village: Duration = Field(parse_duration("30m"), description="village timeout for high/critical alerts")
     repeat_interval: Duration = Field(parse_duration("10m"), description="re-send a firing alert nobody acknowledged at the top tier")
+    also_notify: dict[Tier, list[Tier]] = Field(
+        default_factory=lambda: {Tier.EMERGENCY: [Tier.COUNTY, Tier.VILLAGE]},
+        description="who else is told when an alert is at a tier (DOMAIN 2.1: emergency + county + the village doctor)",
+    )
+    max_snooze: Duration = Field(parse_duration("2h"), description="longest snooze anyone may set on a firing alert")
     conditions: dict[Condition, ConditionEscalation] = Field(
         default_factory=lambda: {
             Condition.HYPOGLYCEMIA_SEVERE: ConditionEscalation(
@@ -63,6 +69,10 @@ class EscalationSettings(BaseModel):
         if alert.tier is Tier.VILLAGE and alert.severity.rank >= Severity.HIGH.rank:
             timeout = min(timeout, self.high_severity_village)
         return timeout, nxt
+
+    def audience(self, tier: Tier) -> list[Tier]:
+        """The tier topics an alert at `tier` is published on, the tier itself first."""
+        return [tier, *[t for t in self.also_notify.get(tier, []) if t is not tier]]
 
     def due_at(self, alert: Alert, since: datetime) -> tuple[datetime, Tier] | None:
         step = self.next_step(alert)

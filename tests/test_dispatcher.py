@@ -155,14 +155,16 @@ async def test_hypoglycemia_severe_is_published_to_township(rig):
 
 
 @pytest.mark.parametrize("condition", [Condition.ASYSTOLE, Condition.VT_SUSTAINED])
-async def test_emergency_alerts_also_go_to_the_county(rig, condition):
+async def test_emergency_alerts_also_go_to_the_county_and_the_village_doctor(rig, condition):
     await rig.finding(condition)
-    assert await rig.flush() == [("emergency", condition.value, "firing"), ("county", condition.value, "firing")]
+    assert await rig.flush() == [("emergency", condition.value, "firing"), ("county", condition.value, "firing"),
+                                 ("village", condition.value, "firing")]
 
 
-async def test_spo2_severe_finding_goes_to_emergency_and_county(rig):
+async def test_spo2_severe_finding_goes_to_emergency_county_and_village(rig):
     await rig.finding(Condition.SPO2_LOW, tier=Tier.EMERGENCY, severity=Severity.CRITICAL)
-    assert await rig.flush() == [("emergency", "spo2_low", "firing"), ("county", "spo2_low", "firing")]
+    assert await rig.flush() == [("emergency", "spo2_low", "firing"), ("county", "spo2_low", "firing"),
+                                 ("village", "spo2_low", "firing")]
 
 
 async def test_alert_payload_follows_the_contract(rig):
@@ -236,11 +238,15 @@ async def test_unacknowledged_alert_escalates_one_tier_after_its_timeout(rig):
     assert await rig.tick(seconds=1) == [("county", "bp_crisis", "firing")]
     escalated = rig.store.get(alert.alert_id).alert
     assert (escalated.tier, escalated.escalated_from) == (Tier.COUNTY, Tier.TOWNSHIP)
-    # County has 10 min, then the 120 bridge (and the county again).
-    assert await rig.tick(minutes=10) == [("emergency", "bp_crisis", "firing"), ("county", "bp_crisis", "firing")]
+    # County has 10 min, then the 120 bridge (and the county and the village doctor again).
+    emergency = [("emergency", "bp_crisis", "firing"), ("county", "bp_crisis", "firing"),
+                 ("village", "bp_crisis", "firing")]
+    assert await rig.tick(minutes=10) == emergency
     assert rig.store.get(alert.alert_id).alert.escalated_from is Tier.COUNTY
-    # Top of the ladder: no further tier.
-    assert await rig.tick(hours=1) == []
+    # Top of the ladder: no further tier, only a reminder every escalation.repeat_interval (10 min).
+    assert await rig.tick(minutes=9) == []
+    assert await rig.tick(minutes=1) == emergency
+    assert rig.store.get(alert.alert_id).alert.tier is Tier.EMERGENCY
 
 
 async def test_village_alert_escalates_after_4h(rig):
@@ -265,7 +271,8 @@ async def test_severe_hypoglycemia_goes_from_township_to_emergency_after_10_min(
     await rig.flush()
     assert await rig.tick(minutes=9, seconds=59) == []
     assert await rig.tick(seconds=1) == [
-        ("emergency", "hypoglycemia_severe", "firing"), ("county", "hypoglycemia_severe", "firing")]
+        ("emergency", "hypoglycemia_severe", "firing"), ("county", "hypoglycemia_severe", "firing"),
+        ("village", "hypoglycemia_severe", "firing")]
     a = rig.store.get(alert.alert_id).alert
     assert (a.tier, a.escalated_from) == (Tier.EMERGENCY, Tier.TOWNSHIP)
 
@@ -276,7 +283,8 @@ async def test_each_rung_counts_from_when_the_previous_was_due(rig):
     # The timer ran late (gateway busy): noticed at 35 min instead of 30.
     assert await rig.tick(minutes=35) == [("county", "bp_crisis", "firing")]
     # County's 10 min started at 30, so emergency is due at 40, i.e. 5 min from now.
-    assert await rig.tick(minutes=5) == [("emergency", "bp_crisis", "firing"), ("county", "bp_crisis", "firing")]
+    assert await rig.tick(minutes=5) == [("emergency", "bp_crisis", "firing"), ("county", "bp_crisis", "firing"),
+                                         ("village", "bp_crisis", "firing")]
 
 
 async def test_escalated_message_names_the_tier_it_came_from(rig):
@@ -291,13 +299,6 @@ async def test_escalated_message_names_the_tier_it_came_from(rig):
     assert body["alert_id"] == escalated.alert_id
 
 
-@pytest.mark.xfail(
-    reason="BUG: EscalationSettings.repeat_interval ('re-send a firing alert nobody acknowledged at the top tier', "
-    "dispatch/escalation.py l.43) is never used: next_step (l.52-65) returns None at emergency, so an "
-    "unacknowledged 120 alert is sent once and never again. Fix: at the top tier schedule a re-send every "
-    "repeat_interval (escalate_to = same tier) in Dispatcher._schedule/escalate_due",
-    strict=True,
-)
 async def test_unacknowledged_emergency_alert_is_repeated(rig):
     await rig.finding(Condition.ASYSTOLE)
     await rig.flush()
@@ -324,7 +325,7 @@ async def test_ack_after_escalation_is_published_on_every_tier_notified(rig):
     await rig.tick(minutes=10)  # -> emergency + county
     await rig.d.acknowledge(alert.alert_id, "120-desk")
     sent = await rig.flush()
-    assert sorted(t for t, _, s in sent if s == "acknowledged") == ["county", "emergency", "township"]
+    assert sorted(t for t, _, s in sent if s == "acknowledged") == ["county", "emergency", "township", "village"]
     assert all(c == "hypoglycemia_severe" for _, c, _ in sent)
 
 
@@ -427,7 +428,8 @@ async def test_restart_after_a_long_outage_escalates_what_became_due(rig):
     await rig.flush()
     rig2 = rig.restart()
     assert await rig2.tick(minutes=15) == [
-        ("emergency", "hypoglycemia_severe", "firing"), ("county", "hypoglycemia_severe", "firing")]
+        ("emergency", "hypoglycemia_severe", "firing"), ("county", "hypoglycemia_severe", "firing"),
+        ("village", "hypoglycemia_severe", "firing")]
 
 
 async def test_restart_keeps_a_latched_cleared_alert(rig):
@@ -444,7 +446,8 @@ async def test_undelivered_alert_is_sent_after_restart(rig):
     await rig.finding(Condition.ASYSTOLE)
     assert await rig.d.deliver_pending() == 0
     rig2 = rig.restart()
-    assert await rig2.flush() == [("emergency", "asystole", "firing"), ("county", "asystole", "firing")]
+    assert await rig2.flush() == [("emergency", "asystole", "firing"), ("county", "asystole", "firing"),
+                                  ("village", "asystole", "firing")]
 
 
 # ---------------------------------------------------------------- outbox
@@ -456,15 +459,16 @@ async def test_failed_deliveries_stay_pending_and_go_out_later_in_order(rig):
     await rig.finding(Condition.HYPOGLYCEMIA, patient="p-2")
     await rig.finding(Condition.ASYSTOLE, patient="p-3")
     assert await rig.d.deliver_pending() == 0
-    assert len(rig.store.pending()) == 4
+    assert len(rig.store.pending()) == 5
     assert rig.d.counters["delivery_failures"] == 1
     rig.channel.down = False
-    assert await rig.d.deliver_pending() == 4
+    assert await rig.d.deliver_pending() == 5
     assert [(t.value, p["patient_id"], p["condition"]) for t, p in rig.channel.sent] == [
         ("township", "p-1", "bp_crisis"),
         ("village", "p-2", "hypoglycemia"),
         ("emergency", "p-3", "asystole"),
         ("county", "p-3", "asystole"),
+        ("village", "p-3", "asystole"),
     ]
     assert rig.store.pending() == []
 
@@ -518,7 +522,8 @@ async def test_live_finding_upgrades_an_open_follow_up_and_starts_the_ladder(rig
     assert up.alert_id == alert.alert_id and up.tier is Tier.TOWNSHIP
     assert await rig.flush() == [("township", "hypoglycemia_severe", "firing")]
     assert await rig.tick(minutes=10) == [
-        ("emergency", "hypoglycemia_severe", "firing"), ("county", "hypoglycemia_severe", "firing")]
+        ("emergency", "hypoglycemia_severe", "firing"), ("county", "hypoglycemia_severe", "firing"),
+        ("village", "hypoglycemia_severe", "firing")]
 
 
 async def test_follow_up_does_not_downgrade_a_live_alert(rig):

@@ -1,0 +1,199 @@
+"""Notification channels beyond MQTT: HTTP webhooks (120 bridge, SMS/WeChat gateways) and the log.
+
+MQTT stays one message per alert (the contract). Other channels get grouped
+notifications: what happened to one patient's alerts at one tier within
+`group_wait` goes out as one delivery. Every delivery is written to SQLite
+before it is attempted and keeps its idempotency key across retries and
+restarts (the `Idempotency-Key` header), so a receiver can drop the copies an
+at-least-once retry produces. Retries back off exponentially and never give
+up; after `alert_after_failures` failed attempts in a row the channel itself
+raises a technical alert (`channel_failed`) on MQTT, resolved by the next
+successful delivery.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from dispatch.routing import Match
+from stream.models import Duration, Tier, parse_duration
+
+log = logging.getLogger("vitalgate.channels")
+console_log = logging.getLogger("vitalgate.notify")
+
+# Backoff between attempts of one delivery: initial * 2**(attempt-1), capped.
+BACKOFF_INITIAL = parse_duration("2s")
+BACKOFF_MAX = parse_duration("5m")
+REQUEST_TIMEOUT = parse_duration("10s")
+ALERT_AFTER_FAILURES = 3
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+# Technical alerts about channels use this condition name on the MQTT alert topics.
+CHANNEL_FAILED = "channel_failed"
+
+
+class Backoff(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    initial: Duration = BACKOFF_INITIAL
+    max: Duration = BACKOFF_MAX
+
+    def delay(self, attempts: int) -> timedelta:
+        """Wait after the `attempts`-th failed attempt (1-based)."""
+        secs = self.initial.total_seconds() * (2 ** max(0, attempts - 1))
+        return timedelta(seconds=min(secs, self.max.total_seconds()))
+
+
+class WebhookConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(pattern=r"^https?://", description="POSTed a JSON body per grouped notification")
+    headers: dict[str, str] = Field(default_factory=dict, description="e.g. Authorization for the gateway")
+    timeout: Duration = REQUEST_TIMEOUT
+
+
+class ConsoleConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    level: str = Field("WARNING", pattern=r"^(INFO|WARNING|ERROR)$")
+
+
+class ChannelConfig(BaseModel):
+    """One channel. It receives every notification at its `tiers` (an alert at `emergency` also
+    counts for `county` and `village`, who are told too) plus the alerts a route sends it with
+    `channels:`; `match` narrows either further."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    tiers: list[Tier] = Field(default_factory=list)
+    match: Match = Match()
+    webhook: WebhookConfig | None = None
+    console: ConsoleConfig | None = None
+    backoff: Backoff = Backoff()
+    alert_after_failures: int = Field(ALERT_AFTER_FAILURES, ge=1, le=1000)
+    failure_tier: Tier = Field(Tier.VILLAGE, description="MQTT tier topic for this channel's technical alert")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "ChannelConfig":
+        kinds = [k for k in ("webhook", "console") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("a channel is exactly one of webhook: {...} or console: {}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "webhook" if self.webhook is not None else "console"
+
+    def describe(self) -> str:
+        return f"webhook {self.webhook.url}" if self.webhook else "console (log)"
+
+
+class DeliveryFailed(Exception):
+    """The channel did not take the delivery; it is retried later."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: int
+    channel: str
+    idempotency_key: str
+    body: str
+    attempts: int
+
+
+class Sender(Protocol):
+    async def send(self, d: Delivery) -> str: ...  # returns a short receipt ("HTTP 200")
+
+    async def close(self) -> None: ...
+
+
+class ConsoleSender:
+    def __init__(self, cfg: ChannelConfig) -> None:
+        self.level = getattr(logging, cfg.console.level if cfg.console else "WARNING")
+
+    async def send(self, d: Delivery) -> str:
+        body = json.loads(d.body)
+        console_log.log(self.level, "notify %s", body.get("text", ""),
+                        extra={"channel": d.channel, "idempotency_key": d.idempotency_key})
+        return "logged"
+
+    async def close(self) -> None:
+        return None
+
+
+class WebhookSender:
+    def __init__(self, cfg: ChannelConfig) -> None:
+        assert cfg.webhook is not None
+        self.cfg = cfg.webhook
+        self._session: Any = None
+
+    async def send(self, d: Delivery) -> str:
+        import aiohttp
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.cfg.timeout.total_seconds()))
+        headers = {**self.cfg.headers, "Content-Type": "application/json; charset=utf-8",
+                   IDEMPOTENCY_HEADER: d.idempotency_key}
+        try:
+            async with self._session.post(self.cfg.url, data=d.body.encode("utf-8"), headers=headers) as resp:
+                text = (await resp.text(errors="replace"))[:200]
+                if 200 <= resp.status < 300:
+                    return f"HTTP {resp.status}"
+                raise DeliveryFailed(f"HTTP {resp.status} {text}".strip())
+        except DeliveryFailed:
+            raise
+        except Exception as exc:  # connection refused, timeout, DNS: all retried the same way
+            raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def make_sender(cfg: ChannelConfig) -> Sender:
+    return WebhookSender(cfg) if cfg.webhook is not None else ConsoleSender(cfg)
+
+
+def notification_text(clinic: str, patient_id: str, tier: str, items: list[dict]) -> str:
+    """One short line for SMS/WeChat gateways: pseudonymous ids only, never names."""
+    parts = []
+    for it in items:
+        a = it["alert"]
+        esc = f" (from {a['escalated_from']})" if a.get("escalated_from") and it["event"] == "escalated" else ""
+        parts.append(f"{a['condition']} {a['severity']} {a['state']}{esc}")
+    return f"[vitalgate {clinic}] {patient_id} {tier}: " + "; ".join(parts)
+
+
+def check_channel_references(data: dict[str, Any]) -> list[tuple[tuple, str]]:
+    """Config checks across keys, on the raw YAML data: channel names unique, and every
+    `channels:` a route names is defined. Returns (location, message) pairs."""
+    out: list[tuple[tuple, str]] = []
+    chans = data.get("channels") if isinstance(data, dict) else None
+    names: dict[str, int] = {}
+    for i, c in enumerate(chans if isinstance(chans, list) else []):
+        if isinstance(c, dict) and isinstance(c.get("name"), str):
+            if c["name"] in names:
+                out.append((("channels", i, "name"), f"channel name {c['name']!r} already used by channels.{names[c['name']]}"))
+            names.setdefault(c["name"], i)
+
+    def walk(node: object, loc: tuple) -> None:
+        if not isinstance(node, dict):
+            return
+        refs = node.get("channels")
+        for j, name in enumerate(refs if isinstance(refs, list) else []):
+            if isinstance(name, str) and name not in names:
+                known = ", ".join(sorted(names)) or "none defined"
+                out.append(((*loc, "channels", j), f"no channel named {name!r} under channels: ({known})"))
+        kids = node.get("routes")
+        for k, child in enumerate(kids if isinstance(kids, list) else []):
+            walk(child, (*loc, "routes", k))
+
+    walk(data.get("routing") if isinstance(data, dict) else None, ("routing",))
+    return out

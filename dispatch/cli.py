@@ -1,0 +1,169 @@
+"""Dispatcher commands for the `vitalgate` command line.
+
+- `vitalgate routes test --condition X --patient P [--config PATH] [--severity S] [--tier T] [--at HH:MM]`
+  prints where an alert would go: the route nodes that matched, tier and
+  severity, MQTT topics, channels, the escalation ladder with its timeouts,
+  repeats, what could hold it (inhibit rules, silences) and whether it latches.
+- `vitalgate alerts report [--config PATH] [--since 7d] [--json]`: the alarm-fatigue report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from dispatch.report import _fmt, build_report, format_report
+from dispatch.routing import LATCHING, MatchContext, RoutingTable
+from dispatch.suppression import DEFAULT_INHIBIT_RULES
+from stream.models import CHINA_TZ, Alert, Condition, Finding, Severity, Tier, now_local, parse_duration
+
+
+def _load(path: str | None):  # type: ignore[no-untyped-def]
+    from gateway.config import ConfigError, GatewayConfig, load_config
+
+    if path is None:
+        return GatewayConfig(clinic="default")
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for p in exc.problems:
+            print(p, file=sys.stderr)
+        return None
+
+
+def _at(text: str | None) -> datetime:
+    now = now_local()
+    if not text:
+        return now
+    try:
+        hh, mm = text.split(":")
+        return now.replace(hour=int(hh), minute=int(mm), second=0, microsecond=0)
+    except ValueError:
+        raise SystemExit(f"--at wants clinic time HH:MM, not {text!r}") from None
+
+
+def cmd_routes_test(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return 2
+    try:
+        condition = Condition(args.condition)
+    except ValueError:
+        print(f"unknown condition {args.condition!r}; one of: {', '.join(c.value for c in Condition)}", file=sys.stderr)
+        return 2
+    labels = {p.id: dict(p.labels) for p in cfg.patients}
+    if args.config and cfg.patients and args.patient not in labels:
+        print(f"patient {args.patient!r} is not in {args.config} (patients: {', '.join(labels)})", file=sys.stderr)
+        return 2
+    routing = RoutingTable(dict(cfg.routes), tree=cfg.routing, labels=labels)
+    at = _at(args.at)
+    f = Finding(patient_id=args.patient, condition=condition, at=at,
+                severity=Severity(args.severity) if args.severity else None,
+                tier=Tier(args.tier) if args.tier else None)
+    d = routing.decide(f, at)
+    esc = cfg.escalation
+    lab = labels.get(args.patient, {})
+    print(f"{condition.value} for patient {args.patient}"
+          f" (labels: {', '.join(f'{k}={v}' for k, v in lab.items()) or 'none'}) at {at:%H:%M} clinic time")
+    print("  matched:")
+    for p in d.path:
+        print(f"    {p}")
+    print(f"  opens at: {d.tier.value}, severity {d.severity.value}"
+          f"{' (latches until acknowledged)' if d.severity in LATCHING else ''}")
+    audience = esc.audience(d.tier)
+    print(f"  MQTT: " + ", ".join(f"vg/{cfg.clinic}/alert/{t.value}" for t in audience))
+    ctx = MatchContext(condition, d.severity, d.tier, args.patient, lab, at)
+    chans = [c for c in cfg.channels
+             if (set(c.tiers) & set(audience) or c.name in d.channels) and c.match.matches(ctx)]
+    if chans:
+        print(f"  channels (grouped per patient and tier; group_wait {_fmt(d.group_wait.total_seconds())},"
+              f" group_interval {_fmt(d.group_interval.total_seconds())}):")
+        for c in chans:
+            print(f"    {c.name}: {c.describe()}")
+    else:
+        print("  channels: none besides MQTT")
+    # The ladder, rung by rung, as the dispatcher would climb it.
+    a = Alert(alert_id="x", patient_id=args.patient, clinic=cfg.clinic, tier=d.tier, condition=condition,
+              severity=d.severity, opened_at=at, updated_at=at)
+    ladder = [d.tier.value]
+    seen = {d.tier}
+    while (step := esc.next_step(a)) is not None and step[1] not in seen:
+        ladder.append(f"--{_fmt(step[0].total_seconds())}--> {step[1].value}")
+        seen.add(step[1])
+        a = a.model_copy(update={"tier": step[1]})
+    top_extra = [t.value for t in esc.audience(a.tier)[1:]]
+    if d.follow_up:
+        print("  escalation: none (follow-up of a back-filled reading)")
+    else:
+        print(f"  escalation if nobody acknowledges: {' '.join(ladder)}"
+              f"{' (+ ' + ', '.join(top_extra) + ')' if top_extra else ''}")
+        print(f"  repeats while firing and unacknowledged: every {_fmt(d.repeat_interval.total_seconds())}"
+              f" (at the top: every {_fmt(min(d.repeat_interval, esc.repeat_interval).total_seconds())})")
+    rules = DEFAULT_INHIBIT_RULES if cfg.inhibit_rules is None else cfg.inhibit_rules
+    held_by = [r.source.describe() for r in rules if r.target.matches(ctx)]
+    if held_by:
+        print("  held (inhibited) while the patient has an active alert matching: " + "; ".join(held_by))
+    silences = []
+    db = cfg.storage.path / "alerts.db"
+    if db.exists():
+        from dispatch.alert_store import connect_readonly, read_silences
+
+        conn = connect_readonly(db)
+        try:
+            silences = [s for s in read_silences(conn) if s.holds(ctx)]
+        finally:
+            conn.close()
+    for spec in cfg.silences:
+        from dispatch.suppression import config_silence_id
+
+        if spec.match.matches(ctx) and (d.severity is not Severity.CRITICAL or spec.include_critical):
+            if all(s.id != config_silence_id(spec) for s in silences):
+                print(f"  silenced by config silence {config_silence_id(spec)} when active: {spec.why}")
+    for s in silences:
+        print(f"  SILENCED NOW by {s.id} ({s.created_by}: {s.why}) until {s.ends_at or 'expired'}")
+    return 0
+
+
+def cmd_alerts_report(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return 2
+    db = Path(cfg.storage.path) / "alerts.db"
+    if not db.exists():
+        print(f"no alert store at {db} (is storage.path right?)", file=sys.stderr)
+        return 2
+    try:
+        since = parse_duration(args.since)
+    except ValueError as exc:
+        print(f"--since: {exc}", file=sys.stderr)
+        return 2
+    report = build_report(db, since, datetime.now(CHINA_TZ))
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=1))
+    else:
+        print(format_report(report, cfg.clinic))
+    return 0
+
+
+def add_dispatch_commands(sub: argparse._SubParsersAction) -> None:
+    routes = sub.add_parser("routes", help="routing tools: where would an alert go")
+    rsub = routes.add_subparsers(dest="routes_cmd", required=True)
+    t = rsub.add_parser("test", help="print where an alert for CONDITION and PATIENT would go")
+    t.add_argument("--condition", required=True)
+    t.add_argument("--patient", required=True)
+    t.add_argument("--config", default=None, help="gateway config (default: the built-in defaults)")
+    t.add_argument("--severity", choices=[s.value for s in Severity], default=None, help="as the finding asks")
+    t.add_argument("--tier", choices=[s.value for s in Tier], default=None, help="as the finding asks")
+    t.add_argument("--at", default=None, help="clinic time HH:MM (time_of_day matchers); default now")
+    t.set_defaults(fn=cmd_routes_test)
+    alerts = sub.add_parser("alerts", help="alert tools")
+    asub = alerts.add_subparsers(dest="alerts_cmd", required=True)
+    r = asub.add_parser("report", help="alarm-fatigue report from the alert store's audit trail")
+    r.add_argument("--config", default=None, help="gateway config (for storage.path; default ./var)")
+    r.add_argument("--since", default="7d", help="period, e.g. 24h, 7d (default 7d)")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(fn=cmd_alerts_report)
+

@@ -1,0 +1,80 @@
+"""Control messages from people: snoozes and silences over MQTT (acks keep their contract topic).
+
+Topics (QoS 1, JSON, UTF-8):
+- `vg/{clinic}/snooze`  `{"alert_id": "...", "by": "dr-li", "duration": "30m", "why": "seeing the patient"}`
+- `vg/{clinic}/silence` create: `{"id": "optional-idempotency-id", "match": {"patient": "p-0001",
+  "condition": ["lead_off"]}, "duration": "2h" | "ends_at": "...", "by": "tech-wang", "why": "patch replaced"}`
+- `vg/{clinic}/silence` end early: `{"expire": "<silence id>", "by": "tech-wang"}`
+
+The same operations are on the HTTP API (`dispatch/http_api.py`). A bad
+message is answered with a reason (the gateway counts and logs it), never a crash.
+QoS 1 may deliver twice: a snooze is idempotent by nature, a silence by its `id`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dispatch.suppression import SilenceSpec
+from stream.models import Duration
+
+if TYPE_CHECKING:
+    from dispatch.dispatcher import Dispatcher
+
+CONTROL_TOPICS = ("snooze", "silence")
+
+
+class HttpConfig(BaseModel):
+    """`http:` in the config: the API of `dispatch/http_api.py` (and later the village doctor's page)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bind: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    token: str = Field(min_length=16, max_length=200, description="per-clinic bearer token; at least 16 characters")
+
+
+class SnoozeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    alert_id: str = Field(min_length=1, max_length=200)
+    by: str = Field(min_length=1, max_length=200)
+    duration: Duration
+    why: str = Field("", max_length=1000)
+
+
+class ExpireRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    expire: str = Field(min_length=1, max_length=64)
+    by: str = Field(min_length=1, max_length=200)
+
+
+def _first_error(exc: ValidationError) -> str:
+    e = exc.errors()[0]
+    where = ".".join(str(p) for p in e["loc"]) or "(message)"
+    return f"{where}: {e['msg']}"
+
+
+async def handle_control(dispatcher: "Dispatcher", kind: str, payload: bytes) -> str | None:
+    """Apply one control message; return why it was refused, or None if it was applied."""
+    try:
+        if kind == "snooze":
+            req = SnoozeRequest.model_validate_json(payload)
+            alert = await dispatcher.snooze(req.alert_id, req.by, req.duration, req.why)
+            return None if alert is not None else f"snooze ignored: alert {req.alert_id} unknown or not firing"
+        if kind == "silence":
+            if b'"expire"' in payload:
+                ex = ExpireRequest.model_validate_json(payload)
+                sil = await dispatcher.expire_silence(ex.expire, ex.by)
+                return None if sil is not None else f"no silence {ex.expire}"
+            spec = SilenceSpec.model_validate_json(payload)
+            await dispatcher.add_silence(spec, source="mqtt")
+            return None
+    except ValidationError as exc:
+        return _first_error(exc)
+    except ValueError as exc:
+        return str(exc)
+    return f"unknown control topic {kind!r}"
