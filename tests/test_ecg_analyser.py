@@ -239,3 +239,121 @@ def test_memory_is_bounded() -> None:
             an.push(x[k:k + int(fs)])
     assert len(an.beats) <= 512
     assert len(an.drain_beats()) <= 512
+
+
+# --------------------------------------------------------------------------------------------
+# Scenario-style checks on the simulators' synthetic ECG (``simulators.ecg_synthesis``): the
+# same streams the scenario tests use.  They pin behaviour (VT vs VF, artefact gating, rate
+# persistence); accuracy is measured on the real records (tests/test_ecg_records.py).
+
+from simulators.ecg_synthesis import EcgSynth  # noqa: E402
+from stream.ecg import rhythms  # noqa: E402
+
+
+def synth_alarms(segments: list[tuple], fs: int = 250, seed: int = 1) -> list[tuple[float, str, bool]]:
+    """Stream ``(rhythm, hr, seconds, options)`` segments; return (start_s, condition, active)."""
+    s = EcgSynth(fs, seed=seed)
+    an = EcgAnalyser(fs)
+    t = 0
+    out = []
+    for rhythm, hr, dur, kw in segments:
+        s.set_rhythm(rhythm, hr, **{k: v for k, v in kw.items() if k in ("pvc_fraction", "pause_s")})
+        s.set_artefact(kw.get("artefact"))
+        for _ in range(dur):
+            for al in an.push(s.frame(), t0_s=t):
+                json.dumps(al.detail)
+                out.append((al.start_s, al.condition, al.active))
+            t += 1
+    return out
+
+
+def test_synthetic_monomorphic_vt_is_vt_not_vf() -> None:
+    """8 s of regular wide complexes at 170/min: a VT run, not fibrillation."""
+    alarms = synth_alarms([("sinus", 75, 20, {}), ("vt", 170, 8, {}), ("sinus", 75, 20, {})])
+    assert [(c, a) for _, c, a in alarms] == [("vt", True), ("vt", False)]
+    assert 19.5 <= alarms[0][0] <= 23.0
+
+
+def test_synthetic_vt_of_45_s_becomes_sustained_and_clears_once() -> None:
+    alarms = synth_alarms([("sinus", 75, 20, {}), ("vt", 170, 45, {}), ("sinus", 75, 10, {})])
+    conds = [(c, a) for _, c, a in alarms]
+    assert conds == [("vt", True), ("vt_sustained", True), ("vt_sustained", False), ("vt", False)]
+    assert all(19.5 <= t <= 23.0 for t, _, _ in alarms)   # every transition refers to the run's start
+
+
+def test_synthetic_sinus_tachycardia_152_for_2_min_raises_tachycardia() -> None:
+    alarms = synth_alarms([("sinus", 70, 10, {}), ("tachy", 152, 120, {})])
+    raised = [(t, c) for t, c, a in alarms if a]
+    assert [c for _, c in raised] == ["tachycardia"]
+    assert 10.0 <= raised[0][0] <= 30.0
+
+
+@pytest.mark.parametrize("artefact", ["motion", "electrode_pop", "baseline_wander"])
+def test_synthetic_artefacts_raise_no_clinical_alarm(artefact: str) -> None:
+    """DOMAIN §3: motion mimics VT; pops are steps; wander is slow. None is a rhythm."""
+    alarms = synth_alarms([("sinus", 75, 10, {}), ("sinus", 75, 120, {"artefact": artefact})])
+    assert not [a for a in alarms if a[1] in CLINICAL]
+
+
+@pytest.mark.parametrize("artefact", ["motion", "electrode_pop"])
+def test_synthetic_artefact_frames_are_bad_signal_and_count_as_lead_off(artefact: str) -> None:
+    s = EcgSynth(250, seed=2)
+    an = EcgAnalyser(250)
+    for t in range(20):
+        an.push(s.frame(), t0_s=t)
+    s.set_artefact(artefact)
+    alarms = []
+    for t in range(20, 20 + 330):
+        alarms += an.push(s.frame(), t0_s=t)
+    assert not [a for a in alarms if a.condition in CLINICAL]
+    assert [(a.condition, a.active) for a in alarms] == [("lead_off", True)]   # > 5 min of bad signal
+
+
+def test_synthetic_clean_sinus_raises_nothing() -> None:
+    assert synth_alarms([("sinus", 72, 300, {})]) == []
+
+
+def test_pvc_burden_over_window_with_minimum_beats() -> None:
+    """> 10 % burden is judged once enough good beats are in the window (not after 10 minutes)."""
+    p = rhythms.PvcBurden()
+    out = []
+    t = 0.0
+    for minute in range(5):
+        for k in range(75):
+            p.on_beat(rhythms.Beat(t, "V" if k % 7 == 0 else "N", True, 0.8))
+            t += 0.8
+        out += p.on_minute(t)
+        if minute < 3:
+            assert out == []          # 75, 150, 225 beats: below the minimum
+    assert [(x.condition, x.active) for x in out] == [("pvc_frequent", True)]
+    assert out[0].detail["burden"] > 0.10
+
+
+def test_pvc_burden_ignores_unreliable_noise_beats() -> None:
+    """'Ventricular' labels on noise (morphology does not recur) are not PVCs."""
+    p = rhythms.PvcBurden()
+    out = []
+    t = 0.0
+    for _ in range(20):
+        for k in range(75):
+            p.on_beat(rhythms.Beat(t, "V" if k % 2 else "N", True, 0.8, match=False, reliable=False))
+            t += 0.8
+        out += p.on_minute(t)
+    assert out == []
+
+
+def test_synthetic_pvc_15_percent_raises_pvc_frequent() -> None:
+    alarms = synth_alarms([("sinus", 75, 400, {"pvc_fraction": 0.15})])
+    assert ("pvc_frequent", True) in [(c, a) for _, c, a in alarms]
+
+
+def test_vf_leakage_separates_sine_from_distinct_complexes() -> None:
+    fs = 250.0
+    t = np.arange(int(4 * fs)) / fs
+    sine = 500.0 * np.sin(2 * np.pi * 4.5 * t)
+    spikes = np.zeros_like(t)
+    for c in np.arange(0.2, 4.0, 0.35):
+        spikes += 1000.0 * np.exp(-0.5 * ((t - c) / 0.02) ** 2)
+    spikes -= spikes.mean()
+    assert rhythms.vf_leakage(sine) < 0.1
+    assert rhythms.vf_leakage(spikes) > rhythms.VF_LEAKAGE_MAX

@@ -57,7 +57,7 @@ def test_low_sampling_rate_svdb_800() -> None:
     ("mitdb/119", 0.999, 0.999),
     ("mitdb/200", 0.995, 0.995),
     ("mitdb/201", 0.985, 0.999),
-    ("mitdb/203", 0.99, 0.985),
+    ("mitdb/203", 0.99, 0.99),
     ("mitdb/207", 0.995, 0.995),
     ("mitdb/208", 0.99, 0.995),
     ("mitdb/210", 0.98, 0.995),
@@ -87,20 +87,31 @@ def test_no_af_on_records_without_af(name: str) -> None:
 @pytest.mark.slow
 def test_vt_runs_flagged_in_203() -> None:
     vt = scored("mitdb/203")["vt"]
-    assert vt["flagged"] >= 4, vt
+    assert vt["flagged"] >= 6, vt
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="known weakness: 200's short VT runs (3-4 beats) are not all classified V")
 def test_vt_runs_flagged_in_200() -> None:
-    assert scored("mitdb/200")["vt"]["flagged"] >= 1
+    assert scored("mitdb/200")["vt"]["flagged"] >= 3
+
+
+@pytest.mark.slow
+def test_vt_runs_flagged_in_221() -> None:
+    assert scored("mitdb/221")["vt"]["flagged"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mitdb/100", "mitdb/105", "mitdb/119", "mitdb/222", "mitdb/232"])
+def test_no_vt_alarm_on_records_without_ventricular_runs(name: str) -> None:
+    assert not conditions(scored(name)) & {"vt", "vt_sustained"}, scored(name)["alarms"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["nstdb/bw", "nstdb/ma"])
 def test_noise_records_raise_no_pause_asystole_af(name: str) -> None:
     res = scored(name)
-    assert not conditions(res) & {"asystole", "pause", "af", "af_rvr", "vt_sustained"}, res["alarms"]
+    assert not conditions(res) & {"asystole", "pause", "af", "af_rvr", "vt", "vt_sustained", "pvc_frequent"}, \
+        res["alarms"]
 
 
 @pytest.mark.slow
@@ -120,6 +131,20 @@ def test_cu01_fibrillation_is_vt_sustained() -> None:
 def test_232_pauses_raised() -> None:
     res = scored("mitdb/232")
     assert "pause" in conditions(res)
+
+
+@pytest.mark.slow
+def test_challenge2015_true_vt_v158s_reproduced() -> None:
+    """The VT complexes are large and wide against the sinus QRS level, but recur beat to beat:
+    organised signal, not noise, so the run is not gated away."""
+    res = scored("challenge2015/v158s")
+    assert res["challenge2015"]["true_alarm"] is True and res["challenge2015"]["raised"] is True
+
+
+@pytest.mark.slow
+def test_challenge2015_false_vt_v128s_suppressed() -> None:
+    res = scored("challenge2015/v128s")
+    assert not conditions(res) & {"vt", "vt_sustained"}
 
 
 @pytest.mark.slow

@@ -37,6 +37,20 @@ FRAMES_KEPT = 16
 SUMMARY_S = 60.0
 CONTEXT_GOOD = 0.8     # share of good frames in the last 10 s for a beat to count clinically
 RESET_AFTER_BAD_FRAMES = 2  # unusable frames after which the QRS detector starts afresh
+# organised complexes: in the last ORG_WINDOW_S at least ORG_MIN_BEATS beats, each correlating
+# >= ORG_CORR with the one before it, RR intervals within a factor ORG_RR_SPREAD of each other
+ORG_WINDOW_S = 3.0
+ORG_MIN_BEATS = 4
+ORG_CORR = 0.90
+ORG_RR_SPREAD = 1.6
+# artefact content against the patient's own normal QRS complexes (after ARTEFACT_MIN_BEATS of them)
+ARTEFACT_MIN_BEATS = 4
+STEP_RATIO = 5.0        # a sample-to-sample jump this many times the steepest QRS slope
+HF_RATIO = 0.15         # median |2nd difference| over the QRS amplitude
+AMPLITUDE_RATIO = 5.0   # 0.7-40 Hz peak-to-peak over the QRS amplitude
+MIN_RR_AFTER_V_S = 0.24     # an off-template detection this soon after a ventricular beat is that
+                            # beat's own second lobe or T wave: the ventricles are refractory (> 250 bpm
+                            # is VF, which the VF detector judges from the waveform, not from beats)
 
 
 @dataclass
@@ -80,6 +94,9 @@ class EcgAnalyser:
         self._seg_t0: float | None = None
         self._n = 0                      # samples in the current segment
         self._qrs_levels: deque[float] = deque(maxlen=8)
+        self._amp_levels: deque[float] = deque(maxlen=16)    # raw amplitude of recent normal beats
+        self._slope_levels: deque[float] = deque(maxlen=16)  # their steepest slope (µV/sample)
+        self._org: deque[tuple[float, float | None, float]] = deque(maxlen=12)  # (t, rr, corr with previous)
         self._summary_ready: dict | None = None
         self._start_new_segment(0.0)
         self._seg_t0 = None
@@ -94,11 +111,16 @@ class EcgAnalyser:
         self._det_off = 0
         self._bad_run = 0
         self._last_beat_t: float | None = None
+        self._last_cls = "N"
         self._frames.clear()
         self._qrs_levels.clear()
         self._vf_zi = np.zeros(4)
         self._wide_zi = np.zeros(4)
         self._vf_primed = False
+        self._wide_primed = False
+        self._last_w = np.zeros(0)
+        self._x_last: float | None = None
+        self._org.clear()
         self._clf.reset()
 
     def _gap(self, t0: float) -> list[Transition]:
@@ -142,6 +164,7 @@ class EcgAnalyser:
         # quality pre-check: unusable frames yield no beats; after a few the detector starts afresh
         kind = "lead_off" if lead_off else unusable_kind(x)
         new_idx: list[int] = []
+        pending: list[tuple] = []
         if kind is not None:
             q = assess_frame(x, x[:0], 0.0, lead_off=lead_off, n_beats=0)
             self._bad_run += 1
@@ -150,6 +173,8 @@ class EcgAnalyser:
             elif self._det is not None:
                 self._det.process(x)     # keep its sample count in step; its beats are dropped
             trans += self._vt.end(t_start)
+            self._wide_primed = False
+            self._x_last = None
         else:
             self._bad_run = 0
             if self._det is None:
@@ -162,12 +187,28 @@ class EcgAnalyser:
             bp = det.last_bp
             lvl = self._qrs_level()
             q = assess_frame(x, bp, lvl, lead_off=False, n_beats=len(new_idx))
+            w = self._wide(x)
+            # morphology first: whether the complexes recur decides between busy signal and noise
+            for idx in new_idx:
+                b = self._morph(idx)
+                if b is not None:
+                    pending.append(b)
+            if q.noisy and self._organised(t_end):
+                # energy everywhere, but as regular, recurring complexes (a fast wide-complex
+                # rhythm such as VT): structured signal, not noise
+                q.noisy = False
+                q.sqi = 0.5
+            art = self._artefact(x, w)
+            if art:
+                q.noisy = True
+                q.artefact = art
+                q.sqi = 0.0
         self._frames.append((i0, self._n, q))
         self._recent_good.append(q.good)
 
         # beats
-        for idx in new_idx:
-            trans += self._on_beat(idx, q)
+        for b in pending:
+            trans += self._on_beat(b, q)
 
         # frame-level rhythm work
         if q.unusable or q.noisy:
@@ -239,23 +280,77 @@ class EcgAnalyser:
                 return q
         return current
 
-    def _on_beat(self, idx: int, current: FrameQuality) -> list[Transition]:
-        fq = self._frame_quality(idx, current)
+    def _morph(self, idx: int) -> tuple | None:
+        """Classify the beat at ring index ``idx``; None when it is dropped (a wide beat's second lobe)."""
         seg = self._ring_slice(idx - self._pre, idx + self._post)
         t = self._t(idx)
         rr = t - self._last_beat_t if self._last_beat_t is not None else None
-        cls = self._clf.classify(seg.astype(np.float64), rr)
+        clf = self._clf
+        cls = clf.classify(seg.astype(np.float64), rr)
         det = self._det
         if det is not None:
             v = det.bp_at(idx - self._det_off)
             if v > 0:
                 self._qrs_levels.append(v)
-        if rr is not None and rr <= 0:
-            return []
+        if rr is not None and (rr <= 0 or (rr < MIN_RR_AFTER_V_S and self._last_cls == "V"
+                                           and (cls == "V" or not clf.last_match))):
+            return None
+        self._last_cls = cls
         self._last_beat_t = t
+        if clf.last_match and cls == "N" and clf.last_amp > 0.0:
+            self._amp_levels.append(clf.last_amp)
+            self._slope_levels.append(clf.last_slope)
+        self._org.append((t, rr, clf.prev_corr))
+        return (idx, t, cls, rr, clf.last_match, clf.reliable)
+
+    def _organised(self, now: float) -> bool:
+        """The last few complexes recur beat to beat at a regular rate (an organised rhythm)."""
+        recent = [b for b in self._org if b[0] >= now - ORG_WINDOW_S]
+        if len(recent) < ORG_MIN_BEATS:
+            return False
+        rrs = [b[1] for b in recent[1:]]
+        if any(r is None for r in rrs) or min(b[2] for b in recent[1:]) < ORG_CORR:
+            return False
+        return max(rrs) <= ORG_RR_SPREAD * min(rrs)
+
+    @staticmethod
+    def _median(q: deque) -> float:
+        s = sorted(q)
+        return s[len(s) // 2] if s else 0.0
+
+    def _artefact(self, x: np.ndarray, w: np.ndarray) -> str | None:
+        """Non-cardiac content judged against this patient's own QRS complexes, or None.
+
+        * ``step``: a jump steeper than any QRS of this patient (electrode pop, cable tug);
+        * ``hf``: broadband high-frequency activity between the complexes (motion, muscle):
+          the median |second difference| is large against the QRS amplitude;
+        * ``amplitude``: the 0.7-40 Hz signal swings far beyond the QRS amplitude.
+        """
+        last = self._x_last
+        self._x_last = float(x[-1])
+        if len(self._amp_levels) < ARTEFACT_MIN_BEATS or len(x) < 3:
+            return None
+        amp = self._median(self._amp_levels)
+        slope = self._median(self._slope_levels)
+        d1 = np.diff(x)
+        step = float(np.abs(d1).max())
+        if last is not None:
+            step = max(step, abs(float(x[0]) - last))
+        if step > STEP_RATIO * slope:
+            return "step"
+        d2 = np.abs(np.diff(d1))
+        if float(np.median(d2)) > HF_RATIO * amp:
+            return "hf"
+        if float(w.max() - w.min()) > AMPLITUDE_RATIO * amp:
+            return "amplitude"
+        return None
+
+    def _on_beat(self, b: tuple, current: FrameQuality) -> list[Transition]:
+        idx, t, cls, rr, match, reliable = b
+        fq = self._frame_quality(idx, current)
         # a clinical judgement needs good signal in this frame and most of the last 10 s
         good = fq.good and sum(self._recent_good) >= CONTEXT_GOOD * len(self._recent_good)
-        beat = Beat(t, cls, good, rr, self._clf.last_match)
+        beat = Beat(t, cls, good, rr, match, reliable)
         self._beats.append((t, cls))
         self._new_beats.append((t, cls))
         self.beat_count += 1
@@ -271,19 +366,28 @@ class EcgAnalyser:
         out += self._pause.on_beat(beat, self._af.in_af)
         return out
 
+    def _wide(self, x: np.ndarray) -> np.ndarray:
+        """The frame in the 0.7-40 Hz diagnostic band (state carried), kept for the VF features."""
+        if not self._wide_primed:
+            self._wide_zi = signal.lfilter_zi(*self._wide_ba) * x[0]
+            self._wide_primed = True
+        w, self._wide_zi = signal.lfilter(*self._wide_ba, x, zi=self._wide_zi)
+        self._last_w = w
+        return w
+
     def _vf_frame(self, x: np.ndarray, q: FrameQuality, t_end: float) -> list[Transition]:
         if q.unusable:
             self._vf_primed = False
             return self._vf.on_frame(t_end, 0.0, 0.0, 0.0, 0, 0.0, usable=False)
         if not self._vf_primed:
             self._vf_zi = signal.lfilter_zi(*self._vf_ba) * x[0]
-            self._wide_zi = signal.lfilter_zi(*self._wide_ba) * x[0]
             self._vf_primed = True
         v, self._vf_zi = signal.lfilter(*self._vf_ba, x, zi=self._vf_zi)
-        w, self._wide_zi = signal.lfilter(*self._wide_ba, x, zi=self._wide_zi)
+        w = self._last_w
         w2 = w * w
         return self._vf.on_frame(t_end, float(np.dot(v, v)), float(w2.sum()), float(np.dot(w2, w2)), len(x),
-                                 float(w.max() - w.min()), usable=True)
+                                 float(w.max() - w.min()), usable=True, wide=w,
+                                 organised=self._organised(t_end) and q.good)
 
     # --------------------------------------------------------- summaries
     def _reset_minute(self) -> None:

@@ -1,24 +1,34 @@
-"""Normal vs ventricular beat classification against a running template.
+"""Normal vs ventricular beat classification: a running normal template plus morphology clusters.
 
 Each detected beat is cut from the raw signal (about 100 ms before to 120 ms
-after the R peak), its local baseline removed (the line through the mean of
-the first and last 10 ms), and compared with the patient's running template
-of normal beats:
+after the R peak), aligned on the normal template within ±30 ms by normalised
+cross-correlation, and its local baseline removed (the line through the means
+of the first and last 10 ms).  It is described by:
 
-* correlation with the template (shape),
-* effective QRS width = area / peak amplitude (µV·s / µV = s),
-* amplitude ratio to the template,
-* prematurity (RR before the beat over the recent mean RR).
+* ``corr``: correlation with the running template of normal beats (shape);
+* ``width``: effective QRS width = area / peak amplitude (µV·s / µV = s), and
+  its excess over the template's width, judged against the patient's own
+  beat-to-beat spread of normal widths (a noisy record needs a larger excess);
+* ``prematurity``: the RR before the beat over the median of recent
+  normal-to-normal RRs;
+* ``cluster``: which of a few running morphology clusters (templates of the
+  recurring abnormal shapes, in the spirit of Hamilton's OSEA) the beat joins,
+  and how that cluster's beats have been judged so far;
+* ``context``: the class of the previous beat and the rate (a wide, fast run
+  stays ventricular even when one of its beats is borderline on its own).
 
-A ventricular beat is wide and differently shaped; a supraventricular
-premature beat keeps the normal shape, so prematurity alone never makes a
-beat ventricular.  The template is learnt from the first beats (the most
-typical of the narrow ones) and follows slow changes of normal morphology;
-when a new morphology persists for many beats and is at least as narrow as
-the template, the template is replaced (electrode moved, axis change).
+A ventricular beat is wide and/or differently shaped, and usually premature;
+a supraventricular premature beat keeps the normal shape, so prematurity alone
+never makes a beat ventricular.  The normal template is learnt from the first
+beats (the narrowest recurring morphology) and follows slow changes of normal
+morphology; a narrower morphology that becomes as frequent, or a morphology
+that dominates at a non-tachycardic rate, replaces it (intermittent bundle
+branch block, electrode moved).
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 import numpy as np
 
@@ -29,14 +39,25 @@ ALIGN_S = 0.03             # beats are re-aligned on the template within +-30 ms
 LEARN_BEATS = 8
 TEMPLATE_RATE = 0.05       # exponential template update for matching normal beats
 CORR_MATCH = 0.85          # a beat at least this correlated is template-like
-WIDTH_V = 1.30             # ... "wide": effective width this many times the template's
-WIDTH_ABS_V_S = 0.100      # an effective width above this is ventricular whatever the template
-CORR_SHAPE_V = 0.30        # a shape this different and not narrower than the template is ventricular
-WIDER_S = 0.012            # ... and at least this much wider (s): tiny QRS widths are noisy
+WIDTH_ABS_V_S = 0.100      # an effective width above this (and wider than the template) is ventricular
+WIDER_S = 0.012            # "wider": at least this much (s) above the template's width ...
+WIDER_SPREAD = 3.0         # ... and this many times the normal beats' own width spread
+WIDE_REL = 1.25            # ... and this many times the template's width
+VERY_WIDE_REL = 2.0        # this much wider and differently shaped is ventricular on its own
+CORR_SHAPE_V = 0.50        # a shape this different from the normal one ...
+PREMATURE = 0.85           # RR below this share of the recent normal RR is premature
+RUN_RR_S = 0.60            # > 100 bpm: a beat this fast after a V beat, off-template, continues the run
+CLUSTER_MATCH = 0.90       # a beat joins a morphology cluster at this correlation
+CLUSTERS = 6               # abnormal-morphology clusters kept
+CLUSTER_MIN = 3            # beats a cluster needs before its majority label is used
 DOMINANT_BEATS = 32        # a morphology this frequent (4x the template's beats) ...
 DOMINANT_MIN_RR_S = 0.6    # ... at a non-tachycardic rate becomes the normal template
 NARROWER = 0.85            # an off-template morphology this much narrower may be the true normal one
 RELEARN_BEATS = 8          # off-template, clearly narrower, self-similar beats that replace it
+SPREAD_RATE = 0.05         # EMA rate of the normal beats' width spread and shape mismatch
+RECUR_RATE = 0.05          # EMA rate of the share of beats whose morphology recurs
+RECUR_MIN = 0.5            # below this share the "beats" are mostly unrelated shapes (noise):
+                           # morphology is not reliable enough for a ventricular-run judgement
 
 
 class BeatClassifier:
@@ -63,8 +84,30 @@ class BeatClassifier:
         self._dom_n = 0
         self._dom_rr = 0.0
         self._dom_tmpl_hits = 0
+        # spread of the normal beats' features (patient- and noise-adaptive)
+        self._w_spread = 0.004
+        self._mismatch = 0.03
+        self._nn: deque[float] = deque(maxlen=8)       # recent RRs ending on normal beats
+        # abnormal-morphology clusters: unit-norm centred templates, widths, counts, V votes
+        self._cl = np.zeros((CLUSTERS, self.length))
+        self._cl_n = np.zeros(CLUSTERS)
+        self._cl_v = np.zeros(CLUSTERS)
+        self._cl_used = np.zeros(CLUSTERS)
+        self._clock = 0
+        self._prev_v = False
+        self._prev_cluster = -1
         self.last_features: tuple[float, float] = (1.0, 0.0)
         self.last_match = False
+        self.prev_corr = 0.0     # correlation of the last beat with the beat before it (organisation)
+        self._prev_y: np.ndarray | None = None
+        self.last_amp = 0.0      # the last beat's peak-to-peak amplitude (µV) and steepest slope (µV/sample)
+        self.last_slope = 0.0
+        self.recurrence = 1.0   # EMA share of beats matching the template or a recurring cluster
+
+    @property
+    def reliable(self) -> bool:
+        """Whether recent beats have recurring morphologies (an ECG, not noise)."""
+        return self.recurrence >= RECUR_MIN
 
     def window(self) -> tuple[int, int]:
         """Samples needed before and after the R peak (alignment margin included)."""
@@ -105,12 +148,22 @@ class BeatClassifier:
         den = float(np.sqrt(np.dot(a, a) * np.dot(b, b)))
         return float(np.dot(a, b)) / den if den > 0 else 0.0
 
+    def _nn_median(self) -> float | None:
+        if len(self._nn) < 4:
+            return None
+        s = sorted(self._nn)
+        return s[len(s) // 2]
+
     def classify(self, ext: np.ndarray, rr_s: float | None = None) -> str:
         """Class of the beat whose raw samples (µV) around the R peak are ``ext`` (see ``window``)."""
         if len(ext) != self.length + 2 * self.margin:
             return "N"
         seg = self._align(ext)
         y, width = self._prepare(seg)
+        self.last_amp = float(y.max() - y.min())
+        self.last_slope = float(np.abs(np.diff(seg)).max())
+        prev, self._prev_y = self._prev_y, y
+        self.prev_corr = self._corr(y, prev) if prev is not None else 0.0
         if width == 0.0:
             return "N"
         if self._template is None:
@@ -118,21 +171,48 @@ class BeatClassifier:
             self._learn.append((y, width))
             if len(self._learn) >= LEARN_BEATS:
                 self._init_template()
-            return "V" if width > WIDTH_ABS_V_S else "N"
+            cls = "V" if width > WIDTH_ABS_V_S else "N"
+            self._after(cls, rr_s)
+            return cls
         c = self._corr(y, self._template)
         rel_w = width / self._t_width if self._t_width > 0 else 1.0
+        extra = width - self._t_width
         self.last_features = (c, rel_w)
         self.last_match = c >= CORR_MATCH
-        if c >= CORR_MATCH and rel_w < WIDTH_V:
+        nn = self._nn_median()
+        premature = rr_s is not None and nn is not None and rr_s < PREMATURE * nn
+        wider = (extra >= max(WIDER_S, WIDER_SPREAD * self._w_spread) and rel_w >= WIDE_REL)
+        # shape mismatch judged against how well this patient's normal beats match (noise)
+        shape_thr = max(1.0 - CORR_MATCH, 5.0 * self._mismatch)
+        different = (1.0 - c) > shape_thr
+        # a beat that follows a ventricular beat at > 100 bpm and is not a clean normal
+        # beat (wider than the template or off its shape) continues the ventricular run
+        run_on = (self._prev_v and rr_s is not None and rr_s < RUN_RR_S
+                  and (different or extra >= max(0.5 * WIDER_S, 2.0 * self._w_spread)))
+        if c >= CORR_MATCH and not wider and not run_on:
+            # the normal morphology
             self._template += TEMPLATE_RATE * (y - self._template)
             self._t_width += TEMPLATE_RATE * (width - self._t_width)
+            self._w_spread += SPREAD_RATE * (abs(extra) - self._w_spread)
+            self._mismatch += SPREAD_RATE * ((1.0 - c) - self._mismatch)
             self._tmpl_hits += 1
             self._dom_tmpl_hits += 1
+            self.recurrence += RECUR_RATE * (1.0 - self.recurrence)
+            self._after("N", rr_s)
             return "N"
-        extra = width - self._t_width
-        ventricular = (width > WIDTH_ABS_V_S
-                       or (c < CORR_MATCH and rel_w >= WIDTH_V and extra >= WIDER_S)
-                       or (c < CORR_SHAPE_V and extra >= 0.5 * WIDER_S))
+        # single-beat evidence strong enough on its own
+        strong = ((width > WIDTH_ABS_V_S and extra >= WIDER_S)
+                  or (rel_w >= VERY_WIDE_REL and different))
+        # weaker evidence (wider, or a very different shape) needs the rhythm to agree:
+        # the beat is premature, continues a fast ventricular run, or its morphology
+        # recurs in a cluster whose beats have mostly been judged ventricular
+        abnormal = wider or (c < CORR_SHAPE_V and different)
+        evidence = strong or (abnormal and premature)
+        k = self._cluster(y, evidence)
+        recurs = c >= CORR_MATCH or (k >= 0 and self._cl_n[k] >= 2)
+        self.recurrence += RECUR_RATE * (float(recurs) - self.recurrence)
+        recurring_v = k >= 0 and self._cl_n[k] >= CLUSTER_MIN and self._cl_v[k] * 2 > self._cl_n[k]
+        ventricular = evidence or run_on or ((abnormal or different) and recurring_v)
         if c < CORR_MATCH and rr_s is not None:
             self._dominant(y, width, rr_s)
         if rel_w <= NARROWER and c < CORR_MATCH:
@@ -145,11 +225,45 @@ class BeatClassifier:
                 if self._alt_count >= RELEARN_BEATS and self._alt_count >= self._tmpl_hits:
                     self._template, self._t_width = self._alt, self._alt_width
                     self._alt, self._alt_count = None, 0
+                    self._after("N", rr_s)
                     return "N"
             else:
                 self._alt, self._alt_width, self._alt_count = y.copy(), width, 1
                 self._tmpl_hits = 0
-        return "V" if ventricular else "N"
+        cls = "V" if ventricular else "N"
+        self._after(cls, rr_s)
+        return cls
+
+    def _after(self, cls: str, rr_s: float | None) -> None:
+        if cls == "N" and rr_s is not None and rr_s > 0:
+            self._nn.append(rr_s)
+        self._prev_v = cls == "V"
+
+    def _cluster(self, y: np.ndarray, vote_v: bool) -> int:
+        """Put an off-template beat into its morphology cluster; returns the cluster index."""
+        self._clock += 1
+        yc = y - y.mean()
+        nrm = float(np.sqrt(np.dot(yc, yc)))
+        if nrm <= 0.0:
+            return -1
+        yc /= nrm
+        cors = self._cl @ yc
+        k = int(np.argmax(cors))
+        if cors[k] >= CLUSTER_MATCH and self._cl_n[k] > 0:
+            t = self._cl[k] + 0.1 * (yc - self._cl[k])
+            self._cl[k] = t / max(float(np.sqrt(np.dot(t, t))), 1e-12)
+            self._cl_n[k] += 1
+            self._cl_v[k] += vote_v
+            if self._cl_n[k] > 64:        # keep the label following recent behaviour
+                self._cl_n[k] *= 0.5
+                self._cl_v[k] *= 0.5
+        else:
+            k = int(np.argmin(self._cl_used))   # replace the least recently used cluster
+            self._cl[k] = yc
+            self._cl_n[k] = 1
+            self._cl_v[k] = float(vote_v)
+        self._cl_used[k] = self._clock
+        return k
 
     def _dominant(self, y: np.ndarray, width: float, rr_s: float) -> None:
         """A morphology that has become the rhythm (not at a tachycardic rate) is the new normal.
@@ -189,3 +303,5 @@ class BeatClassifier:
     def reset(self) -> None:
         """Forget the learning in progress (not the template): used after a gap."""
         self._learn = []
+        self._prev_v = False
+        self._prev_y = None

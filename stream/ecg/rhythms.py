@@ -49,11 +49,13 @@ RATE_WINDOW_S = 10.0
 # --- PVC burden
 PVC_PER_H = 30.0
 PVC_BURDEN = 0.10
-PVC_MIN_MINUTES = 10
+PVC_MIN_MINUTES = 10      # the per-hour rate is extrapolated from at least 10 minutes ...
+PVC_MIN_BEATS = 300       # ... the burden from at least this many beats of good, reliable signal
 # --- ventricular flutter / fibrillation (per-frame features over the last 4 s)
 VF_BAND_SHARE = 0.80      # share of 0.7-40 Hz energy in 2-9 Hz
 VF_KURTOSIS_MAX = 3.5     # a sine-like, non-peaky signal
 VF_MIN_UV = 150.0         # and not a quiet baseline
+VF_LEAKAGE_MAX = 0.5      # VF-filter leakage below this is flutter/fibrillation even when beats recur
 VF_PERSIST_S = 6.0
 VF_CLEAR_S = 4.0
 # --- technical
@@ -77,6 +79,7 @@ class Beat:
     good: bool
     rr: float | None      # seconds since the previous beat of the same segment
     match: bool = True    # morphology matches the patient's normal template
+    reliable: bool = True  # recent beats have recurring morphologies (not noise): V labels can be trusted
 
 
 class AfDetector:
@@ -183,13 +186,15 @@ class VtDetector:
         self.sustained = False
 
     def _rate_ok(self, run: list[Beat]) -> bool:
-        rrs = [b.rr for b in run[1:] if b.rr is not None]
+        """The run's rate: the median of its RR intervals, the coupling interval of its first
+        beat included (a run of n beats spans n intervals), so one late beat does not hide it."""
+        rrs = sorted(b.rr for b in run if b.rr is not None)
         if len(rrs) < VT_BEATS - 1:
             return False
-        return 60.0 * len(rrs) / sum(rrs) > VT_RATE_BPM
+        return 60.0 / rrs[len(rrs) // 2] > VT_RATE_BPM
 
     def on_beat(self, beat: Beat) -> list[Transition]:
-        if beat.cls == "V" and beat.good and (not self.run or beat.rr is not None):
+        if beat.cls == "V" and beat.good and beat.reliable and (not self.run or beat.rr is not None):
             self.run.append(beat)
             if len(self.run) > 4096:
                 del self.run[1:-4094]
@@ -216,24 +221,49 @@ class VtDetector:
         return out
 
 
+def vf_leakage(w: np.ndarray) -> float:
+    """Kuo & Dillman's VF-filter leakage of a (band-limited, zero-mean) signal.
+
+    A notch at the signal's mean frequency (estimated from |w| and |dw|) removes a
+    sine wave completely: flutter/fibrillation leaks little (< ~0.4), a rhythm of
+    distinct QRS complexes with harmonics and a baseline between them leaks a lot.
+    """
+    a = np.abs(w)
+    d = float(np.abs(np.diff(w)).sum())
+    if d <= 0.0:
+        return 1.0
+    half = int(np.pi * float(a.sum()) / d + 0.5)
+    if half < 1 or half >= len(w):
+        return 1.0
+    num = float(np.abs(w[half:] + w[:-half]).sum())
+    den = float((a[half:] + a[:-half]).sum())
+    return num / den if den > 0.0 else 1.0
+
+
 class VfDetector:
     """Ventricular flutter / fibrillation: a large, sine-like 2-9 Hz oscillation."""
 
     def __init__(self) -> None:
         self.frames: deque[tuple[float, float, float, float, int]] = deque(maxlen=4)
+        self.waves: deque[np.ndarray] = deque(maxlen=4)   # the same frames' 0.7-40 Hz samples
+        self.leakage = 1.0
         self.run_start: float | None = None
         self.last_vf: float | None = None
         self.active = False
 
     def reset(self) -> None:
         self.frames.clear()
+        self.waves.clear()
 
     def on_frame(self, t_end: float, e_vf: float, e_wide: float, e4_wide: float, n: int, ptp: float,
-                 usable: bool) -> list[Transition]:
+                 usable: bool, wide: np.ndarray | None = None, organised: bool = False) -> list[Transition]:
         if not usable:
             self.frames.clear()
+            self.waves.clear()
             return self._miss(t_end)
         self.frames.append((e_vf, e_wide, e4_wide, ptp, n))
+        if wide is not None:
+            self.waves.append(wide)
         if len(self.frames) < 4:
             return self._miss(t_end)
         ev = sum(f[0] for f in self.frames)
@@ -244,6 +274,11 @@ class VfDetector:
             return self._miss(t_end)
         kurt = e4 * nn / (ew * ew)
         vf_like = ev / ew > VF_BAND_SHARE and kurt < VF_KURTOSIS_MAX and min(f[3] for f in self.frames) > VF_MIN_UV
+        if vf_like and organised and len(self.waves) == len(self.frames):
+            # distinct, recurring QRS complexes at a regular rate: VT (or a fast organised rhythm),
+            # unless the waveform is as sinusoidal as flutter/fibrillation (low VF-filter leakage)
+            self.leakage = vf_leakage(np.concatenate(self.waves))
+            vf_like = self.leakage < VF_LEAKAGE_MAX
         if not vf_like:
             return self._miss(t_end)
         if self.run_start is None:
@@ -415,7 +450,8 @@ class PvcBurden:
         self.active = False
 
     def on_beat(self, beat: Beat) -> None:
-        if not beat.good:
+        # only beats of good signal whose morphology recurs (not noise "beats") are counted
+        if not beat.good or not beat.reliable:
             return
         if beat.cls == "V":
             self.cur_v += 1
@@ -425,14 +461,16 @@ class PvcBurden:
     def on_minute(self, now: float) -> list[Transition]:
         self.minutes.append((self.cur_n, self.cur_v))
         self.cur_n = self.cur_v = 0
-        if len(self.minutes) < PVC_MIN_MINUTES:
-            return []
         n = sum(m[0] for m in self.minutes)
         v = sum(m[1] for m in self.minutes)
+        rate_known = len(self.minutes) >= PVC_MIN_MINUTES
+        burden_known = n + v >= PVC_MIN_BEATS
+        if not rate_known and not burden_known:
+            return []
         per_h = v * 60.0 / len(self.minutes)
         burden = v / (n + v) if n + v else 0.0
         detail = {"pvc_per_h": round(per_h, 1), "burden": round(burden, 3), "minutes": len(self.minutes)}
-        if not self.active and (per_h > PVC_PER_H or burden > PVC_BURDEN):
+        if not self.active and ((rate_known and per_h > PVC_PER_H) or (burden_known and burden > PVC_BURDEN)):
             self.active = True
             return [Transition("pvc_frequent", True, now, None, detail)]
         if self.active and per_h < 0.8 * PVC_PER_H and burden < 0.8 * PVC_BURDEN:

@@ -13,6 +13,12 @@ Every frame (about one second) gets a :class:`FrameQuality`:
 * ``quiet`` – the QRS band stays well below the recent QRS level: a clean
   baseline, which is what a real pause or asystole looks like.
 
+The analyser refines ``noisy`` with two things that need beat morphology: it
+clears it when the complexes recur beat to beat at a regular rate (a fast
+wide-complex rhythm is busy but organised), and sets it, with ``artefact``,
+for steps, broadband high-frequency activity or an amplitude far beyond the
+patient's own QRS complexes.
+
 ``sqi`` in 0..1 summarises it (0 for lead-off/flat/saturated).  Every rhythm
 alarm is gated on it; a bad signal only ever becomes the technical
 ``lead_off`` condition.
@@ -27,7 +33,8 @@ import numpy as np
 FLAT_UV = 15.0            # peak-to-peak below this over a frame: flat line
 SATURATION_SHARE = 0.05   # share of a frame's samples stuck (in runs) on its max or min
 IMPLAUSIBLE_UV = 12000.0  # |amplitude| above this (after the DC level is removed) is not ECG
-NOISE_LEVEL = 0.22        # mean |QRS band| over the QRS peak level above this: noisy
+NOISE_LEVEL = 0.22        # mean |QRS band| over the QRS peak level above this: noisy ...
+NOISE_FLOOR = 0.10        # ... if the median |QRS band| (the baseline between complexes) is busy too
 QUIET_LEVEL = 0.30        # max |QRS band| below this fraction of the QRS peak level: quiet
 KURTOSIS_MIN = 4.0        # a frame with a QRS in it has a peaky QRS band
 
@@ -40,6 +47,7 @@ class FrameQuality:
     noisy: bool = False
     quiet: bool = False
     sqi: float = 1.0
+    artefact: str | None = None   # "step", "hf" or "amplitude" when non-cardiac content made it noisy
 
     @property
     def unusable(self) -> bool:
@@ -102,7 +110,9 @@ def assess_frame(x: np.ndarray, bp: np.ndarray, qrs_level: float, *, lead_off: b
         q.quiet = peak < QUIET_LEVEL * qrs_level
     else:
         level = mean_abs / peak if peak > 0 else 0.0
-    noisy = level > NOISE_LEVEL
+    # frames full of real QRS complexes (a run of wide ventricular beats) have a high mean
+    # level but a quiet baseline between them; noise keeps the median level up as well
+    noisy = level > NOISE_LEVEL and (qrs_level <= 0.0 or float(np.median(abp)) > NOISE_FLOOR * qrs_level)
     if not noisy and not q.quiet and n_beats > 0:
         m2 = float(np.dot(bp, bp)) / m
         if m2 > 0.0:
