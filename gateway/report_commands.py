@@ -1,0 +1,115 @@
+"""`vitalgate report` and `vitalgate export fhir`: a patient's data out of the clinic's storage.
+
+- `vitalgate report --patient P [--period 7d] [--config PATH] [--out DIR] [--lang zh|en]`
+  writes `report-P-YYYYMMDD.html` and `.pdf` (gateway/patient_report.py) and prints their paths.
+- `vitalgate export fhir --patient P --since T [--until T] [--config PATH] [--out FILE] [--ecg strips|frames|none]`
+  writes a FHIR R4 Bundle (gateway/fhir_export.py), validated, to FILE or stdout.
+
+Both read the storage named by the config (`storage.path`) read-only: safe
+while the gateway runs. Exit codes: 0 done, 2 bad config, unknown patient or
+bad argument, 1 if the export fails validation (a bug: please report it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_CONFIG = "/etc/vitalgate/gateway.yaml"
+
+
+def _config(path: str):  # type: ignore[no-untyped-def]
+    from gateway.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for p in exc.problems:
+            print(p, file=sys.stderr)
+        return None
+
+
+def _patient_ok(cfg, patient: str) -> bool:  # type: ignore[no-untyped-def]
+    if any(p.id == patient for p in cfg.patients):
+        return True
+    print(f"patient {patient!r} is not in the config (patients: {', '.join(p.id for p in cfg.patients) or 'none'})",
+          file=sys.stderr)
+    return False
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from gateway.patient_report import write_report
+    from stream.models import now_local, parse_duration
+
+    cfg = _config(args.config)
+    if cfg is None:
+        return 2
+    if not _patient_ok(cfg, args.patient):
+        return 2
+    try:
+        period = parse_duration(args.period)
+    except ValueError as exc:
+        print(f"--period: {exc}", file=sys.stderr)
+        return 2
+    html_path, pdf_path = write_report(cfg.storage.path, cfg.clinic, args.patient, period, now_local(), Path(args.out),
+                                       lang=args.lang)
+    print(html_path)
+    print(pdf_path)
+    return 0
+
+
+def cmd_export_fhir(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from gateway.fhir_export import build_bundle, parse_since, validate
+    from stream.models import now_local
+
+    cfg = _config(args.config)
+    if cfg is None:
+        return 2
+    if not _patient_ok(cfg, args.patient):
+        return 2
+    now = now_local()
+    try:
+        since = parse_since(args.since, now)
+        until = parse_since(args.until, now) if args.until else None
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    bundle = build_bundle(cfg.storage.path, cfg.clinic, args.patient, since, until, ecg=args.ecg, now=now)
+    try:
+        validate(bundle)
+    except ValidationError as exc:
+        print(f"the bundle does not validate as FHIR R4 (a bug, please report it):\n{exc}", file=sys.stderr)
+        return 1
+    text = json.dumps(bundle, ensure_ascii=False, indent=1 if args.out else None)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        print(f"{args.out}: {len(bundle['entry'])} observations", file=sys.stderr)
+    else:
+        print(text)
+    return 0
+
+
+def add_record_commands(sub: argparse._SubParsersAction) -> None:
+    r = sub.add_parser("report", help="a patient's health report, HTML and PDF")
+    r.add_argument("--patient", required=True)
+    r.add_argument("--period", default="7d", help="how far back from now (default 7d)")
+    r.add_argument("--config", default=DEFAULT_CONFIG)
+    r.add_argument("--out", default=".", help="directory for report-<patient>-<date>.html/.pdf (default .)")
+    r.add_argument("--lang", choices=("zh", "en"), default="zh")
+    r.set_defaults(fn=cmd_report)
+    e = sub.add_parser("export", help="export data in a standard shape")
+    esub = e.add_subparsers(dest="what", required=True)
+    f = esub.add_parser("fhir", help="FHIR R4 Bundle of a patient's observations")
+    f.add_argument("--patient", required=True)
+    f.add_argument("--since", required=True, help="a duration back from now (7d) or a date/time (2026-11-01)")
+    f.add_argument("--until", default=None)
+    f.add_argument("--config", default=DEFAULT_CONFIG)
+    f.add_argument("--out", default=None, help="file to write (default: stdout)")
+    f.add_argument("--ecg", choices=("strips", "frames", "none"), default="strips",
+                   help="ECG: alert evidence strips (default), every stored frame as 1-min chunks, or none")
+    f.set_defaults(fn=cmd_export_fhir)

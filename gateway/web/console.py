@@ -1,0 +1,395 @@
+"""The village doctor's console: pages and actions mounted on the gateway's HTTP app.
+
+Routes (all but /login, /healthz and /static need a signed-in session or the
+bearer token; HTML pages redirect to /login, everything else answers 401):
+
+- `GET  /`                                  active alerts by severity, live (what a doctor sees first)
+- `GET  /patients`, `/patients/{id}`        patient list; one patient's trends, live ECG, alerts, reports
+- `GET  /devices`                           battery, last seen, connection state
+- `GET  /alerts/{id}`                       an alert's evidence (ECG strip) and audit trail
+- `POST /alerts/{id}/ack`, `/alerts/{id}/snooze {"duration": "30m"}`   (cookie + `X-Vitalgate: 1`, or bearer)
+- `GET  /events`                            Server-Sent Events: every alert transition
+- `GET  /fragments/alerts`                  the alert lists as HTML (what the live page swaps in)
+- `GET  /patients/{id}/ecg.svg?seconds=10`  the latest stored ECG as an SVG strip (the live strip polls it)
+- `GET  /patients/{id}/report?period=7d`, `/patients/{id}/report.pdf?period=7d`   the patient report
+- `GET  /patients/{id}/fhir.json?since=7d`  FHIR R4 Bundle of the patient's observations
+- `GET  /metrics` (token or session), `GET /healthz` (open)
+
+Language: zh-CN unless `?lang=en` (remembered in a cookie) or the cookie says en.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import urllib.parse
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from gateway.clinic_records import ClinicRecords
+from gateway.web import i18n, session, svg_charts, views
+from gateway.web.live import LiveHub
+from gateway.web.metrics import health, render_metrics
+from stream.models import parse_duration
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+log = logging.getLogger("vitalgate.console")
+
+HERE = Path(__file__).parent
+SNOOZE_CHOICES = ("15m", "30m", "1h", "2h")
+PERIOD_CHOICES = ("7d", "14d", "30d", "90d")
+WRONG_PASSWORD_DELAY_S = 1.0  # slows guessing; one clinic, a handful of users
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+                               "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+class Console:
+    def __init__(self, gateway: "Gateway") -> None:
+        assert gateway.config.http is not None
+        self.gw = gateway
+        self.token = gateway.config.http.token
+        self.records = ClinicRecords(gateway.config.storage.path)
+        self.hub = LiveHub(gateway.stop_event)
+        gateway.dispatcher.listen(self.hub.on_transition)
+        self.env = Environment(loader=FileSystemLoader(str(HERE / "templates")),
+                               autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+
+    # ------------------------------------------------------------ plumbing
+
+    def routes(self) -> list:
+        return [
+            Route("/", self.alerts_page, methods=["GET"]),
+            Route("/login", self.login_page, methods=["GET"]),
+            Route("/login", self.login, methods=["POST"]),
+            Route("/logout", self.logout, methods=["GET", "POST"]),
+            Route("/patients", self.patients_page, methods=["GET"]),
+            Route("/patients/{patient_id}", self.patient_page, methods=["GET"]),
+            Route("/patients/{patient_id}/ecg.svg", self.ecg_svg, methods=["GET"]),
+            Route("/patients/{patient_id}/report", self.report_html, methods=["GET"]),
+            Route("/patients/{patient_id}/report.pdf", self.report_pdf, methods=["GET"]),
+            Route("/patients/{patient_id}/fhir.json", self.fhir_json, methods=["GET"]),
+            Route("/devices", self.devices_page, methods=["GET"]),
+            Route("/alerts/{alert_id}", self.alert_page, methods=["GET"]),
+            Route("/alerts/{alert_id}/ack", self.ack, methods=["POST"]),
+            Route("/alerts/{alert_id}/snooze", self.snooze, methods=["POST"]),
+            Route("/fragments/alerts", self.alerts_fragment, methods=["GET"]),
+            Route("/events", self.events, methods=["GET"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
+            Route("/healthz", self.healthz, methods=["GET"]),
+            Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
+        ]
+
+    def _who(self, request: Request) -> tuple[str, str] | None:
+        return session.identity(request, self.token)
+
+    def _lang(self, request: Request) -> str:
+        return i18n.pick_lang(request.query_params.get("lang"), request.cookies.get(session.LANG_COOKIE))
+
+    def _deny(self, request: Request, html: bool) -> Response:
+        if html:
+            nxt = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/login?next={urllib.parse.quote(nxt)}", status_code=303)
+        return JSONResponse({"error": "sign in, or send Authorization: Bearer <token>"}, status_code=401)
+
+    def _render(self, request: Request, template: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+        lang = self._lang(request)
+        who = self._who(request)
+        base = {
+            "lang": lang, "t": i18n.translator(lang), "ago": lambda s: i18n.ago(lang, s),
+            "dur": lambda s: i18n.duration_text(lang, s), "clinic": self.gw.clinic,
+            "user": who[0] if who else None, "path": request.url.path, "snooze_choices": SNOOZE_CHOICES,
+            "other_lang": "en" if lang == "zh" else "zh",
+        }
+        html = self.env.get_template(template).render(**base, **ctx)
+        resp = HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+        if request.query_params.get("lang") in i18n.LANGS:
+            resp.set_cookie(session.LANG_COOKIE, lang, max_age=365 * 86400, samesite="strict", httponly=True)
+        return resp
+
+    def _patient(self, patient_id: str):  # type: ignore[no-untyped-def]
+        return next((p for p in self.gw.config.patients if p.id == patient_id), None)
+
+    def _csrf_ok(self, request: Request, how: str) -> bool:
+        return how == "bearer" or request.headers.get(session.CSRF_HEADER) == "1"
+
+    # ------------------------------------------------------------ login
+
+    async def login_page(self, request: Request) -> Response:
+        return self._render(request, "login.html", next=session.safe_next(request.query_params.get("next")),
+                            bad=False)
+
+    async def login(self, request: Request) -> Response:
+        form = urllib.parse.parse_qs((await request.body()).decode("utf-8", "replace"))
+        password = (form.get("password") or [""])[0]
+        name = (form.get("name") or [""])[0].strip()[: session.MAX_NAME] or "village-doctor"
+        nxt = session.safe_next((form.get("next") or ["/"])[0])
+        if not session.password_ok(self.token, password):
+            await asyncio.sleep(WRONG_PASSWORD_DELAY_S)
+            log.warning("console login refused", extra={"client": request.client.host if request.client else None})
+            return self._render(request, "login.html", status=401, next=nxt, bad=True)
+        resp = RedirectResponse(nxt, status_code=303)
+        resp.set_cookie(session.COOKIE, session.make_session(self.token, name), max_age=session.SESSION_TTL_S,
+                        httponly=True, samesite="strict", path="/")
+        log.info("console login", extra={"by": name})
+        return resp
+
+    async def logout(self, request: Request) -> Response:
+        resp = RedirectResponse("/login", status_code=303)
+        resp.delete_cookie(session.COOKIE, path="/")
+        return resp
+
+    # ------------------------------------------------------------ pages
+
+    async def alerts_page(self, request: Request) -> Response:
+        if not self._who(request):
+            return self._deny(request, html=True)
+        return self._render(request, "alerts.html", nav="alerts", v=views.alerts_view(self.gw))
+
+    async def alerts_fragment(self, request: Request) -> Response:
+        if not self._who(request):
+            return self._deny(request, html=False)
+        return self._render(request, "alerts_fragment.html", v=views.alerts_view(self.gw))
+
+    async def patients_page(self, request: Request) -> Response:
+        if not self._who(request):
+            return self._deny(request, html=True)
+        rows = views.patients_view(self.gw, self.records)
+        for r in rows:
+            r["spark"] = Markup(svg_charts.sparkline(r["systolic_week"], limit=views.BP_TARGET[0]))
+        return self._render(request, "patients.html", nav="patients", rows=rows)
+
+    async def patient_page(self, request: Request) -> Response:
+        if not self._who(request):
+            return self._deny(request, html=True)
+        pid = request.path_params["patient_id"]
+        p = self._patient(pid)
+        if p is None:
+            return self._render(request, "error.html", status=404, message=f"no patient {pid}")
+        lang = self._lang(request)
+        tr = i18n.translator(lang)
+        days = 30 if request.query_params.get("days") == "30" else 7
+        now = self.gw.clock()
+        since = now - timedelta(days=days)
+        summary = views.patient_summary(self.gw, self.records, pid, now, self.gw.alerts.active())
+        sys_, dia = views.bp_points(self.records.readings(pid, "blood_pressure", since=since))
+        bp_chart = svg_charts.trend_chart(
+            [svg_charts.Series("SBP", "#c62828", sys_), svg_charts.Series("DBP", "#1565c0", dia)], since, now,
+            (60, 180), svg_charts.Guides(hlines=[(140, "#c62828", "140"), (90, "#1565c0", "90")]),
+            title=tr("patient.bp_trend"))
+        glu = views.glucose_points(self.records.readings(pid, "glucose", since=since))
+        glu_chart = svg_charts.trend_chart(
+            [svg_charts.Series("", "#6a1b9a", glu)], since, now, (2.0, 14.0),
+            svg_charts.Guides(hlines=[(3.9, "#e65100", "3.9"), (10.0, "#2e7d32", "10.0")], band=views.GLUCOSE_RANGE),
+            title=tr("patient.glucose_trend"))
+        hr = views.hourly_hr(self.records.rhythm(pid, since=since))
+        hr_chart = svg_charts.trend_chart([svg_charts.Series("", "#2e7d32", hr, dots=len(hr) < 200)], since, now,
+                                          (50, 110), svg_charts.Guides(hlines=[(100, "#e65100", "100"),
+                                                                               (60, "#1565c0", "60")]),
+                                          title=tr("report.hr")) if hr else ""
+        alerts = [views.alert_row(s, now) for s in self.gw.alerts.list_alerts(None, pid, 50)]
+        devices = [d for d in views.device_rows(self.gw, self.records, now) if d["patient_id"] == pid]
+        return self._render(request, "patient.html", nav="patients", p=summary, days=days,
+                            bp_chart=Markup(bp_chart), glu_chart=Markup(glu_chart), hr_chart=Markup(hr_chart),
+                            has_bp=bool(sys_), has_glu=bool(glu), alerts=alerts, devices=devices,
+                            periods=PERIOD_CHOICES)
+
+    async def ecg_svg(self, request: Request) -> Response:
+        if not self._who(request):
+            return self._deny(request, html=False)
+        pid = request.path_params["patient_id"]
+        if self._patient(pid) is None:
+            return PlainTextResponse("unknown patient", status_code=404)
+        try:
+            seconds = max(2.0, min(30.0, float(request.query_params.get("seconds", "10"))))
+        except ValueError:
+            seconds = 10.0
+        strip = self.records.ecg_latest(pid, seconds)
+        lang = self._lang(request)
+        if strip is None:
+            return HTMLResponse(f'<p class="muted">{i18n.t(lang, "patient.ecg_none")}</p>', headers=SECURITY_HEADERS)
+        end = strip.start + timedelta(seconds=strip.seconds)
+        rhythm = self.records.latest_rhythm(pid)
+        label = f"{strip.device_id} · {end.strftime('%H:%M:%S')}"
+        if rhythm:
+            label += f" · {i18n.t(lang, 'rhythm.' + rhythm['rhythm'])}"
+            if rhythm["hr_bpm"]:
+                label += f" {rhythm['hr_bpm']:.0f}/min"
+        if strip.lead_off:
+            label += " · lead off"
+        svg = svg_charts.ecg_strip(strip.samples_uv, strip.fs, label=label)
+        return HTMLResponse(svg, headers={**SECURITY_HEADERS, "X-Ecg-End": end.isoformat()})
+
+    async def devices_page(self, request: Request) -> Response:
+        if not self._who(request):
+            return self._deny(request, html=True)
+        return self._render(request, "devices.html", nav="devices", rows=views.device_rows(self.gw, self.records))
+
+    async def alert_page(self, request: Request) -> Response:
+        if not self._who(request):
+            return self._deny(request, html=True)
+        aid = request.path_params["alert_id"]
+        s = self.gw.alerts.get(aid)
+        if s is None:
+            return self._render(request, "error.html", status=404, message=f"no alert {aid}")
+        now = self.gw.clock()
+        ev = dict(s.alert.evidence)
+        strip = ev.pop("strip", None)
+        strip_svg = ""
+        if isinstance(strip, dict) and strip.get("samples_uv"):
+            strip_svg = svg_charts.ecg_strip(strip["samples_uv"], float(strip.get("fs") or 250),
+                                             label=f"t={strip.get('start_s', 0)} s")
+        trail = self.gw.alerts.transitions(aid)
+        return self._render(request, "alert.html", nav="alerts", a=views.alert_row(s, now), evidence=ev,
+                            strip_svg=Markup(strip_svg), trail=trail)
+
+    # ------------------------------------------------------------ actions
+
+    async def _action(self, request: Request) -> tuple[str, dict] | Response:
+        who = self._who(request)
+        if not who:
+            return self._deny(request, html=False)
+        if not self._csrf_ok(request, who[1]):
+            return JSONResponse({"error": "missing X-Vitalgate header"}, status_code=403)
+        try:
+            body = await request.json() if (await request.body()) else {}
+        except ValueError:
+            return JSONResponse({"error": "body is not JSON"}, status_code=400)
+        if not isinstance(body, dict):
+            return JSONResponse({"error": "body must be a JSON object"}, status_code=400)
+        by = who[0] if who[1] == "cookie" else str(body.get("by") or "api-token")[:200]
+        return by, body
+
+    async def ack(self, request: Request) -> Response:
+        got = await self._action(request)
+        if isinstance(got, Response):
+            return got
+        by, _ = got
+        aid = request.path_params["alert_id"]
+        s = self.gw.alerts.get(aid)
+        if s is None:
+            return JSONResponse({"error": f"no alert {aid}"}, status_code=404)
+        alert = await self.gw.dispatcher.acknowledge(aid, by)
+        if alert is None:
+            return JSONResponse({"error": f"alert is {s.alert.state.value}, not firing"}, status_code=409)
+        return JSONResponse({"alert": self.gw.alerts.get(aid).to_api()})  # type: ignore[union-attr]
+
+    async def snooze(self, request: Request) -> Response:
+        got = await self._action(request)
+        if isinstance(got, Response):
+            return got
+        by, body = got
+        aid = request.path_params["alert_id"]
+        try:
+            duration = parse_duration(body.get("duration", "30m"))
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=422)
+        s = self.gw.alerts.get(aid)
+        if s is None:
+            return JSONResponse({"error": f"no alert {aid}"}, status_code=404)
+        alert = await self.gw.dispatcher.snooze(aid, by, duration, str(body.get("why", ""))[:1000])
+        if alert is None:
+            return JSONResponse({"error": f"alert is {s.alert.state.value}; only a firing alert can be snoozed"},
+                                status_code=409)
+        return JSONResponse({"alert": self.gw.alerts.get(aid).to_api()})  # type: ignore[union-attr]
+
+    async def events(self, request: Request) -> Response:
+        if not self._who(request):
+            return self._deny(request, html=False)
+        return StreamingResponse(self.hub.stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    # ------------------------------------------------------------ reports and exports
+
+    def _period(self, request: Request, name: str = "period", default: str = "7d") -> timedelta | None:
+        try:
+            d = parse_duration(request.query_params.get(name, default))
+        except ValueError:
+            return None
+        return d if timedelta(hours=1) <= d <= timedelta(days=366) else None
+
+    async def report_html(self, request: Request) -> Response:
+        return await self._report(request, pdf=False)
+
+    async def report_pdf(self, request: Request) -> Response:
+        return await self._report(request, pdf=True)
+
+    async def _report(self, request: Request, pdf: bool) -> Response:
+        if not self._who(request):
+            return self._deny(request, html=not pdf)
+        pid = request.path_params["patient_id"]
+        if self._patient(pid) is None:
+            return PlainTextResponse("unknown patient", status_code=404)
+        period = self._period(request)
+        if period is None:
+            return PlainTextResponse("period must be a duration between 1h and 366d, such as 7d", status_code=400)
+        lang = self._lang(request)
+        from gateway.patient_report import render_html, render_pdf
+
+        storage, clinic, now = self.gw.config.storage.path, self.gw.clinic, self.gw.clock()
+        t0 = time.monotonic()
+        if pdf:  # matplotlib in a worker thread: the event loop keeps serving alerts meanwhile
+            data = await asyncio.to_thread(render_pdf, storage, clinic, pid, period, now, lang)
+            log.info("report rendered", extra={"patient_id": pid, "seconds": round(time.monotonic() - t0, 2)})
+            return Response(data, media_type="application/pdf", headers={
+                **SECURITY_HEADERS, "Content-Disposition": f'inline; filename="report-{pid}-{now:%Y%m%d}.pdf"'})
+        html = await asyncio.to_thread(render_html, storage, clinic, pid, period, now, lang)
+        headers = {**SECURITY_HEADERS, "Content-Security-Policy": "default-src 'none'; img-src data:; "
+                                                                  "style-src 'unsafe-inline'"}
+        return HTMLResponse(html, headers=headers)
+
+    async def fhir_json(self, request: Request) -> Response:
+        if not self._who(request):
+            return self._deny(request, html=False)
+        pid = request.path_params["patient_id"]
+        if self._patient(pid) is None:
+            return JSONResponse({"error": "unknown patient"}, status_code=404)
+        period = self._period(request, "since", "7d")
+        if period is None:
+            return JSONResponse({"error": "since must be a duration such as 7d"}, status_code=400)
+        from gateway.fhir_export import export_bundle
+
+        now = self.gw.clock()
+        bundle = await asyncio.to_thread(export_bundle, self.gw.config.storage.path, self.gw.clinic, pid,
+                                         now - period, now)
+        return JSONResponse(bundle, media_type="application/fhir+json", headers={
+            "Content-Disposition": f'attachment; filename="fhir-{pid}-{now:%Y%m%d}.json"', "Cache-Control": "no-store"})
+
+    # ------------------------------------------------------------ metrics and health
+
+    async def metrics(self, request: Request) -> Response:
+        if not self._who(request):
+            return self._deny(request, html=False)
+        text = render_metrics(self.gw, views.device_rows(self.gw, self.records), self.hub.clients)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def healthz(self, request: Request) -> Response:
+        status, body = health(self.gw)
+        return JSONResponse(body, status_code=status)
+
+    def close(self) -> None:
+        self.records.close()
+
+
+def mount_console(gateway: "Gateway") -> Console:
+    """Add the doctor's console to `gateway.http_app` (which exists when the config has `http:`)."""
+    assert gateway.http_app is not None
+    console = Console(gateway)
+    gateway.http_app.router.routes.extend(console.routes())
+    gateway.http_app.state.console = console
+    return console

@@ -1,0 +1,188 @@
+"""The doctor's console in a real browser: Debian's headless Chromium driven by Playwright, against a real
+Mosquitto and a real `vitalgate run`. Sign in, see a hypertensive crisis published over MQTT appear on the
+page by itself, acknowledge it with a click and see `acknowledged` on MQTT; then the patient list, a
+patient's live ECG strip and the devices. Screenshots of each page go to tests/artifacts/screenshots/.
+
+Playwright drives /usr/bin/chromium (`executable_path`); it never downloads a browser of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stream.models import CHINA_TZ
+from test_reports import ecg_wave
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = Path(__file__).resolve().parent / "artifacts" / "screenshots"
+CLINIC = "c1"
+TOKEN = "browser-token-0123456789"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = [pytest.mark.browser, pytest.mark.broker]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _config(tmp: Path, broker_port: int, http_port: int) -> Path:
+    cfg = tmp / "gateway.yaml"
+    cfg.write_text(f"""\
+clinic: {CLINIC}
+broker: {{host: 127.0.0.1, port: {broker_port}}}
+storage: {{path: {tmp / 'var'}}}
+status: {{interval: 1s}}
+http: {{bind: 127.0.0.1, port: {http_port}, token: {TOKEN}}}
+patients:
+  - id: p-0001
+    labels: {{village: dongcun}}
+    devices:
+      - {{id: bp-0001, kind: blood_pressure, schedule: 24h}}
+      - {{id: glu-0001, kind: glucose}}
+      - {{id: ecg-0001, kind: ecg}}
+  - id: p-0002
+    labels: {{village: xicun}}
+    devices:
+      - {{id: bp-0002, kind: blood_pressure}}
+      - {{id: glu-0002, kind: glucose}}
+""", encoding="utf-8")
+    return cfg
+
+
+def _wait_http(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError("the console did not come up")
+
+
+def _now() -> datetime:
+    return datetime.now(CHINA_TZ).replace(microsecond=0)
+
+
+def _publish_history(w, now: datetime) -> None:  # type: ignore[no-untyped-def]
+    topic = f"vg/{CLINIC}/device/{{}}/reading"
+    rng = np.random.default_rng(7)
+    for day in range(7, 0, -1):  # a normal week, then today
+        ts = (now - timedelta(days=day)).replace(hour=8)
+        w.publish(topic.format("bp-0001"), json.dumps({"kind": "blood_pressure", "ts": ts.isoformat(), "seq": 100 - day,
+                  "systolic": int(128 + rng.integers(-6, 12)), "diastolic": int(80 + rng.integers(-4, 8)), "pulse": 72}))
+        w.publish(topic.format("glu-0001"), json.dumps({"kind": "glucose", "ts": (ts + timedelta(hours=1)).isoformat(),
+                  "seq": 100 - day, "mmol_l": round(float(5.5 + rng.normal(0, 1.2)), 1), "meal": "fasting"}))
+        w.publish(topic.format("bp-0002"), json.dumps({"kind": "blood_pressure", "ts": ts.isoformat(), "seq": 100 - day,
+                  "systolic": int(136 + rng.integers(-8, 8)), "diastolic": int(86 + rng.integers(-4, 4)), "pulse": 66}))
+    wave = np.rint(ecg_wave(20)).astype(int)
+    for k in range(20):  # the patch's last 20 s
+        w.publish(topic.format("ecg-0001"), json.dumps({"kind": "ecg", "ts": (now - timedelta(seconds=20 - k)).isoformat(),
+                  "seq": k, "fs": 250, "samples_uv": wave[k * 250:(k + 1) * 250].tolist()}), qos=0)
+    w.publish(topic.format("ecg-0001"), json.dumps({"kind": "battery", "ts": now.isoformat(), "percent": 64}))
+
+
+@pytest.fixture
+def browser_context(tmp_path):  # type: ignore[no-untyped-def]
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (/usr/bin/chromium; scripts/test.sh installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
+    with sync_api.sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS,
+            viewport={"width": 1280, "height": 860}, locale="zh-CN")
+        try:
+            yield ctx
+        finally:
+            ctx.close()
+
+
+def _shot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_doctor_sees_a_crisis_live_acknowledges_it_and_mqtt_hears_it(tmp_path, broker, gateway_process,
+                                                                     watcher_factory, browser_context):
+    http = _free_port()
+    gw = gateway_process(_config(tmp_path, broker.port, http))
+    w = watcher_factory(broker.port, [f"vg/{CLINIC}/#"])
+    _wait_http(http)
+    base = f"http://127.0.0.1:{http}"
+    now = _now()
+    _publish_history(w, now)
+
+    page = browser_context.new_page()
+    page.goto(base + "/")
+    assert "/login" in page.url  # nothing without signing in
+    page.fill("#name", "李医生")
+    page.fill("#password", TOKEN)
+    page.click("#login-submit")
+    page.wait_for_selector("#live.on", timeout=10_000)  # the event stream is connected
+    page.evaluate("window.__stillHere = true")  # proves the alert arrives without a reload
+
+    # A confirmed crisis: two readings >= 180/110 two minutes apart (device time).
+    topic = f"vg/{CLINIC}/device/bp-0001/reading"
+    for seq, (ts, s, d) in enumerate([(now - timedelta(minutes=2), 186, 116), (now, 191, 118)]):
+        w.publish(topic, json.dumps({"kind": "blood_pressure", "ts": ts.isoformat(), "seq": 200 + seq, "systolic": s,
+                                     "diastolic": d, "pulse": 96, "unit": "mmHg"}))
+    _, fired = w.wait_for(lambda t, b: t.endswith("/alert/township") and b.get("condition") == "bp_crisis")
+    row = page.locator(f'tr.alert[data-alert-id="{fired["alert_id"]}"]').first
+    row.wait_for(timeout=10_000)
+    assert page.evaluate("window.__stillHere") is True
+    assert "高血压危象" in row.inner_text() and "待处理" in row.inner_text()
+    # Something at the village tier too, for a fuller page: a low glucose for p-0002.
+    w.publish(f"vg/{CLINIC}/device/glu-0002/reading",
+              json.dumps({"kind": "glucose", "ts": now.isoformat(), "seq": 300, "mmol_l": 3.5, "meal": "casual"}))
+    page.locator("tr.alert", has_text="低血糖").first.wait_for(timeout=10_000)
+    shots = [_shot(page, "1-alerts")]
+
+    row.locator("button.ack").click()
+    _, acked = w.wait_for(lambda t, b: b.get("alert_id") == fired["alert_id"] and b.get("state") == "acknowledged")
+    assert acked["acknowledged_by"] == "李医生"
+    page.locator(f'tr.alert[data-alert-id="{fired["alert_id"]}"][data-state="acknowledged"]').first.wait_for(timeout=10_000)
+
+    page.click("#nav-patients")
+    page.wait_for_selector("#patients tr[data-patient='p-0001']")
+    assert "191/118" in page.inner_text("#patients")
+    shots.append(_shot(page, "2-patients"))
+
+    page.click("#patients a[href='/patients/p-0001']")
+    page.wait_for_selector("#ecg-live svg.ecg polyline", timeout=10_000)
+    assert page.locator("svg.chart").count() >= 2  # BP and glucose trends
+    shots.append(_shot(page, "3-patient-p-0001"))
+
+    page.click("#nav-devices")
+    page.wait_for_selector("#devices tr[data-device='ecg-0001']")
+    assert "64%" in page.inner_text("#devices tr[data-device='ecg-0001']")
+    shots.append(_shot(page, "4-devices"))
+
+    page.click("#lang-switch")
+    page.wait_for_selector("text=Devices")
+    page.goto(base + f"/alerts/{fired['alert_id']}")
+    assert "Hypertensive crisis" in page.inner_text("h1") and "李医生" in page.inner_text("#trail")
+    shots.append(_shot(page, "5-alert-detail-en"))
+
+    # The gateway stops cleanly with a page still listening to its event stream.
+    page.goto(base + "/")
+    page.wait_for_selector("#live.on")
+    assert gw.stop() == 0
+    assert all(p.stat().st_size > 10_000 for p in shots)
+

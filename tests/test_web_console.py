@@ -1,0 +1,239 @@
+"""The village doctor's console over real HTTP (uvicorn in the test's loop, as inside the gateway), without a
+browser: login and what is closed without it, the pages' content in both languages, acknowledge and snooze
+with the audit trail, the live event stream, the ECG strip, reports, FHIR, /metrics and /healthz."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import aiohttp
+import pytest
+
+from dispatch.http_api import ApiServer
+from gateway.app import Gateway
+from stream.models import Condition, Finding
+from test_reports import NOW, TOKEN, clinic_config, seed_clinic
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def console(tmp_path) -> AsyncIterator[tuple[Gateway, str, dict]]:  # type: ignore[no-untyped-def]
+    storage = tmp_path / "var"
+    ids = seed_clinic(storage)
+    port = _free_port()
+    gw = Gateway(clinic_config(storage, http_port=port), clock=lambda: NOW + timedelta(seconds=1))
+    stop = asyncio.Event()
+    server = ApiServer(gw.http_app, "127.0.0.1", port)
+    task = asyncio.create_task(server.run(stop))
+    await asyncio.wait_for(server.started.wait(), 10)
+    try:
+        yield gw, f"http://127.0.0.1:{port}", ids
+    finally:
+        gw.stop_event.set()  # ends live streams, as the gateway's shutdown does
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        gw.http_app.state.console.close()
+        gw.store.close()
+        gw.alerts.close()
+
+
+async def login(session: aiohttp.ClientSession, base: str, name: str = "李医生") -> None:
+    async with session.post(f"{base}/login", data={"password": TOKEN, "name": name, "next": "/"},
+                            allow_redirects=False) as r:
+        assert r.status == 303 and r.headers["Location"] == "/"
+
+
+def _session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))  # cookies for 127.0.0.1
+
+
+async def test_nothing_is_readable_without_signing_in(tmp_path):
+    async with console(tmp_path) as (gw, base, ids), _session() as s:
+        for path in ("/", "/patients", "/patients/p-0001", "/devices", f"/alerts/{ids['af']}"):
+            async with s.get(base + path, allow_redirects=False) as r:
+                assert r.status == 303 and r.headers["Location"].startswith("/login?next=")
+        for path in ("/events", "/fragments/alerts", "/patients/p-0001/ecg.svg", "/metrics",
+                     "/patients/p-0001/fhir.json", "/patients/p-0001/report.pdf"):
+            async with s.get(base + path, allow_redirects=False) as r:
+                assert r.status == 401, path
+        async with s.post(f"{base}/alerts/{ids['crisis']}/ack", json={}) as r:
+            assert r.status == 401
+        async with s.post(f"{base}/login", data={"password": "guess-guess-guess", "name": "x"}) as r:
+            assert r.status == 401 and "密码错误" in await r.text()
+        # A forged cookie is refused; the open endpoints stay open.
+        s.cookie_jar.update_cookies({"vg_session": "eyJuIjoieCIsImV4cCI6OTk5OTk5OTk5OX0.forged"})
+        async with s.get(base + "/", allow_redirects=False) as r:
+            assert r.status == 303
+        async with s.get(base + "/healthz") as r:
+            assert r.status == 200 and (await r.json())["status"] == "ok"
+        async with s.get(base + "/static/console.js") as r:
+            assert r.status == 200
+        # Open redirects are refused after login.
+        async with s.post(f"{base}/login", data={"password": TOKEN, "next": "//evil.example/x"},
+                          allow_redirects=False) as r:
+            assert r.headers["Location"] == "/"
+
+
+async def test_pages_show_alerts_patients_devices_in_chinese_and_english(tmp_path):
+    async with console(tmp_path) as (gw, base, ids), _session() as s:
+        await login(s, base)
+        async with s.get(base + "/") as r:
+            page = await r.text()
+            assert r.status == 200 and "default-src 'self'" in r.headers["Content-Security-Policy"]
+        assert "当前告警" in page and "高血压危象" in page and "186/116 mmHg" in page
+        assert f'data-ack="{ids["crisis"]}"' in page  # the firing one can be acknowledged...
+        assert f'data-ack="{ids["af"]}"' not in page  # ...the acknowledged AF cannot
+        assert "<script src=\"/static/console.js\"" in page and "http" not in page.split("<main>")[0].replace(
+            'content="width', "")  # no CDN
+        async with s.get(base + "/?lang=en") as r:
+            assert "Hypertensive crisis" in await r.text()
+        async with s.get(base + "/patients") as r:  # the language is remembered
+            page = await r.text()
+        assert "Patients" in page and "162/101" in page and "LO" in page and "<svg" in page
+        async with s.get(base + "/devices?lang=zh") as r:
+            page = await r.text()
+        assert "心电贴" in page and "15%" in page and "spo2-0002" in page
+        async with s.get(base + "/patients/p-0001") as r:
+            page = await r.text()
+        assert 'id="ecg-live"' in page and page.count('<svg class="chart"') == 3  # BP, glucose, heart rate
+        assert "/patients/p-0001/report?period=7d" in page and "fhir.json" in page
+        async with s.get(base + "/patients/p-0001/ecg.svg?seconds=10") as r:
+            svg = await r.text()
+        assert svg.startswith('<svg class="ecg"') and "<polyline" in svg and "ecg-0001" in svg
+        async with s.get(base + f"/alerts/{ids['af']}") as r:
+            page = await r.text()
+        assert 'id="evidence-strip"' in page and "acknowledged" in page and "dr-li" in page
+        async with s.get(base + "/patients/p-9999") as r:
+            assert r.status == 404
+
+
+async def test_acknowledge_and_snooze_from_the_page_with_the_doctor_in_the_audit_trail(tmp_path):
+    async with console(tmp_path) as (gw, base, ids), _session() as s:
+        await login(s, base, name="王医生")
+        crisis = ids["crisis"]
+        async with s.post(f"{base}/alerts/{crisis}/ack", json={}) as r:
+            assert r.status == 403  # no X-Vitalgate header: could be a cross-site form
+        h = {"X-Vitalgate": "1"}
+        async with s.post(f"{base}/alerts/{crisis}/snooze", json={"duration": "30m"}, headers=h) as r:
+            body = await r.json()
+            assert r.status == 200 and body["alert"]["suppressed"] == "snooze"
+        async with s.get(base + "/fragments/alerts") as r:
+            assert "已暂缓" in await r.text()
+        async with s.post(f"{base}/alerts/{crisis}/ack", json={}, headers=h) as r:
+            body = await r.json()
+            assert r.status == 200 and body["alert"]["state"] == "acknowledged"
+            assert body["alert"]["acknowledged_by"] == "王医生"
+        async with s.post(f"{base}/alerts/{crisis}/ack", json={}, headers=h) as r:
+            assert r.status == 409
+        trail = [(t["what"], t["detail"].get("by")) for t in gw.alerts.transitions(crisis)]
+        assert ("snoozed", "王医生") in trail and ("acknowledged", "王医生") in trail
+    # Scripts may use the bearer token instead of a session (no CSRF header needed).
+    async with console(tmp_path / "2") as (gw, base, ids), aiohttp.ClientSession() as s:
+        async with s.post(f"{base}/alerts/{ids['crisis']}/ack", json={"by": "script"},
+                          headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            assert r.status == 200 and (await r.json())["alert"]["acknowledged_by"] == "script"
+
+
+async def test_live_events_carry_every_transition_and_end_when_the_gateway_stops(tmp_path):
+    async with console(tmp_path) as (gw, base, ids), _session() as s:
+        await login(s, base)
+        async with s.get(base + "/events") as r:
+            assert r.headers["Content-Type"].startswith("text/event-stream")
+            first = await asyncio.wait_for(r.content.readuntil(b"\n\n"), 5)
+            assert b"event: hello" in first
+            await gw.dispatcher.handle(Finding(patient_id="p-0002", condition=Condition.SPO2_LOW, at=NOW,
+                                               evidence={"spo2": 88}))
+            msg = await asyncio.wait_for(r.content.readuntil(b"\n\n"), 5)
+            assert b"event: alert" in msg
+            data = json.loads(msg.decode().split("data: ", 1)[1])
+            assert data["what"] == "raised" and data["condition"] == "spo2_low" and data["patient_id"] == "p-0002"
+            gw.stop_event.set()
+            rest = await asyncio.wait_for(r.content.read(), 5)  # the stream ends: shutdown is not held up
+            assert b"event: alert" not in rest
+
+
+async def test_reports_fhir_metrics_and_health_from_the_page(tmp_path):
+    async with console(tmp_path) as (gw, base, ids), _session() as s:
+        await login(s, base)
+        async with s.get(base + "/patients/p-0001/report?period=7d") as r:
+            html = await r.text()
+            assert r.status == 200 and "健康报告" in html and "data:image/png;base64," in html
+        async with s.get(base + "/patients/p-0001/report.pdf?period=7d&lang=en") as r:
+            assert r.status == 200 and (await r.read()).startswith(b"%PDF")
+        async with s.get(base + "/patients/p-0001/report?period=forever") as r:
+            assert r.status == 400
+        async with s.get(base + "/patients/p-0001/fhir.json?since=30d") as r:
+            bundle = await r.json(content_type=None)
+            assert r.headers["Content-Type"].startswith("application/fhir+json")
+        assert bundle["resourceType"] == "Bundle" and len(bundle["entry"]) > 20
+    async with console(tmp_path / "2") as (gw, base, ids), aiohttp.ClientSession() as s:
+        async with s.get(base + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            text = await r.text()
+            assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        lines = set(text.splitlines())
+        assert 'vitalgate_alerts{tier="township",state="firing"} 1' in lines
+        assert 'vitalgate_alerts{tier="village",state="firing"} 0' in lines
+        assert 'vitalgate_device_connected{device="ecg-0001",kind="ecg",link="mqtt"} 1' in lines
+        assert 'vitalgate_mqtt_connected 0' in lines and "vitalgate_queue_depth 0" in lines
+        assert 'vitalgate_outbox_pending{outbox="alerts_mqtt"} 5' in lines  # 3 raised + 2 acked, no broker here
+        assert "# TYPE vitalgate_readings_total counter" in lines
+        assert '"p-0001"' not in text and 'patient_id' not in text  # no patient ids in metrics
+        gw.stop_event.set()
+        async with s.get(base + "/healthz") as r:
+            assert r.status == 503 and (await r.json())["stopping"] is True
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_every_string_the_pages_use_exists_in_both_languages(lang):
+    from gateway.web import i18n
+
+    zh, en = i18n._TABLES["zh"], i18n._TABLES["en"]
+    assert set(zh) == set(en)
+    for c in Condition:
+        assert f"cond.{c.value}" in i18n._TABLES[lang]
+
+
+def test_templates_and_static_files_are_in_the_wheel():
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    globs = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["gateway"]
+    web = repo / "gateway" / "web"
+    files = [p.relative_to(repo / "gateway").as_posix() for d in ("templates", "static") for p in (web / d).iterdir()]
+    assert files and all(any(fnmatch.fnmatch(f, g) for g in globs) for f in files)
+
+
+async def test_the_gateway_keeps_every_ecg_summary_for_the_rhythm_column_and_reports(tmp_path):
+    from gateway.clinic_records import ClinicRecords
+    from stream.models import Accepted, EcgSummary
+
+    gw = Gateway(clinic_config(tmp_path / "var", http_port=None), clock=lambda: NOW)  # no page: still kept
+    summary = Accepted(reading=EcgSummary(ts=NOW, hr_bpm=118.0, rhythm="af", quality=0.93), patient_id="p-0001",
+                       device_id="ecg-0001", received_at=NOW, source="internal", idempotency_key="summary-1")
+    sent = []
+
+    async def publish(topic, payload, qos=0, retain=False):  # type: ignore[no-untyped-def]
+        sent.append(topic)
+
+    gw.link.publish = publish  # type: ignore[method-assign]  # no broker here
+    await gw._publish_reading(summary)  # what the stream core calls once a minute per patch
+    assert sent == ["vg/c1/patient/p-0001/reading"]
+    rec = ClinicRecords(tmp_path / "var")
+    assert rec.latest_rhythm("p-0001") == {"ts": "2026-11-20T09:00:00.000+08:00", "hr_bpm": 118.0, "rhythm": "af",
+                                           "quality": 0.93}
+    rec.close()
+    gw.rhythm_log.close()
+    gw.store.close()
+    gw.alerts.close()
