@@ -16,7 +16,7 @@ import numpy as np
 # (offset from R in s, width in s, amplitude in µV) for each wave.
 _NORMAL = [(-0.20, 0.025, 120.0), (-0.03, 0.010, -120.0), (0.0, 0.012, 1100.0), (0.03, 0.010, -250.0), (0.25, 0.045, 280.0)]
 _NO_P = _NORMAL[1:]
-_VENTRICULAR = [(0.0, 0.045, 1300.0), (0.08, 0.04, -500.0), (0.30, 0.06, -350.0)]
+_VENTRICULAR = [(0.0, 0.03, 1400.0), (0.06, 0.025, -600.0), (0.19, 0.035, -300.0)]
 
 RHYTHMS = ("sinus", "af", "vt", "asystole", "brady", "tachy", "pause")
 ARTEFACTS = ("motion", "electrode_pop", "saturation", "baseline_wander", "flat")
@@ -39,6 +39,7 @@ class EcgSynth:
         self._next_beat = 0.5
         self._beats: list[_Beat] = []
         self.pvc_fraction = 0.0
+        self._pvc_next = False
         self.artefact: str | None = None
         self._pause_s = 0.0
 
@@ -57,9 +58,19 @@ class EcgSynth:
             return rr, _NORMAL
         hr = {"brady": min(self.hr, 36.0), "tachy": max(self.hr, 125.0)}.get(r, self.hr)
         rr = 60.0 / hr * float(self.rng.normal(1.0, 0.02))
+        if rr < 0.75:
+            # Fast rates shorten PR and QT (Bazett-like), so P and T do not run into the next beat.
+            k = (rr / 0.75) ** 0.5
+            return rr, [(off * k if abs(off) > 0.1 else off, w * (k if abs(off) > 0.1 else 1.0), amp)
+                        for off, w, amp in _NORMAL]
+        if self._pvc_next:
+            # This beat is the PVC, placed early by the short interval before it; a full
+            # compensatory pause follows (the two intervals add up to two normal ones).
+            self._pvc_next = False
+            return 1.4 * rr, _VENTRICULAR
         if self.pvc_fraction and self.rng.random() < self.pvc_fraction:
-            # A premature ventricular beat: early, wide, followed by a compensatory pause.
-            return rr, [(-0.3 * rr, 0.045, 1300.0), (-0.3 * rr + 0.08, 0.04, -500.0)] + _NORMAL[1:]
+            self._pvc_next = True
+            return 0.6 * rr, _NORMAL
         return rr, _NORMAL
 
     def frame(self, seconds: float = 1.0, *, noise_uv: float = 15.0) -> np.ndarray:

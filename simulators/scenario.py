@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import zlib
 import logging
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -42,10 +43,34 @@ class _S(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class OfflineWindow(_S):
+    """The device is out of range: what it measures is stored and sent when it is back (back-fill)."""
+
+    start: Duration
+    end: Duration
+    stores: bool = Field(True, description="False: readings in the window are lost (a device without memory)")
+
+
+class BatteryDrain(_S):
+    start: int = Field(100, ge=0, le=100)
+    per_hour: float = Field(1.0, ge=0)
+    every: Duration = parse_duration("1h")
+
+
 class DeviceSpec(_S):
     kind: Literal["blood_pressure", "glucose", "ecg", "spo2"]
     gatt: bool = False
     fs: int = 250
+    # Device behaviours (issue 7): how real devices misbehave.
+    clock_skew: Duration | None = Field(None, description="device clock ahead of true time")
+    clock_behind: bool = Field(False, description="clock_skew is behind instead of ahead")
+    duplicate_rate: float = Field(0.0, ge=0, le=1, description="share of messages sent twice (QoS 1 redelivery)")
+    reorder_rate: float = Field(0.0, ge=0, le=1, description="share of messages delivered after the next one")
+    drop_rate: float = Field(0.0, ge=0, le=1, description="flaky link: share of messages never sent")
+    offline: list[OfflineWindow] = Field(default_factory=list)
+    battery: BatteryDrain | None = None
+    gateway: dict[str, Any] = Field(default_factory=dict, description="what the gateway's config should say about "
+                                    "this device (expected_interval, schedule); used by the test harness")
 
 
 class BpEvent(_S):
@@ -108,6 +133,18 @@ class TimelineEvent(_S):
         return self
 
 
+class ModelRun(_S):
+    """Readings generated from a patient model every `every` between `start` and `end`."""
+
+    device: str
+    model: Literal["blood_pressure", "glucose"]
+    every: Duration
+    start: Duration = parse_duration("0s")
+    end: Duration
+    seed: int = 0
+    params: dict[str, Any] = Field(default_factory=dict, description="BpModel / GlucoseModel fields")
+
+
 class Expectation(_S):
     condition: Condition
     tier: Tier
@@ -118,17 +155,45 @@ class Expectation(_S):
 class Scenario(_S):
     name: str = "scenario"
     clinic: str | None = None
-    time_scale: float = Field(1.0, gt=0, le=10000)
+    time_scale: float = Field(1.0, gt=0, le=1_000_000)
     devices: dict[str, DeviceSpec]
-    timeline: list[TimelineEvent]
+    timeline: list[TimelineEvent] = Field(default_factory=list)
+    models: list[ModelRun] = Field(default_factory=list)
     expect: list[Expectation] = Field(default_factory=list)
+    forbid: list[Condition] = Field(default_factory=list, description="conditions that must NOT be raised")
+    seed: int = 0
+    gateway: dict[str, Any] = Field(default_factory=dict, description="clinic-level config the gateway under test "
+                                    "should have (e.g. thresholds); used by the test harness")
 
     @model_validator(mode="after")
     def _known_devices(self) -> "Scenario":
         for i, ev in enumerate(self.timeline):
             if ev.device not in self.devices:
                 raise ValueError(f"timeline[{i}] uses device {ev.device!r}, which is not under devices:")
+        for i, m in enumerate(self.models):
+            if m.device not in self.devices:
+                raise ValueError(f"models[{i}] uses device {m.device!r}, which is not under devices:")
         return self
+
+    def model_events(self) -> list[TimelineEvent]:
+        """The readings each patient model produces, as ordinary timeline events."""
+        from simulators.patient_models import BpModel, GlucoseModel
+
+        out: list[TimelineEvent] = []
+        for m in self.models:
+            model = (BpModel if m.model == "blood_pressure" else GlucoseModel)(seed=m.seed, **m.params)
+            t = m.start.total_seconds()
+            while t <= m.end.total_seconds():
+                hour = (8.0 + t / 3600.0) % 24.0  # scenarios start at 08:00 patient time
+                if isinstance(model, BpModel):
+                    sys_, dia, pulse = model.at(t, hour)
+                    out.append(TimelineEvent(at=timedelta(seconds=t), device=m.device,
+                                             blood_pressure=BpEvent(systolic=sys_, diastolic=dia, pulse=pulse)))
+                else:
+                    out.append(TimelineEvent(at=timedelta(seconds=t), device=m.device,
+                                             glucose=GlucoseEvent(mmol_l=model.at(t, hour), meal=model.meal_label(hour))))
+                t += m.every.total_seconds()
+        return out
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -165,18 +230,22 @@ def expand(sc: Scenario, clinic: str, end: datetime | None = None, base_dir: Pat
         elif spec.kind == "spo2":
             devices[dev_id] = Spo2Clip(clinic, dev_id)
         else:
-            devices[dev_id] = EcgPatch(clinic, dev_id, fs=spec.fs, seed=abs(hash(dev_id)) % 1000)
-    span = max(e.at.total_seconds() + _duration(e, base_dir) for e in sc.timeline) if sc.timeline else 0
+            devices[dev_id] = EcgPatch(clinic, dev_id, fs=spec.fs, seed=zlib.crc32(f"{sc.seed}:{dev_id}".encode()) % 1000)
+    events = [*sc.timeline, *sc.model_events()]
+    span = max(e.at.total_seconds() + _duration(e, base_dir) for e in events) if events else 0
     end = end or now_local()
     base = end - timedelta(seconds=span)
     planned: list[tuple[float, int, TimelineEvent]] = []
-    for i, ev in enumerate(sc.timeline):
+    for i, ev in enumerate(events):
         planned.append((ev.at.total_seconds(), i, ev))
     planned.sort(key=lambda p: (p[0], p[1]))
     out: list[tuple[float, Message]] = []
     for at, _, ev in planned:
         dev = devices[ev.device]
+        spec = sc.devices[ev.device]
         when = base + timedelta(seconds=at)
+        if spec.clock_skew:
+            when = when - spec.clock_skew if spec.clock_behind else when + spec.clock_skew
         if ev.blood_pressure:
             b = ev.blood_pressure
             out.append((at, dev.measure(when, b.systolic, b.diastolic, b.pulse, b.body_movement, b.cuff_loose)))
@@ -203,7 +272,58 @@ def expand(sc: Scenario, clinic: str, end: datetime | None = None, base_dir: Pat
             dev.lead_off = e.lead_off
             for k in range(int(e.duration.total_seconds())):
                 out.append((at + k, dev.frame(when + timedelta(seconds=k))))
+    for dev_id, spec in sc.devices.items():
+        if spec.battery:
+            b, every = spec.battery, spec.battery.every.total_seconds()
+            k = 0
+            while k * every <= span:
+                level = max(0, round(b.start - b.per_hour * k * every / 3600.0))
+                out.append((k * every, (gatt_topic(clinic, dev_id, "2a19"), bytes([level]))))
+                k += 1
+    out = apply_behaviours(sc, clinic, out)
     out.sort(key=lambda p: p[0])
+    return out
+
+
+def _device_of(topic: str) -> str:
+    parts = topic.split("/")
+    return parts[3] if len(parts) > 3 else ""
+
+
+def apply_behaviours(sc: Scenario, clinic: str, messages: list[tuple[float, Message]]) -> list[tuple[float, Message]]:
+    """Offline windows (hold or lose), drops, duplicates and reordering, per device, seeded."""
+    import random
+
+    rng = random.Random(sc.seed)
+    out: list[tuple[float, Message]] = []
+    for at, msg in sorted(messages, key=lambda p: p[0]):
+        spec = sc.devices.get(_device_of(msg[0]))
+        if spec is None:
+            out.append((at, msg))
+            continue
+        window = next((w for w in spec.offline if w.start.total_seconds() <= at < w.end.total_seconds()), None)
+        if window is not None:
+            if not window.stores:
+                continue
+            # Stored on the device, sent in order when it reconnects (device time unchanged).
+            at = window.end.total_seconds() + (at - window.start.total_seconds()) * 1e-3
+        if spec.drop_rate and rng.random() < spec.drop_rate:
+            continue
+        out.append((at, msg))
+        if spec.duplicate_rate and rng.random() < spec.duplicate_rate:
+            out.append((at + 0.05, msg))
+    # Reordering: swap a message with its device's next one.
+    by_dev: dict[str, list[int]] = {}
+    for i, (_, msg) in enumerate(out):
+        by_dev.setdefault(_device_of(msg[0]), []).append(i)
+    for dev_id, idx in by_dev.items():
+        spec = sc.devices.get(dev_id)
+        if not spec or not spec.reorder_rate:
+            continue
+        for a, b in zip(idx, idx[1:]):
+            if rng.random() < spec.reorder_rate:
+                (ta, ma), (tb, mb) = out[a], out[b]
+                out[a], out[b] = (ta, mb), (tb, ma)
     return out
 
 
@@ -238,12 +358,23 @@ async def watch_alerts(host: str, port: int, clinic: str, sink: list[dict], read
             sink.append({"topic": str(msg.topic), **json.loads(bytes(msg.payload))})  # type: ignore[arg-type]
 
 
-def diff_expectations(expected: list[Expectation], seen: list[dict]) -> list[str]:
-    """Readable lines for every expected alert that did not come out."""
+def _topic_tier(alert: dict) -> str:
+    topic = alert.get("topic")
+    return topic.rsplit("/", 1)[-1] if topic else str(alert.get("tier"))
+
+
+def diff_expectations(expected: list[Expectation], seen: list[dict], forbid: list[Condition] | None = None) -> list[str]:
+    """Readable lines for every expected alert that did not come out, and every forbidden one that did."""
     missing = []
+    for c in forbid or []:
+        hits = [a for a in seen if a.get("condition") == c.value]
+        if hits:
+            missing.append(f"unexpected: {c.value} raised on {', '.join(sorted({_topic_tier(a) for a in hits}))}")
     for e in expected:
-        if not any(a.get("condition") == e.condition.value and a.get("tier") == e.tier.value
+        # The tier that counts is the topic the alert arrived on: an emergency alert is also
+        # published on the county topic (its payload still says tier "emergency").
+        if not any(a.get("condition") == e.condition.value and _topic_tier(a) == e.tier.value
                    and a.get("state") == e.state for a in seen):
-            got = sorted({f"{a.get('condition')}@{a.get('tier')}:{a.get('state')}" for a in seen})
+            got = sorted({f"{a.get('condition')}@{_topic_tier(a)}:{a.get('state')}" for a in seen})
             missing.append(f"missing: {e.condition.value} on {e.tier.value} ({e.state}); saw: {', '.join(got) or 'nothing'}")
     return missing

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -32,7 +33,7 @@ async def simulate(broker: str, clinic: str | None, scenario_path: str, expect: 
     watcher = asyncio.create_task(watch_alerts(host, port, clinic, seen, ready, stop)) if expect else None
     if watcher:
         await asyncio.wait_for(ready.wait(), 10)
-    sent = await play(sc, host, port, clinic, progress=True)
+    sent = await play(sc, host, port, clinic, progress=True, base_dir=Path(scenario_path).resolve().parent)
     log.info("scenario played", extra={"scenario": sc.name, "messages": sent})
     if watcher is None:
         print(f"{sc.name}: published {sent} messages to {host}:{port} (clinic {clinic})")
@@ -41,10 +42,27 @@ async def simulate(broker: str, clinic: str | None, scenario_path: str, expect: 
     deadline = loop.time() + max((e.within.total_seconds() for e in sc.expect), default=5.0)
     while diff_expectations(sc.expect, seen) and loop.time() < deadline:
         await asyncio.sleep(0.2)
+    if sc.forbid:
+        await asyncio.sleep(1.0)  # give a forbidden alert the chance to show itself
     stop.set()
     await watcher
-    missing = diff_expectations(sc.expect, seen)
-    for line in missing:
+    problems = diff_expectations(sc.expect, seen, sc.forbid)
+    _table(seen)
+    for line in problems:
         print(line)
-    print(f"{sc.name}: {len(sc.expect) - len(missing)}/{len(sc.expect)} expected alerts seen")
-    return 1 if missing else 0
+    print(f"{sc.name}: {len(sc.expect) - sum(p.startswith('missing') for p in problems)}/{len(sc.expect)} "
+          f"expected alerts seen, {sum(p.startswith('unexpected') for p in problems)} forbidden raised")
+    return 1 if problems else 0
+
+
+def _table(seen: list[dict]) -> None:
+    """Summary of the alerts that came out, one row per (condition, tier, state)."""
+    from collections import Counter
+
+    rows = Counter((a.get("condition"), a.get("topic", "").rsplit("/", 1)[-1], a.get("state")) for a in seen)
+    if not rows:
+        print("no alerts seen")
+        return
+    print(f"{'condition':<22} {'tier topic':<11} {'state':<13} count")
+    for (cond, tier, state), n in sorted(rows.items()):
+        print(f"{cond:<22} {tier:<11} {state:<13} {n}")

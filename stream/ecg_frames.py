@@ -14,9 +14,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from stream.models import Condition, EcgFrame, EcgSummary, Finding
+from stream.models import Condition, EcgFrame, EcgSummary, Finding, Severity, Tier
 
 LEAD_OFF_ALARM_AFTER = timedelta(minutes=5)  # DOMAIN 2.1: lead_off for > 5 min
+
+# Where the analyser grades a condition more severe than its default route (DOMAIN 2.1):
+# tachycardia >= 150/min for a minute goes to the county, not the village doctor.
+_RAISED_ROUTE: dict[tuple[str, str | None], tuple[Tier, Severity]] = {
+    ("tachycardia", "high"): (Tier.COUNTY, Severity.HIGH),
+}
 
 
 class RhythmAnalyser(Protocol):
@@ -86,8 +92,11 @@ class EcgFrameTracker:
                 if alarm.condition not in self._known:
                     continue
                 at = st.origin + timedelta(seconds=float(alarm.start_s))
+                detail = alarm.detail or {}
+                tier, severity = _RAISED_ROUTE.get((alarm.condition, detail.get("severity")), (None, None))
                 findings.append(Finding(patient_id=patient_id, condition=Condition(alarm.condition), active=alarm.active,
-                                        at=at, evidence={"device_id": device_id, **(alarm.detail or {})}))
+                                        at=at, tier=tier, severity=severity,
+                                        evidence={"device_id": device_id, **detail}))
             s = st.analyser.minute_summary()
             if s is not None:
                 summary = EcgSummary(ts=frame.ts, **{k: v for k, v in s.items() if k in EcgSummary.model_fields})

@@ -82,6 +82,8 @@ class Thresholds(_Section):
     spo2: Spo2Thresholds = Spo2Thresholds()
     plausibility: Plausibility = Plausibility()
     backfill_age: Duration = Field(parse_duration("1h"), description="older readings go to follow-up, not acute tiers")
+    missed_readings_overdue: Duration = Field(parse_duration("24h"), description="a scheduled reading this late "
+                                              "raises missed_readings")
 
     def with_override(self, override: "dict[str, Any] | Thresholds | None") -> "Thresholds":
         """Apply only the fields an override sets (a patient's `thresholds:` as written)."""

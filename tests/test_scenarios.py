@@ -19,10 +19,10 @@ SCENARIOS = sorted((REPO / "simulators" / "scenarios").glob("*.yaml"))
 def config_for(scenario: Path, port: int, tmp: Path) -> Path:
     """One patient per scenario device, so the gateway knows every device the scenario uses."""
     sc = yaml.safe_load(scenario.read_text())
-    patients = [{"id": f"p-{i:04d}", "devices": [{"id": dev, "kind": spec["kind"]}]}
+    patients = [{"id": f"p-{i:04d}", "devices": [{"id": dev, "kind": spec["kind"], **spec.get("gateway", {})}]}
                 for i, (dev, spec) in enumerate(sc["devices"].items(), start=1)]
     cfg = {"clinic": "sim", "broker": {"host": "127.0.0.1", "port": port}, "storage": {"path": str(tmp / "var")},
-           "patients": patients}
+           "patients": patients, **sc.get("gateway", {})}
     path = tmp / "gateway.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
