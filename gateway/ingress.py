@@ -140,6 +140,8 @@ def _decode_json(payload: bytes, device_id: str, topic: str) -> AnyReading | Rej
         body = json.loads(payload)
     except (UnicodeDecodeError, ValueError) as exc:
         return _reject("malformed_json", f"not JSON: {exc}", device_id, topic)
+    except RecursionError:  # found by tests/test_fuzz_ingress.py: "[[[[..." 100,000 deep
+        return _reject("malformed_json", "JSON nested too deeply to be a reading", device_id, topic)
     if not isinstance(body, dict):
         return _reject("malformed_json", "the payload must be a JSON object", device_id, topic)
     try:

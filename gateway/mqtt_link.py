@@ -1,24 +1,61 @@
-"""One persistent MQTT session (aiomqtt), reconnecting with backoff.
+"""One MQTT session (paho-mqtt driven by the asyncio loop), reconnecting with backoff.
 
-The session is persistent (clean_session=False, fixed client id), so while the
-gateway is disconnected the broker keeps the QoS 1 readings addressed to it.
+Why paho under our own small adapter rather than aiomqtt: ingestion is
+at-least-once, so a reading is acknowledged (PUBACK) to the broker only once
+it is durably stored, and aiomqtt 2.5 acknowledges every message before the
+application sees it (it exposes no manual acks). paho-mqtt 2.x does
+(`manual_ack=True` + `Client.ack(mid, qos)`), and its read path costs about
+half of aiomqtt's CPU per message (PERF.md).
+
+The session is persistent (fixed client id, MQTT 5 `clean_start=False` with a
+session that never expires; MQTT 3.1.1 `clean_session=False`), so while the
+gateway is down the broker keeps the QoS 1 readings addressed to it, and a
+message received but not yet acknowledged is redelivered on the next
+connection. MQTT 5 is tried first because its Receive Maximum lets us take up
+to `receive_maximum` unacknowledged messages at once (Mosquitto gives a 3.1.1
+client only `max_inflight_messages`, default 20); brokers without MQTT 5 (the
+demo's amqtt) get 3.1.1.
+
+Bounded everywhere: the broker sends at most `receive_maximum` unacknowledged
+QoS 1 messages; if messages still pile up ahead of the handler (QoS 0
+floods), the socket is no longer read until the backlog is down again; our
+own QoS 1 publishes are capped by `PUBLISH_WINDOW` awaiting PUBACK.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
+from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-import aiomqtt
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 log = logging.getLogger("vitalgate.mqtt")
 
 RECONNECT_MIN_S = 0.5
 RECONNECT_MAX_S = 30.0
+CONNECT_TIMEOUT_S = 10.0
+# A broker that does not speak MQTT 5 (amqtt) may never answer a v5 CONNECT; on loopback a
+# CONNACK takes milliseconds, so we give up on v5 quickly there.
+V5_PROBE_TIMEOUT_LOOPBACK_S = 1.0
+SUBSCRIBE_TIMEOUT_S = 10.0
+SESSION_EXPIRY_S = 0xFFFFFFFF  # MQTT 5: "never expires", as a 3.1.1 persistent session
+RECEIVE_MAXIMUM = 1000  # unacknowledged QoS 1 messages the broker may send us at once
+PUBLISH_WINDOW = 1000  # our QoS 1 publishes on the wire awaiting PUBACK (paho queues the rest)
+READ_PAUSE_AT = 5000  # stop reading the socket when this many messages wait for the handler
+READ_RESUME_AT = 1000
+MISC_TICK_S = 1.0  # paho's keepalive / retry bookkeeping
 
+Ack = Callable[[], None]
 MessageHandler = Callable[[str, bytes], Awaitable[None]]
+AckingMessageHandler = Callable[[str, bytes, Ack], Awaitable[None]]
 ConnectHandler = Callable[[], Awaitable[None]]
 
 
@@ -26,21 +63,49 @@ class NotConnected(ConnectionError):
     pass
 
 
+class _ProtocolRefused(ConnectionError):
+    """The broker does not speak MQTT 5; retry at once with 3.1.1."""
+
+
+def _noop() -> None:
+    pass
+
+
+async def await_publish(fut: asyncio.Future[None]) -> None:
+    """Wait for a PUBACK future from `start_publish` (it always completes: result or NotConnected)."""
+    await fut
+
+
 class MqttLink:
+    """A persistent session with a broker: subscribe, hand messages over in order, publish.
+
+    `on_message(topic, payload)` by default; the message is acknowledged when
+    the handler returns. With `manual_ack=True` it is called as
+    `on_message(topic, payload, ack)` and the broker is acknowledged only when
+    `ack()` is called (after the message's effect is durable). An `ack` from a
+    connection that has since dropped does nothing: the broker redelivers that
+    message, and idempotency keys make the redelivery harmless.
+    """
+
     def __init__(
         self,
         host: str,
         port: int,
         client_id: str,
         subscriptions: list[str],
-        on_message: MessageHandler,
+        on_message: MessageHandler | AckingMessageHandler,
         on_connect: ConnectHandler | None = None,
-        will: aiomqtt.Will | None = None,
+        will: Any = None,  # anything with topic, payload, qos, retain (aiomqtt.Will works)
         username: str | None = None,
         password: str | None = None,
         tls: bool = False,
         ca_file: str | None = None,
         keepalive: int = 30,
+        *,
+        manual_ack: bool = False,
+        persistent: bool = True,
+        protocol: str = "auto",  # "auto" (5, else 3.1.1), "5" or "3.1.1"
+        receive_maximum: int = RECEIVE_MAXIMUM,
     ) -> None:
         self.host, self.port = host, port
         self._client_id = client_id
@@ -51,75 +116,438 @@ class MqttLink:
         self._auth = (username, password)
         self._tls = ssl.create_default_context(cafile=ca_file) if tls else None
         self._keepalive = keepalive
-        self._client: aiomqtt.Client | None = None
+        self._manual_ack = manual_ack
+        self._persistent = persistent
+        if protocol not in ("auto", "5", "3.1.1"):
+            raise ValueError(f"protocol must be auto, 5 or 3.1.1, not {protocol!r}")
+        self._v5 = protocol != "3.1.1"
+        self._may_fall_back = protocol == "auto"
+        self._v5_confirmed = False
+        self._receive_maximum = receive_maximum
+        self._client: mqtt.Client | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._inbox: deque[tuple[mqtt.Client, mqtt.MQTTMessage]] = deque()
+        self._inbox_wake = asyncio.Event()
+        self._handling = False
+        self._read_paused = False
+        self._sock: Any = None
+        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._window = asyncio.Semaphore(PUBLISH_WINDOW)  # replaced per connection (broker's Receive Maximum)
+        self._connack: asyncio.Future[bool] | None = None
+        self._suback: asyncio.Future[list[ReasonCode]] | None = None
+        self._lost: asyncio.Future[None] | None = None
         self.connected = asyncio.Event()
         self.connects = 0
+        self.protocol_in_use: str | None = None
+        self.received = 0
+        self.acked = 0
 
-    async def publish(self, topic: str, payload: str | bytes, qos: int = 1, retain: bool = False) -> None:
+    @property
+    def uses_v5(self) -> bool:
+        return self.protocol_in_use == "5"
+
+    # ------------------------------------------------------------ publish
+
+    async def publish(
+        self,
+        topic: str,
+        payload: str | bytes,
+        qos: int = 1,
+        retain: bool = False,
+        user_properties: list[tuple[str, str]] | None = None,
+    ) -> None:
+        """Publish and, at QoS > 0, wait for the broker's PUBACK.
+
+        Raises NotConnected when there is no connection or it drops before the
+        PUBACK arrives (the message may or may not have reached the broker).
+        """
+        await await_publish(await self.start_publish(topic, payload, qos, retain, user_properties))
+
+    async def start_publish(
+        self,
+        topic: str,
+        payload: str | bytes,
+        qos: int = 1,
+        retain: bool = False,
+        user_properties: list[tuple[str, str]] | None = None,
+    ) -> asyncio.Future[None]:
+        """Hand one message to the connection and return a future that completes at its PUBACK.
+
+        Waits only for a slot in the in-flight window, so one caller issuing
+        several start_publish calls in a row keeps their order on the wire.
+        `user_properties` are sent as MQTT 5 user properties (a 3.1.1
+        connection drops them). Raises NotConnected when not connected.
+        """
+        while True:
+            window = self._window
+            await window.acquire()
+            if window is self._window:
+                break
+            window.release()  # the connection changed while we waited: queue on the new one
+        assert self._loop is not None
+        fut: asyncio.Future[None] = self._loop.create_future()
+        fut.add_done_callback(lambda _f: window.release())
         client = self._client
         if client is None or not self.connected.is_set():
-            raise NotConnected(f"not connected to the broker at {self.host}:{self.port}")
-        await client.publish(topic, payload, qos=qos, retain=retain)
+            fut.set_exception(NotConnected(f"not connected to the broker at {self.host}:{self.port}"))
+            return fut
+        props = None
+        if user_properties and self.uses_v5:
+            props = Properties(PacketTypes.PUBLISH)
+            props.UserProperty = list(user_properties)
+        info = client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            fut.set_exception(NotConnected(f"publish to {self.host}:{self.port} failed: {mqtt.error_string(info.rc)}"))
+        elif qos == 0 or info.is_published():
+            fut.set_result(None)
+        else:
+            self._pending[info.mid] = fut
+        return fut
+
+    # ------------------------------------------------------------ lifecycle
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Connect, subscribe, deliver messages; reconnect with backoff until `stop` is set."""
+        self._loop = asyncio.get_running_loop()
         delay = RECONNECT_MIN_S
-        while not stop.is_set():
-            try:
-                async with aiomqtt.Client(
-                    self.host, self.port, identifier=self._client_id, clean_session=False,
-                    will=self._will, username=self._auth[0], password=self._auth[1],
-                    tls_context=self._tls, keepalive=self._keepalive, max_queued_incoming_messages=10000,
-                ) as client:
-                    self._client = client
-                    for topic in self._subs:
-                        await client.subscribe(topic, qos=1)
-                    self.connected.set()
-                    self.connects += 1
-                    delay = RECONNECT_MIN_S
-                    log.info("connected to broker", extra={"broker": f"{self.host}:{self.port}"})
-                    if self._on_connect is not None:
-                        await self._on_connect()
-                    consume = asyncio.create_task(self._consume(client))
-                    stopper = asyncio.create_task(stop.wait())
-                    done, _ = await asyncio.wait({consume, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                    stopper.cancel()
-                    if consume in done:
-                        consume.result()  # re-raise the connection error
-                    else:
-                        consume.cancel()
-                        await asyncio.gather(consume, return_exceptions=True)
-                        self.connected.clear()
-                        self._client = None
-                        return
-            except aiomqtt.MqttError as exc:
-                self.connected.clear()
-                self._client = None
-                log.warning("broker connection lost; retrying in %.1f s: %s", delay, exc,
-                            extra={"broker": f"{self.host}:{self.port}"})
+        consumer = asyncio.create_task(self._consume(), name="mqtt-consume")
+        try:
+            while not stop.is_set():
                 try:
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
-                delay = min(delay * 2, RECONNECT_MAX_S)
+                    await self._session(stop)
+                    delay = RECONNECT_MIN_S
+                except _ProtocolRefused:
+                    log.info("broker does not accept MQTT 5; using MQTT 3.1.1",
+                             extra={"broker": f"{self.host}:{self.port}"})
+                    self._v5 = False
+                    continue
+                except (ConnectionError, OSError, TimeoutError) as exc:
+                    if self.connects:  # only noisy after we have been connected once
+                        log.warning("broker connection lost; retrying in %.1f s: %s", delay, exc,
+                                    extra={"broker": f"{self.host}:{self.port}"})
+                    else:
+                        log.info("broker not reachable; retrying in %.1f s: %s", delay, exc,
+                                 extra={"broker": f"{self.host}:{self.port}"})
+                    try:
+                        await asyncio.wait_for(stop.wait(), timeout=delay)
+                    except TimeoutError:
+                        pass
+                    delay = min(delay * 2, RECONNECT_MAX_S)
+        finally:
+            consumer.cancel()
+            await asyncio.gather(consumer, return_exceptions=True)
 
     async def quiesce(self, timeout_s: float = 5.0) -> None:
         """Let what the broker already handed us be processed before we disconnect.
 
         Subscriptions stay: the persistent session keeps queueing readings at
-        the broker while the gateway is down. Messages the client library has
-        already acknowledged are in its local queue; wait (bounded) until our
-        consumer has taken them all.
+        the broker while the gateway is down, and whatever we received but did
+        not acknowledge is redelivered next time. Waits (bounded) until the
+        handler has taken every message received so far.
         """
-        client = self._client
-        if client is None:
-            return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while len(client.messages) > 0 and loop.time() < deadline:
+        while (self._inbox or self._handling) and loop.time() < deadline:
             await asyncio.sleep(0.02)
-        await asyncio.sleep(0.05)  # the message being handled right now
 
-    async def _consume(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            payload = message.payload if isinstance(message.payload, (bytes, bytearray)) else str(message.payload or "").encode()
-            await self._on_message(str(message.topic), bytes(payload))
+    async def _session(self, stop: asyncio.Event) -> None:
+        loop = self._loop
+        assert loop is not None
+        v5 = self._v5
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self._client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else not self._persistent,
+            manual_ack=True,
+            reconnect_on_failure=False,
+        )
+        client.max_inflight_messages_set(PUBLISH_WINDOW)
+        client.max_queued_messages_set(0)
+        client.enable_logger(logging.getLogger("vitalgate.mqtt.paho"))
+        if self._auth[0] is not None:
+            client.username_pw_set(self._auth[0], self._auth[1])
+        if self._tls is not None:
+            client.tls_set_context(self._tls)
+        if self._will is not None:
+            w = self._will
+            client.will_set(w.topic, w.payload, qos=w.qos, retain=w.retain)
+        self._connack = loop.create_future()
+        self._lost = loop.create_future()
+        client.on_connect = self._cb_connect
+        client.on_disconnect = self._cb_disconnect
+        client.on_message = self._cb_message
+        client.on_subscribe = self._cb_subscribe
+        client.on_publish = self._cb_publish
+        client.on_socket_open = self._cb_socket_open
+        client.on_socket_close = self._cb_socket_close
+        client.on_socket_register_write = self._cb_register_write
+        client.on_socket_unregister_write = self._cb_unregister_write
+        props = None
+        if v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = SESSION_EXPIRY_S if self._persistent else 0
+            props.ReceiveMaximum = self._receive_maximum
+        self._client = client
+        misc: asyncio.Task | None = None
+        try:
+            connect = functools.partial(
+                client.connect, self.host, self.port, self._keepalive,
+                clean_start=(not self._persistent) if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+                properties=props,
+            )
+            # paho's connect resolves and connects a blocking socket: off the loop (county uplinks are slow).
+            await asyncio.wait_for(loop.run_in_executor(None, connect), CONNECT_TIMEOUT_S)
+            misc = asyncio.create_task(self._misc_loop(client), name="mqtt-misc")
+            probing = self._may_fall_back and v5 and not self._v5_confirmed
+            timeout = (V5_PROBE_TIMEOUT_LOOPBACK_S if probing and self.host in ("127.0.0.1", "localhost", "::1")
+                       else CONNECT_TIMEOUT_S)
+            done, _ = await asyncio.wait({self._connack, self._lost}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if self._connack not in done:
+                if probing:
+                    raise _ProtocolRefused()  # connected, but no answer to MQTT 5: try 3.1.1
+                if self._may_fall_back and not v5:
+                    self._v5 = True  # no answer to 3.1.1 either: the next attempt tries 5 again
+                raise ConnectionError("no CONNACK from the broker")
+            self._connack.result()  # raises on a refused connection
+            if self._subs:
+                self._suback = loop.create_future()
+                rc, _ = client.subscribe([(t, 1) for t in self._subs])
+                if rc != mqtt.MQTT_ERR_SUCCESS:
+                    raise ConnectionError(f"subscribe failed: {mqtt.error_string(rc)}")
+                codes = await asyncio.wait_for(asyncio.shield(self._suback), SUBSCRIBE_TIMEOUT_S)
+                bad = [str(c) for c in codes if c.is_failure]
+                if bad:
+                    raise ConnectionError(f"broker refused subscriptions: {', '.join(bad)}")
+            self.protocol_in_use = "5" if v5 else "3.1.1"
+            self._v5_confirmed = self._v5_confirmed or v5
+            self.connected.set()
+            self.connects += 1
+            log.info("connected to broker", extra={"broker": f"{self.host}:{self.port}",
+                                                  "mqtt": self.protocol_in_use})
+            if self._on_connect is not None:
+                await self._on_connect()
+            stopper = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait({stopper, self._lost}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopper.cancel()
+            if self._lost.done():
+                raise ConnectionError(str(self._lost.exception() or "connection closed by the broker"))
+            # Clean stop: DISCONNECT, so the broker does not publish our will.
+            client.disconnect()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._lost), 2.0)
+            except (TimeoutError, ConnectionError):
+                pass
+        finally:
+            self.connected.clear()
+            self._client = None
+            if misc is not None:
+                misc.cancel()
+            self._drop_socket(client)
+            pending, self._pending = self._pending, {}
+            for fut in pending.values():
+                if not fut.done():
+                    fut.set_exception(NotConnected(f"connection to {self.host}:{self.port} lost before PUBACK"))
+            if self._connack is not None and not self._connack.done():
+                self._connack.cancel()
+            if self._suback is not None and not self._suback.done():
+                self._suback.cancel()
+
+    # ------------------------------------------------------------ inbound
+
+    async def _consume(self) -> None:
+        """Hand messages to the handler one at a time, in arrival order."""
+        inbox = self._inbox
+        while True:
+            if not inbox:
+                self._inbox_wake.clear()
+                await self._inbox_wake.wait()
+                continue
+            client, msg = inbox.popleft()
+            if self._read_paused and len(inbox) <= READ_RESUME_AT:
+                self._resume_reading(client)
+            ack = self._acker(client, msg)
+            self._handling = True
+            try:
+                if self._manual_ack:
+                    await self._on_message(msg.topic, msg.payload, ack)  # type: ignore[call-arg]
+                else:
+                    await self._on_message(msg.topic, msg.payload)  # type: ignore[call-arg]
+                    ack()
+            except Exception:  # the handler owns its errors; never let one stop the session
+                log.exception("message handler failed", extra={"topic": msg.topic})
+            finally:
+                self._handling = False
+
+    def _acker(self, client: mqtt.Client, msg: mqtt.MQTTMessage) -> Ack:
+        if msg.qos == 0:
+            return _noop
+        mid, qos = msg.mid, msg.qos
+        done = False
+
+        def ack() -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            # Only on the connection it came in on: mids are per connection.
+            if client is self._client and self.connected.is_set():
+                client.ack(mid, qos)
+                self.acked += 1
+
+        return ack
+
+    # ------------------------------------------------------------ paho callbacks (loop thread, except socket open)
+
+    def _cb_connect(self, client, userdata, flags, reason_code, properties=None) -> None:  # type: ignore[no-untyped-def]
+        fut = self._connack
+        if fut is None or fut.done() or client is not self._client:
+            return
+        if reason_code.is_failure:
+            if reason_code.value in (0x01, 0x84) and self._may_fall_back and self._v5:
+                fut.set_exception(_ProtocolRefused())
+            else:
+                fut.set_exception(ConnectionRefusedError(f"broker refused the connection: {reason_code}"))
+            return
+        recv_max = getattr(properties, "ReceiveMaximum", None) if properties is not None else None
+        # paho does not honour the broker's Receive Maximum (Mosquitto: its max_inflight_messages, 20)
+        # and going over it is a protocol error, so our own window does.
+        self._window = asyncio.Semaphore(min(PUBLISH_WINDOW, int(recv_max)) if recv_max else PUBLISH_WINDOW)
+        fut.set_result(bool(getattr(flags, "session_present", False)))
+
+    def _cb_disconnect(self, client, userdata, flags, reason_code, properties=None) -> None:  # type: ignore[no-untyped-def]
+        if client is not self._client:
+            return
+        lost = self._lost
+        if lost is not None and not lost.done():
+            lost.set_exception(ConnectionError(f"disconnected: {reason_code}"))
+            lost.exception()  # mark retrieved; the session loop reads it
+
+    def _cb_message(self, client, userdata, msg) -> None:  # type: ignore[no-untyped-def]
+        self.received += 1
+        self._inbox.append((client, msg))
+        self._inbox_wake.set()
+        if not self._read_paused and len(self._inbox) >= READ_PAUSE_AT:
+            self._pause_reading()
+
+    def _cb_subscribe(self, client, userdata, mid, reason_codes, properties=None) -> None:  # type: ignore[no-untyped-def]
+        if self._suback is not None and not self._suback.done():
+            self._suback.set_result(list(reason_codes))
+
+    def _cb_publish(self, client, userdata, mid, reason_code, properties=None) -> None:  # type: ignore[no-untyped-def]
+        if client is not self._client:
+            return
+        fut = self._pending.pop(mid, None)
+        if fut is None or fut.done():
+            return
+        if reason_code is not None and reason_code.is_failure:
+            fut.set_exception(NotConnected(f"broker refused the publish: {reason_code}"))
+        else:
+            fut.set_result(None)
+
+    def _cb_socket_open(self, client, userdata, sock) -> None:  # type: ignore[no-untyped-def]
+        # Called from the executor thread that runs paho's connect().
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._watch_socket, client, sock)
+
+    def _watch_socket(self, client: mqtt.Client, sock: Any) -> None:
+        if client is not self._client or sock.fileno() < 0:
+            return
+        self._sock = sock
+        self._read_paused = False
+        self._loop.add_reader(sock.fileno(), self._readable, client)  # type: ignore[union-attr]
+
+    def _cb_socket_close(self, client, userdata, sock) -> None:  # type: ignore[no-untyped-def]
+        if client is self._client or self._sock is sock:
+            self._drop_socket(client)
+
+    def _cb_register_write(self, client, userdata, sock) -> None:  # type: ignore[no-untyped-def]
+        loop = self._loop
+        assert loop is not None
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            loop.add_writer(sock.fileno(), self._writable, client)
+        else:
+            loop.call_soon_threadsafe(self._add_writer, client, sock)
+
+    def _add_writer(self, client: mqtt.Client, sock: Any) -> None:
+        if client is self._client and sock.fileno() >= 0:
+            self._loop.add_writer(sock.fileno(), self._writable, client)  # type: ignore[union-attr]
+
+    def _cb_unregister_write(self, client, userdata, sock) -> None:  # type: ignore[no-untyped-def]
+        fd = sock.fileno()
+        if fd >= 0 and self._loop is not None:
+            self._loop.remove_writer(fd)
+
+    # ------------------------------------------------------------ socket plumbing
+
+    def _readable(self, client: mqtt.Client) -> None:
+        try:
+            while True:
+                rc = client.loop_read()
+                if rc != mqtt.MQTT_ERR_SUCCESS:
+                    self._connection_lost(client, f"read: {mqtt.error_string(rc)}")
+                    return
+                sock = client.socket()
+                # TLS sockets may hold decoded bytes that select() never reports.
+                if sock is not None and hasattr(sock, "pending") and sock.pending() > 0 and not self._read_paused:
+                    continue
+                return
+        except Exception as exc:  # a broken pipe or TLS error: the connection is gone
+            self._connection_lost(client, f"read: {exc}")
+
+    def _writable(self, client: mqtt.Client) -> None:
+        try:
+            rc = client.loop_write()
+        except Exception as exc:
+            self._connection_lost(client, f"write: {exc}")
+            return
+        if rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN):
+            self._connection_lost(client, f"write: {mqtt.error_string(rc)}")
+
+    def _pause_reading(self) -> None:
+        if self._sock is not None and self._sock.fileno() >= 0 and self._loop is not None:
+            self._loop.remove_reader(self._sock.fileno())
+        self._read_paused = True
+
+    def _resume_reading(self, client: mqtt.Client) -> None:
+        self._read_paused = False
+        if client is self._client and self._sock is not None and self._sock.fileno() >= 0 and self._loop is not None:
+            self._loop.add_reader(self._sock.fileno(), self._readable, client)
+
+    def _connection_lost(self, client: mqtt.Client, why: str) -> None:
+        self._drop_socket(client)
+        if client is self._client and self._lost is not None and not self._lost.done():
+            self._lost.set_exception(ConnectionError(why))
+            self._lost.exception()
+
+    def _drop_socket(self, client: mqtt.Client) -> None:
+        sock = self._sock
+        if sock is None or self._loop is None:
+            return
+        fd = sock.fileno()
+        if fd >= 0:
+            self._loop.remove_reader(fd)
+            self._loop.remove_writer(fd)
+        self._sock = None
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+    async def _misc_loop(self, client: mqtt.Client) -> None:
+        """paho's keepalive pings and timeouts; a missed PINGRESP ends the connection."""
+        while True:
+            await asyncio.sleep(MISC_TICK_S)
+            rc = client.loop_misc()
+            if rc != mqtt.MQTT_ERR_SUCCESS and client is self._client:
+                self._connection_lost(client, f"keepalive: {mqtt.error_string(rc)}")
+                return
+
+

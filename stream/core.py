@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -77,13 +78,21 @@ class StreamCore:
     def thresholds_for(self, patient_id: str) -> Thresholds:
         return self._thresholds.get(patient_id, self._default)
 
-    async def submit(self, acc: Accepted) -> None:
+    async def submit(self, acc: Accepted, on_stored: Callable[[], None] | None = None) -> None:
+        """Queue a reading for its patient's worker.
+
+        `on_stored` is called once the worker is done with the reading (stored,
+        a duplicate, or rejected as implausible): the MQTT link acknowledges the
+        message to the broker then, so a crash before that loses nothing
+        (at-least-once ingestion). It is not called when storing failed with a
+        database error: the unacknowledged message is redelivered instead.
+        """
         q = self._queues.get(acc.patient_id)
         if q is None:
             q = self._queues[acc.patient_id] = asyncio.Queue(maxsize=self._queue_size)
             self._workers[acc.patient_id] = asyncio.create_task(self._worker(acc.patient_id, q),
                                                                 name=f"patient-{acc.patient_id}")
-        await q.put(acc)  # back-pressure, see the module docstring
+        await q.put((acc, on_stored))  # back-pressure, see the module docstring
 
     def queue_depth(self) -> int:
         return sum(q.qsize() for q in self._queues.values())
@@ -102,11 +111,16 @@ class StreamCore:
             item = await q.get()
             if item is _STOP:
                 return
+            acc, on_stored = item
             try:
-                await self.process(item)
-            except Exception:  # one bad reading must never stop a patient's stream
+                await self.process(acc)
+            except Exception as exc:  # one bad reading must never stop a patient's stream
                 log.exception("failed to process a reading", extra={"patient_id": patient_id})
                 self.counters.rejected["internal_error"] += 1
+                if isinstance(exc, sqlite3.Error):
+                    continue  # not stored: leave it unacknowledged, the broker redelivers it
+            if on_stored is not None:
+                on_stored()
 
     async def process(self, acc: Accepted) -> None:
         th = self.thresholds_for(acc.patient_id)

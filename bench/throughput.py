@@ -1,0 +1,277 @@
+"""Readings per second through the whole pipeline, as a ratio to raw Mosquitto + paho-mqtt.
+
+All measured in one run, on one Mosquitto (loopback, QoS 1, the same BP JSON
+payloads, ~160 B):
+
+1. raw: a bare paho publisher -> Mosquitto -> a bare paho subscriber;
+2. gateway: the same publisher -> Mosquitto -> `vitalgate run` (decode, check,
+   store in SQLite, acknowledge after the commit, judge, republish on the
+   patient topic) -> done when readings.db holds every reading;
+3. gateway + TSDB: the same with the `influxdb:` sink writing to
+   VictoriaMetrics; done when readings.db holds every reading, and (reported
+   separately) when VictoriaMetrics does.
+
+    python bench/throughput.py [--n 30000] [--patients 50] [--no-tsdb]
+
+Target (issue 6): at QoS 1 the gateway reaches >= 50 % of raw. The machine is
+shared and noisy: compare the ratios of one run, not absolute numbers across
+runs (PERF.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+REPO = Path(__file__).resolve().parents[1]
+CLINIC = "bench"
+WINDOW = 1000  # publisher's QoS 1 messages awaiting PUBACK (mids are 16-bit, PERF.md)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {port}")
+
+
+def start_mosquitto(work: Path) -> tuple[subprocess.Popen, int]:
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    port = free_port()
+    conf = work / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
+                    "persistence false\nlog_type error\n")
+    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port)
+    return proc, port
+
+
+def payloads(n: int, patients: int, offset: int) -> list[tuple[str, bytes]]:
+    """n BP readings spread over the patients' cuffs, device times in the last hour, unique seq."""
+    tz = timezone(timedelta(hours=8))
+    base = datetime.now(tz).replace(microsecond=0) - timedelta(minutes=50)
+    out = []
+    for i in range(offset, offset + n):
+        dev = f"bp-{i % patients + 1:04d}"
+        body = {"kind": "blood_pressure", "ts": (base + timedelta(milliseconds=i * 10)).isoformat(), "seq": i,
+                "systolic": 110 + i % 25, "diastolic": 70 + i % 10, "pulse": 60 + i % 30, "unit": "mmHg",
+                "status": {"body_movement": False, "irregular_pulse": False, "cuff_loose": False}}
+        out.append((f"vg/{CLINIC}/device/{dev}/reading", json.dumps(body).encode()))
+    return out
+
+
+class Publisher:
+    """paho at QoS 1 with a bounded in-flight window."""
+
+    def __init__(self, port: int) -> None:
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}")
+        self.client.max_inflight_messages_set(WINDOW)
+        self.slots = threading.Semaphore(WINDOW)
+        self.client.on_publish = lambda *a: self.slots.release()
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def send(self, msgs: list[tuple[str, bytes]]) -> float:
+        t0 = time.perf_counter()
+        for topic, body in msgs:
+            self.slots.acquire()
+            self.client.publish(topic, body, qos=1)
+        return t0
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def raw(port: int, msgs: list[tuple[str, bytes]]) -> float:
+    got = 0
+    done = threading.Event()
+    t_last = [0.0]
+
+    def on_message(c, u, m):  # type: ignore[no-untyped-def]
+        nonlocal got
+        got += 1
+        if got == len(msgs):
+            t_last[0] = time.perf_counter()
+            done.set()
+
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{os.getpid()}")
+    subscribed = threading.Event()
+    sub.on_message = on_message
+    sub.on_subscribe = lambda *a: subscribed.set()
+    sub.connect("127.0.0.1", port)
+    sub.subscribe(f"vg/{CLINIC}/device/#", qos=1)
+    sub.loop_start()
+    subscribed.wait(10)
+    pub = Publisher(port)
+    t0 = pub.send(msgs)
+    if not done.wait(300):
+        raise TimeoutError(f"raw: only {got} of {len(msgs)} arrived")
+    pub.close()
+    sub.loop_stop()
+    sub.disconnect()
+    return len(msgs) / (t_last[0] - t0)
+
+
+def gateway_config(work: Path, port: int, patients: int, vm_url: str | None) -> Path:
+    pts = "\n".join(f"  - id: p-{i:04d}\n    devices:\n      - {{id: bp-{i:04d}, kind: blood_pressure}}"
+                    for i in range(1, patients + 1))
+    tsdb = f"influxdb:\n  url: {vm_url}\n  batch_size: 5000\n  flush_interval: 500ms\n" if vm_url else ""
+    cfg = work / "gateway.yaml"
+    cfg.write_text(f"clinic: {CLINIC}\nbroker: {{host: 127.0.0.1, port: {port}}}\nstorage:\n  path: {work / 'var'}\n"
+                   f"patients:\n{pts}\nstatus: {{interval: 5s}}\n{tsdb}")
+    return cfg
+
+
+def stored(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as c:
+            return c.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def wait_count(fn, n: int, timeout: float, every: float = 0.02) -> float:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if fn() >= n:
+            return time.perf_counter()
+        time.sleep(every)
+    raise TimeoutError(f"only {fn()} of {n} after {timeout}s")
+
+
+def vm_points(url: str) -> int:
+    urllib.request.urlopen(f"{url}/internal/force_flush", timeout=10).read()
+    q = urllib.parse.urlencode({"match[]": '{__name__="vitals_systolic"}'})
+    with urllib.request.urlopen(f"{url}/api/v1/export?{q}", timeout=60) as r:
+        return sum(len(json.loads(line)["values"]) for line in r.read().decode().splitlines() if line.strip())
+
+
+def gateway_run(work: Path, port: int, msgs: list[tuple[str, bytes]], patients: int,
+                vm_url: str | None = None) -> dict:
+    cfg = gateway_config(work, port, patients, vm_url)
+    log = open(work / "gateway.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--config", str(cfg), "--log-level", "WARNING"],
+                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        db = work / "var" / "readings.db"
+        pub = Publisher(port)
+        # Warm-up: the gateway is subscribed and has created every patient's worker.
+        warm = payloads(patients * 4, patients, offset=10_000_000)
+        deadline = time.monotonic() + 30
+        while stored(db) == 0 and time.monotonic() < deadline:
+            pub.send(warm[:1])
+            time.sleep(0.3)
+        pub.send(warm)
+        base = len(warm)
+        wait_count(lambda: stored(db), base, 60)
+        base = stored(db)
+        t0 = pub.send(msgs)
+        t_end = wait_count(lambda: stored(db) - base, len(msgs), 600)
+        out = {"rate": len(msgs) / (t_end - t0), "seconds": t_end - t0}
+        if vm_url:
+            t_vm = wait_count(lambda: vm_points(vm_url), len(msgs) + base, 600, every=0.5)
+            out["tsdb_rate"] = len(msgs) / (t_vm - t0)
+        pub.close()
+        return out
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def start_vm(work: Path) -> tuple[subprocess.Popen, str] | None:
+    exe = shutil.which("victoria-metrics") or "/usr/bin/victoria-metrics"
+    if not Path(exe).exists():
+        return None
+    port = free_port()
+    proc = subprocess.Popen([exe, f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={work / 'vm'}",
+                             "-dedup.minScrapeInterval=1ms", "-loggerLevel=ERROR"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=1).read()
+            return proc, url
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    return None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=30_000, help="readings per measurement")
+    ap.add_argument("--patients", type=int, default=50)
+    ap.add_argument("--no-tsdb", action="store_true", help="skip the VictoriaMetrics run")
+    args = ap.parse_args()
+    msgs = payloads(args.n, args.patients, offset=0)
+    size = sum(len(b) for _, b in msgs) / len(msgs)
+    print(f"{args.n} BP readings (~{size:.0f} B JSON), {args.patients} patients, QoS 1, Mosquitto on loopback")
+    results: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="vg-bench-") as tmp:
+        work = Path(tmp)
+        broker, port = start_mosquitto(work)
+        vm = None
+        try:
+            results["raw"] = raw(port, msgs)
+            print(f"  raw mosquitto + paho:           {results['raw']:8.0f} msg/s")
+            (work / "gw").mkdir()
+            g = gateway_run(work / "gw", port, msgs, args.patients)
+            results["gateway"] = g["rate"]
+            print(f"  gateway -> SQLite:              {g['rate']:8.0f} readings/s  "
+                  f"({g['rate'] / results['raw']:.0%} of raw)")
+            if not args.no_tsdb:
+                vm = start_vm(work)
+                if vm is None:
+                    print("  (victoria-metrics not installed: TSDB run skipped)")
+                else:
+                    (work / "gw-tsdb").mkdir()
+                    g2 = gateway_run(work / "gw-tsdb", port, msgs, args.patients, vm_url=vm[1])
+                    results["gateway_tsdb"] = g2["rate"]
+                    print(f"  gateway -> SQLite + TSDB sink:  {g2['rate']:8.0f} readings/s  "
+                          f"({g2['rate'] / results['raw']:.0%} of raw)")
+                    print(f"  ... all points in VictoriaMetrics: {g2['tsdb_rate']:8.0f} readings/s  "
+                          f"({g2['tsdb_rate'] / results['raw']:.0%} of raw)")
+            # Raw again at the end: the machine is shared, show how much the baseline moved.
+            results["raw_after"] = raw(port, payloads(args.n, args.patients, offset=args.n))
+            print(f"  raw again (noise check):        {results['raw_after']:8.0f} msg/s")
+        finally:
+            broker.terminate()
+            if vm is not None:
+                vm[0].terminate()
+    print(json.dumps({k: round(v, 1) for k, v in results.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

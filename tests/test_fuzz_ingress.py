@@ -1,0 +1,267 @@
+"""Fuzzing the ways in: every GATT decoder, the GATT door and the JSON ingress (hypothesis).
+
+Properties:
+- no crash: a decoder returns a value or raises its own GattDecodeError (with a
+  message); `decode_message` never raises, it returns Accepted or Rejected;
+- every rejection carries a reason (a short key) and a detail a technician can read;
+- plausibility (the next stage) never raises on what decoding accepted;
+- good readings interleaved with bad payloads are all accepted, stored and
+  acknowledged, and every bad one is acknowledged too (nothing hangs at the broker).
+
+CI runs a small sample (VITALGATE_FUZZ_EXAMPLES, 2,000 payloads in total by
+default, a few seconds). The documented long run:
+
+    VITALGATE_FUZZ_EXAMPLES=100000 python -m pytest -q tests/test_fuzz_ingress.py -p no:cacheprovider -s
+
+prints how many payloads each property saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import time
+from collections import Counter
+from datetime import datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway import gatt_codecs as gc
+from gateway.ingress import DeviceBinding, DeviceRegistry, decode_gatt, decode_message
+from stream import plausibility
+from stream.models import CHINA_TZ, Accepted, DeviceKind, Rejected
+from stream.thresholds import Plausibility
+
+TOTAL = int(os.environ.get("VITALGATE_FUZZ_EXAMPLES", "2000"))
+SHARE = {"decoders": 0.30, "gatt_door": 0.15, "json_structured": 0.30, "json_bytes": 0.15, "interleaved": 0.10}
+SEEN: Counter[str] = Counter()
+
+CLINIC = "c1"
+NOW = datetime(2025, 6, 1, 9, 0, tzinfo=CHINA_TZ)
+REGISTRY = DeviceRegistry([
+    DeviceBinding("bp-1", "p-1", DeviceKind.BLOOD_PRESSURE),
+    DeviceBinding("glu-1", "p-1", DeviceKind.GLUCOSE),
+    DeviceBinding("ecg-1", "p-2", DeviceKind.ECG),
+    DeviceBinding("spo2-1", "p-2", DeviceKind.SPO2),
+])
+DEVICES = ["bp-1", "glu-1", "ecg-1", "spo2-1"]
+
+DECODERS = [
+    gc.decode_bp_measurement, gc.decode_glucose_measurement, gc.decode_glucose_context, gc.decode_heart_rate,
+    gc.decode_battery_level, gc.decode_current_time, gc.decode_date_time, gc.decode_racp_response,
+    gc.decode_polar_pmd_response, gc.decode_polar_pmd_ecg, gc.decode_vendor_ecg_frame,
+]
+
+
+def _settings(name: str):  # type: ignore[no-untyped-def]
+    return settings(max_examples=max(20, int(TOTAL * SHARE[name])), deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                           HealthCheck.filter_too_much])
+
+
+def _check_rejection(r: Rejected) -> None:
+    assert r.reason and r.reason.replace("_", "").isalnum(), r
+    assert r.detail and len(r.detail) >= 5, r
+
+
+def _check_result(result: Accepted | Rejected) -> None:
+    assert isinstance(result, (Accepted, Rejected)), result
+    if isinstance(result, Rejected):
+        _check_rejection(result)
+        return
+    bad = plausibility.check(result, Plausibility(), NOW)  # the next stage must not crash either
+    if bad is not None:
+        _check_rejection(bad)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_counts():  # type: ignore[no-untyped-def]
+    t0 = time.perf_counter()
+    yield
+    total = sum(SEEN.values())
+    print(f"\nfuzz: {total} payloads in {time.perf_counter() - t0:.1f} s: {dict(SEEN)}")
+
+
+# ---------------------------------------------------------------- GATT byte decoders
+
+# Flags bytes that switch the optional fields on, so short random tails reach the deep paths.
+_flagged = st.tuples(st.integers(0, 255), st.binary(max_size=40)).map(lambda t: bytes([t[0]]) + t[1])
+
+
+@_settings("decoders")
+@given(decoder=st.sampled_from(DECODERS), data=st.one_of(st.binary(max_size=80), _flagged))
+def test_gatt_decoders_return_or_raise_their_own_error(decoder, data):
+    SEEN["decoders"] += 1
+    try:
+        decoder(data)
+    except gc.GattDecodeError as exc:
+        assert str(exc), "a decode error must say what is wrong"
+
+
+@_settings("decoders")
+@given(raw16=st.integers(0, 0xFFFF), raw32=st.integers(0, 0xFFFFFFFF))
+def test_ieee11073_numbers_never_crash(raw16, raw32):
+    SEEN["decoders"] += 1
+    for v in (gc.decode_sfloat(raw16), gc.decode_float(raw32)):
+        assert isinstance(v, (int, float)) or v is not None
+
+
+@_settings("gatt_door")
+@given(uuid=st.sampled_from(["2a35", "2a18", "2a37", "2a19", "2a36", "2a34", "ffff", "zz"]),
+       data=st.one_of(st.binary(max_size=64), _flagged), device=st.sampled_from(DEVICES + ["nobody"]))
+def test_gatt_door_accepts_or_rejects_with_a_reason(uuid, data, device):
+    SEEN["gatt_door"] += 1
+    r = decode_gatt(uuid, data, device, NOW)
+    if isinstance(r, Rejected):
+        _check_rejection(r)
+    _check_result(decode_message(f"vg/{CLINIC}/device/{device}/gatt/{uuid}", data, CLINIC, REGISTRY, NOW))
+
+
+# ---------------------------------------------------------------- JSON ingress
+
+_json_scalar = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
+                         st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=30))
+_json_any = st.recursive(_json_scalar, lambda inner: st.one_of(
+    st.lists(inner, max_size=6), st.dictionaries(st.text(max_size=12), inner, max_size=6)), max_leaves=20)
+
+_ts = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2040, 1, 1)).map(
+    lambda d: d.replace(tzinfo=CHINA_TZ).isoformat())
+
+
+def _good_reading(kind: str, seq: int, ts: str) -> dict:
+    if kind == "blood_pressure":
+        return {"kind": kind, "ts": ts, "seq": seq, "systolic": 128, "diastolic": 82, "pulse": 70, "unit": "mmHg",
+                "status": {"body_movement": False, "irregular_pulse": False, "cuff_loose": False}}
+    if kind == "glucose":
+        return {"kind": kind, "ts": ts, "seq": seq, "mmol_l": 5.6, "meal": "fasting"}
+    if kind == "spo2":
+        return {"kind": kind, "ts": ts, "seq": seq, "spo2": 97, "pulse": 66}
+    return {"kind": "ecg", "ts": ts, "seq": seq, "fs": 250, "samples_uv": [0.0] * 250, "lead_off": False}
+
+
+_KIND_OF = {"bp-1": "blood_pressure", "glu-1": "glucose", "spo2-1": "spo2", "ecg-1": "ecg"}
+
+
+@st.composite
+def _mutated_reading(draw):  # type: ignore[no-untyped-def]
+    """A well-formed reading with some fields deleted, replaced by any JSON, or added."""
+    kind = draw(st.sampled_from(["blood_pressure", "glucose", "spo2", "ecg", "heart_rate", "battery", "nonsense"]))
+    body = _good_reading(kind if kind in _KIND_OF.values() else "blood_pressure", draw(st.integers(0, 2**33)),
+                         draw(_ts))
+    body["kind"] = kind
+    for _ in range(draw(st.integers(0, 4))):
+        op = draw(st.sampled_from(["del", "set", "add", "num"]))
+        keys = list(body)
+        if op == "del" and keys:
+            body.pop(draw(st.sampled_from(keys)))
+        elif op == "set" and keys:
+            body[draw(st.sampled_from(keys))] = draw(_json_any)
+        elif op == "num" and keys:
+            body[draw(st.sampled_from(keys))] = draw(st.one_of(
+                st.floats(allow_nan=False, allow_infinity=False), st.integers(-(10**30), 10**30)))
+        else:
+            body[draw(st.text(max_size=10))] = draw(_json_any)
+    return body
+
+
+def _dumps(body: object) -> bytes:
+    # allow_nan: a device may well send NaN/Infinity literals; they must be refused, not crash.
+    return json.dumps(body, allow_nan=True).encode()
+
+
+@_settings("json_structured")
+@given(body=st.one_of(_mutated_reading(), _json_any), device=st.sampled_from(DEVICES + ["nobody", "bp-1/x"]))
+def test_json_ingress_accepts_or_rejects_with_a_reason(body, device):
+    SEEN["json_structured"] += 1
+    _check_result(decode_message(f"vg/{CLINIC}/device/{device}/reading", _dumps(body), CLINIC, REGISTRY, NOW))
+
+
+@_settings("json_bytes")
+@given(payload=st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode)),
+       topic=st.one_of(st.sampled_from([f"vg/{CLINIC}/device/{d}/reading" for d in DEVICES]),
+                       st.text(max_size=60)))
+def test_arbitrary_bytes_and_topics_never_crash(payload, topic):
+    SEEN["json_bytes"] += 1
+    _check_result(decode_message(topic, payload, CLINIC, REGISTRY, NOW))
+
+
+def test_payload_limit_is_a_reason_not_a_crash():
+    r = decode_message(f"vg/{CLINIC}/device/bp-1/reading", b"[" * (300 * 1024), CLINIC, REGISTRY, NOW)
+    assert isinstance(r, Rejected) and r.reason == "too_large"
+    deep = b"[" * 100_000 + b"]" * 100_000  # nesting that blows a naive recursive parser
+    r = decode_message(f"vg/{CLINIC}/device/bp-1/reading", deep, CLINIC, REGISTRY, NOW)
+    assert isinstance(r, Rejected)
+
+
+# ---------------------------------------------------------------- good readings around bad ones, end to end
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):  # type: ignore[no-untyped-def]
+    from gateway.app import Gateway
+    from gateway.config import GatewayConfig
+
+    storage = tmp_path_factory.mktemp("fuzz-gw")
+    cfg = GatewayConfig.model_validate({
+        "clinic": CLINIC, "storage": {"path": str(storage)},
+        "patients": [{"id": "p-1", "devices": [{"id": "bp-1", "kind": "blood_pressure"},
+                                               {"id": "glu-1", "kind": "glucose"}]},
+                     {"id": "p-2", "devices": [{"id": "spo2-1", "kind": "spo2"}]}],
+    })
+    loop = asyncio.new_event_loop()
+    gw = loop.run_until_complete(_make(Gateway, cfg))
+    yield gw, loop
+    loop.run_until_complete(gw.core.drain())
+    gw.store.close()
+    gw.alerts.close()
+    loop.close()
+
+
+async def _make(cls, cfg):  # type: ignore[no-untyped-def]
+    return cls(cfg)
+
+
+_SEQ = iter(range(10**9))
+_bad_payload = st.one_of(
+    st.binary(max_size=60), _mutated_reading().map(_dumps), _json_any.map(_dumps),
+    st.just(b'{"kind": "blood_pressure", "ts": "2025-06-01T09:00:00+08:00", "systolic": 400, "diastolic": 80}'),
+)
+
+
+@_settings("interleaved")
+@given(plan=st.lists(st.one_of(st.tuples(st.just("good"), st.sampled_from(["bp-1", "glu-1", "spo2-1"]), st.none()),
+                               st.tuples(st.just("bad"), st.sampled_from(["bp-1", "glu-1", "spo2-1", "nobody"]),
+                                         _bad_payload)),
+                     min_size=1, max_size=20))
+def test_good_readings_around_bad_ones_are_all_accepted_and_everything_is_acknowledged(gateway, plan):
+    gw, loop = gateway
+    acks: Counter[int] = Counter()
+    good_keys: list[tuple[str, int]] = []
+
+    async def feed() -> None:
+        for i, (what, device, bad) in enumerate(plan):
+            SEEN["interleaved"] += 1
+            if what == "good":
+                seq = next(_SEQ)
+                ts = (datetime.now(CHINA_TZ) - timedelta(minutes=10)).isoformat()
+                payload = _dumps(_good_reading(_KIND_OF[device], seq, ts))
+                good_keys.append((device, seq))
+            else:
+                payload = bad
+            await gw.on_message(f"vg/{CLINIC}/device/{device}/reading", payload, lambda i=i: acks.update([i]))
+        # Let the patient workers and the end-of-tick commit run (bounded: a hang is a failure).
+        loop_ = asyncio.get_running_loop()
+        deadline = loop_.time() + 10
+        while loop_.time() < deadline and not (len(acks) == len(plan) and gw.core.queue_depth() == 0):
+            await asyncio.sleep(0.001)
+
+    loop.run_until_complete(feed())
+    stored = {(r["device_id"], r["seq"]) for r in gw.store.readings()}
+    assert set(good_keys) <= stored, f"a good reading next to bad ones was lost: {set(good_keys) - stored}"
+    assert sorted(acks) == list(range(len(plan))) and set(acks.values()) == {1}, \
+        f"every message is acknowledged exactly once: {dict(acks)} of {len(plan)}"
+    assert all(not math.isnan(v) for v in gw.counters.rejected.values())
