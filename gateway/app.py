@@ -17,10 +17,13 @@ import aiomqtt
 
 from dispatch.alert_store import AlertStore
 from dispatch.dispatcher import Dispatcher
-from dispatch.routing import RoutingTable
+from dispatch.control import CONTROL_TOPICS, handle_control
+from dispatch.http_api import ApiServer, create_app
 from gateway.config import GatewayConfig
 from gateway.ingress import DeviceBinding, DeviceRegistry, decode_message
-from gateway.mqtt_link import MqttLink, NotConnected
+from gateway.mqtt_link import Ack, MqttLink, NotConnected
+from gateway.rhythm_log import RhythmLog
+from gateway.store_and_forward import StoreAndForward, no_ack
 from stream.core import Counters, StreamCore
 from stream.device_watch import DEFAULT_OFFLINE_AFTER, DeviceWatch, WatchedDevice
 from stream.ecg_frames import EcgFrameTracker
@@ -57,11 +60,14 @@ class Gateway:
         self.counters = Counters()
         self.store = ReadingStore(storage)
         self.alerts = AlertStore(storage)
-        self.dispatcher = Dispatcher(
-            self.clinic, self.alerts, RoutingTable(dict(config.routes)), config.escalation, clock=clock
-        )
+        self.dispatcher = Dispatcher.from_config(config, self.alerts, clock=clock)
+        # The HTTP API app; other parts (the village doctor's page) add routes to it before run().
+        self.http_app = create_app(self.dispatcher, config.http.token) if config.http else None
+        self.rhythm_log = RhythmLog(storage)  # per-minute ecg_summary: the page's heart rhythm, reports' AF burden
+        # Readings are stored and staged for the uplink / TSDB together; acks follow the commits.
+        self.forwarding = StoreAndForward.from_config(config, self.store, self.dispatcher.handle, clock)
         self.core = StreamCore(
-            store=self.store,
+            store=self.forwarding,  # type: ignore[arg-type]
             thresholds={p.id: config.thresholds_for(p) for p in config.patients if p.thresholds},
             default_thresholds=config.thresholds,
             publish_reading=self._publish_reading,
@@ -74,36 +80,55 @@ class Gateway:
         b = config.broker
         self.link = MqttLink(
             b.host, b.port, client_id=f"vitalgate-{self.clinic}",
-            subscriptions=[f"{self.prefix}/device/+/reading", f"{self.prefix}/device/+/gatt/+", f"{self.prefix}/ack"],
+            subscriptions=[f"{self.prefix}/device/+/reading", f"{self.prefix}/device/+/gatt/+", f"{self.prefix}/ack",
+                           *[f"{self.prefix}/{t}" for t in CONTROL_TOPICS]],
             on_message=self.on_message, on_connect=self._on_connect,
             will=aiomqtt.Will(f"{self.prefix}/status", self._status_json(online=False), qos=1, retain=True),
             username=b.username, password=b.password, tls=b.tls, ca_file=b.ca_file, keepalive=b.keepalive,
+            manual_ack=True,  # a reading is acknowledged only once stored (gateway/store_and_forward.py)
         )
         self.started_at = clock()
         self.watch = DeviceWatch(
-            [WatchedDevice(d.id, p.id, d.kind, d.expected_interval or DEFAULT_OFFLINE_AFTER[d.kind], d.schedule)
+            # BLE devices: device_offline is BleIngress's (it also sees adverts and connects), missed_readings ours.
+            [WatchedDevice(d.id, p.id, d.kind,
+                           None if d.ble else d.expected_interval or DEFAULT_OFFLINE_AFTER[d.kind], d.schedule,
+                           config.thresholds_for(p).missed_readings_overdue)
              for p in config.patients for d in p.devices],
             started_at=self.started_at,
         )
         self.stop_event = asyncio.Event()
         self.ready = asyncio.Event()
         self.republish_failures = 0
+        if self.http_app is not None:  # the village doctor's console on the same port (gateway/web)
+            from gateway.web import mount_console
+
+            mount_console(self)
 
     # ------------------------------------------------------------ inbound
 
-    async def on_message(self, topic: str, payload: bytes) -> None:
+    async def on_message(self, topic: str, payload: bytes, ack: Ack = no_ack) -> None:
         try:
             if topic == f"{self.prefix}/ack":
                 await self._on_ack(payload)
+                ack()
+                return
+            if topic.startswith(f"{self.prefix}/") and topic[len(self.prefix) + 1:] in CONTROL_TOPICS:
+                kind = topic[len(self.prefix) + 1:]
+                refused = await handle_control(self.dispatcher, kind, payload)
+                if refused:
+                    self.counters.reject(Rejected(reason=f"bad_{kind}", detail=refused, topic=topic))
+                ack()
                 return
             result = decode_message(topic, payload, self.clinic, self.registry, self.clock())
             if isinstance(result, Rejected):
                 self.counters.reject(result)
+                ack()
                 return
-            await self.core.submit(result)
+            await self.core.submit(result, on_stored=self.forwarding.ack_after(result, ack))
         except Exception:  # nothing a device sends may take the gateway down
             log.exception("unexpected error handling a message", extra={"topic": topic})
             self.counters.rejected["internal_error"] += 1
+            ack()
 
     async def _on_ack(self, payload: bytes) -> None:
         try:
@@ -118,6 +143,9 @@ class Gateway:
     # ------------------------------------------------------------ outbound
 
     async def _publish_reading(self, acc: Accepted) -> None:
+        if acc.reading.kind == "ecg_summary":
+            self.forwarding.forward(acc)  # derived, not stored: only forwarded (uplink, TSDB)
+            self.rhythm_log.add(acc)
         try:
             await self.link.publish(f"{self.prefix}/patient/{acc.patient_id}/reading",
                                     json.dumps(acc.to_public(), ensure_ascii=False), qos=1)
@@ -127,6 +155,7 @@ class Gateway:
             log.warning("could not republish reading: %s", exc, extra={"patient_id": acc.patient_id})
 
     async def _send_alert(self, tier: Tier, payload: str) -> None:
+        self.forwarding.on_alert(f"{self.prefix}/alert/{tier.value}", payload)  # county first: durable outbox
         await self.link.publish(f"{self.prefix}/alert/{tier.value}", payload, qos=1)
 
     async def _on_connect(self) -> None:
@@ -159,6 +188,9 @@ class Gateway:
             "queue_depth": self.core.queue_depth(),
             "active_alerts": {t.value: sum(1 for s in active if s.alert.tier is t) for t in Tier},
             "last_rejections": self.counters.last_rejections,
+            "dispatch": self.dispatcher.status() if online else {},
+            **({"ble": self.ble.status()} if online and getattr(self, "ble", None) else {}),
+            **self.forwarding.status(),  # storage, uplink, tsdb
         }
 
     def _status_json(self, online: bool) -> str:
@@ -168,6 +200,7 @@ class Gateway:
 
     async def publish_status(self, online: bool = True) -> None:
         payload = json.dumps(self.status(online), ensure_ascii=False)
+        self.forwarding.on_status(payload)
         try:
             await self.link.publish(f"{self.prefix}/status", payload, qos=1, retain=True)
         except (NotConnected, aiomqtt.MqttError) as exc:
@@ -206,18 +239,42 @@ class Gateway:
         link_task = asyncio.create_task(self.link.run(disconnect), name="mqtt")
         disp_task = asyncio.create_task(self.dispatcher.run(dispatcher_stop), name="dispatcher")
         status_task = asyncio.create_task(self._status_loop(self.stop_event), name="status")
+        forwarding_stop = asyncio.Event()
+        forwarding_task = asyncio.create_task(self.forwarding.run(forwarding_stop), name="forwarding")
+        http_stop = asyncio.Event()
+        http_task = None
+        if self.http_app is not None and self.config.http is not None:
+            server = ApiServer(self.http_app, self.config.http.bind, self.config.http.port)
+            http_task = asyncio.create_task(server.run(http_stop), name="http")
+        self.ble = None  # the gateway connects to `ble:` devices itself (gateway/ble, docs/ble.md)
+        if any(d.ble for p in self.config.patients for d in p.devices):
+            from gateway.ble.ingress import BleIngress
+
+            self.ble = BleIngress.for_gateway(self)
+        ble_task = asyncio.create_task(self.ble.run(), name="ble") if self.ble else None
         await self.stop_event.wait()
         log.info("stopping: handling what has arrived, flushing alerts")
+        if self.ble is not None and ble_task is not None:
+            await self.ble.close()  # disconnect politely; what the devices sent is submitted
+            await ble_task
         await self.link.quiesce()
         await self.core.drain()
+        http_stop.set()
+        if http_task is not None:
+            await http_task
         dispatcher_stop.set()
         await disp_task
         await status_task
         await self.publish_status(online=False)
+        await self.forwarding.finish()  # commit staged rows; the uplink gets a bounded time to send
+        forwarding_stop.set()
+        await forwarding_task
         disconnect.set()
         await link_task
+        self.forwarding.close()
         self.store.close()
         self.alerts.close()
+        self.rhythm_log.close()
         log.info("stopped cleanly", extra={"accepted": sum(self.counters.accepted.values()),
                                            "rejected": sum(self.counters.rejected.values())})
         return 0

@@ -1,4 +1,4 @@
-"""The `vitalgate` command line (CONTRACT.md): demo, run, check-config, simulate, ecg-eval."""
+"""The `vitalgate` command line (CONTRACT.md): demo, run, check-config, simulate, ecg-eval; routes test, alerts report."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
     logs.setup("WARNING")
-    return asyncio.run(run_demo(args.duration, args.patients, args.seed))
+    return asyncio.run(run_demo(args.duration, args.patients, args.seed, ble=args.ble))
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
     d.add_argument("--patients", type=int, default=8)
     d.add_argument("--seed", type=int, default=1)
+    d.add_argument("--ble", action="store_true", help="also BLE patients, through bleak and a mock BlueZ (docs/ble.md)")
     d.set_defaults(fn=_cmd_demo)
     r = sub.add_parser("run", help="run the gateway as configured")
     r.add_argument("--config", required=True)
@@ -85,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--expect", action="store_true", help="check the scenario's expected alerts; exit 1 on a difference")
     s.set_defaults(fn=_cmd_simulate)
     sub.add_parser("ecg-eval", help="score the streaming ECG analyser on WFDB records (see CONTRACT.md)")
+    from dispatch.cli import add_dispatch_commands
+
+    add_dispatch_commands(sub)  # routes test, alerts report
+    from gateway.report_commands import add_record_commands
+
+    add_record_commands(sub)  # report, export fhir
     args = ap.parse_args(argv)
     return int(args.fn(args))
 

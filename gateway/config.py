@@ -15,8 +15,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dispatch.channels import ChannelConfig, check_channel_references
+from dispatch.control import HttpConfig
 from dispatch.escalation import EscalationSettings
-from dispatch.routing import Route
+from dispatch.routing import Route, RoutingTree
+from dispatch.suppression import InhibitRule, SilenceSpec
+from gateway.ble import PROFILE_DEVICE_KINDS
 from stream.models import Condition, DeviceKind, Duration, parse_duration
 from stream.thresholds import Thresholds
 
@@ -73,6 +77,21 @@ class DeviceConfig(_Strict):
     schedule: Duration | None = Field(None, description="expected time between readings (e.g. 24h for a daily "
                                       "cuff); more than 24 h overdue raises missed_readings")
 
+    @model_validator(mode="after")
+    def _ble_profile_fits_kind(self) -> "DeviceConfig":
+        if self.ble is not None and self.kind not in PROFILE_DEVICE_KINDS[self.ble.profile]:
+            fits = " or ".join(sorted(k.value for k in PROFILE_DEVICE_KINDS[self.ble.profile]))
+            raise ValueError(f"BLE profile {self.ble.profile!r} does not fit a {self.kind.value} device "
+                             f"(use kind: {fits})")
+        return self
+
+
+class BleSettings(_Strict):
+    """The gateway's own Bluetooth adapter, for devices with `ble:` (docs/ble.md)."""
+
+    adapter: str | None = Field(None, pattern=r"^hci[0-9]{1,2}$", description="default: the first powered adapter")
+    max_connections: int = Field(5, ge=1, le=20, description="simultaneous BLE links; most controllers manage 5-7")
+
 
 class PatientConfig(_Strict):
     id: str = Field(pattern=_ID)
@@ -94,6 +113,20 @@ class PatientConfig(_Strict):
 
 class UplinkConfig(BrokerConfig):
     host: str  # type: ignore[assignment]
+    max_outbox: int = Field(100_000, ge=100, le=10_000_000,
+                            description="telemetry kept while the county is unreachable; when full the oldest is dropped, never alerts")
+
+
+class InfluxConfig(_Strict):
+    """An InfluxDB 2.x write API (or VictoriaMetrics): accepted readings as time series (stream/influx_sink.py)."""
+
+    url: str
+    token: str = ""
+    org: str = "vitalgate"
+    bucket: str = "vitalgate"
+    batch_size: int = Field(5000, ge=1, le=100_000)
+    flush_interval: Duration = parse_duration("1s")
+    max_outbox: int = Field(1_000_000, ge=1000, le=100_000_000, description="lines kept while the TSDB is unreachable")
 
 
 class StatusConfig(_Strict):
@@ -111,10 +144,18 @@ class GatewayConfig(_Strict):
     patients: list[PatientConfig] = Field(default_factory=list)
     escalation: EscalationSettings = EscalationSettings()
     uplink: UplinkConfig | None = None
+    influxdb: InfluxConfig | None = None
     thresholds: Thresholds = Thresholds()
     routes: dict[Condition, Route] = Field(default_factory=dict, description="override the default tier table")
+    # Dispatcher (dispatch/): routing tree, holds, channels, HTTP API; see config/example.yaml.
+    routing: RoutingTree = RoutingTree()
+    inhibit_rules: list[InhibitRule] | None = Field(None, description="omit for the defaults; [] for none")
+    silences: list[SilenceSpec] = Field(default_factory=list)
+    channels: list[ChannelConfig] = Field(default_factory=list)
+    http: HttpConfig | None = None
     status: StatusConfig = StatusConfig()
     stream: StreamConfig = StreamConfig()
+    ble: BleSettings = BleSettings()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "GatewayConfig":
@@ -133,7 +174,7 @@ def cross_check(data: dict[str, Any], clinic_thresholds: Thresholds | None) -> l
 
     Returns (location, message) pairs so the loader can point at the right line.
     """
-    out: list[tuple[tuple, str]] = []
+    out: list[tuple[tuple, str]] = check_channel_references(data) if isinstance(data, dict) else []
     patients = data.get("patients") if isinstance(data, dict) else None
     if not isinstance(patients, list):
         return out

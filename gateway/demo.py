@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
+import secrets
 import socket
 import tempfile
 import time
@@ -41,6 +43,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _console_port(preferred: int = 8080) -> int:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+        except OSError:
+            return free_port()
+    return preferred
+
+
 async def start_embedded_broker(port: int):  # type: ignore[no-untyped-def]
     from amqtt.broker import Broker
 
@@ -56,7 +67,7 @@ async def start_embedded_broker(port: int):  # type: ignore[no-untyped-def]
     return broker
 
 
-def demo_config(port: int, patients: int, storage: Path) -> GatewayConfig:
+def demo_config(port: int, patients: int, storage: Path, http: dict | None = None) -> GatewayConfig:
     pts = []
     for i in range(1, patients + 1):
         devs = [{"id": f"bp-{i:04d}", "kind": "blood_pressure"}, {"id": f"glu-{i:04d}", "kind": "glucose"}]
@@ -66,7 +77,7 @@ def demo_config(port: int, patients: int, storage: Path) -> GatewayConfig:
     return GatewayConfig.model_validate({
         "clinic": "demo-clinic", "broker": {"host": "127.0.0.1", "port": port},
         "storage": {"path": str(storage)}, "patients": pts, "escalation": DEMO_ESCALATION,
-        "status": {"interval": "5s"},
+        "status": {"interval": "5s"}, **({"http": http} if http else {}),
     })
 
 
@@ -79,6 +90,8 @@ def demo_scenario(config: GatewayConfig, duration_s: float, seed: int) -> Scenar
     for n, p in enumerate(config.patients):
         role = n % 4
         for d in p.devices:
+            if d.ble is not None:
+                continue  # a BLE device (`demo --ble`): played by simulators/ble, not over MQTT
             devices[d.id] = {"kind": d.kind.value, "gatt": d.kind.value == "glucose" and n % 2 == 1}
             if d.kind.value == "blood_pressure":
                 base_s, base_d = rng.randint(118, 138), rng.randint(72, 86)
@@ -110,17 +123,29 @@ def demo_scenario(config: GatewayConfig, duration_s: float, seed: int) -> Scenar
     return Scenario.model_validate({"name": "demo", "time_scale": TIME_SCALE, "devices": devices, "timeline": timeline})
 
 
-async def run_demo(duration: float, patients: int, seed: int) -> int:
+async def run_demo(duration: float, patients: int, seed: int, ble: bool = False) -> int:
     port = free_port()
     t_start = time.monotonic()
     broker = await start_embedded_broker(port)
+    fleet = None
     with tempfile.TemporaryDirectory(prefix="vitalgate-demo-") as tmp:
-        config = demo_config(port, patients, Path(tmp))
+        # The village doctor's console (gateway/web) on 8080 if free; a fresh password each run.
+        http = {"bind": "127.0.0.1", "port": _console_port(), "token": secrets.token_urlsafe(12)}
+        config = demo_config(port, patients, Path(tmp), http=http)
+        if ble:  # BLE patients: bleak's BlueZ backend against the mock BlueZ (simulators/ble)
+            from simulators.ble.fleet import demo_patients, start_demo_fleet
+
+            fleet = await start_demo_fleet()
+            os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = fleet.address
+            config = GatewayConfig.model_validate({**config.model_dump(mode="json", exclude_none=True),
+                                                   "patients": [*config.model_dump(mode="json", exclude_none=True)["patients"],
+                                                                *demo_patients()]})
         gateway = Gateway(config)
         gw_task = asyncio.create_task(gateway.run(install_signals=False))
         await asyncio.wait_for(gateway.ready.wait(), 10)
         print(f"vitalgate demo: embedded broker on 127.0.0.1:{port}, clinic demo-clinic, {patients} patients, "
               f"{duration:.0f} s (device clocks x{TIME_SCALE:g})")
+        print(f"doctor's console 村医工作台: http://127.0.0.1:{http['port']}/  password 密码: {http['token']}")
         print(f"{'time':>6}  {'tier':<15} {'patient':<8} {'condition':<22} state")
         seen: list[dict] = []
         stop = asyncio.Event()
@@ -138,6 +163,8 @@ async def run_demo(duration: float, patients: int, seed: int) -> int:
         status = gateway.status()
         gateway.request_stop()
         await gw_task
+        if fleet is not None:
+            await fleet.stop()
         elapsed = time.monotonic() - t_start
     try:
         await broker.shutdown()
@@ -164,7 +191,7 @@ async def _print_alerts(port: int, seen: list[dict], stop: asyncio.Event, t0: fl
             print(f"{time.monotonic() - t0:6.1f}  {TIER_LABEL.get(topic_tier, topic_tier):<15} {a['patient_id']:<8} "
                   f"{a['condition']:<22} {a['state']}{esc}", flush=True)
             # The village doctor acknowledges what reaches the village tier.
-            if topic_tier == "village" and a["state"] == "firing" and a["alert_id"] not in acked:
+            if a["tier"] == "village" and a["state"] == "firing" and a["alert_id"] not in acked:
                 acked.add(a["alert_id"])
                 await client.publish("vg/demo-clinic/ack", json.dumps({"alert_id": a["alert_id"], "by": "village-doctor"}), qos=1)
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything the test suite needs on a fresh Debian machine and runs it.
 # System packages: mosquitto (MQTT broker), dbus (private bus for the BLE tests),
-# victoria-metrics (InfluxDB line-protocol target). Python deps go into ./.venv.
+# victoria-metrics (InfluxDB line-protocol target), chromium + chromium-driver + fonts-wqy-microhei
+# (the console's browser tests). Python deps go into ./.venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,11 @@ need=()
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
 command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus)
 command -v victoria-metrics >/dev/null 2>&1 || need+=(victoria-metrics)
+# The doctor's console browser tests: Debian's Chromium (Playwright drives it; it never downloads one),
+# and a CJK font so pages, screenshots and report plots show Chinese instead of boxes.
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+[ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   echo "installing system packages: ${need[*]}"
