@@ -7,7 +7,7 @@ before it is attempted and keeps its idempotency key across retries and
 restarts (the `Idempotency-Key` header), so a receiver can drop the copies an
 at-least-once retry produces. Retries back off exponentially and never give
 up; after `alert_after_failures` failed attempts in a row the channel itself
-raises a technical alert (`channel_failed`) on MQTT, resolved by the next
+raises a technical alert (`device_offline` with `evidence.channel`) on MQTT, resolved by the next
 successful delivery.
 """
 
@@ -34,7 +34,9 @@ REQUEST_TIMEOUT = parse_duration("10s")
 ALERT_AFTER_FAILURES = 3
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 # Technical alerts about channels use this condition name on the MQTT alert topics.
-CHANNEL_FAILED = "channel_failed"
+# A failing channel is a device of the box that went away: it uses the contract's technical
+# condition `device_offline` (evidence.channel names it), so consumers see no new condition name.
+CHANNEL_FAILED = "device_offline"
 
 
 class Backoff(BaseModel):

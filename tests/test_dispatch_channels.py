@@ -49,7 +49,7 @@ channels:
         w.wait_for(lambda t_, b: t_.endswith("/alert/township") and b.get("condition") == cond, timeout=10)
 
     # The webhook answers 503 three times: after two failures the channel raises a technical alert.
-    _, tech = w.wait_for(lambda t_, b: b.get("condition") == "channel_failed" and b["state"] == "firing", timeout=15)
+    _, tech = w.wait_for(lambda t_, b: b.get("condition") == "device_offline" and b["state"] == "firing", timeout=15)
     assert tech["evidence"]["channel"] == "bridge" and "503" in tech["evidence"]["last_error"]
     ok = receiver.wait_for(lambda r: r["status"] == 200, timeout=15)
     _, resolved = w.wait_for(lambda t_, b: b.get("alert_id") == tech["alert_id"] and b["state"] == "resolved")
@@ -74,4 +74,4 @@ channels:
     assert st["channels"]["bridge"]["state"] == "ok" and st["counters"]["channel_failures"] == 3
     assert gw.stop() == 0
     assert "notify [vitalgate c1] p-0001 township:" in gw.output()  # the console channel
-    assert resolved["condition"] == "channel_failed"
+    assert resolved["condition"] == "device_offline"

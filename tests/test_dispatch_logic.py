@@ -375,7 +375,7 @@ async def test_failing_channel_retries_with_backoff_same_key_and_raises_a_techni
     await d.deliver_pending()
     [(tier, tech)] = m.sent
     m.take()
-    assert (tier, tech["condition"], tech["state"], tech["patient_id"]) == ("village", "channel_failed", "firing", None)
+    assert (tier, tech["condition"], tech["state"], tech["patient_id"]) == ("village", "device_offline", "firing", None)
     assert tech["evidence"]["channel"] == "sms" and "503" in tech["evidence"]["last_error"]
     assert d.status()["channels"]["sms"]["state"] == "failing"
     clock.advance(seconds=20)
@@ -387,7 +387,7 @@ async def test_failing_channel_retries_with_backoff_same_key_and_raises_a_techni
     assert (receipt["attempts"], receipt["receipt"], receipt["idempotency_key"]) == (4, "HTTP 200", key)
     assert receipt["delivered_at"] is not None and body["idempotency_key"] == key
     await d.deliver_pending()
-    assert m.take() == [("village", "channel_failed", "resolved")]
+    assert m.take() == [("village", "device_offline", "resolved")]
     assert d.status()["channels"]["sms"]["state"] == "ok"
 
 
