@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -272,10 +273,14 @@ def test_sigkill_during_outbox_drain(tmp_path, local, county, gateway_process, r
 
 @pytest.fixture
 def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A 16 MiB tmpfs as storage.path, so the test can fill it (needs root, as in CI)."""
+    """A 64 MiB tmpfs as storage.path, so the test can fill it (needs root, as in CI).
+
+    Big enough that the gateway's own databases (readings, alerts, outboxes, rhythm log and
+    their WAL files) fit with room to spare before the test fills the rest.
+    """
     mnt = tmp_path / "small-disk"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], capture_output=True, text=True)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs (needs root): {r.stderr.strip()}")
     yield mnt
@@ -284,6 +289,8 @@ def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def _fill(disk: Path) -> Path:
     filler = disk / "filler.bin"
+    free = shutil.disk_usage(disk).free
+    assert free > 4 * 2**20, f"the gateway alone left only {free} bytes on the test disk; make it bigger"
     with open(filler, "wb") as f:
         try:
             while True:
