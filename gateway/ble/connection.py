@@ -235,7 +235,9 @@ class Discovery:
             try:
                 await scanner.start()
             except Exception as exc:  # adapter off, bluetoothd restarting, bus not reachable
-                log.warning("BLE discovery could not start (%s); retrying in %.1f s", exc, self._policy.scan_retry_s)
+                log.warning("BLE discovery could not start (%s); retrying in %.1f s. Check that the Bluetooth "
+                            "service runs (systemctl status bluetooth) and the adapter is on (bluetoothctl power on)",
+                            exc, self._policy.scan_retry_s)
                 await asyncio.sleep(self._policy.scan_retry_s)
                 continue
             self.scans_started += 1
