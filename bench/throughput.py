@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -41,6 +42,7 @@ import paho.mqtt.client as mqtt
 REPO = Path(__file__).resolve().parents[1]
 CLINIC = "bench"
 WINDOW = 1000  # publisher's QoS 1 messages awaiting PUBACK (mids are 16-bit, PERF.md)
+PROFILE = ""  # --profile FILE
 
 
 def free_port() -> int:
@@ -71,13 +73,20 @@ def start_mosquitto(work: Path) -> tuple[subprocess.Popen, int]:
 
 
 def payloads(n: int, patients: int, offset: int) -> list[tuple[str, bytes]]:
-    """n BP readings spread over the patients' cuffs, device times in the last hour, unique seq."""
+    """n BP readings spread over the patients' cuffs, unique seq.
+
+    Device times as a real clinic's: a patient's readings are minutes apart
+    (the BP rules look back over 7 days per patient, so thousands of readings
+    1 ms apart from one cuff would measure something no clinic sends).
+    """
     tz = timezone(timedelta(hours=8))
-    base = datetime.now(tz).replace(microsecond=0) - timedelta(minutes=50)
+    per_patient = -(-n // patients)
+    base = datetime.now(tz).replace(microsecond=0) - timedelta(minutes=10 * per_patient + 5)
     out = []
     for i in range(offset, offset + n):
         dev = f"bp-{i % patients + 1:04d}"
-        body = {"kind": "blood_pressure", "ts": (base + timedelta(milliseconds=i * 10)).isoformat(), "seq": i,
+        ts = base + timedelta(minutes=10 * ((i - offset) // patients), milliseconds=i % patients)
+        body = {"kind": "blood_pressure", "ts": ts.isoformat(), "seq": i,
                 "systolic": 110 + i % 25, "diastolic": 70 + i % 10, "pulse": 60 + i % 30, "unit": "mmHg",
                 "status": {"body_movement": False, "irregular_pulse": False, "cuff_loose": False}}
         out.append((f"vg/{CLINIC}/device/{dev}/reading", json.dumps(body).encode()))
@@ -177,8 +186,10 @@ def gateway_run(work: Path, port: int, msgs: list[tuple[str, bytes]], patients: 
                 vm_url: str | None = None) -> dict:
     cfg = gateway_config(work, port, patients, vm_url)
     log = open(work / "gateway.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--config", str(cfg), "--log-level", "WARNING"],
-                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    cmd = [sys.executable, "-m", "gateway.cli", "run", "--config", str(cfg), "--log-level", "WARNING"]
+    if PROFILE:  # py-spy's raw (collapsed) stacks of the gateway, for finding hot spots
+        cmd = ["py-spy", "record", "-r", "250", "-f", "raw", "-o", PROFILE, "--", *cmd]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     try:
         db = work / "var" / "readings.db"
         pub = Publisher(port)
@@ -201,7 +212,7 @@ def gateway_run(work: Path, port: int, msgs: list[tuple[str, bytes]], patients: 
         pub.close()
         return out
     finally:
-        proc.terminate()
+        proc.send_signal(signal.SIGINT if PROFILE else signal.SIGTERM)
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
@@ -231,9 +242,12 @@ def start_vm(work: Path) -> tuple[subprocess.Popen, str] | None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=30_000, help="readings per measurement")
-    ap.add_argument("--patients", type=int, default=50)
+    ap.add_argument("--patients", type=int, default=500)
     ap.add_argument("--no-tsdb", action="store_true", help="skip the VictoriaMetrics run")
+    ap.add_argument("--profile", default="", help="record the gateway with py-spy into FILE (collapsed stacks)")
     args = ap.parse_args()
+    global PROFILE
+    PROFILE = args.profile
     msgs = payloads(args.n, args.patients, offset=0)
     size = sum(len(b) for _, b in msgs) / len(msgs)
     print(f"{args.n} BP readings (~{size:.0f} B JSON), {args.patients} patients, QoS 1, Mosquitto on loopback")

@@ -7,14 +7,20 @@ application sees it (it exposes no manual acks). paho-mqtt 2.x does
 (`manual_ack=True` + `Client.ack(mid, qos)`), and its read path costs about
 half of aiomqtt's CPU per message (PERF.md).
 
-The session is persistent (fixed client id, MQTT 5 `clean_start=False` with a
-session that never expires; MQTT 3.1.1 `clean_session=False`), so while the
+The session is persistent (fixed client id, MQTT 3.1.1 `clean_session=False`;
+MQTT 5 `clean_start=False` with a session that never expires), so while the
 gateway is down the broker keeps the QoS 1 readings addressed to it, and a
 message received but not yet acknowledged is redelivered on the next
-connection. MQTT 5 is tried first because its Receive Maximum lets us take up
-to `receive_maximum` unacknowledged messages at once (Mosquitto gives a 3.1.1
-client only `max_inflight_messages`, default 20); brokers without MQTT 5 (the
-demo's amqtt) get 3.1.1.
+connection.
+
+Protocol: the clinic link speaks MQTT 3.1.1 by default. MQTT 5 would let us
+ask for a bigger window of unacknowledged messages (Receive Maximum; Mosquitto
+gives a 3.1.1 client `max_inflight_messages`, default 20), but paho builds a
+Properties object for every incoming PUBLISH and PUBACK under MQTT 5, which
+cost more throughput (bench/throughput.py: 41 % of raw against 47 %) than the
+20-message window does: acknowledgements follow each tick's commit, so the
+window keeps moving. The county uplink uses "auto" (MQTT 5 for its `msg_id`
+user property, 3.1.1 for brokers without it).
 
 Bounded everywhere: the broker sends at most `receive_maximum` unacknowledged
 QoS 1 messages; if messages still pile up ahead of the handler (QoS 0
@@ -27,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import socket
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -71,6 +78,9 @@ def _noop() -> None:
     pass
 
 
+_NO_PROPERTIES = Properties(PacketTypes.PUBLISH)  # shared and never modified
+
+
 async def await_publish(fut: asyncio.Future[None]) -> None:
     """Wait for a PUBACK future from `start_publish` (it always completes: result or NotConnected)."""
     await fut
@@ -104,7 +114,7 @@ class MqttLink:
         *,
         manual_ack: bool = False,
         persistent: bool = True,
-        protocol: str = "auto",  # "auto" (5, else 3.1.1), "5" or "3.1.1"
+        protocol: str = "3.1.1",  # "3.1.1", "5" or "auto" (5, else 3.1.1)
         receive_maximum: int = RECEIVE_MAXIMUM,
     ) -> None:
         self.host, self.port = host, port
@@ -178,20 +188,31 @@ class MqttLink:
         `user_properties` are sent as MQTT 5 user properties (a 3.1.1
         connection drops them). Raises NotConnected when not connected.
         """
+        if self._client is None or not self.connected.is_set():
+            raise NotConnected(f"not connected to the broker at {self.host}:{self.port}")
         while True:
             window = self._window
             await window.acquire()
             if window is self._window:
                 break
             window.release()  # the connection changed while we waited: queue on the new one
-        assert self._loop is not None
-        fut: asyncio.Future[None] = self._loop.create_future()
+        # From here on the slot is released exactly once: when the future completes.
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         fut.add_done_callback(lambda _f: window.release())
         client = self._client
         if client is None or not self.connected.is_set():
             fut.set_exception(NotConnected(f"not connected to the broker at {self.host}:{self.port}"))
             return fut
-        props = None
+        try:
+            return self._hand_to_paho(client, fut, topic, payload, qos, retain, user_properties)
+        except Exception as exc:  # never leak a window slot
+            if not fut.done():
+                fut.set_exception(NotConnected(f"publish to {self.host}:{self.port} failed: {exc}"))
+            return fut
+
+    def _hand_to_paho(self, client: mqtt.Client, fut: asyncio.Future[None], topic: str, payload: str | bytes,
+                      qos: int, retain: bool, user_properties: list[tuple[str, str]] | None) -> asyncio.Future[None]:
+        props = _NO_PROPERTIES if self.uses_v5 else None  # paho would build an empty one per message
         if user_properties and self.uses_v5:
             props = Properties(PacketTypes.PUBLISH)
             props.UserProperty = list(user_properties)
@@ -393,8 +414,10 @@ class MqttLink:
             if done:
                 return
             done = True
-            # Only on the connection it came in on: mids are per connection.
-            if client is self._client and self.connected.is_set():
+            # Only on the connection it came in on: mids are per connection. Not gated on
+            # `connected`: the broker resends a session's unacknowledged messages right after
+            # CONNACK, before our SUBACK, and an ack dropped then would hold a window slot forever.
+            if client is self._client:
                 client.ack(mid, qos)
                 self.acked += 1
 
@@ -456,6 +479,11 @@ class MqttLink:
     def _watch_socket(self, client: mqtt.Client, sock: Any) -> None:
         if client is not self._client or sock.fileno() < 0:
             return
+        try:
+            # PUBACKs are 4-byte packets: with Nagle they wait for the broker's delayed TCP ack (~40 ms).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):
+            pass
         self._sock = sock
         self._read_paused = False
         self._loop.add_reader(sock.fileno(), self._readable, client)  # type: ignore[union-attr]

@@ -148,6 +148,7 @@ class Uplink:
             will=_Will(f"{self.prefix}/status", json.dumps({"clinic": clinic, "online": False})),
             username=username, password=password, tls=tls, ca_file=ca_file, keepalive=keepalive,
             persistent=False,  # the outbox, not a broker session, is what survives
+            protocol="auto",  # MQTT 5 for the msg_id user property; 3.1.1 brokers still work
         )
         self._wake = asyncio.Event()
         self._status: str | None = None
@@ -234,10 +235,17 @@ class Uplink:
         if not rows:
             return 0
         futures = []
+        refused: NotConnected | None = None
         for r in rows:  # issued in order, so they are on the wire in order
-            futures.append(await self.link.start_publish(r.topic, r.payload, qos=1, retain=r.retain,
-                                                         user_properties=[("msg_id", r.msg_id)]))
-        results = await asyncio.gather(*futures, return_exceptions=True)
+            try:
+                futures.append(await self.link.start_publish(r.topic, r.payload, qos=1, retain=r.retain,
+                                                             user_properties=[("msg_id", r.msg_id)]))
+            except NotConnected as exc:
+                refused = exc
+                break
+        results: list = list(await asyncio.gather(*futures, return_exceptions=True))
+        if refused is not None:
+            results.append(refused)
         # Mark only the acknowledged prefix: anything after a failure is resent, so order holds.
         ok: list[OutboxRow] = []
         error: BaseException | None = None

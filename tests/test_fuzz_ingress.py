@@ -27,7 +27,7 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from gateway import gatt_codecs as gc
@@ -58,7 +58,10 @@ DECODERS = [
 
 
 def _settings(name: str):  # type: ignore[no-untyped-def]
-    return settings(max_examples=max(20, int(TOTAL * SHARE[name])), deadline=None, database=None,
+    phases = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target]
+    if os.environ.get("VITALGATE_FUZZ_SHRINK", "1") != "0":
+        phases.append(Phase.shrink)
+    return settings(max_examples=max(20, int(TOTAL * SHARE[name])), deadline=None, database=None, phases=phases,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.filter_too_much])
 
