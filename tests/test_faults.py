@@ -291,11 +291,10 @@ def _fill(disk: Path) -> Path:
     filler = disk / "filler.bin"
     free = shutil.disk_usage(disk).free
     assert free > 4 * 2**20, f"the gateway alone left only {free} bytes on the test disk; make it bigger"
-    with open(filler, "wb") as f:
+    with open(filler, "wb", buffering=0) as f:  # unbuffered: close() must not flush into a full disk
         try:
             while True:
                 f.write(b"\xff" * 65536)
-                f.flush()
         except OSError:
             pass
     return filler
