@@ -48,7 +48,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from simulators.simulate import simulate
 
     logs.setup("INFO")
-    return asyncio.run(simulate(args.broker, args.clinic, args.scenario, args.expect))
+    return asyncio.run(simulate(args.broker, args.clinic, args.scenario, args.expect, stack=args.stack))
 
 
 def _cmd_ecg_eval(argv: list[str]) -> int:
@@ -80,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("path")
     c.set_defaults(fn=_cmd_check_config)
     s = sub.add_parser("simulate", help="drive device simulators against a broker from a scenario file")
-    s.add_argument("--broker", required=True, help="HOST:PORT")
+    s.add_argument("--broker", default=None, help="HOST:PORT of the broker your gateway uses")
+    s.add_argument("--stack", action="store_true",
+                   help="start Mosquitto (clinic + county) and `vitalgate run` from the scenario; needed for "
+                        "infrastructure events (uplink down, broker restart, gateway kill)")
     s.add_argument("--clinic", default=None)
     s.add_argument("--scenario", required=True)
     s.add_argument("--expect", action="store_true", help="check the scenario's expected alerts; exit 1 on a difference")

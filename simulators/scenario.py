@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import zlib
 import logging
+import os
+import zlib
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiomqtt
 import yaml
@@ -35,6 +36,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from simulators.devices import BpCuff, EcgPatch, GlucoseMeter, Message, Spo2Clip, gatt_topic, reading_topic
 from stream.models import Condition, Duration, Tier, now_local, parse_duration
+
+if TYPE_CHECKING:
+    from simulators.stack import Stack
 
 log = logging.getLogger("vitalgate.simulate")
 
@@ -145,11 +149,46 @@ class ModelRun(_S):
     params: dict[str, Any] = Field(default_factory=dict, description="BpModel / GlucoseModel fields")
 
 
+class InfraEvent(_S):
+    """Something that happens to the infrastructure, not to a patient (needs `--stack`).
+
+    - `uplink: down` stops the county broker for `for` (the uplink is down; the gateway must hold
+      everything and send it, alerts first, when the county is back);
+    - `broker: restart` stops the clinic broker and starts it again after `for` (default: at once);
+    - `gateway: kill` SIGKILLs `vitalgate run` (a power cut) and starts it again after `for`;
+      `gateway: restart` does the same with SIGTERM (an orderly restart).
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    at: Duration
+    uplink: Literal["down"] | None = None
+    broker: Literal["restart"] | None = None
+    gateway: Literal["kill", "restart"] | None = None
+    for_: Duration = Field(parse_duration("0s"), alias="for")
+
+    @model_validator(mode="after")
+    def _one(self) -> "InfraEvent":
+        n = sum(x is not None for x in (self.uplink, self.broker, self.gateway))
+        if n != 1:
+            raise ValueError("each infrastructure event needs exactly one of uplink, broker, gateway")
+        if self.uplink and self.for_.total_seconds() <= 0:
+            raise ValueError("`uplink: down` needs `for:` (how long the uplink stays down, e.g. 5m)")
+        return self
+
+    def describe(self) -> str:
+        what = (f"uplink {self.uplink}" if self.uplink else f"broker {self.broker}" if self.broker
+                else f"gateway {self.gateway}")
+        return f"{what} for {self.for_}" if self.for_.total_seconds() else what
+
+
 class Expectation(_S):
     condition: Condition
     tier: Tier
     state: Literal["firing", "acknowledged", "resolved"] = "firing"
     within: Duration = parse_duration("60s")
+    where: Literal["clinic", "county"] = Field("clinic", description="which broker the alert must reach: the clinic's "
+                                            "or, through the uplink, the county's (needs --stack)")
 
 
 class Scenario(_S):
@@ -161,6 +200,11 @@ class Scenario(_S):
     models: list[ModelRun] = Field(default_factory=list)
     expect: list[Expectation] = Field(default_factory=list)
     forbid: list[Condition] = Field(default_factory=list, description="conditions that must NOT be raised")
+    infrastructure: list[InfraEvent] = Field(default_factory=list, description="uplink, broker and gateway events "
+                                             "on the same clock as the timeline (needs --stack)")
+    uplink: bool = Field(False, description="run a county broker and forward to it (implied by `uplink:` events)")
+    expect_forwarded: bool = Field(False, description="every reading stored and every alert raised must reach the "
+                                   "county broker (needs --stack)")
     seed: int = 0
     gateway: dict[str, Any] = Field(default_factory=dict, description="clinic-level config the gateway under test "
                                     "should have (e.g. thresholds); used by the test harness")
@@ -174,6 +218,17 @@ class Scenario(_S):
             if m.device not in self.devices:
                 raise ValueError(f"models[{i}] uses device {m.device!r}, which is not under devices:")
         return self
+
+    @property
+    def needs_stack(self) -> bool:
+        """True when the scenario breaks infrastructure or checks the county side."""
+        return bool(self.infrastructure or self.uplink or self.expect_forwarded
+                    or any(e.where == "county" for e in self.expect))
+
+    @property
+    def has_uplink(self) -> bool:
+        return self.uplink or self.expect_forwarded or any(e.uplink for e in self.infrastructure) \
+            or any(e.where == "county" for e in self.expect)
 
     def model_events(self) -> list[TimelineEvent]:
         """The readings each patient model produces, as ordinary timeline events."""
@@ -328,34 +383,95 @@ def apply_behaviours(sc: Scenario, clinic: str, messages: list[tuple[float, Mess
 
 
 async def play(sc: Scenario, host: str, port: int, clinic: str, progress: bool = False,
-               base_dir: Path | None = None) -> int:
-    """Publish the scenario against a broker at its time scale; returns messages sent."""
+               base_dir: Path | None = None, stack: "Stack | None" = None) -> int:
+    """Publish the scenario against a broker at its time scale; returns messages sent.
+
+    Like a device with memory, the publisher keeps a message it could not hand to the broker
+    (a broker restart) and sends it when the broker is back. With a `stack`, the scenario's
+    infrastructure events run on the same clock.
+    """
     messages = expand(sc, clinic, base_dir=base_dir)
     loop = asyncio.get_running_loop()
-    async with aiomqtt.Client(host, port, identifier=f"vitalgate-sim-{clinic}-{id(sc) % 10000}") as client:
-        t0 = loop.time()
-        for i, (at, (topic, payload)) in enumerate(messages):
-            delay = t0 + at / sc.time_scale - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await client.publish(topic, payload, qos=1)
-            if progress and (i + 1) % 200 == 0:
-                log.info("published %d/%d", i + 1, len(messages))
+    t0 = loop.time()
+    infra = asyncio.create_task(run_infrastructure(sc, stack, t0)) if sc.infrastructure else None
+    if sc.infrastructure and stack is None:
+        raise ValueError("this scenario has infrastructure events: run it with --stack")
+    i = 0
+    ident = f"vitalgate-sim-{clinic}-{os.getpid()}"
+    while i < len(messages):
+        try:
+            async with aiomqtt.Client(host, port, identifier=ident, timeout=5) as client:
+                while i < len(messages):
+                    at, (topic, payload) = messages[i]
+                    delay = t0 + at / sc.time_scale - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    await client.publish(topic, payload, qos=1)
+                    i += 1
+                    if progress and i % 200 == 0:
+                        log.info("published %d/%d", i, len(messages))
+        except aiomqtt.MqttError as exc:
+            if stack is None:
+                raise
+            log.warning("clinic broker unreachable; the devices keep their readings and retry",
+                        extra={"error": str(exc), "pending": len(messages) - i})
+            await asyncio.sleep(0.3)
+    if infra is not None:
+        await infra  # e.g. the uplink comes back after the last reading
     return len(messages)
 
 
+async def run_infrastructure(sc: Scenario, stack: "Stack | None", t0: float) -> None:
+    """Each infrastructure event at its scenario time: break something, and mend it `for` later."""
+    assert stack is not None
+    loop = asyncio.get_running_loop()
+
+    async def one(ev: InfraEvent) -> None:
+        await asyncio.sleep(max(0.0, t0 + ev.at.total_seconds() / sc.time_scale - loop.time()))
+        down_s = ev.for_.total_seconds() / sc.time_scale
+        log.info("infrastructure: %s", ev.describe(), extra={"at": str(ev.at), "down_wall_s": round(down_s, 2)})
+        if ev.uplink:
+            await asyncio.to_thread(stack.uplink_down)
+            await asyncio.sleep(down_s)
+            await asyncio.to_thread(stack.uplink_up)
+            log.info("infrastructure: uplink back")
+        elif ev.broker:
+            await asyncio.to_thread(stack.broker_down)
+            await asyncio.sleep(down_s)
+            await asyncio.to_thread(stack.broker_up)
+            log.info("infrastructure: clinic broker back")
+        else:
+            rc = await asyncio.to_thread(stack.gateway_down, ev.gateway == "kill")
+            log.info("infrastructure: gateway stopped", extra={"rc": rc})
+            await asyncio.sleep(down_s)
+            await asyncio.to_thread(stack.gateway_up)
+            await asyncio.to_thread(stack.wait_online)
+            log.info("infrastructure: gateway back online")
+
+    await asyncio.gather(*(one(ev) for ev in sc.infrastructure))
+
+
 async def watch_alerts(host: str, port: int, clinic: str, sink: list[dict], ready: asyncio.Event,
-                       stop: asyncio.Event) -> None:
-    async with aiomqtt.Client(host, port) as client:
-        await client.subscribe(f"vg/{clinic}/alert/+", qos=1)
-        ready.set()
-        it = client.messages.__aiter__()
-        while not stop.is_set():
-            try:
-                msg = await asyncio.wait_for(it.__anext__(), timeout=0.2)
-            except TimeoutError:
-                continue
-            sink.append({"topic": str(msg.topic), **json.loads(bytes(msg.payload))})  # type: ignore[arg-type]
+                       stop: asyncio.Event, persistent: bool = False) -> None:
+    """Record every alert on the clinic broker. `persistent`: a session that outlives a broker
+    restart (only with --stack: on someone else's broker it would leave a queue behind)."""
+    ident = f"vitalgate-sim-watch-{clinic}-{os.getpid()}"
+    while not stop.is_set():
+        try:
+            async with aiomqtt.Client(host, port, identifier=ident, clean_session=not persistent) as client:
+                await client.subscribe(f"vg/{clinic}/alert/+", qos=1)
+                ready.set()
+                it = client.messages.__aiter__()
+                while not stop.is_set():
+                    try:
+                        msg = await asyncio.wait_for(it.__anext__(), timeout=0.2)
+                    except TimeoutError:
+                        continue
+                    sink.append({"topic": str(msg.topic), **json.loads(bytes(msg.payload))})  # type: ignore[arg-type]
+        except aiomqtt.MqttError:
+            if not persistent:
+                raise
+            await asyncio.sleep(0.3)
 
 
 def _topic_tier(alert: dict) -> str:
@@ -363,18 +479,24 @@ def _topic_tier(alert: dict) -> str:
     return topic.rsplit("/", 1)[-1] if topic else str(alert.get("tier"))
 
 
-def diff_expectations(expected: list[Expectation], seen: list[dict], forbid: list[Condition] | None = None) -> list[str]:
-    """Readable lines for every expected alert that did not come out, and every forbidden one that did."""
+def diff_expectations(expected: list[Expectation], seen: list[dict], forbid: list[Condition] | None = None,
+                      county_seen: list[dict] | None = None) -> list[str]:
+    """Readable lines for every expected alert that did not come out, and every forbidden one that did.
+
+    `seen` are the alerts on the clinic broker, `county_seen` those on the county broker."""
     missing = []
     for c in forbid or []:
         hits = [a for a in seen if a.get("condition") == c.value]
         if hits:
             missing.append(f"unexpected: {c.value} raised on {', '.join(sorted({_topic_tier(a) for a in hits}))}")
     for e in expected:
+        pool = seen if e.where == "clinic" else (county_seen or [])
+        where = "" if e.where == "clinic" else " at the county"
         # The tier that counts is the topic the alert arrived on: an emergency alert is also
         # published on the county topic (its payload still says tier "emergency").
         if not any(a.get("condition") == e.condition.value and _topic_tier(a) == e.tier.value
-                   and a.get("state") == e.state for a in seen):
-            got = sorted({f"{a.get('condition')}@{_topic_tier(a)}:{a.get('state')}" for a in seen})
-            missing.append(f"missing: {e.condition.value} on {e.tier.value} ({e.state}); saw: {', '.join(got) or 'nothing'}")
+                   and a.get("state") == e.state for a in pool):
+            got = sorted({f"{a.get('condition')}@{_topic_tier(a)}:{a.get('state')}" for a in pool})
+            missing.append(f"missing{where}: {e.condition.value} on {e.tier.value} ({e.state}); "
+                           f"saw: {', '.join(got) or 'nothing'}")
     return missing

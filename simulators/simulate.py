@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import yaml
 from pydantic import ValidationError
 
-from simulators.scenario import diff_expectations, load_scenario, play, watch_alerts
+from simulators.scenario import Scenario, diff_expectations, load_scenario, play, watch_alerts
+
+if TYPE_CHECKING:
+    from simulators.stack import Stack
 
 log = logging.getLogger("vitalgate.simulate")
 
@@ -20,38 +26,96 @@ def _split(broker: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def simulate(broker: str, clinic: str | None, scenario_path: str, expect: bool) -> int:
+async def simulate(broker: str | None, clinic: str | None, scenario_path: str, expect: bool,
+                   stack: bool = False) -> int:
+    """Play a scenario; with `expect`, exit 1 and print a diff when the alerts differ.
+
+    `--broker HOST:PORT` plays against a broker (and a gateway) someone else runs. `--stack`
+    starts its own: a clinic Mosquitto, a county Mosquitto when the scenario uses the uplink, and
+    `vitalgate run` configured from the scenario, so infrastructure events can break them.
+    """
     try:
-        host, port = _split(broker)
         sc = load_scenario(scenario_path)
+        if stack == (broker is not None):
+            raise ValueError("give either --broker HOST:PORT (your broker and gateway) or --stack (the simulator "
+                             "starts Mosquitto and `vitalgate run` itself)")
+        if sc.needs_stack and not stack:
+            raise ValueError("this scenario breaks infrastructure or checks the county side "
+                             f"({', '.join(e.describe() for e in sc.infrastructure) or 'uplink'}): "
+                             "run it with --stack instead of --broker")
+        host, port = _split(broker) if broker is not None else ("127.0.0.1", 0)
     except (OSError, ValueError, ValidationError) as exc:
         print(f"{scenario_path}: {exc}")
         return 2
-    clinic = clinic or sc.clinic or "demo-clinic"
+    clinic = clinic or sc.clinic or ("sim" if stack else "demo-clinic")
+    if not stack:
+        return await _run(sc, host, port, clinic, scenario_path, expect, None)
+    from simulators.stack import Stack, StackError
+
+    raw = yaml.safe_load(Path(scenario_path).read_text(encoding="utf-8"))
+    st = Stack(raw, clinic, uplink=sc.has_uplink)
+    try:
+        await asyncio.to_thread(st.start)
+    except StackError as exc:
+        print(f"{scenario_path}: could not start the stack: {exc}")
+        await asyncio.to_thread(st.close)
+        return 2
+    try:
+        return await _run(sc, "127.0.0.1", st.port, clinic, scenario_path, expect, st)
+    finally:
+        await asyncio.to_thread(st.close)
+
+
+async def _run(sc: Scenario, host: str, port: int, clinic: str, scenario_path: str, expect: bool,
+               st: "Stack | None") -> int:
     seen: list[dict] = []
     stop, ready = asyncio.Event(), asyncio.Event()
-    watcher = asyncio.create_task(watch_alerts(host, port, clinic, seen, ready, stop)) if expect else None
+    watcher = (asyncio.create_task(watch_alerts(host, port, clinic, seen, ready, stop, persistent=st is not None))
+               if expect else None)
     if watcher:
         await asyncio.wait_for(ready.wait(), 10)
-    sent = await play(sc, host, port, clinic, progress=True, base_dir=Path(scenario_path).resolve().parent)
+    sent = await play(sc, host, port, clinic, progress=True, base_dir=Path(scenario_path).resolve().parent, stack=st)
     log.info("scenario played", extra={"scenario": sc.name, "messages": sent})
     if watcher is None:
         print(f"{sc.name}: published {sent} messages to {host}:{port} (clinic {clinic})")
         return 0
+
+    def county() -> list[dict]:
+        if st is None or st.county is None:
+            return []
+        out = []
+        for topic, payload in st.county.snapshot():
+            if "/alert/" in topic:
+                try:
+                    out.append({"topic": topic, **json.loads(payload)})
+                except ValueError:
+                    continue
+        return out
+
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max((e.within.total_seconds() for e in sc.expect), default=5.0)
-    while diff_expectations(sc.expect, seen) and loop.time() < deadline:
+    while diff_expectations(sc.expect, seen, county_seen=county()) and loop.time() < deadline:
         await asyncio.sleep(0.2)
     if sc.forbid:
         await asyncio.sleep(1.0)  # give a forbidden alert the chance to show itself
+    forwarded = None
+    if st is not None and sc.expect_forwarded:
+        forwarded = await asyncio.to_thread(st.wait_forwarded, 60.0)
     stop.set()
     await watcher
-    problems = diff_expectations(sc.expect, seen, sc.forbid)
+    problems = diff_expectations(sc.expect, seen, sc.forbid, county_seen=county())
     _table(seen)
+    if forwarded is not None:
+        print(forwarded.line())
+        if not forwarded.complete:
+            problems.append(f"lost on the way to the county: {forwarded.readings_stored - forwarded.readings_forwarded}"
+                            f" reading(s), {forwarded.alerts_raised - forwarded.alerts_delivered} alert(s)")
     for line in problems:
         print(line)
     print(f"{sc.name}: {len(sc.expect) - sum(p.startswith('missing') for p in problems)}/{len(sc.expect)} "
           f"expected alerts seen, {sum(p.startswith('unexpected') for p in problems)} forbidden raised")
+    if problems and st is not None:
+        print(f"gateway log (last lines):\n{st.gateway.tail(2000)}")
     return 1 if problems else 0
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from simulators.scenario import load_scenario
+from simulators.stack import gateway_config
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.broker
@@ -16,19 +18,53 @@ pytestmark = pytest.mark.broker
 SCENARIOS = sorted((REPO / "simulators" / "scenarios").glob("*.yaml"))
 
 
+# Scenarios that break infrastructure (uplink down, broker restart, gateway killed) or check the
+# county side run on the simulator's own stack (`--stack`); the others against the test's broker
+# and gateway, the way a developer runs them against a box.
+STACK = [s for s in SCENARIOS if load_scenario(s).needs_stack]
+BROKER = [s for s in SCENARIOS if s not in STACK]
+
+
 def config_for(scenario: Path, port: int, tmp: Path) -> Path:
     """One patient per scenario device, so the gateway knows every device the scenario uses."""
-    sc = yaml.safe_load(scenario.read_text())
-    patients = [{"id": f"p-{i:04d}", "devices": [{"id": dev, "kind": spec["kind"], **spec.get("gateway", {})}]}
-                for i, (dev, spec) in enumerate(sc["devices"].items(), start=1)]
-    cfg = {"clinic": "sim", "broker": {"host": "127.0.0.1", "port": port}, "storage": {"path": str(tmp / "var")},
-           "patients": patients, **sc.get("gateway", {})}
+    cfg = gateway_config(yaml.safe_load(scenario.read_text()), "sim", port, tmp / "var")
     path = tmp / "gateway.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.stem for s in SCENARIOS])
+def test_the_library_has_infrastructure_scenarios():
+    kinds = {k for s in STACK for ev in load_scenario(s).infrastructure
+             for k in ("uplink", "broker", "gateway") if getattr(ev, k)}
+    assert kinds == {"uplink", "broker", "gateway"}
+
+
+@pytest.mark.parametrize("scenario", STACK, ids=[s.stem for s in STACK])
+def test_infrastructure_scenario_on_its_own_stack(scenario):
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "simulate", "--stack", "--scenario", str(scenario), "--expect"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "expected alerts seen" in proc.stdout
+    if load_scenario(scenario).expect_forwarded:
+        line = next(x for x in proc.stdout.splitlines() if x.startswith("county: readings"))
+        stored = line.split("readings ")[1].split()[0]  # "N/N"
+        got, of = map(int, stored.split("/"))
+        assert got == of > 0, line
+
+
+def test_infrastructure_scenario_refuses_someone_elses_broker(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "simulate", "--broker", "127.0.0.1:1", "--scenario", str(STACK[0]),
+         "--expect"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "run it with --stack" in proc.stdout
+
+
+@pytest.mark.parametrize("scenario", BROKER, ids=[s.stem for s in BROKER])
 def test_scenario_produces_its_expected_alerts(scenario, tmp_path, broker, gateway_process, watcher_factory):
     gw = gateway_process(config_for(scenario, broker.port, tmp_path))
     w = watcher_factory(broker.port, ["vg/sim/status"])
