@@ -24,6 +24,7 @@ import aiomqtt
 
 from gateway.app import Gateway
 from gateway.config import GatewayConfig
+from simulators.mqtt_consume import consume_until
 from simulators.scenario import Scenario, play
 
 log = logging.getLogger("vitalgate.demo")
@@ -178,12 +179,8 @@ async def _print_alerts(port: int, seen: list[dict], stop: asyncio.Event, t0: fl
     acked: set[str] = set()
     async with aiomqtt.Client("127.0.0.1", port, identifier="demo-village-doctor") as client:
         await client.subscribe("vg/demo-clinic/alert/+", qos=1)
-        it = client.messages.__aiter__()
-        while not stop.is_set():
-            try:
-                msg = await asyncio.wait_for(it.__anext__(), timeout=0.2)
-            except TimeoutError:
-                continue
+
+        async def show(msg: aiomqtt.Message) -> None:
             a = json.loads(bytes(msg.payload))  # type: ignore[arg-type]
             topic_tier = str(msg.topic).rsplit("/", 1)[-1]
             seen.append({**a, "topic_tier": topic_tier})
@@ -194,6 +191,8 @@ async def _print_alerts(port: int, seen: list[dict], stop: asyncio.Event, t0: fl
             if a["tier"] == "village" and a["state"] == "firing" and a["alert_id"] not in acked:
                 acked.add(a["alert_id"])
                 await client.publish("vg/demo-clinic/ack", json.dumps({"alert_id": a["alert_id"], "by": "village-doctor"}), qos=1)
+
+        await consume_until(client, stop, show)
 
 
 def _summary(seen: list[dict], status: dict, elapsed: float) -> None:

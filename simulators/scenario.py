@@ -34,6 +34,7 @@ import aiomqtt
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from simulators.mqtt_consume import consume_until
 from simulators.devices import BpCuff, EcgPatch, GlucoseMeter, Message, Spo2Clip, gatt_topic, reading_topic
 from stream.models import Condition, Duration, Tier, now_local, parse_duration
 
@@ -461,13 +462,8 @@ async def watch_alerts(host: str, port: int, clinic: str, sink: list[dict], read
             async with aiomqtt.Client(host, port, identifier=ident, clean_session=not persistent) as client:
                 await client.subscribe(f"vg/{clinic}/alert/+", qos=1)
                 ready.set()
-                it = client.messages.__aiter__()
-                while not stop.is_set():
-                    try:
-                        msg = await asyncio.wait_for(it.__anext__(), timeout=0.2)
-                    except TimeoutError:
-                        continue
-                    sink.append({"topic": str(msg.topic), **json.loads(bytes(msg.payload))})  # type: ignore[arg-type]
+                await consume_until(client, stop, lambda msg: sink.append(
+                    {"topic": str(msg.topic), **json.loads(bytes(msg.payload))}))  # type: ignore[arg-type]
         except aiomqtt.MqttError:
             if not persistent:
                 raise

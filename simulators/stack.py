@@ -215,6 +215,11 @@ class Stack:
     """Brokers + gateway for one scenario; `close()` stops them all (also on errors)."""
 
     def __init__(self, scenario: dict[str, Any], clinic: str, uplink: bool, workdir: Path | None = None) -> None:
+        # VITALGATE_STACK_DIR keeps the stack's files (configs, logs, databases) for a post-mortem.
+        keep = os.environ.get("VITALGATE_STACK_DIR")
+        workdir = workdir or (Path(keep) if keep else None)
+        if workdir is not None:
+            workdir.mkdir(parents=True, exist_ok=True)
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="vitalgate-stack-")
         self.dir = workdir or Path(self._tmp.name)  # type: ignore[union-attr]
         self.clinic = clinic
