@@ -21,7 +21,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,27 +36,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from simulators.ecg_synthesis import EcgSynth  # noqa: E402
+from simulators.stack import free_port, wait_port  # noqa: E402
 from stream.models import CHINA_TZ  # noqa: E402
 
 CLINIC = "load"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 10) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(port)
 
 
 def proc_cpu_rss(pid: int) -> tuple[float, int]:
@@ -137,7 +121,6 @@ def main() -> None:
     pub.loop_start()
 
     synths = [EcgSynth(250, seed=i) for i in range(args.patches)]
-    frames_uv = None
     sent: dict[str, float] = {}  # marker -> publish time of the reading that makes a condition true
     published = 0
     cpu0, _ = proc_cpu_rss(gw.pid)

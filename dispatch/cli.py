@@ -22,16 +22,11 @@ from stream.models import CHINA_TZ, Alert, Condition, Finding, Severity, Tier, n
 
 
 def _load(path: str | None):  # type: ignore[no-untyped-def]
-    from gateway.config import ConfigError, GatewayConfig, load_config
+    from gateway.config import GatewayConfig, load_or_report
 
     if path is None:
         return GatewayConfig(clinic="default")
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        for p in exc.problems:
-            print(p, file=sys.stderr)
-        return None
+    return load_or_report(path)
 
 
 def _at(text: str | None) -> datetime:

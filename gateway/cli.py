@@ -10,13 +10,10 @@ from gateway import logs
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from gateway.config import ConfigError, load_config
+    from gateway.config import load_or_report
 
-    try:
-        cfg = load_config(args.path)
-    except ConfigError as exc:
-        for p in exc.problems:
-            print(p)
+    cfg = load_or_report(args.path, stream=sys.stdout)
+    if cfg is None:
         return 2
     n_dev = sum(len(p.devices) for p in cfg.patients)
     print(f"{args.path}: OK (clinic {cfg.clinic}, {len(cfg.patients)} patients, {n_dev} devices)")
@@ -25,13 +22,10 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from gateway.app import Gateway
-    from gateway.config import ConfigError, load_config
+    from gateway.config import load_or_report
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        for p in exc.problems:
-            print(p, file=sys.stderr)
+    cfg = load_or_report(args.config)
+    if cfg is None:
         return 2
     logs.setup(args.log_level)
     return asyncio.run(Gateway(cfg).run())

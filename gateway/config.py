@@ -8,9 +8,10 @@ keys are errors: a typo must never be silently ignored.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -338,3 +339,16 @@ def load_config(path: str | Path) -> GatewayConfig:
     except UnicodeDecodeError:
         raise ConfigError([ConfigProblem(str(p), 0, "(file)", "not UTF-8 text; save it as UTF-8")]) from None
     return load_config_text(text, str(p))
+
+
+def load_or_report(path: str | Path, stream: TextIO | None = None) -> GatewayConfig | None:
+    """The config, or None after printing every problem in it (one per line) for the technician.
+
+    Problems go to stderr unless `stream` says otherwise (`check-config` prints them on stdout)."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        out = stream if stream is not None else sys.stderr
+        for p in exc.problems:
+            print(p, file=out)
+        return None

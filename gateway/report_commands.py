@@ -21,14 +21,9 @@ DEFAULT_CONFIG = "/etc/vitalgate/gateway.yaml"
 
 
 def _config(path: str):  # type: ignore[no-untyped-def]
-    from gateway.config import ConfigError, load_config
+    from gateway.config import load_or_report
 
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        for p in exc.problems:
-            print(p, file=sys.stderr)
-        return None
+    return load_or_report(path)
 
 
 def _patient_ok(cfg, patient: str) -> bool:  # type: ignore[no-untyped-def]

@@ -40,6 +40,7 @@ from pathlib import Path
 from gateway.mqtt_link import MqttLink, NotConnected
 from gateway.uplink_outbox import PRIORITY_ALERT, PRIORITY_TELEMETRY, DropReport, OutboxRow, UplinkOutbox
 from stream.models import Accepted, Condition, Finding, now_local
+from stream.waiting import wait_any
 
 log = logging.getLogger("vitalgate.uplink")
 
@@ -209,7 +210,7 @@ class Uplink:
     async def _drain_until(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             if not self.link.connected.is_set():
-                await _wait_any(stop, self.link.connected)
+                await wait_any(stop, self.link.connected)
                 continue
             try:
                 await self._send_status()
@@ -217,11 +218,11 @@ class Uplink:
             except NotConnected as exc:
                 self.failures += 1
                 log.warning("uplink send failed, will resend: %s", exc)
-                await _wait_any(stop, timeout=RETRY_AFTER_FAILURE_S)
+                await wait_any(stop, timeout=RETRY_AFTER_FAILURE_S)
                 continue
             if sent == 0:
                 self._wake.clear()
-                await _wait_any(stop, self._wake, timeout=IDLE_POLL_S)
+                await wait_any(stop, self._wake, timeout=IDLE_POLL_S)
 
     async def _send_status(self) -> None:
         status = self._status
@@ -270,14 +271,3 @@ class Uplink:
 
 async def _ignore(topic: str, payload: bytes) -> None:  # the uplink subscribes to nothing
     return None
-
-
-async def _wait_any(stop: asyncio.Event, other: asyncio.Event | None = None, timeout: float | None = None) -> None:
-    waiters = [asyncio.ensure_future(stop.wait())]
-    if other is not None:
-        waiters.append(asyncio.ensure_future(other.wait()))
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()

@@ -57,6 +57,7 @@ from stream.models import (
     Spo2Reading,
 )
 from stream.store import open_sqlite
+from stream.waiting import wait_any
 
 log = logging.getLogger("vitalgate.tsdb")
 
@@ -224,13 +225,13 @@ class InfluxSink:
             if self.pending < self.batch_size:
                 # Wait for a full batch, but no longer than flush_interval.
                 self._wake.clear()
-                await _wait_any(stop, self._wake, self.flush_interval_s)
+                await wait_any(stop, self._wake, self.flush_interval_s)
                 if stop.is_set():
                     break
             if await self._write_one_batch():
                 backoff = BACKOFF_MIN_S
                 continue
-            await _wait_any(stop, None, backoff)
+            await wait_any(stop, None, backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
         await self.finish(timeout_s=5.0)
 
@@ -284,14 +285,3 @@ class InfluxSink:
     def close(self) -> None:
         self.writer.close()
         self._db.close()
-
-
-async def _wait_any(stop: asyncio.Event, other: asyncio.Event | None, timeout: float) -> None:
-    waiters = [asyncio.ensure_future(stop.wait())]
-    if other is not None:
-        waiters.append(asyncio.ensure_future(other.wait()))
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()

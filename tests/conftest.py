@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,24 +16,14 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from simulators.stack import free_port, wait_port
+
 REPO = Path(__file__).resolve().parents[1]
 ECG_DATA = REPO.parent / "shared" / "data" / "ecg"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
+# One implementation of the port helpers: the scenario stack's (simulators/stack.py).
+_wait_port = wait_port
 
 
 class Mosquitto:

@@ -24,42 +24,21 @@ from paho.mqtt.properties import Properties
 
 from gateway.uplink import alert_msg_id
 from stream.models import CHINA_TZ
-from conftest import _wait_port, free_port
+from conftest import free_port
+from simulators.stack import Broker, StackError
 
 CLINIC = "c1"
 
 
-class PersistentMosquitto:
+class PersistentMosquitto(Broker):
     """A Mosquitto that keeps sessions and queued messages across a restart, as on the clinic box."""
 
     def __init__(self, workdir: Path, name: str) -> None:
-        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        if not Path(exe).exists():
-            pytest.skip("mosquitto is not installed (the README's test command installs it)")
-        self.exe = exe
-        self.dir = workdir / name
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.conf = self.dir / "mosquitto.conf"
-        # max_queued_messages 0: never drop a QoS 1 message for a slow subscriber (PERF.md).
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
-            f"persistence true\npersistence_location {self.dir}/\nautosave_interval 1\nlog_type error\n"
-            # As root Mosquitto drops to the `mosquitto` user, which could not write its database here.
-            + ("user root\n" if os.geteuid() == 0 else "")
-        )
-        self.proc: subprocess.Popen | None = None
+        try:
+            super().__init__(workdir, name)
+        except StackError as exc:
+            pytest.skip(str(exc))
         self.start()
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=open(self.dir / "log.txt", "ab"))
-        _wait_port(self.port)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM: Mosquitto saves its sessions and queues first
-            self.proc.wait(10)
 
     def restart(self) -> None:
         self.stop()
