@@ -187,7 +187,10 @@ class Expectation(_S):
     condition: Condition
     tier: Tier
     state: Literal["firing", "acknowledged", "resolved"] = "firing"
-    within: Duration = parse_duration("60s")
+    within: Duration = Field(parse_duration("60s"), description="wall-clock time allowed: from `after` when given, "
+                             "else from the end of the timeline")
+    after: Duration | None = Field(None, description="scenario time of the event that makes the condition true; "
+                                   "with it, an alert that comes later than `within` after that event is late")
     where: Literal["clinic", "county"] = Field("clinic", description="which broker the alert must reach: the clinic's "
                                             "or, through the uplink, the county's (needs --stack)")
 
@@ -384,7 +387,7 @@ def apply_behaviours(sc: Scenario, clinic: str, messages: list[tuple[float, Mess
 
 
 async def play(sc: Scenario, host: str, port: int, clinic: str, progress: bool = False,
-               base_dir: Path | None = None, stack: "Stack | None" = None) -> int:
+               base_dir: Path | None = None, stack: "Stack | None" = None, t0: float | None = None) -> int:
     """Publish the scenario against a broker at its time scale; returns messages sent.
 
     Like a device with memory, the publisher keeps a message it could not hand to the broker
@@ -393,7 +396,7 @@ async def play(sc: Scenario, host: str, port: int, clinic: str, progress: bool =
     """
     messages = expand(sc, clinic, base_dir=base_dir)
     loop = asyncio.get_running_loop()
-    t0 = loop.time()
+    t0 = loop.time() if t0 is None else t0
     infra = asyncio.create_task(run_infrastructure(sc, stack, t0)) if sc.infrastructure else None
     if sc.infrastructure and stack is None:
         raise ValueError("this scenario has infrastructure events: run it with --stack")
@@ -462,8 +465,10 @@ async def watch_alerts(host: str, port: int, clinic: str, sink: list[dict], read
             async with aiomqtt.Client(host, port, identifier=ident, clean_session=not persistent) as client:
                 await client.subscribe(f"vg/{clinic}/alert/+", qos=1)
                 ready.set()
+                loop = asyncio.get_running_loop()
                 await consume_until(client, stop, lambda msg: sink.append(
-                    {"topic": str(msg.topic), **json.loads(bytes(msg.payload))}))  # type: ignore[arg-type]
+                    {"topic": str(msg.topic), "_seen_at": loop.time(),
+                     **json.loads(bytes(msg.payload))}))  # type: ignore[arg-type]
         except aiomqtt.MqttError:
             if not persistent:
                 raise
@@ -476,10 +481,13 @@ def _topic_tier(alert: dict) -> str:
 
 
 def diff_expectations(expected: list[Expectation], seen: list[dict], forbid: list[Condition] | None = None,
-                      county_seen: list[dict] | None = None) -> list[str]:
+                      county_seen: list[dict] | None = None, t0: float | None = None,
+                      time_scale: float = 1.0) -> list[str]:
     """Readable lines for every expected alert that did not come out, and every forbidden one that did.
 
-    `seen` are the alerts on the clinic broker, `county_seen` those on the county broker."""
+    `seen` are the alerts on the clinic broker, `county_seen` those on the county broker; each may
+    carry `_seen_at` (monotonic seconds). With the play's start `t0`, an expectation with `after`
+    is met only by an alert that came within `within` of that event (played at `time_scale`)."""
     missing = []
     for c in forbid or []:
         hits = [a for a in seen if a.get("condition") == c.value]
@@ -490,9 +498,17 @@ def diff_expectations(expected: list[Expectation], seen: list[dict], forbid: lis
         where = "" if e.where == "clinic" else " at the county"
         # The tier that counts is the topic the alert arrived on: an emergency alert is also
         # published on the county topic (its payload still says tier "emergency").
-        if not any(a.get("condition") == e.condition.value and _topic_tier(a) == e.tier.value
-                   and a.get("state") == e.state for a in pool):
+        hits = [a for a in pool if a.get("condition") == e.condition.value and _topic_tier(a) == e.tier.value
+                and a.get("state") == e.state]
+        if not hits:
             got = sorted({f"{a.get('condition')}@{_topic_tier(a)}:{a.get('state')}" for a in pool})
             missing.append(f"missing{where}: {e.condition.value} on {e.tier.value} ({e.state}); "
                            f"saw: {', '.join(got) or 'nothing'}")
+            continue
+        if e.after is not None and t0 is not None:
+            event_at = t0 + e.after.total_seconds() / time_scale
+            first = min(a.get("_seen_at", float("inf")) for a in hits)
+            if first - event_at > e.within.total_seconds():
+                missing.append(f"missing{where} (late): {e.condition.value} on {e.tier.value} came "
+                               f"{first - event_at:.1f} s after the event at {e.after}, allowed {e.within}")
     return missing

@@ -74,7 +74,10 @@ async def _run(sc: Scenario, host: str, port: int, clinic: str, scenario_path: s
                if expect else None)
     if watcher:
         await asyncio.wait_for(ready.wait(), 10)
-    sent = await play(sc, host, port, clinic, progress=True, base_dir=Path(scenario_path).resolve().parent, stack=st)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    sent = await play(sc, host, port, clinic, progress=True, base_dir=Path(scenario_path).resolve().parent, stack=st,
+                      t0=t0)
     log.info("scenario played", extra={"scenario": sc.name, "messages": sent})
     if watcher is None:
         print(f"{sc.name}: published {sent} messages to {host}:{port} (clinic {clinic})")
@@ -84,15 +87,14 @@ async def _run(sc: Scenario, host: str, port: int, clinic: str, scenario_path: s
         if st is None or st.county is None:
             return []
         out = []
-        for topic, payload in st.county.snapshot():
+        for topic, payload, seen_at in st.county.snapshot():
             if "/alert/" in topic:
                 try:
-                    out.append({"topic": topic, **json.loads(payload)})
+                    out.append({"topic": topic, "_seen_at": seen_at, **json.loads(payload)})
                 except ValueError:
                     continue
         return out
 
-    loop = asyncio.get_running_loop()
     deadline = loop.time() + max((e.within.total_seconds() for e in sc.expect), default=5.0)
     while diff_expectations(sc.expect, seen, county_seen=county()) and loop.time() < deadline:
         await asyncio.sleep(0.2)
@@ -103,7 +105,7 @@ async def _run(sc: Scenario, host: str, port: int, clinic: str, scenario_path: s
         forwarded = await asyncio.to_thread(st.wait_forwarded, 60.0)
     stop.set()
     await watcher
-    problems = diff_expectations(sc.expect, seen, sc.forbid, county_seen=county())
+    problems = diff_expectations(sc.expect, seen, sc.forbid, county_seen=county(), t0=t0, time_scale=sc.time_scale)
     _table(seen)
     if forwarded is not None:
         print(forwarded.line())

@@ -154,7 +154,7 @@ class CountyWatcher:
     """The county center: a persistent MQTT 5 session on the county broker that records what arrives."""
 
     def __init__(self, port: int, clinic: str) -> None:
-        self.messages: list[tuple[str, bytes]] = []
+        self.messages: list[tuple[str, bytes, float]] = []  # topic, payload, time.monotonic() on arrival
         self._lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"county-watch-{os.getpid()}",
                                   protocol=mqtt.MQTTv5)
@@ -168,7 +168,7 @@ class CountyWatcher:
 
         def on_message(c, userdata, msg):  # type: ignore[no-untyped-def]
             with self._lock:
-                self.messages.append((msg.topic, bytes(msg.payload)))
+                self.messages.append((msg.topic, bytes(msg.payload), time.monotonic()))
 
         self.client.on_connect = on_connect
         self.client.on_message = on_message
@@ -179,7 +179,7 @@ class CountyWatcher:
         if not subscribed.wait(10):
             raise StackError("could not subscribe on the county broker")
 
-    def snapshot(self) -> list[tuple[str, bytes]]:
+    def snapshot(self) -> list[tuple[str, bytes, float]]:
         with self._lock:
             return list(self.messages)
 
@@ -313,7 +313,7 @@ class Stack:
         msgs = self.county.snapshot() if self.county else []
         got_readings: list[tuple[Any, ...]] = []
         got_alerts: list[str] = []
-        for topic, payload in msgs:
+        for topic, payload, _ in msgs:
             if topic.endswith("/reading"):
                 try:
                     got_readings.append(reading_key(json.loads(payload)))

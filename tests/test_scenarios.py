@@ -96,3 +96,17 @@ def test_expect_fails_with_a_readable_diff_when_alerts_differ(tmp_path, broker, 
     )
     assert proc.returncode == 1
     assert "missing: hypoglycemia_severe on township (firing); saw: hypoglycemia@village:firing" in proc.stdout
+
+
+def test_an_alert_later_than_within_after_its_event_is_reported_late():
+    from simulators.scenario import Expectation, diff_expectations
+
+    e = Expectation.model_validate({"condition": "bp_crisis", "tier": "township", "after": "2m", "within": "5s"})
+    alert = {"topic": "vg/sim/alert/township", "condition": "bp_crisis", "state": "firing"}
+    t0 = 100.0  # the play started at monotonic 100 s; at time_scale 60, 2 min of scenario is 2 s of wall time
+    assert diff_expectations([e], [{**alert, "_seen_at": 106.5}], t0=t0, time_scale=60) == []
+    late = diff_expectations([e], [{**alert, "_seen_at": 108.0}], t0=t0, time_scale=60)
+    assert late == ["missing (late): bp_crisis on township came 6.0 s after the event at 0:02:00, allowed 0:00:05"]
+    county = Expectation.model_validate({"condition": "bp_crisis", "tier": "township", "where": "county"})
+    assert diff_expectations([county], [alert], county_seen=[]) == [
+        "missing at the county: bp_crisis on township (firing); saw: nothing"]
