@@ -14,12 +14,21 @@ CLINICAL = {"af", "af_rvr", "vt", "vt_sustained", "pause", "asystole", "bradycar
 
 
 def synthetic_ecg(fs: float, seconds: float, hr_bpm: float = 72.0, *, noise_uv: float = 10.0,
-                  seed: int = 0, rr_s: list[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """A simple ECG-like signal (µV): P, QRS and T Gaussians; returns samples and R times (s)."""
+                  seed: int = 0, rr_s: list[float] | None = None, p_wave: bool = True,
+                  f_wave_uv: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """A simple ECG-like signal (µV): P, QRS and T Gaussians; returns samples and R times (s).
+
+    ``p_wave=False`` leaves the P wave out and ``f_wave_uv`` adds a fibrillatory baseline
+    (4-9 Hz, drifting frequency and phase) of that amplitude: atrial fibrillation.
+    """
     rng = np.random.default_rng(seed)
     n = int(round(seconds * fs))
     t = np.arange(n) / fs
     x = rng.normal(0.0, noise_uv, n) + 80.0 * np.sin(2 * np.pi * 0.2 * t)   # noise + baseline wander
+    if f_wave_uv > 0.0:
+        freq = 6.0 + 1.5 * np.cumsum(rng.normal(0.0, 1.0, n)) / np.sqrt(n)
+        freq = np.clip(freq, 4.0, 9.0)
+        x += f_wave_uv * np.sin(2 * np.pi * np.cumsum(freq) / fs)
     beats = []
     tb = 0.5
     k = 0
@@ -28,9 +37,12 @@ def synthetic_ecg(fs: float, seconds: float, hr_bpm: float = 72.0, *, noise_uv: 
         rr = rr_s[k % len(rr_s)] if rr_s else 60.0 / hr_bpm
         tb += rr
         k += 1
+    waves = ((-0.16, 0.025, 120.0), (-0.02, 0.008, -150.0), (0.0, 0.010, 1200.0),
+             (0.025, 0.010, -300.0), (0.25, 0.05, 300.0))
+    if not p_wave:
+        waves = waves[1:]
     for b in beats:
-        for centre, width, amp in ((-0.16, 0.025, 120.0), (-0.02, 0.008, -150.0), (0.0, 0.010, 1200.0),
-                                   (0.025, 0.010, -300.0), (0.25, 0.05, 300.0)):
+        for centre, width, amp in waves:
             lo = int(max(0, (b + centre - 5 * width) * fs))
             hi = int(min(n, (b + centre + 5 * width) * fs))
             if hi > lo:
@@ -192,14 +204,34 @@ def test_noise_only_raises_no_clinical_alarm() -> None:
 
 
 def test_irregular_rhythm_raises_af_after_30_s() -> None:
+    """Irregularly irregular RR, no P wave, fibrillatory baseline: AF."""
     fs = 250.0
     rng = np.random.default_rng(3)
     rr = list(rng.uniform(0.45, 1.05, 400))
-    x, _ = synthetic_ecg(fs, 180.0, rr_s=rr)
+    x, _ = synthetic_ecg(fs, 180.0, rr_s=rr, p_wave=False, f_wave_uv=40.0)
     an = EcgAnalyser(fs)
     alarms, _ = stream(an, x)
     af = [a for a in alarms if a.condition == "af" and a.active]
     assert len(af) == 1 and af[0].start_s < 40.0
+
+
+@pytest.mark.parametrize("fs", [125.0, 360.0])
+def test_irregular_rhythm_without_p_waves_raises_af_at_other_rates(fs: float) -> None:
+    rng = np.random.default_rng(4)
+    rr = list(rng.uniform(0.45, 1.05, 400))
+    x, _ = synthetic_ecg(fs, 150.0, rr_s=rr, p_wave=False, f_wave_uv=40.0, seed=4)
+    alarms, _ = stream(EcgAnalyser(fs), x)
+    assert [a for a in alarms if a.condition == "af" and a.active]
+
+
+def test_irregular_rhythm_with_a_p_wave_before_every_qrs_is_not_af() -> None:
+    """The same RR irregularity with a consistent P wave is sinus arrhythmia or atrial ectopy."""
+    fs = 250.0
+    rng = np.random.default_rng(3)
+    rr = list(rng.uniform(0.45, 1.05, 400))
+    x, _ = synthetic_ecg(fs, 180.0, rr_s=rr)
+    alarms, _ = stream(EcgAnalyser(fs), x)
+    assert not [a for a in alarms if a.condition == "af"]
 
 
 def test_regular_rhythm_with_bigeminal_pattern_is_not_af() -> None:
@@ -357,3 +389,80 @@ def test_vf_leakage_separates_sine_from_distinct_complexes() -> None:
     spikes -= spikes.mean()
     assert rhythms.vf_leakage(sine) < 0.1
     assert rhythms.vf_leakage(spikes) > rhythms.VF_LEAKAGE_MAX
+
+
+def _vt_run(beats: list[rhythms.Beat]) -> list[tuple[str, bool]]:
+    d = rhythms.VtDetector()
+    out = []
+    for b in beats:
+        out += [(tr.condition, tr.active) for tr in d.on_beat(b)]
+    return out
+
+
+def _v(t: float, *, good: bool, prev_corr: float, match: bool = False) -> rhythms.Beat:
+    # a ventricular beat in a usable frame (busy when not good), 0.35 s after the previous one
+    return rhythms.Beat(t, "V", good, 0.35, match=match, usable=True, frame_good=good, prev_corr=prev_corr)
+
+
+def test_vt_run_in_busy_frames_counts_when_its_complexes_recur() -> None:
+    """Wide complexes raise the QRS-band level of their own frames; a monomorphic run still counts."""
+    run = [_v(0.35 * k, good=False, prev_corr=0.97 if k else 0.1) for k in range(3)]
+    assert ("vt", True) in _vt_run(run)
+
+
+def test_vt_run_in_busy_frames_of_unrelated_shapes_is_not_vt() -> None:
+    run = [_v(0.35 * k, good=False, prev_corr=0.4) for k in range(3)]
+    assert _vt_run(run) == []
+
+
+def test_vt_triplet_with_two_normal_shaped_complexes_is_not_vt() -> None:
+    run = [_v(0.35 * k, good=True, prev_corr=0.5, match=k > 0) for k in range(3)]
+    assert _vt_run(run) == []
+    run = [_v(0.35 * k, good=True, prev_corr=0.5, match=k == 1) for k in range(3)]
+    assert ("vt", True) in _vt_run(run)
+
+
+def test_p_wave_coherence_separates_recurring_p_from_fibrillation() -> None:
+    fs = 250.0
+    n = int(round((rhythms.P_WIN_START_S - rhythms.P_WIN_END_S) * fs))
+    tt = np.arange(n) / fs
+    rng = np.random.default_rng(5)
+    p = rhythms.PWaveCoherence()
+    for k in range(16):
+        w = 100.0 * np.exp(-0.5 * ((tt - 0.09) / 0.025) ** 2) + rng.normal(0.0, 10.0, n)
+        p.add(float(k), rhythms.detrend(w))
+    assert p.value is not None and p.value >= rhythms.P_PRESENT
+    f = rhythms.PWaveCoherence()
+    for k in range(16):
+        ph = rng.uniform(0, 2 * np.pi)
+        w = 40.0 * np.sin(2 * np.pi * rng.uniform(4.0, 9.0) * tt + ph) + rng.normal(0.0, 10.0, n)
+        f.add(float(k), rhythms.detrend(w))
+    assert f.value is not None and f.value < rhythms.P_ABSENT
+    # too few windows, or too old: no verdict
+    g = rhythms.PWaveCoherence()
+    for k in range(rhythms.P_MIN_WINDOWS - 1):
+        g.add(float(k), rhythms.detrend(rng.normal(0.0, 10.0, n)))
+    assert g.value is None
+    p.add(1000.0, None)
+    assert p.value is None
+
+
+def test_vt_sustained_from_a_vt_run_and_from_vf_is_one_alarm() -> None:
+    an = EcgAnalyser(250.0)
+    T = rhythms.Transition
+    seq = [T("vt_sustained", True, 10.0, None, {"vf": True}),     # VF raises it
+           T("vt_sustained", True, 12.0, None, {"beats": 40}),    # the VT run too: already raised
+           T("vt_sustained", False, 10.0, 20.0, {"vf": True}),    # VF ends, the run goes on
+           T("vt_sustained", False, 12.0, 25.0),                  # the run ends: cleared
+           T("vt_sustained", False, 12.0, 26.0)]                  # a clear nobody raised: dropped
+    out = [(tr.active, tr.end_s) for tr in an._merge_sources(seq)]
+    assert out == [(True, None), (False, 25.0)]
+
+
+def test_vt_triplet_with_a_tiny_complex_is_not_vt() -> None:
+    """Ventricular complexes are not small: a 'V' at 0.2x the normal QRS amplitude is a distorted beat."""
+    run = [_v(0.35 * k, good=True, prev_corr=0.5) for k in range(3)]
+    run[1].amp_ratio = 0.2
+    assert _vt_run(run) == []
+    run[1].amp_ratio = 0.8
+    assert ("vt", True) in _vt_run(run)

@@ -86,13 +86,36 @@ def test_no_af_on_records_without_af(name: str) -> None:
 
 @pytest.mark.slow
 def test_vt_runs_flagged_in_203() -> None:
+    # 18 of 21 measured: the runs in busy frames count when their complexes recur (monomorphic)
     vt = scored("mitdb/203")["vt"]
-    assert vt["flagged"] >= 6, vt
+    assert vt["flagged"] >= 17, vt
 
 
 @pytest.mark.slow
 def test_vt_runs_flagged_in_200() -> None:
-    assert scored("mitdb/200")["vt"]["flagged"] >= 3
+    assert scored("mitdb/200")["vt"]["flagged"] >= 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mitdb/207", "mitdb/210"])
+def test_vt_runs_flagged_in_207_and_210(name: str) -> None:
+    assert scored(name)["vt"]["flagged"] == 2, scored(name)["vt"]
+
+
+@pytest.mark.slow
+def test_af_duration_pooled_over_mitdb() -> None:
+    """Issue 3's AF target on the dev mitdb records: pooled duration Se and Sp >= 95 %."""
+    names = ["100", "105", "119", "200", "201", "203", "207", "208", "210", "221", "222", "232"]
+    total = evaluation.pooled([scored(f"mitdb/{n}") for n in names])
+    assert total["af"]["se"] >= 0.95 and total["af"]["sp"] >= 0.95, total["af"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,sp", [("mitdb/201", 0.95), ("mitdb/200", 0.97)])
+def test_af_specificity_with_p_waves(name: str, sp: float) -> None:
+    """Irregular rhythms with a recurring P wave (201's sinus rhythm with ectopy, 200's
+    bigeminy) are not AF: 201's AF Sp rose from 78.0 % to 96.7 %, 200's from 95.7 to 97.5."""
+    assert scored(name)["af"]["sp"] >= sp, scored(name)["af"]
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ from stream.ecg import rhythms
 from stream.ecg.beat_classes import BeatClassifier
 from stream.ecg.qrs_detection import QrsDetector
 from stream.ecg.rhythms import Beat, Transition
-from stream.ecg.signal_quality import FrameQuality, assess_frame, unusable_kind
+from stream.ecg.signal_quality import FrameQuality, assess_frame, fast_median, unusable_kind
 
 RING_S = 12.0          # raw samples kept for strips and beat morphology
 STRIP_S = 10.0         # evidence strip length
@@ -81,6 +81,8 @@ class EcgAnalyser:
         self._vf_ba = signal.butter(2, [2.0, 9.0], btype="band", fs=fs)
         self._wide_ba = signal.butter(2, [0.7, min(40.0, 0.45 * fs)], btype="band", fs=fs)
         self._af = rhythms.AfDetector()
+        self._p0 = int(round(rhythms.P_WIN_START_S * fs))   # pre-QRS (P-wave) window, samples before R
+        self._p1 = int(round(rhythms.P_WIN_END_S * fs))
         self._vt = rhythms.VtDetector()
         self._vf = rhythms.VfDetector()
         self._pause = rhythms.PauseDetector()
@@ -98,6 +100,7 @@ class EcgAnalyser:
         self._slope_levels: deque[float] = deque(maxlen=16)  # their steepest slope (µV/sample)
         self._org: deque[tuple[float, float | None, float]] = deque(maxlen=12)  # (t, rr, corr with previous)
         self._summary_ready: dict | None = None
+        self._sustained_by: set[str] = set()   # sources ("vt", "vf") holding vt_sustained raised
         self._start_new_segment(0.0)
         self._seg_t0 = None
         self._reset_minute()
@@ -210,8 +213,9 @@ class EcgAnalyser:
         for b in pending:
             trans += self._on_beat(b, q)
 
-        # frame-level rhythm work
-        if q.unusable or q.noisy:
+        # frame-level rhythm work: bad signal ends a ventricular run, and so does a busy frame
+        # that added no ventricular beat to it
+        if q.unusable or q.artefact is not None or (q.noisy and not any(b[2] == "V" for b in pending)):
             trans += self._vt.end(t_start)
         trans += self._vf_frame(x, q, t_end)
         trans += self._pause.on_frame(t_end, q.good, self._af.in_af, self._vf.active)
@@ -301,7 +305,11 @@ class EcgAnalyser:
             self._amp_levels.append(clf.last_amp)
             self._slope_levels.append(clf.last_slope)
         self._org.append((t, rr, clf.prev_corr))
-        return (idx, t, cls, rr, clf.last_match, clf.reliable)
+        amp_ratio = None
+        if len(self._amp_levels) >= ARTEFACT_MIN_BEATS:
+            ref = self._median(self._amp_levels)
+            amp_ratio = clf.last_amp / ref if ref > 0.0 else None
+        return (idx, t, cls, rr, clf.last_match, clf.reliable, clf.prev_corr, amp_ratio)
 
     def _organised(self, now: float) -> bool:
         """The last few complexes recur beat to beat at a regular rate (an organised rhythm)."""
@@ -332,25 +340,26 @@ class EcgAnalyser:
             return None
         amp = self._median(self._amp_levels)
         slope = self._median(self._slope_levels)
-        d1 = np.diff(x)
+        d1 = x[1:] - x[:-1]
         step = float(np.abs(d1).max())
         if last is not None:
             step = max(step, abs(float(x[0]) - last))
         if step > STEP_RATIO * slope:
             return "step"
-        d2 = np.abs(np.diff(d1))
-        if float(np.median(d2)) > HF_RATIO * amp:
+        d2 = np.abs(d1[1:] - d1[:-1])
+        if fast_median(d2) > HF_RATIO * amp:
             return "hf"
         if float(w.max() - w.min()) > AMPLITUDE_RATIO * amp:
             return "amplitude"
         return None
 
     def _on_beat(self, b: tuple, current: FrameQuality) -> list[Transition]:
-        idx, t, cls, rr, match, reliable = b
+        idx, t, cls, rr, match, reliable, prev_corr, amp_ratio = b
         fq = self._frame_quality(idx, current)
         # a clinical judgement needs good signal in this frame and most of the last 10 s
         good = fq.good and sum(self._recent_good) >= CONTEXT_GOOD * len(self._recent_good)
-        beat = Beat(t, cls, good, rr, match, reliable)
+        beat = Beat(t, cls, good, rr, match, reliable, usable=not fq.unusable and fq.artefact is None,
+                    frame_good=fq.good, prev_corr=prev_corr, amp_ratio=amp_ratio)
         self._beats.append((t, cls))
         self._new_beats.append((t, cls))
         self.beat_count += 1
@@ -361,7 +370,12 @@ class EcgAnalyser:
             self._min_rr_n += 1
         self._pvc.on_beat(beat)
         self._rate.on_beat(beat)
-        out = self._af.on_beat(beat)
+        pw = None
+        if self._af.wants_p_window(beat):
+            seg = self._ring_slice(idx - self._p0, idx - self._p1)
+            if len(seg) == self._p0 - self._p1:
+                pw = rhythms.detrend(seg.astype(np.float64))
+        out = self._af.on_beat(beat, pw)
         out += self._vt.on_beat(beat)
         out += self._pause.on_beat(beat, self._af.in_af)
         return out
@@ -447,9 +461,30 @@ class EcgAnalyser:
         }
 
     # ------------------------------------------------------------ alarms
+    def _merge_sources(self, trans: list[Transition]) -> list[Transition]:
+        """One alarm per condition: ``vt_sustained`` has two sources (a 30-s VT run and VF);
+        it is raised when the first raises it and cleared when the last one clears."""
+        out = []
+        for tr in trans:
+            if tr.condition != "vt_sustained":
+                out.append(tr)
+                continue
+            src = "vf" if tr.detail.get("vf") else "vt"
+            owners = self._sustained_by
+            if tr.active:
+                if not owners:
+                    out.append(tr)
+                owners.add(src)
+            elif src in owners:
+                owners.discard(src)
+                if not owners:
+                    out.append(tr)
+        return out
+
     def _alarms(self, trans: list[Transition]) -> list[RhythmAlarm]:
         if not trans:
             return []
+        trans = self._merge_sources(trans)
         out = []
         for tr in trans:
             detail = dict(tr.detail)

@@ -28,6 +28,7 @@ branch block, electrode moved).
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import numpy as np
@@ -119,7 +120,7 @@ class BeatClassifier:
         if t is None:
             return ext[self.margin:self.margin + self.length]
         L = self.length
-        tc = t - t.mean()
+        tc = t - t.sum() / L
         num = np.correlate(ext, tc, "valid")
         c1 = np.concatenate(((0.0,), np.cumsum(ext)))
         c2 = np.concatenate(((0.0,), np.cumsum(ext * ext)))
@@ -131,8 +132,8 @@ class BeatClassifier:
 
     def _prepare(self, seg: np.ndarray) -> tuple[np.ndarray, float]:
         e = self._edge
-        a = float(seg[:e].mean())
-        b = float(seg[-e:].mean())
+        a = float(seg[:e].sum()) / e
+        b = float(seg[-e:].sum()) / e
         y = seg - (a + (b - a) * self._ramp)
         ay = np.abs(y)
         peak = float(ay.max())
@@ -143,9 +144,9 @@ class BeatClassifier:
 
     @staticmethod
     def _corr(a: np.ndarray, b: np.ndarray) -> float:
-        a = a - a.mean()
-        b = b - b.mean()
-        den = float(np.sqrt(np.dot(a, a) * np.dot(b, b)))
+        a = a - a.sum() / a.size     # (= a.mean(), without its Python overhead)
+        b = b - b.sum() / b.size
+        den = math.sqrt(float(np.dot(a, a) * np.dot(b, b)))
         return float(np.dot(a, b)) / den if den > 0 else 0.0
 
     def _nn_median(self) -> float | None:
@@ -161,7 +162,7 @@ class BeatClassifier:
         seg = self._align(ext)
         y, width = self._prepare(seg)
         self.last_amp = float(y.max() - y.min())
-        self.last_slope = float(np.abs(np.diff(seg)).max())
+        self.last_slope = float(np.abs(seg[1:] - seg[:-1]).max())
         prev, self._prev_y = self._prev_y, y
         self.prev_corr = self._corr(y, prev) if prev is not None else 0.0
         if width == 0.0:
@@ -242,8 +243,8 @@ class BeatClassifier:
     def _cluster(self, y: np.ndarray, vote_v: bool) -> int:
         """Put an off-template beat into its morphology cluster; returns the cluster index."""
         self._clock += 1
-        yc = y - y.mean()
-        nrm = float(np.sqrt(np.dot(yc, yc)))
+        yc = y - y.sum() / y.size
+        nrm = math.sqrt(float(np.dot(yc, yc)))
         if nrm <= 0.0:
             return -1
         yc /= nrm

@@ -256,7 +256,7 @@ class QrsDetector:
         seg = self._ring(self._bp, i - self._w - self._slope_half, i + 1)
         if len(seg) < 3:
             return 0.0
-        return float(np.max(np.abs(np.diff(seg))))
+        return float(np.abs(seg[1:] - seg[:-1]).max())
 
     def _decide(self, i: int, v: float) -> None:
         gap = i - self._last_qrs

@@ -8,7 +8,10 @@ into ``RhythmAlarm`` objects with evidence.
 
 Thresholds follow ``domain/DOMAIN.md`` §2 and §2.1; the gating rules follow
 §3 (no rhythm alarm from an unusable or noisy signal; persistence before VT,
-pause and asystole).
+pause and asystole).  A ventricular run is judged on its own complexes: in
+frames that are busy but usable it counts only when its complexes recur
+(``VtDetector``).  AF combines RR irregularity with P-wave evidence
+(``PWaveCoherence``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import numpy as np
 # --- AF (RR irregularity over a sliding window of beats, ectopics excluded)
 AF_WINDOW = 32            # beats in the sliding window
 AF_MIN_NN = 14            # usable normal-to-normal intervals needed in the window
-AF_PERCENTILE = 50.0      # percentile of the successive differences used as irregularity
 AF_RR_LOW = 0.6           # NN intervals outside [0.6, 1.6] x median are ectopy or pauses
 AF_RR_HIGH = 1.6
 AF_ON = 0.075             # irregularity (median successive NN difference / median NN) to enter AF
@@ -30,10 +32,26 @@ AF_MIN_S = 30.0           # ESC: AF lasting at least 30 s on a single-lead strip
 AF_RVR_BPM = 110.0        # RACE II lenient rate target
 AF_RVR_S = 300.0          # mean rate above it for 5 min
 AF_PAUSE_S = 5.0          # pause threshold in AF
+# P-wave evidence: the pre-QRS window [R - 0.30 s, R - 0.12 s] of normal beats (PR 0.12-0.30 s).
+# Its coherence over the last beats = energy of their average / mean energy of each: a P wave
+# that recurs before every QRS averages up (sinus, ectopic atrial or junctional rhythm with
+# visible P), fibrillatory baseline averages out (independent windows give ~1/n).
+P_WIN_START_S = 0.30
+P_WIN_END_S = 0.12
+P_WINDOWS = 16            # windows averaged ...
+P_MIN_WINDOWS = 8         # ... at least this many (younger than P_MAX_AGE_S) for a verdict
+P_MAX_AGE_S = 60.0
+P_MIN_RR_S = P_WIN_START_S + 0.10   # shorter RR: the window would reach the previous beat's QRS/ST
+P_ABSENT = 0.12           # coherence below this (2x that of independent windows): no P wave
+P_PRESENT = 0.50          # at or above this: a P wave precedes the QRS complexes: not AF
+AF_ON_RR_ONLY = 0.12      # irregularity that enters AF without P-wave absence (P evidence unclear)
+AF_OFF_NO_P = 0.03        # with no P wave, AF ends only when the rhythm is this regular
 # --- VT
 VT_BEATS = 3
 VT_RATE_BPM = 100.0
 VT_SUSTAINED_S = 30.0
+VT_SAME_CORR = 0.90       # three successive complexes this alike: a monomorphic run, not noise
+VT_MIN_AMP = 0.30         # a "ventricular" complex below this share of the normal QRS amplitude is not one
 # --- pauses and asystole
 PAUSE_S = 3.0
 ASYSTOLE_S = 5.0
@@ -80,15 +98,71 @@ class Beat:
     rr: float | None      # seconds since the previous beat of the same segment
     match: bool = True    # morphology matches the patient's normal template
     reliable: bool = True  # recent beats have recurring morphologies (not noise): V labels can be trusted
+    usable: bool | None = None  # its frame is usable and free of artefact, though maybe busy (None: = good)
+    frame_good: bool | None = None  # its own frame is good, whatever the 10 s around it (None: = good)
+    prev_corr: float = 0.0     # correlation of its complex with the previous beat's
+    amp_ratio: float | None = None  # its amplitude over the patient's normal QRS amplitude (None: unknown)
+
+
+class PWaveCoherence:
+    """How consistently a P wave precedes the QRS complexes (0..1) over the last normal beats."""
+
+    def __init__(self) -> None:
+        self.windows: deque[tuple[float, np.ndarray]] = deque(maxlen=P_WINDOWS)
+        self.value: float | None = None
+
+    def reset(self) -> None:
+        self.windows.clear()
+        self.value = None
+
+    def add(self, t: float, w: np.ndarray | None) -> None:
+        """The detrended pre-QRS window of a normal-to-normal beat at time ``t`` (None: none)."""
+        if w is not None:
+            self.windows.append((t, w))
+        while self.windows and self.windows[0][0] < t - P_MAX_AGE_S:
+            self.windows.popleft()
+        if len(self.windows) < P_MIN_WINDOWS:
+            self.value = None
+            return
+        a = np.array([x[1] for x in self.windows])
+        m = a.mean(axis=0)
+        e = float(np.einsum("ij,ij->", a, a)) / len(a)
+        self.value = float(np.dot(m, m)) / e if e > 0.0 else None
+
+
+def detrend(w: np.ndarray) -> np.ndarray:
+    """``w`` minus its least-squares line (baseline wander removed)."""
+    n = len(w)
+    r = np.arange(n) - (n - 1) / 2.0
+    w = w - w.sum() / n
+    rr = float(np.dot(r, r))
+    return w - r * (float(np.dot(w, r)) / rr) if rr > 0 else w
+
+
+def _median_lerp(v: list[float]) -> float:
+    """``np.percentile(v, 50)`` of a sorted list, with NumPy's linear-interpolation arithmetic."""
+    n = len(v)
+    if n % 2:
+        return v[n // 2]
+    a, b = v[n // 2 - 1], v[n // 2]
+    return b - (b - a) * 0.5
 
 
 class AfDetector:
-    """AF from RR irregularity, robust to ectopics and to bigeminy patterns.
+    """AF from RR irregularity, robust to ectopics and to bigeminy patterns, and P-wave absence.
 
     Only normal-to-normal intervals whose both ends are normal beats are used,
     and the irregularity is the smaller of the median lag-1 and lag-2
     successive differences (a bigeminal or alternating pattern repeats at
     lag 2, AF never repeats), divided by the median NN interval.
+
+    The P-wave coherence of the same beats (``PWaveCoherence``) qualifies it:
+    an irregular rhythm with a recurring P wave is sinus arrhythmia or atrial
+    ectopy, not AF; one without is AF at a lower irregularity, and stays AF
+    through moderately regular stretches (ectopy, rate control) until the
+    rhythm is clearly regular or P waves return.  Without a P-wave verdict
+    (too few long-enough normal intervals, e.g. > 150 bpm) the RR thresholds
+    alone apply.
     """
 
     def __init__(self) -> None:
@@ -98,51 +172,100 @@ class AfDetector:
         self.alarm = False
         self.rvr = False
         self.irregularity = 0.0
-        self._rates: deque[tuple[float, float]] = deque(maxlen=1024)  # (t, bpm) while in AF
+        self.p_wave = PWaveCoherence()
+        self._rates: deque[tuple[float, float]] = deque(maxlen=1024)  # (t, 60 / bpm) while in AF
+        self._rr_sum = 0.0          # running sum of the second field
 
     def reset_window(self) -> None:
         self.beats.clear()
+        self.p_wave.reset()
+
+    def wants_p_window(self, beat: Beat) -> bool:
+        """Whether ``beat``'s pre-QRS window counts (normal after normal, good, long enough RR)."""
+        return (beat.cls == "N" and beat.good and beat.rr is not None and beat.rr > P_MIN_RR_S
+                and len(self.beats) > 0 and self.beats[-1].cls == "N")
+
+    def _enter(self, score: float) -> bool:
+        c = self.p_wave.value
+        if c is None:
+            return score > AF_ON
+        if c >= P_PRESENT:
+            return False
+        return score > (AF_ON if c < P_ABSENT else AF_ON_RR_ONLY)
+
+    def _leave(self, score: float) -> bool:
+        c = self.p_wave.value
+        if c is None:
+            return score < AF_OFF
+        if c >= P_PRESENT:
+            return True
+        return score < (AF_OFF_NO_P if c < P_ABSENT else AF_OFF)
 
     def _score(self) -> float | None:
-        b = list(self.beats)
-        if len(b) < AF_WINDOW // 2:
+        # plain Python on ~32 values: much faster than NumPy's per-call overhead, same arithmetic
+        # (np.median / np.percentile(..., 50) with linear interpolation, see _median_lerp)
+        b = self.beats
+        n = len(b)
+        if n < AF_WINDOW // 2:
             return None
-        if sum(1 for x in b if not x.good) > len(b) // 4:
+        bad = 0
+        for x in b:
+            if not x.good:
+                bad += 1
+        if bad > n // 4:
             return None
-        rr = np.array([x.rr if x.rr is not None else np.nan for x in b[1:]])
-        nn = np.array([(b[i].cls == "N" and b[i + 1].cls == "N" and b[i + 1].rr is not None) for i in range(len(b) - 1)])
-        if nn.sum() < AF_MIN_NN:
+        rr = [x.rr for x in b]          # rr[i] = the interval ending on beat i (rr[0] unused)
+        cls_n = [x.cls == "N" for x in b]
+        nn = [False] * n                # nn[i]: the interval ending on beat i is normal-to-normal
+        vals = []
+        for i in range(1, n):
+            if cls_n[i - 1] and cls_n[i] and rr[i] is not None:
+                nn[i] = True
+                vals.append(rr[i])
+        if len(vals) < AF_MIN_NN:
             return 0.0   # ectopy-dominated (e.g. bigeminy): not judged as AF
-        med = float(np.median(rr[nn]))
+        vals.sort()
+        m = len(vals)
+        med = vals[m // 2] if m % 2 else (vals[m // 2 - 1] + vals[m // 2]) / 2
         if med <= 0:
             return None
         # RR outliers (pauses, premature beats missed by the classifier) are ectopy, not AF
-        nn = nn & (rr > AF_RR_LOW * med) & (rr < AF_RR_HIGH * med)
-        d1 = np.abs(rr[1:] - rr[:-1])[nn[1:] & nn[:-1]]
-        d2 = np.abs(rr[2:] - rr[:-2])[nn[2:] & nn[:-2]]
+        lo, hi = AF_RR_LOW * med, AF_RR_HIGH * med
+        for i in range(1, n):
+            if nn[i] and not lo < rr[i] < hi:
+                nn[i] = False
+        d1 = sorted([abs(rr[i] - rr[i - 1]) for i in range(2, n) if nn[i] and nn[i - 1]])
         if len(d1) < 6:
             return None
-        s = float(np.percentile(d1, AF_PERCENTILE))
+        s = _median_lerp(d1)
+        d2 = sorted([abs(rr[i] - rr[i - 2]) for i in range(3, n) if nn[i] and nn[i - 2]])
         if len(d2) >= 6:
-            s = min(s, float(np.percentile(d2, AF_PERCENTILE)))
+            s = min(s, _median_lerp(d2))
         return s / med
 
-    def on_beat(self, beat: Beat) -> list[Transition]:
+    def on_beat(self, beat: Beat, p_window: np.ndarray | None = None) -> list[Transition]:
+        """``p_window``: the beat's detrended pre-QRS window when ``wants_p_window(beat)``."""
+        self.p_wave.add(beat.t, p_window)
         self.beats.append(beat)
         out: list[Transition] = []
         score = self._score()
         if score is not None:
             self.irregularity = score
             mid = self.beats[len(self.beats) // 2].t
-            if not self.in_af and score > AF_ON:
+            if not self.in_af and self._enter(score):
                 self.in_af, self.onset = True, mid
                 self._rates.clear()
-            elif self.in_af and score < AF_OFF:
+                self._rr_sum = 0.0
+            elif self.in_af and self._leave(score):
                 self.in_af = False
                 out += self._end(mid)
         if self.in_af:
             if beat.rr is not None and beat.good:
-                self._rates.append((beat.t, 60.0 / beat.rr))
+                rr = 60.0 / (60.0 / beat.rr)   # the RR as the former "60 / rate" sum computed it
+                if len(self._rates) == self._rates.maxlen:
+                    self._rr_sum -= self._rates[0][1]
+                self._rates.append((beat.t, rr))
+                self._rr_sum += rr
             if not self.alarm and self.onset is not None and beat.t - self.onset >= AF_MIN_S:
                 self.alarm = True
                 out.append(Transition("af", True, self.onset, None, {"irregularity": round(self.irregularity, 3)}))
@@ -152,11 +275,13 @@ class AfDetector:
 
     def _check_rvr(self, now: float) -> list[Transition]:
         while self._rates and self._rates[0][0] < now - AF_RVR_S:
-            self._rates.popleft()
+            self._rr_sum -= self._rates.popleft()[1]
+        if not self._rates:
+            self._rr_sum = 0.0
         if not self._rates or self.onset is None or now - self.onset < AF_RVR_S:
             return []
         # mean rate = beats per minute over the window (mean of RR, not of rates)
-        mean_bpm = 60.0 * len(self._rates) / sum(60.0 / r for _, r in self._rates)
+        mean_bpm = 60.0 * len(self._rates) / self._rr_sum
         if not self.rvr and mean_bpm > AF_RVR_BPM:
             self.rvr = True
             return [Transition("af_rvr", True, now, None, {"mean_hr_bpm": round(mean_bpm, 1)})]
@@ -178,7 +303,21 @@ class AfDetector:
 
 
 class VtDetector:
-    """Runs of >= 3 consecutive ventricular beats faster than 100 bpm."""
+    """Runs of >= 3 consecutive ventricular beats faster than 100 bpm.
+
+    A run is judged on its last 3 beats: their own frames must be good (the
+    10-s context rule of the other rhythms does not apply: a run is judged on
+    its own complexes, and a busy stretch before it is often its own onset), or, when
+    their frames are only busy (the wide complexes themselves raise the QRS-band
+    level against the sinus beats; usable, no artefact), the 3 complexes must
+    be alike (each correlating >= ``VT_SAME_CORR`` with the one before) and
+    unlike the normal template: a recurring monomorphic complex of its own
+    shape is a ventricular focus, noise does not repeat itself.  A triplet in
+    which two complexes match the normal template (wide-looking normal beats,
+    e.g. small ones on a sloping baseline after a PVC) is not a run, nor is
+    one with a complex below 0.3x the patient's normal QRS amplitude (none of
+    the 3,488 matched reference V beats of the dev records is that small).
+    """
 
     def __init__(self) -> None:
         self.run: list[Beat] = []
@@ -193,13 +332,26 @@ class VtDetector:
             return False
         return 60.0 / rrs[len(rrs) // 2] > VT_RATE_BPM
 
+    @staticmethod
+    def _trusted(last: list[Beat]) -> bool:
+        normal_shaped = sum(1 for b in last if b.match)
+        if normal_shaped > 1:
+            return False      # two of three complexes have the normal shape: mislabelled wide beats
+        if any(b.amp_ratio is not None and b.amp_ratio < VT_MIN_AMP for b in last):
+            return False      # ventricular complexes are not small: a tiny one is a distorted normal beat
+        return (all(b.good if b.frame_good is None else b.frame_good for b in last)
+                or (normal_shaped == 0 and all(b.prev_corr >= VT_SAME_CORR for b in last[1:])))
+
     def on_beat(self, beat: Beat) -> list[Transition]:
-        if beat.cls == "V" and beat.good and beat.reliable and (not self.run or beat.rr is not None):
+        usable = beat.good if beat.usable is None else beat.usable
+        if beat.cls == "V" and usable and beat.reliable and (not self.run or beat.rr is not None):
             self.run.append(beat)
             if len(self.run) > 4096:
                 del self.run[1:-4094]
             out = []
-            if not self.active and len(self.run) >= VT_BEATS and self._rate_ok(self.run[-VT_BEATS:]):
+            last = self.run[-VT_BEATS:]
+            if (not self.active and len(self.run) >= VT_BEATS and self._rate_ok(last)
+                    and self._trusted(last)):
                 self.active = True
                 out.append(Transition("vt", True, self.run[0].t, None, {"beats": len(self.run)}))
             if self.active and not self.sustained and beat.t - self.run[0].t >= VT_SUSTAINED_S:
