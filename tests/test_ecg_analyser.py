@@ -422,6 +422,34 @@ def test_vt_triplet_with_two_normal_shaped_complexes_is_not_vt() -> None:
     assert ("vt", True) in _vt_run(run)
 
 
+def test_vt_polymorphic_run_in_busy_frames_needs_clearly_wide_alike_complexes() -> None:
+    """Busy frames: three clearly wide complexes that change shape gradually are a run; the
+    same shapes at normal width, or unrelated to one another, are not (noise)."""
+    def run(rel_w: float, pcs: tuple[float, float]) -> list[rhythms.Beat]:
+        bs = [_v(0.0, good=False, prev_corr=0.1), _v(0.35, good=False, prev_corr=pcs[0]),
+              _v(0.70, good=False, prev_corr=pcs[1])]
+        for b in bs:
+            b.rel_w = rel_w
+        return bs
+    assert ("vt", True) in _vt_run(run(1.5, (0.88, 0.74)))
+    assert _vt_run(run(1.1, (0.88, 0.74))) == []            # not wide: the monomorphic test applies
+    assert _vt_run(run(1.5, (0.88, 0.40))) == []            # unrelated shapes
+    bs = run(1.5, (0.88, 0.74))
+    bs[1].match = True                                      # a normal-shaped complex among them
+    assert _vt_run(bs) == []
+
+
+def test_vt_triplet_ending_on_a_continuation_only_beat_waits_for_the_next_beat() -> None:
+    """A couplet followed by a normal-shaped beat that the fast-run rule called V is not VT;
+    the same beat inside a run (a V after it) is."""
+    bs = [_v(0.35 * k, good=True, prev_corr=0.5) for k in range(3)]
+    bs[2].match = True
+    bs[2].run_only = True
+    assert _vt_run(bs) == []
+    bs.append(_v(1.05, good=True, prev_corr=0.5))
+    assert ("vt", True) in _vt_run(bs)
+
+
 def test_p_wave_coherence_separates_recurring_p_from_fibrillation() -> None:
     fs = 250.0
     n = int(round((rhythms.P_WIN_START_S - rhythms.P_WIN_END_S) * fs))
@@ -466,3 +494,44 @@ def test_vt_triplet_with_a_tiny_complex_is_not_vt() -> None:
     assert _vt_run(run) == []
     run[1].amp_ratio = 0.8
     assert ("vt", True) in _vt_run(run)
+
+
+def _gauss_train(fs: float, beats: list[tuple[float, float]], dur: float) -> np.ndarray:
+    """Gaussian 'QRS' complexes (time s, width sigma s) of 1 mV on a flat baseline."""
+    t = np.arange(int(dur * fs)) / fs
+    x = np.zeros_like(t)
+    for tb, sd in beats:
+        x += 1000.0 * np.exp(-0.5 * ((t - tb) / sd) ** 2)
+    return x
+
+
+def _detect(fs: float, x: np.ndarray) -> list[float]:
+    d = QrsDetector(fs)
+    n = int(fs)
+    out: list[int] = []
+    for k in range(0, len(x), n):
+        out += d.process(x[k:k + n])
+    return [i / fs for i in out]
+
+
+def test_beat_hidden_in_the_t_wave_window_of_a_fast_run_is_recovered() -> None:
+    """At 150/min a gentle (wide) complex 0.33 s after a steep one falls in the T-wave window and
+    fails its slope test; the interval then doubles with a supra-threshold peak mid-way: a beat."""
+    fs = 250.0
+    beats = [(1.0 + 0.40 * k, 0.008) for k in range(12)]
+    last = beats[-1][0]
+    hidden = last + 0.33
+    beats += [(hidden, 0.035), (hidden + 0.36, 0.008)] + [(hidden + 0.36 + 0.40 * k, 0.008) for k in range(1, 6)]
+    found = _detect(fs, _gauss_train(fs, beats, hidden + 3.5))
+    assert any(abs(t - hidden) < 0.05 for t in found), found
+    assert len(found) == len(beats)
+
+
+def test_t_waves_at_a_normal_rate_are_not_recovered_as_beats() -> None:
+    """At 75/min an interval never doubles against the last RR: T waves stay T waves."""
+    fs = 250.0
+    beats = [(1.0 + 0.8 * k, 0.008) for k in range(12)]
+    tw = [(b + 0.30, 0.04) for b, _ in beats]
+    x = _gauss_train(fs, beats, 12.0) + 0.5 * _gauss_train(fs, tw, 12.0)
+    found = _detect(fs, x)
+    assert len(found) == len(beats), found

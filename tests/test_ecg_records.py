@@ -86,9 +86,11 @@ def test_no_af_on_records_without_af(name: str) -> None:
 
 @pytest.mark.slow
 def test_vt_runs_flagged_in_203() -> None:
-    # 18 of 21 measured: the runs in busy frames count when their complexes recur (monomorphic)
+    # 20 of 21 measured: the runs in busy frames count when their complexes recur (monomorphic,
+    # or clearly abnormal and alike beat to beat, e.g. the polymorphic run at 1126 s), and the
+    # R-on-T beat of the run at 511 s is recovered
     vt = scored("mitdb/203")["vt"]
-    assert vt["flagged"] >= 17, vt
+    assert vt["flagged"] >= 20, vt
 
 
 @pytest.mark.slow
@@ -124,7 +126,7 @@ def test_vt_runs_flagged_in_221() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["mitdb/100", "mitdb/105", "mitdb/119", "mitdb/222", "mitdb/232"])
+@pytest.mark.parametrize("name", ["mitdb/100", "mitdb/105", "mitdb/119", "mitdb/208", "mitdb/222", "mitdb/232"])
 def test_no_vt_alarm_on_records_without_ventricular_runs(name: str) -> None:
     assert not conditions(scored(name)) & {"vt", "vt_sustained"}, scored(name)["alarms"]
 

@@ -309,7 +309,9 @@ class EcgAnalyser:
         if len(self._amp_levels) >= ARTEFACT_MIN_BEATS:
             ref = self._median(self._amp_levels)
             amp_ratio = clf.last_amp / ref if ref > 0.0 else None
-        return (idx, t, cls, rr, clf.last_match, clf.reliable, clf.prev_corr, amp_ratio)
+        c, rel_w = clf.last_features
+        return (idx, t, cls, rr, clf.last_match, clf.reliable, clf.prev_corr, amp_ratio, c, rel_w,
+                clf.last_run_only)
 
     def _organised(self, now: float) -> bool:
         """The last few complexes recur beat to beat at a regular rate (an organised rhythm)."""
@@ -354,12 +356,13 @@ class EcgAnalyser:
         return None
 
     def _on_beat(self, b: tuple, current: FrameQuality) -> list[Transition]:
-        idx, t, cls, rr, match, reliable, prev_corr, amp_ratio = b
+        idx, t, cls, rr, match, reliable, prev_corr, amp_ratio, corr, rel_w, run_only = b
         fq = self._frame_quality(idx, current)
         # a clinical judgement needs good signal in this frame and most of the last 10 s
         good = fq.good and sum(self._recent_good) >= CONTEXT_GOOD * len(self._recent_good)
         beat = Beat(t, cls, good, rr, match, reliable, usable=not fq.unusable and fq.artefact is None,
-                    frame_good=fq.good, prev_corr=prev_corr, amp_ratio=amp_ratio)
+                    frame_good=fq.good, prev_corr=prev_corr, amp_ratio=amp_ratio,
+                    corr=corr, rel_w=rel_w, run_only=run_only)
         self._beats.append((t, cls))
         self._new_beats.append((t, cls))
         self.beat_count += 1

@@ -99,6 +99,7 @@ class BeatClassifier:
         self._prev_cluster = -1
         self.last_features: tuple[float, float] = (1.0, 0.0)
         self.last_match = False
+        self.last_run_only = False   # the last beat is V only because it continues a fast V run
         self.prev_corr = 0.0     # correlation of the last beat with the beat before it (organisation)
         self._prev_y: np.ndarray | None = None
         self.last_amp = 0.0      # the last beat's peak-to-peak amplitude (µV) and steepest slope (µV/sample)
@@ -157,6 +158,7 @@ class BeatClassifier:
 
     def classify(self, ext: np.ndarray, rr_s: float | None = None) -> str:
         """Class of the beat whose raw samples (µV) around the R peak are ``ext`` (see ``window``)."""
+        self.last_run_only = False
         if len(ext) != self.length + 2 * self.margin:
             return "N"
         seg = self._align(ext)
@@ -214,6 +216,9 @@ class BeatClassifier:
         self.recurrence += RECUR_RATE * (float(recurs) - self.recurrence)
         recurring_v = k >= 0 and self._cl_n[k] >= CLUSTER_MIN and self._cl_v[k] * 2 > self._cl_n[k]
         ventricular = evidence or run_on or ((abnormal or different) and recurring_v)
+        # a template-shaped beat, not "wider", that is V only as the continuation of a run
+        self.last_run_only = (run_on and c >= CORR_MATCH and not wider and not evidence
+                              and not ((abnormal or different) and recurring_v))
         if c < CORR_MATCH and rr_s is not None:
             self._dominant(y, width, rr_s)
         if rel_w <= NARROWER and c < CORR_MATCH:

@@ -48,6 +48,9 @@ THR_FRACTION = 0.3125   # Hamilton-Tompkins detection threshold coefficient
 BUFFER_S = 8.0          # ring of band-passed / integrated signal kept for location and search-back
 FEATURE_ABS = True      # |derivative| (True) or derivative squared (classic Pan-Tompkins)
 DECAY_AFTER_S = 2.5     # without any QRS for this long the signal level estimate decays
+FAST_RR_S = 0.60        # > 100 bpm: an interval that doubles at this rate hides a beat ...
+DOUBLED_RR = (1.6, 2.4)  # ... when it is this many times the last RR ...
+MID_GAP = (0.4, 0.6)     # ... and a supra-threshold peak the T-wave test rejected lies mid-way
 
 
 class QrsDetector:
@@ -268,9 +271,32 @@ class QrsDetector:
                 if s < T_SLOPE_RATIO * self._last_slope:
                     self._noise(i, v)
                     return
+            self._recover_mid(i)
             self._accept(i, v, searchback=False)
         else:
             self._noise(i, v)
+
+    def _recover_mid(self, i: int) -> None:
+        """At a fast rate, an interval that doubles with a supra-threshold peak mid-way (rejected
+        only by the T-wave test) holds a beat: an early ventricular beat on the T wave of the one
+        before it (R on T) inside a fast run.  Accept it before the QRS at ``i``."""
+        if not self._rr or self._last_qrs < 0:
+            return
+        last_rr = self._rr[-1]
+        gap = i - self._last_qrs
+        if last_rr >= FAST_RR_S * self.fs or not DOUBLED_RR[0] * last_rr <= gap <= DOUBLED_RR[1] * last_rr:
+            return
+        lo = self._last_qrs + MID_GAP[0] * gap
+        hi = self._last_qrs + MID_GAP[1] * gap
+        best = None
+        for c in self._since:
+            if lo <= c[0] <= hi and c[1] > self._thr1 and (best is None or c[1] > best[1]):
+                best = c
+        if best is None:
+            return
+        if self._slopes and self._slope(best[0]) < SB_SLOPE * self._median(self._slopes):
+            return
+        self._accept(best[0], best[1], searchback=True)
 
     def _noise(self, i: int, v: float) -> None:
         self._npk.append(v)

@@ -52,6 +52,9 @@ VT_RATE_BPM = 100.0
 VT_SUSTAINED_S = 30.0
 VT_SAME_CORR = 0.90       # three successive complexes this alike: a monomorphic run, not noise
 VT_MIN_AMP = 0.30         # a "ventricular" complex below this share of the normal QRS amplitude is not one
+VT_WIDE_REL = 1.25        # a complex this many times the normal width (the classifier's WIDE_REL) ...
+VT_UNLIKE_CORR = 0.30     # ... or correlating below this with the normal QRS is clearly not a normal beat;
+VT_ALIKE_CORR = 0.70      # three such complexes, each this alike the one before, are a run, not noise
 # --- pauses and asystole
 PAUSE_S = 3.0
 ASYSTOLE_S = 5.0
@@ -102,6 +105,9 @@ class Beat:
     frame_good: bool | None = None  # its own frame is good, whatever the 10 s around it (None: = good)
     prev_corr: float = 0.0     # correlation of its complex with the previous beat's
     amp_ratio: float | None = None  # its amplitude over the patient's normal QRS amplitude (None: unknown)
+    corr: float = 1.0          # correlation with the normal template
+    rel_w: float = 1.0         # effective width over the normal template's width
+    run_only: bool = False     # template-shaped, V only as the continuation of a fast V run
 
 
 class PWaveCoherence:
@@ -317,6 +323,13 @@ class VtDetector:
     e.g. small ones on a sloping baseline after a PVC) is not a run, nor is
     one with a complex below 0.3x the patient's normal QRS amplitude (none of
     the 3,488 matched reference V beats of the dev records is that small).
+
+    In busy frames a polymorphic run also counts: three complexes that are each
+    clearly not normal (>= ``VT_WIDE_REL`` x the normal width, or correlating
+    < ``VT_UNLIKE_CORR`` with the normal QRS) and each >= ``VT_ALIKE_CORR`` alike
+    the one before.  A triplet never ends on a ``run_only`` beat (template-shaped,
+    called V only because it follows a V beat fast): such a beat is judged by the
+    beat after it, so a couplet followed by a normal beat is not a run.
     """
 
     def __init__(self) -> None:
@@ -339,8 +352,22 @@ class VtDetector:
             return False      # two of three complexes have the normal shape: mislabelled wide beats
         if any(b.amp_ratio is not None and b.amp_ratio < VT_MIN_AMP for b in last):
             return False      # ventricular complexes are not small: a tiny one is a distorted normal beat
-        return (all(b.good if b.frame_good is None else b.frame_good for b in last)
-                or (normal_shaped == 0 and all(b.prev_corr >= VT_SAME_CORR for b in last[1:])))
+        if last[-1].run_only:
+            # a normal-shaped, normal-width complex called V only because it follows V beats fast:
+            # it is judged by the beat after it (inside a run it stays, as the first normal beat
+            # after a couplet it does not make one)
+            return False
+        if all(b.good if b.frame_good is None else b.frame_good for b in last):
+            return True
+        if normal_shaped:
+            return False
+        # busy frames: the complexes must recur -- three nearly identical ones (monomorphic), or
+        # three clearly abnormal ones (wide, or of a shape unrelated to the normal QRS), each
+        # still alike the one before (a polymorphic run changes shape gradually; noise
+        # "complexes" are unrelated to one another)
+        return (all(b.prev_corr >= VT_SAME_CORR for b in last[1:])
+                or (all(b.rel_w >= VT_WIDE_REL or b.corr < VT_UNLIKE_CORR for b in last)
+                    and all(b.prev_corr >= VT_ALIKE_CORR for b in last[1:])))
 
     def on_beat(self, beat: Beat) -> list[Transition]:
         usable = beat.good if beat.usable is None else beat.usable
