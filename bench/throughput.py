@@ -1,17 +1,32 @@
 """Readings per second through the whole pipeline, as a ratio to raw Mosquitto + paho-mqtt.
 
 All measured in one run, on one Mosquitto (loopback, QoS 1, the same BP JSON
-payloads, ~160 B):
+payloads, ~230 B), with the same publisher (this process, paho, a window of
+1,000 messages awaiting PUBACK):
 
-1. raw: a bare paho publisher -> Mosquitto -> a bare paho subscriber;
+1. raw: publisher -> Mosquitto -> a bare paho subscriber in its own process
+   (auto-ack), done at the last message; measured before and after the
+   gateway runs;
 2. gateway: the same publisher -> Mosquitto -> `vitalgate run` (decode, check,
    store in SQLite, acknowledge after the commit, judge, republish on the
-   patient topic) -> done when readings.db holds every reading;
+   patient topic at QoS 1) -> done when readings.db holds every reading;
 3. gateway + TSDB: the same with the `influxdb:` sink writing to
    VictoriaMetrics; done when readings.db holds every reading, and (reported
    separately) when VictoriaMetrics does.
 
-    python bench/throughput.py [--n 30000] [--patients 50] [--no-tsdb]
+Ratios are printed against the first raw run as each line comes, and at the
+end against the mean of both raw runs (the fairer baseline on a shared
+machine). The raw subscriber has its own process, as the gateway does: in the
+publisher's process it would share its GIL, which slows the publisher down
+and made raw look ~30 % slower than it is (`--raw-in-process` shows that
+figure too). Each cuff's readings come in device-time order, minutes apart,
+the warm-up's before the measured ones, as a clinic's would.
+
+    python bench/throughput.py [--n 30000] [--patients 500] [--no-tsdb] [--profile FILE] [--raw-in-process]
+
+`--profile FILE` records the gateway with py-spy (collapsed stacks), or with
+cProfile when FILE ends in `.prof`. The CPU seconds each process used during
+each measurement are printed at the end.
 
 Target (issue 6): at QoS 1 the gateway reaches >= 50 % of raw. The machine is
 shared and noisy: compare the ratios of one run, not absolute numbers across
@@ -43,6 +58,8 @@ REPO = Path(__file__).resolve().parents[1]
 CLINIC = "bench"
 WINDOW = 1000  # publisher's QoS 1 messages awaiting PUBACK (mids are 16-bit, PERF.md)
 PROFILE = ""  # --profile FILE
+BROKER_PID = 0
+CPU: dict[str, dict[str, float]] = {}  # CPU seconds per process during each measurement
 
 
 def free_port() -> int:
@@ -72,16 +89,15 @@ def start_mosquitto(work: Path) -> tuple[subprocess.Popen, int]:
     return proc, port
 
 
-def payloads(n: int, patients: int, offset: int) -> list[tuple[str, bytes]]:
+def payloads(n: int, patients: int, offset: int, end: datetime | None = None) -> list[tuple[str, bytes]]:
     """n BP readings spread over the patients' cuffs, unique seq.
 
     Device times as a real clinic's: a patient's readings are minutes apart
     (the BP rules look back over 7 days per patient, so thousands of readings
-    1 ms apart from one cuff would measure something no clinic sends).
+    1 ms apart from one cuff would measure something no clinic sends), each
+    cuff's in device-time order, the last ones about `end` (default: now).
     """
-    tz = timezone(timedelta(hours=8))
-    per_patient = -(-n // patients)
-    base = datetime.now(tz).replace(microsecond=0) - timedelta(minutes=10 * per_patient + 5)
+    base = first_ts(n, patients, end)
     out = []
     for i in range(offset, offset + n):
         dev = f"bp-{i % patients + 1:04d}"
@@ -91,6 +107,12 @@ def payloads(n: int, patients: int, offset: int) -> list[tuple[str, bytes]]:
                 "status": {"body_movement": False, "irregular_pulse": False, "cuff_loose": False}}
         out.append((f"vg/{CLINIC}/device/{dev}/reading", json.dumps(body).encode()))
     return out
+
+
+def first_ts(n: int, patients: int, end: datetime | None = None) -> datetime:
+    """The device time of the first of `payloads(n, patients, end=end)`."""
+    end = end or datetime.now(timezone(timedelta(hours=8))).replace(microsecond=0)
+    return end - timedelta(minutes=10 * -(-n // patients) + 5)
 
 
 class Publisher:
@@ -116,7 +138,73 @@ class Publisher:
         self.client.disconnect()
 
 
-def raw(port: int, msgs: list[tuple[str, bytes]]) -> float:
+def raw(port: int, msgs: list[tuple[str, bytes]], in_process: bool = False) -> float:
+    """Bare publisher -> Mosquitto -> bare subscriber (auto-ack); msg/s until the last one arrived.
+
+    The subscriber runs in its own process, as the gateway does: in this
+    process it would share the publisher's GIL and slow both down (the
+    publisher must be the same in both measurements). `in_process` measures
+    it the old way, for comparison.
+    """
+    if in_process:
+        return _raw_in_process(port, msgs)
+    sub = subprocess.Popen([sys.executable, __file__, "--raw-subscriber", str(port), str(len(msgs))],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        assert sub.stdout is not None
+        if sub.stdout.readline().strip() != "subscribed":
+            raise RuntimeError("raw subscriber did not subscribe")
+        pub = Publisher(port)
+        cpu0 = cpu_s(BROKER_PID), cpu_s(os.getpid()), cpu_s(sub.pid)
+        t0 = pub.send(msgs)
+        line = sub.stdout.readline().split()
+        if not line or line[0] != "done":
+            raise TimeoutError(f"raw: the subscriber gave up: {' '.join(line)}")
+        CPU["raw"] = {"broker": cpu_s(BROKER_PID) - cpu0[0], "bench": cpu_s(os.getpid()) - cpu0[1],
+                      "subscriber": cpu_s(sub.pid) - cpu0[2]}
+        pub.close()
+        return len(msgs) / (float(line[1]) - t0)  # perf_counter is CLOCK_MONOTONIC: one clock for both
+    finally:
+        try:
+            sub.wait(10)
+        except subprocess.TimeoutExpired:
+            sub.kill()
+            sub.wait()
+
+
+def raw_subscriber(port: int, n: int) -> int:
+    """The raw path's subscriber process: print `subscribed`, then `done <perf_counter of the n-th message>`."""
+    got = 0
+    done = threading.Event()
+    t_last = [0.0]
+
+    def on_message(c, u, m):  # type: ignore[no-untyped-def]
+        nonlocal got
+        got += 1
+        if got == n:
+            t_last[0] = time.perf_counter()
+            done.set()
+
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{os.getpid()}")
+    subscribed = threading.Event()
+    sub.on_message = on_message
+    sub.on_subscribe = lambda *a: subscribed.set()
+    sub.connect("127.0.0.1", port)
+    sub.subscribe(f"vg/{CLINIC}/device/#", qos=1)
+    sub.loop_start()
+    subscribed.wait(10)
+    print("subscribed", flush=True)
+    if not done.wait(300):
+        print(f"timeout {got} of {n}", flush=True)
+        return 1
+    print(f"done {t_last[0]!r}", flush=True)
+    time.sleep(0.2)  # (lets the bench read this process's CPU time before it exits)
+    sub.loop_stop()
+    sub.disconnect()
+    return 0
+
+
+def _raw_in_process(port: int, msgs: list[tuple[str, bytes]]) -> float:
     got = 0
     done = threading.Event()
     t_last = [0.0]
@@ -137,9 +225,11 @@ def raw(port: int, msgs: list[tuple[str, bytes]]) -> float:
     sub.loop_start()
     subscribed.wait(10)
     pub = Publisher(port)
+    cpu0 = cpu_s(BROKER_PID), cpu_s(os.getpid())
     t0 = pub.send(msgs)
     if not done.wait(300):
         raise TimeoutError(f"raw: only {got} of {len(msgs)} arrived")
+    CPU["raw"] = {"broker": cpu_s(BROKER_PID) - cpu0[0], "bench": cpu_s(os.getpid()) - cpu0[1]}
     pub.close()
     sub.loop_stop()
     sub.disconnect()
@@ -154,6 +244,15 @@ def gateway_config(work: Path, port: int, patients: int, vm_url: str | None) -> 
     cfg.write_text(f"clinic: {CLINIC}\nbroker: {{host: 127.0.0.1, port: {port}}}\nstorage:\n  path: {work / 'var'}\n"
                    f"patients:\n{pts}\nstatus: {{interval: 5s}}\n{tsdb}")
     return cfg
+
+
+def cpu_s(pid: int) -> float:
+    """user + system CPU seconds of a process (and its reaped children) so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def stored(db: Path) -> int:
@@ -187,14 +286,17 @@ def gateway_run(work: Path, port: int, msgs: list[tuple[str, bytes]], patients: 
     cfg = gateway_config(work, port, patients, vm_url)
     log = open(work / "gateway.log", "wb")
     cmd = [sys.executable, "-m", "gateway.cli", "run", "--config", str(cfg), "--log-level", "WARNING"]
-    if PROFILE:  # py-spy's raw (collapsed) stacks of the gateway, for finding hot spots
+    if PROFILE.endswith(".prof"):  # cProfile (deterministic: call counts, syscalls; slows Python code)
+        cmd = [sys.executable, "-m", "cProfile", "-o", PROFILE, "-m", "gateway.cli", *cmd[3:]]
+    elif PROFILE:  # py-spy's raw (collapsed) stacks of the gateway, for finding hot spots
         cmd = ["py-spy", "record", "-r", "250", "-f", "raw", "-o", PROFILE, "--", *cmd]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     try:
         db = work / "var" / "readings.db"
         pub = Publisher(port)
-        # Warm-up: the gateway is subscribed and has created every patient's worker.
-        warm = payloads(patients * 4, patients, offset=10_000_000)
+        # Warm-up: the gateway is subscribed and has created every patient's worker. Device times
+        # before the measured readings', so each cuff's readings stay in order as a clinic's do.
+        warm = payloads(patients * 4, patients, offset=10_000_000, end=first_ts(len(msgs), patients) - timedelta(minutes=10))
         deadline = time.monotonic() + 30
         while stored(db) == 0 and time.monotonic() < deadline:
             pub.send(warm[:1])
@@ -203,9 +305,12 @@ def gateway_run(work: Path, port: int, msgs: list[tuple[str, bytes]], patients: 
         base = len(warm)
         wait_count(lambda: stored(db), base, 60)
         base = stored(db)
+        cpu0 = {"gateway": cpu_s(proc.pid), "broker": cpu_s(BROKER_PID), "bench": cpu_s(os.getpid())}
         t0 = pub.send(msgs)
         t_end = wait_count(lambda: stored(db) - base, len(msgs), 600)
         out = {"rate": len(msgs) / (t_end - t0), "seconds": t_end - t0}
+        cpu1 = {"gateway": cpu_s(proc.pid), "broker": cpu_s(BROKER_PID), "bench": cpu_s(os.getpid())}
+        out["cpu"] = {k: cpu1[k] - cpu0[k] for k in cpu0}
         if vm_url:
             t_vm = wait_count(lambda: vm_points(vm_url), len(msgs) + base, 600, every=0.5)
             out["tsdb_rate"] = len(msgs) / (t_vm - t0)
@@ -244,9 +349,15 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=30_000, help="readings per measurement")
     ap.add_argument("--patients", type=int, default=500)
     ap.add_argument("--no-tsdb", action="store_true", help="skip the VictoriaMetrics run")
-    ap.add_argument("--profile", default="", help="record the gateway with py-spy into FILE (collapsed stacks)")
+    ap.add_argument("--profile", default="", help="record the gateway with py-spy into FILE (collapsed stacks), "
+                    "or with cProfile if FILE ends in .prof")
+    ap.add_argument("--raw-in-process", action="store_true",
+                    help="also measure raw with the subscriber in the publisher's process (the old way)")
+    ap.add_argument("--raw-subscriber", nargs=2, type=int, metavar=("PORT", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args()
-    global PROFILE
+    if args.raw_subscriber:
+        return raw_subscriber(*args.raw_subscriber)
+    global PROFILE, BROKER_PID
     PROFILE = args.profile
     msgs = payloads(args.n, args.patients, offset=0)
     size = sum(len(b) for _, b in msgs) / len(msgs)
@@ -255,13 +366,19 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="vg-bench-") as tmp:
         work = Path(tmp)
         broker, port = start_mosquitto(work)
+        BROKER_PID = broker.pid
         vm = None
         try:
+            if args.raw_in_process:
+                results["raw_in_process"] = raw(port, msgs, in_process=True)
+                CPU["raw_in_process"] = CPU.pop("raw")
+                print(f"  (raw, subscriber in the publisher's process: {results['raw_in_process']:.0f} msg/s)")
             results["raw"] = raw(port, msgs)
             print(f"  raw mosquitto + paho:           {results['raw']:8.0f} msg/s")
             (work / "gw").mkdir()
             g = gateway_run(work / "gw", port, msgs, args.patients)
             results["gateway"] = g["rate"]
+            CPU["gateway"] = g["cpu"]
             print(f"  gateway -> SQLite:              {g['rate']:8.0f} readings/s  "
                   f"({g['rate'] / results['raw']:.0%} of raw)")
             if not args.no_tsdb:
@@ -272,18 +389,35 @@ def main() -> int:
                     (work / "gw-tsdb").mkdir()
                     g2 = gateway_run(work / "gw-tsdb", port, msgs, args.patients, vm_url=vm[1])
                     results["gateway_tsdb"] = g2["rate"]
+                    results["gateway_tsdb_all_in_vm"] = g2["tsdb_rate"]
+                    CPU["gateway_tsdb"] = g2["cpu"]
                     print(f"  gateway -> SQLite + TSDB sink:  {g2['rate']:8.0f} readings/s  "
                           f"({g2['rate'] / results['raw']:.0%} of raw)")
                     print(f"  ... all points in VictoriaMetrics: {g2['tsdb_rate']:8.0f} readings/s  "
                           f"({g2['tsdb_rate'] / results['raw']:.0%} of raw)")
             # Raw again at the end: the machine is shared, show how much the baseline moved.
+            raw_cpu = CPU["raw"]
             results["raw_after"] = raw(port, payloads(args.n, args.patients, offset=args.n))
+            CPU["raw_after"], CPU["raw"] = CPU["raw"], raw_cpu
             print(f"  raw again (noise check):        {results['raw_after']:8.0f} msg/s")
         finally:
-            broker.terminate()
-            if vm is not None:
-                vm[0].terminate()
-    print(json.dumps({k: round(v, 1) for k, v in results.items()}))
+            for proc in [broker] + ([vm[0]] if vm is not None else []):
+                proc.terminate()
+                try:
+                    proc.wait(15)  # before the directory is removed under it
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    if "raw_after" in results:  # the baseline measured before and after the gateway runs (noisy machine)
+        base = (results["raw"] + results["raw_after"]) / 2
+        ratios = {k: v / base for k, v in results.items() if k.startswith("gateway")}
+        print(f"  ratios to the mean of both raw runs ({base:.0f} msg/s): "
+              + ", ".join(f"{k} {v:.0%}" for k, v in ratios.items()))
+        results.update({f"ratio_{k}": round(v, 3) for k, v in ratios.items()})
+    if not PROFILE:  # (under py-spy the gateway's pid is py-spy's)
+        print("  CPU seconds during each measurement: " + "; ".join(
+            f"{k}: " + ", ".join(f"{p} {v:.1f}" for p, v in c.items()) for k, c in CPU.items()))
+    print(json.dumps({k: round(v, 3 if k.startswith("ratio") else 1) for k, v in results.items()}))
     return 0
 
 

@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.matcher import MQTTMatcher
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -59,6 +60,7 @@ PUBLISH_WINDOW = 1000  # our QoS 1 publishes on the wire awaiting PUBACK (paho q
 READ_PAUSE_AT = 5000  # stop reading the socket when this many messages wait for the handler
 READ_RESUME_AT = 1000
 MISC_TICK_S = 1.0  # paho's keepalive / retry bookkeeping
+READ_BATCH = 1000  # packets read per readable event at most, so a flood cannot hold the loop
 
 Ack = Callable[[], None]
 MessageHandler = Callable[[str, bytes], Awaitable[None]]
@@ -79,6 +81,91 @@ def _noop() -> None:
 
 
 _NO_PROPERTIES = Properties(PacketTypes.PUBLISH)  # shared and never modified
+
+
+class _PahoLogger:
+    """What paho logs, through our logger; its per-packet DEBUG lines dropped at once unless shown.
+
+    paho calls `logger.log(DEBUG, ...)` two or three times per packet; the
+    standard Logger gets to "not enabled" through two calls and a cache.
+    """
+
+    __slots__ = ("_logger", "_debug")
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+        self._debug = logger.isEnabledFor(logging.DEBUG)  # (per session: each connection makes a new one)
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        if level > logging.DEBUG or self._debug:
+            self._logger.log(level, msg, *args)
+
+
+class _NoFilteredCallbacks:
+    """Stands in for paho's per-topic callback matcher: we register none (message_callback_add).
+
+    paho asks its matcher for every incoming message, and MQTTMatcher.iter_match
+    builds a recursive closure per call: a reference cycle per message, six
+    objects for the garbage collector (bench/throughput.py: about a fifth of the
+    gateway's collector time). With no filters it always finds nothing; so does this.
+    """
+
+    __slots__ = ()
+
+    def iter_match(self, topic: str) -> tuple[()]:
+        return ()
+
+
+class PublishWindow:
+    """Slots for our QoS 1 publishes awaiting PUBACK; waiters are served first come, first served.
+
+    asyncio.Semaphore would do, but once many wait (every patient worker,
+    when the broker is slow to acknowledge) it scans all its waiters on every
+    acquire and release: O(waiters) per message (bench/throughput.py). Here a
+    release hands its slot straight to the oldest live waiter, O(1).
+    """
+
+    __slots__ = ("_free", "_waiters")
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def free(self) -> int:
+        return self._free
+
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free now (no coroutine, no waiting)."""
+        if self._free > 0:
+            self._free -= 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        if self._free > 0:  # (free slots only exist while nobody waits: release hands them over)
+            self._free -= 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # the slot was ours already: pass it on
+            raise  # (a cancelled waiter stays queued; release skips it)
+
+    def release(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)  # the slot goes to this waiter
+                return
+        self._free += 1
+
+
+ErrorCallback = Callable[[BaseException], None]
 
 
 async def await_publish(fut: asyncio.Future[None]) -> None:
@@ -141,8 +228,9 @@ class MqttLink:
         self._handling = False
         self._read_paused = False
         self._sock: Any = None
-        self._pending: dict[int, asyncio.Future[None]] = {}
-        self._window = asyncio.Semaphore(PUBLISH_WINDOW)  # replaced per connection (broker's Receive Maximum)
+        # mid -> the PUBACK future (start_publish), or the slot and error callback (publish_nowait)
+        self._pending: dict[int, asyncio.Future[None] | tuple[PublishWindow, ErrorCallback | None]] = {}
+        self._window = PublishWindow(PUBLISH_WINDOW)  # replaced per connection (broker's Receive Maximum)
         self._connack: asyncio.Future[bool] | None = None
         self._suback: asyncio.Future[list[ReasonCode]] | None = None
         self._lost: asyncio.Future[None] | None = None
@@ -151,6 +239,7 @@ class MqttLink:
         self.protocol_in_use: str | None = None
         self.received = 0
         self.acked = 0
+        self._packets = 0  # PUBLISHes and PUBACKs read (see _readable)
 
     @property
     def uses_v5(self) -> bool:
@@ -188,14 +277,7 @@ class MqttLink:
         `user_properties` are sent as MQTT 5 user properties (a 3.1.1
         connection drops them). Raises NotConnected when not connected.
         """
-        if self._client is None or not self.connected.is_set():
-            raise NotConnected(f"not connected to the broker at {self.host}:{self.port}")
-        while True:
-            window = self._window
-            await window.acquire()
-            if window is self._window:
-                break
-            window.release()  # the connection changed while we waited: queue on the new one
+        window = await self._take_slot()
         # From here on the slot is released exactly once: when the future completes.
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         fut.add_done_callback(lambda _f: window.release())
@@ -210,13 +292,63 @@ class MqttLink:
                 fut.set_exception(NotConnected(f"publish to {self.host}:{self.port} failed: {exc}"))
             return fut
 
-    def _hand_to_paho(self, client: mqtt.Client, fut: asyncio.Future[None], topic: str, payload: str | bytes,
-                      qos: int, retain: bool, user_properties: list[tuple[str, str]] | None) -> asyncio.Future[None]:
+    async def publish_nowait(
+        self,
+        topic: str,
+        payload: str | bytes,
+        qos: int = 1,
+        retain: bool = False,
+        on_error: ErrorCallback | None = None,
+    ) -> None:
+        """Hand one message to the connection without waiting for its PUBACK.
+
+        Like `start_publish` (waits only for a slot in the in-flight window,
+        order on the wire kept), but with no future per message: the slot is
+        freed at the PUBACK, and `on_error(exc)` is called (from the event
+        loop) if the broker refuses it or the connection drops before the
+        PUBACK. Raises NotConnected when not connected.
+        """
+        window = self._window
+        if self._client is None or not self.connected.is_set() or not window.try_acquire():
+            window = await self._take_slot()  # (a free slot, the usual case, is taken without a coroutine)
+        client = self._client
+        if client is None or not self.connected.is_set():
+            window.release()
+            raise NotConnected(f"not connected to the broker at {self.host}:{self.port}")
+        try:
+            info = self._paho_publish(client, topic, payload, qos, retain, None)
+        except Exception as exc:
+            window.release()
+            raise NotConnected(f"publish to {self.host}:{self.port} failed: {exc}") from exc
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            window.release()
+            raise NotConnected(f"publish to {self.host}:{self.port} failed: {mqtt.error_string(info.rc)}")
+        if qos == 0 or info.is_published():
+            window.release()
+        else:
+            self._pending[info.mid] = (window, on_error)
+
+    async def _take_slot(self) -> PublishWindow:
+        if self._client is None or not self.connected.is_set():
+            raise NotConnected(f"not connected to the broker at {self.host}:{self.port}")
+        while True:
+            window = self._window
+            await window.acquire()
+            if window is self._window:
+                return window
+            window.release()  # the connection changed while we waited: queue on the new one
+
+    def _paho_publish(self, client: mqtt.Client, topic: str, payload: str | bytes, qos: int, retain: bool,
+                      user_properties: list[tuple[str, str]] | None) -> mqtt.MQTTMessageInfo:
         props = _NO_PROPERTIES if self.uses_v5 else None  # paho would build an empty one per message
         if user_properties and self.uses_v5:
             props = Properties(PacketTypes.PUBLISH)
             props.UserProperty = list(user_properties)
-        info = client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        return client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+
+    def _hand_to_paho(self, client: mqtt.Client, fut: asyncio.Future[None], topic: str, payload: str | bytes,
+                      qos: int, retain: bool, user_properties: list[tuple[str, str]] | None) -> asyncio.Future[None]:
+        info = self._paho_publish(client, topic, payload, qos, retain, user_properties)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             fut.set_exception(NotConnected(f"publish to {self.host}:{self.port} failed: {mqtt.error_string(info.rc)}"))
         elif qos == 0 or info.is_published():
@@ -283,9 +415,14 @@ class MqttLink:
             manual_ack=True,
             reconnect_on_failure=False,
         )
-        client.max_inflight_messages_set(PUBLISH_WINDOW)
+        # Our own window (self._window, taken before every publish) bounds what is in flight; paho's
+        # limit stays off (0), because with one set paho walks every unacknowledged message on each
+        # PUBACK (Client._update_inflight), O(in flight) per message (bench/throughput.py).
+        client.max_inflight_messages_set(0)
         client.max_queued_messages_set(0)
-        client.enable_logger(logging.getLogger("vitalgate.mqtt.paho"))
+        if isinstance(getattr(client, "_on_message_filtered", None), MQTTMatcher):  # (paho 2.x internals)
+            client._on_message_filtered = _NoFilteredCallbacks()  # type: ignore[assignment]
+        client.enable_logger(_PahoLogger(logging.getLogger("vitalgate.mqtt.paho")))  # type: ignore[arg-type]
         if self._auth[0] is not None:
             client.username_pw_set(self._auth[0], self._auth[1])
         if self._tls is not None:
@@ -332,6 +469,10 @@ class MqttLink:
                     self._v5 = True  # no answer to 3.1.1 either: the next attempt tries 5 again
                 raise ConnectionError("no CONNACK from the broker")
             self._connack.result()  # raises on a refused connection
+            # Usable from the CONNACK on: a persistent session's queued messages arrive right after
+            # it, before our SUBACK, and what the handler publishes for them (the live republish)
+            # must not be refused as "not connected".
+            self.connected.set()
             if self._subs:
                 self._suback = loop.create_future()
                 rc, _ = client.subscribe([(t, 1) for t in self._subs])
@@ -343,7 +484,6 @@ class MqttLink:
                     raise ConnectionError(f"broker refused subscriptions: {', '.join(bad)}")
             self.protocol_in_use = "5" if v5 else "3.1.1"
             self._v5_confirmed = self._v5_confirmed or v5
-            self.connected.set()
             self.connects += 1
             log.info("connected to broker", extra={"broker": f"{self.host}:{self.port}",
                                                   "mqtt": self.protocol_in_use})
@@ -369,9 +509,13 @@ class MqttLink:
                 misc.cancel()
             self._drop_socket(client)
             pending, self._pending = self._pending, {}
-            for fut in pending.values():
-                if not fut.done():
-                    fut.set_exception(NotConnected(f"connection to {self.host}:{self.port} lost before PUBACK"))
+            for entry in pending.values():
+                lost = NotConnected(f"connection to {self.host}:{self.port} lost before PUBACK")
+                if isinstance(entry, tuple):
+                    entry[0].release()
+                    self._publish_failed(entry[1], lost)
+                elif not entry.done():
+                    entry.set_exception(lost)
             if self._connack is not None and not self._connack.done():
                 self._connack.cancel()
             if self._suback is not None and not self._suback.done():
@@ -438,7 +582,7 @@ class MqttLink:
         recv_max = getattr(properties, "ReceiveMaximum", None) if properties is not None else None
         # paho does not honour the broker's Receive Maximum (Mosquitto: its max_inflight_messages, 20)
         # and going over it is a protocol error, so our own window does.
-        self._window = asyncio.Semaphore(min(PUBLISH_WINDOW, int(recv_max)) if recv_max else PUBLISH_WINDOW)
+        self._window = PublishWindow(min(PUBLISH_WINDOW, int(recv_max)) if recv_max else PUBLISH_WINDOW)
         fut.set_result(bool(getattr(flags, "session_present", False)))
 
     def _cb_disconnect(self, client, userdata, flags, reason_code, properties=None) -> None:  # type: ignore[no-untyped-def]
@@ -451,6 +595,7 @@ class MqttLink:
 
     def _cb_message(self, client, userdata, msg) -> None:  # type: ignore[no-untyped-def]
         self.received += 1
+        self._packets += 1
         self._inbox.append((client, msg))
         self._inbox_wake.set()
         if not self._read_paused and len(self._inbox) >= READ_PAUSE_AT:
@@ -461,15 +606,33 @@ class MqttLink:
             self._suback.set_result(list(reason_codes))
 
     def _cb_publish(self, client, userdata, mid, reason_code, properties=None) -> None:  # type: ignore[no-untyped-def]
+        self._packets += 1
         if client is not self._client:
             return
-        fut = self._pending.pop(mid, None)
-        if fut is None or fut.done():
+        entry = self._pending.pop(mid, None)
+        if entry is None:
             return
-        if reason_code is not None and reason_code.is_failure:
-            fut.set_exception(NotConnected(f"broker refused the publish: {reason_code}"))
+        failed = reason_code is not None and reason_code.is_failure
+        if isinstance(entry, tuple):  # publish_nowait: free the slot here, no future
+            entry[0].release()
+            if failed:
+                self._publish_failed(entry[1], NotConnected(f"broker refused the publish: {reason_code}"))
+            return
+        if entry.done():
+            return
+        if failed:
+            entry.set_exception(NotConnected(f"broker refused the publish: {reason_code}"))
         else:
-            fut.set_result(None)
+            entry.set_result(None)
+
+    @staticmethod
+    def _publish_failed(on_error: ErrorCallback | None, exc: BaseException) -> None:
+        if on_error is None:
+            return
+        try:
+            on_error(exc)
+        except Exception:  # a caller's callback must not break the connection's bookkeeping
+            log.exception("publish error callback failed")
 
     def _cb_socket_open(self, client, userdata, sock) -> None:  # type: ignore[no-untyped-def]
         # Called from the executor thread that runs paho's connect().
@@ -516,17 +679,30 @@ class MqttLink:
     # ------------------------------------------------------------ socket plumbing
 
     def _readable(self, client: mqtt.Client) -> None:
+        """Read what the socket holds, up to READ_BATCH packets.
+
+        paho's loop_read reads one packet unless our own publishes await
+        PUBACKs (then as many as those); one event-loop turn per packet costs
+        more than the packet (bench/throughput.py). So read on while packets
+        come (a PUBLISH or PUBACK seen: `_packets` moved), and stop at the
+        first call that read none of those (the socket is drained, or it was
+        another packet type: level-triggered, the loop calls again).
+        """
         try:
-            while True:
+            for _ in range(READ_BATCH):
+                seen = self._packets
                 rc = client.loop_read()
                 if rc != mqtt.MQTT_ERR_SUCCESS:
                     self._connection_lost(client, f"read: {mqtt.error_string(rc)}")
                     return
+                if self._read_paused:
+                    return
                 sock = client.socket()
                 # TLS sockets may hold decoded bytes that select() never reports.
-                if sock is not None and hasattr(sock, "pending") and sock.pending() > 0 and not self._read_paused:
+                if sock is not None and hasattr(sock, "pending") and sock.pending() > 0:
                     continue
-                return
+                if self._packets == seen:
+                    return
         except Exception as exc:  # a broken pipe or TLS error: the connection is gone
             self._connection_lost(client, f"read: {exc}")
 

@@ -13,6 +13,7 @@ clinic's zone (China, +08:00).
 from __future__ import annotations
 
 import enum
+import json
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal, Union
@@ -214,6 +215,24 @@ class Accepted(BaseModel):
         body["ts"] = iso(self.reading.ts)
         body.update(patient_id=self.patient_id, device_id=self.device_id, received_at=iso(self.received_at))
         return body
+
+    def public_json(self) -> str:
+        """`to_public()` as JSON; the store and the live republish of one reading encode it once."""
+        return self.public_parts()[1]
+
+    def public_parts(self) -> tuple[dict[str, Any], str]:
+        """(to_public(), its JSON), kept for the last reading asked (do not change the dict)."""
+        global _last_public
+        last = _last_public
+        if last[0] is self:  # (frozen, and held here: the identity cannot be reused meanwhile)
+            return last[1], last[2]
+        body = self.to_public()
+        text = json.dumps(body, ensure_ascii=False)
+        _last_public = (self, body, text)
+        return body, text
+
+
+_last_public: tuple[Accepted | None, dict[str, Any], str] = (None, {}, "")  # by identity, not equality
 
 
 class Rejected(BaseModel):

@@ -8,9 +8,10 @@ so back-filled records are judged as they happened.
 
 from __future__ import annotations
 
-from collections import deque
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from typing import NamedTuple
+from datetime import datetime, timedelta, timezone
 
 from stream.models import (
     Accepted,
@@ -23,7 +24,7 @@ from stream.models import (
     Spo2Reading,
     Tier,
 )
-from stream.thresholds import Thresholds
+from stream.thresholds import BpThresholds, Thresholds
 
 # Bounded history: a week of readings at a generous 48 a day.
 _BP_HISTORY = 400
@@ -31,7 +32,7 @@ _BP_HISTORY = 400
 
 @dataclass
 class PatientRuleState:
-    bp: deque[BloodPressureReading] = field(default_factory=lambda: deque(maxlen=_BP_HISTORY))
+    bp: "BpHistory" = field(default_factory=lambda: BpHistory(_BP_HISTORY))
     last_hypo_at: datetime | None = None
     spo2_low_since: datetime | None = None
     spo2_severe_since: datetime | None = None
@@ -61,6 +62,8 @@ def evaluate(acc: Accepted, state: PatientRuleState, th: Thresholds) -> list[Fin
     if isinstance(r, GlucoseReading) and "battery_low" in r.flags:
         found.append(Finding(patient_id=acc.patient_id, condition=Condition.BATTERY_LOW, at=r.ts,
                              evidence={"device_id": acc.device_id, "source": "glucose status b0"}))
+    if not found:
+        return found
     evidence_base = {"device_id": acc.device_id}
     if historical:
         found = [f for f in found if f.active]
@@ -86,54 +89,228 @@ def _level(patient: str, cond: Condition, on: bool, at: datetime, evidence: dict
 def _bp(patient: str, r: BloodPressureReading, state: PatientRuleState, th: Thresholds,
         historical: bool = False) -> list[Finding]:
     t = th.bp
-    out: list[Finding] = []
-    ev = {"systolic": r.systolic, "diastolic": r.diastolic, "pulse": r.pulse, "ts": r.ts.isoformat()}
-    if r.status.questionable:
-        ev["flags"] = [k for k, v in r.status.model_dump().items() if v]
-
+    hist = state.bp
+    questionable = r.status.questionable
     crisis_now = r.systolic >= t.crisis_systolic or r.diastolic >= t.crisis_diastolic
-    confirmed = False
-    if crisis_now and not r.status.questionable:
+    confirmed_by: BpEntry | None = None
+    if crisis_now and not questionable:
         # Confirmation: another unflagged crisis reading 1–5 min away by device time. Either
         # side: readings of a pair can arrive newest first (back-fill, redelivery).
-        for prev in reversed(state.bp):
-            gap = abs(r.ts - prev.ts)
-            if (
-                t.crisis_confirm_min_gap <= gap <= t.crisis_confirm_max_gap
-                and not prev.status.questionable
-                and (prev.systolic >= t.crisis_systolic or prev.diastolic >= t.crisis_diastolic)
-            ):
-                confirmed = True
-                ev["confirmed_by"] = {"systolic": prev.systolic, "diastolic": prev.diastolic, "ts": prev.ts.isoformat()}
-                break
-    _insert_ordered(state.bp, r)
-    if confirmed:
-        out += _level(patient, Condition.BP_CRISIS, True, r.ts, ev, state)
-    elif not crisis_now and Condition.BP_CRISIS in state.active and not r.status.questionable:
-        out += _level(patient, Condition.BP_CRISIS, False, r.ts, ev, state)
+        confirmed_by = hist.crisis_partner(r, t)
+    hist.insert(r)
+    crisis_on = confirmed_by is not None
+    crisis_off = not crisis_on and not crisis_now and Condition.BP_CRISIS in state.active and not questionable
 
     # bp_high: two readings >= 160/100 within the window, or a 7-day home mean >= 135/85.
-    window = [b for b in state.bp if r.ts - b.ts <= t.home_mean_window and not b.status.questionable]
-    high = [b for b in window if b.systolic >= t.high_systolic or b.diastolic >= t.high_diastolic]
-    mean_sys = sum(b.systolic for b in window) / len(window) if window else 0.0
-    mean_dia = sum(b.diastolic for b in window) / len(window) if window else 0.0
-    mean_high = len(window) >= t.home_mean_min_readings and (
+    n, sum_sys, sum_dia, n_high = hist.window_stats(r.ts, t)
+    mean_sys = sum_sys / n if n else 0.0
+    mean_dia = sum_dia / n if n else 0.0
+    mean_high = n >= t.home_mean_min_readings and (
         mean_sys >= t.home_mean_systolic or mean_dia >= t.home_mean_diastolic
     )
-    is_high = len(high) >= 2 or mean_high
-    ev_high = dict(ev, mean_systolic=round(mean_sys, 1), mean_diastolic=round(mean_dia, 1), readings=len(window))
+    is_high = n_high >= 2 or mean_high
+    if not (crisis_on or crisis_off or is_high or Condition.BP_HIGH in state.active):
+        return []  # nothing raised or cleared: skip building the evidence
+
+    out: list[Finding] = []
+    ev = {"systolic": r.systolic, "diastolic": r.diastolic, "pulse": r.pulse, "ts": r.ts.isoformat()}
+    if questionable:
+        ev["flags"] = [k for k, v in r.status.model_dump().items() if v]
+    if confirmed_by is not None:
+        prev = confirmed_by
+        ev["confirmed_by"] = {"systolic": prev.systolic, "diastolic": prev.diastolic, "ts": prev.ts.isoformat()}
+    if crisis_on:
+        out += _level(patient, Condition.BP_CRISIS, True, r.ts, ev, state)
+    elif crisis_off:
+        out += _level(patient, Condition.BP_CRISIS, False, r.ts, ev, state)
+    ev_high = dict(ev, mean_systolic=round(mean_sys, 1), mean_diastolic=round(mean_dia, 1), readings=n)
     out += _level(patient, Condition.BP_HIGH, is_high, r.ts, ev_high, state)
     return out
 
 
-def _insert_ordered(buf: deque[BloodPressureReading], r: BloodPressureReading) -> None:
-    # Back-filled readings arrive late; keep the history in device-time order.
-    if not buf or buf[-1].ts <= r.ts:
-        buf.append(r)
-        return
-    items = sorted([*buf, r], key=lambda b: b.ts)
-    buf.clear()
-    buf.extend(items[-(buf.maxlen or len(items)):])
+_EXACT_LIMIT = 2.0**40  # integer-valued floats below this add up exactly (8,192 of them stay < 2**53)
+
+
+def _exact_int(v: float) -> int | None:
+    """v as an int when a float sum of such values is exact (so a running int sum equals it), else None."""
+    if type(v) is float:
+        return int(v) if v.is_integer() and -_EXACT_LIMIT < v < _EXACT_LIMIT else None
+    if type(v) is int and -_EXACT_LIMIT < v < _EXACT_LIMIT:
+        return v
+    return None
+
+
+class BpEntry(NamedTuple):
+    """What the rules keep of a BP reading: one tuple of plain values, a few hundred bytes,
+    instead of the pydantic model (several objects, about a kilobyte, all walked by the GC)."""
+
+    ts: datetime
+    systolic: float
+    diastolic: float
+    questionable: bool
+    isys: int | None  # systolic as an exact int, if it is one (see _exact_int)
+    idia: int | None
+
+    @classmethod
+    def of(cls, r: BloodPressureReading) -> "BpEntry":
+        return cls(r.ts, r.systolic, r.diastolic, r.status.questionable, _exact_int(r.systolic),
+                   _exact_int(r.diastolic))
+
+
+_MIN_TS = datetime.min.replace(tzinfo=timezone.utc)
+_MAX_TS = datetime.max.replace(tzinfo=timezone.utc)
+
+
+def _shift(ts: datetime, delta: timedelta) -> datetime:
+    try:
+        return ts + delta
+    except OverflowError:
+        return _MIN_TS if delta < timedelta(0) else _MAX_TS
+
+
+class BpHistory:
+    """A patient's last `maxlen` BP readings (as `BpEntry`) in device-time order, with the home-mean
+    window kept incrementally.
+
+    Same contents as a deque(maxlen) kept sorted by device time (a late reading
+    goes after those with the same time; when full, the oldest by device time
+    goes), so the rules decide exactly as a scan of it would, without scanning:
+
+    - `crisis_partner` looks only at readings within the confirmation gap (bisect);
+    - `window_stats(ts)` are the count, sums and high count of the unflagged
+      readings with device time >= ts - window, read from running sums over the
+      suffix of entries at or after a cut-off that only moves forward (entries
+      are subtracted as they fall out of the window or the buffer). A reading
+      older than the cut-off (a back-fill) adds the few entries between its own
+      cut-off and the running one on the fly.
+    - Sums are kept as exact ints when every value in the window is an integer
+      (the float sum of such values is exact, so the means are the same floats);
+      any other value (a kPa cuff's 0.1 mmHg) makes `window_stats` sum the window
+      in order, as before.
+    """
+
+    __slots__ = ("maxlen", "_ts", "_ent", "_cut", "_lo", "_key", "_n", "_sys", "_dia", "_high", "_inexact")
+
+    def __init__(self, maxlen: int = _BP_HISTORY) -> None:
+        self.maxlen = maxlen
+        self._ts: list[datetime] = []  # device times, sorted (bisect)
+        self._ent: list[BpEntry] = []  # parallel to _ts
+        self._key: tuple | None = None  # (window, high_systolic, high_diastolic) the sums are for
+        self._reset_sums()
+
+    def _reset_sums(self) -> None:
+        self._cut: datetime | None = None  # entries before it (the first _lo) are outside the sums
+        self._lo = 0
+        self._n = self._sys = self._dia = self._high = self._inexact = 0
+
+    # ------------------------------------------------------------ read access (entries, oldest first)
+
+    def __len__(self) -> int:
+        return len(self._ent)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._ent)
+
+    def __reversed__(self):  # type: ignore[no-untyped-def]
+        return reversed(self._ent)
+
+    def __getitem__(self, i: int) -> BpEntry:
+        return self._ent[i]
+
+    # ------------------------------------------------------------ updates
+
+    def _account(self, e: BpEntry, sign: int) -> None:
+        if e.questionable or self._key is None:
+            return
+        self._n += sign
+        if e.isys is None or e.idia is None:
+            self._inexact += sign
+        else:
+            self._sys += sign * e.isys
+            self._dia += sign * e.idia
+        if e.systolic >= self._key[1] or e.diastolic >= self._key[2]:
+            self._high += sign
+
+    def insert(self, r: BloodPressureReading) -> None:
+        e = BpEntry.of(r)
+        ts = self._ts
+        if not ts or ts[-1] <= r.ts:  # the usual case: in device-time order
+            ts.append(r.ts)
+            self._ent.append(e)
+        else:
+            pos = bisect_right(ts, r.ts)
+            ts.insert(pos, r.ts)
+            self._ent.insert(pos, e)
+        if self._cut is None or not r.ts < self._cut:
+            self._account(e, 1)
+        else:
+            self._lo += 1  # it went in before the cut-off (everything from _lo on is at or after it)
+        if len(ts) > self.maxlen:  # the oldest by device time goes (possibly r itself)
+            del ts[0]
+            old = self._ent.pop(0)
+            if self._lo > 0:
+                self._lo -= 1
+            else:
+                self._account(old, -1)
+
+    # ------------------------------------------------------------ queries
+
+    def crisis_partner(self, r: BloodPressureReading, t: BpThresholds) -> BpEntry | None:
+        """The newest-in-order unflagged crisis reading 1–5 min (device time) from r, if any."""
+        lo = bisect_left(self._ts, _shift(r.ts, -t.crisis_confirm_max_gap))
+        hi = bisect_right(self._ts, _shift(r.ts, t.crisis_confirm_max_gap))
+        ent = self._ent
+        for i in range(hi - 1, lo - 1, -1):
+            e = ent[i]
+            gap = abs(r.ts - e.ts)
+            if (
+                t.crisis_confirm_min_gap <= gap <= t.crisis_confirm_max_gap
+                and not e.questionable
+                and (e.systolic >= t.crisis_systolic or e.diastolic >= t.crisis_diastolic)
+            ):
+                return e
+        return None
+
+    def window_stats(self, ts: datetime, t: BpThresholds) -> tuple[int, float, float, int]:
+        """(count, sum systolic, sum diastolic, count >= high) over unflagged readings at or after ts - window."""
+        key = (t.home_mean_window, t.high_systolic, t.high_diastolic)
+        if key != self._key:  # other thresholds than the sums were kept for: start over
+            self._key = key
+            self._reset_sums()
+            for e in self._ent:
+                self._account(e, 1)
+        cut = _shift(ts, -t.home_mean_window)
+        ent = self._ent
+        if self._cut is None or not cut < self._cut:
+            # Move the cut-off forward: subtract what fell out of the window.
+            lo = self._lo
+            end = len(ent)
+            while lo < end and ent[lo].ts < cut:
+                self._account(ent[lo], -1)
+                lo += 1
+            self._lo = lo
+            self._cut = cut
+            n, inexact, s_sys, s_dia, high, first = self._n, self._inexact, self._sys, self._dia, self._high, lo
+        else:
+            # A back-fill older than the running cut-off: add the entries between the two.
+            n, inexact, s_sys, s_dia, high = self._n, self._inexact, self._sys, self._dia, self._high
+            first = bisect_left(self._ts, cut)
+            hs, hd = key[1], key[2]
+            for e in ent[first:self._lo]:
+                if e.questionable:
+                    continue
+                n += 1
+                if e.isys is None or e.idia is None:
+                    inexact += 1
+                else:
+                    s_sys += e.isys
+                    s_dia += e.idia
+                if e.systolic >= hs or e.diastolic >= hd:
+                    high += 1
+        if inexact:  # not exact as ints: the float sums in device-time order, as a scan computes them
+            window = [e for e in ent[first:] if not e.questionable]
+            return n, sum(e.systolic for e in window), sum(e.diastolic for e in window), high
+        return n, float(s_sys), float(s_dia), high
 
 
 def _glucose(patient: str, r: GlucoseReading, state: PatientRuleState, th: Thresholds,

@@ -72,10 +72,11 @@ class ReadingStore:
                  r.fs, int(r.lead_off), len(r.samples_uv), blob),
             )
         else:
+            body, text = acc.public_parts()  # its ts and received_at are iso() of the same times
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO readings VALUES (?,?,?,?,?,?,?,?)",
-                (acc.idempotency_key, acc.patient_id, acc.device_id, r.kind, iso(r.ts), iso(acc.received_at),
-                 acc.source, json.dumps(acc.to_public(), ensure_ascii=False)),
+                (acc.idempotency_key, acc.patient_id, acc.device_id, r.kind, body["ts"], body["received_at"],
+                 acc.source, text),
             )
         return cur.rowcount == 1
 

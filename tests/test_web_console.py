@@ -224,10 +224,10 @@ async def test_the_gateway_keeps_every_ecg_summary_for_the_rhythm_column_and_rep
                        device_id="ecg-0001", received_at=NOW, source="internal", idempotency_key="summary-1")
     sent = []
 
-    async def publish(topic, payload, qos=0, retain=False):  # type: ignore[no-untyped-def]
+    async def publish_nowait(topic, payload, qos=0, retain=False, on_error=None):  # type: ignore[no-untyped-def]
         sent.append(topic)
 
-    gw.link.publish = publish  # type: ignore[method-assign]  # no broker here
+    gw.link.publish_nowait = publish_nowait  # type: ignore[method-assign]  # no broker here
     await gw._publish_reading(summary)  # what the stream core calls once a minute per patch
     assert sent == ["vg/c1/patient/p-0001/reading"]
     rec = ClinicRecords(tmp_path / "var")
