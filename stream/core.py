@@ -16,7 +16,7 @@ import asyncio
 import logging
 import sqlite3
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 
 from stream import plausibility, rules
@@ -121,6 +121,12 @@ class StreamCore:
                     continue  # not stored: leave it unacknowledged, the broker redelivers it
             if on_stored is not None:
                 on_stored()
+            if q.qsize():
+                # Take turns: processing a reading need not suspend (the republish is not awaited), so
+                # without this one patient's burst would run to its end while every other patient, the
+                # dispatcher and the MQTT link wait, and readings would be judged and forwarded
+                # patient by patient instead of in the order they arrived.
+                await asyncio.sleep(0)
 
     async def process(self, acc: Accepted) -> None:
         th = self.thresholds_for(acc.patient_id)
@@ -142,10 +148,26 @@ class StreamCore:
                 await self._publish(self._summary(acc, summary))
         else:
             await self._publish(acc)
-            state = self._state.setdefault(acc.patient_id, rules.PatientRuleState())
+            state = self._state.get(acc.patient_id)
+            if state is None:  # (not setdefault: that would build a state per reading to throw away)
+                state = self._state[acc.patient_id] = rules.PatientRuleState()
             findings = rules.evaluate(acc, state, th)
         for f in findings:
             await self._on_finding(f)
+
+    def restore(self, patient_id: str, history: Iterable[Accepted]) -> int:
+        """Rebuild a patient's rule state from stored readings, oldest arrival first (after a restart).
+
+        The findings these readings produced were dispatched when they first arrived; here they
+        only rebuild the windows and pending confirmations, so nothing is raised twice."""
+        th = self.thresholds_for(patient_id)
+        state = rules.PatientRuleState()
+        n = 0
+        for acc in history:
+            rules.evaluate(acc, state, th)
+            n += 1
+        self._state[patient_id] = state
+        return n
 
     @staticmethod
     def _summary(acc: Accepted, summary: EcgSummary) -> Accepted:
