@@ -164,7 +164,7 @@ class Uplink:
             return
         self.outbox.stage(acc.idempotency_key, PRIORITY_TELEMETRY,
                           f"{self.prefix}/patient/{acc.patient_id}/reading",
-                          json.dumps(acc.to_public(), ensure_ascii=False), patient_id=acc.patient_id)
+                          acc.public_json(), patient_id=acc.patient_id)
 
     def flush(self) -> None:
         """Commit staged readings (raises sqlite3.Error and keeps them if the disk refuses)."""
