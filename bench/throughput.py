@@ -40,7 +40,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -55,6 +54,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from simulators.stack import free_port, wait_port  # noqa: E402
 CLINIC = "bench"
 WINDOW = 1000  # publisher's QoS 1 messages awaiting PUBACK (mids are 16-bit, PERF.md)
 PROFILE = ""  # --profile FILE
@@ -62,20 +63,6 @@ BROKER_PID = 0
 CPU: dict[str, dict[str, float]] = {}  # CPU seconds per process during each measurement
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {port}")
 
 
 def start_mosquitto(work: Path) -> tuple[subprocess.Popen, int]:
@@ -172,16 +159,16 @@ def raw(port: int, msgs: list[tuple[str, bytes]], in_process: bool = False) -> f
             sub.wait()
 
 
-def raw_subscriber(port: int, n: int) -> int:
-    """The raw path's subscriber process: print `subscribed`, then `done <perf_counter of the n-th message>`."""
-    got = 0
+def _counting_subscriber(port: int, n: int) -> tuple[mqtt.Client, threading.Event, list[float], list[int]]:
+    """A bare paho subscriber on the device topics: `done` is set at the n-th message, whose
+    perf_counter time is `t_last[0]`; `got[0]` counts what arrived."""
+    got = [0]
     done = threading.Event()
     t_last = [0.0]
 
     def on_message(c, u, m):  # type: ignore[no-untyped-def]
-        nonlocal got
-        got += 1
-        if got == n:
+        got[0] += 1
+        if got[0] == n:
             t_last[0] = time.perf_counter()
             done.set()
 
@@ -193,9 +180,15 @@ def raw_subscriber(port: int, n: int) -> int:
     sub.subscribe(f"vg/{CLINIC}/device/#", qos=1)
     sub.loop_start()
     subscribed.wait(10)
+    return sub, done, t_last, got
+
+
+def raw_subscriber(port: int, n: int) -> int:
+    """The raw path's subscriber process: print `subscribed`, then `done <perf_counter of the n-th message>`."""
+    sub, done, t_last, got = _counting_subscriber(port, n)
     print("subscribed", flush=True)
     if not done.wait(300):
-        print(f"timeout {got} of {n}", flush=True)
+        print(f"timeout {got[0]} of {n}", flush=True)
         return 1
     print(f"done {t_last[0]!r}", flush=True)
     time.sleep(0.2)  # (lets the bench read this process's CPU time before it exits)
@@ -205,30 +198,12 @@ def raw_subscriber(port: int, n: int) -> int:
 
 
 def _raw_in_process(port: int, msgs: list[tuple[str, bytes]]) -> float:
-    got = 0
-    done = threading.Event()
-    t_last = [0.0]
-
-    def on_message(c, u, m):  # type: ignore[no-untyped-def]
-        nonlocal got
-        got += 1
-        if got == len(msgs):
-            t_last[0] = time.perf_counter()
-            done.set()
-
-    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{os.getpid()}")
-    subscribed = threading.Event()
-    sub.on_message = on_message
-    sub.on_subscribe = lambda *a: subscribed.set()
-    sub.connect("127.0.0.1", port)
-    sub.subscribe(f"vg/{CLINIC}/device/#", qos=1)
-    sub.loop_start()
-    subscribed.wait(10)
+    sub, done, t_last, got = _counting_subscriber(port, len(msgs))
     pub = Publisher(port)
     cpu0 = cpu_s(BROKER_PID), cpu_s(os.getpid())
     t0 = pub.send(msgs)
     if not done.wait(300):
-        raise TimeoutError(f"raw: only {got} of {len(msgs)} arrived")
+        raise TimeoutError(f"raw: only {got[0]} of {len(msgs)} arrived")
     CPU["raw"] = {"broker": cpu_s(BROKER_PID) - cpu0[0], "bench": cpu_s(os.getpid()) - cpu0[1]}
     pub.close()
     sub.loop_stop()
