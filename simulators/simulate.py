@@ -87,7 +87,7 @@ async def _run(sc: Scenario, host: str, port: int, clinic: str, scenario_path: s
         if st is None or st.county is None:
             return []
         out = []
-        for topic, payload, seen_at in st.county.snapshot():
+        for topic, payload, _, seen_at in st.county.arrivals():
             if "/alert/" in topic:
                 try:
                     out.append({"topic": topic, "_seen_at": seen_at, **json.loads(payload)})

@@ -150,36 +150,40 @@ def gateway_config(scenario: dict[str, Any], clinic: str, broker_port: int, stor
     return cfg
 
 
-class CountyWatcher:
-    """The county center: a persistent MQTT 5 session on the county broker that records what arrives."""
+class SessionWatcher:
+    """A subscriber with a persistent MQTT 5 session (the county center, or a test's observer):
+    nothing published while it reconnects, or while its broker restarts, is missed.
 
-    def __init__(self, port: int, clinic: str) -> None:
-        self.messages: list[tuple[str, bytes, float]] = []  # topic, payload, time.monotonic() on arrival
+    Records (topic, payload, `msg_id` user property or None, time.monotonic() on arrival)."""
+
+    def __init__(self, port: int, topics: list[str], name: str) -> None:
+        self.messages: list[tuple[str, bytes, str | None, float]] = []
         self._lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"county-watch-{os.getpid()}",
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{name}-{os.getpid()}",
                                   protocol=mqtt.MQTTv5)
         self.client.reconnect_delay_set(0.1, 1.0)
         subscribed = threading.Event()
 
         def on_connect(c, userdata, flags, rc, props=None):  # type: ignore[no-untyped-def]
             if not flags.session_present:
-                c.subscribe([(f"vg/{clinic}/#", 1)])
+                c.subscribe([(t, 1) for t in topics])
             subscribed.set()
 
         def on_message(c, userdata, msg):  # type: ignore[no-untyped-def]
+            mid = next((v for k, v in getattr(msg.properties, "UserProperty", None) or [] if k == "msg_id"), None)
             with self._lock:
-                self.messages.append((msg.topic, bytes(msg.payload), time.monotonic()))
+                self.messages.append((msg.topic, bytes(msg.payload), mid, time.monotonic()))
 
         self.client.on_connect = on_connect
         self.client.on_message = on_message
         props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 3600  # keeps its queue while the county broker restarts
+        props.SessionExpiryInterval = 3600  # keeps its queue while the broker restarts
         self.client.connect("127.0.0.1", port, clean_start=False, properties=props)
         self.client.loop_start()
         if not subscribed.wait(10):
-            raise StackError("could not subscribe on the county broker")
+            raise StackError(f"{name} could not subscribe on 127.0.0.1:{port}")
 
-    def snapshot(self) -> list[tuple[str, bytes, float]]:
+    def arrivals(self) -> list[tuple[str, bytes, str | None, float]]:
         with self._lock:
             return list(self.messages)
 
@@ -231,7 +235,7 @@ class Stack:
         self.config = self.dir / "gateway.yaml"
         self.config.write_text(yaml.safe_dump(cfg, allow_unicode=True))
         self.gateway = Gateway(self.config, self.dir / "gateway.log")
-        self.county: CountyWatcher | None = None
+        self.county: SessionWatcher | None = None
 
     @property
     def port(self) -> int:
@@ -241,7 +245,7 @@ class Stack:
         self.clinic_broker.start()
         if self.county_broker:
             self.county_broker.start()
-            self.county = CountyWatcher(self.county_broker.port, self.clinic)
+            self.county = SessionWatcher(self.county_broker.port, [f"vg/{self.clinic}/#"], "county-watch")
         self.gateway.start()
         self.wait_online()
         log.info("stack up", extra={"clinic_broker": self.clinic_broker.port,
@@ -310,10 +314,10 @@ class Stack:
         stored = _stored_keys(self.storage / "readings.db")
         raised = {alert_msg_id(f"vg/{self.clinic}/alert/{tier}", payload)
                   for tier, payload in _alert_rows(self.storage / "alerts.db")}
-        msgs = self.county.snapshot() if self.county else []
+        msgs = self.county.arrivals() if self.county else []
         got_readings: list[tuple[Any, ...]] = []
         got_alerts: list[str] = []
-        for topic, payload, _ in msgs:
+        for topic, payload, _, _ in msgs:
             if topic.endswith("/reading"):
                 try:
                     got_readings.append(reading_key(json.loads(payload)))

@@ -10,7 +10,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -19,12 +18,11 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from gateway.uplink import alert_msg_id
 from stream.models import CHINA_TZ
 from conftest import free_port
+from simulators import stack
 from simulators.stack import Broker, StackError
 
 CLINIC = "c1"
@@ -45,52 +43,21 @@ class PersistentMosquitto(Broker):
         self.start()
 
 
-class SessionWatcher:
-    """A subscriber with a persistent MQTT 5 session: nothing published while it reconnects is missed."""
+class SessionWatcher(stack.SessionWatcher):
+    """The scenario stack's persistent-session watcher; `snapshot()` gives (topic, payload, msg_id)."""
 
     def __init__(self, port: int, topics: list[str], name: str) -> None:
-        self.messages: list[tuple[str, bytes, str | None]] = []  # topic, payload, msg_id user property
-        self._lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{name}-{os.getpid()}",
-                                  protocol=mqtt.MQTTv5)
-        self.client.reconnect_delay_set(0.1, 0.5)
-        subscribed = threading.Event()
-
-        def on_connect(c, userdata, flags, rc, props=None):  # type: ignore[no-untyped-def]
-            if not flags.session_present:
-                c.subscribe([(t, 1) for t in topics])
-            subscribed.set()
-
-        def on_message(c, userdata, msg):  # type: ignore[no-untyped-def]
-            mid = None
-            for k, v in getattr(msg.properties, "UserProperty", []) or []:
-                if k == "msg_id":
-                    mid = v
-            with self._lock:
-                self.messages.append((msg.topic, bytes(msg.payload), mid))
-
-        self.client.on_connect = on_connect
-        self.client.on_message = on_message
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 3600
-        self.client.connect("127.0.0.1", port, clean_start=False, properties=props)
-        self.client.loop_start()
-        assert subscribed.wait(10), "watcher could not subscribe"
+        super().__init__(port, topics, name)
         time.sleep(0.2)
 
     def snapshot(self) -> list[tuple[str, bytes, str | None]]:
-        with self._lock:
-            return list(self.messages)
+        return [(t, p, m) for t, p, m, _ in self.arrivals()]
 
     def readings(self) -> list[tuple[str, dict, str | None]]:
         return [(t, json.loads(p), m) for t, p, m in self.snapshot() if t.endswith("/reading")]
 
     def alerts(self) -> list[tuple[str, bytes, str | None]]:
         return [(t, p, m) for t, p, m in self.snapshot() if "/alert/" in t]
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 def reading_key(body: dict) -> tuple:
