@@ -399,9 +399,12 @@ def _vt_run(beats: list[rhythms.Beat]) -> list[tuple[str, bool]]:
     return out
 
 
-def _v(t: float, *, good: bool, prev_corr: float, match: bool = False) -> rhythms.Beat:
-    # a ventricular beat in a usable frame (busy when not good), 0.35 s after the previous one
-    return rhythms.Beat(t, "V", good, 0.35, match=match, usable=True, frame_good=good, prev_corr=prev_corr)
+def _v(t: float, *, good: bool, prev_corr: float, match: bool = False, corr: float = 1.0,
+       amp_ratio: float | None = 1.0) -> rhythms.Beat:
+    # a ventricular beat in a usable frame (busy when not good), 0.35 s after the previous one;
+    # the patient's normal QRS reference exists (amp_ratio) unless told otherwise
+    return rhythms.Beat(t, "V", good, 0.35, match=match, usable=True, frame_good=good, prev_corr=prev_corr,
+                        amp_ratio=amp_ratio, corr=corr)
 
 
 def test_vt_run_in_busy_frames_counts_when_its_complexes_recur() -> None:
@@ -418,7 +421,8 @@ def test_vt_run_in_busy_frames_of_unrelated_shapes_is_not_vt() -> None:
 def test_vt_triplet_with_two_normal_shaped_complexes_is_not_vt() -> None:
     run = [_v(0.35 * k, good=True, prev_corr=0.5, match=k > 0) for k in range(3)]
     assert _vt_run(run) == []
-    run = [_v(0.35 * k, good=True, prev_corr=0.5, match=k == 1) for k in range(3)]
+    run = [_v(0.35 * k, good=True, prev_corr=0.5, match=k == 1, corr=0.95 if k == 1 else 0.1)
+           for k in range(3)]
     assert ("vt", True) in _vt_run(run)
 
 
@@ -442,12 +446,40 @@ def test_vt_polymorphic_run_in_busy_frames_needs_clearly_wide_alike_complexes() 
 def test_vt_triplet_ending_on_a_continuation_only_beat_waits_for_the_next_beat() -> None:
     """A couplet followed by a normal-shaped beat that the fast-run rule called V is not VT;
     the same beat inside a run (a V after it) is."""
-    bs = [_v(0.35 * k, good=True, prev_corr=0.5) for k in range(3)]
+    bs = [_v(0.35 * k, good=True, prev_corr=0.5, corr=0.1) for k in range(3)]
     bs[2].match = True
     bs[2].run_only = True
+    bs[2].corr = 0.95
     assert _vt_run(bs) == []
-    bs.append(_v(1.05, good=True, prev_corr=0.5))
+    bs.append(_v(1.05, good=True, prev_corr=0.5, corr=0.1))
     assert ("vt", True) in _vt_run(bs)
+
+
+def test_vt_in_good_frames_needs_unlike_or_recurring_complexes() -> None:
+    """Good frames: three complexes that each keep a likeness to the normal QRS (corr >= 0.3) but
+    differ from one another are normal beats distorted by noise (2017 A00205), or a PVC and two
+    aberrated APCs (201 at 477.5 s), not a run; the same shapes recurring are (221 at 785 s)."""
+    def run(corrs, pcs, match_mid=False):
+        bs = [_v(0.35 * k, good=True, prev_corr=((0.1,) + pcs)[k], corr=corrs[k])
+              for k in range(3)]
+        bs[1].match = match_mid
+        return bs
+    assert _vt_run(run((0.72, 0.88, 0.73), (0.56, 0.69), match_mid=True)) == []     # A00205
+    assert _vt_run(run((0.71, 0.67, 0.74), (0.08, 0.75))) == []                     # 201, 477.5 s
+    assert ("vt", True) in _vt_run(run((0.77, 0.93, 0.83), (0.85, 0.91), match_mid=True))  # 221
+    # a shape unrelated to the normal QRS is evidence of its own, alike or not (221 at 842 s)
+    assert ("vt", True) in _vt_run(run((0.77, -0.24, 0.73), (-0.53, -0.52)))
+
+
+def test_vt_in_good_frames_before_a_normal_reference_needs_recurrence() -> None:
+    """Before the patient's normal QRS reference exists the artefact tests cannot run, so a good
+    frame is only "not busy": unrelated shapes are not a run (2017 A01070), a monomorphic one is."""
+    bs = [_v(0.35 * k, good=True, prev_corr=pc, corr=c, amp_ratio=None)
+          for k, (pc, c) in enumerate([(0.35, 0.06), (0.07, 0.98), (-0.09, 0.02)])]
+    bs[1].match = True
+    assert _vt_run(bs) == []
+    mono = [_v(0.35 * k, good=True, prev_corr=0.97 if k else 0.1, corr=0.1, amp_ratio=None) for k in range(3)]
+    assert ("vt", True) in _vt_run(mono)
 
 
 def test_p_wave_coherence_separates_recurring_p_from_fibrillation() -> None:
@@ -489,7 +521,7 @@ def test_vt_sustained_from_a_vt_run_and_from_vf_is_one_alarm() -> None:
 
 def test_vt_triplet_with_a_tiny_complex_is_not_vt() -> None:
     """Ventricular complexes are not small: a 'V' at 0.2x the normal QRS amplitude is a distorted beat."""
-    run = [_v(0.35 * k, good=True, prev_corr=0.5) for k in range(3)]
+    run = [_v(0.35 * k, good=True, prev_corr=0.5, corr=0.1) for k in range(3)]
     run[1].amp_ratio = 0.2
     assert _vt_run(run) == []
     run[1].amp_ratio = 0.8

@@ -126,7 +126,8 @@ def test_vt_runs_flagged_in_221() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["mitdb/100", "mitdb/105", "mitdb/119", "mitdb/208", "mitdb/222", "mitdb/232"])
+@pytest.mark.parametrize("name", ["mitdb/100", "mitdb/105", "mitdb/119", "mitdb/201", "mitdb/208", "mitdb/222",
+                                  "mitdb/232"])
 def test_no_vt_alarm_on_records_without_ventricular_runs(name: str) -> None:
     assert not conditions(scored(name)) & {"vt", "vt_sustained"}, scored(name)["alarms"]
 
@@ -177,6 +178,15 @@ def test_challenge2015_false_asystole_suppressed() -> None:
     res = scored("challenge2015/a103l")
     assert res["challenge2015"]["true_alarm"] is False
     assert "asystole" not in conditions(res)
+
+
+@pytest.mark.parametrize("name", ["A00205", "A00585", "A01006", "A01070", "A01246"])
+def test_challenge2017_noise_strips_raise_no_clinical_alarm(name: str) -> None:
+    """Strips labelled '~' (too noisy to classify): bad signal is a technical condition, never a
+    clinical one (A00205 and A01070 raised a false ``vt`` before the good-frame VT trust rules)."""
+    res = scored(f"challenge2017/{name}")
+    assert res["label"] == "~"
+    assert not conditions(res) & CLINICAL, res["alarms"]
 
 
 def test_challenge2017_mat_record_is_readable() -> None:

@@ -330,6 +330,11 @@ class VtDetector:
     the one before.  A triplet never ends on a ``run_only`` beat (template-shaped,
     called V only because it follows a V beat fast): such a beat is judged by the
     beat after it, so a couplet followed by a normal beat is not a run.
+
+    Good frames vouch for a triplet only when the artefact tests could run (the patient's
+    normal QRS reference exists) and one complex is unrelated to the normal QRS or they recur
+    (>= ``VT_ALIKE_CORR``); otherwise the busy-frame rules decide (false VT on the noisy 2017
+    strips A00205, A01070 and on 201's PVC + aberrated APCs).
     """
 
     def __init__(self) -> None:
@@ -358,7 +363,17 @@ class VtDetector:
             # after a couplet it does not make one)
             return False
         if all(b.good if b.frame_good is None else b.frame_good for b in last):
-            return True
+            # good frames vouch for a run only when they could have shown artefact: the step / hf /
+            # amplitude tests need the patient's normal QRS reference (``amp_ratio`` known); before
+            # it exists "good" only means the QRS-band level test passed.  And complexes that all
+            # keep a likeness to the normal QRS (corr >= VT_UNLIKE_CORR) yet differ from one another
+            # are normal beats distorted by noise or aberration, not a run: a ventricular run either
+            # has a shape unrelated to the normal QRS or repeats its own.  Otherwise the busy-frame
+            # recurrence rules below decide.
+            if (all(b.amp_ratio is not None for b in last)
+                    and (any(b.corr < VT_UNLIKE_CORR for b in last)
+                         or all(b.prev_corr >= VT_ALIKE_CORR for b in last[1:]))):
+                return True
         if normal_shaped:
             return False
         # busy frames: the complexes must recur -- three nearly identical ones (monomorphic), or
