@@ -12,7 +12,6 @@ import gc
 import json
 import logging
 import signal
-from datetime import datetime
 
 import aiomqtt
 
@@ -28,7 +27,7 @@ from gateway.store_and_forward import StoreAndForward, no_ack
 from stream.core import Counters, StreamCore
 from stream.device_watch import DEFAULT_OFFLINE_AFTER, DeviceWatch, WatchedDevice
 from stream.ecg_frames import EcgFrameTracker
-from stream.history import recent_readings
+from stream.history import recent_readings_by_patient
 from stream.models import AckMessage, Accepted, Rejected, Tier, iso, now_local
 from stream.store import ReadingStore
 
@@ -235,9 +234,8 @@ class Gateway:
 
     def _restore_rule_state(self) -> None:
         """Windows and pending confirmations survive a restart (a power cut between a crisis and its repeat)."""
-        now = self.clock()
-        restored = {p.id: self.core.restore(p.id, recent_readings(self.store.path, p.id, now))
-                    for p in self.config.patients}
+        history = recent_readings_by_patient(self.store.path, self.clock())
+        restored = {p.id: self.core.restore(p.id, history.get(p.id, [])) for p in self.config.patients}
         if any(restored.values()):
             log.info("rule state restored from stored readings",
                      extra={"patients": sum(1 for n in restored.values() if n), "readings": sum(restored.values())})

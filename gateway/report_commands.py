@@ -17,13 +17,9 @@ import json
 import sys
 from pathlib import Path
 
+from gateway.config import load_or_report
+
 DEFAULT_CONFIG = "/etc/vitalgate/gateway.yaml"
-
-
-def _config(path: str):  # type: ignore[no-untyped-def]
-    from gateway.config import load_or_report
-
-    return load_or_report(path)
 
 
 def _patient_ok(cfg, patient: str) -> bool:  # type: ignore[no-untyped-def]
@@ -38,7 +34,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from gateway.patient_report import write_report
     from stream.models import now_local, parse_duration
 
-    cfg = _config(args.config)
+    cfg = load_or_report(args.config)
     if cfg is None:
         return 2
     if not _patient_ok(cfg, args.patient):
@@ -61,7 +57,7 @@ def cmd_export_fhir(args: argparse.Namespace) -> int:
     from gateway.fhir_export import build_bundle, parse_since, validate
     from stream.models import now_local
 
-    cfg = _config(args.config)
+    cfg = load_or_report(args.config)
     if cfg is None:
         return 2
     if not _patient_ok(cfg, args.patient):

@@ -356,31 +356,30 @@ class StoreAndForward:
         if self._retry_handle is None:
             self._retry_handle = loop.call_later(RETRY_S, self._retry)
 
+    def _write_or_retry(self, write: Callable[[], object]) -> bool:
+        """Run one storage write of the retry pass; on a storage error note it, re-arm the retry, False."""
+        try:
+            write()
+        except Exception as exc:
+            if not _is_storage_error(exc):
+                raise
+            self._storage_failed(exc)
+            self._kick_retry()
+            return False
+        return True
+
     def _retry(self) -> None:
         self._retry_handle = None
         if self._flush_failing and not self._flush():
             return  # _flush re-armed the retry
         while self._alerts_waiting:
             topic, payload = self._alerts_waiting[0]
-            try:
-                assert self.uplink is not None
-                self.uplink.enqueue_alert(topic, payload)
-            except Exception as exc:
-                if not _is_storage_error(exc):
-                    raise
-                self._storage_failed(exc)
-                self._kick_retry()
+            assert self.uplink is not None
+            if not self._write_or_retry(lambda: self.uplink.enqueue_alert(topic, payload)):  # type: ignore[union-attr]
                 return
             self._alerts_waiting.pop(0)
         for key, acc in list(self._unstored.items()):
-            try:
-                self._check_space()
-                self.store.add(acc)
-            except Exception as exc:
-                if not _is_storage_error(exc):
-                    raise
-                self._storage_failed(exc)
-                self._kick_retry()
+            if not self._write_or_retry(lambda: self._check_space() or self.store.add(acc)):
                 return
             del self._unstored[key]
             if not isinstance(acc.reading, EcgFrame):

@@ -311,7 +311,7 @@ class Stack:
         """Stored readings vs readings on the county broker; raised alerts vs alerts there."""
         from gateway.uplink import alert_msg_id
 
-        stored = _stored_keys(self.storage / "readings.db")
+        stored = stored_keys(self.storage)
         raised = {alert_msg_id(f"vg/{self.clinic}/alert/{tier}", payload)
                   for tier, payload in _alert_rows(self.storage / "alerts.db")}
         msgs = self.county.arrivals() if self.county else []
@@ -364,7 +364,9 @@ def _ro(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
 
 
-def _stored_keys(path: Path) -> set[tuple[Any, ...]]:
+def stored_keys(storage: Path) -> set[tuple[Any, ...]]:
+    """`reading_key` of every reading the gateway stored under `storage` (its storage.path)."""
+    path = storage / "readings.db"
     if not path.exists():
         return set()
     with _ro(path) as db:

@@ -30,29 +30,39 @@ _READING = TypeAdapter(AnyReading)
 _ENVELOPE = ("patient_id", "device_id", "received_at")
 
 
-def recent_readings(db_path: Path, patient_id: str, now: datetime,
-                    window: timedelta = RESTORE_WINDOW, limit: int = RESTORE_MAX_ROWS) -> list[Accepted]:
-    """The patient's stored readings received within `window` before `now`, oldest arrival first."""
+def recent_readings_by_patient(db_path: Path, now: datetime, window: timedelta = RESTORE_WINDOW,
+                               limit: int = RESTORE_MAX_ROWS,
+                               patient_id: str | None = None) -> dict[str, list[Accepted]]:
+    """Each patient's (or one patient's) stored readings received within `window` before `now`,
+    at most `limit` each (the newest), oldest arrival first: one query for the whole store."""
     if not db_path.exists():
-        return []
+        return {}
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
     try:
         rows = db.execute(
-            "SELECT idempotency_key, device_id, received_at, source, body FROM readings "
-            "WHERE patient_id = ? AND received_at >= ? ORDER BY rowid DESC LIMIT ?",
-            (patient_id, iso(now - window), limit),
+            "SELECT patient_id, idempotency_key, device_id, received_at, source, body FROM ("
+            " SELECT *, rowid AS arrival, ROW_NUMBER() OVER (PARTITION BY patient_id ORDER BY rowid DESC) AS newest"
+            " FROM readings WHERE received_at >= ? AND (? IS NULL OR patient_id = ?)"
+            ") WHERE newest <= ? ORDER BY arrival",
+            (iso(now - window), patient_id, patient_id, limit),
         ).fetchall()
     except sqlite3.OperationalError:  # no table yet: a fresh store
-        return []
+        return {}
     finally:
         db.close()
-    out: list[Accepted] = []
-    for key, device_id, received_at, source, body in reversed(rows):
+    out: dict[str, list[Accepted]] = {}
+    for pid, key, device_id, received_at, source, body in rows:
         try:
             fields = {k: v for k, v in json.loads(body).items() if k not in _ENVELOPE}
-            out.append(Accepted(reading=_READING.validate_python(fields), patient_id=patient_id, device_id=device_id,
-                                received_at=datetime.fromisoformat(received_at), source=source,
-                                idempotency_key=key))
+            acc = Accepted(reading=_READING.validate_python(fields), patient_id=pid, device_id=device_id,
+                           received_at=datetime.fromisoformat(received_at), source=source, idempotency_key=key)
         except (ValueError, ValidationError):
             continue  # a row this version cannot read back: it was judged when it arrived
+        out.setdefault(pid, []).append(acc)
     return out
+
+
+def recent_readings(db_path: Path, patient_id: str, now: datetime, window: timedelta = RESTORE_WINDOW,
+                    limit: int = RESTORE_MAX_ROWS) -> list[Accepted]:
+    """One patient's share of `recent_readings_by_patient`."""
+    return recent_readings_by_patient(db_path, now, window, limit, patient_id).get(patient_id, [])

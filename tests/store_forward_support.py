@@ -23,7 +23,7 @@ from gateway.uplink import alert_msg_id
 from stream.models import CHINA_TZ
 from conftest import free_port
 from simulators import stack
-from simulators.stack import Broker, StackError
+from simulators.stack import Broker, StackError, stored_keys  # noqa: F401 (stored_keys: for the tests)
 
 CLINIC = "c1"
 
@@ -58,11 +58,6 @@ class SessionWatcher(stack.SessionWatcher):
 
     def alerts(self) -> list[tuple[str, bytes, str | None]]:
         return [(t, p, m) for t, p, m in self.snapshot() if "/alert/" in t]
-
-
-def reading_key(body: dict) -> tuple:
-    """What makes a forwarded reading unique (the natural key behind its msg_id)."""
-    return (body["device_id"], body["kind"], body["ts"], body.get("seq"))
 
 
 class DevicePublisher:
@@ -141,16 +136,6 @@ def write_config(tmp: Path, local_port: int, county_port: int | None = None, sto
 
 def _ro(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-
-
-def stored_keys(storage: Path) -> set[tuple]:
-    """(device_id, kind, ts, seq) of every stored reading."""
-    p = storage / "readings.db"
-    if not p.exists():
-        return set()
-    with _ro(p) as db:
-        rows = db.execute("SELECT body FROM readings").fetchall()
-    return {reading_key(json.loads(b)) for (b,) in rows}
 
 
 def alert_messages(storage: Path) -> list[tuple[str, str, bool]]:
