@@ -194,6 +194,25 @@ def test_pause_of_3_5_s_is_raised() -> None:
     assert alarms[0].detail["rr_s"] >= 3.0
 
 
+def test_overload_recovery_is_not_a_pause() -> None:
+    """The trace jumps 3 mV and decays back over 3 s with no ECG in it (an amplifier or electrode
+    recovering from overload, mitdb 208 at 1383 s): the QRS band is quiet, yet it is no pause.
+    The same gap on a quiet baseline is one."""
+    fs = 250.0
+    x, _ = synthetic_ecg(fs, 40.0)
+    rng = np.random.default_rng(7)
+    n = int(fs * 3.0)
+    t = np.arange(n) / fs
+    recovery = 3000.0 * np.exp(-t / 1.0) + rng.normal(0.0, 8.0, n)
+    recovery[: int(0.3 * fs)] *= np.linspace(0.0, 1.0, int(0.3 * fs))      # the jump, over 300 ms
+    x3, _ = synthetic_ecg(fs, 20.0, seed=8)
+    alarms, _ = stream(EcgAnalyser(fs), np.concatenate((x, recovery, x3)))
+    assert not [a for a in alarms if a.active and a.condition in ("pause", "asystole")], alarms
+    quiet = rng.normal(0.0, 8.0, n)
+    alarms, _ = stream(EcgAnalyser(fs), np.concatenate((x, quiet, x3)))
+    assert [a.condition for a in alarms if a.active] == ["pause"]
+
+
 def test_noise_only_raises_no_clinical_alarm() -> None:
     fs = 250.0
     an = EcgAnalyser(fs)
@@ -480,6 +499,41 @@ def test_vt_in_good_frames_before_a_normal_reference_needs_recurrence() -> None:
     assert _vt_run(bs) == []
     mono = [_v(0.35 * k, good=True, prev_corr=0.97 if k else 0.1, corr=0.1, amp_ratio=None) for k in range(3)]
     assert ("vt", True) in _vt_run(mono)
+
+
+def test_vt_in_good_frames_while_the_detector_sees_noise_peaks_needs_recurrence() -> None:
+    """Muscle noise in the QRS band can leave frames "good" while the QRS detector's rejected
+    peaks grow toward its QRS peaks; good frames then do not vouch for unrelated complexes
+    (mitdb + nstdb ``ma`` at 6 dB: 36 false ``vt`` before, 3 after), recurring ones still count."""
+    def run(noise: float, pcs: tuple[float, float]) -> list[rhythms.Beat]:
+        bs = [_v(0.35 * k, good=True, prev_corr=((0.1,) + pcs)[k], corr=(0.2, 0.9, -0.1)[k]) for k in range(3)]
+        for b in bs:
+            b.noise_ratio = noise
+        return bs
+    assert ("vt", True) in _vt_run(run(0.05, (-0.1, -0.2)))       # clean detector: as before
+    assert _vt_run(run(0.13, (-0.1, -0.2))) == []                 # noise peaks near QRS height
+    mono = run(0.13, (0.95, 0.97))
+    for b in mono:
+        b.corr = 0.1
+    assert ("vt", True) in _vt_run(mono)                          # a monomorphic run still counts
+
+
+def test_qrs_detector_noise_ratio_rises_with_muscle_noise() -> None:
+    fs = 250
+    x, _ = synthetic_ecg(fs, 40.0, seed=3)
+    det = QrsDetector(fs)
+    for k in range(0, 20 * fs, fs):
+        det.process(x[k:k + fs])
+    clean = det.noise_ratio()
+    # band-limited noise (0-30 Hz) at an RMS of 200 µV against a 1.2-mV QRS: the detector still
+    # finds the QRS complexes, and the peaks it rejects come up toward them.  (Far heavier noise
+    # becomes the "QRS" level itself; the frame-level noise tests catch that.)
+    rng = np.random.default_rng(4)
+    noise = np.convolve(rng.normal(0.0, 1.0, 20 * fs), np.ones(8) / 8, "same")
+    noisy = x[20 * fs:] + 200.0 * noise / noise.std()
+    for k in range(0, 20 * fs, fs):
+        det.process(noisy[k:k + fs])
+    assert clean <= rhythms.VT_GOOD_NOISE < det.noise_ratio(), (clean, det.noise_ratio())
 
 
 def test_p_wave_coherence_separates_recurring_p_from_fibrillation() -> None:

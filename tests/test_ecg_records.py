@@ -86,11 +86,13 @@ def test_no_af_on_records_without_af(name: str) -> None:
 
 @pytest.mark.slow
 def test_vt_runs_flagged_in_203() -> None:
-    # 20 of 21 measured: the runs in busy frames count when their complexes recur (monomorphic,
+    # 19 of 21 measured: the runs in busy frames count when their complexes recur (monomorphic,
     # or clearly abnormal and alike beat to beat, e.g. the polymorphic run at 1126 s), and the
-    # R-on-T beat of the run at 511 s is recovered
+    # R-on-T beat of the run at 511 s is recovered.  The run at 782 s (20 of 21 before) went with
+    # the noise-peak rule, which removed all 4 of 203's vt alarms that matched no reference run.
     vt = scored("mitdb/203")["vt"]
-    assert vt["flagged"] >= 20, vt
+    assert vt["flagged"] >= 19, vt
+    assert vt["vt_alarms_unmatched"] == 0, vt
 
 
 @pytest.mark.slow
@@ -130,6 +132,29 @@ def test_vt_runs_flagged_in_221() -> None:
                                   "mitdb/232"])
 def test_no_vt_alarm_on_records_without_ventricular_runs(name: str) -> None:
     assert not conditions(scored(name)) & {"vt", "vt_sustained"}, scored(name)["alarms"]
+
+
+@pytest.mark.slow
+def test_overload_artefact_in_208_is_not_a_pause() -> None:
+    """208 at 1383 s: a 3-mV jump and a 5-s decay with no ECG in it (the reference annotates 8
+    beats there) raised a false ``pause``; 232's real pauses and asystoles are kept."""
+    assert not [a for a in scored("mitdb/208")["alarms"] if a["condition"] in ("pause", "asystole")]
+    assert {"pause", "asystole"} <= conditions(scored("mitdb/232"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["100", "105", "119", "201", "208", "232"])
+def test_no_vt_alarm_under_muscle_noise_at_6_db(name: str) -> None:
+    """nstdb's muscle noise added at 6 dB the way the Noise Stress Test Database was built
+    (``simulators/ecg_stress.py``): records without ventricular runs raise no ``vt``.  Over the 12
+    dev records this was 36 false ``vt`` alarms before the noise-peak rule and is 3 now (200, 222)."""
+    from simulators.ecg_stress import variant
+
+    rec = variant(evaluation.read_record(str(DATA / "mitdb" / name)), "ma6")
+    beats, alarms, _ = evaluation.analyse(rec)
+    res = evaluation.score_record(rec, beats, alarms)
+    assert not conditions(res) & {"vt", "vt_sustained"}, res["alarms"]
+    assert res["beats"]["se"] >= 0.99, res["beats"]
 
 
 @pytest.mark.slow

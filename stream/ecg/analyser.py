@@ -48,6 +48,9 @@ ARTEFACT_MIN_BEATS = 4
 STEP_RATIO = 5.0        # a sample-to-sample jump this many times the steepest QRS slope
 HF_RATIO = 0.15         # median |2nd difference| over the QRS amplitude
 AMPLITUDE_RATIO = 5.0   # 0.7-40 Hz peak-to-peak over the QRS amplitude
+# a pause is a quiet baseline: a beat-free frame that strays further than this many QRS amplitudes
+# from the level before the last beat is an amplifier or electrode recovering from overload
+PAUSE_BASELINE_RATIO = 1.0
 MIN_RR_AFTER_V_S = 0.24     # an off-template detection this soon after a ventricular beat is that
                             # beat's own second lobe or T wave: the ventricles are refractory (> 250 bpm
                             # is VF, which the VF detector judges from the waveform, not from beats)
@@ -97,6 +100,7 @@ class EcgAnalyser:
         self._n = 0                      # samples in the current segment
         self._qrs_levels: deque[float] = deque(maxlen=8)
         self._amp_levels: deque[float] = deque(maxlen=16)    # raw amplitude of recent normal beats
+        self._beat_base: float | None = None   # raw level before the last beat (pre-QRS window)
         self._slope_levels: deque[float] = deque(maxlen=16)  # their steepest slope (µV/sample)
         self._org: deque[tuple[float, float | None, float]] = deque(maxlen=12)  # (t, rr, corr with previous)
         self._summary_ready: dict | None = None
@@ -218,7 +222,8 @@ class EcgAnalyser:
         if q.unusable or q.artefact is not None or (q.noisy and not any(b[2] == "V" for b in pending)):
             trans += self._vt.end(t_start)
         trans += self._vf_frame(x, q, t_end)
-        trans += self._pause.on_frame(t_end, q.good, self._af.in_af, self._vf.active)
+        trans += self._pause.on_frame(t_end, q.good and not self._off_baseline(x, pending),
+                                      self._af.in_af, self._vf.active)
         trans += self._rate.on_frame(t_end, q.good, self._af.in_af or self._vt.active or self._vf.active)
         trans += self._lead.on_frame(t_start, t_end, not q.good and not self._vf.active)
         self._account(m / self.fs, q)
@@ -311,7 +316,7 @@ class EcgAnalyser:
             amp_ratio = clf.last_amp / ref if ref > 0.0 else None
         c, rel_w = clf.last_features
         return (idx, t, cls, rr, clf.last_match, clf.reliable, clf.prev_corr, amp_ratio, c, rel_w,
-                clf.last_run_only)
+                clf.last_run_only, det.noise_ratio() if det is not None else 0.0)
 
     def _organised(self, now: float) -> bool:
         """The last few complexes recur beat to beat at a regular rate (an organised rhythm)."""
@@ -356,13 +361,13 @@ class EcgAnalyser:
         return None
 
     def _on_beat(self, b: tuple, current: FrameQuality) -> list[Transition]:
-        idx, t, cls, rr, match, reliable, prev_corr, amp_ratio, corr, rel_w, run_only = b
+        idx, t, cls, rr, match, reliable, prev_corr, amp_ratio, corr, rel_w, run_only, noise_ratio = b
         fq = self._frame_quality(idx, current)
         # a clinical judgement needs good signal in this frame and most of the last 10 s
         good = fq.good and sum(self._recent_good) >= CONTEXT_GOOD * len(self._recent_good)
         beat = Beat(t, cls, good, rr, match, reliable, usable=not fq.unusable and fq.artefact is None,
                     frame_good=fq.good, prev_corr=prev_corr, amp_ratio=amp_ratio,
-                    corr=corr, rel_w=rel_w, run_only=run_only)
+                    corr=corr, rel_w=rel_w, run_only=run_only, noise_ratio=noise_ratio)
         self._beats.append((t, cls))
         self._new_beats.append((t, cls))
         self.beat_count += 1
@@ -378,10 +383,25 @@ class EcgAnalyser:
             seg = self._ring_slice(idx - self._p0, idx - self._p1)
             if len(seg) == self._p0 - self._p1:
                 pw = rhythms.detrend(seg.astype(np.float64))
+        seg = self._ring_slice(idx - self._p0, idx - self._p1)
+        if len(seg):
+            self._beat_base = float(np.median(seg))
         out = self._af.on_beat(beat, pw)
         out += self._vt.on_beat(beat)
         out += self._pause.on_beat(beat, self._af.in_af)
         return out
+
+    def _off_baseline(self, x: np.ndarray, pending: list[tuple]) -> bool:
+        """A frame without a beat far off the level before the last beat: no quiet baseline.
+
+        208 at 1383 s: the trace jumps 3 mV and decays for 5 s with no ECG in it (the reference
+        annotates 8 beats there); the QRS band is quiet, which alone looked like a pause.
+        """
+        if pending or self._beat_base is None or len(self._amp_levels) < ARTEFACT_MIN_BEATS:
+            return False
+        amp = self._median(self._amp_levels)
+        dev = max(float(x.max()) - self._beat_base, self._beat_base - float(x.min()))
+        return dev > PAUSE_BASELINE_RATIO * amp
 
     def _wide(self, x: np.ndarray) -> np.ndarray:
         """The frame in the 0.7-40 Hz diagnostic band (state carried), kept for the VF features."""

@@ -248,6 +248,15 @@ class QrsDetector:
         k = len(s)
         return s[k // 2] if k % 2 else 0.5 * (s[k // 2 - 1] + s[k // 2])
 
+    def noise_ratio(self) -> float:
+        """Median noise-peak height over median QRS-peak height (0..1): how close what the
+        detector rejects comes to what it accepts.  Clean ECG leaves small P/T-wave peaks;
+        muscle or motion noise in the QRS band pushes it up."""
+        if not self._spk or not self._npk:
+            return 0.0
+        spk = self._median(self._spk)
+        return min(1.0, self._median(self._npk) / spk) if spk > 0 else 0.0
+
     def _update_thr(self) -> None:
         spk = self._median(self._spk) if self._spk else 0.0
         npk = self._median(self._npk) if self._npk else 0.0

@@ -55,6 +55,7 @@ VT_MIN_AMP = 0.30         # a "ventricular" complex below this share of the norm
 VT_WIDE_REL = 1.25        # a complex this many times the normal width (the classifier's WIDE_REL) ...
 VT_UNLIKE_CORR = 0.30     # ... or correlating below this with the normal QRS is clearly not a normal beat;
 VT_ALIKE_CORR = 0.70      # three such complexes, each this alike the one before, are a run, not noise
+VT_GOOD_NOISE = 0.10      # good frames vouch for a triplet only while rejected peaks stay this small
 # --- pauses and asystole
 PAUSE_S = 3.0
 ASYSTOLE_S = 5.0
@@ -108,6 +109,7 @@ class Beat:
     corr: float = 1.0          # correlation with the normal template
     rel_w: float = 1.0         # effective width over the normal template's width
     run_only: bool = False     # template-shaped, V only as the continuation of a fast V run
+    noise_ratio: float = 0.0   # the QRS detector's noise-peak / QRS-peak level when it was found
 
 
 class PWaveCoherence:
@@ -362,7 +364,8 @@ class VtDetector:
             # it is judged by the beat after it (inside a run it stays, as the first normal beat
             # after a couplet it does not make one)
             return False
-        if all(b.good if b.frame_good is None else b.frame_good for b in last):
+        if (all(b.good if b.frame_good is None else b.frame_good for b in last)
+                and all(b.noise_ratio <= VT_GOOD_NOISE for b in last)):
             # good frames vouch for a run only when they could have shown artefact: the step / hf /
             # amplitude tests need the patient's normal QRS reference (``amp_ratio`` known); before
             # it exists "good" only means the QRS-band level test passed.  And complexes that all
