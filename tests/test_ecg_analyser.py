@@ -504,7 +504,8 @@ def test_vt_in_good_frames_before_a_normal_reference_needs_recurrence() -> None:
 def test_vt_in_good_frames_while_the_detector_sees_noise_peaks_needs_recurrence() -> None:
     """Muscle noise in the QRS band can leave frames "good" while the QRS detector's rejected
     peaks grow toward its QRS peaks; good frames then do not vouch for unrelated complexes
-    (mitdb + nstdb ``ma`` at 6 dB: 36 false ``vt`` before, 3 after), recurring ones still count."""
+    (mitdb + nstdb ``ma`` at 6 dB: 36 false ``vt`` before, 7 after), recurring ones still count, and
+    so do three complexes none of which resembles the normal QRS (distorted normal beats do)."""
     def run(noise: float, pcs: tuple[float, float]) -> list[rhythms.Beat]:
         bs = [_v(0.35 * k, good=True, prev_corr=((0.1,) + pcs)[k], corr=(0.2, 0.9, -0.1)[k]) for k in range(3)]
         for b in bs:
@@ -514,8 +515,14 @@ def test_vt_in_good_frames_while_the_detector_sees_noise_peaks_needs_recurrence(
     assert _vt_run(run(0.13, (-0.1, -0.2))) == []                 # noise peaks near QRS height
     mono = run(0.13, (0.95, 0.97))
     for b in mono:
-        b.corr = 0.1
+        b.corr = 0.9
+        b.rel_w = 1.0
+    mono[0].corr = 0.2
     assert ("vt", True) in _vt_run(mono)                          # a monomorphic run still counts
+    unlike = run(0.13, (-0.05, 0.6))
+    for b in unlike:
+        b.corr = -0.06                                            # none like the normal QRS (203, 782 s)
+    assert ("vt", True) in _vt_run(unlike)
 
 
 def test_qrs_detector_noise_ratio_rises_with_muscle_noise() -> None:

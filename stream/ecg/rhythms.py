@@ -55,7 +55,8 @@ VT_MIN_AMP = 0.30         # a "ventricular" complex below this share of the norm
 VT_WIDE_REL = 1.25        # a complex this many times the normal width (the classifier's WIDE_REL) ...
 VT_UNLIKE_CORR = 0.30     # ... or correlating below this with the normal QRS is clearly not a normal beat;
 VT_ALIKE_CORR = 0.70      # three such complexes, each this alike the one before, are a run, not noise
-VT_GOOD_NOISE = 0.10      # good frames vouch for a triplet only while rejected peaks stay this small
+VT_GOOD_NOISE = 0.10      # good frames vouch for a triplet only while rejected peaks stay this small,
+                          # unless none of its complexes resembles the normal QRS (< VT_UNLIKE_CORR)
 # --- pauses and asystole
 PAUSE_S = 3.0
 ASYSTOLE_S = 5.0
@@ -336,7 +337,10 @@ class VtDetector:
     Good frames vouch for a triplet only when the artefact tests could run (the patient's
     normal QRS reference exists) and one complex is unrelated to the normal QRS or they recur
     (>= ``VT_ALIKE_CORR``); otherwise the busy-frame rules decide (false VT on the noisy 2017
-    strips A00205, A01070 and on 201's PVC + aberrated APCs).
+    strips A00205, A01070 and on 201's PVC + aberrated APCs).  Nor do they vouch while the QRS
+    detector's rejected peaks come near its QRS peaks (``noise_ratio`` > ``VT_GOOD_NOISE``: muscle
+    noise in the QRS band that passes every frame test), unless all three complexes are unrelated
+    to the normal QRS: noise-distorted normal beats keep some likeness to it.
     """
 
     def __init__(self) -> None:
@@ -365,7 +369,8 @@ class VtDetector:
             # after a couplet it does not make one)
             return False
         if (all(b.good if b.frame_good is None else b.frame_good for b in last)
-                and all(b.noise_ratio <= VT_GOOD_NOISE for b in last)):
+                and (all(b.noise_ratio <= VT_GOOD_NOISE for b in last)
+                     or all(b.corr < VT_UNLIKE_CORR for b in last))):
             # good frames vouch for a run only when they could have shown artefact: the step / hf /
             # amplitude tests need the patient's normal QRS reference (``amp_ratio`` known); before
             # it exists "good" only means the QRS-band level test passed.  And complexes that all
