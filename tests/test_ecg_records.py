@@ -135,6 +135,22 @@ def test_no_vt_alarm_on_records_without_ventricular_runs(name: str) -> None:
 
 
 @pytest.mark.slow
+def test_222_at_125_hz_flutter_beats_stay_mostly_normal() -> None:
+    """222 (atrial flutter/fibrillation with a very narrow QRS, no ventricular beats) resampled to
+    a 125-Hz patch rate.  The beat window's baseline came from one sample at each end there (10 ms
+    at 125 Hz), and the noise on it made flutter-distorted normal beats look wide and off-template:
+    328 beats called V and 4 false ``vt``.  With at least 3 samples: 94 and 1 ``vt``, V PPV over all 12
+    records 82.9 -> 87.8 % (``bench/ecg_generality.py``)."""
+    from simulators.ecg_stress import variant
+
+    rec = variant(evaluation.read_record(str(DATA / "mitdb" / "222")), "fs125")
+    beats, alarms, _ = evaluation.analyse(rec)
+    res = evaluation.score_record(rec, beats, alarms)
+    assert res["vt"]["vt_alarms"] <= 1, res["alarms"]
+    assert res["beats"]["ventricular_detected"] <= 120, res["beats"]   # 94 measured
+
+
+@pytest.mark.slow
 def test_overload_artefact_in_208_is_not_a_pause() -> None:
     """208 at 1383 s: a 3-mV jump and a 5-s decay with no ECG in it (the reference annotates 8
     beats there) raised a false ``pause``; 232's real pauses and asystoles are kept."""
@@ -147,8 +163,8 @@ def test_overload_artefact_in_208_is_not_a_pause() -> None:
 def test_no_vt_alarm_under_muscle_noise_at_6_db(name: str) -> None:
     """nstdb's muscle noise added at 6 dB the way the Noise Stress Test Database was built
     (``simulators/ecg_stress.py``): records without ventricular runs raise no ``vt``.  Over the 12
-    dev records this was 36 false ``vt`` alarms before the noise-peak rule and is 7 now (200: 2,
-    203: 3, 207: 1, 222: 1)."""
+    dev records this was 36 false ``vt`` alarms before the noise-peak rule and is 5 now (200: 2,
+    203: 2, 222: 1)."""
     from simulators.ecg_stress import variant
 
     rec = variant(evaluation.read_record(str(DATA / "mitdb" / name)), "ma6")

@@ -363,6 +363,8 @@ class VtDetector:
             return False      # two of three complexes have the normal shape: mislabelled wide beats
         if any(b.amp_ratio is not None and b.amp_ratio < VT_MIN_AMP for b in last):
             return False      # ventricular complexes are not small: a tiny one is a distorted normal beat
+        if max(b.rel_w for b in last) < VT_WIDE_REL:
+            return False      # no complex wider than normal: a narrow-complex tachycardia (flutter 2:1, SVT)
         if last[-1].run_only:
             # a normal-shaped, normal-width complex called V only because it follows V beats fast:
             # it is judged by the beat after it (inside a run it stays, as the first normal beat
