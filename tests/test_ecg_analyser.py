@@ -181,6 +181,33 @@ def test_asystole_on_a_clean_quiet_baseline() -> None:
     assert cleared and 51.0 <= cleared[0].end_s <= 53.0
 
 
+def _detect(fs: float, x: np.ndarray) -> np.ndarray:
+    det = QrsDetector(fs)
+    out: list[float] = []
+    for k in range(0, len(x), int(fs)):
+        out += [i / fs for i in det.process(x[k:k + int(fs)])]
+    return np.array(out)
+
+
+def test_early_wide_beat_in_the_t_wave_window_is_detected_tall_t_waves_are_not() -> None:
+    """A PVC 0.33 s after a normal beat is less steep than the narrow QRS (the T-wave test's
+    "half as steep") but its integrated energy is well above the detection threshold, which a T
+    wave's is not (mitdb 210 lost 28 such PVCs: Se 98.64 -> 99.32 %; pooled 99.59 -> 99.67 %)."""
+    fs = 250.0
+    x, rt = synthetic_ecg(fs, 60.0, hr_bpm=75, seed=5)
+    t = np.arange(len(x)) / fs
+    pvcs = rt[5::4] + 0.33
+    for c in pvcs:
+        x -= 1500.0 * np.exp(-0.5 * ((t - c) / 0.04) ** 2)
+    out = _detect(fs, x)
+    assert all(np.min(np.abs(out - c)) < 0.08 for c in pvcs)
+    assert all(np.min(np.abs(np.concatenate((rt, pvcs)) - o)) < 0.08 for o in out)
+    x2, rt2 = synthetic_ecg(fs, 60.0, hr_bpm=75, seed=6)
+    x2 += sum(700.0 * np.exp(-0.5 * ((t - (b + 0.26)) / 0.045) ** 2) for b in rt2)
+    out2 = _detect(fs, x2)
+    assert len(out2) == len(rt2) and all(np.min(np.abs(rt2 - o)) < 0.08 for o in out2)
+
+
 def test_pause_of_3_5_s_is_raised() -> None:
     fs = 250.0
     an = EcgAnalyser(fs)

@@ -40,6 +40,8 @@ MERGE_S = 0.18          # candidates closer than this are one peak (the larger w
 REFRACTORY_S = 0.20     # no QRS within 200 ms of another
 T_WAVE_S = 0.36         # between 200 and 360 ms a QRS must be as steep as half the last one
 T_SLOPE_RATIO = 0.5    # ... steeper than this fraction of the last QRS
+T_BIG = 1.5            # ... unless its integrated energy is this many times the threshold (a T wave's
+T_BIG_SLOPE = 0.3      # is not) and it is this steep: an early wide PVC on the T wave (mitdb 210)
 LEARN_S = 2.0           # initial threshold learning period
 SEARCHBACK_RR = 1.66    # search back after 1.66 mean RR without a QRS
 SB_FRACTION = 0.5       # search-back threshold as a fraction of the detection threshold
@@ -277,7 +279,8 @@ class QrsDetector:
         if v > self._thr1:
             if gap < self._twave:
                 s = self._slope(i)
-                if s < T_SLOPE_RATIO * self._last_slope:
+                if s < T_SLOPE_RATIO * self._last_slope and not (
+                        v >= T_BIG * self._thr1 and s >= T_BIG_SLOPE * self._last_slope):
                     self._noise(i, v)
                     return
             self._recover_mid(i)
