@@ -378,12 +378,11 @@ class EcgAnalyser:
             self._min_rr_n += 1
         self._pvc.on_beat(beat)
         self._rate.on_beat(beat)
-        pw = None
-        if self._af.wants_p_window(beat):
-            seg = self._ring_slice(idx - self._p0, idx - self._p1)
-            if len(seg) == self._p0 - self._p1:
-                pw = rhythms.detrend(seg.astype(np.float64))
+        # the pre-QRS window: the P-wave evidence for AF, and the baseline a pause must keep
         seg = self._ring_slice(idx - self._p0, idx - self._p1)
+        pw = None
+        if self._af.wants_p_window(beat) and len(seg) == self._p0 - self._p1:
+            pw = rhythms.detrend(seg.astype(np.float64))
         if len(seg):
             self._beat_base = float(np.median(seg))
         out = self._af.on_beat(beat, pw)

@@ -332,7 +332,9 @@ class VtDetector:
     < ``VT_UNLIKE_CORR`` with the normal QRS) and each >= ``VT_ALIKE_CORR`` alike
     the one before.  A triplet never ends on a ``run_only`` beat (template-shaped,
     called V only because it follows a V beat fast): such a beat is judged by the
-    beat after it, so a couplet followed by a normal beat is not a run.
+    beat after it, so a couplet followed by a normal beat is not a run.  Nor is a triplet none of
+    whose complexes is wider than normal (``VT_WIDE_REL``): a narrow-complex tachycardia (flutter
+    with fixed conduction, SVT) whose complexes merely differ from the template.
 
     Good frames vouch for a triplet only when the artefact tests could run (the patient's
     normal QRS reference exists) and one complex is unrelated to the normal QRS or they recur
