@@ -240,6 +240,23 @@ def test_overload_recovery_is_not_a_pause() -> None:
     assert [a.condition for a in alarms if a.active] == ["pause"]
 
 
+@pytest.mark.parametrize("fs", [125.0, 250.0, 500.0])
+def test_mains_hum_without_ecg_is_no_asystole(fs: float) -> None:
+    """An electrode off the skin without a lead-off flag shows 50-Hz hum and no ECG: the QRS band
+    is quiet, which looked like asystole (an emergency alert).  Hum at 0.06 x the QRS amplitude and
+    above is not judged; a quiet heart with the usual slight hum (30 µV) still is asystole."""
+    x, _ = synthetic_ecg(fs, 40.0)
+    n = int(20 * fs)
+    t = np.arange(n) / fs
+    rng = np.random.default_rng(1)
+    x3, _ = synthetic_ecg(fs, 20.0, seed=8)
+    for hum_uv, raised in ((100.0, False), (300.0, False), (30.0, True)):
+        gap = hum_uv * np.sin(2 * np.pi * 50.0 * t) + rng.normal(0.0, 5.0, n)
+        alarms, _ = stream(EcgAnalyser(fs), np.concatenate((x, gap, x3)))
+        got = [a.condition for a in alarms if a.active]
+        assert got == (["asystole"] if raised else []), (hum_uv, got)
+
+
 def test_noise_only_raises_no_clinical_alarm() -> None:
     fs = 250.0
     an = EcgAnalyser(fs)

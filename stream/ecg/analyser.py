@@ -51,6 +51,10 @@ AMPLITUDE_RATIO = 5.0   # 0.7-40 Hz peak-to-peak over the QRS amplitude
 # a pause is a quiet baseline: a beat-free frame that strays further than this many QRS amplitudes
 # from the level before the last beat is an amplifier or electrode recovering from overload
 PAUSE_BASELINE_RATIO = 1.0
+# ... and one dominated by mains interference (50/60 Hz above this share of the QRS amplitude) is an
+# electrode off the skin picking up the room, not a quiet heart: no pause or asystole is judged on it
+MAINS_RATIO = 0.05
+MAINS_HZ = (50.0, 60.0)   # China's mains is 50 Hz; 60 Hz for imported equipment and the US records
 MIN_RR_AFTER_V_S = 0.24     # an off-template detection this soon after a ventricular beat is that
                             # beat's own second lobe or T wave: the ventricles are refractory (> 250 bpm
                             # is VF, which the VF detector judges from the waveform, not from beats)
@@ -101,6 +105,7 @@ class EcgAnalyser:
         self._qrs_levels: deque[float] = deque(maxlen=8)
         self._amp_levels: deque[float] = deque(maxlen=16)    # raw amplitude of recent normal beats
         self._beat_base: float | None = None   # raw level before the last beat (pre-QRS window)
+        self._mains_basis: dict[int, np.ndarray] = {}   # 50/60 Hz DFT rows for the frame length
         self._slope_levels: deque[float] = deque(maxlen=16)  # their steepest slope (µV/sample)
         self._org: deque[tuple[float, float | None, float]] = deque(maxlen=12)  # (t, rr, corr with previous)
         self._summary_ready: dict | None = None
@@ -391,16 +396,32 @@ class EcgAnalyser:
         return out
 
     def _off_baseline(self, x: np.ndarray, pending: list[tuple]) -> bool:
-        """A frame without a beat far off the level before the last beat: no quiet baseline.
+        """A frame without a beat that is no quiet baseline, though its QRS band is quiet.
 
-        208 at 1383 s: the trace jumps 3 mV and decays for 5 s with no ECG in it (the reference
-        annotates 8 beats there); the QRS band is quiet, which alone looked like a pause.
+        * far off the level before the last beat: 208 at 1383 s, the trace jumps 3 mV and decays
+          for 5 s with no ECG in it (the reference annotates 8 beats there);
+        * mains interference: an electrode off the skin without a lead-off flag shows 50/60 Hz
+          hum and nothing else, which the 5-15 Hz QRS band does not see.
         """
         if pending or self._beat_base is None or len(self._amp_levels) < ARTEFACT_MIN_BEATS:
             return False
         amp = self._median(self._amp_levels)
         dev = max(float(x.max()) - self._beat_base, self._beat_base - float(x.min()))
-        return dev > PAUSE_BASELINE_RATIO * amp
+        return dev > PAUSE_BASELINE_RATIO * amp or self._mains_uv(x) > MAINS_RATIO * amp
+
+    def _mains_uv(self, x: np.ndarray) -> float:
+        """Amplitude (µV) of the stronger of the 50 and 60 Hz components of the frame."""
+        n = len(x)
+        basis = self._mains_basis.get(n)
+        if basis is None:
+            t = np.arange(n) / self.fs
+            hz = [f for f in MAINS_HZ if f < 0.5 * self.fs - 2.0]
+            basis = np.exp(-2j * np.pi * np.outer(hz, t)) if hz else np.zeros((0, n), complex)
+            self._mains_basis = {n: basis}      # frames are nearly always the same length
+        if not len(basis):
+            return 0.0
+        xc = x - x.sum() / n
+        return float(np.abs(basis @ xc).max()) * 2.0 / n
 
     def _wide(self, x: np.ndarray) -> np.ndarray:
         """The frame in the 0.7-40 Hz diagnostic band (state carried), kept for the VF features."""
