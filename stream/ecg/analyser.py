@@ -227,8 +227,9 @@ class EcgAnalyser:
         if q.unusable or q.artefact is not None or (q.noisy and not any(b[2] == "V" for b in pending)):
             trans += self._vt.end(t_start)
         trans += self._vf_frame(x, q, t_end)
-        trans += self._pause.on_frame(t_end, q.good and not self._off_baseline(x, pending),
-                                      self._af.in_af, self._vf.active)
+        quiet_heart = (q.good and not self._off_baseline(x, pending)
+                       and not (self._det is not None and self._det.recurring_small_qrs()))
+        trans += self._pause.on_frame(t_end, quiet_heart, self._af.in_af, self._vf.active)
         trans += self._rate.on_frame(t_end, q.good, self._af.in_af or self._vt.active or self._vf.active)
         trans += self._lead.on_frame(t_start, t_end, not q.good and not self._vf.active)
         self._account(m / self.fs, q)

@@ -49,7 +49,13 @@ SB_SLOPE = 0.3          # a search-back QRS must be this steep relative to recen
 THR_FRACTION = 0.3125   # Hamilton-Tompkins detection threshold coefficient
 BUFFER_S = 8.0          # ring of band-passed / integrated signal kept for location and search-back
 FEATURE_ABS = True      # |derivative| (True) or derivative squared (classic Pan-Tompkins)
-DECAY_AFTER_S = 2.5     # without any QRS for this long the signal level estimate decays
+DECAY_AFTER_S = 2.5     # without any QRS for this long the signal level estimate decays (each second;
+                        # it halves at once while smaller QRS-sharp complexes recur: an amplitude drop)
+SHARP_MIN = 0.85        # QRS-sharp: slope over band amplitude (a shape measure that does not scale
+                        # with amplitude) this share of recent QRSs'; P waves and drifts are not.  Below
+                        # the pre-decay level only QRS-sharp, recurring complexes are taken after a decay
+SMALL_QRS_MIN = 0.08    # small QRSs after a drop: at least this share of the QRS level before it ...
+SMALL_QRS_GAP_S = 0.33  # ... recurring no faster than 180/min (the baseline's ripples are faster)
 FAST_RR_S = 0.60        # > 100 bpm: an interval that doubles at this rate hides a beat ...
 DOUBLED_RR = (1.6, 2.4)  # ... when it is this many times the last RR ...
 MID_GAP = (0.4, 0.6)     # ... and a supra-threshold peak the T-wave test rejected lies mid-way
@@ -101,6 +107,12 @@ class QrsDetector:
         self._npk: deque[float] = deque(maxlen=8)
         self._rr: deque[int] = deque(maxlen=8)
         self._slopes: deque[float] = deque(maxlen=8)
+        self._sharp: deque[float] = deque(maxlen=8)      # slope / band amplitude of recent QRSs
+        self._decayed = False                             # the signal level was decayed since the last QRS
+        self._thr_undecayed = 0.0                         # the detection threshold before that decay
+        self._spk_undecayed = 0.0                         # and the QRS level
+        self._small_qrs_gap = int(round(SMALL_QRS_GAP_S * fs))
+        self._rejects: deque[tuple[int, float, bool]] = deque(maxlen=32)  # (index, height, QRS-sharp)
         self._thr1 = 0.0
         self._last_qrs = -10**9           # integrator-peak index of the last QRS
         self._last_slope = 0.0
@@ -218,7 +230,17 @@ class QrsDetector:
         since = self._n - max(self._last_qrs, self._last_decay)
         if since > self._decay_after and self._spk:
             self._last_decay = self._n
-            self._spk.append(0.5 * self._median(self._spk))
+            if not self._decayed:
+                self._thr_undecayed = self._thr1
+                self._spk_undecayed = self._median(self._spk)
+            self._decayed = True
+            if self.recurring_small_qrs():
+                # smaller QRS complexes keep coming (electrode moved, posture): halve the whole
+                # level history, so they are followed within seconds
+                self._spk = deque((0.5 * v for v in self._spk), maxlen=self._spk.maxlen)
+                self._slopes = deque((0.5 * v for v in self._slopes), maxlen=self._slopes.maxlen)
+            else:
+                self._spk.append(0.5 * self._median(self._spk))
             self._update_thr()
 
     def _end_learning(self) -> None:
@@ -272,6 +294,40 @@ class QrsDetector:
             return 0.0
         return float(np.abs(seg[1:] - seg[:-1]).max())
 
+    def _sharpness(self, i: int) -> float:
+        seg = self._ring(self._bp, i - self._w - self._slope_half, i + 1)
+        if len(seg) < 3:
+            return 0.0
+        amp = float(np.abs(seg).max())
+        return float(np.abs(seg[1:] - seg[:-1]).max()) / amp if amp > 0.0 else 0.0
+
+    def recurring_small_qrs(self) -> bool:
+        """Since the last QRS, >= 3 QRS-sharp rejected candidates stand out at a steady, physiological
+        interval: the QRS amplitude dropped (electrode moved, posture) and the threshold has not
+        followed yet; the heart has not stopped.  P waves are not that sharp, and the baseline's
+        ripples are smaller and faster."""
+        if self._last_qrs < 0 or not self._spk:
+            return False
+        level = self._spk_undecayed if self._decayed else self._median(self._spk)
+        floor = SMALL_QRS_MIN * level
+        ts = [c[0] for c in self._rejects if c[0] - self._last_qrs >= self._twave and c[2] and c[1] >= floor]
+        if len(ts) < 3:
+            return False
+        gaps = [b - a for a, b in zip(ts, ts[1:])]
+        return min(gaps) >= self._small_qrs_gap and max(gaps) <= 1.5 * min(gaps)
+
+    def _is_sharp(self, i: int) -> bool:
+        """As sharp as this patient's recent QRS complexes (whatever its amplitude)."""
+        return bool(self._sharp) and self._sharpness(i) >= SHARP_MIN * self._median(self._sharp)
+
+    def _sharp_enough(self, i: int, v: float) -> bool:
+        """After a decay, a complex below the level that held before it counts only when it is as
+        sharp as this patient's QRSs and such complexes recur at a steady interval (a lone T or P
+        wave in a real pause does not); a full-size QRS always counts."""
+        if not (self._decayed and self._sharp) or v >= self._thr_undecayed:
+            return True
+        return self._is_sharp(i) and self.recurring_small_qrs()
+
     def _decide(self, i: int, v: float) -> None:
         gap = i - self._last_qrs
         if gap < self._refr:
@@ -283,6 +339,9 @@ class QrsDetector:
                         v >= T_BIG * self._thr1 and s >= T_BIG_SLOPE * self._last_slope):
                     self._noise(i, v)
                     return
+            if not self._sharp_enough(i, v):
+                self._noise(i, v)
+                return
             self._recover_mid(i)
             self._accept(i, v, searchback=False)
         else:
@@ -311,6 +370,7 @@ class QrsDetector:
         self._accept(best[0], best[1], searchback=True)
 
     def _noise(self, i: int, v: float) -> None:
+        self._rejects.append((i, v, self._is_sharp(i)))
         self._npk.append(v)
         self._update_thr()
         self._since.append((i, v))
@@ -325,6 +385,8 @@ class QrsDetector:
         self._last_qrs = i
         self._last_slope = self._slope(i)
         self._slopes.append(self._last_slope)
+        self._sharp.append(self._sharpness(i))
+        self._decayed = False
         self._spk.append(v)
         self._update_thr()
         self._since = [c for c in self._since if c[0] > i]
@@ -332,6 +394,8 @@ class QrsDetector:
 
     def _search_back(self, now: int) -> None:
         """Take the best sub-threshold candidate when a QRS is overdue at ``now``."""
+        kept: set[int] = set()     # refused now, but QRS-shaped: kept for after a level decay
+        earliest = self._decayed   # after an amplitude drop take them in order, so none is skipped
         while True:
             if not self._rr or self._last_qrs < 0:
                 return
@@ -339,18 +403,28 @@ class QrsDetector:
             if now - self._last_qrs <= SEARCHBACK_RR * mean_rr:
                 return
             thr2 = SB_FRACTION * self._thr1
+            # in order after a drop, the beats keep the rhythm: nothing closer than 0.6 RR (the
+            # last QRS's T wave would be the "earliest" candidate otherwise)
+            min_gap = max(self._twave, 0.6 * mean_rr) if earliest else self._twave
             best = None
             for c in self._since:
-                if c[0] - self._last_qrs >= self._twave and c[1] > thr2 and c[0] < now:
+                if (c[0] - self._last_qrs >= min_gap and c[1] > thr2 and c[0] < now
+                        and c[0] not in kept):
                     if best is None or c[1] > best[1]:
                         best = c
+                    if earliest:
+                        break
             if best is None:
                 return
-            if self._slopes and self._slope(best[0]) < SB_SLOPE * self._median(self._slopes):
-                # too gentle for a QRS (a T or P wave): drop it and look again
-                self._since.remove(best)
+            if ((self._slopes and self._slope(best[0]) < SB_SLOPE * self._median(self._slopes))
+                    or not self._sharp_enough(best[0], best[1])):
+                # too gentle for a QRS now; a T or P wave is dropped, a QRS-sharp complex (a small
+                # QRS after an amplitude drop) stays a candidate for when the level has decayed
+                if self._is_sharp(best[0]):
+                    kept.add(best[0])
+                else:
+                    self._since.remove(best)
                 continue
-            # search-back peaks count towards the signal level with less weight
             self._accept(best[0], best[1], searchback=True)
 
     def _locate(self, i: int) -> int:
