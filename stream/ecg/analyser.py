@@ -390,7 +390,7 @@ class EcgAnalyser:
         if self._af.wants_p_window(beat) and len(seg) == self._p0 - self._p1:
             pw = rhythms.detrend(seg.astype(np.float64))
         if len(seg):
-            self._beat_base = float(np.median(seg))
+            self._beat_base = fast_median(seg)
         out = self._af.on_beat(beat, pw)
         out += self._vt.on_beat(beat)
         out += self._pause.on_beat(beat, self._af.in_af)

@@ -112,7 +112,7 @@ class QrsDetector:
         self._thr_undecayed = 0.0                         # the detection threshold before that decay
         self._spk_undecayed = 0.0                         # and the QRS level
         self._small_qrs_gap = int(round(SMALL_QRS_GAP_S * fs))
-        self._rejects: deque[tuple[int, float, bool]] = deque(maxlen=32)  # (index, height, QRS-sharp)
+        self._rejects: deque[tuple[int, float]] = deque(maxlen=32)  # (index, height) of refused candidates
         self._thr1 = 0.0
         self._last_qrs = -10**9           # integrator-peak index of the last QRS
         self._last_slope = 0.0
@@ -310,7 +310,10 @@ class QrsDetector:
             return False
         level = self._spk_undecayed if self._decayed else self._median(self._spk)
         floor = SMALL_QRS_MIN * level
-        ts = [c[0] for c in self._rejects if c[0] - self._last_qrs >= self._twave and c[2] and c[1] >= floor]
+        ts = [c[0] for c in self._rejects if c[0] - self._last_qrs >= self._twave and c[1] >= floor]
+        if len(ts) < 3:
+            return False
+        ts = [i for i in ts if self._is_sharp(i)]      # (sharpness only for the few that stand out)
         if len(ts) < 3:
             return False
         gaps = [b - a for a, b in zip(ts, ts[1:])]
@@ -370,7 +373,7 @@ class QrsDetector:
         self._accept(best[0], best[1], searchback=True)
 
     def _noise(self, i: int, v: float) -> None:
-        self._rejects.append((i, v, self._is_sharp(i)))
+        self._rejects.append((i, v))
         self._npk.append(v)
         self._update_thr()
         self._since.append((i, v))
