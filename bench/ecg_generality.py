@@ -6,24 +6,15 @@ The held-out records are different recordings; this bench cannot see them, but
 it can change what a held-out set is likely to change and re-score the dev
 mitdb records beat by beat against their reference annotations:
 
-* ``fs125`` / ``fs250`` / ``fs500``: resampled (polyphase, scipy) to another
-  patch rate; annotation sample numbers are rescaled;
-* ``lead2``: the second channel (V1/V5 on mitdb) instead of MLII;
-* ``inverted``: the first lead with its polarity flipped (a patch worn the
-  other way round);
-* ``gain0.4`` / ``gain3``: amplitude scaled (small or large QRS);
-* ``ma12`` / ``ma6`` / ``bw6`` ...: nstdb's noise recordings (``ma`` muscle, ``bw``
-  baseline wander) added to the record the way the Noise Stress Test Database
-  was built: clean for the first 5 minutes, then noise in alternate 2-minute
-  segments, scaled to the given SNR (dB) against the record's QRS amplitude
-  (signal power = (median QRS peak-to-peak)² / 8);
-* ``native``: unchanged, for reference.
+resampled to 125/250/500 Hz, the second lead, inverted, rescaled, and with
+the Noise Stress Test Database's muscle and baseline-wander noise added at a
+given SNR (the variants are described in ``simulators/ecg_stress.py``).
 
 For each variant it prints pooled beat Se/PPV, AF duration Se/Sp, VT runs
 flagged, ``vt`` alarms matching no ventricular run, ``pause``/``asystole``
 alarms not at a reference RR interval of 2.5 s or more, and the classifier's
-ventricular-beat Se/PPV over matched beats (reference ``V`` vs detected ``V``), plus the records whose
-beat Se or PPV falls below 99 %.  Scoring is ``stream.ecg.evaluation``'s,
+ventricular-beat Se/PPV over matched beats (reference ``V``/``E`` vs detected
+``V``), plus the records whose beat Se or PPV falls below 99 %.  Scoring is ``stream.ecg.evaluation``'s,
 the same as ``vitalgate ecg-eval``.
 """
 
@@ -84,9 +75,9 @@ def score(args: tuple[str, str]) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--records", default=",".join(MITDB))
-    ap.add_argument("--variants", default=",".join(VARIANTS))
-    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--records", default=",".join(MITDB), help="comma-separated mitdb record names")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: " + ",".join(VARIANTS))
+    ap.add_argument("--jobs", type=int, default=2, help="worker processes (one record each)")
     a = ap.parse_args()
     records = a.records.split(",")
     variants = a.variants.split(",")
