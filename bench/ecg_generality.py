@@ -4,9 +4,8 @@
 
 The held-out records are different recordings; this bench cannot see them, but
 it can change what a held-out set is likely to change and re-score the dev
-mitdb records beat by beat against their reference annotations:
-
-resampled to 125/250/500 Hz, the second lead, inverted, rescaled, and with
+mitdb records beat by beat against their reference annotations: resampled to
+125/250/500 Hz, the second lead, inverted, rescaled, and with
 the Noise Stress Test Database's muscle and baseline-wander noise added at a
 given SNR (the variants are described in ``simulators/ecg_stress.py``).
 
@@ -14,8 +13,8 @@ For each variant it prints pooled beat Se/PPV, AF duration Se/Sp, VT runs
 flagged, ``vt`` alarms matching no ventricular run, ``pause``/``asystole``
 alarms not at a reference RR interval of 2.5 s or more, and the classifier's
 ventricular-beat Se/PPV over matched beats (reference ``V``/``E`` vs detected
-``V``), plus the records whose beat Se or PPV falls below 99 %.  Scoring is ``stream.ecg.evaluation``'s,
-the same as ``vitalgate ecg-eval``.
+``V``), plus the records whose beat Se or PPV falls below 99 %.  Scoring is
+``stream.ecg.evaluation``'s, the same as ``vitalgate ecg-eval``.
 """
 
 from __future__ import annotations
