@@ -105,7 +105,7 @@ class EcgAnalyser:
         self._qrs_levels: deque[float] = deque(maxlen=8)
         self._amp_levels: deque[float] = deque(maxlen=16)    # raw amplitude of recent normal beats
         self._beat_base: float | None = None   # raw level before the last beat (pre-QRS window)
-        self._mains_basis: dict[int, np.ndarray] = {}   # 50/60 Hz DFT rows for the frame length
+        self._mains_basis: tuple[int, np.ndarray] | None = None   # (frame length, its 50/60 Hz DFT rows)
         self._slope_levels: deque[float] = deque(maxlen=16)  # their steepest slope (µV/sample)
         self._org: deque[tuple[float, float | None, float]] = deque(maxlen=12)  # (t, rr, corr with previous)
         self._summary_ready: dict | None = None
@@ -413,12 +413,11 @@ class EcgAnalyser:
     def _mains_uv(self, x: np.ndarray) -> float:
         """Amplitude (µV) of the stronger of the 50 and 60 Hz components of the frame."""
         n = len(x)
-        basis = self._mains_basis.get(n)
-        if basis is None:
+        if self._mains_basis is None or self._mains_basis[0] != n:   # frames are nearly always one length
             t = np.arange(n) / self.fs
             hz = [f for f in MAINS_HZ if f < 0.5 * self.fs - 2.0]
-            basis = np.exp(-2j * np.pi * np.outer(hz, t)) if hz else np.zeros((0, n), complex)
-            self._mains_basis = {n: basis}      # frames are nearly always the same length
+            self._mains_basis = (n, np.exp(-2j * np.pi * np.outer(hz, t)) if hz else np.zeros((0, n), complex))
+        basis = self._mains_basis[1]
         if not len(basis):
             return 0.0
         xc = x - x.sum() / n

@@ -288,18 +288,19 @@ class QrsDetector:
             spk = npk
         self._thr1 = npk + THR_FRACTION * (spk - npk)
 
-    def _slope(self, i: int) -> float:
+    def _slope_and_amp(self, i: int) -> tuple[float, float]:
+        """Steepest band-passed slope and largest band-passed amplitude of the QRS ending at ``i``."""
         seg = self._ring(self._bp, i - self._w - self._slope_half, i + 1)
         if len(seg) < 3:
-            return 0.0
-        return float(np.abs(seg[1:] - seg[:-1]).max())
+            return 0.0, 0.0
+        return float(np.abs(seg[1:] - seg[:-1]).max()), float(np.abs(seg).max())
+
+    def _slope(self, i: int) -> float:
+        return self._slope_and_amp(i)[0]
 
     def _sharpness(self, i: int) -> float:
-        seg = self._ring(self._bp, i - self._w - self._slope_half, i + 1)
-        if len(seg) < 3:
-            return 0.0
-        amp = float(np.abs(seg).max())
-        return float(np.abs(seg[1:] - seg[:-1]).max()) / amp if amp > 0.0 else 0.0
+        slope, amp = self._slope_and_amp(i)
+        return slope / amp if amp > 0.0 else 0.0
 
     def recurring_small_qrs(self) -> bool:
         """Since the last QRS, >= 3 QRS-sharp rejected candidates stand out at a steady, physiological
@@ -386,9 +387,10 @@ class QrsDetector:
             if rr < 3 * self.fs:
                 self._rr.append(rr)
         self._last_qrs = i
-        self._last_slope = self._slope(i)
-        self._slopes.append(self._last_slope)
-        self._sharp.append(self._sharpness(i))
+        slope, amp = self._slope_and_amp(i)
+        self._last_slope = slope
+        self._slopes.append(slope)
+        self._sharp.append(slope / amp if amp > 0.0 else 0.0)
         self._decayed = False
         self._spk.append(v)
         self._update_thr()
