@@ -251,3 +251,41 @@ def test_cli_json_output_and_unreadable_record(capsys: pytest.CaptureFixture[str
     rc = evaluation.main([str(tmp_path / "nope")])
     assert rc == 2
     assert "cannot read record" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("names, expected", [
+    (["ABP", "PLETH", "II"], 2),        # 2015 challenge order variants: the ECG lead, not the pressure
+    (["RESP", "V", "PLETH"], 1),        # the challenge's bare "V" chest lead
+    (["ABP", "ML2", "MV2"], 1),         # Long-Term ST database
+    (["PAP", "D3", "V4"], 1),           # European ST-T database
+    (["CVP", "MCL1"], 1),
+    (["ECG lead I", "ECG lead II"], 0),
+    (["PLETH", "RESP"], 0),             # nothing ECG-like: channel 0
+])
+def test_choose_lead_names_across_databases(names: list[str], expected: int) -> None:
+    assert evaluation.choose_lead(names) == expected
+
+
+def test_afdb_style_record_rhythm_only_annotations(tmp_path: Path) -> None:
+    """An AF-database-style record: 250 Hz, format 212, the ECG not the first channel, and an .atr
+    that holds rhythm changes only.  Beats are not scored (no reference beats); AF is."""
+    import numpy as np
+    import wfdb
+    from scipy.signal import resample_poly
+
+    src = wfdb.rdrecord(str(DATA / "mitdb" / "201"), sampto=360 * 360)
+    ann = wfdb.rdann(str(DATA / "mitdb" / "201"), "atr", sampto=360 * 360)
+    ecg = resample_poly(src.p_signal[:, 0], 25, 36)
+    other = np.sin(np.arange(len(ecg)) / 250.0) * 0.5
+    wfdb.wrsamp("04015", fs=250, units=["mmHg", "mV"], sig_name=["ABP", "ECG1"],
+                p_signal=np.column_stack([other, ecg]), fmt=["212", "212"], write_dir=str(tmp_path))
+    keep = [i for i, s in enumerate(ann.symbol) if s == "+"]
+    wfdb.wrann("04015", "atr", np.round(ann.sample[keep] * 250 / 360).astype(int), symbol=["+"] * len(keep),
+               aux_note=[ann.aux_note[i] for i in keep], write_dir=str(tmp_path))
+    rec = evaluation.read_record(str(tmp_path / "04015"))
+    assert rec.lead == "ECG1" and rec.fs == 250.0
+    res = evaluation.score_record(rec, *evaluation.analyse(rec)[:2])
+    assert res["beats"]["tp"] is None and res["beats"]["detected"] > 300
+    assert res["af"]["ref_s"] > 300 and res["af"]["se"] > 0.9
+    total = evaluation.pooled([res, scored("mitdb/100")])
+    assert total["beats"]["tp"] == scored("mitdb/100")["beats"]["tp"]

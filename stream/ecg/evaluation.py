@@ -43,7 +43,13 @@ from stream.ecg.analyser import EcgAnalyser
 BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
 VENTRICULAR = "V"
 MATCH_S = 0.150
-ECG_LEAD = re.compile(r"^(ml)?(i{1,3}|avr|avl|avf|v[1-6]|ecg\d*|lead\s*(i{1,3}|[1-3]))$", re.IGNORECASE)
+# ECG channel names across PhysioNet databases: limb and chest leads (II, aVF, V1-V6, a bare "V" in the
+# 2015 challenge), modified and bipolar chest leads (MLII, ML2, MV2, mod.V1, MCL1, CM5, CC5), the Italian
+# D1-D3 (European ST-T), and generic "ECG", "ECG1", "ECG lead II" -- not PLETH, ABP, RESP, CVP, ...
+ECG_LEAD = re.compile(
+    r"^(?:(?:ecg\s*)?(?:lead\s*)?(?:(?:ml|m)?i{1,3}|a?vr|a?vl|a?vf|(?:mod\.?\s*|m)?v[1-6]?|d(?:i{1,3}|[1-3])"
+    r"|mcl[1-6]?|cm[1-6]|cc[1-6])|(?:(?:ecg\s*)?lead\s*|ml|m)[1-3]|ecg\d*)$",
+    re.IGNORECASE)
 AF_LABELS = ("(AFIB", "(AFL")
 VF_LABELS = ("(VF", "(VFL")
 CHALLENGE2015_CONDITIONS = {
