@@ -417,6 +417,54 @@ def test_synthetic_sinus_tachycardia_152_for_2_min_raises_tachycardia() -> None:
     assert 10.0 <= raised[0][0] <= 30.0
 
 
+def _with_motion_bursts(rhythm: str, hr: float, seconds: int, every: int, burst: int) -> list[tuple]:
+    segs: list[tuple] = []
+    while seconds > 0:
+        clean = min(every - burst, seconds)
+        segs.append((rhythm, hr, clean, {}))
+        seconds -= clean
+        if seconds > 0:
+            segs.append((rhythm, hr, min(burst, seconds), {"artefact": "motion"}))
+            seconds -= burst
+    return segs
+
+
+def test_tachycardia_persists_through_brief_motion_artefacts() -> None:
+    """A patient who moves: 3 s of motion every 25 s must not restart the 1-minute clock."""
+    alarms = synth_alarms([("sinus", 70, 10, {})] + _with_motion_bursts("tachy", 152, 150, 25, 3))
+    raised = [(t, c) for t, c, a in alarms if a]
+    assert [c for _, c in raised] == ["tachycardia"]
+    assert 10.0 <= raised[0][0] <= 30.0          # the episode's start, not the last burst's end
+
+
+def test_bradycardia_persists_through_brief_motion_artefacts() -> None:
+    alarms = synth_alarms([("sinus", 70, 10, {})] + _with_motion_bursts("brady", 36, 120, 30, 3))
+    raised = [(t, c) for t, c, a in alarms if a]
+    assert [c for _, c in raised] == ["bradycardia"]
+    assert 10.0 <= raised[0][0] <= 35.0
+
+
+def test_long_artefact_restarts_the_rate_clock() -> None:
+    """Over 30 s of unknown rate, the episode is not assumed to have continued."""
+    alarms = synth_alarms([("sinus", 70, 10, {}), ("tachy", 152, 45, {}),
+                           ("tachy", 152, 45, {"artefact": "motion"}), ("tachy", 152, 45, {})])
+    assert not [c for _, c, a in alarms if a and c == "tachycardia"]
+
+
+def test_sustained_rate_condition_tolerates_a_share_of_contrary_time() -> None:
+    s = rhythms.Sustained()
+    for t in range(0, 100):
+        s.update(float(t), t % 20 != 19)          # 1 s in 20 below the limit: 5 %
+    assert s.since == 0.0 and s.held_for(99.0) == 99.0
+    for t in range(100, 106):
+        s.update(float(t), False)                 # a real drop: 5 + 6 s of 105 s passes 10 %
+    assert s.since is None and s.held_for(106.0) == 0.0
+    s = rhythms.Sustained()
+    for t in range(0, 60):
+        s.update(float(t), True if t < 10 else None)   # known for only the first 10 s
+    assert s.held_for(40.0) == 0.0                 # too little of the episode was seen
+
+
 @pytest.mark.parametrize("artefact", ["motion", "electrode_pop", "baseline_wander"])
 def test_synthetic_artefacts_raise_no_clinical_alarm(artefact: str) -> None:
     """DOMAIN §3: motion mimics VT; pops are steps; wander is slow. None is a rhythm."""

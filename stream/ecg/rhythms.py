@@ -69,6 +69,9 @@ TACHY_S = 600.0
 TACHY_FAST_BPM = 150.0
 TACHY_FAST_S = 60.0
 RATE_WINDOW_S = 10.0
+SUSTAIN_CONTRARY = 0.10   # a rate condition "for N s" holds through this share of contrary time (brief dips),
+SUSTAIN_UNKNOWN_S = 30.0  # through unknown-rate stretches (artefact, motion) up to this long,
+SUSTAIN_COVERAGE = 0.5    # as long as the rate was known for this share of the elapsed time
 # --- PVC burden
 PVC_PER_H = 30.0
 PVC_BURDEN = 0.10
@@ -571,15 +574,63 @@ class PauseDetector:
         return out
 
 
+class Sustained:
+    """How long a rate condition has held, tolerant of brief contrary and unknown stretches.
+
+    At home a patient moves: a few seconds of motion artefact (rate unknown) or one 10-s window
+    just under the limit must not restart a 10-minute clock, or a real tachycardia is never
+    raised.  The condition holds while contrary time stays under ``SUSTAIN_CONTRARY`` of the
+    elapsed time, no unknown stretch exceeds ``SUSTAIN_UNKNOWN_S``, and the rate was known for at
+    least ``SUSTAIN_COVERAGE`` of it.
+    """
+
+    __slots__ = ("since", "last_t", "known_s", "contrary_s", "unknown_run")
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.last_t: float | None = None
+        self.known_s = self.contrary_s = self.unknown_run = 0.0
+
+    def reset(self) -> None:
+        self.since = None
+        self.known_s = self.contrary_s = self.unknown_run = 0.0
+
+    def update(self, now: float, state: bool | None) -> None:
+        """``state``: the condition holds now (True), does not (False), rate unknown (None)."""
+        dt = 0.0 if self.last_t is None else min(max(now - self.last_t, 0.0), 5.0)
+        self.last_t = now
+        if self.since is None:
+            if state:
+                self.since = now
+            return
+        if state is None:
+            self.unknown_run += dt
+            if self.unknown_run > SUSTAIN_UNKNOWN_S:
+                self.reset()
+            return
+        self.unknown_run = 0.0
+        self.known_s += dt
+        if not state:
+            self.contrary_s += dt
+            if self.contrary_s > SUSTAIN_CONTRARY * (now - self.since):
+                self.reset()
+
+    def held_for(self, now: float) -> float:
+        """Seconds the condition has held (0 while not established or not covered well enough)."""
+        if self.since is None or self.known_s < SUSTAIN_COVERAGE * (now - self.since):
+            return 0.0
+        return now - self.since
+
+
 class RateDetector:
-    """Brady- and tachycardia with persistence, from the median RR of the last 10 s."""
+    """Brady- and tachycardia with persistence (``Sustained``), from the median RR of the last 10 s."""
 
     def __init__(self) -> None:
         self.recent: deque[tuple[float, float]] = deque(maxlen=64)   # (t, rr) of good beats
         self.hr: float | None = None
-        self.brady_since: float | None = None
-        self.tachy_since: float | None = None
-        self.fast_since: float | None = None
+        self.slow = Sustained()      # HR < 40
+        self.above = Sustained()     # HR > 100 (not in AF / VT / VF, which have their own alarms)
+        self.fast = Sustained()      # HR >= 150
         self.brady = False
         self.tachy = False
 
@@ -588,8 +639,11 @@ class RateDetector:
             self.recent.append((beat.t, beat.rr))
 
     def reset(self) -> None:
+        """A gap in the data: the clocks restart (the alarms stay as they are)."""
         self.recent.clear()
-        self.brady_since = self.tachy_since = self.fast_since = None
+        self.slow.reset()
+        self.above.reset()
+        self.fast.reset()
 
     def current_hr(self, now: float) -> float | None:
         while self.recent and self.recent[0][0] < now - RATE_WINDOW_S:
@@ -603,46 +657,39 @@ class RateDetector:
         out: list[Transition] = []
         hr = self.current_hr(now) if good else None
         self.hr = hr
-        if hr is None:
-            # unknown rate: neither start nor end an episode, but stop persistence clocks
-            self.brady_since = self.tachy_since = self.fast_since = None
-            return out
+        known = hr is not None
+        self.slow.update(now, hr < BRADY_BPM if known else None)
+        if suppress_tachy:
+            # AF, VT or VF raise their own alarms: the rate is theirs, not a tachycardia
+            self.above.reset()
+            self.fast.reset()
+        else:
+            self.above.update(now, hr > TACHY_BPM if known else None)
+            self.fast.update(now, hr >= TACHY_FAST_BPM if known else None)
         # bradycardia
-        if hr < BRADY_BPM:
-            if self.brady_since is None:
-                self.brady_since = now
-            if not self.brady and now - self.brady_since >= BRADY_S:
+        if known and hr < BRADY_BPM:
+            since = self.slow.since
+            if not self.brady and since is not None and self.slow.held_for(now) >= BRADY_S:
                 self.brady = True
-                out.append(Transition("bradycardia", True, self.brady_since, None, {"hr_bpm": round(hr, 1)}))
-        else:
-            self.brady_since = None
-            if self.brady and hr >= BRADY_BPM + 5:
-                self.brady = False
-                out.append(Transition("bradycardia", False, now, now, {"hr_bpm": round(hr, 1)}))
+                out.append(Transition("bradycardia", True, since, None, {"hr_bpm": round(hr, 1)}))
+        elif self.brady and known and hr >= BRADY_BPM + 5:
+            self.brady = False
+            out.append(Transition("bradycardia", False, now, now, {"hr_bpm": round(hr, 1)}))
         # tachycardia (>100 for 10 min, or >=150 for 1 min)
-        fast = hr > TACHY_BPM and not suppress_tachy
-        if fast:
-            if self.tachy_since is None:
-                self.tachy_since = now
-            if hr >= TACHY_FAST_BPM:
-                if self.fast_since is None:
-                    self.fast_since = now
-            else:
-                self.fast_since = None
+        if known and hr > TACHY_BPM and not suppress_tachy:
             if not self.tachy:
-                if now - self.tachy_since >= TACHY_S:
+                if self.above.held_for(now) >= TACHY_S and self.above.since is not None:
                     self.tachy = True
-                    out.append(Transition("tachycardia", True, self.tachy_since, None,
+                    out.append(Transition("tachycardia", True, self.above.since, None,
                                           {"hr_bpm": round(hr, 1), "severity": "moderate"}))
-                elif self.fast_since is not None and now - self.fast_since >= TACHY_FAST_S:
+                elif (hr >= TACHY_FAST_BPM and self.fast.held_for(now) >= TACHY_FAST_S
+                      and self.fast.since is not None):
                     self.tachy = True
-                    out.append(Transition("tachycardia", True, self.fast_since, None,
+                    out.append(Transition("tachycardia", True, self.fast.since, None,
                                           {"hr_bpm": round(hr, 1), "severity": "high"}))
-        else:
-            self.tachy_since = self.fast_since = None
-            if self.tachy and (suppress_tachy or hr <= TACHY_BPM - 5):
-                self.tachy = False
-                out.append(Transition("tachycardia", False, now, now, {"hr_bpm": round(hr, 1)}))
+        elif self.tachy and (suppress_tachy or (known and hr <= TACHY_BPM - 5)):
+            self.tachy = False
+            out.append(Transition("tachycardia", False, now, now, {"hr_bpm": round(hr, 1) if known else None}))
         return out
 
 
