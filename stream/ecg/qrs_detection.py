@@ -56,6 +56,8 @@ SHARP_MIN = 0.85        # QRS-sharp: slope over band amplitude (a shape measure 
                         # the pre-decay level only QRS-sharp, recurring complexes are taken after a decay
 SMALL_QRS_MIN = 0.08    # small QRSs after a drop: at least this share of the QRS level before it ...
 SMALL_QRS_GAP_S = 0.33  # ... recurring no faster than 180/min (the baseline's ripples are faster)
+SMALL_QRS_RECENT = 4    # ... all of them since the last QRS, or at least this many latest ones ...
+SMALL_QRS_HEIGHTS = 1.5  # ... of a steady height (max / min)
 FAST_RR_S = 0.60        # > 100 bpm: an interval that doubles at this rate hides a beat ...
 DOUBLED_RR = (1.6, 2.4)  # ... when it is this many times the last RR ...
 MID_GAP = (0.4, 0.6)     # ... and a supra-threshold peak the T-wave test rejected lies mid-way
@@ -311,12 +313,25 @@ class QrsDetector:
             return False
         level = self._spk_undecayed if self._decayed else self._median(self._spk)
         floor = SMALL_QRS_MIN * level
-        ts = [c[0] for c in self._rejects if c[0] - self._last_qrs >= self._twave and c[1] >= floor]
-        if len(ts) < 3:
+        cands = [c for c in self._rejects if c[0] - self._last_qrs >= self._twave and c[1] >= floor]
+        if len(cands) < 3:
             return False
-        ts = [i for i in ts if self._is_sharp(i)]      # (sharpness only for the few that stand out)
-        if len(ts) < 3:
+        cands = [c for c in cands if self._is_sharp(c[0])]   # (sharpness only for the few that stand out)
+        if len(cands) < 3:
             return False
+        if self._steady([c[0] for c in cands]):
+            return True
+        # an artefact right after the last QRS (a step, its decay) leaves a few irregular
+        # candidates before the small beats show: the latest ones, recurring steadily up to now
+        # at a steady height, are as good a sign (four of them: random noise peaks rarely do all that)
+        last = cands[-SMALL_QRS_RECENT:]
+        ts = [c[0] for c in last]
+        heights = [c[1] for c in last]
+        return (len(last) == SMALL_QRS_RECENT and self._steady(ts)
+                and max(heights) <= SMALL_QRS_HEIGHTS * min(heights)
+                and self._n - ts[-1] <= 2 * (ts[-1] - ts[-2]))
+
+    def _steady(self, ts: list[int]) -> bool:
         gaps = [b - a for a, b in zip(ts, ts[1:])]
         return min(gaps) >= self._small_qrs_gap and max(gaps) <= 1.5 * min(gaps)
 
