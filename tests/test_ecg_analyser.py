@@ -192,13 +192,15 @@ def _detect(fs: float, x: np.ndarray) -> np.ndarray:
 def test_early_wide_beat_in_the_t_wave_window_is_detected_tall_t_waves_are_not() -> None:
     """A PVC 0.33 s after a normal beat is less steep than the narrow QRS (the T-wave test's
     "half as steep") but its integrated energy is well above the detection threshold, which a T
-    wave's is not (mitdb 210 lost 28 such PVCs: Se 98.64 -> 99.32 %; pooled 99.59 -> 99.67 %)."""
+    wave's is not (mitdb 210 lost 28 such PVCs: Se 98.64 -> 99.32 %; pooled 99.59 -> 99.67 %).
+    The PVC is a wide biphasic complex: a single smooth 40-ms Gaussian is as smooth as a T wave
+    and is refused, like one (see the tall-T test below)."""
     fs = 250.0
     x, rt = synthetic_ecg(fs, 60.0, hr_bpm=75, seed=5)
     t = np.arange(len(x)) / fs
     pvcs = rt[5::4] + 0.33
     for c in pvcs:
-        x -= 1500.0 * np.exp(-0.5 * ((t - c) / 0.04) ** 2)
+        x += -1200.0 * np.exp(-0.5 * ((t - c) / 0.02) ** 2) + 800.0 * np.exp(-0.5 * ((t - c - 0.05) / 0.035) ** 2)
     out = _detect(fs, x)
     assert all(np.min(np.abs(out - c)) < 0.08 for c in pvcs)
     assert all(np.min(np.abs(np.concatenate((rt, pvcs)) - o)) < 0.08 for o in out)
@@ -206,6 +208,31 @@ def test_early_wide_beat_in_the_t_wave_window_is_detected_tall_t_waves_are_not()
     x2 += sum(700.0 * np.exp(-0.5 * ((t - (b + 0.26)) / 0.045) ** 2) for b in rt2)
     out2 = _detect(fs, x2)
     assert len(out2) == len(rt2) and all(np.min(np.abs(rt2 - o)) < 0.08 for o in out2)
+
+
+@pytest.mark.parametrize("fs", [125.0, 250.0, 360.0, 500.0])
+@pytest.mark.parametrize("qrs_uv,t_uv,t_sigma_s", [(400.0, 800.0, 0.03), (600.0, 1200.0, 0.03),
+                                                   (400.0, 800.0, 0.05), (500.0, 700.0, 0.04)])
+def test_t_waves_twice_the_qrs_are_not_counted_as_beats(fs: float, qrs_uv: float, t_uv: float,
+                                                        t_sigma_s: float) -> None:
+    """Tall T waves (chest leads, hyperkalaemia) can be half as steep as a small QRS and pass the
+    slope test, and a big one passed the early-PVC exception too: every T wave became a beat,
+    doubling the rate (143 beats for 72 in every one of these cases).  A candidate in the T-wave
+    window must now be QRS-sharp (slope over band amplitude >= 0.55x the patient's QRSs'; T waves
+    measure <= 0.5, every early beat of the dev records >= 0.6), and a refused T wave counts as
+    noise of at most half the QRS level (the T waves' height had lifted the threshold onto the
+    QRSs, and the detector then followed the T waves instead)."""
+    n = int(60 * fs)
+    t = np.arange(n) / fs
+    x = np.random.default_rng(0).normal(0.0, 5.0, n)
+    beats = np.arange(0.5, 59.7, 60.0 / 72)
+    for b in beats:
+        for c, w, a in ((-0.16, 0.025, 120.0), (-0.02, 0.008, -0.125 * qrs_uv), (0.0, 0.010, qrs_uv),
+                        (0.025, 0.010, -0.25 * qrs_uv), (0.27, t_sigma_s, t_uv)):
+            x += a * np.exp(-0.5 * ((t - b - c) / w) ** 2)
+    out = _detect(fs, x)
+    assert len(beats) - 1 <= len(out) <= len(beats)
+    assert all(np.min(np.abs(beats - o)) < 0.08 for o in out)
 
 
 def test_pause_of_3_5_s_is_raised() -> None:

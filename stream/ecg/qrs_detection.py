@@ -40,8 +40,14 @@ MERGE_S = 0.18          # candidates closer than this are one peak (the larger w
 REFRACTORY_S = 0.20     # no QRS within 200 ms of another
 T_WAVE_S = 0.36         # between 200 and 360 ms a QRS must be as steep as half the last one
 T_SLOPE_RATIO = 0.5    # ... steeper than this fraction of the last QRS
+T_SHARP = 0.55         # ... and QRS-sharp: slope over band amplitude this share of recent QRSs' (a tall
+                       # peaked T wave can be half as steep as a small QRS, but it is smooth: <= 0.5;
+                       # every early beat of the dev records is >= 0.6)
+T_NOISE_CAP = 0.5      # a refused T wave counts as a noise peak of at most this share of the QRS level
 T_BIG = 1.5            # ... unless its integrated energy is this many times the threshold (a T wave's
-T_BIG_SLOPE = 0.3      # is not) and it is this steep: an early wide PVC on the T wave (mitdb 210)
+T_BIG_SLOPE = 0.3      # is not) and it is this steep: an early wide PVC on the T wave (mitdb 210) ...
+T_BIG_SHARP = 0.65     # ... and QRS-sharp (slope over band amplitude, this share of recent QRSs'): a T wave
+                       # twice the QRS (chest leads, hyperkalaemia) is big and steep enough, but smooth
 LEARN_S = 2.0           # initial threshold learning period
 SEARCHBACK_RR = 1.66    # search back after 1.66 mean RR without a QRS
 SB_FRACTION = 0.5       # search-back threshold as a fraction of the detection threshold
@@ -353,10 +359,15 @@ class QrsDetector:
             return
         if v > self._thr1:
             if gap < self._twave:
-                s = self._slope(i)
-                if s < T_SLOPE_RATIO * self._last_slope and not (
-                        v >= T_BIG * self._thr1 and s >= T_BIG_SLOPE * self._last_slope):
-                    self._noise(i, v)
+                s, amp = self._slope_and_amp(i)
+                sharp = s / amp if amp > 0.0 else 0.0
+                ref = self._median(self._sharp) if self._sharp else 0.0
+                if sharp < T_SHARP * ref or (s < T_SLOPE_RATIO * self._last_slope and not (
+                        v >= T_BIG * self._thr1 and s >= T_BIG_SLOPE * self._last_slope
+                        and sharp >= T_BIG_SHARP * ref)):
+                    # a T wave: it counts as noise, but no higher than half the QRS level -- a T
+                    # wave bigger than the QRS would otherwise lift the threshold onto the QRSs
+                    self._noise(i, v, level=min(v, T_NOISE_CAP * self._median(self._spk)) if self._spk else v)
                     return
             if not self._sharp_enough(i, v):
                 self._noise(i, v)
@@ -388,24 +399,29 @@ class QrsDetector:
             return
         self._accept(best[0], best[1], searchback=True)
 
-    def _noise(self, i: int, v: float) -> None:
+    def _noise(self, i: int, v: float, level: float | None = None) -> None:
         self._rejects.append((i, v))
-        self._npk.append(v)
+        self._npk.append(v if level is None else level)
         self._update_thr()
         self._since.append((i, v))
         if len(self._since) > 64:
             del self._since[:-64]
 
     def _accept(self, i: int, v: float, *, searchback: bool) -> None:
+        early = False
         if self._last_qrs > -10**8:
             rr = i - self._last_qrs
+            early = rr < self._twave
             if rr < 3 * self.fs:
                 self._rr.append(rr)
         self._last_qrs = i
         slope, amp = self._slope_and_amp(i)
         self._last_slope = slope
         self._slopes.append(slope)
-        self._sharp.append(slope / amp if amp > 0.0 else 0.0)
+        if not early or not self._sharp:
+            # the QRS-sharpness reference: beats in the T-wave window stay out of it, so that a
+            # T wave that once passed cannot lower the bar for the next ones
+            self._sharp.append(slope / amp if amp > 0.0 else 0.0)
         self._decayed = False
         self._spk.append(v)
         self._update_thr()
