@@ -28,7 +28,8 @@ from stream.ecg import rhythms
 from stream.ecg.beat_classes import BeatClassifier
 from stream.ecg.qrs_detection import QrsDetector
 from stream.ecg.rhythms import Beat, Transition
-from stream.ecg.signal_quality import FrameQuality, assess_frame, fast_median, unusable_kind
+from stream.ecg.signal_quality import (FrameQuality, assess_frame, fast_median, sharp_complex_interval,
+                                       unusable_kind)
 
 RING_S = 12.0          # raw samples kept for strips and beat morphology
 STRIP_S = 10.0         # evidence strip length
@@ -43,6 +44,7 @@ ORG_WINDOW_S = 3.0
 ORG_MIN_BEATS = 4
 ORG_CORR = 0.90
 ORG_RR_SPREAD = 1.6
+VF_WINDOW_S = 4.0        # the VF detector judges 4 one-second frames at a time
 # artefact content against the patient's own normal QRS complexes (after ARTEFACT_MIN_BEATS of them)
 ARTEFACT_MIN_BEATS = 4
 STEP_RATIO = 5.0        # a sample-to-sample jump this many times the steepest QRS slope
@@ -392,7 +394,7 @@ class EcgAnalyser:
         if len(seg):
             self._beat_base = fast_median(seg)
         out = self._af.on_beat(beat, pw)
-        out += self._vt.on_beat(beat)
+        out += self._vt.on_beat(beat, self._sharp_interval)
         out += self._pause.on_beat(beat, self._af.in_af)
         return out
 
@@ -444,7 +446,16 @@ class EcgAnalyser:
         w2 = w * w
         return self._vf.on_frame(t_end, float(np.dot(v, v)), float(w2.sum()), float(np.dot(w2, w2)), len(x),
                                  float(w.max() - w.min()), usable=True, wide=w,
-                                 organised=self._organised(t_end) and q.good)
+                                 organised=self._organised(t_end) and q.good,
+                                 beats_beneath=self._beats_beneath)
+
+    def _beats_beneath(self) -> bool:
+        """Sharp QRS complexes recur steadily under the last 4 s (the VF detector's window)."""
+        return self._sharp_interval() is not None
+
+    def _sharp_interval(self) -> float | None:
+        n = int(VF_WINDOW_S * self.fs)
+        return sharp_complex_interval(self._ring_slice(self._n - n, self._n).astype(np.float64), self.fs)
 
     # --------------------------------------------------------- summaries
     def _reset_minute(self) -> None:

@@ -17,6 +17,7 @@ frames that are busy but usable it counts only when its complexes recur
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,6 +56,8 @@ VT_MIN_AMP = 0.30         # a "ventricular" complex below this share of the norm
 VT_WIDE_REL = 1.25        # a complex this many times the normal width (the classifier's WIDE_REL) ...
 VT_UNLIKE_CORR = 0.30     # ... or correlating below this with the normal QRS is clearly not a normal beat;
 VT_ALIKE_CORR = 0.70      # three such complexes, each this alike the one before, are a run, not noise
+VT_BENEATH_DIFF = 0.25   # sharp QRSs recurring beneath at an interval this different from the run's: artefact
+VT_BENEATH_SPAN_S = 4.0  # ... judged once the run covers the whole window the check looks at
 VT_GOOD_NOISE = 0.10      # good frames vouch for a triplet only while rejected peaks stay this small,
                           # unless none of its complexes resembles the normal QRS (< VT_UNLIKE_CORR)
 # --- pauses and asystole
@@ -352,6 +355,7 @@ class VtDetector:
         self.run: list[Beat] = []
         self.active = False
         self.sustained = False
+        self.over_beats = False   # this run is an oscillation over the patient's own steady beats
 
     def _rate_ok(self, run: list[Beat]) -> bool:
         """The run's rate: the median of its RR intervals, the coupling interval of its first
@@ -399,7 +403,10 @@ class VtDetector:
                 or (all(b.rel_w >= VT_WIDE_REL or b.corr < VT_UNLIKE_CORR for b in last)
                     and all(b.prev_corr >= VT_ALIKE_CORR for b in last[1:])))
 
-    def on_beat(self, beat: Beat) -> list[Transition]:
+    def on_beat(self, beat: Beat, sharp_interval: Callable[[], float | None] | None = None) -> list[Transition]:
+        """``sharp_interval``: asked only before a run is raised -- the interval at which sharp QRS
+        complexes recur steadily beneath the signal, if they do.  At a rate other than the run's
+        the "run" is an oscillating artefact (tremor) over the patient's own beats."""
         usable = beat.good if beat.usable is None else beat.usable
         if beat.cls == "V" and usable and beat.reliable and (not self.run or beat.rr is not None):
             self.run.append(beat)
@@ -407,15 +414,31 @@ class VtDetector:
                 del self.run[1:-4094]
             out = []
             last = self.run[-VT_BEATS:]
+            if not self.over_beats and self._beneath(sharp_interval):
+                self.over_beats = True     # for the rest of this run: one clear look is enough
             if (not self.active and len(self.run) >= VT_BEATS and self._rate_ok(last)
-                    and self._trusted(last)):
+                    and self._trusted(last) and not self.over_beats):
                 self.active = True
                 out.append(Transition("vt", True, self.run[0].t, None, {"beats": len(self.run)}))
-            if self.active and not self.sustained and beat.t - self.run[0].t >= VT_SUSTAINED_S:
+            if (self.active and not self.sustained and beat.t - self.run[0].t >= VT_SUSTAINED_S
+                    and not self.over_beats):
                 self.sustained = True
                 out.append(Transition("vt_sustained", True, self.run[0].t, None, {"beats": len(self.run)}))
             return out
         return self.end(beat.t)
+
+    def _beneath(self, sharp_interval: Callable[[], float | None] | None) -> bool:
+        """Sharp QRSs recur steadily beneath the run, at another rate than its beats': an oscillating
+        artefact (tremor) over the patient's own beats.  Judged only once the run covers the whole
+        window the check looks at (before the run, the patient's own beats are expected)."""
+        run = self.run
+        if sharp_interval is None or run[-1].t - run[0].t < VT_BENEATH_SPAN_S:
+            return False
+        gap = sharp_interval()
+        if gap is None:
+            return False
+        rrs = sorted(b.rr for b in run if b.rr is not None and b.t >= run[-1].t - VT_BENEATH_SPAN_S)
+        return bool(rrs) and abs(rrs[len(rrs) // 2] - gap) > VT_BENEATH_DIFF * gap
 
     def end(self, t: float) -> list[Transition]:
         """The run is over (a non-ventricular beat, bad signal or a gap)."""
@@ -426,7 +449,7 @@ class VtDetector:
                 out.append(Transition("vt_sustained", False, self.run[0].t, last))
             out.append(Transition("vt", False, self.run[0].t, last, {"beats": len(self.run)}))
         self.run = []
-        self.active = self.sustained = False
+        self.active = self.sustained = self.over_beats = False
         return out
 
 
@@ -465,7 +488,10 @@ class VfDetector:
         self.waves.clear()
 
     def on_frame(self, t_end: float, e_vf: float, e_wide: float, e4_wide: float, n: int, ptp: float,
-                 usable: bool, wide: np.ndarray | None = None, organised: bool = False) -> list[Transition]:
+                 usable: bool, wide: np.ndarray | None = None, organised: bool = False,
+                 beats_beneath: Callable[[], bool] | None = None) -> list[Transition]:
+        """``beats_beneath``: asked only when the frames look like fibrillation -- whether sharp
+        QRS complexes recur steadily beneath the oscillation (then it is an artefact: tremor)."""
         if not usable:
             self.frames.clear()
             self.waves.clear()
@@ -488,6 +514,8 @@ class VfDetector:
             # unless the waveform is as sinusoidal as flutter/fibrillation (low VF-filter leakage)
             self.leakage = vf_leakage(np.concatenate(self.waves))
             vf_like = self.leakage < VF_LEAKAGE_MAX
+        if vf_like and beats_beneath is not None and beats_beneath():
+            vf_like = False
         if not vf_like:
             return self._miss(t_end)
         if self.run_start is None:

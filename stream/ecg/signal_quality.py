@@ -132,3 +132,65 @@ def assess_frame(x: np.ndarray, bp: np.ndarray, qrs_level: float, *, lead_off: b
     q.noisy = noisy
     q.sqi = 0.0 if noisy else max(0.0, min(1.0, 1.0 - level / NOISE_LEVEL * 0.5))
     return q
+
+
+# --- sharp complexes beneath an oscillation (tremor, tooth-brushing) ---------------------------
+SPIKE_BAND_HZ = (18.0, 40.0)   # above tremor and fibrillation (3-9 Hz), where a QRS still has energy
+SPIKE_K = 15.0                 # a spike stands this many times above the band's median level (QRS under
+                               # tremor: ~75; the sharpest edges of flutter and fibrillation: 3-10, rarely 30)
+SPIKE_SEP_S = 0.25             # one spike per complex
+SPIKE_GAP_S = (0.40, 2.0)      # recurring at 30-150/min: a rate fibrillation never has
+SPIKE_SPREAD = 1.5             # and steadily (max gap / min gap)
+_spike_sos: dict[float, np.ndarray] = {}
+
+
+def _spike_filter(fs: float) -> np.ndarray:
+    sos = _spike_sos.get(fs)
+    if sos is None:
+        from scipy import signal
+
+        hi = min(SPIKE_BAND_HZ[1], 0.45 * fs)
+        sos = signal.butter(4, [SPIKE_BAND_HZ[0], hi], btype="band", fs=fs, output="sos")
+        _spike_sos[fs] = sos
+    return sos
+
+
+def sharp_complex_interval(x: np.ndarray, fs: float) -> float | None:
+    """The interval (s) at which sharp QRS-like spikes recur steadily at 30-150/min in ``x`` (raw
+    µV, a few seconds), or None.
+
+    A large 4-7 Hz oscillation -- Parkinsonian tremor, tooth-brushing, shivering -- passes every
+    spectral test for ventricular fibrillation, and its cycles look like a run of alike wide
+    complexes, but the heart's own QRS complexes go on beneath it: narrow spikes in the 18-40 Hz
+    band, where neither the oscillation nor fibrillation has much energy, at the patient's steady
+    rate.  Fibrillation has no such complexes.  One stray spike (the artefact's onset) is allowed.
+    Computed only when a rhythm alarm is about to be raised (a zero-phase filter over the window:
+    no state to carry).
+    """
+    from scipy import signal
+
+    if len(x) < int(3 * SPIKE_GAP_S[0] * fs) or fs < 2.2 * SPIKE_BAND_HZ[0]:
+        return None
+    e = np.abs(signal.sosfiltfilt(_spike_filter(fs), x - x.mean()))
+    floor = fast_median(e)
+    if floor <= 0.0:
+        return None
+    sep = max(1, int(SPIKE_SEP_S * fs))
+    e = e.copy()
+    found = []
+    for _ in range(int(len(x) / fs / SPIKE_GAP_S[0]) + 3):
+        k = int(np.argmax(e))
+        if e[k] < SPIKE_K * floor:
+            break
+        found.append(k)
+        e[max(0, k - sep):k + sep + 1] = 0.0
+    found.sort()
+    for drop in [None, *range(len(found))] if len(found) >= 4 else [None]:
+        ts = [k for j, k in enumerate(found) if j != drop]
+        if len(ts) < 3:
+            continue
+        gaps = np.diff(ts) / fs
+        if (gaps.min() >= SPIKE_GAP_S[0] and gaps.max() <= SPIKE_GAP_S[1]
+                and gaps.max() <= SPIKE_SPREAD * gaps.min()):
+            return float(np.median(gaps))
+    return None

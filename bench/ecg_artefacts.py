@@ -1,6 +1,4 @@
-"""Asystole, both ways: a false one after a QRS amplitude drop, a missed one among artefact spikes.
-
-Synthetic cases the dev records do not hold, measured over many random draws:
+"""Synthetic artefact cases the dev records do not hold, each measured over many draws.
 
 1. **False asystole** (an emergency alert while the heart beats): the QRS shrinks 5-10x at
    once (electrode moved) and a few sharp artefact spikes follow, at 125/250/360 Hz and spike
@@ -8,8 +6,13 @@ Synthetic cases the dev records do not hold, measured over many random draws:
 2. **Missed asystole**: 12 s with no QRS on a 5-µV baseline carrying random sharp spikes
    (Poisson, 0.5/1/2 per second, 0.1-0.3x the QRS, either polarity).  Counted: trials in
    which asystole is not raised.
+3. **Tall T waves** twice the QRS (T sigma 30-60 ms) at 125-500 Hz: beats counted per true beat
+   (1.00 is right; 2.00 means every T wave was taken for a beat).
+4. **Tremor** (Parkinsonian, tooth-brushing, shivering: 4-7 Hz, 0.2-2 mV, drifting) over sinus
+   rhythm at 72/min for 2 minutes, at 125/250/500 Hz: cases that raise ``vt_sustained`` (an
+   emergency alert; should be 0) and cases that raise ``vt``.
 
-    python bench/asystole_safety.py [--trials 40]
+    python bench/ecg_artefacts.py [--trials 40]
 """
 
 from __future__ import annotations
@@ -80,6 +83,46 @@ def missed_asystole(rate: float, trials: int, fs: float = 250.0) -> int:
     return missed
 
 
+def tall_t_waves() -> tuple[float, float]:
+    """(worst, median) beats counted per true beat over the T-wave cases."""
+    ratios = []
+    for fs in (125.0, 250.0, 360.0, 500.0):
+        for qrs, t_amp in ((400.0, 800.0), (300.0, 900.0), (500.0, 700.0), (600.0, 1200.0)):
+            for t_sigma in (0.03, 0.04, 0.05, 0.06):
+                n = int(60 * fs)
+                t = np.arange(n) / fs
+                x = np.random.default_rng(0).normal(0.0, 5.0, n)
+                beats = np.arange(0.5, 59.7, 60.0 / 72)
+                for b in beats:
+                    for c, w, a in ((-0.16, 0.025, 120.0), (-0.02, 0.008, -0.125 * qrs), (0.0, 0.010, qrs),
+                                    (0.025, 0.010, -0.25 * qrs), (0.27, t_sigma, t_amp)):
+                        x += a * np.exp(-0.5 * ((t - b - c) / w) ** 2)
+                an = EcgAnalyser(fs)
+                found = 0
+                for k in range(0, n, int(fs)):
+                    an.push(x[k:k + int(fs)], t0_s=k / fs)
+                    found += len(an.drain_beats())
+                ratios.append(found / len(beats))
+    return max(ratios), float(np.median(ratios))
+
+
+def tremor() -> tuple[int, int, int]:
+    """(cases, with vt_sustained, with vt)"""
+    cases = sustained = vt = 0
+    for fs in (125.0, 250.0, 500.0):
+        for f in (4.0, 5.5, 7.0):
+            for amp in (200.0, 500.0, 1000.0, 2000.0):
+                x, _ = sinus(fs, 240.0)
+                t = np.arange(len(x)) / fs
+                phase = 2 * np.pi * np.cumsum(f + 0.3 * np.sin(2 * np.pi * 0.1 * t)) / fs
+                env = amp * (0.7 + 0.3 * np.sin(2 * np.pi * 0.3 * t)) * ((t > 60) & (t < 180))
+                got = raised(fs, x + env * np.sin(phase))
+                cases += 1
+                sustained += "vt_sustained" in got
+                vt += "vt" in got
+    return cases, sustained, vt
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=40, help="random draws per spike rate")
@@ -89,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     for rate in (0.5, 1.0, 2.0):
         m = missed_asystole(rate, args.trials)
         print(f"missed asystole among random spikes at {rate:.1f}/s: {m} of {args.trials} trials")
+    worst, median = tall_t_waves()
+    print(f"tall T waves (2x the QRS): beats counted per true beat: median {median:.2f}, worst {worst:.2f}")
+    cases, sustained, vt = tremor()
+    print(f"tremor over sinus rhythm: vt_sustained in {sustained} of {cases} cases, vt in {vt}")
     return 0
 
 
