@@ -11,6 +11,9 @@
 4. **Tremor** (Parkinsonian, tooth-brushing, shivering: 4-7 Hz, 0.2-2 mV, drifting) over sinus
    rhythm at 72/min for 2 minutes, at 125/250/500 Hz: cases that raise ``vt_sustained`` (an
    emergency alert; should be 0) and cases that raise ``vt``.
+5. **Coarse atrial fibrillation**: fibrillatory waves of 0.1-0.4x the QRS (150-500 µV, 4-9 Hz) under
+   an irregular ventricular response, 4 minutes, 3 draws at 125/250/500 Hz: cases that raise
+   ``vt_sustained`` (should be 0) and cases that raise ``af``.
 
     python bench/ecg_artefacts.py [--trials 40]
 """
@@ -123,6 +126,32 @@ def tremor() -> tuple[int, int, int]:
     return cases, sustained, vt
 
 
+def coarse_af() -> tuple[int, int, int]:
+    """(cases, with vt_sustained, with af)"""
+    cases = sustained = af = 0
+    for fs in (125.0, 250.0, 500.0):
+        for f_uv in (150.0, 300.0, 500.0):
+            for seed in range(3):
+                rng = np.random.default_rng(seed)
+                n = int(240 * fs)
+                t = np.arange(n) / fs
+                x = rng.normal(0.0, 10.0, n)
+                freq = np.clip(6.0 + 1.5 * np.cumsum(rng.normal(0.0, 1.0, n)) / np.sqrt(n), 4.0, 9.0)
+                x += f_uv * np.sin(2 * np.pi * np.cumsum(freq) / fs)
+                b = 0.5
+                while b < 239.5:
+                    for c, w, a in ((-0.02, 0.008, -150.0), (0.0, 0.010, 1200.0), (0.025, 0.010, -300.0),
+                                    (0.25, 0.05, 300.0)):
+                        lo, hi = int(max(0, (b + c - 5 * w) * fs)), int(min(n, (b + c + 5 * w) * fs))
+                        x[lo:hi] += a * np.exp(-0.5 * ((t[lo:hi] - b - c) / w) ** 2)
+                    b += rng.uniform(0.45, 1.1)
+                got = raised(fs, x)
+                cases += 1
+                sustained += "vt_sustained" in got
+                af += "af" in got
+    return cases, sustained, af
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=40, help="random draws per spike rate")
@@ -136,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"tall T waves (2x the QRS): beats counted per true beat: median {median:.2f}, worst {worst:.2f}")
     cases, sustained, vt = tremor()
     print(f"tremor over sinus rhythm: vt_sustained in {sustained} of {cases} cases, vt in {vt}")
+    cases, sustained, af = coarse_af()
+    print(f"coarse atrial fibrillation: vt_sustained in {sustained} of {cases} cases, af raised in {af}")
     return 0
 
 

@@ -28,8 +28,8 @@ from stream.ecg import rhythms
 from stream.ecg.beat_classes import BeatClassifier
 from stream.ecg.qrs_detection import QrsDetector
 from stream.ecg.rhythms import Beat, Transition
-from stream.ecg.signal_quality import (FrameQuality, assess_frame, fast_median, sharp_complex_interval,
-                                       unusable_kind)
+from stream.ecg.signal_quality import (FrameQuality, assess_frame, fast_median, heart_beats_beneath,
+                                       sharp_complex_interval, unusable_kind)
 
 RING_S = 12.0          # raw samples kept for strips and beat morphology
 STRIP_S = 10.0         # evidence strip length
@@ -450,8 +450,9 @@ class EcgAnalyser:
                                  beats_beneath=self._beats_beneath)
 
     def _beats_beneath(self) -> bool:
-        """Sharp QRS complexes recur steadily under the last 4 s (the VF detector's window)."""
-        return self._sharp_interval() is not None
+        """Sharp QRS complexes go on under the last 4 s (the VF detector's window)."""
+        n = int(VF_WINDOW_S * self.fs)
+        return heart_beats_beneath(self._ring_slice(self._n - n, self._n).astype(np.float64), self.fs)
 
     def _sharp_interval(self) -> float | None:
         n = int(VF_WINDOW_S * self.fs)

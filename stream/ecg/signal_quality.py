@@ -139,6 +139,7 @@ SPIKE_BAND_HZ = (18.0, 40.0)   # above tremor and fibrillation (3-9 Hz), where a
 SPIKE_K = 15.0                 # a spike stands this many times above the band's median level (QRS under
                                # tremor: ~75; the sharpest edges of flutter and fibrillation: 3-10, rarely 30)
 SPIKE_SEP_S = 0.25             # one spike per complex
+SPIKE_MIN_GAP_S = 0.30         # QRS complexes at most 200/min
 SPIKE_GAP_S = (0.40, 2.0)      # recurring at 30-150/min: a rate fibrillation never has
 SPIKE_SPREAD = 1.5             # and steadily (max gap / min gap)
 _spike_sos: dict[float, np.ndarray] = {}
@@ -155,41 +156,55 @@ def _spike_filter(fs: float) -> np.ndarray:
     return sos
 
 
-def sharp_complex_interval(x: np.ndarray, fs: float) -> float | None:
-    """The interval (s) at which sharp QRS-like spikes recur steadily at 30-150/min in ``x`` (raw
-    µV, a few seconds), or None.
+def sharp_spikes(x: np.ndarray, fs: float) -> list[float]:
+    """Times (s from the start of ``x``) of sharp QRS-like spikes in ``x`` (raw µV, a few seconds).
 
-    A large 4-7 Hz oscillation -- Parkinsonian tremor, tooth-brushing, shivering -- passes every
-    spectral test for ventricular fibrillation, and its cycles look like a run of alike wide
-    complexes, but the heart's own QRS complexes go on beneath it: narrow spikes in the 18-40 Hz
-    band, where neither the oscillation nor fibrillation has much energy, at the patient's steady
-    rate.  Fibrillation has no such complexes.  One stray spike (the artefact's onset) is allowed.
-    Computed only when a rhythm alarm is about to be raised (a zero-phase filter over the window:
-    no state to carry).
+    QRS complexes are narrow: they keep energy in an 18-40 Hz band where tremor and fibrillation
+    (3-9 Hz) have little, so there they stand ~60-75x above the band's median level, against 3-10x
+    (rarely 30x) for the sharpest edges of ventricular flutter and fibrillation.  Computed only
+    when a rhythm alarm is about to be judged (a zero-phase filter over the window: no state).
     """
     from scipy import signal
 
     if len(x) < int(3 * SPIKE_GAP_S[0] * fs) or fs < 2.2 * SPIKE_BAND_HZ[0]:
-        return None
+        return []
     e = np.abs(signal.sosfiltfilt(_spike_filter(fs), x - x.mean()))
     floor = fast_median(e)
     if floor <= 0.0:
-        return None
+        return []
     sep = max(1, int(SPIKE_SEP_S * fs))
     e = e.copy()
     found = []
-    for _ in range(int(len(x) / fs / SPIKE_GAP_S[0]) + 3):
+    for _ in range(int(len(x) / fs / SPIKE_SEP_S) + 2):
         k = int(np.argmax(e))
         if e[k] < SPIKE_K * floor:
             break
-        found.append(k)
+        found.append(k / fs)
         e[max(0, k - sep):k + sep + 1] = 0.0
-    found.sort()
+    return sorted(found)
+
+
+def heart_beats_beneath(x: np.ndarray, fs: float) -> bool:
+    """At least 3 sharp QRS complexes, at physiological intervals (>= 0.3 s), regular or not, under
+    an oscillation that looks like fibrillation: the heart beats (tremor over sinus rhythm, coarse
+    fibrillatory waves of atrial fibrillation); ventricular fibrillation has no QRS complexes."""
+    ts = sharp_spikes(x, fs)
+    return len(ts) >= 3 and min(b - a for a, b in zip(ts, ts[1:])) >= SPIKE_MIN_GAP_S
+
+
+def sharp_complex_interval(x: np.ndarray, fs: float) -> float | None:
+    """The interval (s) at which sharp QRS complexes recur steadily at 30-150/min in ``x``, or None.
+
+    A large 4-7 Hz oscillation -- Parkinsonian tremor, tooth-brushing, shivering -- has alike
+    cycles that look like a run of wide complexes, but the heart's own QRS complexes go on beneath
+    it at the patient's steady rate.  One stray spike (the artefact's onset) is allowed.
+    """
+    found = sharp_spikes(x, fs)
     for drop in [None, *range(len(found))] if len(found) >= 4 else [None]:
         ts = [k for j, k in enumerate(found) if j != drop]
         if len(ts) < 3:
             continue
-        gaps = np.diff(ts) / fs
+        gaps = np.diff(ts)
         if (gaps.min() >= SPIKE_GAP_S[0] and gaps.max() <= SPIKE_GAP_S[1]
                 and gaps.max() <= SPIKE_SPREAD * gaps.min()):
             return float(np.median(gaps))
