@@ -43,6 +43,8 @@ RESET_AFTER_BAD_FRAMES = 2  # unusable frames after which the QRS detector start
 ORG_WINDOW_S = 3.0
 ORG_MIN_BEATS = 4
 ORG_CORR = 0.90
+ORG_CORR_ONE = 0.80     # ... below ORG_LOW_FS all but one of them; that one at least this
+ORG_LOW_FS = 200.0
 ORG_RR_SPREAD = 1.6
 VF_WINDOW_S = 4.0        # the VF detector judges 4 one-second frames at a time
 # artefact content against the patient's own normal QRS complexes (after ARTEFACT_MIN_BEATS of them)
@@ -332,7 +334,15 @@ class EcgAnalyser:
         if len(recent) < ORG_MIN_BEATS:
             return False
         rrs = [b[1] for b in recent[1:]]
-        if any(r is None for r in rrs) or min(b[2] for b in recent[1:]) < ORG_CORR:
+        if any(r is None for r in rrs):
+            return False
+        # every complex alike the one before; below 200 Hz one may fall a little short (at 125 Hz a
+        # narrow QRS is 2-3 samples wide, and sampling jitter alone costs it a few hundredths)
+        corrs = sorted(b[2] for b in recent[1:])
+        if self.fs < ORG_LOW_FS:
+            if corrs[0] < ORG_CORR_ONE or (len(corrs) > 1 and corrs[1] < ORG_CORR):
+                return False
+        elif corrs[0] < ORG_CORR:
             return False
         return max(rrs) <= ORG_RR_SPREAD * min(rrs)
 
