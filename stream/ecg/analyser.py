@@ -43,8 +43,8 @@ RESET_AFTER_BAD_FRAMES = 2  # unusable frames after which the QRS detector start
 ORG_WINDOW_S = 3.0
 ORG_MIN_BEATS = 4
 ORG_CORR = 0.90
-ORG_CORR_ONE = 0.80     # ... below ORG_LOW_FS all but one of them; that one at least this
-ORG_LOW_FS = 200.0
+ORG_LOW_FS = 200.0      # below this sampling rate one of them may fall short of ORG_CORR ...
+ORG_CORR_ONE = 0.80     # ... down to this (sampling jitter on a 2-3-sample QRS)
 ORG_RR_SPREAD = 1.6
 VF_WINDOW_S = 4.0        # the VF detector judges 4 one-second frames at a time
 # artefact content against the patient's own normal QRS complexes (after ARTEFACT_MIN_BEATS of them)
@@ -459,14 +459,18 @@ class EcgAnalyser:
                                  organised=self._organised(t_end) and q.good,
                                  beats_beneath=self._beats_beneath)
 
-    def _beats_beneath(self) -> bool:
-        """Sharp QRS complexes go on under the last 4 s (the VF detector's window)."""
+    def _last_window(self) -> np.ndarray:
+        """The raw samples of the VF detector's window (the last 4 s)."""
         n = int(VF_WINDOW_S * self.fs)
-        return heart_beats_beneath(self._ring_slice(self._n - n, self._n).astype(np.float64), self.fs)
+        return self._ring_slice(self._n - n, self._n).astype(np.float64)
+
+    def _beats_beneath(self) -> bool:
+        """Sharp QRS complexes go on under the last 4 s, regular or not."""
+        return heart_beats_beneath(self._last_window(), self.fs)
 
     def _sharp_interval(self) -> float | None:
-        n = int(VF_WINDOW_S * self.fs)
-        return sharp_complex_interval(self._ring_slice(self._n - n, self._n).astype(np.float64), self.fs)
+        """The interval of sharp QRS complexes recurring steadily under the last 4 s, if they do."""
+        return sharp_complex_interval(self._last_window(), self.fs)
 
     # --------------------------------------------------------- summaries
     def _reset_minute(self) -> None:

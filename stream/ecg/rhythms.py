@@ -404,9 +404,10 @@ class VtDetector:
                     and all(b.prev_corr >= VT_ALIKE_CORR for b in last[1:])))
 
     def on_beat(self, beat: Beat, sharp_interval: Callable[[], float | None] | None = None) -> list[Transition]:
-        """``sharp_interval``: asked only before a run is raised -- the interval at which sharp QRS
-        complexes recur steadily beneath the signal, if they do.  At a rate other than the run's
-        the "run" is an oscillating artefact (tremor) over the patient's own beats."""
+        """``sharp_interval``: the interval at which sharp QRS complexes recur steadily beneath
+        the signal's last 4 s, if they do; asked once a run covers that window.  At a rate other
+        than the run's the "run" is an oscillating artefact (tremor) over the patient's own beats,
+        and it is neither raised nor escalated to ``vt_sustained``."""
         usable = beat.good if beat.usable is None else beat.usable
         if beat.cls == "V" and usable and beat.reliable and (not self.run or beat.rr is not None):
             self.run.append(beat)
@@ -491,7 +492,8 @@ class VfDetector:
                  usable: bool, wide: np.ndarray | None = None, organised: bool = False,
                  beats_beneath: Callable[[], bool] | None = None) -> list[Transition]:
         """``beats_beneath``: asked only when the frames look like fibrillation -- whether sharp
-        QRS complexes recur steadily beneath the oscillation (then it is an artefact: tremor)."""
+        QRS complexes go on beneath the oscillation, regular or not (then it is tremor, or the
+        coarse fibrillatory waves of atrial fibrillation: the ventricles beat)."""
         if not usable:
             self.frames.clear()
             self.waves.clear()
