@@ -138,14 +138,16 @@ def test_saturated_signal_is_not_clinical() -> None:
     assert not [a for a in alarms if a.condition in CLINICAL]
 
 
-def test_nan_samples_are_treated_as_lead_off() -> None:
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_samples_are_treated_as_lead_off(bad: float) -> None:
     fs = 250.0
     an = EcgAnalyser(fs)
     x, _ = synthetic_ecg(fs, 30.0)
-    x[int(10 * fs):int(18 * fs)] = np.nan
+    x[int(10 * fs):int(18 * fs)] = bad
     alarms, beats = stream(an, x)
     assert not [a for a in alarms if a.condition in CLINICAL]
     assert all(not (10.0 < t < 18.0) for t, _ in beats)
+    assert sum(1 for t, _ in beats if t > 19.0) >= 12        # and the beats come back after it
 
 
 def test_gap_is_never_a_pause_or_asystole_and_time_base_follows_t0() -> None:

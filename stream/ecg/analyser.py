@@ -168,7 +168,7 @@ class EcgAnalyser:
         m = len(x)
         if m == 0:
             return self._alarms(trans)
-        nan = np.isnan(x)
+        nan = ~np.isfinite(x)     # NaN (missing) or +-inf (a broken converter): no signal
         if nan.any():
             lead_off = True
             x = np.where(nan, 0.0, x)

@@ -170,7 +170,7 @@ def sharp_spikes(x: np.ndarray, fs: float) -> list[float]:
         return []
     e = np.abs(signal.sosfiltfilt(_spike_filter(fs), x - x.mean()))
     floor = fast_median(e)
-    if floor <= 0.0:
+    if not 0.0 < floor < float("inf"):
         return []
     sep = max(1, int(SPIKE_SEP_S * fs))
     e = e.copy()
