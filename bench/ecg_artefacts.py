@@ -28,20 +28,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from simulators.ecg_synthesis import tall_t_waves, waves_per_beat  # noqa: E402
 from stream.ecg.analyser import EcgAnalyser  # noqa: E402
 
 
+SINUS = [(-0.16, 0.025, 120.0), (-0.02, 0.008, -150.0), (0.0, 0.010, 1200.0), (0.025, 0.010, -300.0),
+         (0.25, 0.05, 300.0)]
+
+
 def sinus(fs: float, seconds: float, seed: int = 0, hr_bpm: float = 72.0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    n = int(seconds * fs)
-    t = np.arange(n) / fs
-    x = rng.normal(0.0, 5.0, n)
-    beats = np.arange(0.5, seconds - 0.3, 60.0 / hr_bpm)
-    for b in beats:
-        for c, w, a in ((-0.16, 0.025, 120.0), (-0.02, 0.008, -150.0), (0.0, 0.010, 1200.0),
-                        (0.025, 0.010, -300.0), (0.25, 0.05, 300.0)):
-            x += a * np.exp(-0.5 * ((t - b - c) / w) ** 2)
-    return x, beats
+    return waves_per_beat(fs, seconds, SINUS, hr_bpm=hr_bpm, seed=seed)
 
 
 def raised(fs: float, x: np.ndarray) -> list[str]:
@@ -86,20 +82,14 @@ def missed_asystole(rate: float, trials: int, fs: float = 250.0) -> int:
     return missed
 
 
-def tall_t_waves() -> tuple[float, float]:
+def t_wave_counts() -> tuple[float, float]:
     """(worst, median) beats counted per true beat over the T-wave cases."""
     ratios = []
     for fs in (125.0, 250.0, 360.0, 500.0):
         for qrs, t_amp in ((400.0, 800.0), (300.0, 900.0), (500.0, 700.0), (600.0, 1200.0)):
             for t_sigma in (0.03, 0.04, 0.05, 0.06):
-                n = int(60 * fs)
-                t = np.arange(n) / fs
-                x = np.random.default_rng(0).normal(0.0, 5.0, n)
-                beats = np.arange(0.5, 59.7, 60.0 / 72)
-                for b in beats:
-                    for c, w, a in ((-0.16, 0.025, 120.0), (-0.02, 0.008, -0.125 * qrs), (0.0, 0.010, qrs),
-                                    (0.025, 0.010, -0.25 * qrs), (0.27, t_sigma, t_amp)):
-                        x += a * np.exp(-0.5 * ((t - b - c) / w) ** 2)
+                x, beats = waves_per_beat(fs, 60.0, tall_t_waves(qrs, t_amp, t_sigma))
+                n = len(x)
                 an = EcgAnalyser(fs)
                 found = 0
                 for k in range(0, n, int(fs)):
@@ -161,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     for rate in (0.5, 1.0, 2.0):
         m = missed_asystole(rate, args.trials)
         print(f"missed asystole among random spikes at {rate:.1f}/s: {m} of {args.trials} trials")
-    worst, median = tall_t_waves()
+    worst, median = t_wave_counts()
     print(f"tall T waves (2x the QRS): beats counted per true beat: median {median:.2f}, worst {worst:.2f}")
     cases, sustained, vt = tremor()
     print(f"tremor over sinus rhythm: vt_sustained in {sustained} of {cases} cases, vt in {vt}")

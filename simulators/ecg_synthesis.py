@@ -140,3 +140,26 @@ class EcgSynth:
             self.hr = hr_bpm
         if rhythm != "asystole" and self._next_beat > self.t + 2:
             self._next_beat = self.t + 0.3
+
+
+def waves_per_beat(fs: float, seconds: float, waves: list[tuple[float, float, float]], *,
+                   hr_bpm: float = 72.0, noise_uv: float = 5.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A whole record at once: the same Gaussian ``waves`` (offset s, width s, µV) on every beat of
+    a regular rhythm, plus white noise.  For shapes the streaming generator does not make (tall T
+    waves, other QRS shapes) in benches and tests; returns (samples µV, beat times s)."""
+    n = int(seconds * fs)
+    t = np.arange(n) / fs
+    x = np.random.default_rng(seed).normal(0.0, noise_uv, n)
+    beats = np.arange(0.5, seconds - 0.3, 60.0 / hr_bpm)
+    for b in beats:
+        for c, w, a in waves:
+            lo, hi = int(max(0, (b + c - 5 * w) * fs)), int(min(n, (b + c + 5 * w) * fs))
+            if hi > lo:
+                x[lo:hi] += a * np.exp(-0.5 * ((t[lo:hi] - b - c) / w) ** 2)
+    return x, beats
+
+
+def tall_t_waves(qrs_uv: float, t_uv: float, t_sigma_s: float) -> list[tuple[float, float, float]]:
+    """A small QRS with a T wave of its own size and width (chest leads, hyperkalaemia)."""
+    return [(-0.16, 0.025, 120.0), (-0.02, 0.008, -0.125 * qrs_uv), (0.0, 0.010, qrs_uv),
+            (0.025, 0.010, -0.25 * qrs_uv), (0.27, t_sigma_s, t_uv)]

@@ -226,14 +226,7 @@ def test_t_waves_twice_the_qrs_are_not_counted_as_beats(fs: float, qrs_uv: float
     measure <= 0.5, every early beat of the dev records >= 0.6), and a refused T wave counts as
     noise of at most half the QRS level (the T waves' height had lifted the threshold onto the
     QRSs, and the detector then followed the T waves instead)."""
-    n = int(60 * fs)
-    t = np.arange(n) / fs
-    x = np.random.default_rng(0).normal(0.0, 5.0, n)
-    beats = np.arange(0.5, 59.7, 60.0 / 72)
-    for b in beats:
-        for c, w, a in ((-0.16, 0.025, 120.0), (-0.02, 0.008, -0.125 * qrs_uv), (0.0, 0.010, qrs_uv),
-                        (0.025, 0.010, -0.25 * qrs_uv), (0.27, t_sigma_s, t_uv)):
-            x += a * np.exp(-0.5 * ((t - b - c) / w) ** 2)
+    x, beats = waves_per_beat(fs, 60.0, tall_t_waves(qrs_uv, t_uv, t_sigma_s))
     out = _detect(fs, x)
     assert len(beats) - 1 <= len(out) <= len(beats)
     assert all(np.min(np.abs(beats - o)) < 0.08 for o in out)
@@ -498,7 +491,7 @@ def test_memory_is_bounded() -> None:
 # same streams the scenario tests use.  They pin behaviour (VT vs VF, artefact gating, rate
 # persistence); accuracy is measured on the real records (tests/test_ecg_records.py).
 
-from simulators.ecg_synthesis import EcgSynth  # noqa: E402
+from simulators.ecg_synthesis import EcgSynth, tall_t_waves, waves_per_beat  # noqa: E402
 from stream.ecg import rhythms  # noqa: E402
 
 
