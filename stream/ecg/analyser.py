@@ -38,6 +38,7 @@ FRAMES_KEPT = 16
 SUMMARY_S = 60.0
 CONTEXT_GOOD = 0.8     # share of good frames in the last 10 s for a beat to count clinically
 RESET_AFTER_BAD_FRAMES = 2  # unusable frames after which the QRS detector starts afresh
+MIN_FRAME_S = 0.9      # shorter frames are gathered to about a second before analysis
 # organised complexes: in the last ORG_WINDOW_S at least ORG_MIN_BEATS beats, each correlating
 # >= ORG_CORR with the one before it, RR intervals within a factor ORG_RR_SPREAD of each other
 ORG_WINDOW_S = 3.0
@@ -115,6 +116,8 @@ class EcgAnalyser:
         self._summary_ready: dict | None = None
         self._sustained_by: set[str] = set()   # sources ("vt", "vf") holding vt_sustained raised
         self._start_new_segment(0.0)
+        self._min_frame = max(1, int(round(MIN_FRAME_S * self.fs)))
+        self._held: tuple | None = None    # (t0, sample arrays, count, lead_off) of short frames
         self._seg_t0 = None
         self._reset_minute()
         self.beat_count = 0
@@ -154,10 +157,44 @@ class EcgAnalyser:
 
     # ------------------------------------------------------------ the seam
     def push(self, samples_uv: np.ndarray, *, t0_s: float | None = None, lead_off: bool = False) -> list[RhythmAlarm]:
-        """Analyse one frame of µV samples; return the alarms raised or cleared by it."""
+        """Analyse one frame of µV samples; return the alarms raised or cleared by it.
+
+        Frames shorter than ``MIN_FRAME_S`` are gathered (while contiguous and of the same lead-off
+        state) into about a second before they are analysed: the per-frame quality tests judge a
+        second of signal, and a quarter-second frame holding one QRS looks "noisy" (a clean record
+        streamed in 0.25-s frames raised lead_off).  ``flush`` analyses what is held."""
         x = np.asarray(samples_uv, dtype=np.float64)
         if x.ndim != 1:
             x = x.reshape(-1)
+        out: list[RhythmAlarm] = []
+        held = self._held
+        if held is not None:
+            h_t0, h_parts, h_n, h_lead_off = held
+            end = h_t0 + h_n / self.fs if h_t0 is not None else None
+            if (h_lead_off == lead_off and (t0_s is None or end is None
+                                            or abs(float(t0_s) - end) <= 1.0 / self.fs + 1e-6)):
+                h_parts.append(x)
+                h_n += len(x)
+                if h_n < self._min_frame:
+                    self._held = (h_t0, h_parts, h_n, h_lead_off)
+                    return out
+                self._held = None
+                return self._push_frame(np.concatenate(h_parts), t0_s=h_t0, lead_off=h_lead_off)
+            out += self.flush()
+        if 0 < len(x) < self._min_frame:
+            self._held = (float(t0_s) if t0_s is not None else None, [x], len(x), lead_off)
+            return out
+        return out + self._push_frame(x, t0_s=t0_s, lead_off=lead_off)
+
+    def flush(self) -> list[RhythmAlarm]:
+        """Analyse the samples held back from short frames (at the end of a stream)."""
+        held, self._held = self._held, None
+        if held is None:
+            return []
+        h_t0, h_parts, _, h_lead_off = held
+        return self._push_frame(np.concatenate(h_parts), t0_s=h_t0, lead_off=h_lead_off)
+
+    def _push_frame(self, x: np.ndarray, *, t0_s: float | None, lead_off: bool) -> list[RhythmAlarm]:
         trans: list[Transition] = []
         if self._seg_t0 is None:
             self._seg_t0 = float(t0_s) if t0_s is not None else 0.0

@@ -331,10 +331,12 @@ def analyse(r: Record, progress: bool = False) -> tuple[list[tuple[float, str]],
     total = len(x)
     show = progress and r.seconds > 300 and sys.stderr.isatty()
     last_shown = -1
-    for k in range(0, total, n):
-        chunk = x[k:k + n]
+    for k in range(0, total + n, n):
         t = time.perf_counter()
-        alarms = an.push(chunk, t0_s=k / r.fs)
+        if k < total:
+            alarms = an.push(x[k:k + n], t0_s=k / r.fs)
+        else:
+            alarms = an.flush()        # a last chunk shorter than a frame was held back
         beats.extend(an.drain_beats())
         spent += time.perf_counter() - t
         for a in alarms:
