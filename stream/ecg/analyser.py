@@ -39,6 +39,9 @@ SUMMARY_S = 60.0
 CONTEXT_GOOD = 0.8     # share of good frames in the last 10 s for a beat to count clinically
 RESET_AFTER_BAD_FRAMES = 2  # unusable frames after which the QRS detector starts afresh
 MIN_FRAME_S = 0.9      # shorter frames are gathered to about a second before analysis
+JITTER_S = 0.1         # a frame starting this close to where the last one ended continues it (device
+                       # clocks jitter and drift; a lost frame opens a gap of a whole frame) ...
+CLOCK_FOLLOW = 0.25    # ... and this share of the difference moves the time base to the device's clock
 # organised complexes: in the last ORG_WINDOW_S at least ORG_MIN_BEATS beats, each correlating
 # >= ORG_CORR with the one before it, RR intervals within a factor ORG_RR_SPREAD of each other
 ORG_WINDOW_S = 3.0
@@ -172,7 +175,7 @@ class EcgAnalyser:
             h_t0, h_parts, h_n, h_lead_off = held
             end = h_t0 + h_n / self.fs if h_t0 is not None else None
             if (h_lead_off == lead_off and (t0_s is None or end is None
-                                            or abs(float(t0_s) - end) <= 1.0 / self.fs + 1e-6)):
+                                            or abs(float(t0_s) - end) <= JITTER_S)):
                 h_parts.append(x)
                 h_n += len(x)
                 if h_n < self._min_frame:
@@ -199,9 +202,14 @@ class EcgAnalyser:
         if self._seg_t0 is None:
             self._seg_t0 = float(t0_s) if t0_s is not None else 0.0
         elif t0_s is not None:
-            expected = self._t(self._n)
-            if abs(float(t0_s) - expected) > 1.0 / self.fs + 1e-6:
-                trans += self._gap(float(t0_s))
+            delta = float(t0_s) - self._t(self._n)
+            if abs(delta) > JITTER_S:
+                trans += self._gap(float(t0_s))      # frames missing (or repeated): a new segment
+            elif abs(delta) > 1.0 / self.fs:
+                # the device's frame times jitter or its clock drifts: the samples are contiguous,
+                # so analysis goes on, and the time base follows the device's clock smoothly (taking
+                # each frame's jitter at face value would jitter the RR intervals)
+                self._seg_t0 += CLOCK_FOLLOW * delta
         m = len(x)
         if m == 0:
             return self._alarms(trans)
