@@ -604,6 +604,18 @@ def test_bradycardia_persists_through_brief_motion_artefacts() -> None:
     assert 10.0 <= raised[0][0] <= 35.0
 
 
+def test_bradycardia_hovering_at_the_limit_is_raised_once() -> None:
+    """Slow AF whose 10-s rate wanders around 40/min: the tolerant clock kept its start when the
+    rate briefly rose past the end hysteresis, so the alarm cleared and was raised again at once
+    (3 raises in 7 minutes).  Ending an episode now restarts its clock."""
+    fs = 250.0
+    rr = list(np.random.default_rng(1).uniform(0.9, 2.2, 400))
+    x, _ = synthetic_ecg(fs, 420.0, rr_s=rr, p_wave=False, f_wave_uv=60.0)
+    alarms, _ = stream(EcgAnalyser(fs), x)
+    raised = [a for a in alarms if a.condition == "bradycardia" and a.active]
+    assert len(raised) == 1
+
+
 def test_long_artefact_restarts_the_rate_clock() -> None:
     """Over 30 s of unknown rate, the episode is not assumed to have continued."""
     alarms = synth_alarms([("sinus", 70, 10, {}), ("tachy", 152, 45, {}),

@@ -704,6 +704,7 @@ class RateDetector:
                 out.append(Transition("bradycardia", True, since, None, {"hr_bpm": round(hr, 1)}))
         elif self.brady and known and hr >= BRADY_BPM + 5:
             self.brady = False
+            self.slow.reset()        # a new episode must persist again (no flapping on the clock)
             out.append(Transition("bradycardia", False, now, now, {"hr_bpm": round(hr, 1)}))
         # tachycardia (>100 for 10 min, or >=150 for 1 min)
         if known and hr > TACHY_BPM and not suppress_tachy:
@@ -719,6 +720,8 @@ class RateDetector:
                                           {"hr_bpm": round(hr, 1), "severity": "high"}))
         elif self.tachy and (suppress_tachy or (known and hr <= TACHY_BPM - 5)):
             self.tachy = False
+            self.above.reset()
+            self.fast.reset()
             out.append(Transition("tachycardia", False, now, now, {"hr_bpm": round(hr, 1) if known else None}))
         return out
 
