@@ -42,7 +42,8 @@ P_WIN_END_S = 0.12
 P_WINDOWS = 16            # windows averaged ...
 P_MIN_WINDOWS = 8         # ... at least this many (younger than P_MAX_AGE_S) for a verdict
 P_MAX_AGE_S = 60.0
-P_MIN_RR_S = P_WIN_START_S + 0.10   # shorter RR: the window would reach the previous beat's QRS/ST
+P_MIN_RR_S = P_WIN_START_S + 0.35   # shorter RR: the window would hold the previous beat's T wave (QT ~0.35 s
+                                    # at these rates), which recurs like a P wave (fast AF read as "P present")
 P_ABSENT = 0.12           # coherence below this (2x that of independent windows): no P wave
 P_PRESENT = 0.50          # at or above this: a P wave precedes the QRS complexes: not AF
 AF_ON_RR_ONLY = 0.12      # irregularity that enters AF without P-wave absence (P evidence unclear)
