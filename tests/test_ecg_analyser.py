@@ -472,6 +472,20 @@ def test_irregular_rhythm_without_p_waves_raises_af_at_other_rates(fs: float) ->
     assert [a for a in alarms if a.condition == "af" and a.active]
 
 
+@pytest.mark.parametrize("fs", [125.0, 250.0, 500.0])
+@pytest.mark.parametrize("rr_lo,rr_hi", [(0.30, 0.60), (0.28, 0.48)])
+def test_fast_af_is_af_and_after_5_minutes_af_rvr(fs: float, rr_lo: float, rr_hi: float) -> None:
+    """AF at about 130 and 160/min.  Between 0.40 and 0.65 s RR the pre-QRS window holds the
+    previous beat's T wave, which recurs like a P wave: fast AF read as "P present" and was not
+    raised (at 160/min: in none of 3 rates).  The P-wave windows now need RR >= 0.65 s."""
+    rr = list(np.random.default_rng(1).uniform(rr_lo, rr_hi, 3000))
+    x, _ = synthetic_ecg(fs, 420.0, rr_s=rr, p_wave=False, f_wave_uv=60.0)
+    alarms, _ = stream(EcgAnalyser(fs), x)
+    raised = [(a.condition, a.start_s) for a in alarms if a.active]
+    assert [c for c, _ in raised] == ["af", "af_rvr"], raised
+    assert raised[0][1] < 20.0
+
+
 def test_irregular_rhythm_with_a_p_wave_before_every_qrs_is_not_af() -> None:
     """The same RR irregularity with a consistent P wave is sinus arrhythmia or atrial ectopy."""
     fs = 250.0
