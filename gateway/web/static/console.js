@@ -16,14 +16,25 @@
     });
   }
 
+  // One refresh at a time: two events close together used to start two fetches whose answers
+  // could land out of order, the older list replacing the newer one (a fresh alert vanished until
+  // the next event).  An event during a refresh asks for one more afterwards.
+  var refreshing = null, again = false;
   function refreshAlerts() {
     if (!lists()) { return Promise.resolve(); }
-    return fetch("/fragments/alerts?lang=" + lang, { credentials: "same-origin" })
+    if (refreshing) { again = true; return refreshing; }
+    refreshing = fetch("/fragments/alerts?lang=" + lang, { credentials: "same-origin" })
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (html) {
         var el = lists();
         if (html && el) { el.outerHTML = html; updateCount(); }
+      })
+      .catch(function () { /* the gateway is away: the stream's "hello" on reconnect refreshes */ })
+      .finally(function () {
+        refreshing = null;
+        if (again) { again = false; setTimeout(refreshAlerts, 0); }
       });
+    return refreshing;
   }
 
   function updateCount() {
