@@ -28,8 +28,8 @@ from stream.ecg import rhythms
 from stream.ecg.beat_classes import BeatClassifier
 from stream.ecg.qrs_detection import QrsDetector
 from stream.ecg.rhythms import Beat, Transition
-from stream.ecg.signal_quality import (FrameQuality, assess_frame, fast_median, heart_beats_beneath,
-                                       sharp_complex_interval, unusable_kind)
+from stream.ecg.signal_quality import (FrameQuality, assess_frame, beats_among, fast_median, sharp_spikes,
+                                       steady_interval, unusable_kind)
 
 RING_S = 12.0          # raw samples kept for strips and beat morphology
 STRIP_S = 10.0         # evidence strip length
@@ -129,6 +129,7 @@ class EcgAnalyser:
     def _start_new_segment(self, t0: float) -> None:
         self._seg_t0 = t0
         self._n = 0
+        self._spikes_at: tuple[int, list[float]] | None = None   # (sample count, the 4-s spikes then)
         self._det: QrsDetector | None = None
         self._det_off = 0
         self._bad_run = 0
@@ -177,12 +178,8 @@ class EcgAnalyser:
             if (h_lead_off == lead_off and (t0_s is None or end is None
                                             or abs(float(t0_s) - end) <= JITTER_S)):
                 h_parts.append(x)
-                h_n += len(x)
-                if h_n < self._min_frame:
-                    self._held = (h_t0, h_parts, h_n, h_lead_off)
-                    return out
-                self._held = None
-                return self._push_frame(np.concatenate(h_parts), t0_s=h_t0, lead_off=h_lead_off)
+                self._held = (h_t0, h_parts, h_n + len(x), h_lead_off)
+                return self.flush() if h_n + len(x) >= self._min_frame else out
             out += self.flush()
         if 0 < len(x) < self._min_frame:
             self._held = (float(t0_s) if t0_s is not None else None, [x], len(x), lead_off)
@@ -504,18 +501,24 @@ class EcgAnalyser:
                                  organised=self._organised(t_end) and q.good,
                                  beats_beneath=self._beats_beneath)
 
-    def _last_window(self) -> np.ndarray:
-        """The raw samples of the VF detector's window (the last 4 s)."""
+    def _spikes(self) -> list[float]:
+        """Sharp QRS spikes in the last 4 s (the VF detector's window), found once per frame: the
+        VF check and every beat of a long run ask about the same window."""
+        cached = self._spikes_at
+        if cached is not None and cached[0] == self._n:
+            return cached[1]
         n = int(VF_WINDOW_S * self.fs)
-        return self._ring_slice(self._n - n, self._n).astype(np.float64)
+        spikes = sharp_spikes(self._ring_slice(self._n - n, self._n).astype(np.float64), self.fs)
+        self._spikes_at = (self._n, spikes)
+        return spikes
 
     def _beats_beneath(self) -> bool:
         """Sharp QRS complexes go on under the last 4 s, regular or not."""
-        return heart_beats_beneath(self._last_window(), self.fs)
+        return beats_among(self._spikes())
 
     def _sharp_interval(self) -> float | None:
         """The interval of sharp QRS complexes recurring steadily under the last 4 s, if they do."""
-        return sharp_complex_interval(self._last_window(), self.fs)
+        return steady_interval(self._spikes())
 
     # --------------------------------------------------------- summaries
     def _reset_minute(self) -> None:

@@ -69,6 +69,11 @@ DOUBLED_RR = (1.6, 2.4)  # ... when it is this many times the last RR ...
 MID_GAP = (0.4, 0.6)     # ... and a supra-threshold peak the T-wave test rejected lies mid-way
 
 
+def _sharp_of(slope: float, amp: float) -> float:
+    """QRS sharpness: steepest band-passed slope over band-passed amplitude (amplitude-free)."""
+    return slope / amp if amp > 0.0 else 0.0
+
+
 class QrsDetector:
     """Incremental QRS detector for one lead.
 
@@ -307,8 +312,7 @@ class QrsDetector:
         return self._slope_and_amp(i)[0]
 
     def _sharpness(self, i: int) -> float:
-        slope, amp = self._slope_and_amp(i)
-        return slope / amp if amp > 0.0 else 0.0
+        return _sharp_of(*self._slope_and_amp(i))
 
     def recurring_small_qrs(self) -> bool:
         """Since the last QRS, >= 3 QRS-sharp rejected candidates stand out at a steady, physiological
@@ -360,7 +364,7 @@ class QrsDetector:
         if v > self._thr1:
             if gap < self._twave:
                 s, amp = self._slope_and_amp(i)
-                sharp = s / amp if amp > 0.0 else 0.0
+                sharp = _sharp_of(s, amp)
                 ref = self._median(self._sharp) if self._sharp else 0.0
                 if sharp < T_SHARP * ref or (s < T_SLOPE_RATIO * self._last_slope and not (
                         v >= T_BIG * self._thr1 and s >= T_BIG_SLOPE * self._last_slope
@@ -421,7 +425,7 @@ class QrsDetector:
         if not early or not self._sharp:
             # the QRS-sharpness reference: beats in the T-wave window stay out of it, so that a
             # T wave that once passed cannot lower the bar for the next ones
-            self._sharp.append(slope / amp if amp > 0.0 else 0.0)
+            self._sharp.append(_sharp_of(slope, amp))
         self._decayed = False
         self._spk.append(v)
         self._update_thr()

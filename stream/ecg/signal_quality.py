@@ -188,8 +188,7 @@ def heart_beats_beneath(x: np.ndarray, fs: float) -> bool:
     """At least 3 sharp QRS complexes, at physiological intervals (>= 0.3 s), regular or not, under
     an oscillation that looks like fibrillation: the heart beats (tremor over sinus rhythm, coarse
     fibrillatory waves of atrial fibrillation); ventricular fibrillation has no QRS complexes."""
-    ts = sharp_spikes(x, fs)
-    return len(ts) >= 3 and min(b - a for a, b in zip(ts, ts[1:])) >= SPIKE_MIN_GAP_S
+    return beats_among(sharp_spikes(x, fs))
 
 
 def sharp_complex_interval(x: np.ndarray, fs: float) -> float | None:
@@ -199,9 +198,18 @@ def sharp_complex_interval(x: np.ndarray, fs: float) -> float | None:
     cycles that look like a run of wide complexes, but the heart's own QRS complexes go on beneath
     it at the patient's steady rate.  One stray spike (the artefact's onset) is allowed.
     """
-    found = sharp_spikes(x, fs)
-    for drop in [None, *range(len(found))] if len(found) >= 4 else [None]:
-        ts = [k for j, k in enumerate(found) if j != drop]
+    return steady_interval(sharp_spikes(x, fs))
+
+
+def beats_among(spikes: list[float]) -> bool:
+    """``heart_beats_beneath`` on spike times already found (``sharp_spikes``)."""
+    return len(spikes) >= 3 and min(b - a for a, b in zip(spikes, spikes[1:])) >= SPIKE_MIN_GAP_S
+
+
+def steady_interval(spikes: list[float]) -> float | None:
+    """``sharp_complex_interval`` on spike times already found (``sharp_spikes``)."""
+    for drop in [None, *range(len(spikes))] if len(spikes) >= 4 else [None]:
+        ts = [k for j, k in enumerate(spikes) if j != drop]
         if len(ts) < 3:
             continue
         gaps = np.diff(ts)
