@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -473,17 +474,30 @@ def test_irregular_rhythm_without_p_waves_raises_af_at_other_rates(fs: float) ->
 
 
 @pytest.mark.parametrize("fs", [125.0, 250.0, 500.0])
-@pytest.mark.parametrize("rr_lo,rr_hi", [(0.30, 0.60), (0.28, 0.48)])
-def test_fast_af_is_af_and_after_5_minutes_af_rvr(fs: float, rr_lo: float, rr_hi: float) -> None:
-    """AF at about 130 and 160/min.  Between 0.40 and 0.65 s RR the pre-QRS window holds the
+@pytest.mark.parametrize("rr_lo,rr_hi,rvr_within_s", [(0.30, 0.60, (150.0, 210.0)), (0.28, 0.48, (60.0, 90.0))])
+def test_fast_af_is_af_then_af_rvr_sooner_the_faster(fs: float, rr_lo: float, rr_hi: float,
+                                                     rvr_within_s: tuple[float, float]) -> None:
+    """AF at about 133 and 158/min.  Between 0.40 and 0.65 s RR the pre-QRS window holds the
     previous beat's T wave, which recurs like a P wave: fast AF read as "P present" and was not
-    raised (at 160/min: in none of 3 rates).  The P-wave windows now need RR >= 0.65 s."""
+    raised (at 160/min: in none of 3 rates).  The P-wave windows now need RR >= 0.65 s.
+    af_rvr follows after the rate-graded time: 1 min at >= 150/min, about 2.7 min at 133/min."""
     rr = list(np.random.default_rng(1).uniform(rr_lo, rr_hi, 3000))
     x, _ = synthetic_ecg(fs, 420.0, rr_s=rr, p_wave=False, f_wave_uv=60.0)
     alarms, _ = stream(EcgAnalyser(fs), x)
     raised = [(a.condition, a.start_s) for a in alarms if a.active]
     assert [c for c, _ in raised] == ["af", "af_rvr"], raised
     assert raised[0][1] < 20.0
+    lo, hi = rvr_within_s
+    assert lo <= raised[1][1] - raised[0][1] <= hi, raised
+
+
+def test_af_at_a_controlled_rate_raises_no_af_rvr() -> None:
+    """AF at about 95/min for 7 min: af, never af_rvr."""
+    rr = list(np.random.default_rng(2).uniform(0.45, 0.82, 1000))
+    x, _ = synthetic_ecg(250.0, 420.0, rr_s=rr, p_wave=False, f_wave_uv=60.0)
+    alarms, _ = stream(EcgAnalyser(250.0), x)
+    raised = [a.condition for a in alarms if a.active]
+    assert raised == ["af"], raised
 
 
 def test_irregular_rhythm_with_a_p_wave_before_every_qrs_is_not_af() -> None:
@@ -950,3 +964,37 @@ def test_t_waves_at_a_normal_rate_are_not_recovered_as_beats() -> None:
     x = _gauss_train(fs, beats, 12.0) + 0.5 * _gauss_train(fs, tw, 12.0)
     found = _detect(fs, x)
     assert len(found) == len(beats), found
+
+
+def _rvr_first_hit(bpm: float, seconds: float, *, keep: Callable[[float], bool] = lambda t: True):
+    """Feed a regular rhythm to RvrClock from t = 0 (AF onset); the first (time, rate, window) it reports."""
+    from stream.ecg.rhythms import RvrClock
+    clock, rr, t = RvrClock(), 60.0 / bpm, 0.0
+    while t < seconds:
+        t += rr
+        if keep(t):
+            clock.add(t, rr)
+        hit = clock.fast_for(t, t)
+        if hit is not None:
+            return t, hit[0], hit[1]
+    return None
+
+
+@pytest.mark.parametrize("bpm,window_s", [(180.0, 60.0), (150.5, 60.0), (140.5, 120.0), (139.5, 135.0),
+                                          (130.5, 180.0), (120.5, 240.0), (111.0, 300.0)])
+def test_af_rvr_time_needed_falls_linearly_with_the_rate(bpm: float, window_s: float) -> None:
+    t, rate, over = _rvr_first_hit(bpm, 400.0)
+    assert over == window_s and rate == pytest.approx(bpm, rel=1e-6)
+    assert window_s - 1e-6 <= t < window_s + 60.0 / bpm + 1e-6
+
+
+def test_af_rvr_not_at_or_below_110() -> None:
+    assert _rvr_first_hit(109.5, 900.0) is None
+    assert _rvr_first_hit(100.0, 900.0) is None
+
+
+def test_af_rvr_needs_its_window_half_covered_by_good_beats() -> None:
+    # good beats only in the first 20 s of each minute: 1/3 coverage, never a verdict
+    assert _rvr_first_hit(160.0, 400.0, keep=lambda t: t % 60.0 < 20.0) is None
+    # 2/3 coverage: the rate of what was seen counts
+    assert _rvr_first_hit(160.0, 400.0, keep=lambda t: t % 60.0 < 40.0) is not None

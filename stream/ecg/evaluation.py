@@ -403,7 +403,7 @@ def score_record(r: Record, beats: list[tuple[float, str]], alarms: list[dict]) 
         "non_af_s": round(non_af, 1),
         "ref_episodes": len(ref_af),
         "ref_episodes_flagged": sum(1 for a, b in ref_af if any(_overlap(a, b, c, d) > 0 for c, d in flagged)),
-        "alarm_episodes": len(flagged),
+        "alarm_episodes": len(_merge_spans(flagged)),   # af_rvr lies inside its af span: not an episode
     }
 
     # VT runs

@@ -30,8 +30,12 @@ AF_RR_HIGH = 1.6
 AF_ON = 0.075             # irregularity (median successive NN difference / median NN) to enter AF
 AF_OFF = 0.055            # ... and to leave it (hysteresis)
 AF_MIN_S = 30.0           # ESC: AF lasting at least 30 s on a single-lead strip
-AF_RVR_BPM = 110.0        # RACE II lenient rate target
-AF_RVR_S = 300.0          # mean rate above it for 5 min
+AF_RVR_BPM = 110.0        # RACE II lenient rate target: a mean rate above it for 5 min is RVR ...
+AF_RVR_S = 300.0
+AF_RVR_FAST_BPM = 150.0   # ... and so is >= 150 for 1 min (tachycardia's county rule, which AF suppresses);
+AF_RVR_FAST_S = 60.0      # in between, the time needed falls linearly with the rate (140/min: 2 min), so
+AF_RVR_STEP_S = 15.0      # AF at 149/min is not left unreported for 5 min; windows checked every 15 s
+AF_RVR_COVER = 0.5        # a window's rate counts when its good RR intervals cover this share of it
 AF_PAUSE_S = 5.0          # pause threshold in AF
 # P-wave evidence: the pre-QRS window [R - 0.30 s, R - 0.12 s] of normal beats (PR 0.12-0.30 s).
 # Its coherence over the last beats = energy of their average / mean energy of each: a P wave
@@ -164,6 +168,85 @@ def _median_lerp(v: list[float]) -> float:
     return b - (b - a) * 0.5
 
 
+def _rvr_grades() -> list[tuple[float, float]]:
+    """(window s, mean rate it needs): 60 s at 150/min down to 300 s above 110/min."""
+    out = []
+    d = AF_RVR_FAST_S
+    while d <= AF_RVR_S + 1e-9:
+        need = AF_RVR_FAST_BPM - (d - AF_RVR_FAST_S) * (AF_RVR_FAST_BPM - AF_RVR_BPM) / (AF_RVR_S - AF_RVR_FAST_S)
+        out.append((d, need))
+        d += AF_RVR_STEP_S
+    return out
+
+
+class RvrClock:
+    """Mean ventricular rate of AF over trailing windows of 60 s to 5 min.
+
+    Keeps (time, cumulative RR sum) of the good beats since AF began; one moving
+    index per window makes each beat O(windows), whatever the rate.
+    """
+
+    GRADES = _rvr_grades()
+
+    def __init__(self) -> None:
+        self._t: deque[float] = deque()
+        self._cum: deque[float] = deque()   # RR sum up to and including this beat
+        self._base = 0                      # absolute index of _t[0]
+        self._lo = [0] * len(self.GRADES)   # absolute index of the first beat inside each window
+        self._total = 0.0
+        self._dropped = 0.0                 # cumulative RR sum at the last beat let go
+
+    def clear(self) -> None:
+        self.__init__()
+
+    def add(self, t: float, rr: float) -> None:
+        self._total += rr
+        self._t.append(t)
+        self._cum.append(self._total)
+        # beats older than the longest window are not needed by any index
+        while self._t and self._t[0] < t - AF_RVR_S - 1.0:
+            self._t.popleft()
+            self._dropped = self._cum.popleft()
+            self._base += 1
+
+    def _window(self, g: int, now: float, span: float) -> tuple[int, float] | None:
+        """(beats, RR sum) of the beats in (now - span, now]; moves index g forward."""
+        lo = max(self._lo[g], self._base)
+        end = self._base + len(self._t)
+        while lo < end and self._t[lo - self._base] <= now - span:
+            lo += 1
+        self._lo[g] = lo
+        n = end - lo
+        if n < 2:
+            return None
+        before = self._cum[lo - self._base - 1] if lo > self._base else self._dropped
+        return n, self._total - before
+
+    def fast_for(self, now: float, elapsed: float) -> tuple[float, float] | None:
+        """(mean rate, window) of the shortest window whose rate is fast enough for its length."""
+        for g, (span, need) in enumerate(self.GRADES):
+            if span > elapsed + 1e-9:
+                break
+            w = self._window(g, now, span)
+            if w is None:
+                continue
+            n, rr_sum = w
+            if rr_sum < AF_RVR_COVER * span:
+                continue
+            bpm = 60.0 * n / rr_sum
+            if bpm >= need and bpm > AF_RVR_BPM:
+                return bpm, span
+        return None
+
+    def mean_bpm(self, now: float, span: float) -> float | None:
+        g = min(range(len(self.GRADES)), key=lambda i: abs(self.GRADES[i][0] - span))
+        w = self._window(g, now, self.GRADES[g][0])
+        if w is None:
+            return None
+        n, rr_sum = w
+        return 60.0 * n / rr_sum if rr_sum > 0 else None
+
+
 class AfDetector:
     """AF from RR irregularity, robust to ectopics and to bigeminy patterns, and P-wave absence.
 
@@ -189,8 +272,7 @@ class AfDetector:
         self.rvr = False
         self.irregularity = 0.0
         self.p_wave = PWaveCoherence()
-        self._rates: deque[tuple[float, float]] = deque(maxlen=1024)  # (t, 60 / bpm) while in AF
-        self._rr_sum = 0.0          # running sum of the second field
+        self._rvr = RvrClock()
 
     def reset_window(self) -> None:
         self.beats.clear()
@@ -270,18 +352,13 @@ class AfDetector:
             mid = self.beats[len(self.beats) // 2].t
             if not self.in_af and self._enter(score):
                 self.in_af, self.onset = True, mid
-                self._rates.clear()
-                self._rr_sum = 0.0
+                self._rvr.clear()
             elif self.in_af and self._leave(score):
                 self.in_af = False
                 out += self._end(mid)
         if self.in_af:
             if beat.rr is not None and beat.good:
-                rr = 60.0 / (60.0 / beat.rr)   # the RR as the former "60 / rate" sum computed it
-                if len(self._rates) == self._rates.maxlen:
-                    self._rr_sum -= self._rates[0][1]
-                self._rates.append((beat.t, rr))
-                self._rr_sum += rr
+                self._rvr.add(beat.t, beat.rr)
             if not self.alarm and self.onset is not None and beat.t - self.onset >= AF_MIN_S:
                 self.alarm = True
                 out.append(Transition("af", True, self.onset, None, {"irregularity": round(self.irregularity, 3)}))
@@ -290,18 +367,18 @@ class AfDetector:
         return out
 
     def _check_rvr(self, now: float) -> list[Transition]:
-        while self._rates and self._rates[0][0] < now - AF_RVR_S:
-            self._rr_sum -= self._rates.popleft()[1]
-        if not self._rates:
-            self._rr_sum = 0.0
-        if not self._rates or self.onset is None or now - self.onset < AF_RVR_S:
+        if self.onset is None:
             return []
-        # mean rate = beats per minute over the window (mean of RR, not of rates)
-        mean_bpm = 60.0 * len(self._rates) / self._rr_sum
-        if not self.rvr and mean_bpm > AF_RVR_BPM:
+        elapsed = now - self.onset
+        if not self.rvr:
+            hit = self._rvr.fast_for(now, elapsed)
+            if hit is None:
+                return []
             self.rvr = True
-            return [Transition("af_rvr", True, now, None, {"mean_hr_bpm": round(mean_bpm, 1)})]
-        if self.rvr and mean_bpm < AF_RVR_BPM - 5.0:
+            mean_bpm, over_s = hit
+            return [Transition("af_rvr", True, now, None, {"mean_hr_bpm": round(mean_bpm, 1), "over_s": over_s})]
+        mean_bpm = self._rvr.mean_bpm(now, min(AF_RVR_S, elapsed))
+        if mean_bpm is not None and mean_bpm < AF_RVR_BPM - 5.0:
             self.rvr = False
             return [Transition("af_rvr", False, now, now, {"mean_hr_bpm": round(mean_bpm, 1)})]
         return []
