@@ -596,6 +596,13 @@ def test_synthetic_sinus_tachycardia_152_for_2_min_raises_tachycardia() -> None:
     assert 10.0 <= raised[0][0] <= 30.0
 
 
+def test_synthetic_sinus_tachycardia_142_raised_after_about_3_minutes_for_the_village() -> None:
+    alarms = synth_alarms([("sinus", 70, 10, {}), ("tachy", 142, 240, {})])
+    raised = [(t, c) for t, c, a in alarms if a]
+    assert [c for _, c in raised] == ["tachycardia"]
+    assert 10.0 <= raised[0][0] <= 30.0          # dated from the episode's start
+
+
 @pytest.mark.parametrize("fs,hr", [(125, 200), (125, 220), (250, 200)])
 def test_fast_narrow_tachycardia_at_low_sampling_rates_is_raised(fs: int, hr: float) -> None:
     """At 125 Hz a narrow QRS is 2-3 samples wide; sampling jitter alone cost one beat in a few its
@@ -998,3 +1005,30 @@ def test_af_rvr_needs_its_window_half_covered_by_good_beats() -> None:
     assert _rvr_first_hit(160.0, 400.0, keep=lambda t: t % 60.0 < 20.0) is None
     # 2/3 coverage: the rate of what was seen counts
     assert _rvr_first_hit(160.0, 400.0, keep=lambda t: t % 60.0 < 40.0) is not None
+
+
+def _tachy_raised(bpm: float, seconds: float) -> tuple[float, dict] | None:
+    """A regular rhythm at ``bpm`` fed to RateDetector from t = 0: (time, evidence) of tachycardia."""
+    det, rr, beat_t = rhythms.RateDetector(), 60.0 / bpm, 0.0
+    for frame_end in range(1, int(seconds) + 1):
+        while beat_t + rr <= frame_end:
+            beat_t += rr
+            det.on_beat(rhythms.Beat(beat_t, "N", True, rr, match=True, reliable=True))
+        for tr in det.on_frame(float(frame_end), True, False):
+            if tr.condition == "tachycardia" and tr.active:
+                return float(frame_end), tr.detail
+    return None
+
+
+@pytest.mark.parametrize("bpm,need_s,severity", [(155.0, 60.0, "high"), (145.0, 168.0, "moderate"),
+                                                 (125.0, 384.0, "moderate"), (105.0, 600.0, "moderate")])
+def test_tachycardia_time_needed_falls_linearly_with_the_rate(bpm: float, need_s: float, severity: str) -> None:
+    """DOMAIN's anchors: > 100 for 10 min (village), >= 150 for 1 min (county); 140/min held for
+    2.8 min is raised then, not after 10 min (the clock of the fastest level it exceeds)."""
+    at, detail = _tachy_raised(bpm, 700.0)
+    assert need_s <= at <= need_s + 3.0
+    assert detail["severity"] == severity
+
+
+def test_no_tachycardia_at_100_per_minute_or_under_in_15_minutes() -> None:
+    assert _tachy_raised(99.0, 900.0) is None

@@ -72,10 +72,11 @@ PAUSE_HOLD_S = 60.0       # a pause alarm stays open this long after the last pa
 # --- rates (DOMAIN 2.1)
 BRADY_BPM = 40.0
 BRADY_S = 60.0
-TACHY_BPM = 100.0
+TACHY_BPM = 100.0         # DOMAIN's two anchors: > 100 for 10 min (village) ...
 TACHY_S = 600.0
-TACHY_FAST_BPM = 150.0
-TACHY_FAST_S = 60.0
+TACHY_FAST_BPM = 150.0    # ... and >= 150 for 1 min (county).  In between, the time needed falls
+TACHY_FAST_S = 60.0       # linearly with the rate (as for AF-RVR): 140/min for 2.8 min, 120/min for
+TACHY_STEP_BPM = 10.0     # 6.4 min (village); one clock per 10/min, so 149/min is not silent for 10 min
 RATE_WINDOW_S = 10.0
 SUSTAIN_CONTRARY = 0.10   # a rate condition "for N s" holds through this share of contrary time (brief dips),
 SUSTAIN_UNKNOWN_S = 30.0  # through unknown-rate stretches (artefact, motion) up to this long,
@@ -730,6 +731,17 @@ class Sustained:
         return now - self.since
 
 
+def _tachy_levels() -> list[float]:
+    n = int(round((TACHY_FAST_BPM - TACHY_BPM) / TACHY_STEP_BPM))
+    return [TACHY_BPM + i * TACHY_STEP_BPM for i in range(n + 1)]
+
+
+def _tachy_needed_s(bpm: float) -> float:
+    """Seconds a rate above ``bpm`` must hold: 10 min at 100/min down to 1 min at 150/min."""
+    share = (bpm - TACHY_BPM) / (TACHY_FAST_BPM - TACHY_BPM)
+    return TACHY_S - share * (TACHY_S - TACHY_FAST_S)
+
+
 class RateDetector:
     """Brady- and tachycardia with persistence (``Sustained``), from the median RR of the last 10 s."""
 
@@ -737,8 +749,10 @@ class RateDetector:
         self.recent: deque[tuple[float, float]] = deque(maxlen=64)   # (t, rr) of good beats
         self.hr: float | None = None
         self.slow = Sustained()      # HR < 40
-        self.above = Sustained()     # HR > 100 (not in AF / VT / VF, which have their own alarms)
-        self.fast = Sustained()      # HR >= 150
+        # (rate, seconds needed, clock): HR above 100, 110, ... 140 and >= 150 (not in AF / VT / VF,
+        # which have their own alarms)
+        self.levels: list[tuple[float, float, Sustained]] = [
+            (bpm, _tachy_needed_s(bpm), Sustained()) for bpm in _tachy_levels()]
         self.brady = False
         self.tachy = False
 
@@ -750,8 +764,11 @@ class RateDetector:
         """A gap in the data: the clocks restart (the alarms stay as they are)."""
         self.recent.clear()
         self.slow.reset()
-        self.above.reset()
-        self.fast.reset()
+        self._reset_tachy()
+
+    def _reset_tachy(self) -> None:
+        for _, _, clock in self.levels:
+            clock.reset()
 
     def current_hr(self, now: float) -> float | None:
         while self.recent and self.recent[0][0] < now - RATE_WINDOW_S:
@@ -769,11 +786,10 @@ class RateDetector:
         self.slow.update(now, hr < BRADY_BPM if known else None)
         if suppress_tachy:
             # AF, VT or VF raise their own alarms: the rate is theirs, not a tachycardia
-            self.above.reset()
-            self.fast.reset()
+            self._reset_tachy()
         else:
-            self.above.update(now, hr > TACHY_BPM if known else None)
-            self.fast.update(now, hr >= TACHY_FAST_BPM if known else None)
+            for bpm, _, clock in self.levels:
+                clock.update(now, (hr >= bpm if bpm >= TACHY_FAST_BPM else hr > bpm) if known else None)
         # bradycardia
         if known and hr < BRADY_BPM:
             since = self.slow.since
@@ -784,22 +800,21 @@ class RateDetector:
             self.brady = False
             self.slow.reset()        # a new episode must persist again (no flapping on the clock)
             out.append(Transition("bradycardia", False, now, now, {"hr_bpm": round(hr, 1)}))
-        # tachycardia (>100 for 10 min, or >=150 for 1 min)
+        # tachycardia: > 100 for 10 min ... >= 150 for 1 min (the fastest level that has held long enough)
         if known and hr > TACHY_BPM and not suppress_tachy:
             if not self.tachy:
-                if self.above.held_for(now) >= TACHY_S and self.above.since is not None:
+                for bpm, need_s, clock in reversed(self.levels):
+                    if hr < bpm or clock.since is None or clock.held_for(now) < need_s:
+                        continue
                     self.tachy = True
-                    out.append(Transition("tachycardia", True, self.above.since, None,
-                                          {"hr_bpm": round(hr, 1), "severity": "moderate"}))
-                elif (hr >= TACHY_FAST_BPM and self.fast.held_for(now) >= TACHY_FAST_S
-                      and self.fast.since is not None):
-                    self.tachy = True
-                    out.append(Transition("tachycardia", True, self.fast.since, None,
-                                          {"hr_bpm": round(hr, 1), "severity": "high"}))
+                    severity = "high" if bpm >= TACHY_FAST_BPM else "moderate"
+                    out.append(Transition("tachycardia", True, clock.since, None,
+                                          {"hr_bpm": round(hr, 1), "above_bpm": bpm,
+                                           "held_s": round(now - clock.since, 1), "severity": severity}))
+                    break
         elif self.tachy and (suppress_tachy or (known and hr <= TACHY_BPM - 5)):
             self.tachy = False
-            self.above.reset()
-            self.fast.reset()
+            self._reset_tachy()
             out.append(Transition("tachycardia", False, now, now, {"hr_bpm": round(hr, 1) if known else None}))
         return out
 
