@@ -1032,3 +1032,33 @@ def test_tachycardia_time_needed_falls_linearly_with_the_rate(bpm: float, need_s
 
 def test_no_tachycardia_at_100_per_minute_or_under_in_15_minutes() -> None:
     assert _tachy_raised(99.0, 900.0) is None
+
+
+def _af_feed(det: rhythms.AfDetector, rrs: list[float], t0: float, *, good: bool, usable: bool = True,
+             match: bool = True) -> list[tuple[str, bool]]:
+    out, t = [], t0
+    for rr in rrs:
+        t += rr
+        out += [(tr.condition, tr.active) for tr in det.on_beat(
+            rhythms.Beat(t, "N", good, rr, match=match, reliable=True, usable=usable, frame_good=good))]
+    return out
+
+
+def test_af_is_judged_on_template_matching_beats_of_busy_frames() -> None:
+    """Coarse fibrillatory waves fill the QRS band, so the frames are busy (not good) although every
+    complex matches the patient's QRS: such windows decided nothing before, and AF on a V1-like lead
+    went unraised (mitdb lead V1: AF Se 73 %)."""
+    rrs = list(np.random.default_rng(5).uniform(0.5, 1.1, 120))
+    assert ("af", True) in _af_feed(rhythms.AfDetector(), rrs, 0.0, good=False)
+    # complexes that do not match the template, or frames with artefact, still decide nothing
+    assert _af_feed(rhythms.AfDetector(), rrs, 0.0, good=False, match=False) == []
+    assert _af_feed(rhythms.AfDetector(), rrs, 0.0, good=False, usable=False) == []
+
+
+def test_busy_windows_do_not_end_af() -> None:
+    det = rhythms.AfDetector()
+    irregular = list(np.random.default_rng(6).uniform(0.5, 1.1, 80))
+    assert ("af", True) in _af_feed(det, irregular, 0.0, good=True)
+    t = sum(irregular)
+    assert _af_feed(det, [0.8] * 60, t, good=False) == []          # regular but busy: AF holds
+    assert ("af", False) in _af_feed(det, [0.8] * 60, t + 48.0, good=True)   # regular and good: ends
