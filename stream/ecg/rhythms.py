@@ -34,7 +34,9 @@ AF_RVR_BPM = 110.0        # RACE II lenient rate target: a mean rate above it fo
 AF_RVR_S = 300.0
 AF_RVR_FAST_BPM = 150.0   # ... and so is >= 150 for 1 min (tachycardia's county rule, which AF suppresses);
 AF_RVR_FAST_S = 60.0      # in between, the time needed falls linearly with the rate (140/min: 2 min), so
-AF_RVR_STEP_S = 15.0      # AF at 149/min is not left unreported for 5 min; windows checked every 15 s
+AF_RVR_STEP_S = 15.0      # AF at 149/min is not left unreported for 5 min; windows of 60, 75, ... 300 s
+AF_RVR_EVERY_S = 2.0      # judged at most this often (the windows are minutes long; every beat cost 15 %
+                          # of the analyser's speed in AF)
 AF_RVR_COVER = 0.5        # a window's rate counts when its good RR intervals cover this share of it
 AF_PAUSE_S = 5.0          # pause threshold in AF
 # P-wave evidence: the pre-QRS window [R - 0.30 s, R - 0.12 s] of normal beats (PR 0.12-0.30 s).
@@ -286,6 +288,7 @@ class AfDetector:
         self.p_wave = PWaveCoherence()
         self._rvr = RvrClock()
         self._busy = False          # the last scored window leaned on busy-frame beats
+        self._rvr_due = 0.0         # the next time the RVR rate is judged
 
     def reset_window(self) -> None:
         self.beats.clear()
@@ -372,6 +375,7 @@ class AfDetector:
             if not self.in_af and self._enter(score):
                 self.in_af, self.onset = True, mid
                 self._rvr.clear()
+                self._rvr_due = 0.0
             elif self.in_af and not self._busy and self._leave(score):
                 self.in_af = False
                 out += self._end(mid)
@@ -386,8 +390,9 @@ class AfDetector:
         return out
 
     def _check_rvr(self, now: float) -> list[Transition]:
-        if self.onset is None:
+        if self.onset is None or now < self._rvr_due:
             return []
+        self._rvr_due = now + AF_RVR_EVERY_S
         elapsed = now - self.onset
         if not self.rvr:
             hit = self._rvr.fast_for(now, elapsed)
