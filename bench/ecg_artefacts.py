@@ -13,7 +13,8 @@
    emergency alert; should be 0) and cases that raise ``vt``.
 5. **Coarse atrial fibrillation**: fibrillatory waves of 0.1-0.4x the QRS (150-500 µV, 4-9 Hz) under
    an irregular ventricular response, 4 minutes, 3 draws at 125/250/500 Hz: cases that raise
-   ``vt_sustained`` (should be 0) and cases that raise ``af``.
+   ``vt_sustained`` (should be 0), cases that raise ``af`` (should be all) and cases that raise
+   ``vt`` (should be 0).
 
     python bench/ecg_artefacts.py [--trials 40]
 """
@@ -116,9 +117,9 @@ def tremor() -> tuple[int, int, int]:
     return cases, sustained, vt
 
 
-def coarse_af() -> tuple[int, int, int]:
-    """(cases, with vt_sustained, with af)"""
-    cases = sustained = af = 0
+def coarse_af() -> tuple[int, int, int, int]:
+    """(cases, with vt_sustained, with af, with vt)"""
+    cases = sustained = af = vt = 0
     for fs in (125.0, 250.0, 500.0):
         for f_uv in (150.0, 300.0, 500.0):
             for seed in range(3):
@@ -139,7 +140,8 @@ def coarse_af() -> tuple[int, int, int]:
                 cases += 1
                 sustained += "vt_sustained" in got
                 af += "af" in got
-    return cases, sustained, af
+                vt += "vt" in got
+    return cases, sustained, af, vt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,8 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"tall T waves (2x the QRS): beats counted per true beat: median {median:.2f}, worst {worst:.2f}")
     cases, sustained, vt = tremor()
     print(f"tremor over sinus rhythm: vt_sustained in {sustained} of {cases} cases, vt in {vt}")
-    cases, sustained, af = coarse_af()
-    print(f"coarse atrial fibrillation: vt_sustained in {sustained} of {cases} cases, af raised in {af}")
+    cases, sustained, af, vt = coarse_af()
+    print(f"coarse atrial fibrillation: vt_sustained in {sustained} of {cases} cases, af raised in {af}, "
+          f"vt in {vt}")
     return 0
 
 
