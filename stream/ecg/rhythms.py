@@ -35,8 +35,7 @@ AF_RVR_S = 300.0
 AF_RVR_FAST_BPM = 150.0   # ... and so is >= 150 for 1 min (tachycardia's county rule, which AF suppresses);
 AF_RVR_FAST_S = 60.0      # in between, the time needed falls linearly with the rate (140/min: 2 min), so
 AF_RVR_STEP_S = 15.0      # AF at 149/min is not left unreported for 5 min; windows of 60, 75, ... 300 s
-AF_RVR_EVERY_S = 2.0      # judged at most this often (the windows are minutes long; every beat cost 15 %
-                          # of the analyser's speed in AF)
+AF_RVR_EVERY_S = 2.0      # judged at most this often: the windows are minutes long
 AF_RVR_COVER = 0.5        # a window's rate counts when its good RR intervals cover this share of it
 AF_PAUSE_S = 5.0          # pause threshold in AF
 # P-wave evidence: the pre-QRS window [R - 0.30 s, R - 0.12 s] of normal beats (PR 0.12-0.30 s).
