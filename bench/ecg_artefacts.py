@@ -29,12 +29,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from simulators.ecg_synthesis import tall_t_waves, waves_per_beat  # noqa: E402
+from simulators.ecg_synthesis import SINUS_WAVES, tall_t_waves, tremor_over_sinus, waves_per_beat  # noqa: E402
 from stream.ecg.analyser import EcgAnalyser  # noqa: E402
 
 
-SINUS = [(-0.16, 0.025, 120.0), (-0.02, 0.008, -150.0), (0.0, 0.010, 1200.0), (0.025, 0.010, -300.0),
-         (0.25, 0.05, 300.0)]
+SINUS = SINUS_WAVES
 
 
 def sinus(fs: float, seconds: float, seed: int = 0, hr_bpm: float = 72.0) -> tuple[np.ndarray, np.ndarray]:
@@ -100,21 +99,18 @@ def t_wave_counts() -> tuple[float, float]:
     return max(ratios), float(np.median(ratios))
 
 
-def tremor() -> tuple[int, int, int]:
-    """(cases, with vt_sustained, with vt)"""
-    cases = sustained = vt = 0
+def tremor() -> tuple[int, int, int, int]:
+    """(cases, with vt_sustained, with vt, vt alarms raised in all)"""
+    cases = sustained = vt = alarms = 0
     for fs in (125.0, 250.0, 500.0):
         for f in (4.0, 5.5, 7.0):
             for amp in (200.0, 500.0, 1000.0, 2000.0):
-                x, _ = sinus(fs, 240.0)
-                t = np.arange(len(x)) / fs
-                phase = 2 * np.pi * np.cumsum(f + 0.3 * np.sin(2 * np.pi * 0.1 * t)) / fs
-                env = amp * (0.7 + 0.3 * np.sin(2 * np.pi * 0.3 * t)) * ((t > 60) & (t < 180))
-                got = raised(fs, x + env * np.sin(phase))
+                got = raised(fs, tremor_over_sinus(fs, f, amp))
                 cases += 1
                 sustained += "vt_sustained" in got
                 vt += "vt" in got
-    return cases, sustained, vt
+                alarms += got.count("vt")
+    return cases, sustained, vt, alarms
 
 
 def coarse_af() -> tuple[int, int, int, int]:
@@ -155,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"missed asystole among random spikes at {rate:.1f}/s: {m} of {args.trials} trials")
     worst, median = t_wave_counts()
     print(f"tall T waves (2x the QRS): beats counted per true beat: median {median:.2f}, worst {worst:.2f}")
-    cases, sustained, vt = tremor()
-    print(f"tremor over sinus rhythm: vt_sustained in {sustained} of {cases} cases, vt in {vt}")
+    cases, sustained, vt, n_vt = tremor()
+    print(f"tremor over sinus rhythm: vt_sustained in {sustained} of {cases} cases, vt in {vt} ({n_vt} vt alarms)")
     cases, sustained, af, vt = coarse_af()
     print(f"coarse atrial fibrillation: vt_sustained in {sustained} of {cases} cases, af raised in {af}, "
           f"vt in {vt}")

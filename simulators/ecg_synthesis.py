@@ -163,3 +163,18 @@ def tall_t_waves(qrs_uv: float, t_uv: float, t_sigma_s: float) -> list[tuple[flo
     """A small QRS with a T wave of its own size and width (chest leads, hyperkalaemia)."""
     return [(-0.16, 0.025, 120.0), (-0.02, 0.008, -0.125 * qrs_uv), (0.0, 0.010, qrs_uv),
             (0.025, 0.010, -0.25 * qrs_uv), (0.27, t_sigma_s, t_uv)]
+
+
+SINUS_WAVES = [(-0.16, 0.025, 120.0), (-0.02, 0.008, -150.0), (0.0, 0.010, 1200.0), (0.025, 0.010, -300.0),
+               (0.25, 0.05, 300.0)]
+
+
+def tremor_over_sinus(fs: float, tremor_hz: float, tremor_uv: float, *, seconds: float = 240.0,
+                      on_s: tuple[float, float] = (60.0, 180.0), seed: int = 0) -> np.ndarray:
+    """Sinus rhythm at 72/min with a tremor (Parkinsonian, tooth-brushing, shivering) switched on over
+    ``on_s``: a sine near ``tremor_hz`` (drifting +-0.3 Hz) of ``tremor_uv`` (70-100 %, slowly varying)."""
+    x, _ = waves_per_beat(fs, seconds, SINUS_WAVES, seed=seed)
+    t = np.arange(len(x)) / fs
+    phase = 2 * np.pi * np.cumsum(tremor_hz + 0.3 * np.sin(2 * np.pi * 0.1 * t)) / fs
+    env = tremor_uv * (0.7 + 0.3 * np.sin(2 * np.pi * 0.3 * t)) * ((t > on_s[0]) & (t < on_s[1]))
+    return x + env * np.sin(phase)

@@ -1062,3 +1062,44 @@ def test_busy_windows_do_not_end_af() -> None:
     t = sum(irregular)
     assert _af_feed(det, [0.8] * 60, t, good=False) == []          # regular but busy: AF holds
     assert ("af", False) in _af_feed(det, [0.8] * 60, t + 48.0, good=True)   # regular and good: ends
+
+
+def _vt_triplet_with_spikes(spikes: list[float]) -> list[tuple[str, bool]]:
+    """A trusted V triplet at 10.0, 10.35, 10.7 s (good frames, unrelated to the normal QRS) judged
+    with the sharp QRS complexes of the last 4 s at ``spikes``."""
+    d = rhythms.VtDetector()
+    out = []
+    for t, rr in ((10.0, 0.5), (10.35, 0.35), (10.7, 0.35)):
+        b = rhythms.Beat(t, "V", True, rr, match=False, reliable=True, usable=True, frame_good=True,
+                         prev_corr=0.95, amp_ratio=1.4, corr=0.1, rel_w=1.8)
+        out += [(tr.condition, tr.active) for tr in d.on_beat(b, None, lambda: spikes)]
+    return out
+
+
+def test_run_over_the_patients_steady_beats_is_not_vt() -> None:
+    """Tremor at onset: the patient's sharp QRSs (every 0.8 s) go on, on time, through the "run"."""
+    assert _vt_triplet_with_spikes([7.3, 8.1, 8.9, 9.7, 10.5]) == []
+    # ... but not when the one due inside the run is missing
+    assert _vt_triplet_with_spikes([7.3, 8.1, 8.9, 9.7]) == [("vt", True)]
+
+
+def test_run_where_the_sinus_beats_stop_is_vt() -> None:
+    """A true run: the sinus QRSs before it are steady, none where the next ones are due inside it."""
+    assert _vt_triplet_with_spikes([7.6, 8.4, 9.2]) == [("vt", True)]
+
+
+def test_run_of_sharp_complexes_breaking_the_cadence_is_vt() -> None:
+    """Sharp ventricular complexes at their own coupling break the sinus cadence (mitdb 207 at
+    125 Hz, where one was left out to make the rest look steady)."""
+    assert _vt_triplet_with_spikes([8.5, 9.2, 10.0, 10.35, 10.7]) == [("vt", True)]
+
+
+def test_tremor_at_onset_raises_no_vt() -> None:
+    """A 7-Hz, 1-mV tremor over sinus rhythm at 72/min: before the cadence check a county ``vt`` every
+    10 s (12 in 2 minutes at 250 and 500 Hz), the patient's sharp QRSs going on beneath each "run"."""
+    from simulators.ecg_synthesis import tremor_over_sinus
+    for fs in (250.0, 500.0):
+        an = EcgAnalyser(fs)
+        x = tremor_over_sinus(fs, 7.0, 1000.0)
+        alarms, _ = stream(an, x)
+        assert not [a for a in alarms if a.condition in ("vt", "vt_sustained")]

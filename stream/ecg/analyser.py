@@ -446,7 +446,7 @@ class EcgAnalyser:
         if len(seg):
             self._beat_base = fast_median(seg)
         out = self._af.on_beat(beat, pw)
-        out += self._vt.on_beat(beat, self._sharp_interval)
+        out += self._vt.on_beat(beat, self._sharp_interval, self._sharp_times)
         out += self._pause.on_beat(beat, self._af.in_af)
         return out
 
@@ -515,6 +515,11 @@ class EcgAnalyser:
     def _beats_beneath(self) -> bool:
         """Sharp QRS complexes go on under the last 4 s, regular or not."""
         return beats_among(self._spikes())
+
+    def _sharp_times(self) -> list[float]:
+        """Times (s, the analyser's time base) of the sharp QRS spikes in the last 4 s."""
+        t0 = self._t(max(self._n - int(VF_WINDOW_S * self.fs), self._n - self._cap, 0))
+        return [t0 + s for s in self._spikes()]
 
     def _sharp_interval(self) -> float | None:
         """The interval of sharp QRS complexes recurring steadily under the last 4 s, if they do."""

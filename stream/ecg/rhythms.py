@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from stream.ecg.signal_quality import SPIKE_GAP_S
+
 # --- AF (RR irregularity over a sliding window of beats, ectopics excluded)
 AF_WINDOW = 32            # beats in the sliding window
 AF_MIN_NN = 14            # usable normal-to-normal intervals needed in the window
@@ -64,6 +66,9 @@ VT_UNLIKE_CORR = 0.30     # ... or correlating below this with the normal QRS is
 VT_ALIKE_CORR = 0.70      # three such complexes, each this alike the one before, are a run, not noise
 VT_BENEATH_DIFF = 0.25   # sharp QRSs recurring beneath at an interval this different from the run's: artefact
 VT_BENEATH_SPAN_S = 4.0  # ... judged once the run covers the whole window the check looks at
+VT_CADENCE_TOL = 0.12    # at its start, a run is an artefact when every sharp QRS of the last 4 s keeps one
+                         # cadence (intervals within this share of their median) and one stands where due,
+                         # within this share, all through the run's span: the patient's beats go on beneath
 VT_GOOD_NOISE = 0.10      # good frames vouch for a triplet only while rejected peaks stay this small,
                           # unless none of its complexes resembles the normal QRS (< VT_UNLIKE_CORR)
 # --- pauses and asystole
@@ -504,11 +509,14 @@ class VtDetector:
                 or (all(b.rel_w >= VT_WIDE_REL or b.corr < VT_UNLIKE_CORR for b in last)
                     and all(b.prev_corr >= VT_ALIKE_CORR for b in last[1:])))
 
-    def on_beat(self, beat: Beat, sharp_interval: Callable[[], float | None] | None = None) -> list[Transition]:
+    def on_beat(self, beat: Beat, sharp_interval: Callable[[], float | None] | None = None,
+                sharp_times: Callable[[], list[float]] | None = None) -> list[Transition]:
         """``sharp_interval``: the interval at which sharp QRS complexes recur steadily beneath
         the signal's last 4 s, if they do; asked once a run covers that window.  At a rate other
         than the run's the "run" is an oscillating artefact (tremor) over the patient's own beats,
-        and it is neither raised nor escalated to ``vt_sustained``."""
+        and it is neither raised nor escalated to ``vt_sustained``.  ``sharp_times``: the times of
+        the sharp QRS complexes in the last 4 s, asked before a run is first raised (see
+        ``_cadence_through``)."""
         usable = beat.good if beat.usable is None else beat.usable
         if beat.cls == "V" and usable and beat.reliable and (not self.run or beat.rr is not None):
             self.run.append(beat)
@@ -520,6 +528,9 @@ class VtDetector:
                 self.over_beats = True     # for the rest of this run: one clear look is enough
             if (not self.active and len(self.run) >= VT_BEATS and self._rate_ok(last)
                     and self._trusted(last) and not self.over_beats):
+                if self._cadence_through(sharp_times):
+                    self.over_beats = True
+                    return out
                 self.active = True
                 out.append(Transition("vt", True, self.run[0].t, None, {"beats": len(self.run)}))
             if (self.active and not self.sustained and beat.t - self.run[0].t >= VT_SUSTAINED_S
@@ -541,6 +552,46 @@ class VtDetector:
             return False
         rrs = sorted(b.rr for b in run if b.rr is not None and b.t >= run[-1].t - VT_BENEATH_SPAN_S)
         return bool(rrs) and abs(rrs[len(rrs) // 2] - gap) > VT_BENEATH_DIFF * gap
+
+    def _cadence_through(self, sharp_times: Callable[[], list[float]] | None) -> bool:
+        """The patient's own sharp QRS complexes go on, on time, all through the run: an oscillating
+        artefact (tremor) over steady beats, not a ventricular run.
+
+        Judged when a run is first to be raised, before it covers the 4-s window ``_beneath``
+        needs: every sharp complex of the window must keep one steady cadence (each interval
+        within ``VT_CADENCE_TOL`` of their median, none left out), and one must stand where each
+        next one is due inside the run's span, projected from the last one at or before its start.  In a
+        true run the sinus complexes stop: ventricular complexes are wide, not sharp, and sharp
+        ones come at their own coupling, which breaks the cadence (mitdb 207 at 125 Hz).
+        """
+        if sharp_times is None:
+            return False
+        run = self.run
+        first, last = run[0].t, run[-1].t
+        spikes = sharp_times()
+        if len(spikes) < 3:
+            return False
+        gaps = sorted(b - a for a, b in zip(spikes, spikes[1:]))
+        gap = gaps[len(gaps) // 2]
+        if not (SPIKE_GAP_S[0] <= gap <= SPIKE_GAP_S[1] and gaps[0] >= (1 - VT_CADENCE_TOL) * gap
+                and gaps[-1] <= (1 + VT_CADENCE_TOL) * gap):
+            return False     # every sharp complex of the window, none left out, on one steady cadence
+        rrs = sorted(b.rr for b in run[1:] if b.rr is not None)
+        if rrs and abs(rrs[len(rrs) // 2] - gap) <= VT_BENEATH_DIFF * gap:
+            return False     # the "run" keeps the patient's own cadence: not an oscillation over it
+        tol = VT_CADENCE_TOL * gap
+        before = [s for s in spikes if s <= first + tol]
+        if not before:
+            return False     # the cadence does not reach back to the run's start
+        due = before[-1] + gap
+        expected = 0
+        while due <= last + tol:
+            if due >= first - tol:
+                expected += 1
+                if not any(abs(s - due) <= tol for s in spikes):
+                    return False
+            due += gap
+        return expected > 0
 
     def end(self, t: float) -> list[Transition]:
         """The run is over (a non-ventricular beat, bad signal or a gap)."""
