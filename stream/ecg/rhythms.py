@@ -37,7 +37,7 @@ AF_RVR_S = 300.0
 AF_RVR_FAST_BPM = 150.0   # ... and so is >= 150 for 1 min (tachycardia's county rule, which AF suppresses);
 AF_RVR_FAST_S = 60.0      # in between, the time needed falls linearly with the rate (140/min: 2 min), so
 AF_RVR_STEP_S = 15.0      # AF at 149/min is not left unreported for 5 min; windows of 60, 75, ... 300 s
-AF_RVR_EVERY_S = 2.0      # judged at most this often: the windows are minutes long
+AF_RVR_EVERY_S = 5.0      # judged at most this often: the windows are minutes long
 AF_RVR_COVER = 0.5        # a window's rate counts when its good RR intervals cover this share of it
 AF_PAUSE_S = 5.0          # pause threshold in AF
 # P-wave evidence: the pre-QRS window [R - 0.30 s, R - 0.12 s] of normal beats (PR 0.12-0.30 s).
@@ -329,7 +329,7 @@ class AfDetector:
         bad = busy = 0
         for x in b:
             if not x.good:
-                if _busy_but_sound(x):
+                if x.usable and x.match:     # _busy_but_sound, inlined: this loop runs 32 times a beat
                     busy += 1
                 else:
                     bad += 1
