@@ -29,7 +29,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from simulators.ecg_synthesis import SINUS_WAVES, tall_t_waves, tremor_over_sinus, waves_per_beat  # noqa: E402
+from simulators.ecg_synthesis import (  # noqa: E402
+    SINUS_WAVES, asystole_among_spikes, tall_t_waves, tremor_over_sinus, waves_per_beat)
 from stream.ecg.analyser import EcgAnalyser  # noqa: E402
 
 
@@ -66,20 +67,7 @@ def false_asystole() -> tuple[int, int]:
 
 
 def missed_asystole(rate: float, trials: int, fs: float = 250.0) -> int:
-    missed = 0
-    for trial in range(trials):
-        rng = np.random.default_rng(100 + trial)
-        x, _ = sinus(fs, 40.0)
-        n = int(12 * fs)
-        t = np.arange(n) / fs
-        gap = rng.normal(0.0, 5.0, n)
-        c = 0.4 + rng.exponential(1.0 / rate)
-        while c < 11.5:
-            gap += rng.uniform(0.1, 0.3) * 1200.0 * np.exp(-0.5 * ((t - c) / 0.008) ** 2) * rng.choice([-1.0, 1.0])
-            c += rng.exponential(1.0 / rate)
-        after, _ = sinus(fs, 20.0, seed=8)
-        missed += "asystole" not in raised(fs, np.concatenate((x, gap, after)))
-    return missed
+    return sum("asystole" not in raised(fs, asystole_among_spikes(fs, rate, 100 + trial)) for trial in range(trials))
 
 
 def t_wave_counts() -> tuple[float, float]:

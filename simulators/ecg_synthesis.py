@@ -178,3 +178,19 @@ def tremor_over_sinus(fs: float, tremor_hz: float, tremor_uv: float, *, seconds:
     phase = 2 * np.pi * np.cumsum(tremor_hz + 0.3 * np.sin(2 * np.pi * 0.1 * t)) / fs
     env = tremor_uv * (0.7 + 0.3 * np.sin(2 * np.pi * 0.3 * t)) * ((t > on_s[0]) & (t < on_s[1]))
     return x + env * np.sin(phase)
+
+
+def asystole_among_spikes(fs: float, spikes_per_s: float, seed: int) -> np.ndarray:
+    """40 s of sinus rhythm, 12 s of asystole on a 5-µV baseline carrying random sharp artefact spikes
+    (Poisson, 0.1-0.3x the QRS, either polarity), then 20 s of sinus rhythm again."""
+    rng = np.random.default_rng(seed)
+    x, _ = waves_per_beat(fs, 40.0, SINUS_WAVES)
+    n = int(12 * fs)
+    t = np.arange(n) / fs
+    gap = rng.normal(0.0, 5.0, n)
+    c = 0.4 + rng.exponential(1.0 / spikes_per_s)
+    while c < 11.5:
+        gap += rng.uniform(0.1, 0.3) * 1200.0 * np.exp(-0.5 * ((t - c) / 0.008) ** 2) * rng.choice([-1.0, 1.0])
+        c += rng.exponential(1.0 / spikes_per_s)
+    after, _ = waves_per_beat(fs, 20.0, SINUS_WAVES, seed=8)
+    return np.concatenate((x, gap, after))

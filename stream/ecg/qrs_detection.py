@@ -64,6 +64,9 @@ SMALL_QRS_MIN = 0.08    # small QRSs after a drop: at least this share of the QR
 SMALL_QRS_GAP_S = 0.33  # ... recurring no faster than 180/min (the baseline's ripples are faster)
 SMALL_QRS_RECENT = 4    # ... all of them since the last QRS, or at least this many latest ones ...
 SMALL_QRS_HEIGHTS = 1.5  # ... of a steady height (max / min)
+SMALL_QRS_PACE = (0.7, 1.4)  # ... at the heart's own pace before the drop (median interval over the median
+                             # RR): an electrode that moves does not change the heart rate; random artefact
+                             # spikes over a stopped heart rarely keep it (the missed asystoles of the probe)
 FAST_RR_S = 0.60        # > 100 bpm: an interval that doubles at this rate hides a beat ...
 DOUBLED_RR = (1.6, 2.4)  # ... when it is this many times the last RR ...
 MID_GAP = (0.4, 0.6)     # ... and a supra-threshold peak the T-wave test rejected lies mid-way
@@ -329,7 +332,7 @@ class QrsDetector:
         cands = [c for c in cands if self._is_sharp(c[0])]   # (sharpness only for the few that stand out)
         if len(cands) < 3:
             return False
-        if self._steady([c[0] for c in cands]):
+        if self._steady([c[0] for c in cands]) and self._at_pace([c[0] for c in cands]):
             return True
         # an artefact right after the last QRS (a step, its decay) leaves a few irregular
         # candidates before the small beats show: the latest ones, recurring steadily up to now
@@ -337,13 +340,22 @@ class QrsDetector:
         last = cands[-SMALL_QRS_RECENT:]
         ts = [c[0] for c in last]
         heights = [c[1] for c in last]
-        return (len(last) == SMALL_QRS_RECENT and self._steady(ts)
+        return (len(last) == SMALL_QRS_RECENT and self._steady(ts) and self._at_pace(ts)
                 and max(heights) <= SMALL_QRS_HEIGHTS * min(heights)
                 and self._n - ts[-1] <= 2 * (ts[-1] - ts[-2]))
 
     def _steady(self, ts: list[int]) -> bool:
         gaps = [b - a for a, b in zip(ts, ts[1:])]
         return min(gaps) >= self._small_qrs_gap and max(gaps) <= 1.5 * min(gaps)
+
+    def _at_pace(self, ts: list[int]) -> bool:
+        """The candidates recur at about the heart's pace before the drop (``SMALL_QRS_PACE``)."""
+        if not self._rr:
+            return True
+        rr = sorted(self._rr)[len(self._rr) // 2]
+        gaps = sorted(b - a for a, b in zip(ts, ts[1:]))
+        gap = gaps[len(gaps) // 2]
+        return SMALL_QRS_PACE[0] * rr <= gap <= SMALL_QRS_PACE[1] * rr
 
     def _is_sharp(self, i: int) -> bool:
         """As sharp as this patient's recent QRS complexes (whatever its amplitude)."""
