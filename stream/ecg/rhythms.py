@@ -38,7 +38,7 @@ AF_RVR_FAST_BPM = 150.0   # ... and so is >= 150 for 1 min (tachycardia's county
 AF_RVR_FAST_S = 60.0      # in between, the time needed falls linearly with the rate (140/min: 2 min), so
 AF_RVR_STEP_S = 15.0      # AF at 149/min is not left unreported for 5 min; windows of 60, 75, ... 300 s
 AF_RVR_EVERY_S = 5.0      # judged at most this often: the windows are minutes long
-AF_RVR_COVER = 0.5        # a window's rate counts when its good RR intervals cover this share of it
+AF_RVR_COVER = 0.5        # a window's rate counts when its sound RR intervals cover this share of it
 AF_PAUSE_S = 5.0          # pause threshold in AF
 # P-wave evidence: the pre-QRS window [R - 0.30 s, R - 0.12 s] of normal beats (PR 0.12-0.30 s).
 # Its coherence over the last beats = energy of their average / mean energy of each: a P wave
@@ -200,8 +200,8 @@ def _rvr_grades() -> list[tuple[float, float]]:
 class RvrClock:
     """Mean ventricular rate of AF over trailing windows of 60 s to 5 min.
 
-    Keeps (time, cumulative RR sum) of the good beats since AF began; one moving
-    index per window makes each beat O(windows), whatever the rate.
+    Keeps (time, cumulative RR sum) of the sound beats since AF began (good, or busy but
+    template-matching); one moving index per window makes each judgement O(windows).
     """
 
     GRADES = _rvr_grades()
@@ -215,7 +215,7 @@ class RvrClock:
         self._dropped = 0.0                 # cumulative RR sum at the last beat let go
 
     def clear(self) -> None:
-        self.__init__()
+        self.__init__()   # type: ignore[misc]  # a new AF episode: nothing of the last one counts
 
     def add(self, t: float, rr: float) -> None:
         self._total += rr
@@ -560,9 +560,9 @@ class VtDetector:
         Judged when a run is first to be raised, before it covers the 4-s window ``_beneath``
         needs: every sharp complex of the window must keep one steady cadence (each interval
         within ``VT_CADENCE_TOL`` of their median, none left out), and one must stand where each
-        next one is due inside the run's span, projected from the last one at or before its start.  In a
-        true run the sinus complexes stop: ventricular complexes are wide, not sharp, and sharp
-        ones come at their own coupling, which breaks the cadence (mitdb 207 at 125 Hz).
+        next one is due inside the run's span, projected from the last one at or before its
+        start.  In a true run the sinus complexes stop: ventricular complexes are wide, not sharp,
+        and sharp ones come at their own coupling, which breaks the cadence (mitdb 207 at 125 Hz).
         """
         if sharp_times is None:
             return False
