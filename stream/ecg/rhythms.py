@@ -338,6 +338,8 @@ class AfDetector:
         # a window leaning on busy-frame beats may start AF but not end it: before, such windows
         # decided nothing; letting them end AF split 203's AF into 7 alarms (Se 97.4 -> 95.7 %)
         self._busy = bad + busy > n // 4
+        if self._busy and self.in_af:
+            return None      # it could neither start AF (already in it) nor end it: save the work
         rr = [x.rr for x in b]          # rr[i] = the interval ending on beat i (rr[0] unused)
         cls_n = [x.cls == "N" for x in b]
         nn = [False] * n                # nn[i]: the interval ending on beat i is normal-to-normal
