@@ -244,7 +244,7 @@ class EcgAnalyser:
             new_idx = [k + self._det_off for k in det.process(x)]
             bp = det.last_bp
             lvl = self._qrs_level()
-            q = assess_frame(x, bp, lvl, lead_off=False, n_beats=len(new_idx))
+            q = assess_frame(x, bp, lvl, lead_off=False, n_beats=len(new_idx), kind=None)   # usable, checked above
             w = self._wide(x)
             # morphology first: whether the complexes recur decides between busy signal and noise
             for idx in new_idx:
