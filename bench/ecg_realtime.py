@@ -10,7 +10,7 @@ Prints:
 3. peers used the only way a streaming user can use a batch detector: each
    second, re-run on the last 10 s and keep the beats in the newest second.
    wfdb's xqrs and gqrs always; neurokit2's default detector if importable
-   (it is not a project dependency; ``pip install neurokit2`` to include it);
+   (not needed by the gateway; ``pip install -e '.[bench]'`` installs it);
 4. the per-record score table of ``ecg-eval`` on the dev mitdb records.
 
 The machines are shared and noisy: compare ratios within one run.
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # a peer failing must not stop the bench
             print(f"{name:<22} failed: {exc}")
     if "neurokit2" not in peers:
-        print(f"{'neurokit2':<22} not installed (pip install neurokit2 to include it)")
+        print(f"{'neurokit2':<22} not installed (pip install -e '.[bench]' to include it)")
 
     if not args.no_table:
         print()
