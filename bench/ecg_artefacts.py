@@ -34,11 +34,8 @@ from simulators.ecg_synthesis import (  # noqa: E402
 from stream.ecg.analyser import EcgAnalyser  # noqa: E402
 
 
-SINUS = SINUS_WAVES
-
-
 def sinus(fs: float, seconds: float, seed: int = 0, hr_bpm: float = 72.0) -> tuple[np.ndarray, np.ndarray]:
-    return waves_per_beat(fs, seconds, SINUS, hr_bpm=hr_bpm, seed=seed)
+    return waves_per_beat(fs, seconds, SINUS_WAVES, hr_bpm=hr_bpm, seed=seed)
 
 
 def raised(fs: float, x: np.ndarray) -> list[str]:

@@ -129,7 +129,7 @@ class EcgAnalyser:
     def _start_new_segment(self, t0: float) -> None:
         self._seg_t0 = t0
         self._n = 0
-        self._spikes_at: tuple[int, list[float]] | None = None   # (sample count, the 4-s spikes then)
+        self._spikes_at: tuple[int, list[float], float] | None = None   # (sample count, 4-s spikes, window start)
         self._det: QrsDetector | None = None
         self._det_off = 0
         self._bad_run = 0
@@ -224,7 +224,7 @@ class EcgAnalyser:
         new_idx: list[int] = []
         pending: list[tuple] = []
         if kind is not None:
-            q = assess_frame(x, x[:0], 0.0, lead_off=lead_off, n_beats=0)
+            q = assess_frame(x, x[:0], 0.0, lead_off=lead_off, n_beats=0, kind=kind)
             self._bad_run += 1
             if self._bad_run >= RESET_AFTER_BAD_FRAMES:
                 self._det = None
@@ -244,7 +244,7 @@ class EcgAnalyser:
             new_idx = [k + self._det_off for k in det.process(x)]
             bp = det.last_bp
             lvl = self._qrs_level()
-            q = assess_frame(x, bp, lvl, lead_off=False, n_beats=len(new_idx), kind=None)   # usable, checked above
+            q = assess_frame(x, bp, lvl, lead_off=False, n_beats=len(new_idx), kind=kind)
             w = self._wide(x)
             # morphology first: whether the complexes recur decides between busy signal and noise
             for idx in new_idx:
@@ -504,13 +504,18 @@ class EcgAnalyser:
     def _spikes(self) -> list[float]:
         """Sharp QRS spikes in the last 4 s (the VF detector's window), found once per frame: the
         VF check and every beat of a long run ask about the same window."""
+        return self._spikes_and_start()[0]
+
+    def _spikes_and_start(self) -> tuple[list[float], float]:
+        """(``_spikes``, the window's start on the analyser's time base), cached per frame."""
         cached = self._spikes_at
         if cached is not None and cached[0] == self._n:
-            return cached[1]
-        n = int(VF_WINDOW_S * self.fs)
-        spikes = sharp_spikes(self._ring_slice(self._n - n, self._n).astype(np.float64), self.fs)
-        self._spikes_at = (self._n, spikes)
-        return spikes
+            return cached[1], cached[2]
+        seg = self._ring_slice(self._n - int(VF_WINDOW_S * self.fs), self._n)
+        spikes = sharp_spikes(seg.astype(np.float64), self.fs)
+        t0 = self._t(self._n - len(seg))
+        self._spikes_at = (self._n, spikes, t0)
+        return spikes, t0
 
     def _beats_beneath(self) -> bool:
         """Sharp QRS complexes go on under the last 4 s, regular or not."""
@@ -518,8 +523,8 @@ class EcgAnalyser:
 
     def _sharp_times(self) -> list[float]:
         """Times (s, the analyser's time base) of the sharp QRS spikes in the last 4 s."""
-        t0 = self._t(max(self._n - int(VF_WINDOW_S * self.fs), self._n - self._cap, 0))
-        return [t0 + s for s in self._spikes()]
+        spikes, t0 = self._spikes_and_start()
+        return [t0 + s for s in spikes]
 
     def _sharp_interval(self) -> float | None:
         """The interval of sharp QRS complexes recurring steadily under the last 4 s, if they do."""

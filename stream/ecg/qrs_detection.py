@@ -332,7 +332,8 @@ class QrsDetector:
         cands = [c for c in cands if self._is_sharp(c[0])]   # (sharpness only for the few that stand out)
         if len(cands) < 3:
             return False
-        if self._steady([c[0] for c in cands]) and self._at_pace([c[0] for c in cands]):
+        cand_ts = [c[0] for c in cands]
+        if self._steady(cand_ts) and self._at_pace(cand_ts):
             return True
         # an artefact right after the last QRS (a step, its decay) leaves a few irregular
         # candidates before the small beats show: the latest ones, recurring steadily up to now

@@ -214,9 +214,6 @@ class RvrClock:
         self._total = 0.0
         self._dropped = 0.0                 # cumulative RR sum at the last beat let go
 
-    def clear(self) -> None:
-        self.__init__()   # type: ignore[misc]  # a new AF episode: nothing of the last one counts
-
     def add(self, t: float, rr: float) -> None:
         self._total += rr
         self._t.append(t)
@@ -257,7 +254,8 @@ class RvrClock:
         return None
 
     def mean_bpm(self, now: float, span: float) -> float | None:
-        g = min(range(len(self.GRADES)), key=lambda i: abs(self.GRADES[i][0] - span))
+        # the grade whose window is nearest ``span`` (each grade's index follows its own window)
+        g = min(len(self.GRADES) - 1, max(0, round((span - AF_RVR_FAST_S) / AF_RVR_STEP_S)))
         w = self._window(g, now, self.GRADES[g][0])
         if w is None:
             return None
@@ -380,7 +378,7 @@ class AfDetector:
             mid = self.beats[len(self.beats) // 2].t
             if not self.in_af and self._enter(score):
                 self.in_af, self.onset = True, mid
-                self._rvr.clear()
+                self._rvr = RvrClock()      # a new AF episode: nothing of the last one counts
                 self._rvr_due = 0.0
             elif self.in_af and not self._busy and self._leave(score):
                 self.in_af = False

@@ -93,19 +93,17 @@ def unusable_kind(x: np.ndarray) -> str | None:
 
 
 def assess_frame(x: np.ndarray, bp: np.ndarray, qrs_level: float, *, lead_off: bool, n_beats: int,
-                 kind: str | None = "?") -> FrameQuality:
+                 kind: str | None) -> FrameQuality:
     """Quality of one frame of raw samples ``x`` (µV) and its QRS-band version ``bp``.
 
     ``qrs_level`` is the recent median |QRS band| at detected R peaks (0 if unknown),
     ``n_beats`` the number of QRS complexes detected in the frame, ``kind`` what
-    ``unusable_kind(x)`` returned when the caller has already asked.
+    ``unusable_kind(x)`` returned (the caller asks first, to skip detection on unusable frames).
     """
     q = FrameQuality(lead_off=lead_off)
     if lead_off or len(x) == 0:
         q.sqi = 0.0
         return q
-    if kind == "?":
-        kind = unusable_kind(x)
     if kind == "flat":
         q.flat = True
         q.sqi = 0.0
