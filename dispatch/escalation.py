@@ -59,15 +59,17 @@ class EscalationSettings(BaseModel):
         """(time allowed at the current tier, tier to escalate to), or None at the top."""
         if alert.state is not AlertState.FIRING:
             return None
+        timeout = self.ack_timeout.for_tier(alert.tier)
+        if timeout is not None and alert.tier is Tier.VILLAGE and alert.severity.rank >= Severity.HIGH.rank:
+            timeout = min(timeout, self.high_severity_village)
         rung = self.conditions.get(alert.condition)
         if rung is not None and rung.at is alert.tier:
-            return rung.timeout, rung.to
+            # A rung exists to make escalation faster; it never makes the clinic's
+            # configured tier timeout longer.
+            return (rung.timeout if timeout is None else min(rung.timeout, timeout)), rung.to
         nxt = alert.tier.next()
-        timeout = self.ack_timeout.for_tier(alert.tier)
         if nxt is None or timeout is None:
             return None
-        if alert.tier is Tier.VILLAGE and alert.severity.rank >= Severity.HIGH.rank:
-            timeout = min(timeout, self.high_severity_village)
         return timeout, nxt
 
     def audience(self, tier: Tier) -> list[Tier]:

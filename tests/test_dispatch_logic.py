@@ -444,3 +444,23 @@ def test_dispatch_config_errors_point_at_their_lines():
     assert (6, "channels.1.name") in got
     assert (7, "channels.1.webhook.url") in got
     assert (9, "silences.0.why") in got or (9, "silences.0") in got
+
+
+def _firing(condition: Condition, tier: Tier, severity: Severity) -> "Alert":
+    from stream.models import Alert
+
+    now = datetime(2026, 12, 7, 8, 0, tzinfo=CHINA_TZ)
+    return Alert(alert_id="a-1", patient_id="p-1", clinic="c1", tier=tier, condition=condition,
+                 severity=severity, opened_at=now, updated_at=now)
+
+
+def test_a_condition_rung_never_waits_longer_than_the_configured_tier_timeout():
+    cfg = load_config_text("clinic: c1\nescalation:\n  ack_timeout: {township: 5m}\n")
+    alert = _firing(Condition.HYPOGLYCEMIA_SEVERE, Tier.TOWNSHIP, Severity.CRITICAL)
+    # the built-in rung is 10 min to emergency; the clinic said 5 min at township
+    assert cfg.escalation.next_step(alert) == (timedelta(minutes=5), Tier.EMERGENCY)
+    # a rung shorter than the tier timeout still wins
+    default = EscalationSettings()
+    assert default.next_step(alert) == (timedelta(minutes=10), Tier.EMERGENCY)
+    fast = EscalationSettings(conditions={Condition.HYPOGLYCEMIA_SEVERE: {"at": "township", "timeout": "2m", "to": "emergency"}})
+    assert fast.next_step(alert) == (timedelta(minutes=2), Tier.EMERGENCY)
