@@ -42,6 +42,7 @@ class EcgSynth:
         self._pvc_next = False
         self.artefact: str | None = None
         self._pause_s = 0.0
+        self.vt_hr: float | None = None
 
     def _rr_and_waves(self) -> tuple[float, list[tuple[float, float, float]]] | None:
         r = self.rhythm
@@ -51,7 +52,8 @@ class EcgSynth:
             rr = float(np.clip(self.rng.gamma(9.0, (60.0 / self.hr) / 9.0), 0.3, 2.0))
             return rr, _NO_P
         if r == "vt":
-            return 60.0 / max(self.hr, 150.0) * float(self.rng.normal(1.0, 0.01)), _VENTRICULAR
+            # a slow VT (100-150/min) only when asked for by rate; 150/min otherwise
+            return 60.0 / (self.vt_hr or max(self.hr, 150.0)) * float(self.rng.normal(1.0, 0.01)), _VENTRICULAR
         if r == "pause" and self._pause_s > 0:
             rr, self._pause_s = self._pause_s, 0.0  # one long RR, then sinus again
             self.rhythm = "sinus"
@@ -138,6 +140,7 @@ class EcgSynth:
         self.rhythm = rhythm
         if hr_bpm is not None:
             self.hr = hr_bpm
+        self.vt_hr = max(hr_bpm, 100.0) if rhythm == "vt" and hr_bpm is not None else None
         if rhythm != "asystole" and self._next_beat > self.t + 2:
             self._next_beat = self.t + 0.3
 

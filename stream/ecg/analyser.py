@@ -25,7 +25,9 @@ import numpy as np
 from scipy import signal
 
 from stream.ecg import rhythms
+from stream.ecg import beat_model as beat_model_file
 from stream.ecg.beat_classes import BeatClassifier
+from stream.ecg.beat_model import BeatModel
 from stream.ecg.qrs_detection import QrsDetector
 from stream.ecg.rhythms import Beat, Transition
 from stream.ecg.signal_quality import (FrameQuality, assess_frame, beats_among, fast_median, sharp_spikes,
@@ -80,11 +82,16 @@ class RhythmAlarm:
 class EcgAnalyser:
     """Streaming single-lead ECG analysis for one patient."""
 
-    def __init__(self, fs: float) -> None:
+    def __init__(self, fs: float, beat_model: BeatModel | None | str = "shipped") -> None:
+        """``beat_model``: the learned ventricular-beat model; ``"shipped"`` (the default) loads the one
+        in ``stream/ecg/models``, None runs the morphology rules alone (training, comparison)."""
         if not 100.0 <= fs <= 1000.0:
             raise ValueError(f"unsupported ECG sampling rate {fs} Hz (expected 125-500)")
         self.fs = float(fs)
-        self._clf = BeatClassifier(fs)
+        model = beat_model_file.load() if isinstance(beat_model, str) else beat_model
+        self._clf = BeatClassifier(fs, model)
+        # (t, feature vector) of every beat kept, when a trainer sets it to a list
+        self.feature_log: list[tuple[float, np.ndarray]] | None = None
         self._pre, self._post = self._clf.window()
         cap = 1
         while cap < RING_S * fs:
@@ -358,6 +365,8 @@ class EcgAnalyser:
             return None
         self._last_cls = cls
         self._last_beat_t = t
+        if self.feature_log is not None and clf.last_x is not None:
+            self.feature_log.append((t, clf.last_x))
         if clf.last_match and cls == "N" and clf.last_amp > 0.0:
             self._amp_levels.append(clf.last_amp)
             self._slope_levels.append(clf.last_slope)
@@ -368,7 +377,8 @@ class EcgAnalyser:
             amp_ratio = clf.last_amp / ref if ref > 0.0 else None
         c, rel_w = clf.last_features
         return (idx, t, cls, rr, clf.last_match, clf.reliable, clf.prev_corr, amp_ratio, c, rel_w,
-                clf.last_run_only, det.noise_ratio() if det is not None else 0.0)
+                clf.last_run_only, det.noise_ratio() if det is not None else 0.0,
+                clf.last_p if clf.model is not None and clf.last_x is not None else None)
 
     def _organised(self, now: float) -> bool:
         """The last few complexes recur beat to beat at a regular rate (an organised rhythm)."""
@@ -421,13 +431,13 @@ class EcgAnalyser:
         return None
 
     def _on_beat(self, b: tuple, current: FrameQuality) -> list[Transition]:
-        idx, t, cls, rr, match, reliable, prev_corr, amp_ratio, corr, rel_w, run_only, noise_ratio = b
+        idx, t, cls, rr, match, reliable, prev_corr, amp_ratio, corr, rel_w, run_only, noise_ratio, p_v = b
         fq = self._frame_quality(idx, current)
         # a clinical judgement needs good signal in this frame and most of the last 10 s
         good = fq.good and sum(self._recent_good) >= CONTEXT_GOOD * len(self._recent_good)
         beat = Beat(t, cls, good, rr, match, reliable, usable=not fq.unusable and fq.artefact is None,
                     frame_good=fq.good, prev_corr=prev_corr, amp_ratio=amp_ratio,
-                    corr=corr, rel_w=rel_w, run_only=run_only, noise_ratio=noise_ratio)
+                    corr=corr, rel_w=rel_w, run_only=run_only, noise_ratio=noise_ratio, p_v=p_v)
         self._beats.append((t, cls))
         self._new_beats.append((t, cls))
         self.beat_count += 1

@@ -33,6 +33,8 @@ from collections import deque
 
 import numpy as np
 
+from stream.ecg.beat_model import BeatModel
+
 PRE_S = 0.10
 POST_S = 0.12
 EDGE_S = 0.01
@@ -59,16 +61,31 @@ SPREAD_RATE = 0.05         # EMA rate of the normal beats' width spread and shap
 RECUR_RATE = 0.05          # EMA rate of the share of beats whose morphology recurs
 RECUR_MIN = 0.5            # below this share the "beats" are mostly unrelated shapes (noise):
                            # morphology is not reliable enough for a ventricular-run judgement
+LATE_S = 0.04              # energy after R + 40 ms: a wide complex carries it late
+PROBE_MS = (-60, -30, -10, 10, 30, 60, 90)   # where the beat-minus-template difference is sampled
+P_TEMPLATE = 0.2           # the normal template learns only from beats the model is sure are normal
+TEMPLATE_MIN_RR_S = 0.6   # ... and only at a non-tachycardic rate (< 100/min): VT is never slower
 
 
 class BeatClassifier:
-    """Labels beats "N" (normal or supraventricular) or "V" (ventricular ectopic)."""
+    """Labels beats "N" (normal or supraventricular) or "V" (ventricular ectopic).
 
-    def __init__(self, fs: float) -> None:
+    With a ``model`` (:mod:`stream.ecg.beat_model`), the rules above compute the
+    beat's features and their own verdict, and the learned model decides; the
+    normal template then follows only beats the model is confident are normal,
+    so a long run of ventricular complexes can never become the reference.
+    """
+
+    def __init__(self, fs: float, model: BeatModel | None = None) -> None:
         self.fs = float(fs)
+        self.model = model
+        self.last_x: np.ndarray | None = None    # the last beat's feature vector (see beat_model.FEATURES)
+        self.last_p = 0.0                        # and the model's P(ventricular)
         self.pre = max(3, int(round(PRE_S * fs)))
         self.post = max(3, int(round(POST_S * fs)))
         self.length = self.pre + self.post
+        self._late = min(self.length - 1, self.pre + max(1, int(round(LATE_S * fs))))
+        self._probe = np.clip(self.pre + np.round(np.array(PROBE_MS) * fs / 1000.0).astype(int), 0, self.length - 1)
         self.margin = max(1, int(round(ALIGN_S * fs)))
         # the baseline line goes through the means of >= 3 samples at each end: at 125 Hz, 10 ms
         # is one sample, and its noise made flutter-distorted normal beats look wide (mitdb 222)
@@ -91,6 +108,8 @@ class BeatClassifier:
         self._w_spread = 0.004
         self._mismatch = 0.03
         self._nn: deque[float] = deque(maxlen=8)       # recent RRs ending on normal beats
+        self._rr_all: deque[float] = deque(maxlen=8)   # recent RRs of every beat (the local rate)
+        self._prev_rr = 0.0
         # abnormal-morphology clusters: unit-norm centred templates, widths, counts, V votes
         self._cl = np.zeros((CLUSTERS, self.length))
         self._cl_n = np.zeros(CLUSTERS)
@@ -158,9 +177,62 @@ class BeatClassifier:
         s = sorted(self._nn)
         return s[len(s) // 2]
 
+    def _features(self, y: np.ndarray, seg: np.ndarray, width: float, c: float, rr_s: float | None,
+                  nn: float | None, k: int, rule_v: bool) -> np.ndarray:
+        t = self._template
+        assert t is not None
+        t_amp = float(t.max() - t.min())
+        y_max, y_min = float(y.max()), float(y.min())
+        amp = y_max - y_min
+        t_slope = float(np.abs(t[1:] - t[:-1]).max())
+        ay = np.abs(y)
+        tot = float(ay.sum())
+        pol = (y_max + y_min) / amp if amp > 0 else 0.0
+        t_pol = (float(t.max()) + float(t.min())) / t_amp if t_amp > 0 else 0.0
+        on_cluster = k >= 0
+        local = sum(self._rr_all) / len(self._rr_all) if self._rr_all else 0.0
+        # the beat minus the template, in units of the template's amplitude, at a few fixed offsets
+        diff = (y - t)[self._probe] / t_amp if t_amp > 0 else np.zeros(len(self._probe))
+        t_area = float(np.abs(t).sum())
+        return np.array((
+            *diff,
+            tot / t_area if t_area > 0 else 1.0,
+            1000.0 * (int(np.argmax(ay)) - self.pre) / self.fs,
+            rr_s / local if (rr_s is not None and local > 0) else 1.0,
+            self._prev_rr / local if local > 0 else 1.0,
+            1000.0 * width,
+            width / self._t_width if self._t_width > 0 else 1.0,
+            1000.0 * (width - self._t_width),
+            c,
+            rr_s / nn if (rr_s is not None and nn) else 1.0,
+            rr_s if rr_s is not None else 0.0,
+            float(self._prev_v),
+            self.prev_corr,
+            amp / t_amp if t_amp > 0 else 1.0,
+            self.last_slope / t_slope if t_slope > 0 else 1.0,
+            float(ay[self._late:].sum()) / tot if tot > 0 else 0.0,
+            pol,
+            pol - t_pol,
+            float(self._cl_v[k] / self._cl_n[k]) if on_cluster and self._cl_n[k] > 0 else -1.0,
+            float(self._cl_n[k]) if on_cluster else 0.0,
+            1000.0 * self._w_spread,
+            self._mismatch,
+            float(rule_v),
+            60.0 / nn if nn else 0.0,
+        ))
+
+    def _decide(self, x: np.ndarray, rule_v: bool) -> bool:
+        self.last_x = x
+        if self.model is None:
+            self.last_p = float(rule_v)
+            return rule_v
+        self.last_p = self.model.p_ventricular(x)
+        return self.last_p >= self.model.threshold_v
+
     def classify(self, ext: np.ndarray, rr_s: float | None = None) -> str:
         """Class of the beat whose raw samples (µV) around the R peak are ``ext`` (see ``window``)."""
         self.last_run_only = False
+        self.last_x = None
         if len(ext) != self.length + 2 * self.margin:
             return "N"
         seg = self._align(ext)
@@ -195,7 +267,19 @@ class BeatClassifier:
         run_on = (self._prev_v and rr_s is not None and rr_s < RUN_RR_S
                   and (different or extra >= max(0.5 * WIDER_S, 2.0 * self._w_spread)))
         if c >= CORR_MATCH and not wider and not run_on:
-            # the normal morphology
+            # the normal morphology (by the rules)
+            x = self._features(y, seg, width, c, rr_s, nn, -1, False)
+            if self._decide(x, False):
+                self.recurrence += RECUR_RATE * (1.0 - self.recurrence)
+                self._after("V", rr_s)
+                return "V"
+            if self.model is not None and (self.last_p >= P_TEMPLATE
+                                           or (rr_s is not None and rr_s < TEMPLATE_MIN_RR_S)):
+                # normal by the rules, not surely so by the model, or at a tachycardic rate (where a
+                # ventricular run would be): the template does not learn from it
+                self.recurrence += RECUR_RATE * (1.0 - self.recurrence)
+                self._after("N", rr_s)
+                return "N"
             self._template += TEMPLATE_RATE * (y - self._template)
             self._t_width += TEMPLATE_RATE * (width - self._t_width)
             self._w_spread += SPREAD_RATE * (abs(extra) - self._w_spread)
@@ -217,11 +301,14 @@ class BeatClassifier:
         recurs = c >= CORR_MATCH or (k >= 0 and self._cl_n[k] >= 2)
         self.recurrence += RECUR_RATE * (float(recurs) - self.recurrence)
         recurring_v = k >= 0 and self._cl_n[k] >= CLUSTER_MIN and self._cl_v[k] * 2 > self._cl_n[k]
-        ventricular = evidence or run_on or ((abnormal or different) and recurring_v)
+        ventricular = self._decide(self._features(y, seg, width, c, rr_s, nn, k,
+                                                  evidence or run_on or ((abnormal or different) and recurring_v)),
+                                   evidence or run_on or ((abnormal or different) and recurring_v))
         # a template-shaped beat, not "wider", that is V only as the continuation of a run
-        self.last_run_only = (run_on and c >= CORR_MATCH and not wider and not evidence
+        self.last_run_only = (ventricular and run_on and c >= CORR_MATCH and not wider and not evidence
                               and not ((abnormal or different) and recurring_v))
-        if c < CORR_MATCH and rr_s is not None:
+        if c < CORR_MATCH and rr_s is not None and not (self.model is not None and ventricular):
+            # (a morphology the model calls ventricular never becomes the normal one)
             self._dominant(y, width, rr_s)
         if rel_w <= NARROWER and c < CORR_MATCH:
             # clearly narrower than the template: the template may be an ectopic morphology
@@ -243,6 +330,9 @@ class BeatClassifier:
         return cls
 
     def _after(self, cls: str, rr_s: float | None) -> None:
+        if rr_s is not None and rr_s > 0:
+            self._rr_all.append(rr_s)
+        self._prev_rr = rr_s or 0.0
         if cls == "N" and rr_s is not None and rr_s > 0:
             self._nn.append(rr_s)
         self._prev_v = cls == "V"

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from stream.ecg.analyser import EcgAnalyser
+from stream.ecg.beat_model import BeatModel
 
 BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
 VENTRICULAR = "V"
@@ -51,7 +52,10 @@ ECG_LEAD = re.compile(
     r"|mcl[1-6]?|cm[1-6]|cc[1-6])|(?:(?:ecg\s*)?lead\s*|ml|m)[1-3]|ecg\d*)$",
     re.IGNORECASE)
 AF_LABELS = ("(AFIB", "(AFL")
-VF_LABELS = ("(VF", "(VFL")
+VF_LABELS = ("(VF", "(VFL", "(VFIB")
+VF_MERGE_S = 2.0        # contract: VF/VFL episodes under 2 s apart are one ...
+VF_MIN_S = 3.0          # ... at least 3 s long, flagged by a vt or vt_sustained alarm starting
+VF_LATE_S = 10.0        # up to 10 s after its end
 CHALLENGE2015_CONDITIONS = {
     "asystole": ("asystole",),
     "bradycardia": ("bradycardia",),
@@ -319,9 +323,14 @@ def _ratio(a: float, b: float) -> float | None:
     return round(a / b, 4) if b > 0 else None
 
 
-def analyse(r: Record, progress: bool = False) -> tuple[list[tuple[float, str]], list[dict], float]:
-    """Stream the record through the analyser; returns beats, alarm spans and analysis seconds."""
-    an = EcgAnalyser(r.fs)
+def analyse(r: Record, progress: bool = False,
+            beat_model: BeatModel | None | str = "shipped") -> tuple[list[tuple[float, str]], list[dict], float]:
+    """Stream the record through the analyser; returns beats, alarm spans and analysis seconds.
+
+    ``beat_model``: the shipped model by default, a cross-validation fold's model, or None for the
+    morphology rules alone.
+    """
+    an = EcgAnalyser(r.fs, beat_model=beat_model)
     n = max(1, int(round(r.fs)))
     x = r.signal_uv
     beats: list[tuple[float, str]] = []
@@ -365,6 +374,40 @@ def analyse(r: Record, progress: bool = False) -> tuple[list[tuple[float, str]],
     return beats, spans, spent
 
 
+def _nearest(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Index of the nearest element of the sorted, non-empty ``dst`` for each time in ``src``."""
+    hi = np.clip(np.searchsorted(dst, src), 0, len(dst) - 1)
+    lo = np.maximum(hi - 1, 0)
+    return np.where(np.abs(dst[lo] - src) <= np.abs(dst[hi] - src), lo, hi)
+
+
+def ventricular_class(ref_t: np.ndarray, ref_sym: list[str], det: np.ndarray, det_cls: list[str],
+                      tol: float = MATCH_S) -> dict:
+    """AAMI EC57 ventricular-class counts over matched beats.
+
+    A reference and a detected beat are matched when each is the other's nearest within ``tol``
+    (one-to-one by construction).  Reference ``V`` and ``E`` are the V class; fusion ``F`` counts
+    in neither.  TP: a matched reference V/E detected as "V"; FN: a reference V/E detected as
+    anything else or not detected at all (EC57 counts a missed ventricular beat against Se); FP: a
+    detected "V" matched to a reference beat outside V/E/F.  Extra detections are left to the beat
+    scores.
+    """
+    tp = fp = 0
+    fn = sum(1 for x in ref_sym if x in ("V", "E"))
+    if len(ref_t) and len(det):
+        d_of_r = _nearest(ref_t, det)
+        r_of_d = _nearest(det, ref_t)
+        ri = np.flatnonzero((r_of_d[d_of_r] == np.arange(len(ref_t))) & (np.abs(det[d_of_r] - ref_t) <= tol))
+        sym = np.asarray(ref_sym, dtype=object)[ri]
+        is_v = np.asarray(det_cls, dtype=object)[d_of_r[ri]] == "V"
+        ref_v = (sym == "V") | (sym == "E")
+        tp = int((ref_v & is_v).sum())
+        all_v = sum(1 for x in ref_sym if x in ("V", "E"))
+        fn = all_v - tp
+        fp = int((~ref_v & (sym != "F") & is_v).sum())
+    return {"tp": tp, "fn": fn, "fp": fp, "se": _ratio(tp, tp + fn), "ppv": _ratio(tp, tp + fp)}
+
+
 def score_record(r: Record, beats: list[tuple[float, str]], alarms: list[dict]) -> dict:
     out: dict = {"record": r.name, "path": r.path, "fs": r.fs, "lead": r.lead, "seconds": round(r.seconds, 3)}
     det = np.array([b[0] for b in beats])
@@ -380,7 +423,8 @@ def score_record(r: Record, beats: list[tuple[float, str]], alarms: list[dict]) 
         fn = len(ref_t) - tp
         out["beats"] = {"tp": tp, "fn": fn, "fp": fp, "se": _ratio(tp, tp + fn), "ppv": _ratio(tp, tp + fp),
                         "detected": len(det), "ventricular_detected": det_cls.count("V"),
-                        "ventricular_ref": ref_sym.count("V")}
+                        "ventricular_ref": ref_sym.count("V"),
+                        "v": ventricular_class(ref_t, ref_sym, det, det_cls)}
     else:
         out["beats"] = {"tp": None, "fn": None, "fp": None, "se": None, "ppv": None, "detected": len(det),
                         "ventricular_detected": det_cls.count("V")}
@@ -413,13 +457,17 @@ def score_record(r: Record, beats: list[tuple[float, str]], alarms: list[dict]) 
     flagged_runs = sum(1 for a, b in runs if any(c <= b + tol and d >= a - tol for c, d in vt_alarms))
     allowed = runs + [(a, b) for lab, a, b in episodes if lab in VF_LABELS] + vfs
     false_vt = sum(1 for c, d in vt_alarms if not any(c <= b + tol and d >= a - tol for a, b in allowed))
+    vt_eps = [(a, b) for lab, a, b in episodes if lab == "(VT"]
     out["vt"] = {"ref_runs": len(runs), "flagged": flagged_runs, "vt_alarms": len(vt_alarms),
-                 "vt_alarms_unmatched": false_vt}
-    vf_ref = _merge_spans([(a, b) for lab, a, b in episodes if lab in VF_LABELS] + vfs)
+                 "vt_alarms_unmatched": false_vt, "ref_episodes": len(vt_eps),
+                 "episodes_flagged": sum(1 for a, b in vt_eps
+                                         if any(c <= b + tol and d >= a - tol for c, d in vt_alarms))}
+    vf_ref = [(a, b) for a, b in _merge_spans([(a, b) for lab, a, b in episodes if lab in VF_LABELS] + vfs,
+                                              slack=VF_MERGE_S) if b - a >= VF_MIN_S]
     if vf_ref:
-        sust = [(a["start_s"], a["end_s"]) for a in alarms if a["condition"] == "vt_sustained"]
         out["vf"] = {"ref_episodes": len(vf_ref),
-                     "flagged": sum(1 for a, b in vf_ref if any(c <= b + tol and d >= a - tol for c, d in sust))}
+                     "flagged": sum(1 for a, b in vf_ref
+                                    if any(c <= b + VF_LATE_S and d >= a for c, d in vt_alarms))}
     if r.alarm is not None:
         kind, true_alarm = r.alarm
         conds = CHALLENGE2015_CONDITIONS.get(kind, ())
@@ -449,8 +497,18 @@ def pooled(results: list[dict]) -> dict:
                "flagged_s": round(sum(r["af"]["flagged_s"] for r in results), 1)},
         "vt": {"ref_runs": sum(r["vt"]["ref_runs"] for r in results),
                "flagged": sum(r["vt"]["flagged"] for r in results),
-               "vt_alarms_unmatched": sum(r["vt"]["vt_alarms_unmatched"] for r in results)},
+               "vt_alarms_unmatched": sum(r["vt"]["vt_alarms_unmatched"] for r in results),
+               "ref_episodes": sum(r["vt"].get("ref_episodes", 0) for r in results),
+               "episodes_flagged": sum(r["vt"].get("episodes_flagged", 0) for r in results)},
     }
+    vf = [r["vf"] for r in results if "vf" in r]
+    if vf:
+        total["vf"] = {"ref_episodes": sum(v["ref_episodes"] for v in vf), "flagged": sum(v["flagged"] for v in vf)}
+    vs = [r["beats"]["v"] for r in results if r["beats"].get("v") is not None]
+    if vs:
+        vtp, vfn, vfp = (sum(v[k] for v in vs) for k in ("tp", "fn", "fp"))
+        total["beats"]["v"] = {"tp": vtp, "fn": vfn, "fp": vfp, "se": _ratio(vtp, vtp + vfn),
+                               "ppv": _ratio(vtp, vtp + vfp)}
     counts: dict[str, int] = {}
     for r in results:
         for a in r["alarms"]:

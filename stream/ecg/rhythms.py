@@ -69,6 +69,7 @@ VT_BENEATH_SPAN_S = 4.0  # ... judged once the run covers the whole window the c
 VT_CADENCE_TOL = 0.12    # at its start, a run is an artefact when every sharp QRS of the last 4 s keeps one
                          # cadence (intervals within this share of their median) and one stands where due,
                          # within this share, all through the run's span: the patient's beats go on beneath
+VT_MODEL_SURE = 0.9        # three recurring complexes the beat model gives this P(V) are a run
 VT_GOOD_NOISE = 0.10      # good frames vouch for a triplet only while rejected peaks stay this small,
                           # unless none of its complexes resembles the normal QRS (< VT_UNLIKE_CORR)
 # --- pauses and asystole
@@ -129,6 +130,7 @@ class Beat:
     rel_w: float = 1.0         # effective width over the normal template's width
     run_only: bool = False     # template-shaped, V only as the continuation of a fast V run
     noise_ratio: float = 0.0   # the QRS detector's noise-peak / QRS-peak level when it was found
+    p_v: float | None = None   # the learned beat model's P(ventricular) (None: rules alone)
 
 
 class PWaveCoherence:
@@ -473,7 +475,17 @@ class VtDetector:
 
     @staticmethod
     def _trusted(last: list[Beat]) -> bool:
-        normal_shaped = sum(1 for b in last if b.match)
+        if any(b.amp_ratio is not None and b.amp_ratio < VT_MIN_AMP for b in last):
+            return False      # ventricular complexes are not small: a tiny one is a distorted normal beat
+        if (all(b.p_v is not None and b.p_v >= VT_MODEL_SURE for b in last)
+                and all(b.prev_corr >= VT_ALIKE_CORR for b in last[1:])):
+            # the learned model is sure of all three and they recur: a run, whatever the template
+            # looks like now (a run that reshaped it is exactly the case the template rules miss)
+            return True
+        # the normal shape at the normal width; a complex of the template's shape stretched to
+        # VT_WIDE_REL x its width is a widened complex (a ventricular focus near the conduction
+        # system, or aberration), and a fast run of them is a wide-complex tachycardia
+        normal_shaped = sum(1 for b in last if b.match and b.rel_w < VT_WIDE_REL)
         if normal_shaped > 1:
             return False      # two of three complexes have the normal shape: mislabelled wide beats
         if any(b.amp_ratio is not None and b.amp_ratio < VT_MIN_AMP for b in last):
@@ -499,7 +511,9 @@ class VtDetector:
                     and (any(b.corr < VT_UNLIKE_CORR for b in last)
                          or all(b.prev_corr >= VT_ALIKE_CORR for b in last[1:]))):
                 return True
-        if normal_shaped:
+        if any(b.match for b in last):
+            # in busy frames noise widens normal beats: a complex of the normal shape is one, however
+            # wide it looks (the stretched-shape allowance above is for clean frames only)
             return False
         # busy frames: the complexes must recur -- three nearly identical ones (monomorphic), or
         # three clearly abnormal ones (wide, or of a shape unrelated to the normal QRS), each
