@@ -43,6 +43,7 @@ class EcgSynth:
         self.artefact: str | None = None
         self._pause_s = 0.0
         self.vt_hr: float | None = None
+        self.vt_waves = _VENTRICULAR    # the VT complex (``widened_normal`` gives one of the normal shape)
 
     def _rr_and_waves(self) -> tuple[float, list[tuple[float, float, float]]] | None:
         r = self.rhythm
@@ -53,7 +54,7 @@ class EcgSynth:
             return rr, _NO_P
         if r == "vt":
             # a slow VT (100-150/min) only when asked for by rate; 150/min otherwise
-            return 60.0 / (self.vt_hr or max(self.hr, 150.0)) * float(self.rng.normal(1.0, 0.01)), _VENTRICULAR
+            return 60.0 / (self.vt_hr or max(self.hr, 150.0)) * float(self.rng.normal(1.0, 0.01)), self.vt_waves
         if r == "pause" and self._pause_s > 0:
             rr, self._pause_s = self._pause_s, 0.0  # one long RR, then sinus again
             self.rhythm = "sinus"
@@ -143,6 +144,12 @@ class EcgSynth:
         self.vt_hr = max(hr_bpm, 100.0) if rhythm == "vt" and hr_bpm is not None else None
         if rhythm != "asystole" and self._next_beat > self.t + 2:
             self._next_beat = self.t + 0.3
+
+
+def widened_normal(factor: float) -> list[tuple[float, float, float]]:
+    """The normal QRS stretched in time by ``factor`` (no P wave, the T wave discordant): a ventricular
+    complex that keeps the normal complex's shape, as one from a focus near the conduction system does."""
+    return [(off * factor, w * factor, amp) for off, w, amp in _NO_P[:3]] + [(0.25, 0.045, -280.0)]
 
 
 def waves_per_beat(fs: float, seconds: float, waves: list[tuple[float, float, float]], *,
