@@ -23,11 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dispatch.routing import Match
 from stream.models import Duration, Tier, parse_duration
+from stream.retry_backoff import DEFAULT_JITTER, capped_exponential, jittered
 
 log = logging.getLogger("vitalgate.channels")
 console_log = logging.getLogger("vitalgate.notify")
 
-# Backoff between attempts of one delivery: initial * 2**(attempt-1), capped.
+# Backoff between attempts of one delivery: initial * 2**(attempt-1), capped, minus up to 20 % jitter.
 BACKOFF_INITIAL = parse_duration("2s")
 BACKOFF_MAX = parse_duration("5m")
 REQUEST_TIMEOUT = parse_duration("10s")
@@ -44,11 +45,13 @@ class Backoff(BaseModel):
 
     initial: Duration = BACKOFF_INITIAL
     max: Duration = BACKOFF_MAX
+    jitter: float = Field(DEFAULT_JITTER, ge=0.0, lt=1.0,
+                          description="share randomly taken off each wait, so boxes do not retry in step")
 
     def delay(self, attempts: int) -> timedelta:
-        """Wait after the `attempts`-th failed attempt (1-based)."""
-        secs = self.initial.total_seconds() * (2 ** max(0, attempts - 1))
-        return timedelta(seconds=min(secs, self.max.total_seconds()))
+        """Wait after the `attempts`-th failed attempt (1-based); never longer than configured."""
+        secs = capped_exponential(attempts, self.initial.total_seconds(), self.max.total_seconds())
+        return timedelta(seconds=jittered(secs, self.jitter))
 
 
 class WebhookConfig(BaseModel):

@@ -45,6 +45,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from stream.retry_backoff import jittered
+
 log = logging.getLogger("vitalgate.mqtt")
 
 RECONNECT_MIN_S = 0.5
@@ -382,7 +384,8 @@ class MqttLink:
                         log.info("broker not reachable; retrying in %.1f s: %s", delay, exc,
                                  extra={"broker": f"{self.host}:{self.port}"})
                     try:
-                        await asyncio.wait_for(stop.wait(), timeout=delay)
+                        # jittered: after a broker restart the clinics do not all come back at once
+                        await asyncio.wait_for(stop.wait(), timeout=jittered(delay))
                     except TimeoutError:
                         pass
                     delay = min(delay * 2, RECONNECT_MAX_S)

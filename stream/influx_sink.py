@@ -57,6 +57,7 @@ from stream.models import (
     Spo2Reading,
 )
 from stream.store import open_sqlite
+from stream.retry_backoff import jittered
 from stream.waiting import wait_any
 
 log = logging.getLogger("vitalgate.tsdb")
@@ -231,7 +232,7 @@ class InfluxSink:
             if await self._write_one_batch():
                 backoff = BACKOFF_MIN_S
                 continue
-            await wait_any(stop, None, backoff)
+            await wait_any(stop, None, jittered(backoff))
             backoff = min(backoff * 2, BACKOFF_MAX_S)
         await self.finish(timeout_s=5.0)
 

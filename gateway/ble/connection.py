@@ -53,6 +53,7 @@ from bleak_retry_connector import (
 )
 
 from stream.models import Rejected
+from stream.retry_backoff import capped_exponential
 
 if TYPE_CHECKING:
     from gateway.ble.profiles import Profile
@@ -147,8 +148,7 @@ class RetryPolicy:
     close_timeout_s: float = CLOSE_TIMEOUT_S
 
     def backoff(self, error: ErrorClass, consecutive_failures: int) -> float:
-        base = self.base_s[error]
-        delay = min(self.max_s, base * self.factor ** max(0, consecutive_failures - 1))
+        delay = capped_exponential(consecutive_failures, self.base_s[error], self.max_s, self.factor)
         return delay * (1 + random.uniform(-self.jitter, self.jitter))
 
     @classmethod
