@@ -5,6 +5,7 @@ Pure. Runs after decoding and before anything is stored or judged.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 from stream.models import (
@@ -23,6 +24,21 @@ def _outside(value: float, rng: tuple[float, float]) -> bool:
     return not (rng[0] <= value <= rng[1])
 
 
+def _non_finite(reading: object) -> str | None:
+    """The first numeric field holding NaN or ±Infinity (any reading kind), or None.
+
+    JSON from a device may carry NaN/Infinity literals; a stored NaN breaks every consumer after
+    it (a patient's FHIR export failed with a 500). ECG samples are checked with the frame.
+    """
+    for name, value in vars(reading).items():
+        if name == "samples_uv":
+            continue
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            return name
+    return None
+
+
 def check(acc: Accepted, limits: Plausibility, now: datetime) -> Rejected | None:
     """None if plausible, else the reason."""
     r = acc.reading
@@ -30,6 +46,8 @@ def check(acc: Accepted, limits: Plausibility, now: datetime) -> Rejected | None
     def bad(reason: str, detail: str) -> Rejected:
         return Rejected(reason=reason, detail=f"{acc.device_id}: {detail}", device_id=acc.device_id)
 
+    if (field := _non_finite(r)) is not None:
+        return bad("implausible_value", f"{field} is not a finite number (NaN or Infinity)")
     if r.ts - now > limits.max_future_skew:
         return bad("future_timestamp", f"device time {r.ts.isoformat()} is {r.ts - now} ahead of the gateway; set the device clock")
     if isinstance(r, BloodPressureReading):

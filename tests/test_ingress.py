@@ -482,9 +482,14 @@ def test_glucose_with_neither_value_nor_range_is_invalid():
     GlucoseReading(ts=NOW, mmol_l=float("nan")),
     Spo2Reading(ts=NOW, spo2=float("inf")),
     EcgFrame(ts=NOW, fs=250, samples_uv=[0.0] * 249 + [float("nan")]),
-], ids=["bp-nan", "pulse-nan", "glucose-nan", "spo2-inf", "ecg-nan"])
+    HeartRateReading(ts=NOW, bpm=float("nan"), contact=False),
+    HeartRateReading(ts=NOW, bpm=72, contact=True, rr_ms=[800.0, float("inf")]),
+], ids=["bp-nan", "pulse-nan", "glucose-nan", "spo2-inf", "ecg-nan", "hr-nan-no-contact", "hr-rr-inf"])
 def test_non_finite_numbers_never_pass(reading):
-    assert check(reading) is not None
+    # a strap without skin contact keeps its junk (finite) rate as a lead-off signal, never a NaN:
+    # a stored NaN heart rate broke that patient's FHIR export (issue 16)
+    r = check(reading)
+    assert r is not None and r.reason in ("implausible_value", "invalid_ecg_frame"), r
 
 
 @pytest.mark.parametrize("payload", [
