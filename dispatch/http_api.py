@@ -42,6 +42,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dispatch.control import HttpConfig, SnoozeRequest  # noqa: F401  (HttpConfig re-exported)
 from dispatch.dispatcher import Dispatcher
+from dispatch.request_body import API_MAX_BYTES, BodyTooLarge, json_object, read_capped
 from dispatch.suppression import SilenceSpec
 from stream.models import AlertState
 
@@ -89,13 +90,11 @@ def _error(status: int, msg: str) -> JSONResponse:
 
 
 async def _json(request: Request) -> dict:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ValueError("body is not JSON") from None
-    if not isinstance(body, dict):
-        raise ValueError("body must be a JSON object")
-    return body
+    return json_object(await read_capped(request, API_MAX_BYTES))
+
+
+async def _too_large(request: Request, exc: Exception) -> JSONResponse:
+    return _error(413, str(exc))
 
 
 def _validation(exc: ValidationError) -> JSONResponse:
@@ -223,7 +222,8 @@ def create_app(dispatcher: Dispatcher, token: str) -> Starlette:
         Route("/deliveries", deliveries, methods=["GET"]),
         Route("/status", status, methods=["GET"]),
     ]
-    app = Starlette(routes=[Mount("/api", routes=api, middleware=[Middleware(BearerAuth, token=token)])])
+    app = Starlette(routes=[Mount("/api", routes=api, middleware=[Middleware(BearerAuth, token=token)])],
+                    exception_handlers={BodyTooLarge: _too_large})
     app.state.dispatcher = dispatcher
     app.state.token = token
     return app

@@ -318,21 +318,32 @@ class AckMessage(BaseModel):
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+MAX_DURATION = timedelta(days=3650)
+
+
 def parse_duration(value: object) -> timedelta:
     """'90s', '10m', '4h', '1d', '1h30m' (or a number of seconds) -> timedelta."""
     if isinstance(value, timedelta):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value < 0:
+        if not value >= 0:      # also NaN
             raise ValueError("must not be negative")
-        return timedelta(seconds=value)
+        return _bounded(timedelta(seconds=min(float(value), MAX_DURATION.total_seconds() + 1)), value)
     if not isinstance(value, str) or not value.strip():
         raise ValueError("expected a duration such as 90s, 10m or 4h")
     text = value.strip().lower()
     parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", text)
     if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
         raise ValueError(f"{value!r} is not a duration; write it like 90s, 10m or 4h")
-    return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in parts))
+    secs = sum(float(n) * _UNITS[u] for n, u in parts)
+    return _bounded(timedelta(seconds=min(secs, MAX_DURATION.total_seconds() + 1)), value)
+
+
+def _bounded(d: timedelta, value: object) -> timedelta:
+    # "99999999d" overflowed the date arithmetic after it (an HTTP 500); nothing here lasts ten years
+    if d > MAX_DURATION:
+        raise ValueError(f"{value!r} is longer than {MAX_DURATION.days} days")
+    return d
 
 
 def _duration_validator(v: object) -> timedelta:

@@ -117,3 +117,27 @@ def test_silences_over_mqtt_and_http_hold_alerts_until_they_end(tmp_path, broker
                        b.get("counters", {}).get("rejected", {}) and b["dispatch"]["silences_active"] == 0, timeout=5)
     assert st["counters"]["rejected"]["bad_silence"] == 1
     assert gw.stop() == 0
+
+
+# ---------------------------------------------------------------- issue 16: hostile bodies and values
+
+def test_log_values_cannot_forge_a_line() -> None:
+    import logging
+
+    from gateway.logs import KeyValueFormatter
+
+    rec = logging.LogRecord("vitalgate.dispatch", logging.INFO, "", 0, "ack by %s", ("x\n2026-01-01 INFO fake",), None)
+    rec.by = "doc\r\nINFO vitalgate: forged"
+    rec.alert_id = "a-1"
+    line = KeyValueFormatter().format(rec)
+    assert "\n" not in line and "\r" not in line
+    assert 'by="doc\\r\\nINFO vitalgate: forged"' in line and "alert_id=a-1" in line
+
+
+def test_absurd_durations_are_a_clear_error_not_an_overflow() -> None:
+    from stream.models import parse_duration
+
+    for bad in ("99999999d", 1e300, float("nan"), -5):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+    assert parse_duration("3650d").days == 3650

@@ -237,3 +237,36 @@ async def test_the_gateway_keeps_every_ecg_summary_for_the_rhythm_column_and_rep
     gw.rhythm_log.close()
     gw.store.close()
     gw.alerts.close()
+
+
+async def test_oversize_and_hostile_bodies_get_a_4xx_not_a_500(tmp_path):
+    """Issue 16: unauthenticated /login read bodies of any size; a 100k-deep JSON gave a 500."""
+    async with console(tmp_path) as (gw, base, ids), _session() as s:
+        async with s.post(f"{base}/login", data=b"password=" + b"x" * (10 * 1024 * 1024),
+                          headers={"Content-Type": "application/x-www-form-urlencoded"}) as r:
+            assert r.status == 413
+        # without a Content-Length (chunked), the cap still holds
+        async def chunks():  # type: ignore[no-untyped-def]
+            for _ in range(64):
+                yield b"y" * 65536
+        async with s.post(f"{base}/login", data=chunks(),
+                          headers={"Content-Type": "application/x-www-form-urlencoded"}) as r:
+            assert r.status == 413
+        await login(s, base)
+        deep = b"[" * 100_000 + b"]" * 100_000
+        async with s.post(f"{base}/alerts/{ids['crisis']}/ack", data=deep,
+                          headers={"X-Vitalgate": "1", "Content-Type": "application/json"}) as r:
+            assert r.status in (400, 413), r.status
+        async with s.post(f"{base}/alerts/{ids['crisis']}/ack", data=b"[" * 5000 + b"]" * 5000,
+                          headers={"X-Vitalgate": "1", "Content-Type": "application/json"}) as r:
+            assert r.status == 400 and "nested" in (await r.json())["error"]
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with s.post(f"{base}/api/alerts/{ids['crisis']}/snooze", data=b"[" * 5000 + b"]" * 5000,
+                          headers=headers) as r:
+            assert r.status == 400 and "nested" in (await r.json())["error"]
+        async with s.post(f"{base}/api/silences", json={"matchers": {"patient_id": "p-0001"}, "duration": "99999999d",
+                                                        "reason": "test", "by": "tech"}, headers=headers) as r:
+            assert r.status == 422, await r.text()
+        # the box still answers
+        async with s.get(f"{base}/healthz") as r:
+            assert r.status in (200, 503)

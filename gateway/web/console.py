@@ -35,6 +35,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from dispatch.request_body import API_MAX_BYTES, LOGIN_MAX_BYTES, json_object, read_capped
 from gateway.clinic_records import ClinicRecords
 from gateway.web import i18n, session, svg_charts, views
 from gateway.web.live import LiveHub
@@ -135,7 +136,8 @@ class Console:
                             bad=False)
 
     async def login(self, request: Request) -> Response:
-        form = urllib.parse.parse_qs((await request.body()).decode("utf-8", "replace"))
+        # unauthenticated: never read more than a login form needs (413 past it)
+        form = urllib.parse.parse_qs((await read_capped(request, LOGIN_MAX_BYTES)).decode("utf-8", "replace"))
         password = (form.get("password") or [""])[0]
         name = (form.get("name") or [""])[0].strip()[: session.MAX_NAME] or "village-doctor"
         nxt = session.safe_next((form.get("next") or ["/"])[0])
@@ -266,12 +268,11 @@ class Console:
             return self._deny(request, html=False)
         if not self._csrf_ok(request, who[1]):
             return JSONResponse({"error": "missing X-Vitalgate header"}, status_code=403)
+        raw = await read_capped(request, API_MAX_BYTES)
         try:
-            body = await request.json() if (await request.body()) else {}
-        except ValueError:
-            return JSONResponse({"error": "body is not JSON"}, status_code=400)
-        if not isinstance(body, dict):
-            return JSONResponse({"error": "body must be a JSON object"}, status_code=400)
+            body = json_object(raw) if raw else {}
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
         by = who[0] if who[1] == "cookie" else str(body.get("by") or "api-token")[:200]
         return by, body
 
