@@ -270,3 +270,11 @@ async def test_oversize_and_hostile_bodies_get_a_4xx_not_a_500(tmp_path):
         # the box still answers
         async with s.get(f"{base}/healthz") as r:
             assert r.status in (200, 503)
+
+
+def test_a_cookie_with_non_ascii_characters_is_refused_not_a_crash() -> None:
+    from gateway.web.session import make_session, read_session
+
+    for cookie in ("a.中", "a.b\u00e9", "中文.x", "\udcff.\udcfe"):
+        assert read_session(TOKEN, cookie) is None
+    assert read_session(TOKEN, make_session(TOKEN, "李医生")) == "李医生"

@@ -48,6 +48,8 @@ def read_session(token: str, value: str | None, now: float | None = None) -> str
     """The signed-in name, or None for a missing, forged or expired cookie."""
     if not value or "." not in value:
         return None
+    if not value.isascii():
+        return None      # ours are base64url: anything else is forged (compare_digest raised on it: a 500)
     body, sig = value.rsplit(".", 1)
     want = _b64(hmac.new(_key(token), body.encode(), hashlib.sha256).digest())
     if not hmac.compare_digest(sig, want):
