@@ -278,3 +278,22 @@ def test_a_cookie_with_non_ascii_characters_is_refused_not_a_crash() -> None:
     for cookie in ("a.中", "a.b\u00e9", "中文.x", "\udcff.\udcfe"):
         assert read_session(TOKEN, cookie) is None
     assert read_session(TOKEN, make_session(TOKEN, "李医生")) == "李医生"
+
+
+async def test_a_live_stream_that_is_cancelled_leaves_no_pending_task() -> None:
+    """Issue 16: each SSE disconnect left a pending queue-get task behind."""
+    from gateway.web.live import LiveHub
+
+    hub = LiveHub(asyncio.Event())
+    before = len(asyncio.all_tasks())
+    gen = hub.stream()
+    assert (await gen.__anext__()).startswith("retry:")
+    waiting = asyncio.ensure_future(gen.__anext__())   # now blocked in the wait for an event
+    await asyncio.sleep(0.05)
+    waiting.cancel()                                    # what Starlette does when the client leaves
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    await gen.aclose()
+    await asyncio.sleep(0)                              # let the cancellations land
+    assert hub.clients == 0
+    assert len(asyncio.all_tasks()) <= before, [t for t in asyncio.all_tasks()]

@@ -52,6 +52,7 @@ class LiveHub:
         q: asyncio.Queue = asyncio.Queue(maxsize=QUEUE_SIZE)
         self._subscribers.add(q)
         stop_wait = asyncio.ensure_future(self._stop.wait())
+        get: asyncio.Future | None = None
         try:
             yield f"retry: {RETRY_MS}\nevent: hello\ndata: {{}}\n\n"
             while not self._stop.is_set():
@@ -68,5 +69,9 @@ class LiveHub:
                 self.events_sent += 1
                 yield f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
         finally:
+            # a client that goes away cancels us inside the wait: cancel the pending get too, or
+            # each disconnect leaves a task behind ("Task was destroyed but it is pending")
             stop_wait.cancel()
+            if get is not None:
+                get.cancel()
             self._subscribers.discard(q)
