@@ -166,7 +166,7 @@ class Note:
 class AlertStore:
     def __init__(self, directory: Path) -> None:
         self.path = Path(directory) / "alerts.db"
-        self._db = open_sqlite(self.path)
+        self._db = open_sqlite(self.path, durable=True)
         self._db.executescript(_SCHEMA)
         self._migrate()
 

@@ -78,7 +78,7 @@ class UplinkOutbox:
         self.path = Path(path)
         self.max_outbox = max_outbox
         self.retain = retain if retain is not None else min(max_outbox, 100_000)
-        self._db = open_sqlite(self.path)
+        self._db = open_sqlite(self.path, durable=True)
         self._db.executescript(_SCHEMA)
         self._staged: list[tuple] = []
         self.pending_alerts, self.pending_telemetry = self._count_pending()
