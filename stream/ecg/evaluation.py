@@ -542,6 +542,17 @@ def print_table(results: list[dict], total: dict, rtf: float, out=sys.stdout) ->
     b, af, vt = total["beats"], total["af"], total["vt"]
     print(f"{'TOTAL':<10} {total['seconds']:7.0f} {b['tp']:>6} {b['fn']:>5} {b['fp']:>5} {_fmt(b['se']):>7} "
           f"{_fmt(b['ppv']):>7} {_fmt(af['se']):>7} {_fmt(af['sp']):>7} {vt['flagged']:>2}/{vt['ref_runs']:<3}", file=out)
+    extra = []
+    if (v := b.get("v")) is not None:
+        extra.append(f"V beats Se {_fmt(v['se']).strip()} % +P {_fmt(v['ppv']).strip()} % (TP {v['tp']} FN {v['fn']} FP {v['fp']})")
+    if vt.get("ref_episodes"):
+        extra.append(f"(VT episodes flagged {vt['episodes_flagged']}/{vt['ref_episodes']}")
+    if (vf := total.get("vf")) is not None:
+        extra.append(f"VF/VFL episodes flagged {vf['flagged']}/{vf['ref_episodes']}")
+    if (c := total.get("challenge2015")) is not None:
+        extra.append(f"2015 alarms correct {c['correct']}/{c['records']}")
+    for line in extra:
+        print(line, file=out)
     print(f"realtime factor (analysis only): {rtf:.0f}x", file=out)
 
 
