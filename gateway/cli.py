@@ -1,4 +1,5 @@
-"""The `vitalgate` command line (CONTRACT.md): demo, run, check-config, simulate, ecg-eval; routes test, alerts report."""
+"""The `vitalgate` command line (CONTRACT.md): demo, run, check-config, simulate, ecg-eval, broker-config;
+routes test, alerts report."""
 
 from __future__ import annotations
 
@@ -45,6 +46,33 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return asyncio.run(simulate(args.broker, args.clinic, args.scenario, args.expect, stack=args.stack))
 
 
+def _cmd_broker_config(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gateway.broker_config import write
+    from gateway.config import load_or_report
+
+    cfg = load_or_report(args.config)
+    if cfg is None:
+        return 2
+    try:
+        accounts, generated, cred = write(cfg, Path(args.out), user=args.user)
+    except (ValueError, OSError) as exc:
+        print(f"broker-config: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out).resolve()
+    print(f"wrote {out / 'mosquitto.conf'}, {out / 'passwd'} (hashed) and {out / 'acl'} for "
+          f"{len(accounts)} accounts: " + ", ".join(f"{a.name} ({a.role})" for a in accounts))
+    if generated:
+        print(f"generated passwords for {', '.join(generated)}: written to {cred} (mode 0600)")
+    else:
+        print(f"no new passwords; all are in {cred} (mode 0600)")
+    if args.show:
+        print(cred.read_text(), end="")
+    print(f"start the broker with: mosquitto -c {out / 'mosquitto.conf'}")
+    return 0
+
+
 def _cmd_ecg_eval(argv: list[str]) -> int:
     try:
         from stream.ecg.evaluation import main as ecg_main
@@ -83,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--expect", action="store_true", help="check the scenario's expected alerts; exit 1 on a difference")
     s.set_defaults(fn=_cmd_simulate)
     sub.add_parser("ecg-eval", help="score the streaming ECG analyser on WFDB records (see CONTRACT.md)")
+    b = sub.add_parser("broker-config", help="write a clinic Mosquitto config that admits only the box's parties")
+    b.add_argument("--config", required=True)
+    b.add_argument("--out", required=True, help="directory for mosquitto.conf, passwd, acl, credentials.txt")
+    b.add_argument("--user", default="mosquitto", help="the user Mosquitto runs as (default mosquitto)")
+    b.add_argument("--show", action="store_true", help="also print the credentials in clear")
+    b.set_defaults(fn=_cmd_broker_config)
     from dispatch.cli import add_dispatch_commands
 
     add_dispatch_commands(sub)  # routes test, alerts report

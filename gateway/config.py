@@ -11,7 +11,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -35,11 +35,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class BrokerAccount(_Strict):
+    """A person's or a tool's account on the clinic broker (`vitalgate broker-config`)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    role: Literal["staff", "reader"] = Field(description="staff: acknowledge/snooze/silence and read alerts; "
+                                             "reader (a county reader, a dashboard): read readings and alerts")
+
+
 class BrokerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
     username: str | None = None
     password: str | None = None
+    accounts: list[BrokerAccount] = Field(default_factory=list, description="who else may use the clinic broker; "
+                                          "devices get an account each, named by their id")
     tls: bool = False
     ca_file: str | None = None
     keepalive: int = Field(30, ge=5, le=3600)
