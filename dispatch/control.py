@@ -9,10 +9,12 @@ Topics (QoS 1, JSON, UTF-8):
 The same operations are on the HTTP API (`dispatch/http_api.py`). A bad
 message is answered with a reason (the gateway counts and logs it), never a crash.
 QoS 1 may deliver twice: a snooze is idempotent by nature, a silence by its `id`.
+A silence over MQTT never includes critical alerts and lasts at most 24 h.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from dispatch.dispatcher import Dispatcher
 
 CONTROL_TOPICS = ("snooze", "silence")
+MQTT_SILENCE_MAX = timedelta(hours=24)
 
 
 class HttpConfig(BaseModel):
@@ -58,6 +61,18 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {e['msg']}"
 
 
+def _refused_over_mqtt(spec: SilenceSpec, now: datetime) -> str | None:
+    """MQTT is the least authenticated way in: a silence from it never holds critical alerts and
+    lasts at most MQTT_SILENCE_MAX (one sent on an open broker held everything for ten years)."""
+    if spec.include_critical:
+        return "a silence over MQTT cannot include critical alerts; use the config file or the HTTP API"
+    starts = spec.starts_at or now
+    ends = spec.ends_at or (starts + spec.duration if spec.duration is not None else None)
+    if ends is not None and ends - max(starts, now) > MQTT_SILENCE_MAX:
+        return f"a silence over MQTT lasts at most {MQTT_SILENCE_MAX}; use the HTTP API for longer ones"
+    return None
+
+
 async def handle_control(dispatcher: "Dispatcher", kind: str, payload: bytes) -> str | None:
     """Apply one control message; return why it was refused, or None if it was applied."""
     try:
@@ -71,6 +86,8 @@ async def handle_control(dispatcher: "Dispatcher", kind: str, payload: bytes) ->
                 sil = await dispatcher.expire_silence(ex.expire, ex.by)
                 return None if sil is not None else f"no silence {ex.expire}"
             spec = SilenceSpec.model_validate_json(payload)
+            if (why := _refused_over_mqtt(spec, dispatcher.clock())) is not None:
+                return why
             await dispatcher.add_silence(spec, source="mqtt")
             return None
     except ValidationError as exc:

@@ -464,3 +464,21 @@ def test_a_condition_rung_never_waits_longer_than_the_configured_tier_timeout():
     assert default.next_step(alert) == (timedelta(minutes=10), Tier.EMERGENCY)
     fast = EscalationSettings(conditions={Condition.HYPOGLYCEMIA_SEVERE: {"at": "township", "timeout": "2m", "to": "emergency"}})
     assert fast.next_step(alert) == (timedelta(minutes=2), Tier.EMERGENCY)
+
+
+async def test_a_silence_over_mqtt_never_holds_critical_alerts_nor_lasts_past_a_day(tmp_path, clock):
+    """Issue 16: on an open broker anyone could silence every alert, critical ones included, for ten years."""
+    from dispatch.control import handle_control
+
+    d, m = make(tmp_path, clock)
+    crit = b'{"match": {"patient": "p-1"}, "duration": "2h", "by": "x", "why": "y", "include_critical": true}'
+    assert "critical" in (await handle_control(d, "silence", crit) or "")
+    long = b'{"match": {"patient": "p-1"}, "duration": "3650d", "by": "x", "why": "y"}'
+    assert "at most" in (await handle_control(d, "silence", long) or "")
+    ends = (clock() + timedelta(days=3)).isoformat()
+    assert "at most" in (await handle_control(d, "silence", f'{{"match": {{"patient": "p-1"}}, "ends_at": "{ends}", '
+                                                             f'"by": "x", "why": "y"}}'.encode()) or "")
+    assert d.silences() == []
+    ok = b'{"match": {"patient": "p-1", "condition": ["lead_off"]}, "duration": "2h", "by": "tech", "why": "patch"}'
+    assert await handle_control(d, "silence", ok) is None
+    assert len(d.silences()) == 1
