@@ -9,6 +9,7 @@ far more than the ingest itself (PERF.md).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import zlib
 from pathlib import Path
@@ -53,7 +54,13 @@ def open_sqlite(path: Path, durable: bool = False) -> sqlite3.Connection:
     their commit is what lets the gateway acknowledge the broker, which then forgets the message.
     One commit per event-loop tick, so FULL costs one fsync per tick (``bench/sqlite_sync.py``).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # health data: the storage directory is the service's own (0700) and each file 0600; SQLite
+    # creates the -wal and -shm files with the database file's mode
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    elif path.stat().st_mode & 0o077:
+        os.chmod(path, 0o600)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")

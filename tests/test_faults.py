@@ -376,3 +376,23 @@ def test_wall_clock_jump(tmp_path, local, county, rig_factory):
         loop.call_soon_threadsafe(gw.request_stop)
         runner.join(30)
     assert result == [0]
+
+
+def test_stores_are_private_to_the_service(tmp_path) -> None:
+    """Issue 16 item 9: databases 0600 in a 0700 directory (they hold health data)."""
+    import stat
+
+    from dispatch.alert_store import AlertStore
+    from stream.store import ReadingStore
+
+    storage = tmp_path / "var"
+    rs, al = ReadingStore(storage), AlertStore(storage)
+    try:
+        assert stat.S_IMODE(storage.stat().st_mode) == 0o700
+        for f in storage.iterdir():
+            if f.suffix in (".db", ".db-wal", ".db-shm") or f.name.endswith(("-wal", "-shm")):
+                assert stat.S_IMODE(f.stat().st_mode) & 0o077 == 0, f
+        assert any(f.name.endswith(".db") for f in storage.iterdir())
+    finally:
+        rs.close()
+        al.close()
