@@ -7,6 +7,7 @@ keys are errors: a typo must never be silently ignored.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -297,6 +298,46 @@ def _clean_message(err: dict[str, Any]) -> str:
     return msg
 
 
+SECRET_KEYS = ("password", "token")
+
+
+def resolve_secrets(data: Any, loc: tuple = ()) -> list[tuple[tuple, str]]:
+    """Replace ``password_file: PATH`` / ``password_env: NAME`` (and ``token_...``) by the secret they
+    point at, in place, anywhere in the config: secrets can live in systemd credentials or the
+    environment instead of the YAML.  Returns (location, problem) pairs."""
+    problems: list[tuple[tuple, str]] = []
+    if isinstance(data, list):
+        for i, item in enumerate(data):
+            problems += resolve_secrets(item, (*loc, i))
+        return problems
+    if not isinstance(data, dict):
+        return problems
+    for key in SECRET_KEYS:
+        for how in ("file", "env"):
+            ref = f"{key}_{how}"
+            if ref not in data:
+                continue
+            where = (*loc, ref)
+            if key in data:
+                problems.append((where, f"give {key} or {ref}, not both"))
+                continue
+            source = data.pop(ref)
+            if not isinstance(source, str) or not source:
+                problems.append((where, "expected a file path" if how == "file" else "expected a variable name"))
+            elif how == "file":
+                try:
+                    data[key] = Path(source).read_text(encoding="utf-8").strip()
+                except (OSError, UnicodeDecodeError) as exc:
+                    problems.append((where, f"cannot read {source}: {getattr(exc, 'strerror', None) or exc}"))
+            elif source in os.environ:
+                data[key] = os.environ[source]
+            else:
+                problems.append((where, f"environment variable {source} is not set"))
+    for k, v in data.items():
+        problems += resolve_secrets(v, (*loc, k))
+    return problems
+
+
 def load_config_text(text: str, path: str = "<config>") -> GatewayConfig:
     """Parse and validate; raise ConfigError listing every problem."""
     try:
@@ -320,6 +361,7 @@ def load_config_text(text: str, path: str = "<config>") -> GatewayConfig:
         line = node.start_mark.line + 1 if node is not None else 1
         return ConfigProblem(path, line, ".".join(str(p) for p in loc) or "(root)", message)
 
+    problems += [located(loc, msg) for loc, msg in resolve_secrets(data)]
     # Checks across fields run on the raw data, so they are reported even when fields fail too.
     try:
         clinic_th = Thresholds.model_validate(data.get("thresholds") or {})

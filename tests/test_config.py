@@ -476,3 +476,28 @@ def test_example_config_is_valid():
     assert isinstance(cfg, GatewayConfig)
     assert cfg.patients, "the example should show at least one patient"
     assert cli.main(["check-config", str(example)]) == 0
+
+
+def test_secrets_from_files_and_environment_instead_of_the_yaml(tmp_path, monkeypatch) -> None:
+    """Issue 16 item 9: systemd credentials (a file) or the environment hold secrets, not the YAML."""
+    from gateway.config import load_config_text
+
+    (tmp_path / "broker.pw").write_text("s3cret-from-a-file\n")
+    monkeypatch.setenv("VG_HTTP_TOKEN", "a-token-of-at-least-16-chars")
+    cfg = load_config_text(f"clinic: c1\nbroker:\n  username: gateway\n  password_file: {tmp_path / 'broker.pw'}\n"
+                           "http:\n  port: 8080\n  token_env: VG_HTTP_TOKEN\n")
+    assert cfg.broker.password == "s3cret-from-a-file"
+    assert cfg.http is not None and cfg.http.token == "a-token-of-at-least-16-chars"
+
+
+def test_a_missing_secret_source_names_the_field_and_line(tmp_path, monkeypatch) -> None:
+    from gateway.config import ConfigError, load_config_text
+
+    monkeypatch.delenv("VG_NOPE", raising=False)
+    text = (f"clinic: c1\nbroker:\n  password_file: {tmp_path / 'missing'}\n"
+            "http:\n  port: 8080\n  token_env: VG_NOPE\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config_text(text, "gw.yaml")
+    msgs = [str(p) for p in exc.value.problems]
+    assert any("gw.yaml:3: broker.password_file: cannot read" in m for m in msgs), msgs
+    assert any("gw.yaml:6: http.token_env: environment variable VG_NOPE is not set" in m for m in msgs), msgs
