@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dispatch.suppression import SilenceSpec
 from stream.models import Duration
@@ -37,6 +37,22 @@ class HttpConfig(BaseModel):
     bind: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     token: str = Field(min_length=16, max_length=200, description="per-clinic bearer token; at least 16 characters")
+
+    @field_validator("token")
+    @classmethod
+    def _not_a_placeholder(cls, v: str) -> str:
+        if weak_secret(v):
+            raise ValueError("is a placeholder or guessable; use a long random string "
+                             "(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')")
+        return v
+
+
+def weak_secret(value: str) -> bool:
+    """A placeholder copied from an example, or too little variety to resist guessing."""
+    folded = "".join(ch for ch in value.lower() if ch.isalnum())
+    placeholders = ("changeme", "password", "secret", "mytoken", "token", "example", "default", "admin")
+    return (any(folded.startswith(p) for p in placeholders) or len(set(value)) < 6
+            or folded in {"1234567890123456", "abcdefghijklmnop"})
 
 
 class SnoozeRequest(BaseModel):

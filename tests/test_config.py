@@ -501,3 +501,13 @@ def test_a_missing_secret_source_names_the_field_and_line(tmp_path, monkeypatch)
     msgs = [str(p) for p in exc.value.problems]
     assert any("gw.yaml:3: broker.password_file: cannot read" in m for m in msgs), msgs
     assert any("gw.yaml:6: http.token_env: environment variable VG_NOPE is not set" in m for m in msgs), msgs
+
+
+@pytest.mark.parametrize("token", ["CHANGE-ME-to-a-long-random-string", "aaaaaaaaaaaaaaaaaaaa", "password1234567890"])
+def test_placeholder_or_guessable_tokens_are_refused(token: str) -> None:
+    from gateway.config import ConfigError, load_config_text
+
+    with pytest.raises(ConfigError) as exc:
+        load_config_text(f"clinic: c1\nhttp:\n  port: 8080\n  token: {token}\n", "gw.yaml")
+    assert any("http.token" in str(p) and "placeholder" in str(p) for p in exc.value.problems)
+    assert load_config_text("clinic: c1\nhttp: {port: 8080, token: q7Jx-2vLp9sRkWm4TzYb}\n").http is not None
