@@ -297,3 +297,36 @@ async def test_a_live_stream_that_is_cancelled_leaves_no_pending_task() -> None:
     await asyncio.sleep(0)                              # let the cancellations land
     assert hub.clients == 0
     assert len(asyncio.all_tasks()) <= before, [t for t in asyncio.all_tasks()]
+
+
+def test_login_guard_locks_a_guessing_source_and_a_distributed_guess() -> None:
+    from gateway.web import login_guard as lg
+
+    now = [0.0]
+    g = lg.LoginGuard(clock=lambda: now[0])
+    for _ in range(lg.PER_SOURCE_FAILURES):
+        assert g.retry_after("10.0.0.9") is None
+        g.failed("10.0.0.9")
+    wait = g.retry_after("10.0.0.9")
+    assert wait is not None and 0 < wait <= lg.WINDOW_S
+    assert g.retry_after("10.0.0.7") is None            # another tablet is not locked out
+    now[0] += lg.WINDOW_S + 1
+    assert g.retry_after("10.0.0.9") is None            # the lock ends with the window
+    for i in range(lg.GLOBAL_FAILURES):                 # one guess each from many addresses
+        g.failed(f"10.1.{i // 250}.{i % 250}")
+    assert g.retry_after("10.0.0.7") is not None
+
+
+async def test_parallel_password_guessing_is_cut_off(tmp_path):
+    """Issue 16: ~37 guesses/s were accepted in parallel; now a source is locked out after 10."""
+    from gateway.web import login_guard as lg
+
+    async with console(tmp_path) as (gw, base, ids), _session() as s:
+        async def guess(i: int) -> int:
+            async with s.post(f"{base}/login", data={"password": f"guess-{i:04d}-xxxxxxxx", "name": "x"}) as r:
+                return r.status
+        statuses = await asyncio.gather(*(guess(i) for i in range(40)))
+        assert statuses.count(401) == lg.PER_SOURCE_FAILURES
+        assert statuses.count(429) == 40 - lg.PER_SOURCE_FAILURES
+        async with s.post(f"{base}/login", data={"password": TOKEN, "name": "x"}, allow_redirects=False) as r:
+            assert r.status == 429                                   # even the right password, for now

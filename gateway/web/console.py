@@ -39,6 +39,7 @@ from dispatch.request_body import API_MAX_BYTES, LOGIN_MAX_BYTES, json_object, r
 from gateway.clinic_records import ClinicRecords
 from gateway.web import i18n, session, svg_charts, views
 from gateway.web.live import LiveHub
+from gateway.web.login_guard import LoginGuard
 from gateway.web.metrics import health, render_metrics
 from stream.models import parse_duration
 
@@ -67,6 +68,7 @@ class Console:
         self.token = gateway.config.http.token
         self.records = ClinicRecords(gateway.config.storage.path)
         self.hub = LiveHub(gateway.stop_event)
+        self.guard = LoginGuard()
         gateway.dispatcher.listen(self.hub.on_transition)
         self.env = Environment(loader=FileSystemLoader(str(HERE / "templates")),
                                autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
@@ -136,6 +138,16 @@ class Console:
                             bad=False)
 
     async def login(self, request: Request) -> Response:
+        source = request.client.host if request.client else "?"
+        wait = self.guard.retry_after(source)
+        if wait is None:
+            # counted as a failure before anything is awaited, so a parallel burst cannot slip past the
+            # check; a right password clears it
+            self.guard.failed(source)
+        else:
+            log.warning("console login refused: too many wrong passwords", extra={"client": source})
+            return PlainTextResponse("too many wrong passwords; try again later 密码错误次数过多，请稍后再试",
+                                     status_code=429, headers={"Retry-After": str(int(wait) + 1)})
         # unauthenticated: never read more than a login form needs (413 past it)
         form = urllib.parse.parse_qs((await read_capped(request, LOGIN_MAX_BYTES)).decode("utf-8", "replace"))
         password = (form.get("password") or [""])[0]
@@ -145,6 +157,7 @@ class Console:
             await asyncio.sleep(WRONG_PASSWORD_DELAY_S)
             log.warning("console login refused", extra={"client": request.client.host if request.client else None})
             return self._render(request, "login.html", status=401, next=nxt, bad=True)
+        self.guard.succeeded(source)
         resp = RedirectResponse(nxt, status_code=303)
         resp.set_cookie(session.COOKIE, session.make_session(self.token, name), max_age=session.SESSION_TTL_S,
                         httponly=True, samesite="strict", path="/")
