@@ -14,10 +14,11 @@ A silence over MQTT never includes critical alerts and lasts at most 24 h.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dispatch.suppression import SilenceSpec
 from stream.models import Duration
@@ -37,6 +38,21 @@ class HttpConfig(BaseModel):
     bind: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     token: str = Field(min_length=16, max_length=200, description="per-clinic bearer token; at least 16 characters")
+    tls_cert: str | None = Field(None, description="PEM certificate: serve HTTPS (then the session cookie is Secure)")
+    tls_key: str | None = Field(None, description="its PEM private key")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "HttpConfig":
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give tls_cert and tls_key together (or neither)")
+        for f in (self.tls_cert, self.tls_key):
+            if f is not None and not os.access(f, os.R_OK):
+                raise ValueError(f"cannot read {f}")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
     @field_validator("token")
     @classmethod

@@ -233,7 +233,8 @@ class ApiServer:
     """uvicorn on the running event loop; `run(stop)` until stop is set. A port in use is retried, never fatal:
     alerts keep flowing over MQTT while the API waits for its port."""
 
-    def __init__(self, app: Starlette, bind: str, port: int) -> None:
+    def __init__(self, app: Starlette, bind: str, port: int, tls: tuple[str, str] | None = None) -> None:
+        """``tls``: (certificate, key) PEM files: serve HTTPS."""
         import uvicorn
 
         class _Server(uvicorn.Server):
@@ -245,7 +246,8 @@ class ApiServer:
                 return None
 
         self._config = uvicorn.Config(app, host=bind, port=port, log_level="warning", lifespan="off",
-                                      access_log=False)
+                                      access_log=False, ssl_certfile=tls[0] if tls else None,
+                                      ssl_keyfile=tls[1] if tls else None)
         self._server = _Server(self._config)
         self.bind, self.port = bind, port
         self.started = asyncio.Event()

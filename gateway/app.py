@@ -268,7 +268,9 @@ class Gateway:
         http_stop = asyncio.Event()
         http_task = None
         if self.http_app is not None and self.config.http is not None:
-            server = ApiServer(self.http_app, self.config.http.bind, self.config.http.port)
+            h = self.config.http
+            server = ApiServer(self.http_app, h.bind, h.port,
+                               (h.tls_cert, h.tls_key) if h.tls_cert and h.tls_key else None)
             http_task = asyncio.create_task(server.run(http_stop), name="http")
         self.ble = None  # the gateway connects to `ble:` devices itself (gateway/ble, docs/ble.md)
         if any(d.ble for p in self.config.patients for d in p.devices):

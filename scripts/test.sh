@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 need=()
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
 command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)   # a self-signed certificate for the HTTPS test
 command -v victoria-metrics >/dev/null 2>&1 || need+=(victoria-metrics)
 # The doctor's console browser tests: Debian's Chromium (Playwright drives it; it never downloads one),
 # and a CJK font so pages, screenshots and report plots show Chinese instead of boxes.

@@ -330,3 +330,55 @@ async def test_parallel_password_guessing_is_cut_off(tmp_path):
         assert statuses.count(429) == 40 - lg.PER_SOURCE_FAILURES
         async with s.post(f"{base}/login", data={"password": TOKEN, "name": "x"}, allow_redirects=False) as r:
             assert r.status == 429                                   # even the right password, for now
+
+
+async def test_console_over_https_sets_a_secure_cookie(tmp_path):
+    """Issue 16 item 8: with http.tls_cert/tls_key the console serves HTTPS and the cookie is Secure."""
+    import shutil
+    import ssl
+    import subprocess
+
+    from test_reports import clinic_config, seed_clinic
+
+    openssl = shutil.which("openssl")
+    assert openssl, "openssl is installed by the README's test command"
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    storage = tmp_path / "var"
+    seed_clinic(storage)
+    port = _free_port()
+    base_cfg = clinic_config(storage, http_port=port)
+    cfg = base_cfg.model_copy(update={"http": base_cfg.http.model_copy(update={"tls_cert": str(cert), "tls_key": str(key)})})
+    gw = Gateway(cfg, clock=lambda: NOW + timedelta(seconds=1))
+    stop = asyncio.Event()
+    server = ApiServer(gw.http_app, "127.0.0.1", port, (str(cert), str(key)))
+    task = asyncio.create_task(server.run(stop))
+    await asyncio.wait_for(server.started.wait(), 10)
+    try:
+        ctx = ssl.create_default_context(cafile=str(cert))
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"https://127.0.0.1:{port}/login", data={"password": TOKEN, "name": "x", "next": "/"},
+                              allow_redirects=False, ssl=ctx) as r:
+                assert r.status == 303
+                cookie = r.headers["Set-Cookie"]
+                assert "Secure" in cookie and "HttpOnly" in cookie
+            with pytest.raises(aiohttp.ClientError):       # plain HTTP is not served on that port
+                async with s.get(f"http://127.0.0.1:{port}/healthz") as r:
+                    await r.read()
+    finally:
+        gw.stop_event.set()
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        gw.http_app.state.console.close()
+        gw.store.close()
+        gw.alerts.close()
+
+
+def test_tls_needs_both_files() -> None:
+    from gateway.config import ConfigError, load_config_text
+
+    with pytest.raises(ConfigError) as exc:
+        load_config_text("clinic: c1\nhttp: {port: 8080, token: q7Jx-2vLp9sRkWm4TzYb, tls_cert: /nonexistent.pem}\n")
+    assert any("tls_cert and tls_key together" in str(p) for p in exc.value.problems)

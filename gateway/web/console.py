@@ -66,6 +66,7 @@ class Console:
         assert gateway.config.http is not None
         self.gw = gateway
         self.token = gateway.config.http.token
+        self.tls = gateway.config.http.tls     # HTTPS: the session cookie is Secure
         self.records = ClinicRecords(gateway.config.storage.path)
         self.hub = LiveHub(gateway.stop_event)
         self.guard = LoginGuard()
@@ -160,7 +161,7 @@ class Console:
         self.guard.succeeded(source)
         resp = RedirectResponse(nxt, status_code=303)
         resp.set_cookie(session.COOKIE, session.make_session(self.token, name), max_age=session.SESSION_TTL_S,
-                        httponly=True, samesite="strict", path="/")
+                        httponly=True, samesite="strict", path="/", secure=self.tls)
         log.info("console login", extra={"by": name})
         return resp
 
