@@ -156,7 +156,7 @@ class Console:
         nxt = session.safe_next((form.get("next") or ["/"])[0])
         if not session.password_ok(self.token, password):
             await asyncio.sleep(WRONG_PASSWORD_DELAY_S)
-            log.warning("console login refused", extra={"client": request.client.host if request.client else None})
+            log.warning("console login refused", extra={"client": source})
             return self._render(request, "login.html", status=401, next=nxt, bad=True)
         self.guard.succeeded(source)
         resp = RedirectResponse(nxt, status_code=303)

@@ -25,9 +25,9 @@ import numpy as np
 from scipy import signal
 
 from stream.ecg import rhythms
-from stream.ecg import beat_model as beat_model_file
 from stream.ecg.beat_classes import BeatClassifier
 from stream.ecg.beat_model import BeatModel
+from stream.ecg.beat_model import load as load_shipped_model
 from stream.ecg.qrs_detection import QrsDetector
 from stream.ecg.rhythms import Beat, Transition
 from stream.ecg.signal_quality import (FrameQuality, assess_frame, beats_among, fast_median, sharp_spikes,
@@ -88,7 +88,7 @@ class EcgAnalyser:
         if not 100.0 <= fs <= 1000.0:
             raise ValueError(f"unsupported ECG sampling rate {fs} Hz (expected 125-500)")
         self.fs = float(fs)
-        model = beat_model_file.load() if isinstance(beat_model, str) else beat_model
+        model = load_shipped_model() if isinstance(beat_model, str) else beat_model
         self._clf = BeatClassifier(fs, model)
         # (t, feature vector) of every beat kept, when a trainer sets it to a list
         self.feature_log: list[tuple[float, np.ndarray]] | None = None

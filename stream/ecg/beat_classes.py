@@ -33,7 +33,7 @@ from collections import deque
 
 import numpy as np
 
-from stream.ecg.beat_model import BeatModel
+from stream.ecg.beat_model import PROBE_MS, BeatModel
 
 PRE_S = 0.10
 POST_S = 0.12
@@ -62,7 +62,6 @@ RECUR_RATE = 0.05          # EMA rate of the share of beats whose morphology rec
 RECUR_MIN = 0.5            # below this share the "beats" are mostly unrelated shapes (noise):
                            # morphology is not reliable enough for a ventricular-run judgement
 LATE_S = 0.04              # energy after R + 40 ms: a wide complex carries it late
-PROBE_MS = (-60, -30, -10, 10, 30, 60, 90)   # where the beat-minus-template difference is sampled
 P_TEMPLATE = 0.2           # the normal template learns only from beats the model is sure are normal
 TEMPLATE_MIN_RR_S = 0.6   # ... and only at a non-tachycardic rate (< 100/min): VT is never slower
 
@@ -177,7 +176,7 @@ class BeatClassifier:
         s = sorted(self._nn)
         return s[len(s) // 2]
 
-    def _features(self, y: np.ndarray, seg: np.ndarray, width: float, c: float, rr_s: float | None,
+    def _features(self, y: np.ndarray, width: float, c: float, rr_s: float | None,
                   nn: float | None, k: int, rule_v: bool) -> np.ndarray:
         t = self._template
         assert t is not None
@@ -268,7 +267,7 @@ class BeatClassifier:
                   and (different or extra >= max(0.5 * WIDER_S, 2.0 * self._w_spread)))
         if c >= CORR_MATCH and not wider and not run_on:
             # the normal morphology (by the rules)
-            x = self._features(y, seg, width, c, rr_s, nn, -1, False)
+            x = self._features(y, width, c, rr_s, nn, -1, False)
             if self._decide(x, False):
                 self.recurrence += RECUR_RATE * (1.0 - self.recurrence)
                 self._after("V", rr_s)
@@ -301,12 +300,12 @@ class BeatClassifier:
         recurs = c >= CORR_MATCH or (k >= 0 and self._cl_n[k] >= 2)
         self.recurrence += RECUR_RATE * (float(recurs) - self.recurrence)
         recurring_v = k >= 0 and self._cl_n[k] >= CLUSTER_MIN and self._cl_v[k] * 2 > self._cl_n[k]
-        ventricular = self._decide(self._features(y, seg, width, c, rr_s, nn, k,
-                                                  evidence or run_on or ((abnormal or different) and recurring_v)),
-                                   evidence or run_on or ((abnormal or different) and recurring_v))
+        shape_v = (abnormal or different) and recurring_v
+        rule_v = evidence or run_on or shape_v
+        ventricular = self._decide(self._features(y, width, c, rr_s, nn, k, rule_v), rule_v)
         # a template-shaped beat, not "wider", that is V only as the continuation of a run
         self.last_run_only = (ventricular and run_on and c >= CORR_MATCH and not wider and not evidence
-                              and not ((abnormal or different) and recurring_v))
+                              and not shape_v)
         if c < CORR_MATCH and rr_s is not None and not (self.model is not None and ventricular):
             # (a morphology the model calls ventricular never becomes the normal one)
             self._dominant(y, width, rr_s)

@@ -21,9 +21,10 @@ import numpy as np
 
 MODEL_DIR = Path(__file__).resolve().parent / "models"
 MODEL_NAME = "beat-v2"
+PROBE_MS = (-60, -30, -10, 10, 30, 60, 90)   # offsets from R where the beat-minus-template difference is sampled
 # the order of BeatClassifier's feature vector; a model trained on another order is refused
 FEATURES: tuple[str, ...] = (
-    *(f"diff_{ms}ms".replace("-", "m") for ms in (-60, -30, -10, 10, 30, 60, 90)),
+    *(f"diff_{ms}ms".replace("-", "m") for ms in PROBE_MS),
                          # beat minus template / template amplitude, at offsets from R (PROBE_MS)
     "area_ratio",        # sum |beat| over sum |template|
     "peak_ms",           # where |beat| peaks, from the detected R

@@ -393,7 +393,7 @@ def ventricular_class(ref_t: np.ndarray, ref_sym: list[str], det: np.ndarray, de
     scores.
     """
     tp = fp = 0
-    fn = sum(1 for x in ref_sym if x in ("V", "E"))
+    ref_v_total = sum(1 for x in ref_sym if x in ("V", "E"))
     if len(ref_t) and len(det):
         d_of_r = _nearest(ref_t, det)
         r_of_d = _nearest(det, ref_t)
@@ -402,9 +402,8 @@ def ventricular_class(ref_t: np.ndarray, ref_sym: list[str], det: np.ndarray, de
         is_v = np.asarray(det_cls, dtype=object)[d_of_r[ri]] == "V"
         ref_v = (sym == "V") | (sym == "E")
         tp = int((ref_v & is_v).sum())
-        all_v = sum(1 for x in ref_sym if x in ("V", "E"))
-        fn = all_v - tp
         fp = int((~ref_v & (sym != "F") & is_v).sum())
+    fn = ref_v_total - tp
     return {"tp": tp, "fn": fn, "fp": fp, "se": _ratio(tp, tp + fn), "ppv": _ratio(tp, tp + fp)}
 
 

@@ -488,8 +488,6 @@ class VtDetector:
         normal_shaped = sum(1 for b in last if b.match and b.rel_w < VT_WIDE_REL)
         if normal_shaped > 1:
             return False      # two of three complexes have the normal shape: mislabelled wide beats
-        if any(b.amp_ratio is not None and b.amp_ratio < VT_MIN_AMP for b in last):
-            return False      # ventricular complexes are not small: a tiny one is a distorted normal beat
         if max(b.rel_w for b in last) < VT_WIDE_REL:
             return False      # no complex wider than normal: a narrow-complex tachycardia (flutter 2:1, SVT)
         if last[-1].run_only:
