@@ -30,7 +30,7 @@ each measurement are printed at the end.
 
 Target (issue 6): at QoS 1 the gateway reaches >= 50 % of raw. The machine is
 shared and noisy: compare the ratios of one run, not absolute numbers across
-runs (PERF.md).
+runs (docs/spec/machine-limits.md).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from simulators.stack import free_port, wait_port  # noqa: E402
 CLINIC = "bench"
-WINDOW = 1000  # publisher's QoS 1 messages awaiting PUBACK (mids are 16-bit, PERF.md)
+WINDOW = 1000  # publisher's QoS 1 messages awaiting PUBACK (mids are 16-bit, docs/spec/machine-limits.md)
 PROFILE = ""  # --profile FILE
 BROKER_PID = 0
 CPU: dict[str, dict[str, float]] = {}  # CPU seconds per process during each measurement

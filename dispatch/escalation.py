@@ -44,7 +44,8 @@ class EscalationSettings(BaseModel):
     repeat_interval: Duration = Field(parse_duration("10m"), description="re-send a firing alert nobody acknowledged at the top tier")
     also_notify: dict[Tier, list[Tier]] = Field(
         default_factory=lambda: {Tier.EMERGENCY: [Tier.COUNTY, Tier.VILLAGE]},
-        description="who else is told when an alert is at a tier (DOMAIN 2.1: emergency + county + the village doctor)",
+        description="who else is told when an alert is at a tier (default: emergency also to county and the "
+                    "village doctor; docs/spec/clinical-rules.md §Escalation)",
     )
     max_snooze: Duration = Field(parse_duration("2h"), description="longest snooze anyone may set on a firing alert")
     conditions: dict[Condition, ConditionEscalation] = Field(

@@ -1,4 +1,5 @@
-"""Where a finding goes: a declarative routing tree (Alertmanager style) over the DOMAIN §2.1 table.
+"""Where a finding goes: a declarative routing tree (Alertmanager style) over the default table
+(docs/spec/clinical-rules.md §Routing).
 
 Routing is data. The config's `routing:` key is the root of a tree; each node
 has matchers (condition, severity, tier, patient, patient labels, time of
@@ -12,7 +13,7 @@ children do not match is where the alert ends up.
 Each setting (tier, severity, timing) comes from the first match that sets
 it; every match adds its channels, so a `continue: true` route can add a
 channel for some patients and let the routes after it decide the tier. Whatever no node sets falls back to the
-per-condition default table (DOMAIN §2.1; the flat `routes:` key still
+per-condition default table (clinical-rules.md §Routing; the flat `routes:` key still
 overrides rows of it). By default the table is also appended to the tree as
 one node per (tier, severity), so `vitalgate routes test` shows the whole
 default tree. Pure, no I/O.
@@ -207,7 +208,7 @@ class RoutingTree(RouteNode):
     group_wait: Duration = DEFAULT_GROUP_WAIT  # type: ignore[assignment]
     group_interval: Duration = DEFAULT_GROUP_INTERVAL  # type: ignore[assignment]
     repeat_interval: Duration = DEFAULT_REPEAT_INTERVAL  # type: ignore[assignment]
-    defaults: bool = Field(True, description="append the DOMAIN §2.1 default routes after yours")
+    defaults: bool = Field(True, description="append the default routes (docs/spec/clinical-rules.md §Routing) after yours")
 
     @model_validator(mode="after")
     def _root(self) -> "RoutingTree":
@@ -232,7 +233,7 @@ class RoutingTree(RouteNode):
 
 
 def default_tree_routes(table: dict[Condition, Route]) -> list[RouteNode]:
-    """The DOMAIN §2.1 table as tree nodes, one per (tier, severity), most urgent first."""
+    """The default table (clinical-rules.md §Routing) as tree nodes, one per (tier, severity), most urgent first."""
     groups: dict[tuple[Tier, Severity], list[Condition]] = {}
     for cond, route in table.items():
         groups.setdefault((route.tier, route.severity), []).append(cond)

@@ -57,7 +57,7 @@ def _rule(source: list[Condition], target: list[Condition]) -> InhibitRule:
     return InhibitRule(source=Match(condition=source), target=Match(condition=target))
 
 
-# DOMAIN §2.1/§3: the worse form of a problem stands for the milder one; a lead
+# docs/spec/clinical-rules.md §Routing: the worse form of a problem stands for the milder one; a lead
 # off makes every rhythm call meaningless (the lead_off alert itself still goes out).
 DEFAULT_INHIBIT_RULES: list[InhibitRule] = [
     _rule([Condition.BP_CRISIS], [Condition.BP_HIGH]),

@@ -1,4 +1,4 @@
-"""The `vitalgate` command line (CONTRACT.md): demo, run, check-config, simulate, ecg-eval, broker-config;
+"""The `vitalgate` command line (docs/spec/public-surface.md): demo, run, check-config, simulate, ecg-eval, broker-config;
 routes test, alerts report."""
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--scenario", required=True)
     s.add_argument("--expect", action="store_true", help="check the scenario's expected alerts; exit 1 on a difference")
     s.set_defaults(fn=_cmd_simulate)
-    sub.add_parser("ecg-eval", help="score the streaming ECG analyser on WFDB records (see CONTRACT.md)")
+    sub.add_parser("ecg-eval", help="score the streaming ECG analyser on WFDB records (see docs/spec/public-surface.md)")
     b = sub.add_parser("broker-config", help="write a clinic Mosquitto config that admits only the box's parties")
     b.add_argument("--config", required=True)
     b.add_argument("--out", required=True, help="directory for mosquitto.conf, passwd, acl, credentials.txt")

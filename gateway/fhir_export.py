@@ -1,6 +1,6 @@
 """FHIR R4 export (`vitalgate export fhir --patient P --since T`): a Bundle of Observations for the county.
 
-Codes (DOMAIN §4, LOINC; units UCUM):
+Codes (LOINC, docs/spec/china-conventions.md; units UCUM):
 - blood pressure: panel 85354-9 with components systolic 8480-6 and diastolic
   8462-4, `mm[Hg]`, category vital-signs; the cuff's pulse becomes its own
   heart-rate Observation (8867-4, `/min`);
@@ -8,7 +8,7 @@ Codes (DOMAIN §4, LOINC; units UCUM):
 - heart rate from a strap or patch (0x2A37): 8867-4;
 - glucose from a home meter: capillary blood by glucometer, 14743-9
   (moles/volume, `mmol/L`), category laboratory; a meter's "HI"/"LO" is a
-  value with a comparator (> 33.3, < 0.6: the typical meter range, DOMAIN §3);
+  value with a comparator (> 33.3, < 0.6: the typical meter range, docs/spec/clinical-rules.md §Plausibility);
 - ECG: `valueSampledData` (origin 0 µV, period 1000/fs ms, factor 1, data in
   µV), coded MDC 131328 (MDC_ECG_ELEC_POTL) and LOINC 11524-6 (EKG study),
   category procedure. By default the strips that arrhythmia alerts carried

@@ -3,7 +3,7 @@
 No I/O lives here: every function takes ``bytes`` (what bleak hands a notify
 callback, or the binary payload of ``vg/{clinic}/device/{id}/gatt/{uuid16}``)
 and returns frozen dataclasses, or builds the bytes to write to a control point.
-The layouts and test vectors are in ``domain/DOMAIN.md`` section 1.
+The layouts and test vectors are in ``docs/spec/gatt.md``.
 
 Conventions
 -----------
@@ -396,7 +396,7 @@ class BpStatus:
 
     @property
     def questionable(self) -> bool:
-        """Movement, loose cuff or bad position: DOMAIN §3 says never alert on it alone."""
+        """Movement, loose cuff or bad position: never alert on it alone (docs/spec/clinical-rules.md §BP readings)."""
         return self.body_movement or self.cuff_loose or self.improper_position
 
     @classmethod
@@ -476,7 +476,7 @@ _MG_DL_PER_MMOL_L: Final = Decimal("18.016")  # glucose M = 180.16 g/mol
 GLUCOSE_TYPE_CONTROL_SOLUTION: Final = 10
 GLUCOSE_LOCATION_CONTROL_SOLUTION: Final = 4
 
-# Status bits DOMAIN §3 says to flag as quality problems (2-4, 7-10).
+# Status bits to flag as quality problems (2-4, 7-10; docs/spec/clinical-rules.md §Glucose readings).
 _GLUCOSE_QUALITY_BITS: Final[tuple[tuple[int, str], ...]] = (
     (2, "sample_too_small"),
     (3, "strip_insertion_error"),
@@ -526,7 +526,7 @@ class GlucoseMeasurement:
 
     @property
     def is_control_solution(self) -> bool:
-        """A control-solution test, not the patient's blood: reject it (DOMAIN §3)."""
+        """A control-solution test, not the patient's blood: reject it (docs/spec/clinical-rules.md §Glucose readings)."""
         return (
             self.sample_type == GLUCOSE_TYPE_CONTROL_SOLUTION
             or self.sample_location == GLUCOSE_LOCATION_CONTROL_SOLUTION

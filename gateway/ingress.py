@@ -61,7 +61,7 @@ def idempotency_key(device_id: str, reading: AnyReading) -> str:
     """Same measurement delivered twice (QoS 1 redelivery, RACP resend) -> same key.
 
     Glucose/ECG/SpO2 carry a device sequence number; BP keys on device time and
-    values (DOMAIN §3), since cuffs have no sequence number.
+    values (docs/spec/clinical-rules.md §Duplicates), since cuffs have no sequence number.
     """
     if isinstance(reading, BloodPressureReading):
         parts = [reading.ts.isoformat(), reading.systolic, reading.diastolic, reading.pulse, reading.user_id, reading.seq]

@@ -5,7 +5,7 @@ at-least-once, so a reading is acknowledged (PUBACK) to the broker only once
 it is durably stored, and aiomqtt 2.5 acknowledges every message before the
 application sees it (it exposes no manual acks). paho-mqtt 2.x does
 (`manual_ack=True` + `Client.ack(mid, qos)`), and its read path costs about
-half of aiomqtt's CPU per message (PERF.md).
+half of aiomqtt's CPU per message (docs/spec/machine-limits.md).
 
 The session is persistent (fixed client id, MQTT 3.1.1 `clean_session=False`;
 MQTT 5 `clean_start=False` with a session that never expires), so while the

@@ -4,7 +4,7 @@ From a clinic's storage (read-only, safe while the gateway runs) over one
 period it works out, then draws with matplotlib:
 
 - blood pressure: every reading, daily means, and the control rate: the share
-  of readings below the target 140/90 mmHg (CN guideline 2024; DOMAIN §2);
+  of readings below the target 140/90 mmHg (CN guideline 2024; docs/spec/clinical-rules.md §Blood pressure);
 - glucose: time in range 3.9–10.0 mmol/L, below and above. Home meters are
   spot checks, so "time" is the share of readings (a CGM would weight by
   time); hypoglycaemia episodes: runs of consecutive readings < 3.9

@@ -1,6 +1,6 @@
 """Byte encoders a simulated device uses to speak standard GATT (the gateway only decodes).
 
-Layouts in DOMAIN.md §1; the gateway's decoders in `gateway/gatt_codecs.py`
+Layouts in docs/spec/gatt.md; the gateway's decoders in `gateway/gatt_codecs.py`
 read these bytes back in the tests.
 """
 

@@ -78,7 +78,7 @@ class Broker:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.conf = self.dir / "mosquitto.conf"
-        # max_queued_messages 0: never drop a QoS 1 message for a slow subscriber (PERF.md).
+        # max_queued_messages 0: never drop a QoS 1 message for a slow subscriber (docs/spec/machine-limits.md).
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
             f"persistence true\npersistence_location {self.dir}/\nautosave_interval 1\nlog_type error\n"

@@ -5,7 +5,7 @@ receive time; the watch remembers what it raised so it can clear it when the
 device speaks again. A device never heard from since start counts from the
 gateway's start (we cannot know about silence before we were running).
 
-Defaults (DOMAIN 2.1): a streaming device (ECG patch, SpO2 clip) is offline
+Defaults (docs/spec/clinical-rules.md §Routing): a streaming device (ECG patch, SpO2 clip) is offline
 after 30 min without traffic; a device with a `schedule` (e.g. a cuff used
 every 24 h) has missed a reading when it is more than 24 h overdue.
 """

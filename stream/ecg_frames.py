@@ -16,9 +16,9 @@ import numpy as np
 
 from stream.models import Condition, EcgFrame, EcgSummary, Finding, Severity, Tier
 
-LEAD_OFF_ALARM_AFTER = timedelta(minutes=5)  # DOMAIN 2.1: lead_off for > 5 min
+LEAD_OFF_ALARM_AFTER = timedelta(minutes=5)  # docs/spec/clinical-rules.md §Routing: lead_off for > 5 min
 
-# Where the analyser grades a condition more severe than its default route (DOMAIN 2.1):
+# Where the analyser grades a condition more severe than its default route (clinical-rules.md §Routing):
 # tachycardia >= 150/min for a minute goes to the county, not the village doctor.
 _RAISED_ROUTE: dict[tuple[str, str | None], tuple[Tier, Severity]] = {
     ("tachycardia", "high"): (Tier.COUNTY, Severity.HIGH),

@@ -21,7 +21,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from stream.models import Accepted, AnyReading, iso
 
-# Longer than the longest rule window (home BP mean over 7 days, DOMAIN §3).
+# Longer than the longest rule window (home BP mean over 7 days, docs/spec/clinical-rules.md §Routing).
 RESTORE_WINDOW = timedelta(days=8)
 # A bound on the work per patient at start: more than a week of any home device's readings.
 RESTORE_MAX_ROWS = 5000

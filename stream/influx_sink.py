@@ -16,7 +16,7 @@ Schema (one measurement, `vitals`; series per patient, device and kind):
 - Tags are ids only: clinic, pseudonymous patient id, device id, reading kind.
   No names, no free text, nothing personal.
 - Raw ECG frames are never written (one point per sample would cost more than
-  the whole ingest, PERF.md): only the per-minute `ecg_summary`.
+  the whole ingest, docs/spec/machine-limits.md): only the per-minute `ecg_summary`.
 - The timestamp is the device time of the measurement, in milliseconds. A
   point written twice (a redelivery after a crash, a retry after a timeout)
   lands on the same series and timestamp, so InfluxDB overwrites it and
@@ -24,7 +24,7 @@ Schema (one measurement, `vitals`; series per patient, device and kind):
 - In VictoriaMetrics a field becomes the metric `vitals_<field>`, tags become labels.
 
 Why not influxdb-client's batching WriteApi: it loses data silently when the
-server refuses writes (PERF.md). The sink writes line-protocol strings with
+server refuses writes (docs/spec/machine-limits.md). The sink writes line-protocol strings with
 the synchronous API, in batches, from its own SQLite outbox
 (`tsdb_outbox.db`): readings are staged with the reading store's write and
 committed before the local broker is acknowledged; a writer task takes them

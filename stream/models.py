@@ -2,7 +2,7 @@
 
 Readings (what devices measure), alerts (what the dispatcher sends), tiers and
 condition names. Pydantic v2 at the boundaries; the JSON shapes here are the
-public contract (`CONTRACT.md`), so field names change only on purpose.
+public surface (`docs/spec/public-surface.md`), so field names change only on purpose.
 
 Units: blood pressure mmHg, glucose mmol/L, SpO2 %, heart rate bpm, ECG µV.
 Times: `ts` is device time (what the device says), `received_at` is gateway
@@ -119,7 +119,7 @@ class BpStatusFlags(BaseModel):
 
     @property
     def questionable(self) -> bool:
-        """A flagged reading never confirms a crisis (DOMAIN §3)."""
+        """A flagged reading never confirms a crisis (docs/spec/clinical-rules.md §BP readings)."""
         return self.body_movement or self.cuff_loose or self.improper_position
 
 

@@ -1,4 +1,4 @@
-"""Plausibility: values no device should report are rejected with a reason (DOMAIN §3).
+"""Plausibility: values no device should report are rejected with a reason (docs/spec/clinical-rules.md §Plausibility).
 
 Pure. Runs after decoding and before anything is stored or judged.
 """

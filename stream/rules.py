@@ -1,4 +1,4 @@
-"""Threshold rules for blood pressure, glucose and SpO2 (DOMAIN.md §2.1 and §3).
+"""Threshold rules for blood pressure, glucose and SpO2 (docs/spec/clinical-rules.md §Routing and §Data quality).
 
 Pure: each rule looks at one patient's state and a new reading and returns
 findings; the stream core feeds it in device-time order per patient. All

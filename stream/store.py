@@ -3,7 +3,7 @@
 Readings are keyed by their idempotency key, so a redelivered reading is a
 no-op insert (and reported as a duplicate). ECG frames are stored as
 compressed int32 µV blobs, one row per frame: one point per sample would cost
-far more than the ingest itself (PERF.md).
+far more than the ingest itself (docs/spec/machine-limits.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Clinical thresholds and plausibility ranges, with the defaults of DOMAIN.md §2–3.
+"""Clinical thresholds and plausibility ranges, with the defaults of docs/spec/clinical-rules.md.
 
 A clinic sets them under `thresholds:`; a patient may override any field under
 `patients[].thresholds:` (only the fields written there change).
@@ -65,7 +65,7 @@ class Spo2Thresholds(_Section):
 
 
 class Plausibility(_Section):
-    """Values outside these ranges are rejected as implausible (DOMAIN §3)."""
+    """Values outside these ranges are rejected as implausible (docs/spec/clinical-rules.md §Plausibility)."""
 
     systolic: tuple[float, float] = (50, 280)
     diastolic: tuple[float, float] = (20, 200)

@@ -1,4 +1,4 @@
-"""Config loading and `vitalgate check-config` (CONTRACT.md "Config file").
+"""Config loading and `vitalgate check-config` (docs/spec/public-surface.md §Config file).
 
 A field technician edits this file; every problem must be reported at once as
 `PATH:LINE: dotted.field: what is wrong`, pointing at the line to fix.
@@ -257,7 +257,7 @@ def test_resident_id_number_is_refused_as_patient_id():
     assert lines == [
         "site.yaml:4: patients.1.id: looks like a resident ID number; use a pseudonymous id such as p-0001"
     ]
-    # The number itself must never be echoed into logs or the console (DOMAIN §4).
+    # The number itself must never be echoed into logs or the console (docs/spec/china-conventions.md).
     assert resident_id not in "\n".join(lines)
 
 

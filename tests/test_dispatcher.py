@@ -91,7 +91,7 @@ def rig(tmp_path, clock) -> Rig:
     return Rig(tmp_path, clock)
 
 
-# ---------------------------------------------------------------- routing (DOMAIN §2.1)
+# ---------------------------------------------------------------- routing (docs/spec/clinical-rules.md §Routing)
 
 DOMAIN_TIERS = {
     Condition.BP_HIGH: Tier.VILLAGE,

@@ -1,5 +1,5 @@
-"""`vitalgate export fhir`: a FHIR R4 Bundle of Observations with the LOINC codes of DOMAIN §4, validated with
-the fhir.resources models, stable ids, and ECG as valueSampledData."""
+"""`vitalgate export fhir`: a FHIR R4 Bundle of Observations with the LOINC codes of
+docs/spec/china-conventions.md, validated with the fhir.resources models, stable ids, and ECG as valueSampledData."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""GATT codecs against the vectors in domain/DOMAIN.md §1 and docs/vendor_ecg.md.
+"""GATT codecs against the vectors in docs/spec/gatt.md and docs/vendor_ecg.md.
 
 Every vector is its own test so a failure names the byte string that broke.
 """
@@ -28,7 +28,7 @@ def h(text: str) -> bytes:
 
 
 # ---------------------------------------------------------------------------
-# §1.1 UUIDs
+# docs/spec/gatt.md §UUIDs and bleak
 # ---------------------------------------------------------------------------
 
 
@@ -42,7 +42,7 @@ def test_uuid16_rejects_values_over_16_bits():
 
 
 # ---------------------------------------------------------------------------
-# §1.2 SFLOAT / FLOAT
+# docs/spec/gatt.md §SFLOAT and FLOAT
 # ---------------------------------------------------------------------------
 
 
@@ -115,7 +115,7 @@ def test_float_special_values(wire, special):
 
 
 def test_sfloat_specials_only_match_with_exponent_zero():
-    # 0xF7FF has the NaN mantissa but exponent -1: an ordinary number (DOMAIN §1.2).
+    # 0xF7FF has the NaN mantissa but exponent -1: an ordinary number (docs/spec/gatt.md §SFLOAT and FLOAT).
     assert gc.decode_sfloat(0xF7FF) == 204.7
     assert gc.decode_sfloat(0x1800) == -20480
 
@@ -157,7 +157,7 @@ def test_decode_sfloat_rejects_wider_word():
 
 
 # ---------------------------------------------------------------------------
-# §1.3 Date Time, Current Time, Battery
+# docs/spec/gatt.md §Time and battery
 # ---------------------------------------------------------------------------
 
 
@@ -255,7 +255,7 @@ def test_battery_level_malformed(wire, reason):
 
 
 # ---------------------------------------------------------------------------
-# §1.4 Blood pressure
+# docs/spec/gatt.md §Blood pressure
 # ---------------------------------------------------------------------------
 
 
@@ -345,7 +345,7 @@ def test_bp_malformed(wire, reason):
 
 
 # ---------------------------------------------------------------------------
-# §1.5 Glucose measurement
+# docs/spec/gatt.md §Glucose
 # ---------------------------------------------------------------------------
 
 
@@ -462,7 +462,7 @@ def test_glucose_malformed(wire, reason):
 
 
 # ---------------------------------------------------------------------------
-# §1.6 Glucose context
+# docs/spec/gatt.md §Glucose context
 # ---------------------------------------------------------------------------
 
 
@@ -520,7 +520,7 @@ def test_glucose_context_malformed(wire, reason):
 
 
 # ---------------------------------------------------------------------------
-# §1.7 RACP
+# docs/spec/gatt.md §RACP
 # ---------------------------------------------------------------------------
 
 
@@ -588,7 +588,7 @@ def test_racp_malformed(wire, reason):
 
 
 # ---------------------------------------------------------------------------
-# §1.8 Heart rate
+# docs/spec/gatt.md §Heart rate
 # ---------------------------------------------------------------------------
 
 
@@ -637,7 +637,7 @@ def test_hr_malformed(wire, reason):
 
 
 # ---------------------------------------------------------------------------
-# §1.9 Polar H10 PMD
+# docs/spec/gatt.md §Polar H10 PMD
 # ---------------------------------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""Device ingress (CONTRACT.md "Device ingress") and plausibility (DOMAIN.md §3).
+"""Device ingress (docs/spec/public-surface.md §Device ingress) and plausibility
+(docs/spec/clinical-rules.md §Plausibility).
 
 topic + payload -> Accepted (bound to the configured patient) or Rejected
 (with a reason). The patient id never comes from the device; bad payloads are
@@ -185,7 +186,7 @@ def test_a_rejected_message_does_not_affect_the_next_good_one():
     accepted(send(json_topic("bp-1"), BP_JSON))
 
 
-# ---------------------------------------------------------------- GATT door (DOMAIN §1 vectors)
+# ---------------------------------------------------------------- GATT door (docs/spec/gatt.md vectors)
 
 
 def test_bp_vector_3_decodes_to_the_same_model():
@@ -368,7 +369,7 @@ def test_gatt_from_unknown_device_is_rejected():
     rejected(send(gatt_topic("nobody", "2a35"), h("16 B9 00 7D 00 91 00")), "unknown_device")
 
 
-# ---------------------------------------------------------------- idempotency (DOMAIN §3 duplicates)
+# ---------------------------------------------------------------- idempotency (clinical-rules.md §Duplicates)
 
 
 def test_redelivered_json_message_has_the_same_key():
@@ -419,7 +420,7 @@ def test_redelivered_glucose_record_with_unknown_date_has_the_same_key():
     assert a.idempotency_key == b.idempotency_key
 
 
-# ---------------------------------------------------------------- plausibility (DOMAIN §3)
+# ---------------------------------------------------------------- plausibility (clinical-rules.md §Plausibility)
 
 
 def acc_of(reading) -> Accepted:

@@ -1,4 +1,4 @@
-"""Threshold rules for BP, glucose and SpO2 (DOMAIN.md §2.1 routing triggers, §3 false alarms).
+"""Threshold rules for BP, glucose and SpO2 (docs/spec/clinical-rules.md §Routing triggers, §Data quality).
 
 All timing is device time (`ts`); `received_at` only decides whether a reading
 is a back-fill. Each test feeds one patient's readings in order through
@@ -144,7 +144,7 @@ def test_flagged_first_reading_never_confirms_crisis(flag):
 
 
 def test_irregular_pulse_flag_alone_does_not_block_crisis():
-    # Irregular pulse is an AF hint, not a measurement fault (DOMAIN §3).
+    # Irregular pulse is an AF hint, not a measurement fault (docs/spec/clinical-rules.md §BP readings).
     p = Patient()
     p.feed(bp(190, 120, T0, irregular_pulse=True))
     assert Condition.BP_CRISIS in conditions(p.feed(bp(190, 120, at(minutes=2), irregular_pulse=True)))

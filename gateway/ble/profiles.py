@@ -13,7 +13,7 @@ Common to all profiles (when the device has them):
 * Current Time 0x2A2B is read on connect, before subscribing, to measure the
   device clock's skew against the gateway; it is written when writable and off
   by more than CLOCK_WRITE_MIN_SKEW_S. |skew| > 5 min is logged as a warning
-  (DOMAIN.md §3). Readings keep the device's own timestamps.
+  (docs/spec/clinical-rules.md §Clock skew). Readings keep the device's own timestamps.
 * Battery Level 0x2A19 is read on connect (-> a ``battery`` reading; the
   stream rules raise ``battery_low`` at <= 20 %), subscribed to when it can
   notify, else re-read every BATTERY_POLL_S on long connections. Reads happen
@@ -55,13 +55,13 @@ RACP = uuid16(0x2A52)
 HR_MEASUREMENT = uuid16(0x2A37)
 
 CLOCK_WRITE_MIN_SKEW_S = 2.0  # set a writable device clock when it is off by more than this
-CLOCK_SKEW_WARN_S = 300.0  # DOMAIN §3: flag |skew| > 5 min
+CLOCK_SKEW_WARN_S = 300.0  # docs/spec/clinical-rules.md §Clock skew: flag |skew| > 5 min
 BATTERY_POLL_S = 3600.0
 RACP_IDLE_TIMEOUT_S = 10.0  # no record and no response for this long: the back-fill failed
 PMD_RESPONSE_TIMEOUT_S = 5.0
 POLAR_GAP_TOLERANCE_S = 0.05  # sensor-clock jump beyond this between frames = lost frames
 # Default silence before device_offline (DeviceConfig.expected_interval overrides).
-# Streaming devices: DOMAIN §2.1's 30 min. Cuffs and meters sleep between
+# Streaming devices: 30 min (docs/spec/clinical-rules.md §Routing). Cuffs and meters sleep between
 # measurements and only advertise when they have something, so by default they
 # are never "offline" (as in stream/device_watch.py); missed_readings covers them.
 STREAMING_EXPECTED_INTERVAL = timedelta(minutes=30)
@@ -469,7 +469,7 @@ class PolarH10EcgProfile(Profile):
     """Polar H10: PMD start ECG (130 Hz) on each connect, stream, stop on shutdown; 0x2A37 for contact.
 
     The H10 has no lead-off bit, so frames count as lead-off while 0x2A37
-    reports no skin contact (DOMAIN.md §1.9). Its clock resets when it shuts
+    reports no skin contact (docs/spec/gatt.md §Polar H10 PMD). Its clock resets when it shuts
     down, so only differences between its timestamps are used (gap detection).
     """
 

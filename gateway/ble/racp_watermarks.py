@@ -1,7 +1,7 @@
 """The last glucose record sequence number delivered from each meter, kept across restarts.
 
 RACP back-fill asks a meter for records with seq >= watermark + 1 on every
-connect (DOMAIN.md §1.7); the watermark is written after each record has been
+connect (docs/spec/gatt.md §RACP); the watermark is written after each record has been
 handed to the stream core, so a gateway restart resumes where it stopped.
 It lives in ``ble.db`` under ``storage.path``.
 """

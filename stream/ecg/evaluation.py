@@ -5,7 +5,7 @@ suffixes are stripped and duplicates dropped, so a shell glob works) is read
 with ``wfdb``, its ECG lead chosen (the first channel whose name looks like
 an ECG lead, else channel 0), converted to µV and pushed through
 :class:`stream.ecg.analyser.EcgAnalyser` in 1-second chunks, exactly as the
-gateway does.  Scores (see ``CONTRACT.md``):
+gateway does.  Scores (see ``docs/spec/public-surface.md``):
 
 * beats: ±150 ms matching against every reference beat label; detections
   inside ventricular flutter/fibrillation spans (``[`` … ``]``) are not false

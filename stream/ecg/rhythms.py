@@ -6,8 +6,8 @@ around it was good) and with per-frame quality; each returns the alarm
 transitions it caused as :class:`Transition` tuples, which the analyser turns
 into ``RhythmAlarm`` objects with evidence.
 
-Thresholds follow ``domain/DOMAIN.md`` §2 and §2.1; the gating rules follow
-§3 (no rhythm alarm from an unusable or noisy signal; persistence before VT,
+Thresholds follow ``docs/spec/clinical-rules.md`` (§ECG, §Routing); the gating rules
+follow its §ECG signal (no rhythm alarm from an unusable or noisy signal; persistence before VT,
 pause and asystole).  A ventricular run is judged on its own complexes: in
 frames that are busy but usable it counts only when its complexes recur
 (``VtDetector``).  AF combines RR irregularity with P-wave evidence
@@ -76,10 +76,10 @@ VT_GOOD_NOISE = 0.10      # good frames vouch for a triplet only while rejected 
 PAUSE_S = 3.0
 ASYSTOLE_S = 5.0
 PAUSE_HOLD_S = 60.0       # a pause alarm stays open this long after the last pause
-# --- rates (DOMAIN 2.1)
+# --- rates (docs/spec/clinical-rules.md §Routing)
 BRADY_BPM = 40.0
 BRADY_S = 60.0
-TACHY_BPM = 100.0         # DOMAIN's two anchors: > 100 for 10 min (village) ...
+TACHY_BPM = 100.0         # the two anchors of the routing table: > 100 for 10 min (village) ...
 TACHY_S = 600.0
 TACHY_FAST_BPM = 150.0    # ... and >= 150 for 1 min (county).  In between, the time needed falls
 TACHY_FAST_S = 60.0       # linearly with the rate (as for AF-RVR): 140/min for 2.8 min, 120/min for
@@ -101,7 +101,7 @@ VF_LEAKAGE_MAX = 0.5      # VF-filter leakage below this is flutter/fibrillation
 VF_PERSIST_S = 6.0
 VF_CLEAR_S = 4.0
 # --- technical
-LEAD_OFF_RAISE_S = 300.0  # DOMAIN 2.1: lead-off for > 5 min
+LEAD_OFF_RAISE_S = 300.0  # clinical-rules.md §Routing: lead-off for > 5 min
 LEAD_OFF_CLEAR_S = 10.0
 
 
