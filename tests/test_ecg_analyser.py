@@ -1,18 +1,17 @@
-"""Synthetic-signal behaviour of the streaming ECG analyser (fast; one check also reads cu01)."""
+"""Synthetic-signal behaviour of the streaming ECG analyser (fast; one check reads cu01 from the full data set)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import ecg_data
 from stream.ecg.analyser import EcgAnalyser, RhythmAlarm
 from stream.ecg.qrs_detection import QrsDetector
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ecg"
 CLINICAL = {"af", "af_rvr", "vt", "vt_sustained", "pause", "asystole", "bradycardia", "tachycardia", "pvc_frequent"}
 
 
@@ -360,13 +359,18 @@ def test_sharp_complex_interval_finds_the_beats_under_tremor_not_in_fibrillation
     assert sharp_complex_interval(x[int(20 * fs):int(24 * fs)], fs) == pytest.approx(60.0 / 72, abs=0.02)
     t = np.arange(int(4 * fs)) / fs
     assert sharp_complex_interval(1500.0 * np.sin(2 * np.pi * 5.5 * t), fs) is None
-    if (DATA / "cudb" / "cu01.hea").exists():     # real fibrillation: no steady sharp complexes
-        from stream.ecg import evaluation
 
-        rec = evaluation.read_record(str(DATA / "cudb" / "cu01"))
-        for t0 in range(230, 500, 20):
-            seg = rec.signal_uv[int(t0 * rec.fs):int((t0 + 4) * rec.fs)]
-            assert sharp_complex_interval(seg, rec.fs) is None, t0
+
+def test_sharp_complex_interval_finds_no_steady_complexes_in_cu01_fibrillation() -> None:
+    """Real fibrillation (cu01 from 214 s, full data set) has no steady sharp complexes beneath it;
+    the vfdb slice's fibrillation is checked the same way in test_ecg_slices.py."""
+    from stream.ecg import evaluation
+    from stream.ecg.signal_quality import sharp_complex_interval
+
+    rec = evaluation.read_record(str(ecg_data() / "cudb" / "cu01"))
+    for t0 in range(230, 500, 20):
+        seg = rec.signal_uv[int(t0 * rec.fs):int((t0 + 4) * rec.fs)]
+        assert sharp_complex_interval(seg, rec.fs) is None, t0
 
 
 @pytest.mark.parametrize("fs", [125.0, 250.0, 360.0])
