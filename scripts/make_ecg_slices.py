@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         size = sum(p.stat().st_size for p in path.parent.glob(path.name + ".*"))
         print(f"{db}/{path.name}: {sl.why} ({size:,} bytes)")
     copy_2017(args.data, args.out)
-    total = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file() and p.name != "README.md")
+    total = sum(p.stat().st_size for p in args.out.rglob("*")
+                if p.is_file() and p.name not in ("README.md", ".gitattributes"))
     print(f"total {total:,} bytes")
     return 0
 
