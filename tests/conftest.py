@@ -55,7 +55,7 @@ class Mosquitto:
         self.exe = exe
         self.port = free_port()
         self.conf = workdir / "mosquitto.conf"
-        # max_queued_messages 0: never drop a QoS 1 message for a slow subscriber (PERF.md).
+        # max_queued_messages 0: never drop a QoS 1 message for a slow subscriber (docs/spec/machine-limits.md).
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
             f"persistence false\nlog_type error\n"

@@ -678,7 +678,7 @@ def test_sustained_rate_condition_tolerates_a_share_of_contrary_time() -> None:
 
 @pytest.mark.parametrize("artefact", ["motion", "electrode_pop", "baseline_wander"])
 def test_synthetic_artefacts_raise_no_clinical_alarm(artefact: str) -> None:
-    """DOMAIN §3: motion mimics VT; pops are steps; wander is slow. None is a rhythm."""
+    """docs/spec/clinical-rules.md §ECG signal: motion mimics VT; pops are steps; wander is slow. None is a rhythm."""
     alarms = synth_alarms([("sinus", 75, 10, {}), ("sinus", 75, 120, {"artefact": artefact})])
     assert not [a for a in alarms if a[1] in CLINICAL]
 
@@ -1027,7 +1027,7 @@ def _tachy_raised(bpm: float, seconds: float) -> tuple[float, dict] | None:
 @pytest.mark.parametrize("bpm,need_s,severity", [(155.0, 60.0, "high"), (145.0, 168.0, "moderate"),
                                                  (125.0, 384.0, "moderate"), (105.0, 600.0, "moderate")])
 def test_tachycardia_time_needed_falls_linearly_with_the_rate(bpm: float, need_s: float, severity: str) -> None:
-    """DOMAIN's anchors: > 100 for 10 min (village), >= 150 for 1 min (county); 140/min held for
+    """Anchors of docs/spec/clinical-rules.md: > 100 for 10 min (village), >= 150 for 1 min (county); 140/min held for
     2.8 min is raised then, not after 10 min (the clock of the fastest level it exceeds)."""
     at, detail = _tachy_raised(bpm, 700.0)
     assert need_s <= at <= need_s + 3.0

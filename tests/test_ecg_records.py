@@ -221,7 +221,7 @@ def test_challenge2015_true_vt_v158s_reproduced() -> None:
 
 @pytest.mark.slow
 def test_challenge2015_true_tachycardia_t106s_reproduced_as_af_rvr() -> None:
-    """AF at about 139/min for the whole record: DOMAIN's 5-min RVR rule alone cannot reach it by 5:00,
+    """AF at about 139/min for the whole record: the clinical rules' 5-min RVR rule alone cannot reach it by 5:00,
     the rate-graded persistence (139/min needs about 2 min of AF) does, inside the alarm window."""
     res = scored("challenge2015/t106s")
     assert res["challenge2015"]["raised"] is True
