@@ -1,4 +1,5 @@
-"""The `vitalgate` command line (docs/spec/public-surface.md): demo, run, check-config, simulate, ecg-eval, broker-config;
+"""The `vitalgate` command line (docs/spec/public-surface.md): demo, run, check-config, simulate, ecg-eval,
+ecg-screen, broker-config;
 routes test, alerts report."""
 
 from __future__ import annotations
@@ -82,10 +83,18 @@ def _cmd_ecg_eval(argv: list[str]) -> int:
     return ecg_main(argv)
 
 
+def _cmd_ecg_screen(argv: list[str]) -> int:
+    from stream.ecg.screening_command import main as screen_main
+
+    return screen_main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["ecg-eval"]:
         return _cmd_ecg_eval(argv[1:])
+    if argv[:1] == ["ecg-screen"]:
+        return _cmd_ecg_screen(argv[1:])
     ap = argparse.ArgumentParser(prog="vitalgate", description="Edge gateway for home wearable monitoring")
     sub = ap.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="embedded broker + simulated patients + the whole pipeline")
@@ -111,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--expect", action="store_true", help="check the scenario's expected alerts; exit 1 on a difference")
     s.set_defaults(fn=_cmd_simulate)
     sub.add_parser("ecg-eval", help="score the streaming ECG analyser on WFDB records (see docs/spec/public-surface.md)")
+    sub.add_parser("ecg-screen", help="classify short ECG strips: normal, af, other or noisy (AF screening)")
     b = sub.add_parser("broker-config", help="write a clinic Mosquitto config that admits only the box's parties")
     b.add_argument("--config", required=True)
     b.add_argument("--out", required=True, help="directory for mosquitto.conf, passwd, acl, credentials.txt")

@@ -92,6 +92,8 @@ class EcgAnalyser:
         self._clf = BeatClassifier(fs, model)
         # (t, feature vector) of every beat kept, when a trainer sets it to a list
         self.feature_log: list[tuple[float, np.ndarray]] | None = None
+        # (frame duration s, its quality) of every frame, when a caller (strip screening) sets it to a list
+        self.frame_log: list[tuple[float, FrameQuality]] | None = None
         self._pre, self._post = self._clf.window()
         cap = 1
         while cap < RING_S * fs:
@@ -286,6 +288,8 @@ class EcgAnalyser:
         trans += self._rate.on_frame(t_end, q.good, self._af.in_af or self._vt.active or self._vf.active)
         trans += self._lead.on_frame(t_start, t_end, not q.good and not self._vf.active)
         self._account(m / self.fs, q)
+        if self.frame_log is not None:
+            self.frame_log.append((m / self.fs, q))
         if self._min_s >= SUMMARY_S:
             trans += self._pvc.on_minute(t_end)
             self._summary_ready = self._make_summary()

@@ -1,0 +1,186 @@
+"""Train the AF screening model (``stream/ecg/models/screen-v1.npz``) from the shared CinC 2017 strips.
+
+    python scripts/train_screening_model.py [--data ../shared/data/ecg/challenge2017] [--jobs 2]
+
+Every labelled strip of ``REFERENCE.csv`` goes through ``stream.ecg.screening.strip_features``
+(the streaming analyser with the shipped beat model, then rhythm, morphology, TQ-spectrum and
+noise features).  Gradient-boosted trees (scikit-learn's histogram boosting, fixed seed,
+classes weighted so the 21 noisy strips count) learn the four labels.
+
+Evaluation is out-of-fold only: ``FOLDS`` stratified folds by strip (seed ``SEED``); every
+strip is classified by the model trained without its fold, and the confusion matrix, the
+F1 per class and the CinC 2017 score (mean F1 of N, A, O) are printed from those.  The
+shipped model is then fitted on every strip.  Needs the ``train`` extra (scikit-learn).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from stream.ecg import evaluation, screening  # noqa: E402
+from stream.ecg.flat_trees import FlatTrees  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "ecg" / "challenge2017"
+FOLDS = 5
+SEED = 20261207
+TREES = 300
+DEPTH = 6
+LEAVES = 24
+LEARNING_RATE = 0.05
+L2 = 1.0
+# class weights: the shared sample holds 1,365 N, 726 A, 695 O and only 21 noisy strips
+WEIGHT_CAP = 8.0
+
+
+def reference(data: Path) -> list[tuple[str, int]]:
+    out = []
+    for line in (data / "REFERENCE.csv").read_text().splitlines():
+        parts = line.strip().split(",")
+        if len(parts) >= 2 and parts[1].strip() in screening.REFERENCE_CODES:
+            label = screening.REFERENCE_CODES[parts[1].strip()]
+            out.append((parts[0].strip(), screening.LABELS.index(label)))
+    return out
+
+
+def features_of(path: str) -> tuple[str, np.ndarray]:
+    r = evaluation.read_record(path)
+    vec, _, _ = screening.strip_features(r.signal_uv, r.fs)
+    return r.name, vec
+
+
+def extract(data: Path, names: list[str], jobs: int, cache: Path | None) -> np.ndarray:
+    if cache is not None and cache.exists():
+        z = np.load(cache, allow_pickle=False)
+        if list(z["names"]) == names and tuple(z["features"]) == screening.FEATURES:
+            print(f"features from the cache {cache}", file=sys.stderr)
+            return z["x"]
+    rows: dict[str, np.ndarray] = {}
+    t0 = time.time()
+    with ProcessPoolExecutor(jobs) as pool:
+        for i, (name, vec) in enumerate(pool.map(features_of, [str(data / n) for n in names], chunksize=16), 1):
+            rows[name] = vec
+            if i % 200 == 0 or i == len(names):
+                print(f"  features [{i}/{len(names)}] {time.time() - t0:.0f} s", file=sys.stderr)
+    x = np.stack([rows[n] for n in names])
+    if cache is not None:
+        np.savez_compressed(cache, x=x, names=np.array(names), features=np.array(screening.FEATURES))
+    return x
+
+
+def weights(y: np.ndarray) -> np.ndarray:
+    counts = np.bincount(y, minlength=len(screening.LABELS)).astype(float)
+    w = np.minimum(counts.max() / np.maximum(counts, 1.0), WEIGHT_CAP)
+    return w[y]
+
+
+def fit(x: np.ndarray, y: np.ndarray):  # -> HistGradientBoostingClassifier
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    clf = HistGradientBoostingClassifier(max_iter=TREES, max_depth=DEPTH, max_leaf_nodes=LEAVES,
+                                         learning_rate=LEARNING_RATE, l2_regularization=L2,
+                                         early_stopping=False, random_state=SEED)
+    clf.fit(x, y, sample_weight=weights(y))
+    return clf
+
+
+def score(y: np.ndarray, pred: np.ndarray) -> dict:
+    k = len(screening.LABELS)
+    cm = np.zeros((k, k), dtype=int)
+    for a, b in zip(y, pred):
+        cm[a, b] += 1
+    f1 = {}
+    for i, label in enumerate(screening.LABELS):
+        denom = cm[i, :].sum() + cm[:, i].sum()
+        f1[label] = 2.0 * cm[i, i] / denom if denom else 0.0
+    return {"confusion": cm.tolist(), "f1": f1,
+            "cinc2017": (f1["normal"] + f1["af"] + f1["other"]) / 3.0}
+
+
+def print_score(s: dict, title: str) -> None:
+    print(title)
+    print("reference \\ called  " + "  ".join(f"{lab:>7}" for lab in screening.LABELS))
+    for label, row in zip(screening.LABELS, s["confusion"]):
+        print(f"{label:>19}  " + "  ".join(f"{v:7d}" for v in row))
+    print("F1: " + "  ".join(f"{k} {v:.3f}" for k, v in s["f1"].items())
+          + f"  | CinC 2017 score (mean F1 N, A, O) {s['cinc2017']:.3f}")
+    cm = np.array(s["confusion"])
+    af, noisy = screening.LABELS.index("af"), screening.LABELS.index("noisy")
+    normal = screening.LABELS.index("normal")
+    print(f"AF strips called normal: {cm[af, normal]} of {cm[af].sum()} ({100 * cm[af, normal] / max(1, cm[af].sum()):.1f} %); "
+          f"noisy strips called normal or af: {cm[noisy, normal] + cm[noisy, af]} of {cm[noisy].sum()}")
+
+
+def cross_validate(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    from sklearn.model_selection import StratifiedKFold
+
+    pred = np.zeros(y.size, dtype=int)
+    for k, (train, test) in enumerate(StratifiedKFold(FOLDS, shuffle=True, random_state=SEED).split(x, y)):
+        clf = fit(x[train], y[train])
+        model = screening.ScreeningModel(FlatTrees.from_sklearn(clf), f"fold{k}")
+        pred[test] = [int(np.argmax(model.probabilities(v))) for v in x[test]]
+        print(f"  fold {k}: {len(test)} strips, {np.mean(pred[test] == y[test]) * 100:.1f} % agree",
+              file=sys.stderr)
+    return pred
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=screening.MODEL_DIR)
+    ap.add_argument("--cache", type=Path, default=None, help="keep the extracted features here (npz)")
+    ap.add_argument("--cv-only", action="store_true", help="cross-validate, do not write the model")
+    ap.add_argument("--json", type=Path, default=None, help="write the out-of-fold figures here")
+    args = ap.parse_args(argv)
+    if not (args.data / "REFERENCE.csv").exists():
+        print(f"train_screening_model: no REFERENCE.csv in {args.data} (pass --data)", file=sys.stderr)
+        return 2
+    t0 = time.time()
+    ref = reference(args.data)
+    names = [n for n, _ in ref]
+    y = np.array([c for _, c in ref])
+    x = extract(args.data, names, args.jobs, args.cache)
+    pred = cross_validate(x, y)
+    s = score(y, pred)
+    print_score(s, f"out-of-fold ({FOLDS} stratified folds by strip, seed {SEED}), {len(y)} strips:")
+    if args.json:
+        args.json.write_text(json.dumps({**s, "strips": len(y), "folds": FOLDS, "seed": SEED}, indent=1))
+    if not args.cv_only:
+        clf = fit(x, y)
+        model = screening.ScreeningModel(FlatTrees.from_sklearn(clf), screening.MODEL_NAME)
+        probe = x[:: max(1, len(x) // 300)]
+        ours = np.array([model.trees.raw(v) for v in probe])
+        theirs = clf.decision_function(probe)
+        if not np.allclose(ours, theirs, atol=1e-6):
+            raise SystemExit(f"exported trees disagree with scikit-learn (max diff {np.abs(ours - theirs).max():.2e})")
+        args.out.mkdir(parents=True, exist_ok=True)
+        meta = {"trained_from": "CinC 2017 (shared/data/ecg/challenge2017)", "strips": str(len(y)),
+                "code": _commit(), "seed": str(SEED), "trees": str(TREES), "depth": str(DEPTH),
+                "oof_cinc2017": f"{s['cinc2017']:.4f}"}
+        model.save(args.out / f"{screening.MODEL_NAME}.npz", meta)
+        print(f"model written to {args.out / screening.MODEL_NAME}.npz", file=sys.stderr)
+    print(f"done in {time.time() - t0:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
