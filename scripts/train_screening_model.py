@@ -7,7 +7,7 @@ Every labelled strip of ``REFERENCE.csv`` goes through ``stream.ecg.screening.st
 noise features).  Gradient-boosted trees (scikit-learn's histogram boosting, fixed seed,
 classes weighted so the 21 noisy strips count) learn the four labels.
 
-Evaluation is out-of-fold only: ``FOLDS`` stratified folds by strip (seed ``SEED``); every
+Evaluation is out-of-fold only (the gates of ``screening.decide`` applied as in the product): ``FOLDS`` stratified folds by strip (seed ``SEED``); every
 strip is classified by the model trained without its fold, and the confusion matrix, the
 F1 per class and the CinC 2017 score (mean F1 of N, A, O) are printed from those.  The
 shipped model is then fitted on every strip.  Needs the ``train`` extra (scikit-learn).
@@ -128,7 +128,7 @@ def cross_validate(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     for k, (train, test) in enumerate(StratifiedKFold(FOLDS, shuffle=True, random_state=SEED).split(x, y)):
         clf = fit(x[train], y[train])
         model = screening.ScreeningModel(FlatTrees.from_sklearn(clf), f"fold{k}")
-        pred[test] = [int(np.argmax(model.probabilities(v))) for v in x[test]]
+        pred[test] = [screening.LABELS.index(screening.decide(v, model.probabilities(v))[0]) for v in x[test]]
         print(f"  fold {k}: {len(test)} strips, {np.mean(pred[test] == y[test]) * 100:.1f} % agree",
               file=sys.stderr)
     return pred

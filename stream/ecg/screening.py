@@ -43,6 +43,11 @@ MODEL_NAME = "screen-v1"
 LABELS: tuple[str, ...] = ("normal", "af", "other", "noisy")
 REFERENCE_CODES = {"N": "normal", "A": "af", "O": "other", "~": "noisy"}   # CinC 2017 REFERENCE.csv
 MIN_SECONDS = 5.0          # shorter than this is not a strip anyone can read
+# Gates before the model, for what the 2017 strips never show (their device band-limits the signal
+# and every one of them has an electrode on the skin), so the model never learnt it:
+MAX_UNUSABLE = 0.5         # flat, saturated or lead-off for this share of the strip: unreadable
+MIN_BEATS = 3              # fewer beats than this: no rhythm to judge
+MAX_HF_RATIO = 0.5         # power above 40 Hz over the 0.7-40 Hz ECG band: muscle or radio noise
 
 TEMPLATE_S = (-0.30, 0.50)      # the average beat's window around R
 QRS_S = (-0.10, 0.12)           # the QRS part of it (the analyser's beat window)
@@ -381,6 +386,17 @@ def screen(x_uv: np.ndarray, fs: float, model: ScreeningModel | None = None) -> 
         return ScreenResult("noisy", 1.0, {"noisy": 1.0}, seconds, None, 0)
     vec, hr, n = strip_features(x_uv, fs)
     p = (model or load_model()).probabilities(vec)
+    label, confidence = decide(vec, p)
+    probs = {lab: round(float(v), 4) for lab, v in zip(LABELS, p)}
+    return ScreenResult(label, confidence, probs, seconds, round(hr) if hr else None, n)
+
+
+def decide(vec: np.ndarray, p: np.ndarray) -> tuple[str, float]:
+    """The label and its confidence from a strip's features and the model's probabilities."""
+    col = FEATURES.index
+    beats = vec[col("beats_per_10s")] * vec[col("seconds")] / 10.0
+    if (vec[col("unusable_frac")] >= MAX_UNUSABLE or beats < MIN_BEATS - 0.5
+            or vec[col("hf_ratio")] > MAX_HF_RATIO):
+        return "noisy", 1.0
     k = int(np.argmax(p))
-    probs = {label: round(float(v), 4) for label, v in zip(LABELS, p)}
-    return ScreenResult(LABELS[k], float(p[k]), probs, seconds, round(hr) if hr else None, n)
+    return LABELS[k], float(p[k])
