@@ -23,7 +23,7 @@ from gateway.config import GatewayConfig
 from gateway.ingress import DeviceBinding, DeviceRegistry, decode_message
 from gateway.mqtt_link import Ack, MqttLink, NotConnected
 from gateway.rhythm_log import RhythmLog
-from gateway.store_and_forward import StoreAndForward, no_ack
+from outbound.store_and_forward import StoreAndForward, no_ack
 from stream.core import Counters, StreamCore
 from stream.device_watch import DEFAULT_OFFLINE_AFTER, DeviceWatch, WatchedDevice
 from stream.ecg_frames import EcgFrameTracker
@@ -86,7 +86,7 @@ class Gateway:
             on_message=self.on_message, on_connect=self._on_connect,
             will=aiomqtt.Will(f"{self.prefix}/status", self._status_json(online=False), qos=1, retain=True),
             username=b.username, password=b.password, tls=b.tls, ca_file=b.ca_file, keepalive=b.keepalive,
-            manual_ack=True,  # a reading is acknowledged only once stored (gateway/store_and_forward.py)
+            manual_ack=True,  # a reading is acknowledged only once stored (outbound/store_and_forward.py)
         )
         self.started_at = clock()
         self.watch = DeviceWatch(

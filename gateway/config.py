@@ -130,7 +130,7 @@ class UplinkConfig(BrokerConfig):
 
 
 class InfluxConfig(_Strict):
-    """An InfluxDB 2.x write API (or VictoriaMetrics): accepted readings as time series (stream/influx_sink.py)."""
+    """An InfluxDB 2.x write API (or VictoriaMetrics): accepted readings as time series (outbound/influx_sink.py)."""
 
     url: str
     token: str = ""

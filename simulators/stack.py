@@ -309,7 +309,7 @@ class Stack:
 
     def forwarded(self) -> Forwarded:
         """Stored readings vs readings on the county broker; raised alerts vs alerts there."""
-        from gateway.uplink import alert_msg_id
+        from outbound.uplink import alert_msg_id
 
         stored = stored_keys(self.storage)
         raised = {alert_msg_id(f"vg/{self.clinic}/alert/{tier}", payload)

@@ -19,7 +19,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from gateway.uplink import alert_msg_id
+from outbound.uplink import alert_msg_id
 from stream.models import CHINA_TZ
 from conftest import free_port
 from simulators import stack

@@ -46,7 +46,7 @@ from store_forward_support import (
     write_config,
 )
 
-from gateway.uplink import alert_msg_id
+from outbound.uplink import alert_msg_id
 
 pytestmark = [pytest.mark.faults, pytest.mark.broker]
 

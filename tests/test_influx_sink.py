@@ -22,7 +22,7 @@ from store_forward_support import (
     write_config,
 )
 
-from stream.influx_sink import InfluxSink, InfluxWriter, to_line
+from outbound.influx_sink import InfluxSink, InfluxWriter, to_line
 from stream.models import (
     CHINA_TZ,
     Accepted,

@@ -10,7 +10,7 @@ from store_forward_support import (
     CLINIC, DevicePublisher, PersistentMosquitto, SessionWatcher, bp, stored_keys, ts_at, wait_until, write_config,
 )
 
-from gateway.uplink_outbox import PRIORITY_ALERT, PRIORITY_TELEMETRY, UplinkOutbox
+from outbound.uplink_outbox import PRIORITY_ALERT, PRIORITY_TELEMETRY, UplinkOutbox
 
 
 def _tele(box: UplinkOutbox, i: int, patient: str = "p-0001") -> None:

@@ -8,7 +8,7 @@ What is forwarded, on the same topics as on the clinic's broker:
   last will sets it to offline on the county broker.
 
 Nothing is lost while the uplink is down: readings and alerts go to a durable
-outbox (`uplink_outbox.db`, see `gateway/uplink_outbox.py`) before the local
+outbox (`uplink_outbox.db`, see `outbound/uplink_outbox.py`) before the local
 broker is acknowledged, and are sent when the county broker is back, **alerts
 first**, then telemetry in the order it was accepted (so per patient in
 order). The outbox is bounded (`uplink.max_outbox` telemetry messages); when
@@ -38,7 +38,7 @@ from datetime import datetime
 from pathlib import Path
 
 from gateway.mqtt_link import MqttLink, NotConnected
-from gateway.uplink_outbox import PRIORITY_ALERT, PRIORITY_TELEMETRY, DropReport, OutboxRow, UplinkOutbox
+from outbound.uplink_outbox import PRIORITY_ALERT, PRIORITY_TELEMETRY, DropReport, OutboxRow, UplinkOutbox
 from stream.models import Accepted, Condition, Finding, now_local
 from stream.waiting import wait_any
 
@@ -120,7 +120,7 @@ class Uplink:
     """The county broker connection and the drain of the uplink outbox.
 
     `stage`/`flush` make it an outbox of the gateway's store-and-forward
-    (`gateway/store_and_forward.py`): readings are staged with the reading
+    (`outbound/store_and_forward.py`): readings are staged with the reading
     store's write and committed before the local broker is acknowledged.
     """
 

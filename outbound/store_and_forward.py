@@ -51,7 +51,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from gateway.uplink import DropAlarm, Uplink
+from outbound.uplink import DropAlarm, Uplink
 from stream.models import Accepted, EcgFrame, Finding, now_local
 from stream.store import ReadingStore
 
@@ -130,7 +130,7 @@ class StoreAndForward:
         tsdb = None
         influx = getattr(config, "influxdb", None)
         if influx is not None:
-            from stream.influx_sink import InfluxSink, InfluxWriter
+            from outbound.influx_sink import InfluxSink, InfluxWriter
 
             tsdb = InfluxSink(config.clinic, config.storage.path,
                               InfluxWriter(influx.url, influx.token, influx.org, influx.bucket),
