@@ -22,7 +22,7 @@ from dispatch.http_api import ApiServer, create_app
 from gateway.config import GatewayConfig
 from gateway.ingress import DeviceBinding, DeviceRegistry, decode_message
 from gateway.mqtt_link import Ack, MqttLink, NotConnected
-from gateway.rhythm_log import RhythmLog
+from stream.rhythm_log import RhythmLog
 from outbound.store_and_forward import StoreAndForward, no_ack
 from stream.core import Counters, StreamCore
 from stream.device_watch import DEFAULT_OFFLINE_AFTER, DeviceWatch, WatchedDevice

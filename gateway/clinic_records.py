@@ -1,7 +1,7 @@
 """Read-only view of one clinic's storage directory, for the doctor's page, reports and the FHIR export.
 
 Reads `readings.db` (stream/store.py), `alerts.db` (dispatch/alert_store.py)
-and `rhythm.db` (gateway/rhythm_log.py) through their own read-only SQLite
+and `rhythm.db` (stream/rhythm_log.py) through their own read-only SQLite
 connections, so it is safe beside a running gateway (WAL readers never block
 the writer) and after it has stopped. A file that does not exist yet reads as
 empty.

@@ -20,7 +20,7 @@ import pytest
 from dispatch.alert_store import AlertStore
 from dispatch.dispatcher import Dispatcher
 from gateway.config import GatewayConfig
-from gateway.rhythm_log import RhythmLog
+from stream.rhythm_log import RhythmLog
 from stream.models import (
     CHINA_TZ, Accepted, BatteryReading, BloodPressureReading, Condition, EcgFrame, EcgSummary, Finding, GlucoseReading,
     Spo2Reading,
