@@ -4,21 +4,19 @@
   prints where an alert would go: the route nodes that matched, tier and
   severity, MQTT topics, channels, the escalation ladder with its timeouts,
   repeats, what could hold it (inhibit rules, silences) and whether it latches.
-- `vitalgate alerts report [--config PATH] [--since 7d] [--json]`: the alarm-fatigue report.
+
+(`vitalgate alerts report`, the alarm-fatigue report, is on the read side: console/commands.py.)
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import datetime
-from pathlib import Path
 
-from dispatch.report import _fmt, build_report, format_report
 from dispatch.routing import LATCHING, MatchContext, RoutingTable
 from dispatch.suppression import DEFAULT_INHIBIT_RULES
-from stream.models import CHINA_TZ, Alert, Condition, Finding, Severity, Tier, now_local, parse_duration
+from stream.models import Alert, Condition, Finding, Severity, Tier, format_seconds, now_local
 
 
 def _load(path: str | None):  # type: ignore[no-untyped-def]
@@ -74,8 +72,8 @@ def cmd_routes_test(args: argparse.Namespace) -> int:
     chans = [c for c in cfg.channels
              if (set(c.tiers) & set(audience) or c.name in d.channels) and c.match.matches(ctx)]
     if chans:
-        print(f"  channels (grouped per patient and tier; group_wait {_fmt(d.group_wait.total_seconds())},"
-              f" group_interval {_fmt(d.group_interval.total_seconds())}):")
+        print(f"  channels (grouped per patient and tier; group_wait {format_seconds(d.group_wait.total_seconds())},"
+              f" group_interval {format_seconds(d.group_interval.total_seconds())}):")
         for c in chans:
             print(f"    {c.name}: {c.describe()}")
     else:
@@ -86,7 +84,7 @@ def cmd_routes_test(args: argparse.Namespace) -> int:
     ladder = [d.tier.value]
     seen = {d.tier}
     while (step := esc.next_step(a)) is not None and step[1] not in seen:
-        ladder.append(f"--{_fmt(step[0].total_seconds())}--> {step[1].value}")
+        ladder.append(f"--{format_seconds(step[0].total_seconds())}--> {step[1].value}")
         seen.add(step[1])
         a = a.model_copy(update={"tier": step[1]})
     top_extra = [t.value for t in esc.audience(a.tier)[1:]]
@@ -95,8 +93,8 @@ def cmd_routes_test(args: argparse.Namespace) -> int:
     else:
         print(f"  escalation if nobody acknowledges: {' '.join(ladder)}"
               f"{' (+ ' + ', '.join(top_extra) + ')' if top_extra else ''}")
-        print(f"  repeats while firing and unacknowledged: every {_fmt(d.repeat_interval.total_seconds())}"
-              f" (at the top: every {_fmt(min(d.repeat_interval, esc.repeat_interval).total_seconds())})")
+        print(f"  repeats while firing and unacknowledged: every {format_seconds(d.repeat_interval.total_seconds())}"
+              f" (at the top: every {format_seconds(min(d.repeat_interval, esc.repeat_interval).total_seconds())})")
     rules = DEFAULT_INHIBIT_RULES if cfg.inhibit_rules is None else cfg.inhibit_rules
     held_by = [r.source.describe() for r in rules if r.target.matches(ctx)]
     if held_by:
@@ -122,27 +120,6 @@ def cmd_routes_test(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_alerts_report(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
-    if cfg is None:
-        return 2
-    db = Path(cfg.storage.path) / "alerts.db"
-    if not db.exists():
-        print(f"no alert store at {db} (is storage.path right?)", file=sys.stderr)
-        return 2
-    try:
-        since = parse_duration(args.since)
-    except ValueError as exc:
-        print(f"--since: {exc}", file=sys.stderr)
-        return 2
-    report = build_report(db, since, datetime.now(CHINA_TZ))
-    if args.json:
-        print(json.dumps(report, ensure_ascii=False, indent=1))
-    else:
-        print(format_report(report, cfg.clinic))
-    return 0
-
-
 def add_dispatch_commands(sub: argparse._SubParsersAction) -> None:
     routes = sub.add_parser("routes", help="routing tools: where would an alert go")
     rsub = routes.add_subparsers(dest="routes_cmd", required=True)
@@ -154,11 +131,3 @@ def add_dispatch_commands(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--tier", choices=[s.value for s in Tier], default=None, help="as the finding asks")
     t.add_argument("--at", default=None, help="clinic time HH:MM (time_of_day matchers); default now")
     t.set_defaults(fn=cmd_routes_test)
-    alerts = sub.add_parser("alerts", help="alert tools")
-    asub = alerts.add_subparsers(dest="alerts_cmd", required=True)
-    r = asub.add_parser("report", help="alarm-fatigue report from the alert store's audit trail")
-    r.add_argument("--config", default=None, help="gateway config (for storage.path; default ./var)")
-    r.add_argument("--since", default="7d", help="period, e.g. 24h, 7d (default 7d)")
-    r.add_argument("--json", action="store_true")
-    r.set_defaults(fn=cmd_alerts_report)
-

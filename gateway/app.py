@@ -100,8 +100,8 @@ class Gateway:
         self.stop_event = asyncio.Event()
         self.ready = asyncio.Event()
         self.republish_failures = 0
-        if self.http_app is not None:  # the village doctor's console on the same port (gateway/web)
-            from gateway.web import mount_console
+        if self.http_app is not None:  # the village doctor's console on the same port (console/web)
+            from console.web import mount_console
 
             mount_console(self)
 

@@ -129,10 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     b.set_defaults(fn=_cmd_broker_config)
     from dispatch.cli import add_dispatch_commands
 
-    add_dispatch_commands(sub)  # routes test, alerts report
-    from gateway.report_commands import add_record_commands
+    add_dispatch_commands(sub)  # routes test
+    from console.commands import add_record_commands
 
-    add_record_commands(sub)  # report, export fhir
+    add_record_commands(sub)  # alerts report, report, export fhir
     args = ap.parse_args(argv)
     return int(args.fn(args))
 

@@ -130,7 +130,7 @@ async def run_demo(duration: float, patients: int, seed: int, ble: bool = False)
     broker = await start_embedded_broker(port)
     fleet = None
     with tempfile.TemporaryDirectory(prefix="vitalgate-demo-") as tmp:
-        # The village doctor's console (gateway/web) on 8080 if free; a fresh password each run.
+        # The village doctor's console (console/web) on 8080 if free; a fresh password each run.
         http = {"bind": "127.0.0.1", "port": _console_port(), "token": secrets.token_urlsafe(12)}
         config = demo_config(port, patients, Path(tmp), http=http)
         if ble:  # BLE patients: bleak's BlueZ backend against the mock BlueZ (simulators/ble)

@@ -346,6 +346,20 @@ def _bounded(d: timedelta, value: object) -> timedelta:
     return d
 
 
+def format_seconds(seconds: float | None) -> str:
+    """A duration as the command line prints it: 90 -> '1m30s', 3600 -> '1h', None -> '-'."""
+    if seconds is None:
+        return "-"
+    s = int(round(seconds))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    if h:
+        return f"{h}h{m:02d}m" if m else f"{h}h"
+    if m:
+        return f"{m}m{sec:02d}s" if sec else f"{m}m"
+    return f"{sec}s"
+
+
 def _duration_validator(v: object) -> timedelta:
     return parse_duration(v)
 

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from gateway.fhir_export import build_bundle, parse_since, validate
+from console.fhir_export import build_bundle, parse_since, validate
 from test_reports import NOW, REPO, seed_clinic
 
 

@@ -129,7 +129,7 @@ def clinic(tmp_path: Path) -> tuple[Path, dict]:
 
 
 def test_report_numbers_match_the_known_week(clinic):
-    from gateway.patient_report import build_report
+    from console.patient_report import build_report
 
     storage, ids = clinic
     d = build_report(storage, "c1", "p-0001", timedelta(days=7), NOW)
@@ -172,7 +172,7 @@ def test_report_cli_writes_html_and_pdf(clinic, tmp_path):
 
 
 def test_report_in_english_and_for_a_patient_without_data(clinic):
-    from gateway.patient_report import render_html, render_pdf
+    from console.patient_report import render_html, render_pdf
 
     storage, _ = clinic
     html = render_html(storage, "c1", "p-0001", timedelta(days=7), NOW, lang="en")

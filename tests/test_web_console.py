@@ -195,7 +195,7 @@ async def test_reports_fhir_metrics_and_health_from_the_page(tmp_path):
 
 @pytest.mark.parametrize("lang", ["zh", "en"])
 def test_every_string_the_pages_use_exists_in_both_languages(lang):
-    from gateway.web import i18n
+    from console.web import i18n
 
     zh, en = i18n._TABLES["zh"], i18n._TABLES["en"]
     assert set(zh) == set(en)
@@ -209,14 +209,14 @@ def test_templates_and_static_files_are_in_the_wheel():
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
-    globs = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["gateway"]
-    web = repo / "gateway" / "web"
-    files = [p.relative_to(repo / "gateway").as_posix() for d in ("templates", "static") for p in (web / d).iterdir()]
+    globs = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["console"]
+    web = repo / "console" / "web"
+    files = [p.relative_to(repo / "console").as_posix() for d in ("templates", "static") for p in (web / d).iterdir()]
     assert files and all(any(fnmatch.fnmatch(f, g) for g in globs) for f in files)
 
 
 async def test_the_gateway_keeps_every_ecg_summary_for_the_rhythm_column_and_reports(tmp_path):
-    from gateway.clinic_records import ClinicRecords
+    from console.clinic_records import ClinicRecords
     from stream.models import Accepted, EcgSummary
 
     gw = Gateway(clinic_config(tmp_path / "var", http_port=None), clock=lambda: NOW)  # no page: still kept
@@ -273,7 +273,7 @@ async def test_oversize_and_hostile_bodies_get_a_4xx_not_a_500(tmp_path):
 
 
 def test_a_cookie_with_non_ascii_characters_is_refused_not_a_crash() -> None:
-    from gateway.web.session import make_session, read_session
+    from console.web.session import make_session, read_session
 
     for cookie in ("a.中", "a.b\u00e9", "中文.x", "\udcff.\udcfe"):
         assert read_session(TOKEN, cookie) is None
@@ -282,7 +282,7 @@ def test_a_cookie_with_non_ascii_characters_is_refused_not_a_crash() -> None:
 
 async def test_a_live_stream_that_is_cancelled_leaves_no_pending_task() -> None:
     """Issue 16: each SSE disconnect left a pending queue-get task behind."""
-    from gateway.web.live import LiveHub
+    from console.web.live import LiveHub
 
     hub = LiveHub(asyncio.Event())
     before = len(asyncio.all_tasks())
@@ -300,7 +300,7 @@ async def test_a_live_stream_that_is_cancelled_leaves_no_pending_task() -> None:
 
 
 def test_login_guard_locks_a_guessing_source_and_a_distributed_guess() -> None:
-    from gateway.web import login_guard as lg
+    from console.web import login_guard as lg
 
     now = [0.0]
     g = lg.LoginGuard(clock=lambda: now[0])
@@ -319,7 +319,7 @@ def test_login_guard_locks_a_guessing_source_and_a_distributed_guess() -> None:
 
 async def test_parallel_password_guessing_is_cut_off(tmp_path):
     """Issue 16: ~37 guesses/s were accepted in parallel; now a source is locked out after 10."""
-    from gateway.web import login_guard as lg
+    from console.web import login_guard as lg
 
     async with console(tmp_path) as (gw, base, ids), _session() as s:
         async def guess(i: int) -> int:

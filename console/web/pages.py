@@ -36,11 +36,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from dispatch.request_body import API_MAX_BYTES, LOGIN_MAX_BYTES, json_object, read_capped
-from gateway.clinic_records import ClinicRecords
-from gateway.web import i18n, session, svg_charts, views
-from gateway.web.live import LiveHub
-from gateway.web.login_guard import LoginGuard
-from gateway.web.metrics import health, render_metrics
+from console.clinic_records import ClinicRecords
+from console.web import i18n, session, svg_charts, views
+from console.web.live import LiveHub
+from console.web.login_guard import LoginGuard
+from console.web.metrics import health, render_metrics
 from stream.models import parse_duration
 
 if TYPE_CHECKING:
@@ -354,7 +354,7 @@ class Console:
         if period is None:
             return PlainTextResponse("period must be a duration between 1h and 366d, such as 7d", status_code=400)
         lang = self._lang(request)
-        from gateway.patient_report import render_html, render_pdf
+        from console.patient_report import render_html, render_pdf
 
         storage, clinic, now = self.gw.config.storage.path, self.gw.clinic, self.gw.clock()
         t0 = time.monotonic()
@@ -377,7 +377,7 @@ class Console:
         period = self._period(request, "since", "7d")
         if period is None:
             return JSONResponse({"error": "since must be a duration such as 7d"}, status_code=400)
-        from gateway.fhir_export import export_bundle
+        from console.fhir_export import export_bundle
 
         now = self.gw.clock()
         bundle = await asyncio.to_thread(export_bundle, self.gw.config.storage.path, self.gw.clinic, pid,

@@ -1,11 +1,13 @@
-"""`vitalgate report` and `vitalgate export fhir`: a patient's data out of the clinic's storage.
+"""`vitalgate report`, `vitalgate export fhir` and `vitalgate alerts report`: the clinic's storage, read for people.
 
 - `vitalgate report --patient P [--period 7d] [--config PATH] [--out DIR] [--lang zh|en]`
-  writes `report-P-YYYYMMDD.html` and `.pdf` (gateway/patient_report.py) and prints their paths.
+  writes `report-P-YYYYMMDD.html` and `.pdf` (console/patient_report.py) and prints their paths.
 - `vitalgate export fhir --patient P --since T [--until T] [--config PATH] [--out FILE] [--ecg strips|frames|none]`
-  writes a FHIR R4 Bundle (gateway/fhir_export.py), validated, to FILE or stdout.
+  writes a FHIR R4 Bundle (console/fhir_export.py), validated, to FILE or stdout.
+- `vitalgate alerts report [--config PATH] [--since 7d] [--json]`: the alarm-fatigue report
+  (console/alarm_report.py); without --config, the built-in defaults (storage in ./var).
 
-Both read the storage named by the config (`storage.path`) read-only: safe
+All three read the storage named by the config (`storage.path`) read-only: safe
 while the gateway runs. Exit codes: 0 done, 2 bad config, unknown patient or
 bad argument, 1 if the export fails validation (a bug: please report it).
 """
@@ -31,7 +33,7 @@ def _patient_ok(cfg, patient: str) -> bool:  # type: ignore[no-untyped-def]
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from gateway.patient_report import write_report
+    from console.patient_report import write_report
     from stream.models import now_local, parse_duration
 
     cfg = load_or_report(args.config)
@@ -54,7 +56,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_export_fhir(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from gateway.fhir_export import build_bundle, parse_since, validate
+    from console.fhir_export import build_bundle, parse_since, validate
     from stream.models import now_local
 
     cfg = load_or_report(args.config)
@@ -85,7 +87,41 @@ def cmd_export_fhir(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_alerts_report(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from console.alarm_report import build_report, format_report
+    from gateway.config import GatewayConfig
+    from stream.models import CHINA_TZ, parse_duration
+
+    cfg = GatewayConfig(clinic="default") if args.config is None else load_or_report(args.config)
+    if cfg is None:
+        return 2
+    db = Path(cfg.storage.path) / "alerts.db"
+    if not db.exists():
+        print(f"no alert store at {db} (is storage.path right?)", file=sys.stderr)
+        return 2
+    try:
+        since = parse_duration(args.since)
+    except ValueError as exc:
+        print(f"--since: {exc}", file=sys.stderr)
+        return 2
+    report = build_report(db, since, datetime.now(CHINA_TZ))
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=1))
+    else:
+        print(format_report(report, cfg.clinic))
+    return 0
+
+
 def add_record_commands(sub: argparse._SubParsersAction) -> None:
+    alerts = sub.add_parser("alerts", help="alert tools")
+    asub = alerts.add_subparsers(dest="alerts_cmd", required=True)
+    a = asub.add_parser("report", help="alarm-fatigue report from the alert store's audit trail")
+    a.add_argument("--config", default=None, help="gateway config (for storage.path; default ./var)")
+    a.add_argument("--since", default="7d", help="period, e.g. 24h, 7d (default 7d)")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(fn=cmd_alerts_report)
     r = sub.add_parser("report", help="a patient's health report, HTML and PDF")
     r.add_argument("--patient", required=True)
     r.add_argument("--period", default="7d", help="how far back from now (default 7d)")

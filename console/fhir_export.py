@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from gateway.clinic_records import ClinicRecords
+from console.clinic_records import ClinicRecords
 from stream.models import iso, now_local
 
 LOINC = "http://loinc.org"

@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from gateway.clinic_records import ClinicRecords
+from console.clinic_records import ClinicRecords
 from stream.models import AlertState, DeviceKind, Severity
 
 if TYPE_CHECKING:

@@ -18,22 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from dispatch.alert_store import connect_readonly
-from stream.models import Tier, iso
+from stream.models import Tier, format_seconds, iso
 
 _REACH = ("raised", "upgraded", "escalated", "released")
-
-
-def _fmt(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(round(seconds))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    if h:
-        return f"{h}h{m:02d}m" if m else f"{h}h"
-    if m:
-        return f"{m}m{sec:02d}s" if sec else f"{m}m"
-    return f"{sec}s"
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -139,7 +126,7 @@ def format_report(r: dict[str, Any], clinic: str) -> str:
         for c, v in rules.items():
             out.append(f"  {c:<22}{v.get('raised', 0):>7}{v.get('held', 0):>6}{v.get('snoozed', 0):>8}"
                        f"{v.get('escalated', 0):>7}{v.get('repeated', 0):>7}{v.get('acknowledged', 0):>6}"
-                       f"{v.get('cleared_unacknowledged', 0):>16}{_fmt(v.get('median_ack_s')):>12}")
+                       f"{v.get('cleared_unacknowledged', 0):>16}{format_seconds(v.get('median_ack_s')):>12}")
     else:
         out.append("  (none)")
     out += ["", "alarms per patient"]
@@ -150,8 +137,8 @@ def format_report(r: dict[str, Any], clinic: str) -> str:
         out.append("  (none)")
     out += ["", "ack delay per tier (from reaching the tier to the acknowledgement)"]
     for t, v in r["ack_delay"].items():
-        out.append(f"  {t:<10} n={v['n']:<4} median {_fmt(v['median_s']):>7}  p90 {_fmt(v['p90_s']):>7}"
-                   f"  max {_fmt(v['max_s']):>7}")
+        out.append(f"  {t:<10} n={v['n']:<4} median {format_seconds(v['median_s']):>7}  p90 {format_seconds(v['p90_s']):>7}"
+                   f"  max {format_seconds(v['max_s']):>7}")
     if not r["ack_delay"]:
         out.append("  (no acknowledgements)")
     out += ["", "escalations"]
