@@ -17,7 +17,7 @@ import time
 import aiomqtt
 import numpy as np
 
-from gateway.demo import TIME_SCALE, demo_config, free_port, start_embedded_broker
+from box.demo import TIME_SCALE, demo_config, free_port, start_embedded_broker
 
 
 async def main(n: int) -> None:

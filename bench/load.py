@@ -82,7 +82,7 @@ def main() -> None:
     cfg = tmp / "gateway.yaml"
     cfg.write_text(yaml.safe_dump({"clinic": CLINIC, "broker": {"host": "127.0.0.1", "port": port},
                                    "storage": {"path": str(tmp / "var")}, "patients": patients}))
-    gw = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--config", str(cfg), "--log-level", "WARNING"],
+    gw = subprocess.Popen([sys.executable, "-m", "box.cli", "run", "--config", str(cfg), "--log-level", "WARNING"],
                           cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(tmp / "gateway.log", "wb"))
 
     # The outside observer: alert arrival times and the gateway's status.

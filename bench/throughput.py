@@ -260,9 +260,9 @@ def gateway_run(work: Path, port: int, msgs: list[tuple[str, bytes]], patients: 
                 vm_url: str | None = None) -> dict:
     cfg = gateway_config(work, port, patients, vm_url)
     log = open(work / "gateway.log", "wb")
-    cmd = [sys.executable, "-m", "gateway.cli", "run", "--config", str(cfg), "--log-level", "WARNING"]
+    cmd = [sys.executable, "-m", "box.cli", "run", "--config", str(cfg), "--log-level", "WARNING"]
     if PROFILE.endswith(".prof"):  # cProfile (deterministic: call counts, syscalls; slows Python code)
-        cmd = [sys.executable, "-m", "cProfile", "-o", PROFILE, "-m", "gateway.cli", *cmd[3:]]
+        cmd = [sys.executable, "-m", "cProfile", "-o", PROFILE, "-m", "box.cli", *cmd[3:]]
     elif PROFILE:  # py-spy's raw (collapsed) stacks of the gateway, for finding hot spots
         cmd = ["py-spy", "record", "-r", "250", "-f", "raw", "-o", PROFILE, "--", *cmd]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)

@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from gateway.config import load_or_report
+from box.config import load_or_report
 
 DEFAULT_CONFIG = "/etc/vitalgate/gateway.yaml"
 
@@ -91,7 +91,7 @@ def cmd_alerts_report(args: argparse.Namespace) -> int:
     from datetime import datetime
 
     from console.alarm_report import build_report, format_report
-    from gateway.config import GatewayConfig
+    from box.config import GatewayConfig
     from stream.models import CHINA_TZ, parse_duration
 
     cfg = GatewayConfig(clinic="default") if args.config is None else load_or_report(args.config)

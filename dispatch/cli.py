@@ -20,7 +20,7 @@ from stream.models import Alert, Condition, Finding, Severity, Tier, format_seco
 
 
 def _load(path: str | None):  # type: ignore[no-untyped-def]
-    from gateway.config import GatewayConfig, load_or_report
+    from box.config import GatewayConfig, load_or_report
 
     if path is None:
         return GatewayConfig(clinic="default")

@@ -95,7 +95,7 @@ class Dispatcher:
 
     @classmethod
     def from_config(cls, config: Any, store: AlertStore, clock: Callable[[], datetime] = now_local) -> "Dispatcher":
-        """Everything the gateway config says about dispatch (a `gateway.config.GatewayConfig`)."""
+        """Everything the gateway config says about dispatch (a `box.config.GatewayConfig`)."""
         routing = RoutingTable(dict(config.routes), tree=config.routing,
                                labels={p.id: dict(p.labels) for p in config.patients})
         return cls(config.clinic, store, routing, config.escalation, clock=clock,

@@ -115,7 +115,7 @@ class Gateway:
     def start(self) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config)],
+            self.proc = subprocess.Popen([sys.executable, "-m", "box.cli", "run", "--config", str(self.config)],
                                          cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
         self.starts += 1
 

@@ -165,7 +165,7 @@ class GatewayProcess:
     def start(self) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._logf = open(self.log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config_path)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "box.cli", "run", "--config", str(self.config_path)],
                                      cwd=REPO, env=env, stdout=self._logf, stderr=subprocess.STDOUT)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.config import ConfigError, load_config_text
+from box.config import ConfigError, load_config_text
 
 BASE = """clinic: c1
 patients:

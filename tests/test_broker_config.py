@@ -13,7 +13,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from conftest import free_port, wait_port
-from gateway.cli import main as cli_main
+from box.cli import main as cli_main
 
 pytestmark = pytest.mark.broker
 

@@ -16,8 +16,8 @@ import pytest
 
 from dispatch.escalation import ConditionEscalation
 from dispatch.routing import DEFAULT_ROUTES, RoutingTable
-from gateway import cli
-from gateway.config import ConfigError, GatewayConfig, load_config, load_config_text
+from box import cli
+from box.config import ConfigError, GatewayConfig, load_config, load_config_text
 from stream.models import Condition, DeviceKind, Finding, Tier, now_local
 from stream.thresholds import Thresholds
 
@@ -432,7 +432,7 @@ def test_unreadable_file(tmp_path):
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=60
+        [sys.executable, "-m", "box.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=60
     )
 
 
@@ -480,7 +480,7 @@ def test_example_config_is_valid():
 
 def test_secrets_from_files_and_environment_instead_of_the_yaml(tmp_path, monkeypatch) -> None:
     """Issue 16 item 9: systemd credentials (a file) or the environment hold secrets, not the YAML."""
-    from gateway.config import load_config_text
+    from box.config import load_config_text
 
     (tmp_path / "broker.pw").write_text("s3cret-from-a-file\n")
     monkeypatch.setenv("VG_HTTP_TOKEN", "a-token-of-at-least-16-chars")
@@ -491,7 +491,7 @@ def test_secrets_from_files_and_environment_instead_of_the_yaml(tmp_path, monkey
 
 
 def test_a_missing_secret_source_names_the_field_and_line(tmp_path, monkeypatch) -> None:
-    from gateway.config import ConfigError, load_config_text
+    from box.config import ConfigError, load_config_text
 
     monkeypatch.delenv("VG_NOPE", raising=False)
     text = (f"clinic: c1\nbroker:\n  password_file: {tmp_path / 'missing'}\n"
@@ -505,7 +505,7 @@ def test_a_missing_secret_source_names_the_field_and_line(tmp_path, monkeypatch)
 
 @pytest.mark.parametrize("token", ["CHANGE-ME-to-a-long-random-string", "aaaaaaaaaaaaaaaaaaaa", "password1234567890"])
 def test_placeholder_or_guessable_tokens_are_refused(token: str) -> None:
-    from gateway.config import ConfigError, load_config_text
+    from box.config import ConfigError, load_config_text
 
     with pytest.raises(ConfigError) as exc:
         load_config_text(f"clinic: c1\nhttp:\n  port: 8080\n  token: {token}\n", "gw.yaml")

@@ -124,7 +124,7 @@ def test_silences_over_mqtt_and_http_hold_alerts_until_they_end(tmp_path, broker
 def test_log_values_cannot_forge_a_line() -> None:
     import logging
 
-    from gateway.logs import KeyValueFormatter
+    from box.logs import KeyValueFormatter
 
     rec = logging.LogRecord("vitalgate.dispatch", logging.INFO, "", 0, "ack by %s", ("x\n2026-01-01 INFO fake",), None)
     rec.by = "doc\r\nINFO vitalgate: forged"

@@ -15,7 +15,7 @@ from dispatch.dispatcher import Dispatcher
 from dispatch.escalation import EscalationSettings
 from dispatch.routing import RoutingTable, RoutingTree
 from dispatch.suppression import SilenceSpec
-from gateway.config import ConfigError, load_config_text
+from box.config import ConfigError, load_config_text
 from stream.models import CHINA_TZ, AlertState, Condition, Finding, Severity, Tier
 
 T0 = datetime(2024, 3, 15, 7, 30, tzinfo=CHINA_TZ)

@@ -43,7 +43,7 @@ def test_routing_tree_sends_by_patient_label_and_routes_test_agrees(tmp_path, br
     topics = {(t_, b["patient_id"]) for t_, b in w.json(f"vg/{CLINIC}/alert/")}
     assert topics == {(f"vg/{CLINIC}/alert/township", "p-0001"), (f"vg/{CLINIC}/alert/village", "p-0002")}
 
-    out = subprocess.run([sys.executable, "-m", "gateway.cli", "routes", "test", "--condition", "hypoglycemia",
+    out = subprocess.run([sys.executable, "-m", "box.cli", "routes", "test", "--condition", "hypoglycemia",
                           "--patient", "p-0001", "--config", str(cfg)], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert "frail patients' lows go to the township" in out.stdout

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from dispatch.alert_store import AlertStore
 from dispatch.dispatcher import Dispatcher
-from gateway.config import load_config_text
+from box.config import load_config_text
 from stream.models import CHINA_TZ, Condition, Finding
 
 
@@ -54,7 +54,7 @@ async def test_report_counts_alarms_ack_delays_and_escalations(tmp_path):
     await d.acknowledge(c2.alert_id, "county-desk")  # county, 2 min
     d.store.close()
 
-    run = [sys.executable, "-m", "gateway.cli", "alerts", "report", "--config", str(cfg_path), "--since", "7d"]
+    run = [sys.executable, "-m", "box.cli", "alerts", "report", "--config", str(cfg_path), "--since", "7d"]
     out = subprocess.run([*run, "--json"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)
@@ -82,6 +82,6 @@ async def test_report_counts_alarms_ack_delays_and_escalations(tmp_path):
 def test_report_without_a_store_says_so(tmp_path):
     cfg = tmp_path / "gw.yaml"
     cfg.write_text(f"clinic: c1\nstorage: {{path: {tmp_path / 'nothing'}}}\n")
-    out = subprocess.run([sys.executable, "-m", "gateway.cli", "alerts", "report", "--config", str(cfg)],
+    out = subprocess.run([sys.executable, "-m", "box.cli", "alerts", "report", "--config", str(cfg)],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "no alert store" in out.stderr

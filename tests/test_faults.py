@@ -350,8 +350,8 @@ def test_wall_clock_jump(tmp_path, local, county, rig_factory):
     tier) but are stored and forwarded like any other; timers and backoff use
     the monotonic loop clock and are not affected.
     """
-    from gateway.app import Gateway
-    from gateway.config import load_config
+    from box.app import Gateway
+    from box.config import load_config
     from stream.models import now_local
 
     rig = rig_factory(tmp_path, local, county)

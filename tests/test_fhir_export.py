@@ -97,13 +97,13 @@ def test_export_fhir_cli(storage, tmp_path):
     cfg.write_text(f"clinic: c1\nstorage: {{path: {storage}}}\npatients:\n  - id: p-0001\n    devices:\n"
                    f"      - {{id: bp-0001, kind: blood_pressure}}\n")
     out = tmp_path / "export" / "p-0001.json"
-    proc = subprocess.run([sys.executable, "-m", "gateway.cli", "export", "fhir", "--patient", "p-0001",
+    proc = subprocess.run([sys.executable, "-m", "box.cli", "export", "fhir", "--patient", "p-0001",
                            "--since", "2026-11-01", "--config", str(cfg), "--out", str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     bundle = json.loads(out.read_text(encoding="utf-8"))
     validate(bundle)
     assert bundle["resourceType"] == "Bundle" and len(bundle["entry"]) == 14 + 14 + 8 + 1
-    bad = subprocess.run([sys.executable, "-m", "gateway.cli", "export", "fhir", "--patient", "p-0001", "--since",
+    bad = subprocess.run([sys.executable, "-m", "box.cli", "export", "fhir", "--patient", "p-0001", "--since",
                           "soon", "--config", str(cfg)], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--since" in bad.stderr

@@ -205,8 +205,8 @@ def test_payload_limit_is_a_reason_not_a_crash():
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):  # type: ignore[no-untyped-def]
-    from gateway.app import Gateway
-    from gateway.config import GatewayConfig
+    from box.app import Gateway
+    from box.config import GatewayConfig
 
     storage = tmp_path_factory.mktemp("fuzz-gw")
     cfg = GatewayConfig.model_validate({

@@ -50,7 +50,7 @@ NORMAL_STORE_RUN = textwrap.dedent("""
     def open_sqlite(path, durable=False):
         return durable_open(path, durable and path.name != "readings.db")
     stream.store.open_sqlite = open_sqlite
-    from gateway.cli import main
+    from box.cli import main
     sys.exit(main())
 """)
 
@@ -161,7 +161,7 @@ class GatewayRun:
     """One `vitalgate run` process: under the layer or not, with the reading store FULL or NORMAL."""
 
     def __init__(self, cfg: Path, env: dict[str, str], normal_store: bool) -> None:
-        entry = ["-c", NORMAL_STORE_RUN] if normal_store else ["-m", "gateway.cli"]
+        entry = ["-c", NORMAL_STORE_RUN] if normal_store else ["-m", "box.cli"]
         with open(cfg.with_suffix(".log"), "ab") as out:
             self.proc = subprocess.Popen([sys.executable, *entry, "run", "--config", str(cfg)], cwd=REPO,
                                          env=dict(env, PYTHONUNBUFFERED="1"), stdout=out, stderr=subprocess.STDOUT)

@@ -42,7 +42,7 @@ def test_the_library_has_infrastructure_scenarios():
 @pytest.mark.parametrize("scenario", STACK, ids=[s.stem for s in STACK])
 def test_infrastructure_scenario_on_its_own_stack(scenario):
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "simulate", "--stack", "--scenario", str(scenario), "--expect"],
+        [sys.executable, "-m", "box.cli", "simulate", "--stack", "--scenario", str(scenario), "--expect"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -56,7 +56,7 @@ def test_infrastructure_scenario_on_its_own_stack(scenario):
 
 def test_infrastructure_scenario_refuses_someone_elses_broker(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "simulate", "--broker", "127.0.0.1:1", "--scenario", str(STACK[0]),
+        [sys.executable, "-m", "box.cli", "simulate", "--broker", "127.0.0.1:1", "--scenario", str(STACK[0]),
          "--expect"],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )
@@ -70,7 +70,7 @@ def test_scenario_produces_its_expected_alerts(scenario, tmp_path, broker, gatew
     w = watcher_factory(broker.port, ["vg/sim/status"])
     w.wait_for(lambda t, b: b.get("online") is True, timeout=15)
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "simulate", "--broker", f"127.0.0.1:{broker.port}", "--clinic", "sim",
+        [sys.executable, "-m", "box.cli", "simulate", "--broker", f"127.0.0.1:{broker.port}", "--clinic", "sim",
          "--scenario", str(scenario), "--expect"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
@@ -90,7 +90,7 @@ def test_expect_fails_with_a_readable_diff_when_alerts_differ(tmp_path, broker, 
     w = watcher_factory(broker.port, ["vg/sim/status"])
     w.wait_for(lambda t, b: b.get("online") is True, timeout=15)
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "simulate", "--broker", f"127.0.0.1:{broker.port}", "--clinic", "sim",
+        [sys.executable, "-m", "box.cli", "simulate", "--broker", f"127.0.0.1:{broker.port}", "--clinic", "sim",
          "--scenario", str(scenario), "--expect"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from dispatch.http_api import ApiServer
-from gateway.app import Gateway
+from box.app import Gateway
 from stream.models import Condition, Finding
 from test_reports import NOW, TOKEN, clinic_config, seed_clinic
 
@@ -377,7 +377,7 @@ async def test_console_over_https_sets_a_secure_cookie(tmp_path):
 
 
 def test_tls_needs_both_files() -> None:
-    from gateway.config import ConfigError, load_config_text
+    from box.config import ConfigError, load_config_text
 
     with pytest.raises(ConfigError) as exc:
         load_config_text("clinic: c1\nhttp: {port: 8080, token: q7Jx-2vLp9sRkWm4TzYb, tls_cert: /nonexistent.pem}\n")

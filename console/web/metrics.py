@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from stream.models import AlertState, Tier
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from box.app import Gateway
 
 
 def _esc(v: object) -> str:

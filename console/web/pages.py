@@ -44,7 +44,7 @@ from console.web.metrics import health, render_metrics
 from stream.models import parse_duration
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from box.app import Gateway
 
 log = logging.getLogger("vitalgate.console")
 

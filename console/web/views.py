@@ -22,7 +22,7 @@ from stream.models import AlertState, DeviceKind, Severity
 
 if TYPE_CHECKING:
     from dispatch.alert_store import StoredAlert
-    from gateway.app import Gateway
+    from box.app import Gateway
 
 SEVERITY_ORDER = [Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW]
 ADHERENCE_WINDOW = timedelta(days=7)

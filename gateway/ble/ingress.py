@@ -150,7 +150,7 @@ class BleIngress:
 
     @classmethod
     def for_gateway(cls, gateway: Any) -> BleIngress | None:
-        """Wired into a ``gateway.app.Gateway``: its stream core, durable-store acks, dispatcher and counters."""
+        """Wired into a ``box.app.Gateway``: its stream core, durable-store acks, dispatcher and counters."""
 
         async def submit(acc: Accepted, on_stored: Callable[[], None] | None = None) -> None:
             done = gateway.forwarding.ack_after(acc, on_stored) if on_stored is not None else None

@@ -13,7 +13,7 @@ import logging
 import signal
 import sys
 
-from gateway.config import ConfigError, load_config
+from box.config import ConfigError, load_config
 from simulators.ble.fleet import BleFleet
 from stream.models import parse_duration
 

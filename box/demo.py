@@ -22,8 +22,8 @@ from pathlib import Path
 
 import aiomqtt
 
-from gateway.app import Gateway
-from gateway.config import GatewayConfig
+from box.app import Gateway
+from box.config import GatewayConfig
 from simulators.mqtt_consume import consume_until
 from simulators.scenario import Scenario, play
 

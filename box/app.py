@@ -19,7 +19,7 @@ from dispatch.alert_store import AlertStore
 from dispatch.dispatcher import Dispatcher
 from dispatch.control import CONTROL_TOPICS, handle_control
 from dispatch.http_api import ApiServer, create_app
-from gateway.config import GatewayConfig
+from box.config import GatewayConfig
 from gateway.ingress import DeviceBinding, DeviceRegistry, decode_message
 from gateway.mqtt_link import Ack, MqttLink, NotConnected
 from stream.rhythm_log import RhythmLog

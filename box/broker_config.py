@@ -28,7 +28,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.config import GatewayConfig
+from box.config import GatewayConfig
 
 GATEWAY_ACCOUNT = "gateway"
 PBKDF2_ITERATIONS = 101     # what mosquitto_passwd 2.0 writes
