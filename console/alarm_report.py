@@ -1,6 +1,6 @@
 """The alarm-fatigue report (`vitalgate alerts report`): what the dispatcher asked of people, from its audit trail.
 
-Read-only over `alerts.db` (safe while the gateway runs). Per rule
+Read-only over `alerts.db` through the alert store's own queries (safe while the gateway runs). Per rule
 (condition): how many alarms were raised, how many were held (inhibited,
 silenced, snoozed), escalated, repeated, acknowledged, and how many cleared
 before anyone acknowledged them; per patient; the delay from an alert
@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from dispatch.alert_store import connect_readonly
+from dispatch.alert_store import AlertQueries
 from stream.models import Tier, format_seconds, iso
 
 _REACH = ("raised", "upgraded", "escalated", "released")
@@ -32,19 +32,13 @@ def _pct(values: list[float], q: float) -> float | None:
 
 def build_report(db_path: Path, since: timedelta, now: datetime) -> dict[str, Any]:
     cutoff = iso(now - since)
-    db = connect_readonly(db_path)
+    store = AlertQueries(db_path)
     try:
-        rows = db.execute(
-            "SELECT t.alert_id, t.at, t.what, t.detail, COALESCE(t.patient_id, a.patient_id),"
-            " COALESCE(t.condition, a.condition), t.tier FROM transitions t LEFT JOIN alerts a USING(alert_id)"
-            " WHERE t.alert_id IN (SELECT alert_id FROM transitions WHERE at >= ?) ORDER BY t.id", (cutoff,),
-        ).fetchall()
-        chan_rows = db.execute(
-            "SELECT channel, COUNT(*), SUM(delivered_at IS NOT NULL), SUM(attempts) FROM deliveries"
-            " WHERE created_at >= ? GROUP BY channel", (cutoff,)).fetchall()
-        sil_rows = db.execute("SELECT body FROM silences WHERE created_at >= ?", (cutoff,)).fetchall()
+        rows = store.audit_trail(now - since)
+        chan_rows = store.channel_totals(now - since)
+        silences_created = store.silences_created(now - since)
     finally:
-        db.close()
+        store.close()
 
     per_rule: dict[str, Counter] = defaultdict(Counter)
     per_patient: dict[str, Counter] = defaultdict(Counter)
@@ -109,9 +103,8 @@ def build_report(db_path: Path, since: timedelta, now: datetime) -> dict[str, An
         "ack_delay": {t.value: ack_summary(ack_delays[t.value]) for t in Tier if ack_delays.get(t.value)},
         "escalations": [{"from": f, "to": t, "n": n} for (f, t), n in escalations.most_common()],
         "holds": dict(holds),
-        "silences_created": len(sil_rows),
-        "channels": {c: {"deliveries": n, "delivered": int(ok or 0), "attempts": int(att or 0)}
-                     for c, n, ok, att in chan_rows},
+        "silences_created": silences_created,
+        "channels": {c: {"deliveries": n, "delivered": ok, "attempts": att} for c, n, ok, att in chan_rows},
     }
 
 

@@ -13,15 +13,18 @@ topic), `silences`, `notes` (channel notifications waiting to be grouped),
 `deliveries` (grouped channel deliveries with idempotency key, attempts and
 receipt), `channel_groups` (when each group last went out) and
 `channel_health` (a failing channel's technical alert).
+
+The store owns these tables: what other rooms read of them (the console, the
+reports, the FHIR export, `vitalgate routes test`) is `AlertQueries`, over a
+read-only connection that is safe while the gateway runs.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,9 @@ from dispatch.channels import Delivery
 from dispatch.routing import Match
 from dispatch.suppression import Silence
 from stream.models import Alert, AlertState, Condition, Tier, iso
-from stream.store import open_sqlite
+from stream.store import ReadOnlyDb, open_sqlite
+
+FILE_NAME = "alerts.db"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -165,7 +170,7 @@ class Note:
 
 class AlertStore:
     def __init__(self, directory: Path) -> None:
-        self.path = Path(directory) / "alerts.db"
+        self.path = Path(directory) / FILE_NAME
         self._db = open_sqlite(self.path, durable=True)
         self._db.executescript(_SCHEMA)
         self._migrate()
@@ -319,7 +324,7 @@ class AlertStore:
                          (s.id, json.dumps(body, ensure_ascii=False), iso(s.created_at)))
 
     def silences(self) -> list[Silence]:
-        return read_silences(self._db)
+        return _silences(self._db.execute(_SILENCES).fetchall())
 
     # ------------------------------------------------------------ channels
 
@@ -415,9 +420,12 @@ class AlertStore:
         self._db.close()
 
 
-def read_silences(db: sqlite3.Connection) -> list[Silence]:
+_SILENCES = "SELECT id, body FROM silences ORDER BY created_at, id"
+
+
+def _silences(rows: list[tuple]) -> list[Silence]:
     out = []
-    for sid, body in db.execute("SELECT id, body FROM silences ORDER BY created_at, id"):
+    for sid, body in rows:
         b = json.loads(body)
         out.append(Silence(
             id=sid, match=Match.model_validate(b["match"]), starts_at=datetime.fromisoformat(b["starts_at"]),
@@ -429,12 +437,68 @@ def read_silences(db: sqlite3.Connection) -> list[Silence]:
     return out
 
 
-def connect_readonly(path: Path) -> sqlite3.Connection:
-    """For the report: read a running gateway's alerts.db without taking write locks."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    conn.execute("PRAGMA busy_timeout=5000")
-    return conn
+class AlertQueries:
+    """The alert store's queries for other rooms, read-only over `alerts.db` (module docstring)."""
 
+    def __init__(self, path: Path) -> None:
+        self._db = ReadOnlyDb(path)
 
-def since_cutoff(now: datetime, since: timedelta) -> str:
-    return iso(now - since)
+    def close(self) -> None:
+        self._db.close()
+
+    def silences(self) -> list[Silence]:
+        return _silences(self._db.rows(_SILENCES))
+
+    def with_transitions(self, patient_id: str | None = None, since: datetime | None = None) -> list[dict]:
+        """Alerts (public payload) that were open at some time after `since`, oldest first, each with
+        its `transitions` ({at, what, tier, detail})."""
+        q, args = "SELECT alert_id, body FROM alerts WHERE 1=1", []
+        if patient_id:
+            q, args = q + " AND patient_id=?", [*args, patient_id]
+        alerts = {}
+        for aid, body in self._db.rows(q, args):
+            alerts[aid] = json.loads(body)
+        if not alerts:
+            return []
+        trans: dict[str, list[dict]] = {a: [] for a in alerts}
+        has_tier = any(r[1] == "tier" for r in self._db.rows("PRAGMA table_info(transitions)"))
+        cols = "alert_id, at, what, detail" + (", tier" if has_tier else "")
+        q2, args2 = f"SELECT {cols} FROM transitions", []
+        if patient_id and has_tier:
+            q2, args2 = q2 + " WHERE patient_id=? OR alert_id IN (SELECT alert_id FROM alerts WHERE patient_id=?)", \
+                [patient_id, patient_id]
+        for row in self._db.rows(q2 + " ORDER BY id", args2):
+            if row[0] in trans:
+                trans[row[0]].append({"at": row[1], "what": row[2], "detail": json.loads(row[3]),
+                                      "tier": row[4] if has_tier else None})
+        out = []
+        for aid, a in alerts.items():
+            a["transitions"] = trans[aid]
+            last = trans[aid][-1]["at"] if trans[aid] else a.get("updated_at") or a["opened_at"]
+            if since is not None and datetime.fromisoformat(last) < since:
+                continue
+            out.append(a)
+        out.sort(key=lambda a: a["opened_at"])
+        return out
+
+    def outbox_messages(self) -> list[tuple[str, str]]:
+        """(tier, payload) of every MQTT outbox row, sent or not, in order (what a scenario run published)."""
+        return [(t, p) for t, p in self._db.rows("SELECT topic_tier, payload FROM outbox ORDER BY id")]
+
+    def audit_trail(self, since: datetime) -> list[tuple]:
+        """Every transition of the alerts that moved since `since`, in order, as (alert_id, at, what, detail
+        JSON, patient_id, condition, tier): earlier ones too, so an ack can be timed from its alert's arrival."""
+        return self._db.rows(
+            "SELECT t.alert_id, t.at, t.what, t.detail, COALESCE(t.patient_id, a.patient_id),"
+            " COALESCE(t.condition, a.condition), t.tier FROM transitions t LEFT JOIN alerts a USING(alert_id)"
+            " WHERE t.alert_id IN (SELECT alert_id FROM transitions WHERE at >= ?) ORDER BY t.id", (iso(since),))
+
+    def channel_totals(self, since: datetime) -> list[tuple[str, int, int, int]]:
+        """Per channel, of the deliveries created since `since`: (channel, deliveries, delivered, attempts)."""
+        return [(c, int(n), int(ok or 0), int(att or 0)) for c, n, ok, att in self._db.rows(
+            "SELECT channel, COUNT(*), SUM(delivered_at IS NOT NULL), SUM(attempts) FROM deliveries"
+            " WHERE created_at >= ? GROUP BY channel", (iso(since),))]
+
+    def silences_created(self, since: datetime) -> int:
+        rows = self._db.rows("SELECT COUNT(*) FROM silences WHERE created_at >= ?", (iso(since),))
+        return int(rows[0][0]) if rows else 0

@@ -99,16 +99,13 @@ def cmd_routes_test(args: argparse.Namespace) -> int:
     held_by = [r.source.describe() for r in rules if r.target.matches(ctx)]
     if held_by:
         print("  held (inhibited) while the patient has an active alert matching: " + "; ".join(held_by))
-    silences = []
-    db = cfg.storage.path / "alerts.db"
-    if db.exists():
-        from dispatch.alert_store import connect_readonly, read_silences
+    from dispatch.alert_store import FILE_NAME, AlertQueries
 
-        conn = connect_readonly(db)
-        try:
-            silences = [s for s in read_silences(conn) if s.holds(ctx)]
-        finally:
-            conn.close()
+    stored = AlertQueries(cfg.storage.path / FILE_NAME)
+    try:
+        silences = [s for s in stored.silences() if s.holds(ctx)]
+    finally:
+        stored.close()
     for spec in cfg.silences:
         from dispatch.suppression import config_silence_id
 

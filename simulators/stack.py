@@ -20,7 +20,6 @@ import os
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -360,22 +359,22 @@ class Stack:
         self.close()
 
 
-def _ro(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-
-
 def stored_keys(storage: Path) -> set[tuple[Any, ...]]:
     """`reading_key` of every reading the gateway stored under `storage` (its storage.path)."""
-    path = storage / "readings.db"
-    if not path.exists():
-        return set()
-    with _ro(path) as db:
-        rows = db.execute("SELECT body FROM readings").fetchall()
-    return {reading_key(json.loads(b)) for (b,) in rows}
+    from stream.store import FILE_NAME, ReadingQueries
+
+    readings = ReadingQueries(storage / FILE_NAME)
+    try:
+        return {reading_key(b) for b in readings.find(None)}
+    finally:
+        readings.close()
 
 
 def _alert_rows(path: Path) -> list[tuple[str, str]]:
-    if not path.exists():
-        return []
-    with _ro(path) as db:
-        return list(db.execute("SELECT topic_tier, payload FROM outbox ORDER BY id").fetchall())
+    from dispatch.alert_store import AlertQueries
+
+    alerts = AlertQueries(path)
+    try:
+        return alerts.outbox_messages()
+    finally:
+        alerts.close()

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
-from stream.models import Accepted, AnyReading, iso
+from stream.models import Accepted, AnyReading
+from stream.store import ReadingQueries
 
 # Longer than the longest rule window (home BP mean over 7 days, docs/spec/clinical-rules.md §Routing).
 RESTORE_WINDOW = timedelta(days=8)
@@ -34,22 +35,14 @@ def recent_readings_by_patient(db_path: Path, now: datetime, window: timedelta =
                                limit: int = RESTORE_MAX_ROWS,
                                patient_id: str | None = None) -> dict[str, list[Accepted]]:
     """Each patient's (or one patient's) stored readings received within `window` before `now`,
-    at most `limit` each (the newest), oldest arrival first: one query for the whole store."""
-    if not db_path.exists():
-        return {}
-    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
+    at most `limit` each (the newest), oldest arrival first (the reading store's `received_since`)."""
+    queries = ReadingQueries(db_path)
     try:
-        rows = db.execute(
-            "SELECT patient_id, idempotency_key, device_id, received_at, source, body FROM ("
-            " SELECT *, rowid AS arrival, ROW_NUMBER() OVER (PARTITION BY patient_id ORDER BY rowid DESC) AS newest"
-            " FROM readings WHERE received_at >= ? AND (? IS NULL OR patient_id = ?)"
-            ") WHERE newest <= ? ORDER BY arrival",
-            (iso(now - window), patient_id, patient_id, limit),
-        ).fetchall()
-    except sqlite3.OperationalError:  # no table yet: a fresh store
+        rows = queries.received_since(now - window, limit, patient_id)
+    except sqlite3.OperationalError:  # a store this SQLite cannot read: start with empty rule state
         return {}
     finally:
-        db.close()
+        queries.close()
     out: dict[str, list[Accepted]] = {}
     for pid, key, device_id, received_at, source, body in rows:
         try:

@@ -8,7 +8,8 @@ so they are written here, one row per patient-minute (about 1,440 small rows
 per patch per day).
 
 A failed write is logged and dropped: a lost summary costs one minute of
-burden statistics, never a reading or an alert.
+burden statistics, never a reading or an alert. Others read the table through
+`RhythmQueries` (read-only, safe beside the running gateway).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+from datetime import datetime
 from pathlib import Path
 
 from stream.models import Accepted, EcgSummary, iso
-from stream.store import open_sqlite
+from stream.store import ReadOnlyDb, open_sqlite
 
 log = logging.getLogger("vitalgate.rhythm")
 
@@ -63,3 +65,37 @@ class RhythmLog:
 
     def close(self) -> None:
         self._db.close()
+
+
+class RhythmQueries:
+    """The rhythm log's queries for other rooms (the console, the patient report), read-only over `rhythm.db`."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = ReadOnlyDb(path)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def minutes(self, patient_id: str, since: datetime | None = None, until: datetime | None = None) -> list[dict]:
+        """The patient's per-minute summaries, oldest first (`ts` is device time)."""
+        q, args = ("SELECT device_id, ts, hr_bpm, rhythm, quality, lead_off_s, window_s, beats FROM ecg_summaries "
+                   "WHERE patient_id=?", [patient_id])
+        if since is not None:
+            q, args = q + " AND ts>=?", [*args, iso(since)]
+        if until is not None:
+            q, args = q + " AND ts<=?", [*args, iso(until)]
+        keys = ("device_id", "ts", "hr_bpm", "rhythm", "quality", "lead_off_s", "window_s", "beats")
+        out = []
+        for r in self._db.rows(q + " ORDER BY ts", args):
+            d = dict(zip(keys, r))
+            d["beats"] = json.loads(d["beats"] or "{}")
+            out.append(d)
+        return out
+
+    def latest(self, patient_id: str) -> dict | None:
+        rows = self._db.rows("SELECT ts, hr_bpm, rhythm, quality FROM ecg_summaries WHERE patient_id=? "
+                             "ORDER BY ts DESC LIMIT 1", (patient_id,))
+        if not rows:
+            return None
+        ts, hr, rhythm, q = rows[0]
+        return {"ts": ts, "hr_bpm": hr, "rhythm": rhythm, "quality": q}

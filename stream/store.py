@@ -4,6 +4,12 @@ Readings are keyed by their idempotency key, so a redelivered reading is a
 no-op insert (and reported as a duplicate). ECG frames are stored as
 compressed int32 µV blobs, one row per frame: one point per sample would cost
 far more than the ingest itself (docs/spec/machine-limits.md).
+
+The store owns its tables (`readings`, `ecg_frames`): the queries other rooms
+need (the console, reports, FHIR export, rule-state restore) are
+`ReadingQueries`, over a read-only connection, so they are safe beside the
+running gateway (WAL readers never block the writer) and after it has stopped.
+`ReadOnlyDb` is that connection, shared by the other stores' query classes.
 """
 
 from __future__ import annotations
@@ -12,11 +18,17 @@ import json
 import os
 import sqlite3
 import zlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from stream.models import Accepted, EcgFrame, iso
+
+FILE_NAME = "readings.db"
+MAX_STRIP_S = 60.0  # the live strip and evidence windows never read more than this
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -70,7 +82,7 @@ def open_sqlite(path: Path, durable: bool = False) -> sqlite3.Connection:
 
 class ReadingStore:
     def __init__(self, directory: Path) -> None:
-        self.path = Path(directory) / "readings.db"
+        self.path = Path(directory) / FILE_NAME
         self._db = open_sqlite(self.path, durable=True)
         self._db.executescript(_SCHEMA)
 
@@ -105,7 +117,7 @@ class ReadingStore:
         rows = self._db.execute(
             "SELECT device_ts, fs, samples_uv FROM ecg_frames WHERE patient_id=? ORDER BY device_ts", (patient_id,)
         )
-        return [(ts, fs, np.frombuffer(zlib.decompress(b), dtype="<i4")) for ts, fs, b in rows]
+        return [(ts, fs, _samples(b)) for ts, fs, b in rows]
 
     def counts(self) -> dict[str, int]:
         n = self._db.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
@@ -114,3 +126,162 @@ class ReadingStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+class ReadOnlyDb:
+    """A read-only connection to one SQLite file, opened on first use.
+
+    A file that does not exist yet, or a table its writer has not created yet, reads as empty.
+    Usable from worker threads (the console renders reports in one).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+
+    def rows(self, sql: str, args: tuple | list = ()) -> list[tuple]:
+        if self._conn is None:
+            if not self.path.exists():
+                return []
+            self._conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            self._conn.execute("PRAGMA busy_timeout=5000")
+        try:
+            return self._conn.execute(sql, tuple(args)).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []  # the writer has not created it yet
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+@dataclass(frozen=True)
+class EcgStrip:
+    """A contiguous stretch of one lead: samples in µV at `fs` Hz, the first one at `start` (device time)."""
+
+    fs: float
+    start: datetime
+    samples_uv: np.ndarray
+    lead_off: bool = False
+    device_id: str | None = None
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples_uv) / self.fs if self.fs else 0.0
+
+
+def _samples(blob: bytes) -> np.ndarray:
+    return np.frombuffer(zlib.decompress(blob), dtype="<i4")
+
+
+class ReadingQueries:
+    """The reading store's queries for other rooms, read-only over `readings.db` (module docstring).
+
+    Readings are keyed by device time (`device_ts`, +08:00, as stored); `since`/`until` are aware datetimes.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._db = ReadOnlyDb(path)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def find(self, patient_id: str | None, kind: str | None = None, since: datetime | None = None,
+             until: datetime | None = None, with_keys: bool = False) -> list[dict[str, Any]]:
+        """Accepted readings (the public payload), oldest first by device time."""
+        q, args = "SELECT idempotency_key, body FROM readings WHERE 1=1", []
+        if patient_id:
+            q, args = q + " AND patient_id=?", [*args, patient_id]
+        if kind:
+            q, args = q + " AND kind=?", [*args, kind]
+        if since is not None:
+            q, args = q + " AND device_ts>=?", [*args, iso(since)]
+        if until is not None:
+            q, args = q + " AND device_ts<=?", [*args, iso(until)]
+        out = []
+        for key, body in self._db.rows(q + " ORDER BY device_ts", args):
+            b = json.loads(body)
+            if with_keys:
+                b["_key"] = key
+            out.append(b)
+        return out
+
+    def latest(self, patient_id: str, kind: str) -> dict[str, Any] | None:
+        rows = self._db.rows("SELECT body FROM readings WHERE patient_id=? AND kind=? "
+                             "ORDER BY device_ts DESC LIMIT 1", (patient_id, kind))
+        return json.loads(rows[0][0]) if rows else None
+
+    # Per-device look-ups go through the (patient_id, device_ts) indexes: the ECG frame table holds a row
+    # per patch-second, so a scan without the patient would cost seconds on a month-old box.
+
+    def latest_battery(self, patient_id: str, device_id: str) -> dict[str, Any] | None:
+        """The device's latest battery reading ({percent, ts, ...}), if it ever sent one."""
+        rows = self._db.rows("SELECT body FROM readings WHERE patient_id=? AND kind='battery' AND device_id=? "
+                             "ORDER BY device_ts DESC LIMIT 1", (patient_id, device_id))
+        return json.loads(rows[0][0]) if rows else None
+
+    def last_reading_at(self, patient_id: str, device_id: str) -> datetime | None:
+        """Receive time of the device's latest stored reading or ECG frame (known again after a restart)."""
+        best: datetime | None = None
+        for table in ("readings", "ecg_frames"):
+            rows = self._db.rows(f"SELECT received_at FROM {table} WHERE patient_id=? AND device_id=? "
+                                 "ORDER BY device_ts DESC LIMIT 1", (patient_id, device_id))
+            if rows:
+                at = datetime.fromisoformat(rows[0][0])
+                best = at if best is None else max(best, at)
+        return best
+
+    def first_reading_ts(self, patient_id: str, device_id: str) -> datetime | None:
+        rows = self._db.rows("SELECT device_ts FROM readings WHERE patient_id=? AND device_id=? "
+                             "AND kind!='battery' ORDER BY device_ts LIMIT 1", (patient_id, device_id))
+        return datetime.fromisoformat(rows[0][0]) if rows else None
+
+    def count_by_device(self, patient_id: str, since: datetime) -> dict[str, int]:
+        rows = self._db.rows("SELECT device_id, COUNT(*) FROM readings WHERE patient_id=? AND device_ts>=? "
+                             "AND kind!='battery' GROUP BY device_id", (patient_id, iso(since)))
+        return {d: int(n) for d, n in rows}
+
+    def received_since(self, since: datetime, limit: int, patient_id: str | None = None) -> list[tuple]:
+        """(patient_id, idempotency_key, device_id, received_at, source, body) of the readings received
+        since `since`, at most `limit` per patient (the newest), oldest arrival first: one query for all."""
+        return self._db.rows(
+            "SELECT patient_id, idempotency_key, device_id, received_at, source, body FROM ("
+            " SELECT *, rowid AS arrival, ROW_NUMBER() OVER (PARTITION BY patient_id ORDER BY rowid DESC) AS newest"
+            " FROM readings WHERE received_at >= ? AND (? IS NULL OR patient_id = ?)"
+            ") WHERE newest <= ? ORDER BY arrival",
+            (iso(since), patient_id, patient_id, limit),
+        )
+
+    # ------------------------------------------------------------ ECG
+
+    def ecg_latest(self, patient_id: str, seconds: float = 10.0) -> EcgStrip | None:
+        """The last `seconds` of stored ECG of a patient, as one strip (gaps between frames are closed up)."""
+        seconds = min(seconds, MAX_STRIP_S)
+        rows = self._db.rows("SELECT device_id, device_ts, fs, lead_off, samples_uv FROM ecg_frames "
+                             "WHERE patient_id=? ORDER BY device_ts DESC LIMIT ?", (patient_id, int(seconds) + 2))
+        if not rows:
+            return None
+        device = rows[0][0]
+        rows = [r for r in rows if r[0] == device and r[2] == rows[0][2]][::-1]
+        fs = float(rows[0][2])
+        samples = np.concatenate([_samples(r[4]) for r in rows])
+        n = int(round(seconds * fs))
+        samples = samples[-n:]
+        last_ts = datetime.fromisoformat(rows[-1][1])
+        last_len = len(_samples(rows[-1][4]))
+        start = last_ts + timedelta(seconds=last_len / fs) - timedelta(seconds=len(samples) / fs)
+        return EcgStrip(fs, start, samples, lead_off=bool(rows[-1][3]), device_id=device)
+
+    def ecg_frames(self, patient_id: str, since: datetime | None = None,
+                   until: datetime | None = None) -> list[tuple[str, datetime, float, np.ndarray]]:
+        """(device_id, device time, fs, samples µV) per stored frame, oldest first."""
+        q, args = "SELECT device_id, device_ts, fs, samples_uv FROM ecg_frames WHERE patient_id=?", [patient_id]
+        if since is not None:
+            q, args = q + " AND device_ts>=?", [*args, iso(since)]
+        if until is not None:
+            q, args = q + " AND device_ts<=?", [*args, iso(until)]
+        return [(d, datetime.fromisoformat(t), float(fs), _samples(b))
+                for d, t, fs, b in self._db.rows(q + " ORDER BY device_ts", args)]
