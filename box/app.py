@@ -12,6 +12,9 @@ import gc
 import json
 import logging
 import signal
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 import aiomqtt
 
@@ -30,6 +33,9 @@ from stream.ecg_frames import EcgFrameTracker
 from stream.history import recent_readings_by_patient
 from stream.models import AckMessage, Accepted, Rejected, Tier, iso, now_local
 from stream.store import ReadingStore
+
+if TYPE_CHECKING:
+    from gateway.ble.ingress import BleIngress
 
 log = logging.getLogger("vitalgate.gateway")
 
@@ -68,7 +74,7 @@ class Gateway:
         # Readings are stored and staged for the uplink / TSDB together; acks follow the commits.
         self.forwarding = StoreAndForward.from_config(config, self.store, self.dispatcher.handle, clock)
         self.core = StreamCore(
-            store=self.forwarding,  # type: ignore[arg-type]
+            store=self.forwarding,
             thresholds={p.id: config.thresholds_for(p) for p in config.patients if p.thresholds},
             default_thresholds=config.thresholds,
             publish_reading=self._publish_reading,
@@ -100,10 +106,14 @@ class Gateway:
         self.stop_event = asyncio.Event()
         self.ready = asyncio.Event()
         self.republish_failures = 0
-        if self.http_app is not None:  # the village doctor's console on the same port (console/web)
-            from console.web import mount_console
+        self.ble: BleIngress | None = None  # started by run() when the config has `ble:` devices
+        if self.http_app is not None and config.http is not None:  # the doctor's console on the same port
+            from console.web import ConsoleSources, mount_console
 
-            mount_console(self)
+            mount_console(self.http_app, ConsoleSources(
+                clinic=self.clinic, patients=config.patients, storage=storage, token=config.http.token,
+                tls=config.http.tls, clock=clock, stopping=self.stop_event, alerts=self.alerts,
+                desk=self.dispatcher, live=self))
 
     # ------------------------------------------------------------ inbound
 
@@ -130,6 +140,11 @@ class Gateway:
             log.exception("unexpected error handling a message", extra={"topic": topic})
             self.counters.rejected["internal_error"] += 1
             ack()
+
+    async def _submit_ble(self, acc: Accepted, on_stored: Callable[[], None] | None = None) -> None:
+        """A BLE reading takes the MQTT path from here: the stream core, acknowledged once durable."""
+        done = self.forwarding.ack_after(acc, on_stored) if on_stored is not None else None
+        await self.core.submit(acc, on_stored=done)
 
     async def _on_ack(self, payload: bytes) -> None:
         try:
@@ -195,7 +210,7 @@ class Gateway:
             "active_alerts": {t.value: sum(1 for s in active if s.alert.tier is t) for t in Tier},
             "last_rejections": self.counters.last_rejections,
             "dispatch": self.dispatcher.status() if online else {},
-            **({"ble": self.ble.status()} if online and getattr(self, "ble", None) else {}),
+            **({"ble": self.ble.status()} if online and self.ble is not None else {}),
             **self.forwarding.status(),  # storage, uplink, tsdb
         }
 
@@ -211,6 +226,23 @@ class Gateway:
             await self.link.publish(f"{self.prefix}/status", payload, qos=1, retain=True)
         except (NotConnected, aiomqtt.MqttError) as exc:
             log.warning("could not publish status: %s", exc)
+
+    # ------------------------------------------------------------ live state (what the console reads)
+
+    def device_last_seen(self, device_id: str) -> datetime | None:
+        return self.core.device_last_seen.get(device_id)
+
+    def ble_status(self) -> dict[str, dict]:
+        return self.ble.status() if self.ble is not None else {}
+
+    def queue_depth(self) -> int:
+        return self.core.queue_depth()
+
+    def forwarding_status(self) -> dict:
+        return self.forwarding.status()
+
+    def mqtt_connected(self) -> bool:
+        return self.link.connected.is_set()
 
     async def _status_loop(self, stop: asyncio.Event) -> None:
         interval = self.config.status.interval.total_seconds()
@@ -276,7 +308,9 @@ class Gateway:
         if any(d.ble for p in self.config.patients for d in p.devices):
             from gateway.ble.ingress import BleIngress
 
-            self.ble = BleIngress.for_gateway(self)
+            self.ble = BleIngress.from_config(self.config, submit=self._submit_ble, on_finding=self.dispatcher.handle,
+                                              on_reject=self.counters.reject, clock=self.clock,
+                                              start_after=self.ready)
         ble_task = asyncio.create_task(self.ble.run(), name="ble") if self.ble else None
         await self.stop_event.wait()
         log.info("stopping: handling what has arrived, flushing alerts")

@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from dispatch.channels import Delivery
+from dispatch.channels import ChannelAlert, Delivery
 from dispatch.routing import Match
 from dispatch.suppression import Silence
 from stream.models import Alert, AlertState, Condition, Tier, iso
@@ -396,24 +396,24 @@ class AlertStore:
         return int(self._db.execute("SELECT COUNT(*) FROM deliveries WHERE channel=? AND delivered_at IS NULL",
                                     (channel,)).fetchone()[0])
 
-    def channel_health(self, channel: str) -> tuple[int, str | None, dict | None]:
+    def channel_health(self, channel: str) -> tuple[int, str | None, ChannelAlert | None]:
         row = self._db.execute("SELECT failures_in_row, last_error, alert FROM channel_health WHERE channel=?",
                                (channel,)).fetchone()
         if row is None:
             return 0, None, None
-        return int(row[0]), row[1], json.loads(row[2]) if row[2] else None
+        return int(row[0]), row[1], ChannelAlert.from_public(json.loads(row[2])) if row[2] else None
 
     def set_channel_health(self, channel: str, failures_in_row: int, last_error: str | None,
-                           alert: dict | None) -> None:
+                           alert: ChannelAlert | None) -> None:
+        body = json.dumps(alert.to_public(), ensure_ascii=False) if alert else None
         self._db.execute("INSERT OR REPLACE INTO channel_health(channel, failures_in_row, last_error, alert)"
-                         " VALUES (?,?,?,?)", (channel, failures_in_row, last_error,
-                                               json.dumps(alert, ensure_ascii=False) if alert else None))
+                         " VALUES (?,?,?,?)", (channel, failures_in_row, last_error, body))
 
-    def channel_alert(self, alert_id: str) -> tuple[str, dict] | None:
+    def channel_alert(self, alert_id: str) -> tuple[str, ChannelAlert] | None:
         for channel, alert in self._db.execute("SELECT channel, alert FROM channel_health WHERE alert IS NOT NULL"):
             body = json.loads(alert)
             if body.get("alert_id") == alert_id:
-                return channel, body
+                return channel, ChannelAlert.from_public(body)
         return None
 
     def close(self) -> None:
@@ -452,7 +452,7 @@ class AlertQueries:
     def with_transitions(self, patient_id: str | None = None, since: datetime | None = None) -> list[dict]:
         """Alerts (public payload) that were open at some time after `since`, oldest first, each with
         its `transitions` ({at, what, tier, detail})."""
-        q, args = "SELECT alert_id, body FROM alerts WHERE 1=1", []
+        q, args = "SELECT alert_id, body FROM alerts WHERE 1=1", list[object]()
         if patient_id:
             q, args = q + " AND patient_id=?", [*args, patient_id]
         alerts = {}

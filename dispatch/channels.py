@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
-from datetime import timedelta
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dispatch.routing import Match
-from stream.models import Duration, Tier, parse_duration
+from stream.models import AlertState, Duration, Severity, Tier, iso, parse_duration
 from stream.retry_backoff import DEFAULT_JITTER, capped_exponential, jittered
 
 log = logging.getLogger("vitalgate.channels")
@@ -110,6 +111,42 @@ class Delivery:
     idempotency_key: str
     body: str
     attempts: int
+
+
+@dataclass(frozen=True)
+class ChannelAlert:
+    """A failing channel's technical alert. On MQTT it has the shape of every alert payload
+    (`stream.models.Alert.to_public`) with no patient, the condition `CHANNEL_FAILED` and the
+    channel in its evidence; it is not an `Alert` row, so it lives in the store's `channel_health`."""
+
+    alert_id: str
+    clinic: str
+    tier: Tier
+    state: AlertState
+    opened_at: datetime
+    updated_at: datetime
+    evidence: dict[str, Any] = field(default_factory=dict)
+    acknowledged_by: str | None = None
+
+    @classmethod
+    def raised(cls, clinic: str, tier: Tier, now: datetime, evidence: dict[str, Any]) -> ChannelAlert:
+        return cls(f"chan-{uuid.uuid4().hex[:16]}", clinic, tier, AlertState.FIRING, now, now, evidence)
+
+    def moved(self, state: AlertState, now: datetime, by: str | None = None) -> ChannelAlert:
+        """The same alert acknowledged (`by`) or resolved at `now`."""
+        return replace(self, state=state, updated_at=now, acknowledged_by=self.acknowledged_by if by is None else by)
+
+    def to_public(self) -> dict[str, Any]:
+        return {"alert_id": self.alert_id, "patient_id": None, "clinic": self.clinic, "tier": self.tier.value,
+                "condition": CHANNEL_FAILED, "severity": Severity.MEDIUM.value, "state": self.state.value,
+                "opened_at": iso(self.opened_at), "updated_at": iso(self.updated_at), "escalated_from": None,
+                "acknowledged_by": self.acknowledged_by, "evidence": self.evidence}
+
+    @classmethod
+    def from_public(cls, body: dict[str, Any]) -> ChannelAlert:
+        return cls(body["alert_id"], body["clinic"], Tier(body["tier"]), AlertState(body["state"]),
+                   datetime.fromisoformat(body["opened_at"]), datetime.fromisoformat(body["updated_at"]),
+                   body.get("evidence") or {}, body.get("acknowledged_by"))
 
 
 class Sender(Protocol):

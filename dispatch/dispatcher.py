@@ -28,18 +28,18 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from dispatch.alert_store import AlertStore, Note, StoredAlert
-from dispatch.channels import CHANNEL_FAILED, ChannelConfig, DeliveryFailed, Sender, make_sender, notification_text
+from dispatch.channels import ChannelAlert, ChannelConfig, DeliveryFailed, Sender, make_sender, notification_text
 from dispatch.escalation import EscalationSettings
-from dispatch.routing import LATCHING, MatchContext, RoutingTable, tier_rank
+from dispatch.routing import LATCHING, MatchContext, Route, RoutingTable, RoutingTree, tier_rank
 from dispatch.suppression import (
     DEFAULT_INHIBIT_RULES, InhibitRule, Silence, SilenceSpec, config_silence_id, equal_values,
 )
-from stream.models import Alert, AlertState, Finding, Severity, Tier, iso, now_local
+from stream.models import Alert, AlertState, Condition, Finding, Tier, iso, now_local
 
 log = logging.getLogger("vitalgate.dispatch")
 
@@ -51,6 +51,34 @@ AlertListener = Callable[[Alert, str], None]
 TIMER_TICK_S = 1.0
 CHANNEL_IDLE_S = 1.0  # a channel worker looks for new deliveries at least this often
 SHUTDOWN_CHANNEL_FLUSH_S = 3.0  # on stop, channels get this long to send what is due; the rest waits in SQLite
+
+
+class _LabelledPatient(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def labels(self) -> Mapping[str, Any]: ...
+
+
+class DispatchConfig(Protocol):
+    """What the dispatcher reads of the gateway config (box.config.GatewayConfig)."""
+
+    @property
+    def clinic(self) -> str: ...
+    @property
+    def patients(self) -> Sequence[_LabelledPatient]: ...
+    @property
+    def routes(self) -> Mapping[Condition, Route]: ...
+    @property
+    def routing(self) -> RoutingTree: ...
+    @property
+    def escalation(self) -> EscalationSettings: ...
+    @property
+    def inhibit_rules(self) -> Sequence[InhibitRule] | None: ...
+    @property
+    def channels(self) -> Sequence[ChannelConfig]: ...
+    @property
+    def silences(self) -> Sequence[SilenceSpec]: ...
 
 
 def _rank(t: Tier) -> int:
@@ -94,8 +122,9 @@ class Dispatcher:
         self._silences = self.store.silences()
 
     @classmethod
-    def from_config(cls, config: Any, store: AlertStore, clock: Callable[[], datetime] = now_local) -> "Dispatcher":
-        """Everything the gateway config says about dispatch (a `box.config.GatewayConfig`)."""
+    def from_config(cls, config: DispatchConfig, store: AlertStore,
+                    clock: Callable[[], datetime] = now_local) -> "Dispatcher":
+        """Everything the gateway config says about dispatch."""
         routing = RoutingTable(dict(config.routes), tree=config.routing,
                                labels={p.id: dict(p.labels) for p in config.patients})
         return cls(config.clinic, store, routing, config.escalation, clock=clock,
@@ -511,46 +540,40 @@ class Dispatcher:
             log.warning("channel delivery failed (attempt %d), will retry: %s", attempts, error,
                         extra={"channel": cfg.name})
             if alert is None and failures >= cfg.alert_after_failures:
-                alert = {
-                    "alert_id": f"chan-{uuid.uuid4().hex[:16]}", "patient_id": None, "clinic": self.clinic,
-                    "tier": cfg.failure_tier.value, "condition": CHANNEL_FAILED, "severity": Severity.MEDIUM.value,
-                    "state": AlertState.FIRING.value, "opened_at": iso(now), "updated_at": iso(now),
-                    "escalated_from": None, "acknowledged_by": None,
-                    "evidence": {"channel": cfg.name, "kind": cfg.kind, "target": cfg.describe(),
-                                 "failed_attempts": failures, "last_error": error,
-                                 "pending_deliveries": self.store.pending_deliveries(cfg.name)},
-                }
+                alert = ChannelAlert.raised(self.clinic, cfg.failure_tier, now, {
+                    "channel": cfg.name, "kind": cfg.kind, "target": cfg.describe(), "failed_attempts": failures,
+                    "last_error": error, "pending_deliveries": self.store.pending_deliveries(cfg.name)})
                 log.error("channel is failing: technical alert raised", extra={"channel": cfg.name, "error": error})
                 self._publish_channel_alert(alert, "raised")
             self.store.set_channel_health(cfg.name, failures, error, alert)
 
-    def _channel_recovered(self, cfg: ChannelConfig, alert: dict | None, now: datetime) -> None:
+    def _channel_recovered(self, cfg: ChannelConfig, alert: ChannelAlert | None, now: datetime) -> None:
         if alert is not None:
-            alert = {**alert, "state": AlertState.RESOLVED.value, "updated_at": iso(now)}
+            alert = alert.moved(AlertState.RESOLVED, now)
             log.warning("channel recovered: technical alert resolved", extra={"channel": cfg.name})
             self._publish_channel_alert(alert, "resolved")
         self.store.set_channel_health(cfg.name, 0, None, None)
 
-    def _publish_channel_alert(self, alert: dict, what: str) -> None:
-        self.store.enqueue(alert["alert_id"], [Tier(alert["tier"])], json.dumps(alert, ensure_ascii=False),
+    def _publish_channel_alert(self, alert: ChannelAlert, what: str) -> None:
+        self.store.enqueue(alert.alert_id, [alert.tier], json.dumps(alert.to_public(), ensure_ascii=False),
                            self.clock())
         self._wake.set()
 
-    def _ack_channel_alert(self, alert_id: str, by: str) -> dict | None:
+    def _ack_channel_alert(self, alert_id: str, by: str) -> ChannelAlert | None:
         """Acknowledge a channel's technical alert; it still resolves only when the channel delivers again."""
         found = self.store.channel_alert(alert_id)
         if found is None:
             return None
         channel, alert = found
-        if alert["state"] != AlertState.FIRING.value:
+        if alert.state is not AlertState.FIRING:
             return None
-        alert = {**alert, "state": AlertState.ACKNOWLEDGED.value, "acknowledged_by": by, "updated_at": iso(self.clock())}
+        alert = alert.moved(AlertState.ACKNOWLEDGED, self.clock(), by)
         failures, err, _ = self.store.channel_health(channel)
         self.store.set_channel_health(channel, failures, err, alert)
         self._publish_channel_alert(alert, "acknowledged")
         return alert
 
-    async def acknowledge_technical(self, alert_id: str, by: str) -> dict | None:
+    async def acknowledge_technical(self, alert_id: str, by: str) -> ChannelAlert | None:
         async with self._lock:
             return self._ack_channel_alert(alert_id, by)
 
@@ -578,7 +601,7 @@ class Dispatcher:
         chans = {}
         for name, cfg in self.channels.items():
             failures, err, alert = self.store.channel_health(name)
-            chans[name] = {"kind": cfg.kind, "state": "failing" if alert and alert.get("state") != "resolved" else "ok",
+            chans[name] = {"kind": cfg.kind, "state": "failing" if alert and alert.state is not AlertState.RESOLVED else "ok",
                            "failures_in_row": failures, "last_error": err,
                            "pending": self.store.pending_deliveries(name)}
         return {

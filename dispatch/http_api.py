@@ -131,7 +131,7 @@ def create_app(dispatcher: Dispatcher, token: str) -> Starlette:
             found = d.store.channel_alert(aid)
             if found is None:
                 return _error(404, f"no alert {aid}")
-            return JSONResponse({"alert": found[1], "transitions": []})
+            return JSONResponse({"alert": found[1].to_public(), "transitions": []})
         return JSONResponse({"alert": s.to_api(), "transitions": d.store.transitions(aid)})
 
     async def ack(request: Request) -> JSONResponse:
@@ -146,7 +146,7 @@ def create_app(dispatcher: Dispatcher, token: str) -> Starlette:
         if s is None:
             tech = await d.acknowledge_technical(aid, req.by)
             if tech is not None:
-                return JSONResponse({"alert": tech})
+                return JSONResponse({"alert": tech.to_public()})
             return _error(404, f"no alert {aid}") if d.store.channel_alert(aid) is None else \
                 _error(409, "already acknowledged or resolved")
         alert = await d.acknowledge(aid, req.by)

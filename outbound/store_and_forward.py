@@ -79,7 +79,7 @@ def _is_storage_error(exc: BaseException) -> bool:
 
 
 class StoreAndForward:
-    """Quacks like `ReadingStore.add` for the stream core; owns the uplink and the TSDB sink."""
+    """The stream core's `ReadingSink` in the gateway (store, then stage); owns the uplink and the TSDB sink."""
 
     def __init__(
         self,

@@ -18,14 +18,21 @@ import sqlite3
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
+from typing import Protocol
 
 from stream import plausibility, rules
 from stream.ecg_frames import EcgFrameTracker
 from stream.models import Accepted, EcgFrame, EcgSummary, Finding, Rejected, now_local
-from stream.store import ReadingStore
 from stream.thresholds import Thresholds
 
 log = logging.getLogger("vitalgate.stream")
+
+class ReadingSink(Protocol):
+    """Where the core stores a reading: `stream.store.ReadingStore`, or in the gateway
+    `outbound.store_and_forward.StoreAndForward`, which also stages it for the uplink and the TSDB."""
+
+    def add(self, acc: Accepted) -> bool: ...  # False: already stored (a duplicate)
+
 
 ReadingPublisher = Callable[[Accepted], Awaitable[None]]
 FindingHandler = Callable[[Finding], Awaitable[object]]
@@ -51,7 +58,7 @@ class Counters:
 class StreamCore:
     def __init__(
         self,
-        store: ReadingStore,
+        store: ReadingSink,
         thresholds: dict[str, Thresholds],
         default_thresholds: Thresholds,
         publish_reading: ReadingPublisher,

@@ -192,7 +192,7 @@ class ReadingQueries:
     def find(self, patient_id: str | None, kind: str | None = None, since: datetime | None = None,
              until: datetime | None = None, with_keys: bool = False) -> list[dict[str, Any]]:
         """Accepted readings (the public payload), oldest first by device time."""
-        q, args = "SELECT idempotency_key, body FROM readings WHERE 1=1", []
+        q, args = "SELECT idempotency_key, body FROM readings WHERE 1=1", list[object]()
         if patient_id:
             q, args = q + " AND patient_id=?", [*args, patient_id]
         if kind:

@@ -1,6 +1,6 @@
 """`/metrics` in the Prometheus text exposition format (0.0.4), and `/healthz`.
 
-Hand-formatted from the gateway's own counters at scrape time, so there is no
+Hand-formatted from the gateway's own counters (its `ConsoleSources`) at scrape time, so there is no
 second registry to keep in step. No label carries a patient id: device ids and
 clinic ids only (pseudonymous, but a scrape target is often less protected
 than the page). Metric names and what they count:
@@ -19,12 +19,10 @@ than the page). Metric names and what they count:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from console.web.sources import ConsoleSources
 from stream.models import AlertState, Tier
-
-if TYPE_CHECKING:
-    from box.app import Gateway
 
 
 def _esc(v: object) -> str:
@@ -51,18 +49,18 @@ class Exposition:
         return "\n".join(self.lines) + "\n"
 
 
-def render_metrics(gw: "Gateway", devices: list[dict[str, Any]], live_clients: int) -> str:
+def render_metrics(src: ConsoleSources, devices: list[dict[str, Any]], live_clients: int) -> str:
     """`devices`: the console's device rows (id, kind, link, connected, last_seen_s)."""
     e = Exposition()
-    c = gw.counters
+    c = src.live.counters
     e.metric("vitalgate_readings_total", "counter", "Readings accepted and stored, by kind.",
              (({"kind": k, "result": "accepted"}, v) for k, v in sorted(c.accepted.items())))
     e.metric("vitalgate_readings_rejected_total", "counter", "Payloads refused, by reason.",
              (({"reason": k}, v) for k, v in sorted(c.rejected.items())))
     e.metric("vitalgate_queue_depth", "gauge", "Readings waiting in the per-patient queues.",
-             [({}, gw.core.queue_depth())])
-    outboxes: list[tuple[dict[str, object], float]] = [({"outbox": "alerts_mqtt"}, len(gw.alerts.pending()))]
-    fwd = gw.forwarding.status()
+             [({}, src.live.queue_depth())])
+    outboxes: list[tuple[dict[str, object], float]] = [({"outbox": "alerts_mqtt"}, len(src.alerts.pending()))]
+    fwd = src.live.forwarding_status()
     if "uplink" in fwd:
         outboxes.append(({"outbox": "uplink_alerts"}, fwd["uplink"].get("pending_alerts", 0)))
         outboxes.append(({"outbox": "uplink_telemetry"}, fwd["uplink"].get("pending_telemetry", 0)))
@@ -70,7 +68,7 @@ def render_metrics(gw: "Gateway", devices: list[dict[str, Any]], live_clients: i
         outboxes.append(({"outbox": "tsdb"}, fwd["tsdb"].get("pending", 0)))
     outboxes.append(({"outbox": "unstored_readings"}, fwd["storage"].get("held_unstored", 0)))
     e.metric("vitalgate_outbox_pending", "gauge", "Rows waiting to be sent, per outbox.", outboxes)
-    active = gw.alerts.active()
+    active = src.alerts.active()
     counts = {(t.value, s.value): 0 for t in Tier for s in (AlertState.FIRING, AlertState.ACKNOWLEDGED)}
     for s in active:
         key = (s.alert.tier.value, s.alert.state.value)
@@ -78,7 +76,7 @@ def render_metrics(gw: "Gateway", devices: list[dict[str, Any]], live_clients: i
     e.metric("vitalgate_alerts", "gauge", "Open alerts by tier and state.",
              (({"tier": t, "state": st}, n) for (t, st), n in sorted(counts.items())))
     e.metric("vitalgate_alert_events_total", "counter", "Dispatcher transitions since start.",
-             (({"event": k}, v) for k, v in sorted(gw.dispatcher.counters.items())))
+             (({"event": k}, v) for k, v in sorted(src.desk.counters.items())))
     e.metric("vitalgate_device_connected", "gauge",
              "1 if the device is connected (BLE) or has reported within its expected interval (MQTT).",
              (({"device": d["device_id"], "kind": d["kind"], "link": d["link"]}, 1 if d["connected"] else 0)
@@ -86,7 +84,7 @@ def render_metrics(gw: "Gateway", devices: list[dict[str, Any]], live_clients: i
     e.metric("vitalgate_device_last_seen_seconds", "gauge", "Seconds since the device's last accepted reading.",
              (({"device": d["device_id"]}, d["last_seen_s"]) for d in devices if d["last_seen_s"] is not None))
     e.metric("vitalgate_mqtt_connected", "gauge", "1 while the gateway is connected to the local broker.",
-             [({}, 1 if gw.link.connected.is_set() else 0)])
+             [({}, 1 if src.live.mqtt_connected() else 0)])
     if "uplink" in fwd:
         e.metric("vitalgate_uplink_connected", "gauge", "1 while the county uplink is connected.",
                  [({}, 1 if fwd["uplink"].get("connected") else 0)])
@@ -95,12 +93,12 @@ def render_metrics(gw: "Gateway", devices: list[dict[str, Any]], live_clients: i
     return e.text()
 
 
-def health(gw: "Gateway") -> tuple[int, dict[str, Any]]:
+def health(src: ConsoleSources) -> tuple[int, dict[str, Any]]:
     """200 while the gateway can take readings and alerts (storage writable, not stopping); 503 otherwise.
     A lost broker connection is reported but is not unhealthy: the gateway reconnects by itself."""
-    fwd = gw.forwarding.status()
+    fwd = src.live.forwarding_status()
     storage_ok = bool(fwd["storage"].get("ok", True))
-    stopping = gw.stop_event.is_set()
-    body = {"status": "ok" if storage_ok and not stopping else "unhealthy", "clinic": gw.clinic,
-            "mqtt_connected": gw.link.connected.is_set(), "storage_ok": storage_ok, "stopping": stopping}
+    stopping = src.stopping.is_set()
+    body = {"status": "ok" if storage_ok and not stopping else "unhealthy", "clinic": src.clinic,
+            "mqtt_connected": src.live.mqtt_connected(), "storage_ok": storage_ok, "stopping": stopping}
     return (200 if body["status"] == "ok" else 503), body

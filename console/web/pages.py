@@ -26,10 +26,11 @@ import time
 import urllib.parse
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -41,10 +42,8 @@ from console.web import i18n, session, svg_charts, views
 from console.web.live import LiveHub
 from console.web.login_guard import LoginGuard
 from console.web.metrics import health, render_metrics
+from console.web.sources import ConsoleSources
 from stream.models import parse_duration
-
-if TYPE_CHECKING:
-    from box.app import Gateway
 
 log = logging.getLogger("vitalgate.console")
 
@@ -62,15 +61,14 @@ SECURITY_HEADERS = {
 
 
 class Console:
-    def __init__(self, gateway: "Gateway") -> None:
-        assert gateway.config.http is not None
-        self.gw = gateway
-        self.token = gateway.config.http.token
-        self.tls = gateway.config.http.tls     # HTTPS: the session cookie is Secure
-        self.records = ClinicRecords(gateway.config.storage.path)
-        self.hub = LiveHub(gateway.stop_event)
+    def __init__(self, src: ConsoleSources) -> None:
+        self.src = src
+        self.token = src.token
+        self.tls = src.tls     # HTTPS: the session cookie is Secure
+        self.records = ClinicRecords(src.storage)
+        self.hub = LiveHub(src.stopping)
         self.guard = LoginGuard()
-        gateway.dispatcher.listen(self.hub.on_transition)
+        src.desk.listen(self.hub.on_transition)
         self.env = Environment(loader=FileSystemLoader(str(HERE / "templates")),
                                autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
 
@@ -116,7 +114,7 @@ class Console:
         who = self._who(request)
         base = {
             "lang": lang, "t": i18n.translator(lang), "ago": lambda s: i18n.ago(lang, s),
-            "dur": lambda s: i18n.duration_text(lang, s), "clinic": self.gw.clinic,
+            "dur": lambda s: i18n.duration_text(lang, s), "clinic": self.src.clinic,
             "user": who[0] if who else None, "path": request.url.path, "snooze_choices": SNOOZE_CHOICES,
             "other_lang": "en" if lang == "zh" else "zh",
         }
@@ -125,9 +123,6 @@ class Console:
         if request.query_params.get("lang") in i18n.LANGS:
             resp.set_cookie(session.LANG_COOKIE, lang, max_age=365 * 86400, samesite="strict", httponly=True)
         return resp
-
-    def _patient(self, patient_id: str):  # type: ignore[no-untyped-def]
-        return next((p for p in self.gw.config.patients if p.id == patient_id), None)
 
     def _csrf_ok(self, request: Request, how: str) -> bool:
         return how == "bearer" or request.headers.get(session.CSRF_HEADER) == "1"
@@ -175,17 +170,17 @@ class Console:
     async def alerts_page(self, request: Request) -> Response:
         if not self._who(request):
             return self._deny(request, html=True)
-        return self._render(request, "alerts.html", nav="alerts", v=views.alerts_view(self.gw))
+        return self._render(request, "alerts.html", nav="alerts", v=views.alerts_view(self.src))
 
     async def alerts_fragment(self, request: Request) -> Response:
         if not self._who(request):
             return self._deny(request, html=False)
-        return self._render(request, "alerts_fragment.html", v=views.alerts_view(self.gw))
+        return self._render(request, "alerts_fragment.html", v=views.alerts_view(self.src))
 
     async def patients_page(self, request: Request) -> Response:
         if not self._who(request):
             return self._deny(request, html=True)
-        rows = views.patients_view(self.gw, self.records)
+        rows = views.patients_view(self.src, self.records)
         for r in rows:
             r["spark"] = Markup(svg_charts.sparkline(r["systolic_week"], limit=views.BP_TARGET[0]))
         return self._render(request, "patients.html", nav="patients", rows=rows)
@@ -194,15 +189,15 @@ class Console:
         if not self._who(request):
             return self._deny(request, html=True)
         pid = request.path_params["patient_id"]
-        p = self._patient(pid)
+        p = self.src.patient(pid)
         if p is None:
             return self._render(request, "error.html", status=404, message=f"no patient {pid}")
         lang = self._lang(request)
         tr = i18n.translator(lang)
         days = 30 if request.query_params.get("days") == "30" else 7
-        now = self.gw.clock()
+        now = self.src.clock()
         since = now - timedelta(days=days)
-        summary = views.patient_summary(self.gw, self.records, pid, now, self.gw.alerts.active())
+        summary = views.patient_summary(self.src, self.records, pid, now, self.src.alerts.active())
         sys_, dia = views.bp_points(self.records.readings(pid, "blood_pressure", since=since))
         bp_chart = svg_charts.trend_chart(
             [svg_charts.Series("SBP", "#c62828", sys_), svg_charts.Series("DBP", "#1565c0", dia)], since, now,
@@ -218,8 +213,8 @@ class Console:
                                           (50, 110), svg_charts.Guides(hlines=[(100, "#e65100", "100"),
                                                                                (60, "#1565c0", "60")]),
                                           title=tr("report.hr")) if hr else ""
-        alerts = [views.alert_row(s, now) for s in self.gw.alerts.list_alerts(None, pid, 50)]
-        devices = [d for d in views.device_rows(self.gw, self.records, now) if d["patient_id"] == pid]
+        alerts = [views.alert_row(s, now) for s in self.src.alerts.list_alerts(None, pid, 50)]
+        devices = [d for d in views.device_rows(self.src, self.records, now) if d["patient_id"] == pid]
         return self._render(request, "patient.html", nav="patients", p=summary, days=days,
                             bp_chart=Markup(bp_chart), glu_chart=Markup(glu_chart), hr_chart=Markup(hr_chart),
                             has_bp=bool(sys_), has_glu=bool(glu), alerts=alerts, devices=devices,
@@ -229,7 +224,7 @@ class Console:
         if not self._who(request):
             return self._deny(request, html=False)
         pid = request.path_params["patient_id"]
-        if self._patient(pid) is None:
+        if self.src.patient(pid) is None:
             return PlainTextResponse("unknown patient", status_code=404)
         try:
             seconds = max(2.0, min(30.0, float(request.query_params.get("seconds", "10"))))
@@ -254,23 +249,23 @@ class Console:
     async def devices_page(self, request: Request) -> Response:
         if not self._who(request):
             return self._deny(request, html=True)
-        return self._render(request, "devices.html", nav="devices", rows=views.device_rows(self.gw, self.records))
+        return self._render(request, "devices.html", nav="devices", rows=views.device_rows(self.src, self.records))
 
     async def alert_page(self, request: Request) -> Response:
         if not self._who(request):
             return self._deny(request, html=True)
         aid = request.path_params["alert_id"]
-        s = self.gw.alerts.get(aid)
+        s = self.src.alerts.get(aid)
         if s is None:
             return self._render(request, "error.html", status=404, message=f"no alert {aid}")
-        now = self.gw.clock()
+        now = self.src.clock()
         ev = dict(s.alert.evidence)
         strip = ev.pop("strip", None)
         strip_svg = ""
         if isinstance(strip, dict) and strip.get("samples_uv"):
             strip_svg = svg_charts.ecg_strip(strip["samples_uv"], float(strip.get("fs") or 250),
                                              label=f"t={strip.get('start_s', 0)} s")
-        trail = self.gw.alerts.transitions(aid)
+        trail = self.src.alerts.transitions(aid)
         return self._render(request, "alert.html", nav="alerts", a=views.alert_row(s, now), evidence=ev,
                             strip_svg=Markup(strip_svg), trail=trail)
 
@@ -296,13 +291,13 @@ class Console:
             return got
         by, _ = got
         aid = request.path_params["alert_id"]
-        s = self.gw.alerts.get(aid)
+        s = self.src.alerts.get(aid)
         if s is None:
             return JSONResponse({"error": f"no alert {aid}"}, status_code=404)
-        alert = await self.gw.dispatcher.acknowledge(aid, by)
+        alert = await self.src.desk.acknowledge(aid, by)
         if alert is None:
             return JSONResponse({"error": f"alert is {s.alert.state.value}, not firing"}, status_code=409)
-        return JSONResponse({"alert": self.gw.alerts.get(aid).to_api()})  # type: ignore[union-attr]
+        return JSONResponse({"alert": self.src.alerts.get(aid).to_api()})  # type: ignore[union-attr]
 
     async def snooze(self, request: Request) -> Response:
         got = await self._action(request)
@@ -314,14 +309,14 @@ class Console:
             duration = parse_duration(body.get("duration", "30m"))
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=422)
-        s = self.gw.alerts.get(aid)
+        s = self.src.alerts.get(aid)
         if s is None:
             return JSONResponse({"error": f"no alert {aid}"}, status_code=404)
-        alert = await self.gw.dispatcher.snooze(aid, by, duration, str(body.get("why", ""))[:1000])
+        alert = await self.src.desk.snooze(aid, by, duration, str(body.get("why", ""))[:1000])
         if alert is None:
             return JSONResponse({"error": f"alert is {s.alert.state.value}; only a firing alert can be snoozed"},
                                 status_code=409)
-        return JSONResponse({"alert": self.gw.alerts.get(aid).to_api()})  # type: ignore[union-attr]
+        return JSONResponse({"alert": self.src.alerts.get(aid).to_api()})  # type: ignore[union-attr]
 
     async def events(self, request: Request) -> Response:
         if not self._who(request):
@@ -348,7 +343,7 @@ class Console:
         if not self._who(request):
             return self._deny(request, html=not pdf)
         pid = request.path_params["patient_id"]
-        if self._patient(pid) is None:
+        if self.src.patient(pid) is None:
             return PlainTextResponse("unknown patient", status_code=404)
         period = self._period(request)
         if period is None:
@@ -356,7 +351,7 @@ class Console:
         lang = self._lang(request)
         from console.patient_report import render_html, render_pdf
 
-        storage, clinic, now = self.gw.config.storage.path, self.gw.clinic, self.gw.clock()
+        storage, clinic, now = self.src.storage, self.src.clinic, self.src.clock()
         t0 = time.monotonic()
         if pdf:  # matplotlib in a worker thread: the event loop keeps serving alerts meanwhile
             data = await asyncio.to_thread(render_pdf, storage, clinic, pid, period, now, lang)
@@ -372,15 +367,15 @@ class Console:
         if not self._who(request):
             return self._deny(request, html=False)
         pid = request.path_params["patient_id"]
-        if self._patient(pid) is None:
+        if self.src.patient(pid) is None:
             return JSONResponse({"error": "unknown patient"}, status_code=404)
         period = self._period(request, "since", "7d")
         if period is None:
             return JSONResponse({"error": "since must be a duration such as 7d"}, status_code=400)
         from console.fhir_export import export_bundle
 
-        now = self.gw.clock()
-        bundle = await asyncio.to_thread(export_bundle, self.gw.config.storage.path, self.gw.clinic, pid,
+        now = self.src.clock()
+        bundle = await asyncio.to_thread(export_bundle, self.src.storage, self.src.clinic, pid,
                                          now - period, now)
         return JSONResponse(bundle, media_type="application/fhir+json", headers={
             "Content-Disposition": f'attachment; filename="fhir-{pid}-{now:%Y%m%d}.json"', "Cache-Control": "no-store"})
@@ -390,21 +385,20 @@ class Console:
     async def metrics(self, request: Request) -> Response:
         if not self._who(request):
             return self._deny(request, html=False)
-        text = render_metrics(self.gw, views.device_rows(self.gw, self.records), self.hub.clients)
+        text = render_metrics(self.src, views.device_rows(self.src, self.records), self.hub.clients)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def healthz(self, request: Request) -> Response:
-        status, body = health(self.gw)
+        status, body = health(self.src)
         return JSONResponse(body, status_code=status)
 
     def close(self) -> None:
         self.records.close()
 
 
-def mount_console(gateway: "Gateway") -> Console:
-    """Add the doctor's console to `gateway.http_app` (which exists when the config has `http:`)."""
-    assert gateway.http_app is not None
-    console = Console(gateway)
-    gateway.http_app.router.routes.extend(console.routes())
-    gateway.http_app.state.console = console
+def mount_console(app: Starlette, src: ConsoleSources) -> Console:
+    """Add the doctor's console to the gateway's HTTP app (`dispatch.http_api.create_app`)."""
+    console = Console(src)
+    app.router.routes.extend(console.routes())
+    app.state.console = console
     return console

@@ -1,4 +1,4 @@
-"""What each page shows, computed from the running gateway and its storage (no HTML here).
+"""What each page shows, computed from the console's sources and the clinic's storage (no HTML here).
 
 Adherence: a BP cuff or glucose meter is expected to report once per its
 `schedule` (default once a day, the usual home-monitoring advice); over the
@@ -15,14 +15,12 @@ a schedule), `silent` after that, `never` if it has not reported.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from console.clinic_records import ClinicRecords
+from console.web.sources import ConsoleSources
+from dispatch.alert_store import StoredAlert
 from stream.models import AlertState, DeviceKind, Severity
-
-if TYPE_CHECKING:
-    from dispatch.alert_store import StoredAlert
-    from box.app import Gateway
 
 SEVERITY_ORDER = [Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW]
 ADHERENCE_WINDOW = timedelta(days=7)
@@ -58,7 +56,7 @@ def evidence_summary(ev: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
-def alert_row(s: "StoredAlert", now: datetime) -> dict[str, Any]:
+def alert_row(s: StoredAlert, now: datetime) -> dict[str, Any]:
     a = s.alert
     shown = a.state.value
     if a.state is AlertState.FIRING and s.suppressed:
@@ -75,15 +73,15 @@ def alert_row(s: "StoredAlert", now: datetime) -> dict[str, Any]:
     }
 
 
-def alerts_view(gw: "Gateway", now: datetime | None = None) -> dict[str, Any]:
-    now = now or gw.clock()
-    active = gw.alerts.list_alerts([AlertState.FIRING, AlertState.ACKNOWLEDGED], None, 1000)
+def alerts_view(src: ConsoleSources, now: datetime | None = None) -> dict[str, Any]:
+    now = now or src.clock()
+    active = src.alerts.list_alerts([AlertState.FIRING, AlertState.ACKNOWLEDGED], None, 1000)
     groups: dict[str, list[dict]] = {s.value: [] for s in SEVERITY_ORDER}
     for s in active:
         groups[s.alert.severity.value].append(alert_row(s, now))
     for rows in groups.values():  # firing before acknowledged, newest first
         rows.sort(key=lambda r: (r["state"] != "firing", r["opened_age_s"] or 0))
-    recent = [alert_row(s, now) for s in gw.alerts.list_alerts([AlertState.RESOLVED], None, 100)
+    recent = [alert_row(s, now) for s in src.alerts.list_alerts([AlertState.RESOLVED], None, 100)
               if (now - s.alert.updated_at) <= timedelta(hours=24)]
     counts = {sev: sum(1 for r in rows if r["state"] == "firing") for sev, rows in groups.items()}
     return {"groups": [(sev, groups[sev]) for sev in groups if groups[sev]], "recent": recent[:30],
@@ -93,15 +91,15 @@ def alerts_view(gw: "Gateway", now: datetime | None = None) -> dict[str, Any]:
 # ---------------------------------------------------------------- devices
 
 
-def device_rows(gw: "Gateway", records: ClinicRecords, now: datetime | None = None) -> list[dict[str, Any]]:
-    now = now or gw.clock()
-    ble = gw.ble.status() if getattr(gw, "ble", None) is not None else {}
-    offline_alerts = {str(s.alert.evidence.get("device_id")) for s in gw.alerts.active()
+def device_rows(src: ConsoleSources, records: ClinicRecords, now: datetime | None = None) -> list[dict[str, Any]]:
+    now = now or src.clock()
+    ble = src.live.ble_status()
+    offline_alerts = {str(s.alert.evidence.get("device_id")) for s in src.alerts.active()
                       if s.alert.condition.value == "device_offline"}
     rows = []
-    for p in gw.config.patients:
+    for p in src.patients:
         for d in p.devices:
-            seen = gw.core.device_last_seen.get(d.id) or records.last_reading_at(p.id, d.id)
+            seen = src.live.device_last_seen(d.id) or records.last_reading_at(p.id, d.id)
             age = _age_s(seen, now)
             link = "ble" if d.ble else "mqtt"
             if d.ble:
@@ -134,10 +132,10 @@ def device_rows(gw: "Gateway", records: ClinicRecords, now: datetime | None = No
 # ---------------------------------------------------------------- patients
 
 
-def adherence(gw: "Gateway", records: ClinicRecords, patient_id: str, now: datetime) -> dict[str, Any]:
+def adherence(src: ConsoleSources, records: ClinicRecords, patient_id: str, now: datetime) -> dict[str, Any]:
     """Missed readings over the last 7 days for the patient's cuffs and meters (see module docstring)."""
     since = now - ADHERENCE_WINDOW
-    p = next(p for p in gw.config.patients if p.id == patient_id)
+    p = next(p for p in src.patients if p.id == patient_id)
     missed, expected, got = 0, 0, 0
     counts = records.count_by_device(patient_id, since)
     for d in p.devices:
@@ -156,9 +154,9 @@ def adherence(gw: "Gateway", records: ClinicRecords, patient_id: str, now: datet
     return {"missed": missed, "expected": expected, "got": got, "known": expected > 0}
 
 
-def patient_summary(gw: "Gateway", records: ClinicRecords, patient_id: str, now: datetime,
-                    active: list["StoredAlert"]) -> dict[str, Any]:
-    p = next(p for p in gw.config.patients if p.id == patient_id)
+def patient_summary(src: ConsoleSources, records: ClinicRecords, patient_id: str, now: datetime,
+                    active: list[StoredAlert]) -> dict[str, Any]:
+    p = next(p for p in src.patients if p.id == patient_id)
     bp = records.latest(patient_id, "blood_pressure")
     glu = records.latest(patient_id, "glucose")
     if glu is not None:  # stored without None fields: a "HI"/"LO" reading has no mmol_l
@@ -179,17 +177,17 @@ def patient_summary(gw: "Gateway", records: ClinicRecords, patient_id: str, now:
         "spo2": spo2,
         "rhythm": rhythm, "rhythm_age_s": _age_s(rhythm["ts"], now) if rhythm else None,
         "has_ecg": any(d.kind is DeviceKind.ECG for d in p.devices),
-        "adherence": adherence(gw, records, patient_id, now),
+        "adherence": adherence(src, records, patient_id, now),
         "systolic_week": [r["systolic"] for r in week],
         "alerts_firing": sum(1 for s in mine if s.alert.state is AlertState.FIRING),
         "alerts_open": len(mine), "worst": worst.value if worst else None,
     }
 
 
-def patients_view(gw: "Gateway", records: ClinicRecords, now: datetime | None = None) -> list[dict[str, Any]]:
-    now = now or gw.clock()
-    active = gw.alerts.active()
-    rows = [patient_summary(gw, records, p.id, now, active) for p in gw.config.patients]
+def patients_view(src: ConsoleSources, records: ClinicRecords, now: datetime | None = None) -> list[dict[str, Any]]:
+    now = now or src.clock()
+    active = src.alerts.active()
+    rows = [patient_summary(src, records, p.id, now, active) for p in src.patients]
     rank = {s.value: i for i, s in enumerate(SEVERITY_ORDER)}
     # Who needs the doctor first: firing alerts by severity, then the rest in config order.
     return sorted(rows, key=lambda r: (rank.get(r["worst"], 9) if r["worst"] else 9))

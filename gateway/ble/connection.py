@@ -36,7 +36,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from bleak import BleakClient, BleakScanner
 from bleak.backends.characteristic import BleakGATTCharacteristic
@@ -54,9 +54,6 @@ from bleak_retry_connector import (
 
 from stream.models import Rejected
 from stream.retry_backoff import capped_exponential
-
-if TYPE_CHECKING:
-    from gateway.ble.profiles import Profile
 
 log = logging.getLogger("vitalgate.ble")
 
@@ -288,6 +285,19 @@ class DeviceOutlet:
         """The device did something (advertised, connected, sent a value)."""
 
 
+class LinkProfile(Protocol):
+    """What a `DeviceLink` asks of a device profile, in the order it asks (gateway/ble/profiles.py)."""
+
+    @property
+    def name(self) -> str: ...
+    def subscriptions(self) -> list[Subscription]: ...
+    async def read_on_connect(self, session: BleSession) -> None: ...
+    async def on_connected(self, session: BleSession) -> None: ...  # after the subscriptions
+    async def on_value(self, session: BleSession, uuid: str, data: bytes, received_at: datetime) -> None: ...
+    async def before_disconnect(self, session: BleSession) -> None: ...  # closing on purpose
+    async def on_link_lost(self, session: BleSession) -> None: ...  # every value received was handled
+
+
 class BleSession:
     """One connection: the bleak client plus helpers for the profile."""
 
@@ -347,7 +357,7 @@ class LinkStatus:
 class DeviceLink:
     """Keeps one configured device connected, or looking for it, until closed."""
 
-    def __init__(self, device_id: str, matcher: DeviceMatcher, profile: Profile, outlet: DeviceOutlet,
+    def __init__(self, device_id: str, matcher: DeviceMatcher, profile: LinkProfile, outlet: DeviceOutlet,
                  discovery: Discovery, slots: asyncio.Semaphore, *, policy: RetryPolicy | None = None,
                  adapter: str | None = None, clock: Callable[[], datetime]) -> None:
         self.device_id = device_id

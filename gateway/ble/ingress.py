@@ -1,7 +1,9 @@
 """``BleIngress``: every BLE device in the config, connected through BlueZ, feeding the one ingress path.
 
-Given the configured BLE devices, an async ``submit(Accepted)`` (the stream
-core) and an async ``on_finding(Finding)`` (the dispatcher), it runs one
+Given the configured BLE devices (``BleConfig``: the part of the gateway
+config it reads), an async ``submit(Accepted, on_stored)`` (in the gateway:
+the stream core, acknowledged once durable) and an async
+``on_finding(Finding)`` (the dispatcher), it runs one
 :class:`~gateway.ble.connection.DeviceLink` per device over a shared
 discovery and a connection cap. Decoded readings are bound to their patient
 with ``gateway.ingress.bind`` (source ``"ble"``), exactly as MQTT readings
@@ -21,11 +23,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
@@ -57,6 +59,56 @@ OFFLINE_CHECK_MAX_S = 30.0
 # Inside the gateway, BLE starts once the local broker is connected (so the first readings are
 # republished on the patient topics like MQTT ones), or after this long without it.
 WAIT_FOR_BROKER_S = 10.0
+
+
+class _BleLinkConfig(Protocol):
+    @property
+    def profile(self) -> str: ...
+    @property
+    def address(self) -> str | None: ...
+    @property
+    def name(self) -> str | None: ...
+
+
+class _DeviceConfig(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def kind(self) -> DeviceKind: ...
+    @property
+    def ble(self) -> _BleLinkConfig | None: ...
+    @property
+    def expected_interval(self) -> timedelta | None: ...
+
+
+class _PatientConfig(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def devices(self) -> Sequence[_DeviceConfig]: ...
+
+
+class _AdapterConfig(Protocol):
+    @property
+    def adapter(self) -> str | None: ...
+    @property
+    def max_connections(self) -> int: ...
+
+
+class _StorageConfig(Protocol):
+    @property
+    def path(self) -> Path: ...
+
+
+class BleConfig(Protocol):
+    """What BLE ingress reads of the gateway config (box.config.GatewayConfig)."""
+
+    @property
+    def patients(self) -> Sequence[_PatientConfig]: ...
+    @property
+    def storage(self) -> _StorageConfig: ...
+    @property
+    def ble(self) -> _AdapterConfig: ...
 
 
 @dataclass(frozen=True)
@@ -149,18 +201,7 @@ class BleIngress:
         self._running = False
 
     @classmethod
-    def for_gateway(cls, gateway: Any) -> BleIngress | None:
-        """Wired into a ``box.app.Gateway``: its stream core, durable-store acks, dispatcher and counters."""
-
-        async def submit(acc: Accepted, on_stored: Callable[[], None] | None = None) -> None:
-            done = gateway.forwarding.ack_after(acc, on_stored) if on_stored is not None else None
-            await gateway.core.submit(acc, on_stored=done)
-
-        return cls.from_config(gateway.config, submit=submit, on_finding=gateway.dispatcher.handle,
-                               on_reject=gateway.counters.reject, clock=gateway.clock, start_after=gateway.ready)
-
-    @classmethod
-    def from_config(cls, config: Any, *, submit: Submit, on_finding: OnFinding, on_reject: OnReject | None = None,
+    def from_config(cls, config: BleConfig, *, submit: Submit, on_finding: OnFinding, on_reject: OnReject | None = None,
                     clock: Callable[[], datetime] = now_local, policy: RetryPolicy | None = None,
                     start_after: asyncio.Event | None = None) -> BleIngress | None:
         """None when no device in the config has a ``ble:`` section."""
@@ -171,10 +212,8 @@ class BleIngress:
         if not specs:
             return None
         sole = {p.id for p in config.patients if p.devices and all(d.ble is not None for d in p.devices)}
-        settings = getattr(config, "ble", None)
         return cls(specs, submit=submit, on_finding=on_finding, on_reject=on_reject, storage=config.storage.path,
-                   clock=clock, adapter=getattr(settings, "adapter", None),
-                   max_connections=getattr(settings, "max_connections", MAX_SIMULTANEOUS_CONNECTIONS),
+                   clock=clock, adapter=config.ble.adapter, max_connections=config.ble.max_connections,
                    policy=policy, sole_owner_patients=sole, start_after=start_after)
 
     # ------------------------------------------------------------ lifecycle

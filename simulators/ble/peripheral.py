@@ -18,12 +18,9 @@ import logging
 from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from gateway.gatt_codecs import uuid16
-
-if TYPE_CHECKING:
-    from simulators.ble.bluez import MockBlueZ
 
 log = logging.getLogger("vitalgate.sim.ble")
 
@@ -99,6 +96,14 @@ class PeripheralStats:
     notifications: Counter[str] = field(default_factory=Counter)  # uuid -> values delivered
 
 
+class PeripheralHost(Protocol):
+    """What a peripheral tells the BlueZ that carries it (simulators/ble/bluez.py's MockBlueZ)."""
+
+    def emit_value(self, p: Peripheral, ch: Characteristic, value: bytes) -> None: ...
+    def link_down(self, p: Peripheral, reason: str) -> None: ...
+    def forget(self, p: Peripheral) -> None: ...
+
+
 class Peripheral:
     """One virtual device. Subclasses add services in ``__init__`` and override the hooks."""
 
@@ -116,7 +121,7 @@ class Peripheral:
         self.connect_delay_s = 0.0
         self.stats = PeripheralStats()
         self._connect_failures: list[str] = []
-        self._bluez: MockBlueZ | None = None
+        self._bluez: PeripheralHost | None = None  # set by the MockBlueZ that carries it
         self._link_tasks: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------ GATT table
