@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from simulators.ecg_stress import variant  # noqa: E402
-from stream.ecg import beat_model, evaluation, folds  # noqa: E402
+from stream.ecg import beat_model, evaluation, folds, vt_window  # noqa: E402
 from stream.ecg.beat_model import BeatModel  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "ecg"
@@ -49,14 +49,15 @@ NOISE_RECORDS = ("118", "119")
 SUSTAINED_S = 30.0         # a run this long is sustained VT ...
 SUSTAINED_ALARM_S = 35.0   # ... and wants a vt_sustained alarm starting this soon after its start
 TOL_S = 1.0                # alarm/episode overlap tolerance, as evaluation's runs
-Task = tuple[str, str, int | None, str, bool]   # (set, record, MIT-BIH fold or None, variant, rules only)
+Task = tuple[str, str, int | None, str, bool, bool]   # (set, record, MIT-BIH fold or None, variant, rules only,
+                                                       # the window VT model too)
 
 _models: dict[int, tuple[BeatModel | None | str, str]] = {}
 
 
 def fold_model(k: int | None, rules_only: bool) -> tuple[BeatModel | None | str, str]:
     """The beat model for a record and where it came from: for MIT-BIH fold ``k`` the model trained
-    without that fold; for records of other databases (never trained on) the shipped model; with
+    without that fold; for records of other databases (half A trains the window VT model, half B is never used) the shipped model; with
     ``rules_only`` None, the morphology rules alone (the analyser before the learned model)."""
     if rules_only:
         return None, "rules"
@@ -80,10 +81,13 @@ def sustained_runs(r: evaluation.Record, alarms: list[dict]) -> list[dict]:
 
 
 def score(task: Task) -> dict:
-    kind, name, fold, var, rules_only = task
+    kind, name, fold, var, rules_only, with_window = task
     r = variant(evaluation.read_record(str(DATA / DIRS[kind] / name)), var)
     model, origin = fold_model(fold, rules_only)
-    beats, alarms, spent = evaluation.analyse(r, beat_model=model)
+    # the window VT model likewise: for MIT-BIH fold k the one trained without it
+    vt_model = (None if rules_only or not with_window
+                else vt_window.load_fold(fold) if fold is not None else "shipped")
+    beats, alarms, spent = evaluation.analyse(r, beat_model=model, vt_model=vt_model)
     out = evaluation.score_record(r, beats, alarms)
     out.update(set=kind, fold=fold, variant=var, spent=spent, sustained=sustained_runs(r, alarms),
                beat_model=origin)
@@ -200,7 +204,7 @@ def print_sustained(runs: list[dict]) -> None:
 def report_vfdb(rs: list[dict]) -> dict:
     halves = {h: [r for r in rs if folds.vfdb_half(r["record"]) == h] for h in folds.VFDB_HALVES}
     figs = {g: rhythm_figures(v) for g, v in {**halves, "all": rs}.items() if v}
-    print(f"\nvfdb (rhythm annotations only; never trained on)\n"
+    print(f"\nvfdb (rhythm annotations only; half A trains the window VT model, half B is never used)\n"
           f"{'half':<6} {'recs':>4} {'hours':>5} {'(VT ep':>7} {'VF ep':>6} {'AFsp%':>6} {'falseVT':>7} {'sust':>5}")
     for g, f in figs.items():
         print(f"{g:<6} {f['records']:>4} {f['hours']:>5.1f} {'%d/%d' % tuple(f['vt_episodes']):>7} "
@@ -260,6 +264,7 @@ def main() -> int:
     ap.add_argument("--json", metavar="PATH", help="also write every figure as JSON here")
     ap.add_argument("--rules-only", action="store_true",
                     help="score the morphology rules alone (the analyser before the learned beat model)")
+    ap.add_argument("--no-vt-window", action="store_true", help="beat runs alone judge VT (no window VT model)")
     a = ap.parse_args()
     sets = [s for s in a.sets.split(",") if s]
     if unknown := set(sets) - set(SETS):
@@ -270,7 +275,7 @@ def main() -> int:
     if "c2015" in sets and not (DATA / "challenge2015" / "ALARMS").exists():
         sys.exit(f"ecg_crossval: alarm list not found: {DATA / 'challenge2015' / 'ALARMS'}")
     em = em_available()
-    tasks = [(*t, a.rules_only) for t in tasks_for(sets, ["ma6", "bw6"] + (["em6"] if em else []))]
+    tasks = [(*t, a.rules_only, not a.no_vt_window) for t in tasks_for(sets, ["ma6", "bw6"] + (["em6"] if em else []))]
     missing = [DATA / DIRS[k] / f"{n}.hea" for k, n, *_ in tasks if not (DATA / DIRS[k] / f"{n}.hea").exists()]
     if missing:
         sys.exit(f"ecg_crossval: record not found: {missing[0]}")
@@ -279,13 +284,17 @@ def main() -> int:
         futures = {pool.submit(score, t): t for t in tasks}
         for i, fut in enumerate(as_completed(futures), 1):
             results.append(fut.result())
-            kind, name, _, var, _ = futures[fut]
+            kind, name, _, var, _, _ = futures[fut]
             print(f"[{i}/{len(tasks)}] {name}{'' if var == 'native' else ' ' + var} done", file=sys.stderr, flush=True)
     results.sort(key=lambda r: (r["set"], r["record"], r["variant"]))
     by_set = {s: [r for r in results if r["set"] == s] for s in SETS}
     print("beat classifier: " + ("the morphology rules alone" if a.rules_only else
           f"learned model {beat_model.MODEL_NAME} (MIT-BIH: the fold's model trained without it; other sets: shipped)"))
-    out: dict = {"beat_model": "rules" if a.rules_only else beat_model.MODEL_NAME}
+    window = not (a.rules_only or a.no_vt_window)
+    print("VT: beat runs" + (f" and the window model {vt_window.MODEL_NAME} (MIT-BIH: the fold's model trained "
+                             "without it, with vfdb half A; other sets: shipped)" if window else " alone"))
+    out: dict = {"beat_model": "rules" if a.rules_only else beat_model.MODEL_NAME,
+                 "vt_window_model": vt_window.MODEL_NAME if window else None}
     if by_set["mitdb"]:
         out["mitdb"] = report_mitdb(by_set["mitdb"])
     if by_set["vfdb"]:

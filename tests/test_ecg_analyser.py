@@ -1207,3 +1207,31 @@ def test_shipped_beat_model_loads_and_is_deterministic() -> None:
                  "prev_rr_local": 1.0})
     vec = lambda d: np.array([float(d[f]) for f in beat_model.FEATURES])  # noqa: E731
     assert m.p_ventricular(vec(normal)) < 0.2 and m.p_ventricular(vec(wide)) >= m.threshold_v
+
+
+def test_window_vt_detector_needs_two_sure_windows_and_three_to_clear() -> None:
+    from stream.ecg.vt_window import P_RAISE, SUSTAINED_S, VtWindowDetector
+
+    d = VtWindowDetector()
+    sure, unsure = P_RAISE, P_RAISE - 0.01
+    assert d.on_window(10.0, sure, onset=7.2) == []                  # one sure window is not enough
+    assert d.on_window(11.0, unsure) == []                           # ... and a doubt starts over
+    assert d.on_window(12.0, sure, onset=9.5) == []
+    (raised,) = d.on_window(13.0, sure, onset=10.1)
+    assert (raised.condition, raised.active, raised.start_s) == ("vt", True, 9.5)   # dated from the run's onset
+    out = []
+    for t in range(14, 14 + int(SUSTAINED_S)):
+        out += d.on_window(float(t), sure)
+    assert [(tr.condition, tr.active) for tr in out] == [("vt_sustained", True)]
+    assert d.on_window(50.0, None) == [] and d.on_window(51.0, unsure) == []       # unusable signal is a miss
+    cleared = d.on_window(52.0, 0.0)
+    assert [(tr.condition, tr.active, tr.start_s, tr.end_s) for tr in cleared] == [
+        ("vt_sustained", False, 9.5, 43.0), ("vt", False, 9.5, 43.0)]
+
+
+def test_window_vt_model_file_matches_the_code() -> None:
+    from stream.ecg import vt_window
+
+    model = vt_window.load()
+    assert model.version == vt_window.MODEL_NAME
+    assert 0.0 <= model.p_vt(np.zeros(len(vt_window.FEATURES))) <= 1.0

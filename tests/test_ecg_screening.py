@@ -16,7 +16,7 @@ import pytest
 from scipy import signal
 
 from conftest import ECG_SLICES
-from gateway.cli import main as cli_main
+from box.cli import main as cli_main
 from stream.ecg import evaluation, screening
 from test_ecg_analyser import synthetic_ecg
 

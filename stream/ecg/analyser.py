@@ -26,10 +26,13 @@ from scipy import signal
 
 from stream.ecg import rhythms
 from stream.ecg.beat_classes import BeatClassifier
+from stream.ecg.beat_model import FEATURES as BEAT_FEATURES
 from stream.ecg.beat_model import BeatModel
 from stream.ecg.beat_model import load as load_shipped_model
 from stream.ecg.qrs_detection import QrsDetector
 from stream.ecg.rhythms import Beat, Transition
+from stream.ecg import vt_window
+from stream.ecg.vt_window import VtWindowDetector, VtWindowModel, WindowBeat
 from stream.ecg.signal_quality import (FrameQuality, assess_frame, beats_among, fast_median, sharp_spikes,
                                        steady_interval, unusable_kind)
 
@@ -40,6 +43,7 @@ FRAMES_KEPT = 16
 SUMMARY_S = 60.0
 CONTEXT_GOOD = 0.8     # share of good frames in the last 10 s for a beat to count clinically
 RESET_AFTER_BAD_FRAMES = 2  # unusable frames after which the QRS detector starts afresh
+_WIDTH_MS = BEAT_FEATURES.index("width_ms")
 MIN_FRAME_S = 0.9      # shorter frames are gathered to about a second before analysis
 JITTER_S = 0.1         # a frame starting this close to where the last one ended continues it (device
                        # clocks jitter and drift; a lost frame opens a gap of a whole frame) ...
@@ -82,14 +86,25 @@ class RhythmAlarm:
 class EcgAnalyser:
     """Streaming single-lead ECG analysis for one patient."""
 
-    def __init__(self, fs: float, beat_model: BeatModel | None | str = "shipped") -> None:
+    def __init__(self, fs: float, beat_model: BeatModel | None | str = "shipped",
+                 vt_model: VtWindowModel | None | str = "shipped") -> None:
         """``beat_model``: the learned ventricular-beat model; ``"shipped"`` (the default) loads the one
-        in ``stream/ecg/models``, None runs the morphology rules alone (training, comparison)."""
+        in ``stream/ecg/models``, None runs the morphology rules alone (training, comparison).
+        ``vt_model``: the learned 4-s window VT model likewise (None: beat runs alone)."""
         if not 100.0 <= fs <= 1000.0:
             raise ValueError(f"unsupported ECG sampling rate {fs} Hz (expected 125-500)")
         self.fs = float(fs)
         model = load_shipped_model() if isinstance(beat_model, str) else beat_model
         self._clf = BeatClassifier(fs, model)
+        self._vt_model = vt_window.load() if isinstance(vt_model, str) else vt_model
+        self._vtw = VtWindowDetector()
+        self._wbeats: deque[WindowBeat] = deque(maxlen=64)
+        self._wframes: deque[tuple[float, bool, bool, float]] = deque(maxlen=4)
+        self._wclean: deque[bool] = deque(maxlen=4)     # those frames free of artefact
+        # (window end s, feature vector) of every 4-s window judged, when a trainer sets it to a list
+        self.window_log: list[tuple[float, np.ndarray]] | None = None
+        self._vt_sources: dict[str, set[str]] = {"vt": set(), "vt_sustained": set()}
+        self._vt_raised_at: dict[str, float] = {}
         # (t, feature vector) of every beat kept, when a trainer sets it to a list
         self.feature_log: list[tuple[float, np.ndarray]] | None = None
         # (frame duration s, its quality) of every frame, when a caller (strip screening) sets it to a list
@@ -126,7 +141,6 @@ class EcgAnalyser:
         self._slope_levels: deque[float] = deque(maxlen=16)  # their steepest slope (µV/sample)
         self._org: deque[tuple[float, float | None, float]] = deque(maxlen=12)  # (t, rr, corr with previous)
         self._summary_ready: dict | None = None
-        self._sustained_by: set[str] = set()   # sources ("vt", "vf") holding vt_sustained raised
         self._start_new_segment(0.0)
         self._min_frame = max(1, int(round(MIN_FRAME_S * self.fs)))
         self._held: tuple | None = None    # (t0, sample arrays, count, lead_off) of short frames
@@ -158,6 +172,10 @@ class EcgAnalyser:
     def _gap(self, t0: float) -> list[Transition]:
         t_end = self._t(self._n)
         out = self._vt.end(t_end)
+        out += self._vtw.end()
+        self._wbeats.clear()
+        self._wframes.clear()
+        self._wclean.clear()
         out += self._pause.reset()
         self._af.reset_window()
         self._rate.reset()
@@ -282,6 +300,7 @@ class EcgAnalyser:
         if q.unusable or q.artefact is not None or (q.noisy and not any(b[2] == "V" for b in pending)):
             trans += self._vt.end(t_start)
         trans += self._vf_frame(x, q, t_end)
+        trans += self._vt_window(q, t_end)
         quiet_heart = (q.good and not self._off_baseline(x, pending)
                        and not (self._det is not None and self._det.recurring_small_qrs()))
         trans += self._pause.on_frame(t_end, quiet_heart, self._af.in_af, self._vf.active)
@@ -382,7 +401,8 @@ class EcgAnalyser:
         c, rel_w = clf.last_features
         return (idx, t, cls, rr, clf.last_match, clf.reliable, clf.prev_corr, amp_ratio, c, rel_w,
                 clf.last_run_only, det.noise_ratio() if det is not None else 0.0,
-                clf.last_p if clf.model is not None and clf.last_x is not None else None)
+                clf.last_p if clf.model is not None and clf.last_x is not None else None,
+                float(clf.last_x[_WIDTH_MS]) if clf.last_x is not None else 0.0)
 
     def _organised(self, now: float) -> bool:
         """The last few complexes recur beat to beat at a regular rate (an organised rhythm)."""
@@ -435,7 +455,7 @@ class EcgAnalyser:
         return None
 
     def _on_beat(self, b: tuple, current: FrameQuality) -> list[Transition]:
-        idx, t, cls, rr, match, reliable, prev_corr, amp_ratio, corr, rel_w, run_only, noise_ratio, p_v = b
+        idx, t, cls, rr, match, reliable, prev_corr, amp_ratio, corr, rel_w, run_only, noise_ratio, p_v, width_ms = b
         fq = self._frame_quality(idx, current)
         # a clinical judgement needs good signal in this frame and most of the last 10 s
         good = fq.good and sum(self._recent_good) >= CONTEXT_GOOD * len(self._recent_good)
@@ -444,6 +464,8 @@ class EcgAnalyser:
                     corr=corr, rel_w=rel_w, run_only=run_only, noise_ratio=noise_ratio, p_v=p_v)
         self._beats.append((t, cls))
         self._new_beats.append((t, cls))
+        self._wbeats.append(WindowBeat(t, p_v if p_v is not None else float(cls == "V"), rel_w, width_ms, corr,
+                                       prev_corr, amp_ratio if amp_ratio is not None else 1.0, reliable))
         self.beat_count += 1
         self._min_n += cls == "N"
         self._min_v += cls == "V"
@@ -514,6 +536,63 @@ class EcgAnalyser:
                                  float(w.max() - w.min()), usable=True, wide=w,
                                  organised=self._organised(t_end) and q.good,
                                  beats_beneath=self._beats_beneath)
+
+    def _vt_window(self, q: FrameQuality, t_end: float) -> list[Transition]:
+        """Judge the last 4 s as a window (see :mod:`stream.ecg.vt_window`)."""
+        if q.unusable:
+            self._wframes.clear()
+            self._wclean.clear()
+            return self._vtw.on_window(t_end, None)
+        self._wframes.append((self._last_w.size / self.fs, q.good, q.noisy, q.sqi))
+        self._wclean.append(q.artefact is None)
+        if len(self._vf.waves) < 4 or len(self._wframes) < 4 or (self._vt_model is None and self.window_log is None):
+            return []
+        if self.window_log is None and not self._vt_window_worth(t_end):
+            return self._vtw.on_window(t_end, 0.0)
+        if self.window_log is None and not self._vt_window_judgeable(t_end):
+            return self._vtw.on_window(t_end, None)
+        x = vt_window.window_features(t_end, self._wbeats, self._wframes, np.concatenate(self._vf.waves),
+                                      self.fs, self._median(self._amp_levels) if self._amp_levels else 0.0)
+        if self.window_log is not None:
+            self.window_log.append((t_end, x))
+        if self._vt_model is None:
+            return []
+        p = self._vt_model.p_vt(x)
+        if p >= vt_window.P_RAISE and self._beats_beneath():
+            # the patient's own sharp QRS complexes go on steadily beneath: an oscillating artefact
+            # (tremor) over the rhythm, as the beat-run and VF detectors judge it too
+            p = 0.0
+        return self._vtw.on_window(t_end, p, self._first_ventricular(t_end))
+
+    def _first_ventricular(self, t_end: float) -> float | None:
+        """The first beat of the window the beat model calls ventricular: where a run in it began."""
+        for b in self._wbeats:
+            if b.t > t_end - vt_window.WINDOW_S and b.p_v >= 0.5:
+                return b.t
+        return None
+
+    def _vt_window_judgeable(self, t_end: float) -> bool:
+        """The beat-run detector's own preconditions, for the window: no frame of it carries an
+        artefact (a step, broadband noise, an excursion far beyond the patient's QRS), and most of
+        its beats are reliable (their morphologies recur: noise "complexes" do not)."""
+        if not all(self._wclean):
+            return False
+        bs = [b for b in self._wbeats if b.t > t_end - vt_window.WINDOW_S]
+        return bool(bs) and 2 * sum(1 for b in bs if b.reliable) > len(bs)
+
+    def _vt_window_worth(self, t_end: float) -> bool:
+        """Whether the last 4 s could be VT at all: a beat the beat model gives some chance of being
+        ventricular, or a fast rate.  Most windows of most patients are neither, and skipping them
+        keeps the window model's cost to about a quarter of the windows (on the training records,
+        22 of 841 VT windows fail this test, none of a whole episode)."""
+        n = 0
+        for b in reversed(self._wbeats):
+            if b.t <= t_end - vt_window.WINDOW_S:
+                break
+            if b.p_v >= vt_window.WORTH_P_V:
+                return True
+            n += 1
+        return n >= vt_window.WORTH_BEATS
 
     def _spikes(self) -> list[float]:
         """Sharp QRS spikes in the last 4 s (the VF detector's window), found once per frame: the
@@ -603,23 +682,27 @@ class EcgAnalyser:
 
     # ------------------------------------------------------------ alarms
     def _merge_sources(self, trans: list[Transition]) -> list[Transition]:
-        """One alarm per condition: ``vt_sustained`` has two sources (a 30-s VT run and VF);
-        it is raised when the first raises it and cleared when the last one clears."""
+        """One alarm per condition: ``vt`` has two sources (a beat run, the window model) and
+        ``vt_sustained`` three (a 30-s run, the window model, VF); each is raised when the first
+        source raises it and cleared when the last one clears."""
         out = []
         for tr in trans:
-            if tr.condition != "vt_sustained":
+            if tr.condition not in self._vt_sources:
                 out.append(tr)
                 continue
-            src = "vf" if tr.detail.get("vf") else "vt"
-            owners = self._sustained_by
+            src = "vf" if tr.detail.get("vf") else "window" if tr.detail.get("window") else "run"
+            owners = self._vt_sources[tr.condition]
             if tr.active:
                 if not owners:
                     out.append(tr)
+                    self._vt_raised_at[tr.condition] = tr.start_s
                 owners.add(src)
             elif src in owners:
                 owners.discard(src)
                 if not owners:
-                    out.append(tr)
+                    # the clear names the start the alarm was raised with, whichever source ends last
+                    start = self._vt_raised_at.pop(tr.condition, tr.start_s)
+                    out.append(Transition(tr.condition, False, start, tr.end_s, tr.detail))
         return out
 
     def _alarms(self, trans: list[Transition]) -> list[RhythmAlarm]:

@@ -40,6 +40,7 @@ import numpy as np
 
 from stream.ecg.analyser import EcgAnalyser
 from stream.ecg.beat_model import BeatModel
+from stream.ecg.vt_window import VtWindowModel
 
 BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
 VENTRICULAR = "V"
@@ -323,14 +324,14 @@ def _ratio(a: float, b: float) -> float | None:
     return round(a / b, 4) if b > 0 else None
 
 
-def analyse(r: Record, progress: bool = False,
-            beat_model: BeatModel | None | str = "shipped") -> tuple[list[tuple[float, str]], list[dict], float]:
+def analyse(r: Record, progress: bool = False, beat_model: BeatModel | None | str = "shipped",
+            vt_model: VtWindowModel | None | str = "shipped") -> tuple[list[tuple[float, str]], list[dict], float]:
     """Stream the record through the analyser; returns beats, alarm spans and analysis seconds.
 
     ``beat_model``: the shipped model by default, a cross-validation fold's model, or None for the
-    morphology rules alone.
+    morphology rules alone; ``vt_model`` likewise for the 4-s window VT model.
     """
-    an = EcgAnalyser(r.fs, beat_model=beat_model)
+    an = EcgAnalyser(r.fs, beat_model=beat_model, vt_model=vt_model)
     n = max(1, int(round(r.fs)))
     x = r.signal_uv
     beats: list[tuple[float, str]] = []
