@@ -7,8 +7,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import TYPE_CHECKING
 
 from box import logs
+
+if TYPE_CHECKING:
+    from box.config import GatewayConfig
+
+
+def _load_config(path: str | None) -> GatewayConfig | None:
+    """The config at `path` (problems printed, then None), or the built-in defaults when there is no path."""
+    from box.config import GatewayConfig, load_or_report
+
+    return GatewayConfig(clinic="default") if path is None else load_or_report(path)
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -129,10 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     b.set_defaults(fn=_cmd_broker_config)
     from dispatch.cli import add_dispatch_commands
 
-    add_dispatch_commands(sub)  # routes test
+    add_dispatch_commands(sub, _load_config)  # routes test
     from console.commands import add_record_commands
 
-    add_record_commands(sub)  # alerts report, report, export fhir
+    add_record_commands(sub, _load_config)  # alerts report, report, export fhir
     args = ap.parse_args(argv)
     return int(args.fn(args))
 

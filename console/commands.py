@@ -15,16 +15,43 @@ bad argument, 1 if the export fails validation (a bug: please report it).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
-from box.config import load_or_report
+
+class _Patient(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+class _Storage(Protocol):
+    @property
+    def path(self) -> Path: ...
+
+
+class RecordsConfig(Protocol):
+    """What these commands read of the gateway config."""
+
+    @property
+    def clinic(self) -> str: ...
+    @property
+    def patients(self) -> Sequence[_Patient]: ...
+    @property
+    def storage(self) -> _Storage: ...
+
+
+# The command line's config loader (box/cli.py): the file at PATH, or the built-in defaults for None;
+# None when the file has problems (they are printed).
+LoadConfig = Callable[[str | None], RecordsConfig | None]
 
 DEFAULT_CONFIG = "/etc/vitalgate/gateway.yaml"
 
 
-def _patient_ok(cfg, patient: str) -> bool:  # type: ignore[no-untyped-def]
+def _patient_ok(cfg: RecordsConfig, patient: str) -> bool:
     if any(p.id == patient for p in cfg.patients):
         return True
     print(f"patient {patient!r} is not in the config (patients: {', '.join(p.id for p in cfg.patients) or 'none'})",
@@ -32,11 +59,11 @@ def _patient_ok(cfg, patient: str) -> bool:  # type: ignore[no-untyped-def]
     return False
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def cmd_report(args: argparse.Namespace, load: LoadConfig) -> int:
     from console.patient_report import write_report
     from stream.models import now_local, parse_duration
 
-    cfg = load_or_report(args.config)
+    cfg = load(args.config)
     if cfg is None:
         return 2
     if not _patient_ok(cfg, args.patient):
@@ -53,13 +80,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export_fhir(args: argparse.Namespace) -> int:
+def cmd_export_fhir(args: argparse.Namespace, load: LoadConfig) -> int:
     from pydantic import ValidationError
 
     from console.fhir_export import build_bundle, parse_since, validate
     from stream.models import now_local
 
-    cfg = load_or_report(args.config)
+    cfg = load(args.config)
     if cfg is None:
         return 2
     if not _patient_ok(cfg, args.patient):
@@ -87,14 +114,13 @@ def cmd_export_fhir(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_alerts_report(args: argparse.Namespace) -> int:
+def cmd_alerts_report(args: argparse.Namespace, load: LoadConfig) -> int:
     from datetime import datetime
 
     from console.alarm_report import build_report, format_report
-    from box.config import GatewayConfig
     from stream.models import CHINA_TZ, parse_duration
 
-    cfg = GatewayConfig(clinic="default") if args.config is None else load_or_report(args.config)
+    cfg = load(args.config)
     if cfg is None:
         return 2
     db = Path(cfg.storage.path) / "alerts.db"
@@ -114,21 +140,21 @@ def cmd_alerts_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_record_commands(sub: argparse._SubParsersAction) -> None:
+def add_record_commands(sub: argparse._SubParsersAction, load: LoadConfig) -> None:
     alerts = sub.add_parser("alerts", help="alert tools")
     asub = alerts.add_subparsers(dest="alerts_cmd", required=True)
     a = asub.add_parser("report", help="alarm-fatigue report from the alert store's audit trail")
     a.add_argument("--config", default=None, help="gateway config (for storage.path; default ./var)")
     a.add_argument("--since", default="7d", help="period, e.g. 24h, 7d (default 7d)")
     a.add_argument("--json", action="store_true")
-    a.set_defaults(fn=cmd_alerts_report)
+    a.set_defaults(fn=functools.partial(cmd_alerts_report, load=load))
     r = sub.add_parser("report", help="a patient's health report, HTML and PDF")
     r.add_argument("--patient", required=True)
     r.add_argument("--period", default="7d", help="how far back from now (default 7d)")
     r.add_argument("--config", default=DEFAULT_CONFIG)
     r.add_argument("--out", default=".", help="directory for report-<patient>-<date>.html/.pdf (default .)")
     r.add_argument("--lang", choices=("zh", "en"), default="zh")
-    r.set_defaults(fn=cmd_report)
+    r.set_defaults(fn=functools.partial(cmd_report, load=load))
     e = sub.add_parser("export", help="export data in a standard shape")
     esub = e.add_subparsers(dest="what", required=True)
     f = esub.add_parser("fhir", help="FHIR R4 Bundle of a patient's observations")
@@ -139,4 +165,4 @@ def add_record_commands(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--out", default=None, help="file to write (default: stdout)")
     f.add_argument("--ecg", choices=("strips", "frames", "none"), default="strips",
                    help="ECG: alert evidence strips (default), every stored frame as 1-min chunks, or none")
-    f.set_defaults(fn=cmd_export_fhir)
+    f.set_defaults(fn=functools.partial(cmd_export_fhir, load=load))

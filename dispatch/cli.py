@@ -11,20 +11,34 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
+from typing import Protocol
 
+from dispatch.dispatcher import DispatchConfig
 from dispatch.routing import LATCHING, MatchContext, RoutingTable
 from dispatch.suppression import DEFAULT_INHIBIT_RULES
 from stream.models import Alert, Condition, Finding, Severity, Tier, format_seconds, now_local
 
 
-def _load(path: str | None):  # type: ignore[no-untyped-def]
-    from box.config import GatewayConfig, load_or_report
+class _Storage(Protocol):
+    @property
+    def path(self) -> Path: ...
 
-    if path is None:
-        return GatewayConfig(clinic="default")
-    return load_or_report(path)
+
+class RoutesConfig(DispatchConfig, Protocol):
+    """What `routes test` reads of the gateway config: the dispatcher's part, and where alerts.db is."""
+
+    @property
+    def storage(self) -> _Storage: ...
+
+
+# The command line's config loader (box/cli.py): the file at PATH, or the built-in defaults for None;
+# None when the file has problems (they are printed).
+LoadConfig = Callable[[str | None], RoutesConfig | None]
 
 
 def _at(text: str | None) -> datetime:
@@ -38,8 +52,8 @@ def _at(text: str | None) -> datetime:
         raise SystemExit(f"--at wants clinic time HH:MM, not {text!r}") from None
 
 
-def cmd_routes_test(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
+def cmd_routes_test(args: argparse.Namespace, load: LoadConfig) -> int:
+    cfg = load(args.config)
     if cfg is None:
         return 2
     try:
@@ -117,7 +131,7 @@ def cmd_routes_test(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_dispatch_commands(sub: argparse._SubParsersAction) -> None:
+def add_dispatch_commands(sub: argparse._SubParsersAction, load: LoadConfig) -> None:
     routes = sub.add_parser("routes", help="routing tools: where would an alert go")
     rsub = routes.add_subparsers(dest="routes_cmd", required=True)
     t = rsub.add_parser("test", help="print where an alert for CONDITION and PATIENT would go")
@@ -127,4 +141,4 @@ def add_dispatch_commands(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--severity", choices=[s.value for s in Severity], default=None, help="as the finding asks")
     t.add_argument("--tier", choices=[s.value for s in Tier], default=None, help="as the finding asks")
     t.add_argument("--at", default=None, help="clinic time HH:MM (time_of_day matchers); default now")
-    t.set_defaults(fn=cmd_routes_test)
+    t.set_defaults(fn=functools.partial(cmd_routes_test, load=load))
