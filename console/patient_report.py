@@ -33,8 +33,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from console import i18n
 from console.clinic_records import ClinicRecords
-from console.web import i18n
 from stream.models import iso
 
 BP_TARGET = (140.0, 90.0)

@@ -195,7 +195,7 @@ async def test_reports_fhir_metrics_and_health_from_the_page(tmp_path):
 
 @pytest.mark.parametrize("lang", ["zh", "en"])
 def test_every_string_the_pages_use_exists_in_both_languages(lang):
-    from console.web import i18n
+    from console import i18n
 
     zh, en = i18n._TABLES["zh"], i18n._TABLES["en"]
     assert set(zh) == set(en)

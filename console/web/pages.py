@@ -36,13 +36,14 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from dispatch.request_body import API_MAX_BYTES, LOGIN_MAX_BYTES, json_object, read_capped
+from console import i18n
 from console.clinic_records import ClinicRecords
-from console.web import i18n, session, svg_charts, views
+from console.web import session, svg_charts, views
 from console.web.live import LiveHub
 from console.web.login_guard import LoginGuard
 from console.web.metrics import health, render_metrics
 from console.web.sources import ConsoleSources
+from dispatch.request_body import API_MAX_BYTES, LOGIN_MAX_BYTES, json_object, read_capped
 from stream.models import parse_duration
 
 log = logging.getLogger("vitalgate.console")
