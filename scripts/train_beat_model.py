@@ -1,4 +1,4 @@
-"""Train the learned ventricular-beat model (``stream/ecg/models/beat-v1*.npz``) from the shared MIT-BIH records.
+"""Train the learned ventricular-beat model (``stream/ecg/models/beat-v2*.npz``) from the shared MIT-BIH records.
 
     python scripts/train_beat_model.py [--data ../shared/data/ecg/mitdb] [--jobs 2]
 
@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from stream.ecg import beat_model, evaluation, folds  # noqa: E402
 from stream.ecg.analyser import EcgAnalyser  # noqa: E402
+from stream.ecg.flat_trees import FlatTrees  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "ecg" / "mitdb"
 V_SYMBOLS = frozenset("VE")
@@ -92,25 +93,9 @@ def fit(rows: dict[str, tuple[np.ndarray, np.ndarray]], records: list[str], vers
                                          learning_rate=LEARNING_RATE, l2_regularization=1.0,
                                          early_stopping=False, random_state=SEED)
     clf.fit(x, y)
-    trees = [p[0].nodes for p in clf._predictors]
-    nodes = max(len(t) for t in trees)
-    shape = (len(trees), nodes)
-    feat = np.full(shape, -1, dtype=np.intp)
-    thr = np.zeros(shape)
-    left = np.tile(np.arange(nodes), (shape[0], 1))
-    right = left.copy()
-    value = np.zeros(shape)
-    for t, nd in enumerate(trees):
-        m = len(nd)
-        inner = nd["is_leaf"] == 0
-        feat[t, :m] = np.where(inner, nd["feature_idx"], -1)
-        thr[t, :m] = np.where(inner, nd["num_threshold"], 0.0)
-        left[t, :m] = np.where(inner, nd["left"], np.arange(m))
-        right[t, :m] = np.where(inner, nd["right"], np.arange(m))
-        value[t, :m] = np.where(inner, 0.0, nd["value"])   # leaf values carry the learning rate already
-    depth = int(max(nd["depth"].max() for nd in trees))
-    init = float(np.ravel(clf._baseline_prediction)[0])
-    model = beat_model.BeatModel(feat, thr, left, right, value, init, depth, THRESHOLD_V, version)
+    trees = FlatTrees.from_sklearn(clf)
+    model = beat_model.BeatModel(trees.feature, trees.threshold, trees.left, trees.right, trees.value,
+                                 float(trees.init[0]), trees.depth, THRESHOLD_V, version)
     # the numpy walk must give scikit-learn's own scores
     probe = x[:: max(1, len(x) // 500)]
     ours = np.array([model.raw(v) for v in probe])

@@ -3,9 +3,8 @@
 Trained inter-patient by ``scripts/train_beat_model.py`` on MIT-BIH records
 (folds in :mod:`stream.ecg.folds`), from the features
 :class:`stream.ecg.beat_classes.BeatClassifier` computes for every beat.  The
-trees are stored flat in a small ``.npz`` (a leaf points to itself, so every
-tree is walked the same fixed number of steps, all trees at once); inference
-needs numpy only and is deterministic.
+trees are stored flat in a small ``.npz`` and walked by :class:`stream.ecg.flat_trees.FlatTrees`;
+inference needs numpy only and is deterministic.
 
 ``load()`` gives the shipped model (trained on all folds); ``load_fold(k)``
 the model trained without fold *k*, for cross-validation.
@@ -18,6 +17,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from stream.ecg.flat_trees import FlatTrees
 
 MODEL_DIR = Path(__file__).resolve().parent / "models"
 MODEL_NAME = "beat-v2"
@@ -67,18 +68,12 @@ class BeatModel:
     version: str
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_rows", np.arange(self.feature.shape[0]))
-        # leaves read feature 0; their thresholds make both ways lead back to themselves anyway
-        object.__setattr__(self, "_feat0", np.maximum(self.feature, 0))
+        trees = FlatTrees(self.feature, self.threshold, self.left, self.right, self.value, self.depth,
+                          np.array([self.init]), np.zeros(self.feature.shape[0], dtype=np.intp))
+        object.__setattr__(self, "_trees", trees)
 
     def raw(self, x: np.ndarray) -> float:
-        rows = self._rows  # type: ignore[attr-defined]
-        feat = self._feat0  # type: ignore[attr-defined]
-        node = np.zeros(rows.size, dtype=np.intp)
-        for _ in range(self.depth):
-            go_left = x[feat[rows, node]] <= self.threshold[rows, node]
-            node = np.where(go_left, self.left[rows, node], self.right[rows, node])
-        return self.init + float(self.value[rows, node].sum())
+        return float(self._trees.raw(x)[0])  # type: ignore[attr-defined]
 
     def p_ventricular(self, x: np.ndarray) -> float:
         r = self.raw(x)

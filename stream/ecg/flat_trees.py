@@ -28,16 +28,21 @@ class FlatTrees:
         self.depth = int(depth)
         self.init = np.asarray(init, dtype=np.float64).reshape(-1)
         self.output = np.asarray(output, dtype=np.intp)          # (trees,): which output each tree adds to
-        self._rows = np.arange(self.feature.shape[0])
-        self._feat0 = np.maximum(self.feature, 0)   # leaves read feature 0; both ways lead back to them
+        # the walk runs on flat arrays: a node is tree * nodes + index, children point into them
+        trees, nodes = self.feature.shape
+        base = (np.arange(trees) * nodes)[:, None]
+        self._root = np.arange(trees) * nodes
+        self._feat = np.maximum(self.feature, 0).ravel()   # leaves read feature 0; both ways lead back to them
+        self._thr = self.threshold.ravel()
+        self._left = (self.left + base).ravel()
+        self._right = (self.right + base).ravel()
+        self._value = self.value.ravel()
 
     def raw(self, x: np.ndarray) -> np.ndarray:
-        rows, feat = self._rows, self._feat0
-        node = np.zeros(rows.size, dtype=np.intp)
+        node = self._root
         for _ in range(self.depth):
-            go_left = x[feat[rows, node]] <= self.threshold[rows, node]
-            node = np.where(go_left, self.left[rows, node], self.right[rows, node])
-        return self.init + np.bincount(self.output, weights=self.value[rows, node], minlength=self.init.size)
+            node = np.where(x[self._feat[node]] <= self._thr[node], self._left[node], self._right[node])
+        return self.init + np.bincount(self.output, weights=self._value[node], minlength=self.init.size)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """For ``np.savez``: compact dtypes, read back by :meth:`from_arrays`."""
