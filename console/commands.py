@@ -19,6 +19,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -59,19 +60,26 @@ def _patient_ok(cfg: RecordsConfig, patient: str) -> bool:
     return False
 
 
+def _duration(text: str, option: str) -> timedelta | None:
+    """`text` as a duration, or None once what is wrong with `option` is printed."""
+    from stream.models import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        print(f"{option}: {exc}", file=sys.stderr)
+        return None
+
+
 def cmd_report(args: argparse.Namespace, load: LoadConfig) -> int:
     from console.patient_report import write_report
-    from stream.models import now_local, parse_duration
+    from stream.models import now_local
 
     cfg = load(args.config)
-    if cfg is None:
+    if cfg is None or not _patient_ok(cfg, args.patient):
         return 2
-    if not _patient_ok(cfg, args.patient):
-        return 2
-    try:
-        period = parse_duration(args.period)
-    except ValueError as exc:
-        print(f"--period: {exc}", file=sys.stderr)
+    period = _duration(args.period, "--period")
+    if period is None:
         return 2
     html_path, pdf_path = write_report(cfg.storage.path, cfg.clinic, args.patient, period, now_local(), Path(args.out),
                                        lang=args.lang)
@@ -87,9 +95,7 @@ def cmd_export_fhir(args: argparse.Namespace, load: LoadConfig) -> int:
     from stream.models import now_local
 
     cfg = load(args.config)
-    if cfg is None:
-        return 2
-    if not _patient_ok(cfg, args.patient):
+    if cfg is None or not _patient_ok(cfg, args.patient):
         return 2
     now = now_local()
     try:
@@ -118,7 +124,7 @@ def cmd_alerts_report(args: argparse.Namespace, load: LoadConfig) -> int:
     from datetime import datetime
 
     from console.alarm_report import build_report, format_report
-    from stream.models import CHINA_TZ, parse_duration
+    from stream.models import CHINA_TZ
 
     cfg = load(args.config)
     if cfg is None:
@@ -127,10 +133,8 @@ def cmd_alerts_report(args: argparse.Namespace, load: LoadConfig) -> int:
     if not db.exists():
         print(f"no alert store at {db} (is storage.path right?)", file=sys.stderr)
         return 2
-    try:
-        since = parse_duration(args.since)
-    except ValueError as exc:
-        print(f"--since: {exc}", file=sys.stderr)
+    since = _duration(args.since, "--since")
+    if since is None:
         return 2
     report = build_report(db, since, datetime.now(CHINA_TZ))
     if args.json:
