@@ -68,10 +68,15 @@ Ack = Callable[[], None]
 
 
 class ForwardOutbox(Protocol):
+    """A way out to another system (the county uplink, the TSDB sink): its own outbox, its own sender task."""
+
     def stage(self, acc: Accepted) -> None: ...  # buffer; no I/O
     def flush(self) -> None: ...  # commit what is staged; raise sqlite3.Error and keep it on failure
     @property
     def has_staged(self) -> bool: ...
+    async def run(self, stop: asyncio.Event) -> None: ...  # send from the outbox until `stop`
+    def counts(self) -> dict: ...  # for the status message and /metrics
+    def close(self) -> None: ...
 
 
 def _is_storage_error(exc: BaseException) -> bool:
@@ -430,7 +435,7 @@ class StoreAndForward:
         if self.uplink is not None:
             tasks.append(asyncio.create_task(self.uplink.run(stop), name="uplink"))
         if self.tsdb is not None:
-            tasks.append(asyncio.create_task(self.tsdb.run(stop), name="tsdb"))  # type: ignore[attr-defined]
+            tasks.append(asyncio.create_task(self.tsdb.run(stop), name="tsdb"))
         await asyncio.gather(*tasks)
 
     async def _watch_space(self, stop: asyncio.Event) -> None:
@@ -458,14 +463,14 @@ class StoreAndForward:
         if self.uplink is not None:
             out["uplink"] = self.uplink.counts()
         if self.tsdb is not None:
-            out["tsdb"] = self.tsdb.counts()  # type: ignore[attr-defined]
+            out["tsdb"] = self.tsdb.counts()
         return out
 
     def close(self) -> None:
         if self.uplink is not None:
             self.uplink.close()
         if self.tsdb is not None:
-            self.tsdb.close()  # type: ignore[attr-defined]
+            self.tsdb.close()
 
 
 def no_ack() -> None:
