@@ -79,6 +79,7 @@ class PartitionLeases(Protocol):
     """Expiring ownership records shared by all county processes (time-to-live set by the implementation)."""
 
     async def heartbeat(self, member: str) -> None: ...
+    async def leave(self, member: str) -> None: ...
     async def snapshot(self) -> tuple[list[str], dict[int, str]]: ...  # live members, partition -> owner
     async def claim(self, partition: int, member: str) -> bool: ...
     async def renew(self, partition: int, member: str) -> bool: ...
@@ -210,14 +211,17 @@ class NatsLog:
     # ------------------------------------------------------------ leases (PartitionLeases)
 
     async def heartbeat(self, member: str) -> None:
-        await self._kv_call(self._kv.put(f"m.{member}", b"1"))
+        await self._kv_call(self._bucket().put(f"m.{member}", b"1"))
+
+    async def leave(self, member: str) -> None:
+        await self._kv_call(self._bucket().delete(f"m.{member}"))
 
     async def snapshot(self) -> tuple[list[str], dict[int, str]]:
         """Live members and who owns which partition, read in one pass over the bucket."""
         async def read() -> tuple[list[str], dict[int, str]]:
             members: list[str] = []
             owners: dict[int, str] = {}
-            watcher = await self._kv.watchall(ignore_deletes=True)
+            watcher = await self._bucket().watchall(ignore_deletes=True)
             try:
                 async for entry in watcher:
                     if entry is None:  # the end of what is there now
@@ -234,7 +238,7 @@ class NatsLog:
 
     async def claim(self, partition: int, member: str) -> bool:
         try:
-            rev = await self._kv_call(self._kv.create(f"p.{partition}", member.encode()))
+            rev = await self._kv_call(self._bucket().create(f"p.{partition}", member.encode()))
         except nats.js.errors.KeyWrongLastSequenceError:
             return False
         self._revisions[partition] = rev
@@ -245,7 +249,7 @@ class NatsLog:
         if last is None:
             return False
         try:
-            rev = await self._kv_call(self._kv.update(f"p.{partition}", member.encode(), last=last))
+            rev = await self._kv_call(self._bucket().update(f"p.{partition}", member.encode(), last=last))
         except nats.js.errors.KeyWrongLastSequenceError:
             self._revisions.pop(partition, None)
             return False  # it expired and someone else holds it now
@@ -257,9 +261,14 @@ class NatsLog:
         if last is None:
             return
         try:
-            await self._kv_call(self._kv.delete(f"p.{partition}", last=last))
+            await self._kv_call(self._bucket().delete(f"p.{partition}", last=last))
         except nats.js.errors.KeyWrongLastSequenceError:
             pass
+
+    def _bucket(self):
+        if self._kv is None:
+            raise EngineUnavailable("the lease bucket is not open (not connected yet)")
+        return self._kv
 
     async def _kv_call(self, aw):
         try:  # bounded well under the lease TTL, so a tick never outlives the leases it renews

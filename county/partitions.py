@@ -121,3 +121,7 @@ class PartitionSharing:
         for k in sorted(self.owned):
             await self._lose(k, release=True)
         await asyncio.gather(*list(self._handing_back.values()), return_exceptions=True)
+        try:
+            await self.leases.leave(self.member)  # so the others' fair share counts one member less at once
+        except EngineUnavailable:
+            pass  # the member record expires by itself

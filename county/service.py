@@ -73,7 +73,8 @@ class CountyService:
             self.ready.set()
             await self.sharing.run(stop)
         finally:
-            await self.sharing.release_all()
+            if self.ready.is_set():
+                await self.sharing.release_all()
             for k in list(self._readers):
                 await self._stop_reader(k)
             if http_task is not None:
@@ -84,16 +85,21 @@ class CountyService:
         return 0
 
     async def _connect(self, stop: asyncio.Event) -> bool:
-        """Connect and create the topology, retrying while the cluster comes up; False if stopped first."""
+        """Connect and create the topology, retrying while the cluster comes up; False if stopped first.
+
+        The client retries its servers forever by itself, so each attempt is raced against `stop`:
+        SIGTERM while no server answers still stops the process at once."""
         connected = False
         while not stop.is_set():
             try:
                 if not connected:
-                    await self.log.connect()
+                    if not await _unless_stopped(self.log.connect(), stop):
+                        return False
                     connected = True
-                await self.log.ensure_topology()
-                return True
-            except Exception as exc:  # noqa: BLE001  (no servers yet, no quorum yet: retry until stopped)
+                if await _unless_stopped(self.log.ensure_topology(), stop):
+                    return True
+                return False
+            except Exception as exc:  # noqa: BLE001  (no quorum yet, a server restarting: retry until stopped)
                 log.warning("county engine not ready: %r", exc)
                 try:
                     await asyncio.wait_for(stop.wait(), CONNECT_RETRY_S)
@@ -172,6 +178,20 @@ class CountyService:
                 "engine_connected": bool(self.log.nc and self.log.nc.is_connected),
                 "engine_server": self.log.connected_url(),
                 "counters": dict(self.counters), "uptime_s": round(time.time() - self.started_at, 1)}
+
+
+async def _unless_stopped(aw, stop: asyncio.Event) -> bool:
+    """Await `aw` unless `stop` comes first (then cancel it): True if it finished."""
+    task = asyncio.ensure_future(aw)
+    waiter = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task in done:
+        task.result()
+        return True
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return False
 
 
 def run_county(cfg: CountyConfig, http_port: int | None) -> int:
