@@ -37,8 +37,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from simulators.ecg_stress import variant  # noqa: E402
+import doc_block  # noqa: E402
 from stream.ecg import beat_model, evaluation, folds, vt_window  # noqa: E402
 from stream.ecg.beat_model import BeatModel  # noqa: E402
 
@@ -265,7 +267,13 @@ def main() -> int:
     ap.add_argument("--rules-only", action="store_true",
                     help="score the morphology rules alone (the analyser before the learned beat model)")
     ap.add_argument("--no-vt-window", action="store_true", help="beat runs alone judge VT (no window VT model)")
+    ap.add_argument("--doc", action="store_true", help="also write the output into docs/performance.md")
     a = ap.parse_args()
+    with doc_block.captured(a.doc, "ecg_crossval", "python bench/ecg_crossval.py"):
+        return _run(a)
+
+
+def _run(a: argparse.Namespace) -> int:
     sets = [s for s in a.sets.split(",") if s]
     if unknown := set(sets) - set(SETS):
         ap.error(f"unknown set(s) {','.join(sorted(unknown))}")

@@ -31,7 +31,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+import doc_block  # noqa: E402
 from stream.ecg import evaluation  # noqa: E402
 from stream.ecg.analyser import EcgAnalyser  # noqa: E402
 
@@ -128,7 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--record", default=str(DATA / "mitdb" / "203"), help="30-min record for the speed run")
     p.add_argument("--peer-seconds", type=int, default=300, help="seconds of the record the peers re-run on")
     p.add_argument("--no-table", action="store_true", help="skip the per-record ecg-eval table")
+    p.add_argument("--doc", action="store_true", help="also write the output into docs/performance.md")
     args = p.parse_args(argv)
+    with doc_block.captured(args.doc, "ecg_realtime", "python bench/ecg_realtime.py --no-table"):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore")
 
     rec = evaluation.read_record(args.record)

@@ -23,7 +23,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+import doc_block  # noqa: E402
 from stream.ecg import evaluation, screening  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "ecg" / "challenge2017"
@@ -34,7 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--strips", type=int, default=200)
     ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--doc", action="store_true", help="also write the output into docs/performance.md")
     args = ap.parse_args(argv)
+    with doc_block.captured(args.doc, "ecg_screen", "python bench/ecg_screen.py"):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     names = sorted(p.stem for p in args.data.glob("*.hea"))
     if not names:
         print(f"ecg_screen bench: no strips in {args.data} (pass --data)", file=sys.stderr)
