@@ -221,7 +221,11 @@ class NatsUplink:
         """NATS has no last will: say it ourselves on a clean stop."""
         if self.nc is None or not self.nc.is_connected:
             return
-        last = {"clinic": self.clinic, "online": False}
+        from datetime import datetime, timedelta, timezone
+
+        # updated_at: a stop the gateway reported itself, not a lost connection (the county tells them apart)
+        last = {"clinic": self.clinic, "online": False,
+                "updated_at": datetime.now(timezone(timedelta(hours=8))).isoformat(timespec="milliseconds")}
         try:
             version = json.loads(self._status or "{}").get("version")
             if version:

@@ -106,9 +106,14 @@ class CountyStore:
         now = time.time() if now is None else now
         counts = {"readings": 0, "reading_duplicates": 0, "alert_events": 0, "alert_duplicates": 0, "statuses": 0}
         db = self._db
+        seen: set[str] = set()
         db.execute("BEGIN IMMEDIATE")
         try:
             for item, msg_id, log_seq in items:
+                if item.clinic not in seen:  # a clinic shows on the page from its first message, status or not
+                    seen.add(item.clinic)
+                    db.execute("INSERT OR IGNORE INTO clinics (clinic, online, will, status, received_at, log_seq)"
+                               " VALUES (?, 0, 0, '{}', ?, -1)", (item.clinic, now))
                 if isinstance(item, ReadingIn):
                     cur = db.execute(
                         "INSERT OR IGNORE INTO readings (key, clinic, patient_id, device_id, kind, ts, ts_epoch, seq,"
@@ -172,8 +177,8 @@ class CountyStore:
             online = bool(r["online"]) and age <= offline_after_s
             out.append({
                 "clinic": r["clinic"], "online": online,
-                "offline_reason": None if online else ("last_will" if r["will"] else
-                                                       "reported_offline" if not r["online"] else "status_overdue"),
+                "offline_reason": None if online else ("no_status" if r["log_seq"] < 0 else "last_will" if r["will"]
+                                                       else "reported_offline" if not r["online"] else "status_overdue"),
                 "status_age_s": round(age, 1), "backlog": backlog_of(status), "status": status,
                 "active_alerts": self._active_by_tier(r["clinic"]),
             })

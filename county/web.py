@@ -14,8 +14,9 @@ Every `/api` call needs `Authorization: Bearer <http.token>` (compared in consta
   acknowledge per tier);
 * `GET /healthz` -- this process: its partitions, the members it sees, counters (no token needed).
 
-`/` is the page (zh-CN, county/page.html); it holds no data itself and calls the API with the
-token the user types, kept in the tab's sessionStorage.
+`/` is the page (zh-CN, county/page.html + page.js, condition and tier names from console/i18n.py
+at `/labels.json`); it holds no data itself and calls the API with the token the user types, kept in
+the tab's sessionStorage. `GET /api/weekly?format=csv` is the downloadable weekly report.
 """
 
 from __future__ import annotations
@@ -122,16 +123,23 @@ def create_app(service: "CountyService") -> Starlette:
 
     async def weekly(request: Request) -> Response:
         days = _int(request.query_params.get("days"), 7, 1, 366)
-        return JSONResponse({"days": days, **store.weekly(time.time() - days * 86_400)})
+        figures = {"days": days, **store.weekly(time.time() - days * 86_400)}
+        if request.query_params.get("format") == "csv":
+            return Response(weekly_csv(service.cfg.county, figures), media_type="text/csv; charset=utf-8",
+                            headers={"Content-Disposition": f'attachment; filename="county-weekly-{days}d.csv"'})
+        return JSONResponse(figures)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse(service.health())
 
     async def page(request: Request) -> Response:
-        html = resources.files("county").joinpath("page.html").read_text(encoding="utf-8")
-        return HTMLResponse(html, headers={"Content-Security-Policy": "default-src 'self'; style-src 'self' "
-                                           "'unsafe-inline'; script-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
-                                           "Cache-Control": "no-store"})
+        return HTMLResponse(_packaged("page.html"), headers=PAGE_HEADERS)
+
+    async def page_js(request: Request) -> Response:
+        return Response(_packaged("page.js"), media_type="text/javascript", headers=PAGE_HEADERS)
+
+    async def labels(request: Request) -> Response:
+        return JSONResponse(zh_labels())
 
     routes = [
         Route("/api/clinics", guard(clinics)),
@@ -142,8 +150,48 @@ def create_app(service: "CountyService") -> Starlette:
         Route("/api/weekly", guard(weekly)),
         Route("/healthz", healthz),
         Route("/", page),
+        Route("/page.js", page_js),
+        Route("/labels.json", labels),
     ]
     return Starlette(routes=routes)
+
+
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
+                                           "img-src 'self' data:; frame-ancestors 'none'",
+                "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+
+def _packaged(name: str) -> str:
+    return resources.files("county").joinpath(name).read_text(encoding="utf-8")
+
+
+def zh_labels() -> dict[str, str]:
+    """The console's zh-CN names of conditions, tiers, severities and states (console/i18n.py)."""
+    from console.i18n import t
+    from stream.models import AlertState, Condition, Severity, Tier
+
+    keys = ([f"cond.{c.value}" for c in Condition] + [f"tier.{x.value}" for x in Tier]
+            + [f"sev.{x.value}" for x in Severity] + [f"state.{x.value}" for x in AlertState])
+    return {k: t("zh", k) for k in keys}
+
+
+def weekly_csv(county: str, figures: dict) -> str:
+    """The weekly report as a spreadsheet opens it (UTF-8 with a BOM, so Excel reads the Chinese)."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow([f"县级监测中心 {county} 周报", f"近 {figures['days']} 天"])
+    w.writerow([])
+    w.writerow(["诊所 clinic", "级别 tier", "告警数 alerts"])
+    for row in figures["alerts_by_clinic_tier"]:
+        w.writerow([row["clinic"], row["tier"], row["alerts"]])
+    w.writerow([])
+    w.writerow(["级别 tier", "已确认 acknowledged", "确认用时中位数（秒） median_s", "90% 用时（秒） p90_s"])
+    for tier, v in figures["time_to_ack_by_tier"].items():
+        w.writerow([tier, v["acknowledged"], v["median_s"], v["p90_s"]])
+    return "\ufeff" + out.getvalue()
 
 
 def _int(text: str | None, default: int, lo: int, hi: int) -> int:

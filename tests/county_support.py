@@ -167,7 +167,6 @@ class CountyProcess:
         return self.api("/healthz", token=None)[1]
 
     def wait_for(self, pred, timeout: float = 30.0, what: str = "condition"):
-        print("T", round(time.monotonic() % 1000, 1), "wait", what, flush=True)
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
@@ -266,7 +265,6 @@ class NativeClinic:
         return self._call(self.uplink.counts)
 
     def wait_drained(self, timeout: float = 30.0) -> dict:
-        print("T", round(time.monotonic() % 1000, 1), "drain", flush=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             c = self.counts()
@@ -308,9 +306,7 @@ class MqttClinic:
         self.client.on_message = on_message
         self.client.connect("127.0.0.1", port, keepalive=5)
         self.client.loop_start()
-        print("T", round(time.monotonic() % 1000, 1), "mqtt connecting", flush=True)
         assert connected.wait(15), "MQTT listener did not accept the clinic"
-        print("T", round(time.monotonic() % 1000, 1), "mqtt connected", flush=True)
         time.sleep(0.3)  # subscriptions in place
 
     def publish(self, topic: str, payload: str, retain: bool = False) -> None:
