@@ -73,6 +73,8 @@ class Gateway:
         self.rhythm_log = RhythmLog(storage)  # per-minute ecg_summary: the page's heart rhythm, reports' AF burden
         # Readings are stored and staged for the uplink / TSDB together; acks follow the commits.
         self.forwarding = StoreAndForward.from_config(config, self.store, self.dispatcher.handle, clock)
+        if self.forwarding.uplink is not None:
+            self.forwarding.uplink.listen(self.on_county_message)
         self.core = StreamCore(
             store=self.forwarding,
             thresholds={p.id: config.thresholds_for(p) for p in config.patients if p.thresholds},
@@ -140,6 +142,16 @@ class Gateway:
             log.exception("unexpected error handling a message", extra={"topic": topic})
             self.counters.rejected["internal_error"] += 1
             ack()
+
+    async def on_county_message(self, topic: str, payload: bytes) -> None:
+        """The county acknowledges (snoozes, silences) on this clinic's control topics on its broker:
+        applied exactly as from the clinic's broker (``on_message``); nothing else is taken from there."""
+        if topic == f"{self.prefix}/ack" or (topic.startswith(f"{self.prefix}/")
+                                             and topic[len(self.prefix) + 1:] in CONTROL_TOPICS):
+            log.info("control message from the county", extra={"topic": topic})
+            await self.on_message(topic, payload)
+        else:
+            self.counters.reject(Rejected(reason="county_topic", detail="not a control topic", topic=topic))
 
     async def _submit_ble(self, acc: Accepted, on_stored: Callable[[], None] | None = None) -> None:
         """A BLE reading takes the MQTT path from here: the stream core, acknowledged once durable."""

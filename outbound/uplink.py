@@ -7,6 +7,14 @@ What is forwarded, on the same topics as on the clinic's broker:
 - the gateway status, `vg/{clinic}/status`, retained; the uplink connection's
   last will sets it to offline on the county broker.
 
+What comes back: the county acknowledges (and may snooze or silence) on the clinic's
+own control topics on its broker, `vg/{clinic}/ack`, `.../snooze`, `.../silence`.
+The uplink subscribes to them and hands each message to the gateway (`listen`),
+which applies it exactly as one from the clinic's broker; the session is persistent,
+so an acknowledgement sent while the clinic was offline arrives when it is back. An
+acknowledgement that comes twice, or by both brokers, counts once: acknowledging an
+alert that is no longer firing changes nothing.
+
 Nothing is lost while the uplink is down: readings and alerts go to a durable
 outbox (`uplink_outbox.db`, see `outbound/uplink_outbox.py`) before the local
 broker is acknowledged, and are sent when the county broker is back, **alerts
@@ -37,6 +45,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from dispatch.control import CONTROL_TOPICS
 from gateway.mqtt_link import MqttLink, NotConnected
 from outbound.uplink_outbox import PRIORITY_ALERT, PRIORITY_TELEMETRY, DropReport, OutboxRow, UplinkOutbox
 from stream.models import Accepted, Condition, Finding, now_local
@@ -144,17 +153,34 @@ class Uplink:
         self.outbox = UplinkOutbox(Path(storage) / UPLINK_OUTBOX_FILE, max_outbox=max_outbox)
         self._on_drop = on_drop
         self._on_backlog = on_backlog
+        self._control: Callable[[str, bytes], Awaitable[None]] | None = None
         self.link = MqttLink(
-            host, port, client_id=f"vitalgate-{clinic}-uplink", subscriptions=[], on_message=_ignore,
+            host, port, client_id=f"vitalgate-{clinic}-uplink",
+            subscriptions=[f"{self.prefix}/ack", *[f"{self.prefix}/{t}" for t in CONTROL_TOPICS]],
+            on_message=self._from_county,
             will=_Will(f"{self.prefix}/status", json.dumps({"clinic": clinic, "online": False})),
             username=username, password=password, tls=tls, ca_file=ca_file, keepalive=keepalive,
-            persistent=False,  # the outbox, not a broker session, is what survives
+            # what goes out survives in the outbox; the session keeps what comes back (county acks)
+            # while the clinic is offline
+            persistent=True,
             protocol="auto",  # MQTT 5 for the msg_id user property; 3.1.1 brokers still work
         )
         self._wake = asyncio.Event()
         self._status: str | None = None
         self._status_sent: str | None = None
         self.failures = 0
+
+    # ------------------------------------------------------------ what comes back
+
+    def listen(self, handler: Callable[[str, bytes], Awaitable[None]]) -> None:
+        """Hand the county's control messages (ack, snooze, silence on this clinic's topics) to ``handler``."""
+        self._control = handler
+
+    async def _from_county(self, topic: str, payload: bytes) -> None:
+        if self._control is None:
+            log.warning("county control message before the gateway listens; dropped", extra={"topic": topic})
+            return
+        await self._control(topic, payload)
 
     # ------------------------------------------------------------ what goes out
 
@@ -267,7 +293,3 @@ class Uplink:
 
     def close(self) -> None:
         self.outbox.close()
-
-
-async def _ignore(topic: str, payload: bytes) -> None:  # the uplink subscribes to nothing
-    return None
