@@ -24,10 +24,12 @@ from stream.models import (
     BpStatusFlags,
     DeviceKind,
     DeviceReading,
+    EcgStripReading,
     GlucoseReading,
     HeartRateReading,
     KINDS_FOR_DEVICE,
     Rejected,
+    ScreenedStrip,
 )
 
 _READING = TypeAdapter(DeviceReading)
@@ -61,13 +63,16 @@ def idempotency_key(device_id: str, reading: AnyReading) -> str:
     """Same measurement delivered twice (QoS 1 redelivery, RACP resend) -> same key.
 
     Glucose/ECG/SpO2 carry a device sequence number; BP keys on device time and
-    values (docs/spec/clinical-rules.md §Duplicates), since cuffs have no sequence number.
+    values (docs/spec/clinical-rules.md §Duplicates), since cuffs have no sequence number;
+    a screening strip keys on its `strip_id`.
     """
     if isinstance(reading, BloodPressureReading):
         parts = [reading.ts.isoformat(), reading.systolic, reading.diastolic, reading.pulse, reading.user_id, reading.seq]
     elif isinstance(reading, GlucoseReading) and reading.seq is not None and "time_unknown" in reading.flags:
         # The meter's clock is unset, so ts is our receive time: only the record number identifies it.
         parts = [reading.seq]
+    elif isinstance(reading, (EcgStripReading, ScreenedStrip)):
+        parts = [reading.strip_id]  # the device's id of the strip: resent (a retry after no answer) = the same strip
     else:
         parts = [reading.ts.isoformat(), reading.seq]
     raw = "|".join([device_id, reading.kind, *map(str, parts)])

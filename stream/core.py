@@ -22,7 +22,8 @@ from typing import Protocol
 
 from stream import plausibility, rules
 from stream.ecg_frames import EcgFrameTracker
-from stream.models import Accepted, EcgFrame, EcgSummary, Finding, Rejected, now_local
+from stream.models import Accepted, EcgFrame, EcgStripReading, EcgSummary, Finding, Rejected, ScreenedStrip, now_local
+from stream.strip_screening import screen_strip
 from stream.thresholds import Thresholds
 
 log = logging.getLogger("vitalgate.stream")
@@ -141,6 +142,12 @@ class StreamCore:
         if bad is not None:
             self.counters.reject(bad)
             return
+        if isinstance(acc.reading, EcgStripReading):
+            screened = await screen_strip(acc)  # in a worker thread (stream/strip_screening.py)
+            if isinstance(screened, Rejected):
+                self.counters.reject(screened)
+                return
+            acc = screened
         if not self.store.add(acc):
             self.counters.rejected["duplicate"] += 1
             return
@@ -153,6 +160,9 @@ class StreamCore:
                 log.info("ecg frame: %s", note, extra={"device_id": acc.device_id})
             if summary is not None:
                 await self._publish(self._summary(acc, summary))
+        elif isinstance(acc.reading, ScreenedStrip):
+            await self._publish(acc)  # the result without the samples; a screening: no rule, nobody paged
+            findings = []
         else:
             await self._publish(acc)
             state = self._state.get(acc.patient_id)

@@ -22,6 +22,7 @@ DEFAULT_OFFLINE_AFTER: dict[DeviceKind, timedelta | None] = {
     DeviceKind.SPO2: None,  # spot-check clips are silent between checks; set expected_interval for continuous ones
     DeviceKind.BLOOD_PRESSURE: None,
     DeviceKind.GLUCOSE: None,
+    DeviceKind.ECG_HANDHELD: None,  # used at a visit, silent in between
 }
 MISSED_GRACE = timedelta(hours=24)
 

@@ -18,7 +18,7 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 
 CHINA_TZ = timezone(timedelta(hours=8), "CST")
 
@@ -90,8 +90,9 @@ TECHNICAL_CONDITIONS = frozenset(
 class DeviceKind(str, enum.Enum):
     BLOOD_PRESSURE = "blood_pressure"
     GLUCOSE = "glucose"
-    ECG = "ecg"
+    ECG = "ecg"  # a patch: 1-s frames, and screening strips taken with it
     SPO2 = "spo2"
+    ECG_HANDHELD = "ecg_handheld"  # a lead-I handheld (thumbs on electrodes): screening strips only
 
 
 # ---------------------------------------------------------------- readings
@@ -180,20 +181,72 @@ class EcgSummary(_Reading):
     window_s: float = 60.0
 
 
+STRIP_SECONDS = (9.0, 60.0)  # a screening strip's length (docs/ecg-screening.md)
+STRIP_MAX_SAMPLES = 30_000  # 60 s at 500 Hz; as JSON at most ~210 kB, under the ingress limit
+
+
+class EcgStripReading(_Reading):
+    """A short single-lead strip for AF screening, as one message: a handheld's 30-s check or a patch's.
+
+    `ts` is the device time of the first sample; `strip_id` is the device's own id for the strip,
+    so a redelivered or resent strip is the same strip. Samples are integers in µV within the
+    int16 range (±32.7 mV, far beyond any ECG: the store keeps them as int16).
+    """
+
+    kind: Literal["ecg_strip"] = "ecg_strip"
+    strip_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+    fs: float = Field(ge=125, le=500, description="Hz")
+    samples_uv: list[Annotated[int, Field(ge=-32768, le=32767)]] = Field(min_length=1, max_length=STRIP_MAX_SAMPLES)
+    lead: str | None = Field(default=None, max_length=16, description="e.g. I (a handheld's thumbs), II")
+
+    @model_validator(mode="after")
+    def _length(self) -> "EcgStripReading":
+        seconds = len(self.samples_uv) / self.fs
+        if not STRIP_SECONDS[0] <= seconds <= STRIP_SECONDS[1]:
+            raise ValueError(f"the strip is {seconds:.1f} s ({len(self.samples_uv)} samples at {self.fs:g} Hz); "
+                             f"a screening strip is {STRIP_SECONDS[0]:g} to {STRIP_SECONDS[1]:g} s")
+        return self
+
+
+class ScreenedStrip(_Reading):
+    """A strip with its screening result: what the stream stores and republishes (kind `ecg_strip`).
+
+    The republished reading is the result without the samples (thin uplinks): `samples_uv` is
+    excluded from the public payload and kept only in the reading store. A screening, not an
+    alert: nobody is paged; `af` and `other` go on the console's referral list.
+    """
+
+    kind: Literal["ecg_strip"] = "ecg_strip"
+    strip_id: str
+    fs: float
+    seconds: float
+    lead: str | None = None
+    label: Literal["normal", "af", "other", "noisy"]
+    confidence: float = Field(ge=0, le=1, description="the model's probability of the label")
+    hr_bpm: float | None = None
+    beats: int = 0
+    probabilities: dict[str, float] = Field(default_factory=dict)
+    model: str = Field(description="the screening model's version, e.g. screen-v1")
+    samples_uv: list[int] = Field(default_factory=list, exclude=True, repr=False)
+
+
 DeviceReading = Annotated[
-    Union[BloodPressureReading, GlucoseReading, EcgFrame, Spo2Reading, HeartRateReading, BatteryReading],
+    Union[BloodPressureReading, GlucoseReading, EcgFrame, Spo2Reading, HeartRateReading, BatteryReading,
+          EcgStripReading],
     Field(discriminator="kind"),
 ]
 AnyReading = Union[
-    BloodPressureReading, GlucoseReading, EcgFrame, Spo2Reading, HeartRateReading, BatteryReading, EcgSummary
+    BloodPressureReading, GlucoseReading, EcgFrame, Spo2Reading, HeartRateReading, BatteryReading, EcgSummary,
+    EcgStripReading, ScreenedStrip,
 ]
 
 # Which reading kinds a configured device kind may send.
 KINDS_FOR_DEVICE: dict[DeviceKind, frozenset[str]] = {
     DeviceKind.BLOOD_PRESSURE: frozenset({"blood_pressure", "battery"}),
     DeviceKind.GLUCOSE: frozenset({"glucose", "battery"}),
-    DeviceKind.ECG: frozenset({"ecg", "heart_rate", "battery"}),
+    DeviceKind.ECG: frozenset({"ecg", "heart_rate", "battery", "ecg_strip"}),
     DeviceKind.SPO2: frozenset({"spo2", "heart_rate", "battery"}),
+    DeviceKind.ECG_HANDHELD: frozenset({"ecg_strip", "battery"}),
 }
 
 

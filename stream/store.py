@@ -5,7 +5,13 @@ no-op insert (and reported as a duplicate). ECG frames are stored as
 compressed int32 µV blobs, one row per frame: one point per sample would cost
 far more than the ingest itself (docs/spec/machine-limits.md).
 
-The store owns its tables (`readings`, `ecg_frames`): the queries other rooms
+Screening strips (`strips`, docs/ecg-screening.md) are stored with their result: the samples as
+compressed int16 µV (a 30-s strip at 300 Hz is about 15 kB), the label, confidence, heart rate,
+probabilities and the model's version in columns, and the public payload (the result without the
+samples) as `body`. A doctor's "referred" mark is a row of `strip_referrals` (who, when), the
+referral list's audit trail.
+
+The store owns its tables (`readings`, `ecg_frames`, `strips`, `strip_referrals`): the queries other rooms
 need (the console, reports, FHIR export, rule-state restore) are
 `ReadingQueries`, over a read-only connection, so they are safe beside the
 running gateway (WAL readers never block the writer) and after it has stopped.
@@ -21,11 +27,12 @@ import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from collections.abc import Container
 from typing import Any
 
 import numpy as np
 
-from stream.models import Accepted, EcgFrame, iso
+from stream.models import Accepted, EcgFrame, ScreenedStrip, iso
 
 FILE_NAME = "readings.db"
 MAX_STRIP_S = 60.0  # the live strip and evidence windows never read more than this
@@ -55,6 +62,31 @@ CREATE TABLE IF NOT EXISTS ecg_frames (
     samples_uv BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ecg_patient_ts ON ecg_frames(patient_id, device_ts);
+CREATE TABLE IF NOT EXISTS strips (
+    idempotency_key TEXT PRIMARY KEY,
+    strip_id TEXT NOT NULL,
+    patient_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    device_ts TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    fs REAL NOT NULL,
+    n_samples INTEGER NOT NULL,
+    samples_uv BLOB NOT NULL,
+    label TEXT NOT NULL,
+    confidence REAL NOT NULL,
+    hr_bpm REAL,
+    probabilities TEXT NOT NULL,
+    model TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS strips_patient_ts ON strips(patient_id, device_ts);
+CREATE INDEX IF NOT EXISTS strips_ts ON strips(device_ts);
+CREATE TABLE IF NOT EXISTS strip_referrals (
+    idempotency_key TEXT PRIMARY KEY,
+    referred_at TEXT NOT NULL,
+    referred_by TEXT NOT NULL,
+    note TEXT NOT NULL
+);
 """
 
 
@@ -96,6 +128,16 @@ class ReadingStore:
                 (acc.idempotency_key, acc.patient_id, acc.device_id, iso(r.ts), iso(acc.received_at), r.seq,
                  r.fs, int(r.lead_off), len(r.samples_uv), blob),
             )
+        elif isinstance(r, ScreenedStrip):
+            body, text = acc.public_parts()  # the result without the samples
+            blob = zlib.compress(np.asarray(r.samples_uv, dtype="<i2").tobytes(), 6)
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO strips VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (acc.idempotency_key, r.strip_id, acc.patient_id, acc.device_id, body["ts"], body["received_at"], r.fs,
+                 len(r.samples_uv), blob, r.label, r.confidence, r.hr_bpm, json.dumps(r.probabilities), r.model, text),
+            )
+        elif r.kind == "ecg_strip":
+            raise TypeError("a strip is stored with its screening (stream/strip_screening.py), not before")
         else:
             body, text = acc.public_parts()  # its ts and received_at are iso() of the same times
             cur = self._db.execute(
@@ -118,6 +160,16 @@ class ReadingStore:
             "SELECT device_ts, fs, samples_uv FROM ecg_frames WHERE patient_id=? ORDER BY device_ts", (patient_id,)
         )
         return [(ts, fs, _samples(b)) for ts, fs, b in rows]
+
+    def mark_referred(self, strip_key: str, by: str, at: datetime, note: str = "") -> bool | None:
+        """A doctor referred the patient of this strip: True; False if it was already marked; None: no such strip.
+
+        Commits on its own (the caller makes sure no reading transaction is open on this connection)."""
+        if not self._db.execute("SELECT 1 FROM strips WHERE idempotency_key=?", (strip_key,)).fetchone():
+            return None
+        cur = self._db.execute("INSERT OR IGNORE INTO strip_referrals VALUES (?,?,?,?)",
+                               (strip_key, iso(at), by, note))
+        return cur.rowcount == 1
 
     def counts(self) -> dict[str, int]:
         n = self._db.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
@@ -226,7 +278,7 @@ class ReadingQueries:
     def last_reading_at(self, patient_id: str, device_id: str) -> datetime | None:
         """Receive time of the device's latest stored reading or ECG frame (known again after a restart)."""
         best: datetime | None = None
-        for table in ("readings", "ecg_frames"):
+        for table in ("readings", "ecg_frames", "strips"):
             rows = self._db.rows(f"SELECT received_at FROM {table} WHERE patient_id=? AND device_id=? "
                                  "ORDER BY device_ts DESC LIMIT 1", (patient_id, device_id))
             if rows:
@@ -275,6 +327,31 @@ class ReadingQueries:
         start = last_ts + timedelta(seconds=last_len / fs) - timedelta(seconds=len(samples) / fs)
         return EcgStrip(fs, start, samples, lead_off=bool(rows[-1][3]), device_id=device)
 
+    # The frame log: ECG frames in the order they were committed (rowid order = arrival order), read by the
+    # ECG analysis behind the frames' acknowledgement (shards/ecg_analysis.py). Only committed rows are seen.
+
+    def ecg_log_after(self, rowid: int, limit: int,
+                      patients: Container[str] | None = None) -> tuple[list[tuple], int]:
+        """(frames, upto): at most `limit` frames committed after `rowid`, oldest first, and the last rowid
+        read (`rowid` when none). A frame: (rowid, idempotency_key, patient_id, device_id, device_ts,
+        received_at, seq, fs, lead_off, samples µV as int32). `patients`: only theirs (others are skipped
+        undecoded, but still advance `upto`)."""
+        rows = self._db.rows("SELECT rowid, idempotency_key, patient_id, device_id, device_ts, received_at, seq, fs, "
+                             "lead_off, samples_uv FROM ecg_frames WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                             (rowid, limit))
+        frames = [(*r[:9], _samples(r[9])) for r in rows if patients is None or r[2] in patients]
+        return frames, (rows[-1][0] if rows else rowid)
+
+    def ecg_log_head(self) -> int:
+        """The rowid of the newest committed frame (0: none)."""
+        rows = self._db.rows("SELECT max(rowid) FROM ecg_frames")
+        return int(rows[0][0] or 0) if rows else 0
+
+    def ecg_log_oldest_after(self, rowid: int) -> datetime | None:
+        """Receive time of the first committed frame after `rowid` (None: there is none)."""
+        rows = self._db.rows("SELECT received_at FROM ecg_frames WHERE rowid > ? ORDER BY rowid LIMIT 1", (rowid,))
+        return datetime.fromisoformat(rows[0][0]) if rows else None
+
     def ecg_frames(self, patient_id: str, since: datetime | None = None,
                    until: datetime | None = None) -> list[tuple[str, datetime, float, np.ndarray]]:
         """(device_id, device time, fs, samples µV) per stored frame, oldest first."""
@@ -285,3 +362,51 @@ class ReadingQueries:
             q, args = q + " AND device_ts<=?", [*args, iso(until)]
         return [(d, datetime.fromisoformat(t), float(fs), _samples(b))
                 for d, t, fs, b in self._db.rows(q + " ORDER BY device_ts", args)]
+
+    # ------------------------------------------------------------ screening strips
+
+    _STRIP_COLS = ("s.idempotency_key, s.strip_id, s.patient_id, s.device_id, s.device_ts, s.received_at, s.fs, "
+                   "s.n_samples, s.label, s.confidence, s.hr_bpm, s.model, s.body, "
+                   "r.referred_at, r.referred_by, r.note")
+
+    @staticmethod
+    def _strip_row(row: tuple) -> dict[str, Any]:
+        key, strip_id, pid, dev, ts, rec, fs, n, label, conf, hr, model, body, ref_at, ref_by, note = row
+        b = json.loads(body)
+        return {"key": key, "strip_id": strip_id, "patient_id": pid, "device_id": dev, "ts": ts, "received_at": rec,
+                "fs": float(fs), "seconds": n / fs if fs else 0.0, "label": label, "confidence": float(conf),
+                "hr_bpm": hr, "model": model, "probabilities": b.get("probabilities", {}), "beats": b.get("beats"),
+                "lead": b.get("lead"), "referred_at": ref_at, "referred_by": ref_by, "referral_note": note}
+
+    def strips(self, patient_id: str | None = None, since: datetime | None = None, until: datetime | None = None,
+               labels: tuple[str, ...] | None = None, referred: bool | None = None,
+               limit: int = 1000) -> list[dict[str, Any]]:
+        """Screening strips without their samples, newest first by device time; `referred` False: not yet
+        marked referred, True: marked. Each row: key (the strip's idempotency key, its id in URLs),
+        strip_id, patient_id, device_id, ts, received_at, fs, seconds, label, confidence, hr_bpm, model,
+        probabilities, beats, lead, referred_at / referred_by / referral_note (None until referred)."""
+        q = (f"SELECT {self._STRIP_COLS} FROM strips s LEFT JOIN strip_referrals r "
+             "ON r.idempotency_key = s.idempotency_key WHERE 1=1")
+        args: list[object] = []
+        if patient_id:
+            q, args = q + " AND s.patient_id=?", [*args, patient_id]
+        if since is not None:
+            q, args = q + " AND s.device_ts>=?", [*args, iso(since)]
+        if until is not None:
+            q, args = q + " AND s.device_ts<=?", [*args, iso(until)]
+        if labels:
+            q, args = q + f" AND s.label IN ({','.join('?' * len(labels))})", [*args, *labels]
+        if referred is not None:
+            q += " AND r.idempotency_key IS NOT NULL" if referred else " AND r.idempotency_key IS NULL"
+        rows = self._db.rows(q + " ORDER BY s.device_ts DESC LIMIT ?", [*args, int(limit)])
+        return [self._strip_row(r) for r in rows]
+
+    def strip(self, key: str) -> dict[str, Any] | None:
+        """One strip as `strips()` gives it, plus `samples_uv` (µV, int32 array)."""
+        rows = self._db.rows(f"SELECT {self._STRIP_COLS}, s.samples_uv FROM strips s LEFT JOIN strip_referrals r "
+                             "ON r.idempotency_key = s.idempotency_key WHERE s.idempotency_key=?", (key,))
+        if not rows:
+            return None
+        out = self._strip_row(rows[0][:-1])
+        out["samples_uv"] = np.frombuffer(zlib.decompress(rows[0][-1]), dtype="<i2").astype(np.int32)
+        return out
