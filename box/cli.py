@@ -144,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     from console.commands import add_record_commands
 
     add_record_commands(sub, _load_config)  # alerts report, report, export fhir
+    from county.cli import add_county_commands
+
+    add_county_commands(sub)  # county, county-engine (the county centre; its own config)
     args = ap.parse_args(argv)
     return int(args.fn(args))
 

@@ -93,14 +93,32 @@ def nats_conf(cfg: CountyConfig, k: int, out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def uplink_section(cfg: CountyConfig, k: int) -> dict:
-    """The `uplink:` mapping a clinic gateway merges to reach the county first through server K."""
+def gateway_uplink_speaks_nats() -> bool:
+    """Whether this build's gateway config takes `uplink.nats` (the native uplink, county/nats_uplink.py).
+
+    Until the gateway is wired to the native uplink, the section holds only today's MQTT keys, so a
+    gateway config merges it as it is; from then on it also lists the cluster's client URLs."""
+    try:
+        from box.config import UplinkConfig
+    except ImportError:
+        return False
+    return "nats" in UplinkConfig.model_fields
+
+
+def uplink_section(cfg: CountyConfig, k: int, native: bool | None = None) -> dict:
+    """The `uplink:` mapping a clinic gateway merges to reach the county first through server K.
+
+    `host`/`port`: server K's MQTT listener (today's uplink). `nats` (when the gateway takes it):
+    every server's client URL, server K first -- the native uplink fails over along that list."""
     e = cfg.engine
     listener = e.mqtt_listener(k)
     if listener is None:
         raise ValueError("engine.mqtt is empty: a clinic's uplink needs the servers' MQTT listeners")
     host, port = listener
-    return {"uplink": {"host": host, "port": port}}
+    section: dict = {"host": host, "port": port}
+    if gateway_uplink_speaks_nats() if native is None else native:
+        section["nats"] = [e.nats[k]] + [u for j, u in enumerate(e.nats) if j != k]
+    return {"uplink": section}
 
 
 def write(cfg: CountyConfig, out: Path) -> list[Path]:

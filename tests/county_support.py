@@ -21,7 +21,7 @@ from simulators.stack import free_port, wait_port
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "county-test-token-7Qx2"
-CLI_MODULE = "county.cli"  # the county commands alone (the same handlers `vitalgate county` runs)
+CLI_MODULE = "box.cli"  # `vitalgate`, as the console script runs it
 
 
 def nats_server_exe() -> str:
@@ -139,6 +139,17 @@ class NatsCluster:
             self.procs[k] = None
 
 
+LIVE: list["CountyProcess"] = []  # started and not yet stopped: `kill_leftovers()` after a failed test
+
+
+def kill_leftovers() -> None:
+    while LIVE:
+        c = LIVE.pop()
+        if c.proc.poll() is None:
+            c.proc.kill()
+            c.proc.wait(10)
+
+
 class CountyProcess:
     """`vitalgate county --config PATH --http-port N` as a child process, with its API."""
 
@@ -149,6 +160,7 @@ class CountyProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", CLI_MODULE, "county", "--config", str(config_path), "--http-port", str(self.port)],
             cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=self._logf, stderr=subprocess.STDOUT)
+        LIVE.append(self)
         if self.port:
             wait_port(self.port, timeout=20)
 
@@ -189,6 +201,8 @@ class CountyProcess:
             self.proc.send_signal(sig)
         rc = self.proc.wait(timeout)
         self._logf.close()
+        if self in LIVE:
+            LIVE.remove(self)
         return rc
 
     def output(self) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.county_support import (CountyProcess, MqttClinic, NatsCluster, NativeClinic, alert, county_config_for,
-                                  reading)
+                                  kill_leftovers, reading)
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.county]
 
@@ -23,6 +23,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
     c = NatsCluster(tmp_path_factory.mktemp("county-cluster"))
     yield c
     c.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_county_left_running():
+    yield
+    kill_leftovers()  # a failed test leaves its county processes behind otherwise
 
 
 def stored(county: CountyProcess, clinic: str, patient: str) -> list[dict]:

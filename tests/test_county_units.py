@@ -306,3 +306,12 @@ async def test_a_clean_stop_gives_the_partitions_back_at_once() -> None:
     await a.release_all()
     await b.tick()
     assert sorted(b.owned) == list(range(8))
+
+
+def test_the_uplink_section_lists_the_servers_for_a_native_uplink_from_server_k_first() -> None:
+    from county.engine_config import uplink_section
+
+    cfg = load_config_text(GOOD)
+    up = uplink_section(cfg, 1, native=True)["uplink"]
+    assert up["nats"] == ["nats://127.0.0.1:4223", "nats://127.0.0.1:4222", "nats://127.0.0.1:4224"]
+    assert (up["host"], up["port"]) == ("127.0.0.1", 1886)
