@@ -144,8 +144,21 @@ class NatsLog:
                 durable_name=consumer_name(k), filter_subject=partition_subject(k),
                 ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait_s, deliver_policy=DeliverPolicy.ALL,
                 max_ack_pending=MAX_ACK_PENDING, max_waiting=64, num_replicas=self.replicas))
-        self._kv = await js.create_key_value(bucket=LEASE_BUCKET, ttl=self.lease_ttl_s, replicas=self.replicas,
-                                             history=1, storage=StorageType.FILE)
+        try:
+            self._kv = await js.create_key_value(bucket=LEASE_BUCKET, ttl=self.lease_ttl_s, replicas=self.replicas,
+                                                 history=1, storage=StorageType.FILE)
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code != STREAM_EXISTS:
+                raise
+            # The bucket exists with another TTL (consume.lease_ttl_s changed): bring it to this one.
+            info = await js.stream_info(f"KV_{LEASE_BUCKET}")
+            cfg = info.config
+            if cfg.max_age != self.lease_ttl_s:
+                log.warning("lease bucket TTL %.1fs -> %.1fs (consume.lease_ttl_s)", cfg.max_age or 0, self.lease_ttl_s)
+            cfg.max_age = self.lease_ttl_s
+            cfg.duplicate_window = min(self.lease_ttl_s, 120.0)
+            await js.update_stream(cfg)
+            self._kv = await js.key_value(LEASE_BUCKET)
 
     async def _ensure_stream(self, cfg: StreamConfig) -> None:
         js = self._js
