@@ -115,7 +115,7 @@ class Gateway:
             mount_console(self.http_app, ConsoleSources(
                 clinic=self.clinic, patients=config.patients, storage=storage, token=config.http.token,
                 tls=config.http.tls, clock=clock, stopping=self.stop_event, alerts=self.alerts,
-                desk=self.dispatcher, live=self))
+                desk=self.dispatcher, live=self, strips=self))
 
     # ------------------------------------------------------------ inbound
 
@@ -255,6 +255,14 @@ class Gateway:
 
     def mqtt_connected(self) -> bool:
         return self.link.connected.is_set()
+
+    def refer_strip(self, strip_key: str, by: str, note: str = "") -> bool | None:
+        """The console's "referred" mark on a screening strip, kept in the reading store (who, when)."""
+        self.forwarding.flush_now()  # this tick's reading transaction commits first; the mark commits on its own
+        done = self.store.mark_referred(strip_key, by, self.clock(), note)
+        if done:
+            log.info("screening strip marked referred", extra={"strip": strip_key, "by": by})
+        return done
 
     async def _status_loop(self, stop: asyncio.Event) -> None:
         interval = self.config.status.interval.total_seconds()

@@ -67,6 +67,16 @@ class ClinicRecords:
                    until: datetime | None = None) -> list[tuple[str, datetime, float, np.ndarray]]:
         return self._readings.ecg_frames(patient_id, since, until)
 
+    def strips(self, patient_id: str | None = None, since: datetime | None = None, until: datetime | None = None,
+               labels: tuple[str, ...] | None = None, referred: bool | None = None,
+               limit: int = 1000) -> list[dict[str, Any]]:
+        """Screening strips with their result (no samples), newest first (`ReadingQueries.strips`)."""
+        return self._readings.strips(patient_id, since, until, labels, referred, limit)
+
+    def strip(self, key: str) -> dict[str, Any] | None:
+        """One screening strip with its samples (µV)."""
+        return self._readings.strip(key)
+
     # ------------------------------------------------------------ rhythm (the rhythm log)
 
     def rhythm(self, patient_id: str, since: datetime | None = None, until: datetime | None = None) -> list[dict]:

@@ -14,6 +14,14 @@ Codes (LOINC, docs/spec/china-conventions.md; units UCUM):
   category procedure. By default the strips that arrhythmia alerts carried
   (10 s around each event); `--ecg frames` adds every stored frame, one
   Observation per minute of signal; `--ecg none` leaves ECG out.
+- AF screening of a short strip (docs/ecg-screening.md): LOINC 8601-7 (EKG impression), category
+  procedure, the label as `valueCodeableConcept` (SNOMED CT 64730000 normal sinus rhythm,
+  49436004 atrial fibrillation, 698247007 cardiac arrhythmia for "other", plus the label itself
+  in `urn:vitalgate:ecg-screening`), `interpretation` A (abnormal) for af/other and N for normal;
+  a noisy strip has no value and no interpretation but `dataAbsentReason` error ("take it
+  again"). Components: the heart rate (8867-4) and, unless `--ecg none`, the strip itself as
+  `valueSampledData` (MDC 131328). The model's version is the `method`; its confidence and a
+  doctor's referral are notes.
 
 The patient is referenced by identifier (system `urn:vitalgate:<clinic>:patient`),
 never by name: the ids are pseudonymous and stay so. Each Observation's
@@ -38,6 +46,16 @@ from stream.models import iso, now_local
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
 MDC = "urn:oid:2.16.840.1.113883.6.24"
+SNOMED = "http://snomed.info/sct"
+INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+DATA_ABSENT = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
+SCREENING_LABELS = "urn:vitalgate:ecg-screening"
+# label -> (SNOMED CT code, display, interpretation code, its display)
+SCREENING_CODES = {
+    "normal": ("64730000", "Normal sinus rhythm", "N", "Normal"),
+    "af": ("49436004", "Atrial fibrillation", "A", "Abnormal"),
+    "other": ("698247007", "Cardiac arrhythmia", "A", "Abnormal"),
+}
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 GLUCOSE_METER_RANGE = (0.6, 33.3)
 ECG_CHUNK_S = 60.0
@@ -155,6 +173,43 @@ class _Builder:
         self.add(key, res)
 
 
+    def screening(self, s: dict, samples: Any | None) -> None:
+        """One screened strip (a row of `ClinicRecords.strips`); `samples`: µV, or None to leave the signal out."""
+        res: dict[str, Any] = {
+            "category": _category("procedure"),
+            "code": {"coding": [{"system": LOINC, "code": "8601-7", "display": "EKG impression"}],
+                     "text": "AF screening, single-lead ECG strip"},
+            **self.common(s),
+            "method": {"text": f"vitalgate {s['model']} (automated screening of a {s['seconds']:.0f}-s strip)"},
+        }
+        label = s["label"]
+        if label in SCREENING_CODES:
+            code, display, interp, interp_display = SCREENING_CODES[label]
+            res["valueCodeableConcept"] = {"coding": [{"system": SNOMED, "code": code, "display": display},
+                                                      {"system": SCREENING_LABELS, "code": label}], "text": display}
+            res["interpretation"] = [{"coding": [{"system": INTERPRETATION, "code": interp, "display": interp_display}]}]
+        else:  # noisy: no reading of the rhythm at all
+            res["dataAbsentReason"] = {"coding": [{"system": DATA_ABSENT, "code": "error", "display": "Error"}],
+                                       "text": "the strip is too noisy to read; take it again"}
+        comps: list[dict[str, Any]] = []
+        if s.get("hr_bpm"):
+            comps.append({"code": {"coding": [{"system": LOINC, "code": "8867-4", "display": "Heart rate"}]},
+                          "valueQuantity": _qty(s["hr_bpm"], "/min", "/min")})
+        if samples is not None and len(samples):
+            comps.append({"code": {"coding": [{"system": MDC, "code": "131328", "display": "MDC_ECG_ELEC_POTL"}],
+                                   "text": f"ECG, lead {s.get('lead') or 'unknown'}"},
+                          "valueSampledData": {"origin": {"value": 0, "unit": "uV", "system": UCUM, "code": "uV"},
+                                               "period": round(1000.0 / s["fs"], 6), "factor": 1, "dimensions": 1,
+                                               "data": " ".join(str(int(v)) for v in samples)}})
+        if comps:
+            res["component"] = comps
+        notes = [f"screening label {label}, confidence {s['confidence']:.2f}"]
+        if s.get("referred_at"):
+            notes.append(f"referred by {s['referred_by']} at {s['referred_at']}")
+        res["note"] = [{"text": n} for n in notes]
+        self.add(f"strip|{s['key']}", res)
+
+
 def build_bundle(storage: Path, clinic: str, patient_id: str, since: datetime, until: datetime | None = None,
                  ecg: str = "strips", now: datetime | None = None) -> dict:
     """The Bundle (type collection) as a JSON-ready dict; not yet validated."""
@@ -182,6 +237,9 @@ def build_bundle(storage: Path, clinic: str, patient_id: str, since: datetime, u
                           a.get("evidence", {}).get("device_id"),
                           note=f"evidence of alert {a['condition']} ({a['alert_id']}); strip around the event, "
                                f"effective time is when the alert opened")
+        for st in reversed(rec.strips(patient_id, since=since, until=until)):  # oldest first, like the rest
+            full = rec.strip(st["key"]) if ecg != "none" else None
+            b.screening(st, full["samples_uv"] if full else None)
         if ecg == "frames":
             _frames(b, rec, patient_id, since, until)
     finally:

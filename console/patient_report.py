@@ -13,7 +13,9 @@ period it works out, then draws with matplotlib:
   burden (minutes the analyser called AF / analysable minutes), heart rate,
   and the arrhythmia alerts with the ECG strip each one carried;
 - alerts: how many reached each tier and how fast each tier acknowledged them
-  (from the tier being told to the acknowledgement, at the tier that acked).
+  (from the tier being told to the acknowledgement, at the tier that acked);
+- AF screening (short strips, docs/ecg-screening.md): each strip of the period with its result,
+  heart rate and whether the patient was referred; the af/other strips drawn (first 10 s).
 
 Output: one self-contained HTML file (plots as embedded PNG) and a PDF
 (matplotlib's PdfPages: pure pip, no browser needed on the box). Labels are
@@ -43,6 +45,8 @@ HYPO_SEVERE = 3.0
 RHYTHM_CONDITIONS = ("af", "af_rvr", "vt", "vt_sustained", "pause", "asystole", "bradycardia", "tachycardia",
                      "pvc_frequent")
 MAX_STRIPS = 6  # event strips drawn in the report; the rest are listed
+MAX_SCREEN_STRIPS = 4  # screening strips (af/other) drawn; the rest are listed
+SCREEN_DRAWN_S = 10.0  # of each drawn screening strip, its first seconds
 TIERS = ("village", "township", "county", "emergency")
 _REACH = ("raised", "upgraded", "escalated", "released", "repeated")
 _CJK_NAMES = ("Noto Sans CJK SC", "Noto Sans CJK JP", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Source Han Sans SC",
@@ -63,6 +67,8 @@ class ReportData:
     glucose: list[dict] = field(default_factory=list)
     rhythm: list[dict] = field(default_factory=list)
     alerts: list[dict] = field(default_factory=list)
+    strips: list[dict] = field(default_factory=list)  # screening strips, oldest first (no samples)
+    strip_samples: dict[str, tuple[float, Any]] = field(default_factory=dict)  # key -> (fs, µV) of the drawn ones
     stats: dict[str, Any] = field(default_factory=dict)
 
 
@@ -154,6 +160,14 @@ def ack_stats(alerts: list[dict], t0: datetime, t1: datetime) -> dict[str, Any]:
     return per
 
 
+def screening_stats(strips: list[dict]) -> dict[str, Any]:
+    """Screening strips of the period by label, and the af/other ones referred or still waiting."""
+    labels = {lab: sum(1 for s in strips if s["label"] == lab) for lab in ("normal", "af", "other", "noisy")}
+    positive = [s for s in strips if s["label"] in ("af", "other")]
+    return {"n": len(strips), "labels": labels, "referred": sum(1 for s in positive if s["referred_at"]),
+            "waiting": sum(1 for s in positive if not s["referred_at"])}
+
+
 def build_report(storage: Path, clinic: str, patient_id: str, period: timedelta, now: datetime) -> ReportData:
     t0 = now - period
     rec = ClinicRecords(storage)
@@ -162,13 +176,19 @@ def build_report(storage: Path, clinic: str, patient_id: str, period: timedelta,
                           bp=rec.readings(patient_id, "blood_pressure", since=t0, until=now),
                           glucose=rec.readings(patient_id, "glucose", since=t0, until=now),
                           rhythm=rec.rhythm(patient_id, since=t0, until=now),
-                          alerts=rec.alerts(patient_id, since=t0))
+                          alerts=rec.alerts(patient_id, since=t0),
+                          strips=rec.strips(patient_id, since=t0, until=now)[::-1])
+        for st in [s for s in data.strips if s["label"] in ("af", "other")][:MAX_SCREEN_STRIPS]:
+            full = rec.strip(st["key"])
+            if full is not None:
+                n = int(SCREEN_DRAWN_S * full["fs"])
+                data.strip_samples[st["key"]] = (full["fs"], full["samples_uv"][:n])
     finally:
         rec.close()
     data.alerts = [a for a in data.alerts if _ts(a["opened_at"]) <= now]
     events = [a for a in data.alerts if a["condition"] in RHYTHM_CONDITIONS and _ts(a["opened_at"]) >= t0]
     data.stats = {"bp": bp_stats(data.bp), "glucose": glucose_stats(data.glucose), "rhythm": rhythm_stats(data.rhythm),
-                  "events": events, "ack": ack_stats(data.alerts, t0, now),
+                  "events": events, "ack": ack_stats(data.alerts, t0, now), "screening": screening_stats(data.strips),
                   "alerts_in_period": [a for a in data.alerts if _ts(a["opened_at"]) >= t0]}
     return data
 
@@ -340,6 +360,29 @@ class _Plotter:
         ax.set_xticks(np.arange(0, t[-1] + 0.01, 1.0))
         return fig
 
+    def screen_strip(self, s: dict, fs: float, samples: Any, fig=None):  # type: ignore[no-untyped-def]
+        """A screening strip's first seconds on a 0.2 s / 0.5 mV grid, titled with its result."""
+        import numpy as np
+
+        x = np.asarray(samples, dtype=float) / 1000.0
+        x = x - np.median(x)
+        t = np.arange(len(x)) / fs
+        fig = fig if fig is not None else self.figure(1.9)
+        ax = fig.subplots()
+        for g in np.arange(0, t[-1] + 0.2, 0.2):
+            ax.axvline(g, color="#f4b6b6", lw=0.5)
+        for g in np.arange(-2, 2.01, 0.5):
+            ax.axhline(g, color="#f4b6b6", lw=0.5)
+        ax.plot(t, np.clip(x, -2, 2), color="black", lw=0.7)
+        ax.set_xlim(0, t[-1])
+        ax.set_ylim(-2, 2)
+        ax.set_ylabel("mV")
+        hr = f" · {s['hr_bpm']:.0f}/min" if s.get("hr_bpm") else ""
+        ax.set_title(f"{self.t('report.screening')}: {self.t('screen.label.' + s['label'])}{hr} · "
+                     f"{_ts(s['ts']):%m-%d %H:%M}", loc="left")
+        ax.set_xticks(np.arange(0, t[-1] + 0.01, 1.0))
+        return fig
+
     def acks(self, d: ReportData, fig=None):  # type: ignore[no-untyped-def]
         fig = fig if fig is not None else self.figure(2.4)
         ax = fig.subplots()
@@ -369,6 +412,10 @@ class _Plotter:
             out.append(("rhythm", 3.0, lambda f: self.rhythm(d, f)))
         for a in [a for a in d.stats["events"] if isinstance(a.get("evidence", {}).get("strip"), dict)][:MAX_STRIPS]:
             out.append((f"strip-{a['alert_id']}", 1.9, lambda f, a=a: self.strip(a, f)))
+        for s in d.strips:
+            if s["key"] in d.strip_samples:
+                fs, x = d.strip_samples[s["key"]]
+                out.append((f"screen-{s['key']}", 1.9, lambda f, s=s, fs=fs, x=x: self.screen_strip(s, fs, x, f)))
         if any(v["reached"] or v["acked"] for v in d.stats["ack"].values()):
             out.append(("acks", 2.4, lambda f: self.acks(d, f)))
         return out
@@ -421,6 +468,10 @@ def summary_rows(d: ReportData, lang: str) -> list[tuple[str, list[tuple[str, st
                                       (t("report.af_burden"), _pct(r["af_burden"])),
                                       (t("report.hr"), f"{_num(r['hr_mean'])} ({_num(r['hr_min'])}–{_num(r['hr_max'])})"),
                                       (t("report.events"), str(len(s["events"])))]))
+    sc = s["screening"]
+    if sc["n"]:
+        out.append((t("report.screening"), [(t("screen.label." + lab), str(n)) for lab, n in sc["labels"].items()] + [
+            (t("report.referred"), f"{sc['referred']}/{sc['referred'] + sc['waiting']}")]))
     acks = [(t("tier." + tier), f"{v['acked']}/{v['reached']} · {t('report.ack_median')} "
              f"{i18n.duration_text(lang, v['median_s'])} · {t('report.ack_max')} {i18n.duration_text(lang, v['max_s'])}")
             for tier, v in s["ack"].items() if v["reached"] or v["acked"]]
@@ -451,7 +502,8 @@ table{{border-collapse:collapse;margin:6px 0}} td,th{{padding:3px 10px;border-bo
     if not rows:
         parts.append(f"<p>{esc(t('report.none'))}</p>")
     fig_by = dict(figs)
-    sections = {"report.bp": "bp", "report.glucose": "glucose", "report.ecg": "rhythm", "report.alerts": "acks"}
+    sections = {"report.bp": "bp", "report.glucose": "glucose", "report.ecg": "rhythm", "report.alerts": "acks",
+                "report.screening": "screening"}
     for title, kv in rows:
         parts.append(f"<h2>{esc(title)}</h2><table>" + "".join(
             f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in kv) + "</table>")
@@ -460,6 +512,8 @@ table{{border-collapse:collapse;margin:6px 0}} td,th{{padding:3px 10px;border-bo
             parts.append(f'<img alt="{esc(title)}" src="data:image/png;base64,{_png(fig_by[key])}">')
         if key == "rhythm":
             parts.append(_events_html(d, lang, figs))
+        if key == "screening":
+            parts.append(_screening_html(d, lang, figs))
     if d.stats["glucose"].get("episodes"):
         parts.append(f"<h2>{esc(t('report.hypo'))}</h2><table>" + "".join(
             f"<tr><td>{esc(e['start'][:16].replace('T', ' '))}</td><td>{_glu(e['lowest'])}</td>"
@@ -485,6 +539,26 @@ def _events_html(d: ReportData, lang: str, figs: list) -> str:
         key = f"strip-{a['alert_id']}"
         if key in fig_by:
             out.append(f'<img alt="ECG {html.escape(a["condition"])}" src="data:image/png;base64,{_png(fig_by[key])}">')
+    return "".join(out)
+
+
+def _screening_html(d: ReportData, lang: str, figs: list) -> str:
+    t = i18n.translator(lang)
+    esc = html.escape
+    fig_by = dict(figs)
+    rows = []
+    for s in d.strips:
+        hr = f"{s['hr_bpm']:.0f}/min" if s.get("hr_bpm") else "–"
+        ref = (f"{esc(t('report.referred'))} · {esc(s['referred_by'])} {esc(s['referred_at'][5:16].replace('T', ' '))}"
+               if s["referred_at"] else (esc(t("screen.retake")) if s["label"] == "noisy" else ""))
+        rows.append(f"<tr class=\"screen-{esc(s['label'])}\"><td>{esc(s['ts'][:16].replace('T', ' '))}</td>"
+                    f"<td><b>{esc(t('screen.label.' + s['label']))}</b></td><td>{hr}</td>"
+                    f"<td>{s['confidence']:.0%}</td><td>{ref}</td></tr>")
+    out = [f"<table id=\"screening\">{''.join(rows)}</table>"]
+    for s in d.strips:
+        key = f"screen-{s['key']}"
+        if key in fig_by:
+            out.append(f'<img alt="ECG {esc(s["label"])}" src="data:image/png;base64,{_png(fig_by[key])}">')
     return "".join(out)
 
 

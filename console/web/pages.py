@@ -13,6 +13,10 @@ bearer token; HTML pages redirect to /login, everything else answers 401):
 - `GET  /patients/{id}/ecg.svg?seconds=10`  the latest stored ECG as an SVG strip (the live strip polls it)
 - `GET  /patients/{id}/report?period=7d`, `/patients/{id}/report.pdf?period=7d`   the patient report
 - `GET  /patients/{id}/fhir.json?since=7d`  FHIR R4 Bundle of the patient's observations
+- `GET  /screening[?patient=P]`             AF screening: today's strips (or one patient's), the referral list
+- `GET  /fragments/screening[?patient=P]`   its lists as HTML (the page swaps them in every few seconds)
+- `GET  /screening/{key}`, `/screening/{key}/strip.svg[?rows=1]`   one strip, on ECG paper
+- `POST /screening/{key}/refer {"note": ...}`   mark the patient referred (who and when are kept)
 - `GET  /metrics` (token or session), `GET /healthz` (open)
 
 Language: zh-CN unless `?lang=en` (remembered in a cookie) or the cookie says en.
@@ -87,6 +91,11 @@ class Console:
             Route("/patients/{patient_id}/report", self.report_html, methods=["GET"]),
             Route("/patients/{patient_id}/report.pdf", self.report_pdf, methods=["GET"]),
             Route("/patients/{patient_id}/fhir.json", self.fhir_json, methods=["GET"]),
+            Route("/screening", self.screening_page, methods=["GET"]),
+            Route("/fragments/screening", self.screening_fragment, methods=["GET"]),
+            Route("/screening/{strip_key}", self.strip_page, methods=["GET"]),
+            Route("/screening/{strip_key}/strip.svg", self.strip_svg, methods=["GET"]),
+            Route("/screening/{strip_key}/refer", self.refer_strip, methods=["POST"]),
             Route("/devices", self.devices_page, methods=["GET"]),
             Route("/alerts/{alert_id}", self.alert_page, methods=["GET"]),
             Route("/alerts/{alert_id}/ack", self.ack, methods=["POST"]),
@@ -216,10 +225,11 @@ class Console:
                                           title=tr("report.hr")) if hr else ""
         alerts = [views.alert_row(s, now) for s in self.src.alerts.list_alerts(None, pid, 50)]
         devices = [d for d in views.device_rows(self.src, self.records, now) if d["patient_id"] == pid]
+        strips = [views.strip_row(s, now) for s in self.records.strips(pid, limit=5)]
         return self._render(request, "patient.html", nav="patients", p=summary, days=days,
                             bp_chart=Markup(bp_chart), glu_chart=Markup(glu_chart), hr_chart=Markup(hr_chart),
                             has_bp=bool(sys_), has_glu=bool(glu), alerts=alerts, devices=devices,
-                            periods=PERIOD_CHOICES)
+                            periods=PERIOD_CHOICES, strips=strips)
 
     async def ecg_svg(self, request: Request) -> Response:
         if not self._who(request):
@@ -269,6 +279,66 @@ class Console:
         trail = self.src.alerts.transitions(aid)
         return self._render(request, "alert.html", nav="alerts", a=views.alert_row(s, now), evidence=ev,
                             strip_svg=Markup(strip_svg), trail=trail)
+
+    # ------------------------------------------------------------ AF screening
+
+    def _screening_patient(self, request: Request) -> str | None:
+        pid = request.query_params.get("patient") or None
+        return pid if pid and self.src.patient(pid) is not None else None
+
+    async def screening_page(self, request: Request) -> Response:
+        if not self._who(request):
+            return self._deny(request, html=True)
+        v = views.screening_view(self.records, self.src.clock(), self._screening_patient(request))
+        return self._render(request, "screening.html", nav="screening", v=v)
+
+    async def screening_fragment(self, request: Request) -> Response:
+        if not self._who(request):
+            return self._deny(request, html=False)
+        v = views.screening_view(self.records, self.src.clock(), self._screening_patient(request))
+        return self._render(request, "_screening_lists.html", v=v)
+
+    async def strip_page(self, request: Request) -> Response:
+        if not self._who(request):
+            return self._deny(request, html=True)
+        key = request.path_params["strip_key"]
+        s = self.records.strip(key)
+        if s is None:
+            return self._render(request, "error.html", status=404, message=f"no strip {key}")
+        lang = self._lang(request)
+        ts = s["ts"][:19].replace("T", " ")
+        paper = svg_charts.ecg_paper(s.pop("samples_uv"), s["fs"],
+                                     label=f"{s['patient_id']} · {ts} · {i18n.t(lang, 'screen.label.' + s['label'])}")
+        return self._render(request, "strip.html", nav="screening", s=views.strip_row(s, self.src.clock()),
+                            paper=Markup(paper))
+
+    async def strip_svg(self, request: Request) -> Response:
+        if not self._who(request):
+            return self._deny(request, html=False)
+        s = self.records.strip(request.path_params["strip_key"])
+        if s is None:
+            return PlainTextResponse("no such strip", status_code=404)
+        rows = 1 if request.query_params.get("rows") == "1" else None
+        svg = svg_charts.ecg_paper(s["samples_uv"], s["fs"], rows=rows)
+        return Response(svg, media_type="image/svg+xml", headers=SECURITY_HEADERS)
+
+    async def refer_strip(self, request: Request) -> Response:
+        got = await self._action(request)
+        if isinstance(got, Response):
+            return got
+        by, body = got
+        key = request.path_params["strip_key"]
+        if self.src.strips is None:
+            return JSONResponse({"error": "this console cannot write (no gateway behind it)"}, status_code=503)
+        done = self.src.strips.refer_strip(key, by, str(body.get("note") or "")[:500])
+        if done is None:
+            return JSONResponse({"error": f"no strip {key}"}, status_code=404)
+        s = self.records.strip(key)
+        row = {k: v for k, v in (s or {}).items() if k != "samples_uv"}
+        if not done:
+            return JSONResponse({"error": f"already marked referred by {row.get('referred_by')}", "strip": row},
+                                status_code=409)
+        return JSONResponse({"strip": row})
 
     # ------------------------------------------------------------ actions
 

@@ -86,6 +86,13 @@ class LiveState(Protocol):
     def mqtt_connected(self) -> bool: ...
 
 
+class StripDesk(Protocol):
+    """A doctor's action on a screening strip (box.app.Gateway, which holds the reading store)."""
+
+    def refer_strip(self, strip_key: str, by: str, note: str = "") -> bool | None: ...  # None: no such strip;
+    # False: already marked referred (the first mark stays); True: marked now
+
+
 @dataclass(frozen=True)
 class ConsoleSources:
     """Everything the console reads. `stopping` is set when the gateway shuts down (live streams end)."""
@@ -100,6 +107,7 @@ class ConsoleSources:
     alerts: AlertBook
     desk: AlertDesk
     live: LiveState
+    strips: StripDesk | None = None  # None: the referral button answers 503 (a read-only console)
 
     def patient(self, patient_id: str) -> Patient | None:
         return next((p for p in self.patients if p.id == patient_id), None)

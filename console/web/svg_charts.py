@@ -192,3 +192,77 @@ def ecg_strip(samples_uv: Sequence[float] | np.ndarray, fs: float, *, mark_s: fl
     out.append(f'<text x="26" y="14" font-family="sans-serif" font-size="11" fill="#555">25 mm/s · 10 mm/mV'
                f'{(" · " + escape(label)) if label else ""}</text></svg>')
     return "".join(out)
+
+
+PAPER_ROW_S = 10.0  # seconds per row of a printed strip (25 cm of paper)
+PAPER_ROW_MM = 40.0  # row height: ±2 mV at 10 mm/mV
+PAPER_MARGIN_MM = 8.0  # left of each row: the 1 mV calibration pulse
+PAPER_POINTS_PER_S = 250  # drawn points per second at most (peaks kept)
+
+
+def _keep_peaks(x: np.ndarray, step: int) -> np.ndarray:
+    """Every `step` samples, the one farthest from zero: QRS peaks survive the thinning."""
+    if step <= 1:
+        return x
+    n = x.size // step * step
+    bins = x[:n].reshape(-1, step)
+    picked = bins[np.arange(bins.shape[0]), np.argmax(np.abs(bins), axis=1)]
+    return np.concatenate([picked, x[n:][:1]])
+
+
+def ecg_paper(samples_uv: Sequence[float] | np.ndarray, fs: float, *, rows: int | None = None, label: str = "") -> str:
+    """A short strip as printed ECG paper, in real units: 1 user unit = 1 mm, 1 mm grid, 5 mm bold,
+    25 mm/s, 10 mm/mV, rows of 10 s with a 1 mV calibration pulse at the start of each.
+
+    The SVG's width and height are in mm, so at 100 % zoom it has the paper's size; pages scale it
+    down to their width. The baseline is taken out with a 2-s moving mean (an ECG machine's
+    high-pass does the same) and each row is clipped at ±2 mV. `rows`: only the first rows.
+    """
+    x = np.asarray(samples_uv, dtype=np.float64)
+    if x.size == 0 or fs <= 0:
+        return ""
+    win = max(1, int(round(2.0 * fs)))
+    if x.size > win:
+        c = np.cumsum(np.concatenate([[0.0], x]))
+        lo = np.clip(np.arange(x.size) - win // 2, 0, x.size)
+        hi = np.clip(np.arange(x.size) + win // 2 + 1, 0, x.size)
+        x = x - (c[hi] - c[lo]) / (hi - lo)
+    else:
+        x = x - np.median(x)
+    per_row = int(round(PAPER_ROW_S * fs))
+    n_rows = max(1, int(np.ceil(x.size / per_row)))
+    if rows is not None:
+        n_rows = min(n_rows, max(1, rows))
+    width = PAPER_MARGIN_MM + PAPER_ROW_S * 25.0
+    height = n_rows * PAPER_ROW_MM + (6.0 if label else 0.0)
+    top = 6.0 if label else 0.0
+    step = max(1, int(np.ceil(fs / PAPER_POINTS_PER_S)))
+    out = [f'<svg class="ecg-paper" xmlns="http://www.w3.org/2000/svg" width="{width:g}mm" height="{height:g}mm" '
+           f'viewBox="0 0 {width:g} {height:g}" role="img" aria-label="{escape(label or "ECG")}">',
+           f'<rect width="{width:g}" height="{height:g}" fill="#fff7f7"/>']
+    h = n_rows * PAPER_ROW_MM
+    thin = "".join(f"M{i} {top:g}v{h:g}" for i in range(int(width) + 1) if i % 5) + \
+        "".join(f"M0 {top + j:g}h{width:g}" for j in range(int(h) + 1) if j % 5)
+    bold = "".join(f"M{i} {top:g}v{h:g}" for i in range(0, int(width) + 1, 5)) + \
+        "".join(f"M0 {top + j:g}h{width:g}" for j in range(0, int(h) + 1, 5))
+    out.append(f'<path d="{thin}" stroke="#f6c4c4" stroke-width="0.1" fill="none"/>')
+    out.append(f'<path d="{bold}" stroke="#e48f8f" stroke-width="0.25" fill="none"/>')
+    if label:
+        out.append(f'<text x="1" y="4.2" font-family="sans-serif" font-size="3.4" fill="#333">'
+                   f'{escape(label)} · 25 mm/s · 10 mm/mV</text>')
+    for k in range(n_rows):
+        seg = x[k * per_row:(k + 1) * per_row]
+        if seg.size == 0:
+            break
+        mid = top + k * PAPER_ROW_MM + PAPER_ROW_MM / 2
+        # 1 mV calibration pulse, 0.2 s wide, as an ECG machine prints it
+        out.append(f'<path d="M1 {mid:g}h1.5v-10h5v10h0.5" stroke="#111" stroke-width="0.3" fill="none"/>')
+        out.append(f'<text x="{PAPER_MARGIN_MM + 0.8:g}" y="{mid - PAPER_ROW_MM / 2 + 3.2:.1f}" font-family="sans-serif" '
+                   f'font-size="2.6" fill="#777">{k * PAPER_ROW_S:g} s</text>')
+        thinned = _keep_peaks(seg, step)
+        t_mm = PAPER_MARGIN_MM + np.arange(thinned.size) * (step / fs) * 25.0
+        y_mm = mid - np.clip(thinned / 1000.0, -2.0, 2.0) * 10.0
+        pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(t_mm, y_mm))
+        out.append(f'<polyline points="{pts}" fill="none" stroke="#111" stroke-width="0.3" stroke-linejoin="round"/>')
+    out.append("</svg>")
+    return "".join(out)

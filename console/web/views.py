@@ -218,3 +218,36 @@ def hourly_hr(rhythm_rows: list[dict]) -> list[tuple[datetime, float]]:
         return [(datetime.fromisoformat(r["ts"]), float(r["hr_bpm"])) for r in rhythm_rows if r["hr_bpm"] is not None]
     return [(t + timedelta(minutes=30), sum(v) / len(v)) for t, v in sorted(buckets.items())]
 
+
+
+# ---------------------------------------------------------------- AF screening (short strips)
+
+REFER_LABELS = ("af", "other")  # screening results a doctor refers on (docs/ecg-screening.md)
+REFERRED_SHOWN = timedelta(days=30)
+
+
+def strip_row(s: dict[str, Any], now: datetime) -> dict[str, Any]:
+    ts = datetime.fromisoformat(s["ts"])
+    same_day = ts.date() == now.astimezone(ts.tzinfo).date()
+    return {**s, "at": ts.strftime("%H:%M" if same_day else "%m-%d %H:%M"), "age_s": _age_s(ts, now),
+            "retake": s["label"] == "noisy", "refer": s["label"] in REFER_LABELS,
+            "referred_at_short": s["referred_at"][5:16].replace("T", " ") if s.get("referred_at") else None,
+            "confidence_pct": round(100 * s["confidence"]), "seconds_r": round(s["seconds"])}
+
+
+def screening_view(records: ClinicRecords, now: datetime, patient_id: str | None = None) -> dict[str, Any]:
+    """Today's strips (or one patient's), the referral list (`af`/`other` not yet marked referred, oldest
+    first: they have waited longest) and the recently referred ones."""
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if patient_id:
+        strips = records.strips(patient_id, limit=200)
+    else:
+        strips = records.strips(since=midnight, limit=500)
+    waiting = records.strips(patient_id, labels=REFER_LABELS, referred=False, limit=500)[::-1]
+    referred = records.strips(patient_id, since=now - REFERRED_SHOWN, labels=REFER_LABELS, referred=True, limit=100)
+    counts = {lab: sum(1 for s in strips if s["label"] == lab) for lab in ("normal", "af", "other", "noisy")}
+    # what the page compares to decide whether to swap its lists (a strip's result never changes)
+    sig = f"{len(strips)}.{strips[0]['key'] if strips else ''}.{len(waiting)}.{len(referred)}"
+    return {"strips": [strip_row(s, now) for s in strips], "waiting": [strip_row(s, now) for s in waiting],
+            "referred": [strip_row(s, now) for s in referred], "counts": counts, "patient_id": patient_id,
+            "total": len(strips), "sig": sig}

@@ -90,6 +90,36 @@
   }
   updateCount();
 
+  // AF screening: mark a strip's patient referred; the lists refresh themselves every 5 s, so a strip
+  // taken at the bedside shows up while the doctor looks at the page.
+  document.addEventListener("click", function (e) {
+    var b = e.target.closest("button[data-refer]");
+    if (!b) { return; }
+    b.disabled = true;
+    post("/screening/" + encodeURIComponent(b.dataset.refer) + "/refer", {}).then(function (res) {
+      if (!res.ok && res.body.error) { window.alert(res.body.error); }
+      if (screening) { refreshScreening(); } else { location.reload(); }
+    });
+  });
+  var screening = document.getElementById("screening");
+  var screeningBusy = false;
+  function refreshScreening() {
+    if (!screening || screeningBusy) { return; }
+    screeningBusy = true;
+    var src = screening.dataset.src;
+    fetch(src + (src.indexOf("?") < 0 ? "?" : "&") + "lang=" + lang, { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) {
+        // Swapped only when the lists changed (data-sig), so the strips' images are not fetched again.
+        var el = document.getElementById("screening-lists");
+        var sig = html && /data-sig="([^"]*)"/.exec(html);
+        if (html && el && (!sig || sig[1] !== el.dataset.sig)) { el.outerHTML = html; }
+      })
+      .catch(function () { /* the gateway is away: the next tick tries again */ })
+      .finally(function () { screeningBusy = false; });
+  }
+  if (screening) { setInterval(function () { if (!document.hidden) { refreshScreening(); } }, 5000); }
+
   // Live ECG strip: the last 10 s as stored, redrawn every 2 s.
   var ecg = document.getElementById("ecg-live");
   if (ecg) {
