@@ -112,16 +112,15 @@ def run_processes(cluster: NatsCluster, work: Path, procs: int, n: int) -> dict:
             "steady_readings_per_s": round(steady), "stored_by_process": per, "partitions_by_process": parts}
 
 
-def alert_latency(cluster: NatsCluster, work: Path, n: int = 20) -> list[float]:
+def alert_latency(cluster: NatsCluster, work: Path, backlog: int, n: int = 20) -> list[float]:
     cfg = dict(cluster.cfg, storage={"path": str(work / "store-latency")})
     path = work / "county-latency.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     asyncio.run(reset_consumers(cluster.urls, cluster.cfg["partitions"]))
     county = CountyProcess(path, name="bench-latency")
     county.wait_for(lambda: len(county.health()["partitions"]) == cluster.cfg["partitions"], timeout=60)
-    county.wait_for(lambda: county.health()["counters"]["batches"] > 0 and count(work / "store-latency" / "county.db") > 0,
-                    timeout=300)
-    # let the backlog of the readings drain first: latency is measured on an idle county
+    # the backlog of readings is stored first: latency is measured on an idle county
+    county.wait_for(lambda: count(work / "store-latency" / "county.db") >= backlog, timeout=300)
     time.sleep(1)
     out = []
 
@@ -169,7 +168,7 @@ def main() -> int:
             print(f"{p} county process(es): {args.readings} stored in {r['seconds']} s from start = "
                   f"{r['readings_per_s']:,}/s ({r['steady_readings_per_s']:,}/s once reading); stored by each "
                   f"{r['stored_by_process']}, partitions {r['partitions_by_process']}", flush=True)
-        lat = alert_latency(cluster, work)
+        lat = alert_latency(cluster, work, args.readings)
         lat.sort()
         print(f"alert latency, clinic publish -> county API (idle county, {len(lat)} alerts): median "
               f"{statistics.median(lat):.0f} ms, max {lat[-1]:.0f} ms", flush=True)
