@@ -468,6 +468,39 @@ def test_irregular_rhythm_raises_af_after_30_s() -> None:
     assert len(af) == 1 and af[0].start_s < 40.0
 
 
+def test_af_waits_for_the_strip_readers_second_opinion(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before ``af`` is raised the last 30 s are read by the AF screening model; while it says no
+    (P(af) below ``AF_CONFIRM_P``) the alarm waits, and it is asked again 30 s later."""
+    from stream.ecg import rhythms, screening
+
+    fs = 250.0
+    rr = list(np.random.default_rng(3).uniform(0.45, 1.05, 400))
+    x, _ = synthetic_ecg(fs, 180.0, rr_s=rr, p_wave=False, f_wave_uv=40.0)
+    asked: list[int] = []
+    answers = iter([0.0, 0.0, 1.0])
+
+    def opinion(strip: np.ndarray, rate: float) -> float:
+        asked.append(len(strip))
+        return next(answers, 1.0)
+
+    monkeypatch.setattr(screening, "af_probability", opinion)
+    alarms, _ = stream(EcgAnalyser(fs), x)
+    raised = [a for a in alarms if a.condition == "af" and a.active]
+    assert len(asked) == 3 and all(n == int(rhythms.AF_CONFIRM_S * fs) for n in asked)
+    assert len(raised) == 1
+
+
+def test_af_vetoed_throughout_raises_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stream.ecg import screening
+
+    fs = 250.0
+    rr = list(np.random.default_rng(3).uniform(0.45, 1.05, 400))
+    x, _ = synthetic_ecg(fs, 180.0, rr_s=rr, p_wave=False, f_wave_uv=40.0)
+    monkeypatch.setattr(screening, "af_probability", lambda strip, rate: 0.0)
+    alarms, _ = stream(EcgAnalyser(fs), x)
+    assert not [a for a in alarms if a.condition in ("af", "af_rvr")]
+
+
 @pytest.mark.parametrize("fs", [125.0, 360.0])
 def test_irregular_rhythm_without_p_waves_raises_af_at_other_rates(fs: float) -> None:
     rng = np.random.default_rng(4)

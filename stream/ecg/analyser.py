@@ -87,10 +87,11 @@ class EcgAnalyser:
     """Streaming single-lead ECG analysis for one patient."""
 
     def __init__(self, fs: float, beat_model: BeatModel | None | str = "shipped",
-                 vt_model: VtWindowModel | None | str = "shipped") -> None:
+                 vt_model: VtWindowModel | None | str = "shipped", af_confirm: bool = True) -> None:
         """``beat_model``: the learned ventricular-beat model; ``"shipped"`` (the default) loads the one
         in ``stream/ecg/models``, None runs the morphology rules alone (training, comparison).
-        ``vt_model``: the learned 4-s window VT model likewise (None: beat runs alone)."""
+        ``vt_model``: the learned 4-s window VT model likewise (None: beat runs alone).
+        ``af_confirm``: ask the AF screening model about the last 30 s before raising ``af``."""
         if not 100.0 <= fs <= 1000.0:
             raise ValueError(f"unsupported ECG sampling rate {fs} Hz (expected 125-500)")
         self.fs = float(fs)
@@ -119,7 +120,10 @@ class EcgAnalyser:
         # VF features: a 2-9 Hz band and a 0.7-40 Hz "diagnostic" band, state carried
         self._vf_ba = signal.butter(2, [2.0, 9.0], btype="band", fs=fs)
         self._wide_ba = signal.butter(2, [0.7, min(40.0, 0.45 * fs)], btype="band", fs=fs)
-        self._af = rhythms.AfDetector()
+        self._af = rhythms.AfDetector(self._af_confirmed if af_confirm else None)
+        # the last AF_CONFIRM_S of raw signal (int16 µV) for that second opinion
+        self._recent: deque[np.ndarray] = deque()
+        self._recent_n = 0
         self._p0 = int(round(rhythms.P_WIN_START_S * fs))   # pre-QRS (P-wave) window, samples before R
         self._p1 = int(round(rhythms.P_WIN_END_S * fs))
         self._vt = rhythms.VtDetector()
@@ -173,6 +177,8 @@ class EcgAnalyser:
         t_end = self._t(self._n)
         out = self._vt.end(t_end)
         out += self._vtw.end()
+        self._recent.clear()
+        self._recent_n = 0
         self._wbeats.clear()
         self._wframes.clear()
         self._wclean.clear()
@@ -243,6 +249,7 @@ class EcgAnalyser:
             x = np.where(nan, 0.0, x)
         i0 = self._n
         self._write_ring(i0, x)
+        self._keep_recent(x)
         self._n = i0 + m
         t_start, t_end = self._t(i0), self._t(self._n)
 
@@ -336,6 +343,24 @@ class EcgAnalyser:
         return self._rate.hr
 
     # ------------------------------------------------------------ internals
+    def _keep_recent(self, x: np.ndarray) -> None:
+        self._recent.append(np.clip(np.rint(x), -32767, 32767).astype(np.int16))
+        self._recent_n += len(x)
+        keep = rhythms.AF_CONFIRM_S * self.fs
+        while len(self._recent) > 1 and self._recent_n - len(self._recent[0]) >= keep:
+            self._recent_n -= len(self._recent.popleft())
+
+    def _af_confirmed(self, t: float) -> bool:
+        """The AF screening model's reading of the last 30 s (a second opinion, trained on other patients
+        and another lead than the RR/P-wave rules were tuned on)."""
+        from stream.ecg.screening import af_probability   # screening builds analysers itself
+
+        n = int(rhythms.AF_CONFIRM_S * self.fs)
+        if self._recent_n < 0.9 * n:
+            return True        # not enough signal for a reading: the rules decide alone
+        x = np.concatenate(self._recent)[-n:].astype(np.float64)
+        return af_probability(x, self.fs) >= rhythms.AF_CONFIRM_P
+
     def _write_ring(self, i0: int, x: np.ndarray) -> None:
         m = len(x)
         if m >= self._cap:

@@ -38,6 +38,12 @@ AF_RVR_FAST_BPM = 150.0   # ... and so is >= 150 for 1 min (tachycardia's county
 AF_RVR_FAST_S = 60.0      # in between, the time needed falls linearly with the rate (140/min: 2 min), so
 AF_RVR_STEP_S = 15.0      # AF at 149/min is not left unreported for 5 min; windows of 60, 75, ... 300 s
 AF_RVR_EVERY_S = 5.0      # judged at most this often: the windows are minutes long
+# Before ``af`` is raised, the last 30 s are read as a strip by the AF screening model
+# (stream/ecg/screening.py, trained on the CinC 2017 strips, never on MIT-BIH): below this P(af) the
+# alarm waits and is asked again 30 s later.  0.02 keeps 97 % of the 2017 AF strips (out-of-fold),
+# chosen there before it was run on any monitoring record.
+AF_CONFIRM_P = 0.02
+AF_CONFIRM_S = 30.0
 AF_RVR_COVER = 0.5        # a window's rate counts when its sound RR intervals cover this share of it
 AF_PAUSE_S = 5.0          # pause threshold in AF
 # P-wave evidence: the pre-QRS window [R - 0.30 s, R - 0.12 s] of normal beats (PR 0.12-0.30 s).
@@ -282,7 +288,11 @@ class AfDetector:
     alone apply.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, confirm: Callable[[float], bool] | None = None) -> None:
+        """``confirm(t)``: whether the signal up to ``t`` reads as AF to a second opinion; asked before
+        the alarm is raised (None: never asked)."""
+        self._confirm = confirm
+        self._confirm_due = 0.0      # when a second opinion said no, when to ask again
         self.beats: deque[Beat] = deque(maxlen=AF_WINDOW + 1)
         self.in_af = False          # window judgement (with hysteresis)
         self.onset: float | None = None
@@ -382,15 +392,21 @@ class AfDetector:
                 self.in_af, self.onset = True, mid
                 self._rvr = RvrClock()      # a new AF episode: nothing of the last one counts
                 self._rvr_due = 0.0
+                self._confirm_due = 0.0
             elif self.in_af and not self._busy and self._leave(score):
                 self.in_af = False
                 out += self._end(mid)
         if self.in_af:
             if beat.rr is not None and (beat.good or _busy_but_sound(beat)):
                 self._rvr.add(beat.t, beat.rr)
-            if not self.alarm and self.onset is not None and beat.t - self.onset >= AF_MIN_S:
-                self.alarm = True
-                out.append(Transition("af", True, self.onset, None, {"irregularity": round(self.irregularity, 3)}))
+            if (not self.alarm and self.onset is not None and beat.t - self.onset >= AF_MIN_S
+                    and beat.t >= self._confirm_due):
+                if self._confirm is not None and not self._confirm(beat.t):
+                    self._confirm_due = beat.t + AF_CONFIRM_S      # not AF to the strip reader: ask again later
+                else:
+                    self.alarm = True
+                    out.append(Transition("af", True, self.onset, None,
+                                          {"irregularity": round(self.irregularity, 3)}))
             if self.alarm:
                 out += self._check_rvr(beat.t)
         return out

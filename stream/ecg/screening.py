@@ -348,7 +348,7 @@ def strip_features(x_uv: np.ndarray, fs: float, beat_model: BeatModel | None | s
     nonfinite = 1.0 - float(finite.mean()) if x.size else 1.0
     x = np.where(finite, x, 0.0)
     seconds = x.size / fs
-    an = EcgAnalyser(fs, beat_model=beat_model)
+    an = EcgAnalyser(fs, beat_model=beat_model, af_confirm=False)
     an.feature_log = []
     an.frame_log = []
     step = max(1, int(round(fs)))
@@ -389,6 +389,12 @@ def screen(x_uv: np.ndarray, fs: float, model: ScreeningModel | None = None) -> 
     label, confidence = decide(vec, p)
     probs = {lab: round(float(v), 4) for lab, v in zip(LABELS, p)}
     return ScreenResult(label, confidence, probs, seconds, round(hr) if hr else None, n)
+
+
+def af_probability(x_uv: np.ndarray, fs: float) -> float:
+    """The model's P(af) for a strip, without the gates (the streaming analyser's second opinion)."""
+    vec, _, _ = strip_features(x_uv, fs)
+    return float(load_model().probabilities(vec)[LABELS.index("af")])
 
 
 def decide(vec: np.ndarray, p: np.ndarray) -> tuple[str, float]:
