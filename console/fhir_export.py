@@ -192,7 +192,7 @@ class _Builder:
             res["dataAbsentReason"] = {"coding": [{"system": DATA_ABSENT, "code": "error", "display": "Error"}],
                                        "text": "the strip is too noisy to read; take it again"}
         comps: list[dict[str, Any]] = []
-        if s.get("hr_bpm"):
+        if s.get("hr_bpm") and label != "noisy":  # the rate of a strip nobody can read is not a measurement
             comps.append({"code": {"coding": [{"system": LOINC, "code": "8867-4", "display": "Heart rate"}]},
                           "valueQuantity": _qty(s["hr_bpm"], "/min", "/min")})
         if samples is not None and len(samples):

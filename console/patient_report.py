@@ -548,7 +548,7 @@ def _screening_html(d: ReportData, lang: str, figs: list) -> str:
     fig_by = dict(figs)
     rows = []
     for s in d.strips:
-        hr = f"{s['hr_bpm']:.0f}/min" if s.get("hr_bpm") else "–"
+        hr = f"{s['hr_bpm']:.0f}/min" if s.get("hr_bpm") and s["label"] != "noisy" else "–"
         ref = (f"{esc(t('report.referred'))} · {esc(s['referred_by'])} {esc(s['referred_at'][5:16].replace('T', ' '))}"
                if s["referred_at"] else (esc(t("screen.retake")) if s["label"] == "noisy" else ""))
         rows.append(f"<tr class=\"screen-{esc(s['label'])}\"><td>{esc(s['ts'][:16].replace('T', ' '))}</td>"

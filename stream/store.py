@@ -6,7 +6,7 @@ compressed int32 µV blobs, one row per frame: one point per sample would cost
 far more than the ingest itself (docs/spec/machine-limits.md).
 
 Screening strips (`strips`, docs/ecg-screening.md) are stored with their result: the samples as
-compressed int16 µV (a 30-s strip at 300 Hz is about 15 kB), the label, confidence, heart rate,
+compressed int16 µV (a 30-s strip at 300 Hz is about 10 kB), the label, confidence, heart rate,
 probabilities and the model's version in columns, and the public payload (the result without the
 samples) as `body`. A doctor's "referred" mark is a row of `strip_referrals` (who, when), the
 referral list's audit trail.

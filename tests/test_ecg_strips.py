@@ -189,7 +189,7 @@ def seed_strips(storage: Path, now: datetime = NOW, patient: str = "p-0001", dev
     made = {"af": screened("A00972", "af", "s-af", now - timedelta(hours=2), 101),
             "other": screened("A00001", "other", "s-other", now - timedelta(hours=1), 64),
             "normal": screened("A00001", "normal", "s-normal", now - timedelta(minutes=30), 79),
-            "noisy": screened("A01070", "noisy", "s-noisy", now - timedelta(minutes=10), None),
+            "noisy": screened("A01070", "noisy", "s-noisy", now - timedelta(minutes=10), 106),
             "old": screened("A00972", "af", "s-old", now - timedelta(days=6), 99)}
     for r in made.values():
         assert store.add(acc(r, patient, device))
@@ -243,6 +243,7 @@ def test_fhir_has_one_observation_per_strip_with_its_interpretation(tmp_path):
     noisy = obs["noisy"]
     assert "interpretation" not in noisy and "valueCodeableConcept" not in noisy
     assert noisy["dataAbsentReason"]["coding"][0]["code"] == "error"
+    assert [c["code"]["coding"][0]["code"] for c in noisy["component"]] == ["131328"]  # no rate from noise
     comps = {c["code"]["coding"][0]["code"]: c for c in af["component"]}
     assert comps["8867-4"]["valueQuantity"]["value"] == 101
     sd = comps["131328"]["valueSampledData"]
@@ -303,7 +304,8 @@ async def test_the_screening_page_referral_list_strip_on_paper_and_the_referred_
             strip_page = await r.text()
         assert 'class="ecg-paper"' in strip_page and "25 mm/s · 10 mm/mV" in strip_page and 'width="258mm" height="246mm"' in strip_page  # 6 rows of 10 s + a title
         async with s.get(f"{base}/screening/{keys['noisy']}") as r:
-            assert 'id="retake"' in await r.text()
+            noisy = await r.text()
+        assert 'id="retake"' in noisy and "106/min" not in noisy  # the rate of noise is not shown
         async with s.get(f"{base}/screening/{keys['af']}?lang=en") as r:
             assert "Atrial fibrillation" in await r.text()
 

@@ -230,6 +230,8 @@ def strip_row(s: dict[str, Any], now: datetime) -> dict[str, Any]:
     ts = datetime.fromisoformat(s["ts"])
     same_day = ts.date() == now.astimezone(ts.tzinfo).date()
     return {**s, "at": ts.strftime("%H:%M" if same_day else "%m-%d %H:%M"), "age_s": _age_s(ts, now),
+            # a strip too noisy to read has no heart rate worth showing (the detector counted noise too)
+            "hr_bpm": None if s["label"] == "noisy" else s["hr_bpm"],
             "retake": s["label"] == "noisy", "refer": s["label"] in REFER_LABELS,
             "referred_at_short": s["referred_at"][5:16].replace("T", " ") if s.get("referred_at") else None,
             "confidence_pct": round(100 * s["confidence"]), "seconds_r": round(s["seconds"])}
