@@ -74,6 +74,8 @@ def demo_config(port: int, patients: int, storage: Path, http: dict | None = Non
         devs = [{"id": f"bp-{i:04d}", "kind": "blood_pressure"}, {"id": f"glu-{i:04d}", "kind": "glucose"}]
         if i % 4 == 0 or i == patients:
             devs.append({"id": f"ecg-{i:04d}", "kind": "ecg"})
+        if i % 4 in (3, 0):  # a handheld ECG: the village doctor's 30-s AF screening
+            devs.append({"id": f"hh-{i:04d}", "kind": "ecg_handheld"})
         pts.append({"id": f"p-{i:04d}", "devices": devs})
     return GatewayConfig.model_validate({
         "clinic": "demo-clinic", "broker": {"host": "127.0.0.1", "port": port},
@@ -112,6 +114,10 @@ def demo_scenario(config: GatewayConfig, duration_s: float, seed: int) -> Scenar
                     if role == 2 and k == 2:
                         g = 18.4
                     timeline.append({"at": f"{t}s", "device": d.id, "glucose": {"mmol_l": g, "meal": "casual"}})
+            elif d.kind.value == "ecg_handheld":  # one screening strip; AF for the AF patients (role 3)
+                af = role == 3
+                timeline.append({"at": f"{int(span / 3) + 7 * n}s", "device": d.id,  # (no rng draw: the rest stays as it was)
+                                 "strip": {"rhythm": "af" if af else "sinus", "hr": 112 if af else 70, "seconds": 30}})
             elif d.kind.value == "ecg":
                 rhythm = "af" if role == 3 else "sinus"
                 timeline.append({"at": "0s", "device": d.id,

@@ -1,4 +1,4 @@
-"""Simulated home devices: BP cuffs, glucose meters, SpO2 clips and ECG patches.
+"""Simulated home devices: BP cuffs, glucose meters, SpO2 clips, ECG patches and handheld ECGs.
 
 Each device turns a measurement into what the real thing would publish per the
 contract: JSON on `vg/{clinic}/device/{id}/reading`, or the raw GATT value on
@@ -107,3 +107,27 @@ class EcgPatch:
 
     def heart_rate(self, bpm: int) -> Message:
         return gatt_topic(self.clinic, self.device_id, "2a37"), encode_heart_rate(bpm, contact=not self.lead_off)
+
+
+@dataclass
+class EcgHandheld:
+    """A handheld lead-I ECG for AF screening: each strip one `ecg_strip` message (docs/ecg-screening.md)."""
+
+    clinic: str
+    device_id: str
+    fs: int = 300
+    seed: int = 0
+    n: int = 0
+
+    def strip(self, when: datetime, rhythm: str = "sinus", hr: float = 72.0, seconds: float = 30.0,
+              artefact: str | None = None) -> Message:
+        """A strip of `seconds` starting at device time `when` (a fresh synthetic recording each time)."""
+        self.n += 1
+        synth = EcgSynth(self.fs, seed=self.seed * 1000 + self.n, hr_bpm=hr)
+        synth.set_rhythm(rhythm, hr)
+        synth.set_artefact(artefact)  # type: ignore[arg-type]
+        x = np.clip(np.rint(synth.frame(seconds)), -32768, 32767)
+        body = {"kind": "ecg_strip", "strip_id": f"{self.device_id}-{self.n:04d}", "ts": iso(when), "fs": self.fs,
+                "lead": "I", "samples_uv": [int(v) for v in x]}
+        return reading_topic(self.clinic, self.device_id), json.dumps(body).encode()
+

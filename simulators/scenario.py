@@ -6,11 +6,13 @@ time_scale: 30            # scenario seconds per wall-clock second (1 = real tim
 devices:
   bp-0001: {kind: blood_pressure}          # add `gatt: true` to send raw 0x2A35 bytes
   ecg-0001: {kind: ecg, fs: 250}
+  hh-0001: {kind: ecg_handheld}            # a handheld ECG: AF-screening strips, one message each
 timeline:
   - {at: 0s, device: bp-0001, blood_pressure: {systolic: 186, diastolic: 118}}
   - {at: 2m, device: bp-0001, blood_pressure: {systolic: 188, diastolic: 116}}
   - {at: 0s, device: ecg-0001, ecg: {rhythm: af, hr: 120, duration: 90s}}
   - {at: 3m, device: bp-0001, raw: "this is not json"}
+  - {at: 4m, device: hh-0001, strip: {rhythm: af, hr: 110, seconds: 30}}
 expect:
   - {condition: bp_crisis, tier: township}
 ```
@@ -35,7 +37,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from simulators.mqtt_consume import consume_until
-from simulators.devices import BpCuff, EcgPatch, GlucoseMeter, Message, Spo2Clip, gatt_topic, reading_topic
+from simulators.devices import (BpCuff, EcgHandheld, EcgPatch, GlucoseMeter, Message, Spo2Clip, gatt_topic,
+                                reading_topic)
 from stream.models import Condition, Duration, Tier, now_local, parse_duration
 
 if TYPE_CHECKING:
@@ -63,7 +66,7 @@ class BatteryDrain(_S):
 
 
 class DeviceSpec(_S):
-    kind: Literal["blood_pressure", "glucose", "ecg", "spo2"]
+    kind: Literal["blood_pressure", "glucose", "ecg", "spo2", "ecg_handheld"]
     gatt: bool = False
     fs: int = 250
     # Device behaviours (issue 7): how real devices misbehave.
@@ -110,6 +113,15 @@ class EcgEvent(_S):
     artefact: Literal["motion", "electrode_pop", "saturation", "baseline_wander", "flat"] | None = None
 
 
+class StripEvent(_S):
+    """A screening strip from a handheld (or a patch): one `ecg_strip` message of synthetic ECG."""
+
+    rhythm: Literal["sinus", "af", "brady", "tachy"] = "sinus"
+    hr: float = Field(72, gt=20, lt=250)
+    seconds: float = Field(30.0, ge=9, le=60)
+    artefact: Literal["motion", "electrode_pop", "saturation", "baseline_wander", "flat"] | None = None
+
+
 class ReplayEvent(_S):
     """A real WFDB record streamed as this patch's frames (path relative to the scenario file)."""
 
@@ -126,15 +138,17 @@ class TimelineEvent(_S):
     spo2: Spo2Event | None = None
     ecg: EcgEvent | None = None
     replay: ReplayEvent | None = None
+    strip: StripEvent | None = None
     battery: int | None = Field(None, ge=0, le=100, description="a 0x2A19 battery level notification")
     raw: str | None = Field(None, description="published as-is on the device's reading topic (bad-input tests)")
 
     @model_validator(mode="after")
     def _one(self) -> "TimelineEvent":
         n = sum(x is not None for x in (self.blood_pressure, self.glucose, self.spo2, self.ecg, self.replay,
-                                        self.battery, self.raw))
+                                        self.strip, self.battery, self.raw))
         if n != 1:
-            raise ValueError("each event needs exactly one of blood_pressure, glucose, spo2, ecg, replay, battery, raw")
+            raise ValueError("each event needs exactly one of blood_pressure, glucose, spo2, ecg, replay, strip, "
+                             "battery, raw")
         return self
 
 
@@ -262,6 +276,8 @@ def load_scenario(path: str | Path) -> Scenario:
 def _duration(e: TimelineEvent, base_dir: Path | None) -> float:
     if e.ecg:
         return e.ecg.duration.total_seconds()
+    if e.strip:
+        return e.strip.seconds
     if e.replay:
         if e.replay.duration is not None:
             return e.replay.duration.total_seconds()
@@ -288,8 +304,11 @@ def expand(sc: Scenario, clinic: str, end: datetime | None = None, base_dir: Pat
             devices[dev_id] = GlucoseMeter(clinic, dev_id, gatt=spec.gatt)
         elif spec.kind == "spo2":
             devices[dev_id] = Spo2Clip(clinic, dev_id)
+        elif spec.kind == "ecg_handheld":
+            devices[dev_id] = EcgHandheld(clinic, dev_id, seed=zlib.crc32(f"{sc.seed}:{dev_id}".encode()) % 1000)
         else:
             devices[dev_id] = EcgPatch(clinic, dev_id, fs=spec.fs, seed=zlib.crc32(f"{sc.seed}:{dev_id}".encode()) % 1000)
+    strip_makers: dict[str, EcgHandheld] = {}
     events = [*sc.timeline, *sc.model_events()]
     span = max(e.at.total_seconds() + _duration(e, base_dir) for e in events) if events else 0
     end = end or now_local()
@@ -315,6 +334,12 @@ def expand(sc: Scenario, clinic: str, end: datetime | None = None, base_dir: Pat
             out.append((at, dev.measure(when, ev.spo2.spo2, ev.spo2.pulse)))
         elif ev.raw is not None:
             out.append((at, (reading_topic(clinic, ev.device), ev.raw.encode())))
+        elif ev.strip:
+            st = ev.strip
+            if not isinstance(dev, EcgHandheld):  # a patch's strip: numbered apart from its frames
+                dev = strip_makers.setdefault(ev.device, EcgHandheld(clinic, ev.device, fs=spec.fs))
+            maker = dev
+            out.append((at, maker.strip(when, st.rhythm, st.hr, st.seconds, st.artefact)))
         elif ev.battery is not None:
             out.append((at, (gatt_topic(clinic, ev.device, "2a19"), bytes([ev.battery]))))
         elif ev.replay:
