@@ -7,7 +7,7 @@ is counted for that clinic.
 
 * `mqtt`: today's uplink -- MQTT 3.1.1 QoS 1 through server A's MQTT listener, each message
   counted when its PUBACK arrives (what the gateway's outbox would then forget);
-* `nats`: the native uplink (county/nats_uplink.py): JetStream publish, `Nats-Msg-Id`, resent
+* `nats`: the native uplink (outbound/nats_uplink.py): JetStream publish, `Nats-Msg-Id`, resent
   until the stream acknowledges.
 
     .venv/bin/python bench/county_node_loss.py --rounds 4 --messages 1500

@@ -127,6 +127,19 @@ class UplinkConfig(BrokerConfig):
     host: str  # type: ignore[assignment]
     max_outbox: int = Field(100_000, ge=100, le=10_000_000,
                             description="telemetry kept while the county is unreachable; when full the oldest is dropped, never alerts")
+    nats: list[str] | None = Field(
+        None, min_length=1,
+        description="the county's NATS JetStream servers (nats://host:port, the preferred first): when set the "
+                    "uplink publishes natively, acknowledged by the replicated stream (docs/county.md), instead "
+                    "of over MQTT to host:port")
+
+    @field_validator("nats")
+    @classmethod
+    def _nats_urls(cls, v: list[str] | None) -> list[str] | None:
+        for url in v or []:
+            if not url.startswith(("nats://", "tls://")):
+                raise ValueError(f"{url!r} is not a NATS server URL (nats://host:port)")
+        return v
 
 
 class InfluxConfig(_Strict):

@@ -94,7 +94,7 @@ def nats_conf(cfg: CountyConfig, k: int, out: Path) -> str:
 
 
 def gateway_uplink_speaks_nats() -> bool:
-    """Whether this build's gateway config takes `uplink.nats` (the native uplink, county/nats_uplink.py).
+    """Whether this build's gateway config takes `uplink.nats` (the native uplink, outbound/nats_uplink.py).
 
     Until the gateway is wired to the native uplink, the section holds only today's MQTT keys, so a
     gateway config merges it as it is; from then on it also lists the cluster's client URLs."""

@@ -49,11 +49,14 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from outbound.uplink import DropAlarm, Uplink
 from stream.models import Accepted, EcgFrame, Finding, now_local
 from stream.store import ReadingStore
+
+if TYPE_CHECKING:
+    from outbound.nats_uplink import NatsUplink  # imported when configured: it needs nats-py
 
 log = logging.getLogger("vitalgate.storage")
 
@@ -90,7 +93,7 @@ class StoreAndForward:
         self,
         store: ReadingStore,
         storage: Path,
-        uplink: Uplink | None = None,
+        uplink: Uplink | NatsUplink | None = None,
         tsdb: ForwardOutbox | None = None,
         reserve_bytes: int = RESERVE_BYTES,
     ) -> None:
@@ -129,9 +132,17 @@ class StoreAndForward:
         if config.uplink is not None:
             u = config.uplink
             alarm = DropAlarm(raise_finding, clock)
-            uplink = Uplink(config.clinic, config.storage.path, u.host, u.port, max_outbox=u.max_outbox,
-                            username=u.username, password=u.password, tls=u.tls, ca_file=u.ca_file,
-                            keepalive=u.keepalive, on_drop=alarm.dropped, on_backlog=alarm.backlog)
+            if getattr(u, "nats", None):
+                # native NATS: acknowledged by the replicated stream, so a server's loss loses nothing
+                from outbound.nats_uplink import NatsUplink
+
+                uplink = NatsUplink(config.clinic, config.storage.path, u.nats, max_outbox=u.max_outbox,
+                                    on_drop=alarm.dropped, on_backlog=alarm.backlog,
+                                    user=u.username, password=u.password)
+            else:
+                uplink = Uplink(config.clinic, config.storage.path, u.host, u.port, max_outbox=u.max_outbox,
+                                username=u.username, password=u.password, tls=u.tls, ca_file=u.ca_file,
+                                keepalive=u.keepalive, on_drop=alarm.dropped, on_backlog=alarm.backlog)
         tsdb = None
         influx = getattr(config, "influxdb", None)
         if influx is not None:

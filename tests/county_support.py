@@ -228,13 +228,13 @@ def alert(clinic: str, alert_id: str, patient: str, tier: str = "county", state:
 
 
 class NativeClinic:
-    """A clinic gateway's native NATS uplink (county/nats_uplink.py) on its own thread and event loop."""
+    """A clinic gateway's native NATS uplink (outbound/nats_uplink.py) on its own thread and event loop."""
 
     def __init__(self, clinic: str, storage: Path, servers: list[str], on_control=None) -> None:
         import asyncio
         import threading
 
-        from county.nats_uplink import NatsUplink
+        from outbound.nats_uplink import NatsUplink
 
         self.clinic = clinic
         self.control: list[tuple[str, dict]] = []

@@ -1,6 +1,6 @@
 """The county centre against the real thing: a 3-node NATS JetStream cluster started from the configs
 `vitalgate county-engine` writes, `vitalgate county` processes, clinics uplinking over a server's MQTT
-listener and natively (county/nats_uplink.py). Faults with real processes: a county process SIGKILLed
+listener and natively (outbound/nats_uplink.py). Faults with real processes: a county process SIGKILLed
 mid-stream, a NATS server SIGKILLed mid-stream. Counts asserted: sent = stored, per patient."""
 
 from __future__ import annotations
@@ -173,3 +173,44 @@ def test_losing_a_nats_server_mid_stream_loses_nothing(cluster: NatsCluster, tmp
     nat.close()
     assert county.stop() == 0
     cluster.start(victim)
+
+
+def test_a_gateway_uplinks_natively_and_takes_the_countys_ack(cluster: NatsCluster, tmp_path: Path,
+                                                               gateway_process) -> None:
+    """`vitalgate run` with the `uplink:` section county-engine wrote for server 2 (native NATS): its
+    readings and alert reach the county, and the county's ack stops the clinic's ladder."""
+    import json
+
+    import yaml
+    from store_forward_support import (CLINIC, DevicePublisher, PersistentMosquitto, SessionWatcher, glucose, ts_at,
+                                       wait_until, write_config)
+
+    county = CountyProcess(county_config_for(cluster, tmp_path))
+    county.wait_for(lambda: county.health()["ready"], what="ready")
+    local = PersistentMosquitto(tmp_path, "local")
+    try:
+        cfg = write_config(tmp_path, local.port, None, patients=1)
+        uplink = yaml.safe_load((cluster.engine_dir / "uplink-2.yaml").read_text())
+        assert uplink["uplink"]["nats"][0] == cluster.urls[1], uplink
+        cfg.write_text(cfg.read_text() + yaml.safe_dump(uplink, sort_keys=False))
+        clinic_w = SessionWatcher(local.port, [f"vg/{CLINIC}/alert/#", f"vg/{CLINIC}/status"], "clinic-watch")
+        gw = gateway_process(cfg)
+        wait_until(lambda: any(t.endswith("/status") and json.loads(p).get("online")
+                               for t, p, _ in clinic_w.snapshot()), 20, "the gateway online")
+        devices = DevicePublisher(local.port)
+        devices.publish(f"vg/{CLINIC}/device/glu-0001/reading", glucose(1, ts_at(1), 2.2))
+        alerts = county.wait_for(lambda: county.api(f"/api/alerts?clinic={CLINIC}")[1]["alerts"],
+                                 what="the clinic's alert at the county")
+        assert alerts[0]["condition"] == "hypoglycemia_severe"
+        county.wait_for(lambda: stored(county, CLINIC, "p-0001"), what="the reading at the county")
+        status, _ = county.api(f"/api/alerts/{alerts[0]['alert_id']}/ack", "POST", {"by": "county-dr-li"})
+        assert status == 202
+        wait_until(lambda: any(json.loads(p)["state"] == "acknowledged" and json.loads(p)["acknowledged_by"]
+                               == "county-dr-li" for t, p, _ in clinic_w.alerts() if "/alert/" in t), 20,
+                   "the county's ack applied by the clinic gateway")
+        assert gw.stop(signal.SIGTERM) == 0
+        for w in (clinic_w, devices):
+            w.close()
+    finally:
+        local.stop()
+        assert county.stop() == 0

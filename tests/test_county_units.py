@@ -103,7 +103,10 @@ def test_county_engine_writes_one_server_config_and_one_uplink_per_server(tmp_pa
         routes = [f"nats-route://127.0.0.1:{p}" for p in (6222, 6223, 6224) if p != client + 2000]
         assert all(r in conf for r in routes) and f"nats-route://127.0.0.1:{client + 2000}" not in conf
         up = yaml.safe_load((tmp_path / "eng" / f"uplink-{k}.yaml").read_text())
-        assert up == {"uplink": {"host": "127.0.0.1", "port": mqtt}}
+        # the native uplink (this server first, then the others) beside the MQTT listener it replaces
+        urls = [f"nats://127.0.0.1:{p}" for p in (4222, 4223, 4224)]
+        assert up == {"uplink": {"host": "127.0.0.1", "port": mqtt,
+                                 "nats": [urls[k - 1]] + [u for u in urls if u != urls[k - 1]]}}
 
 
 def test_a_gateway_config_merges_the_uplink_section_as_it_is(tmp_path: Path) -> None:

@@ -85,6 +85,10 @@ class NatsUplink:
         self.resent = 0
         self.control_received = 0
 
+    def listen(self, handler: ControlHandler) -> None:
+        """Hand the county's control messages to ``handler`` (as the MQTT uplink's ``listen``)."""
+        self._on_control = handler
+
     # ------------------------------------------------------------ what goes out (as outbound/uplink.py)
 
     def stage(self, acc) -> None:  # acc: stream.models.Accepted
