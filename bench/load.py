@@ -3,14 +3,26 @@
 Starts Mosquitto on a free loopback port and `vitalgate run` as a child
 process, then for `--duration` seconds publishes:
   * BP and glucose readings for `--patients` patients (each every `--interval` s),
-  * 1-s ECG frames (250 Hz JSON) from `--patches` patches in real time,
-  * critical readings (severe hypoglycaemia, and a confirming crisis BP) at random moments.
+  * 1-s ECG frames (250 Hz JSON) from `--patches` patches in real time (all
+    frames of a second sent together, as patches that sync to the clock do),
+  * critical readings (severe hypoglycaemia) at random moments.
+The patches publish on one connection, the meters on another (they are other
+devices; on one connection a critical reading would wait behind a second's
+frames in the load generator's own socket, which is not the gateway's doing).
+
 Alert latency is measured from the publish of the reading that makes the
 condition true to the alert's arrival on the broker (an outside subscriber,
-as the county center sees it). The gateway's CPU and RSS come from /proc.
+as the county center sees it). The gateway's CPU and RSS come from /proc,
+for the gateway and its child processes together. The ECG analysis' lag is
+read from the gateway's status (every 2 s); after the load the bench waits up
+to `--catch-up` seconds for the analysis to finish the backlog.
 
     python bench/load.py                       # 200 patients + 50 patches, 60 s
-    python bench/load.py --patients 50 --patches 10 --duration 20
+    python bench/load.py --patients 1500 --patches 1500 --interval 600 --duration 30 --criticals 6
+    python bench/load.py --table 600,1500,3000 --duration 30   # the issue's table, one run per row
+    python bench/load.py --patches 1500 --duration 600 --interval 600 --criticals 30   # soak: 10 minutes
+
+`--doc` writes the last table into docs/capacity.md's bench block.
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -42,27 +55,110 @@ from stream.models import CHINA_TZ  # noqa: E402
 CLINIC = "load"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
+STATUS_INTERVAL = "2s"
 
 
-def proc_cpu_rss(pid: int) -> tuple[float, int]:
-    """(user+system CPU seconds, RSS bytes) of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
-    rss = int(fields[21]) * PAGE
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def proc_cpu_rss(pid: int, dead_cpu: dict[int, float] | None = None) -> tuple[float, int]:
+    """(user+system CPU seconds, RSS bytes) of a process and its descendants, from /proc.
+
+    `dead_cpu` remembers each descendant's last CPU figure, so one that has exited (a worker that was
+    restarted) still counts."""
+    cpu, rss = 0.0, 0
+    stack = [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        c = (int(fields[11]) + int(fields[12])) / CLK_TCK
+        if dead_cpu is not None:
+            dead_cpu[p] = c
+        cpu += c
+        rss += int(fields[21]) * PAGE
+        stack += _children(p)
+    if dead_cpu is not None:
+        cpu = sum(dead_cpu.values())
     return cpu, rss
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--patients", type=int, default=200)
-    ap.add_argument("--patches", type=int, default=50)
-    ap.add_argument("--duration", type=float, default=60.0)
-    ap.add_argument("--interval", type=float, default=10.0, help="seconds between a patient's BP/glucose readings")
-    ap.add_argument("--criticals", type=int, default=60, help="critical readings injected over the run")
-    ap.add_argument("--seed", type=int, default=1)
-    args = ap.parse_args()
-    rng = random.Random(args.seed)
+@dataclass
+class Result:
+    patches: int
+    patients: int
+    seconds: float
+    published: int
+    frames_sent: int
+    accepted_rate: float  # ECG frames per second, up to the last status of the load
+    accepted_total: int
+    cpu_pct: float
+    rss_max_mb: float
+    lat_ms: list[float]
+    missing: int
+    lag_max_s: float | None
+    lag_end_s: float | None
+    lagging_seen: bool
+    caught_up_after_s: float | None
+    analysed: int | None
+    workers: int | None
+    exit_code: int
+    lag_samples: list[tuple[float, float]] = field(default_factory=list)
 
+    def lines(self) -> list[str]:
+        out = [f"load: {self.patients} patients (BP+glucose), {self.patches} ECG patches at 250 Hz, {self.seconds:.0f} s",
+               f"  published {self.published} messages ({self.published / self.seconds:,.0f}/s, ECG frames "
+               f"{self.frames_sent / self.seconds:,.0f}/s); gateway accepted {self.accepted_rate:,.0f} frames/s "
+               f"during the load, {self.accepted_total} in all"]
+        if self.lat_ms:
+            out.append(f"  critical alert latency (hypoglycemia_severe, publish -> alert on broker): n={len(self.lat_ms)} "
+                       f"p50 {np.percentile(self.lat_ms, 50):.0f} ms, p99 {np.percentile(self.lat_ms, 99):.0f} ms, "
+                       f"max {max(self.lat_ms):.0f} ms; missing {self.missing}")
+        else:
+            out.append(f"  critical alert latency: none arrived; missing {self.missing}")
+        if self.lag_max_s is not None:
+            catch = (f"caught up {self.caught_up_after_s:.0f} s after the load" if self.caught_up_after_s is not None
+                     else "not caught up in the wait")
+            out.append(f"  ECG analysis: lag max {self.lag_max_s:.1f} s, at the end of the load {self.lag_end_s:.1f} s"
+                       f"{' (ecg_analysis_lagging reported)' if self.lagging_seen else ''}; {catch}; "
+                       f"{self.analysed} frames analysed; workers {self.workers}")
+        out.append(f"  gateway CPU {self.cpu_pct:.0f} % of one core (with its workers), RSS max {self.rss_max_mb:.0f} MB; "
+                   f"exit {self.exit_code}")
+        return out
+
+    def row(self) -> str:
+        p = (f"p50 {_fmt_ms(np.percentile(self.lat_ms, 50))}, p99 {_fmt_ms(np.percentile(self.lat_ms, 99))}"
+             if self.lat_ms else "none")
+        if self.missing:
+            p += f", {self.missing} of {self.missing + len(self.lat_ms)} not seen"
+        lag = "-" if self.lag_max_s is None else f"{self.lag_max_s:.0f} s"
+        catch = "-" if self.lag_max_s is None else (f"{self.caught_up_after_s:.0f} s" if self.caught_up_after_s is not None
+                                                   else "no")
+        return (f"| {self.patches:,} | {self.accepted_rate:,.0f} of {self.frames_sent / self.seconds:,.0f}/s "
+                f"| {self.cpu_pct:.0f} % | {self.rss_max_mb:.0f} MB | {p} | {lag} | {catch} |")
+
+
+def _fmt_ms(ms: float) -> str:
+    return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
+
+
+TABLE_HEAD = ("| patches | ECG frames accepted during the load | gateway CPU (tree) | RSS (tree) "
+              "| critical alert latency | ECG analysis lag, max | caught up after the load |\n"
+              "|---|---|---|---|---|---|---|")
+
+
+def run_once(patients_n: int, patches: int, duration: float, interval: float, criticals: int, seed: int,
+             catch_up: float, workers: int | None, quiet: bool = False) -> Result:
+    rng = random.Random(seed)
     tmp = Path(tempfile.mkdtemp(prefix="vitalgate-load-"))
     port = free_port()
     conf = tmp / "mosquitto.conf"
@@ -72,22 +168,28 @@ def main() -> None:
     wait_port(port)
 
     patients = []
-    for i in range(1, args.patients + 1):
+    for i in range(1, patients_n + 1):
         devs = [{"id": f"bp-{i:04d}", "kind": "blood_pressure"}, {"id": f"glu-{i:04d}", "kind": "glucose"}]
-        if i <= args.patches:
+        if i <= patches:
             devs.append({"id": f"ecg-{i:04d}", "kind": "ecg"})
         patients.append({"id": f"p-{i:04d}", "devices": devs})
     import yaml
 
     cfg = tmp / "gateway.yaml"
-    cfg.write_text(yaml.safe_dump({"clinic": CLINIC, "broker": {"host": "127.0.0.1", "port": port},
-                                   "storage": {"path": str(tmp / "var")}, "patients": patients}))
+    body: dict = {"clinic": CLINIC, "broker": {"host": "127.0.0.1", "port": port},
+                  "storage": {"path": str(tmp / "var")}, "patients": patients,
+                  "status": {"interval": STATUS_INTERVAL}}
+    if workers is not None:
+        body["shards"] = {"workers": workers}
+    cfg.write_text(yaml.safe_dump(body))
     gw = subprocess.Popen([sys.executable, "-m", "box.cli", "run", "--config", str(cfg), "--log-level", "WARNING"],
                           cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(tmp / "gateway.log", "wb"))
 
     # The outside observer: alert arrival times and the gateway's status.
     arrivals: dict[str, float] = {}
     status: dict = {}
+    status_at = [0.0]  # when the last status arrived
+    lags: list[tuple[float, float, str | None]] = []  # (monotonic, lag_s, condition)
     lock = threading.Lock()
     ready = threading.Event()
 
@@ -98,7 +200,13 @@ def main() -> None:
         except ValueError:
             return
         if msg.topic.endswith("/status"):
-            status.update(body)
+            with lock:
+                status.clear()
+                status.update(body)
+                status_at[0] = now
+                ea = body.get("ecg_analysis")
+                if ea:
+                    lags.append((now, float(ea.get("lag_s") or 0.0), ea.get("condition")))
             if body.get("online"):
                 ready.set()
             return
@@ -112,29 +220,36 @@ def main() -> None:
     obs.connect("127.0.0.1", port)
     obs.subscribe([(f"vg/{CLINIC}/alert/+", 1), (f"vg/{CLINIC}/status", 1)])
     obs.loop_start()
-    if not ready.wait(30):
+    if not ready.wait(60):
         raise SystemExit("gateway did not come online; see " + str(tmp / "gateway.log"))
 
-    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="load-devices")
-    pub.max_inflight_messages_set(1000)
-    pub.connect("127.0.0.1", port)
-    pub.loop_start()
+    def publisher(name: str) -> mqtt.Client:
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name)
+        c.max_inflight_messages_set(1000)
+        c.connect("127.0.0.1", port)
+        c.loop_start()
+        return c
 
-    synths = [EcgSynth(250, seed=i) for i in range(args.patches)]
+    patch_pub = publisher("load-patches")
+    meter_pub = publisher("load-meters")
+
+    synths = [EcgSynth(250, seed=i) for i in range(patches)]
     sent: dict[str, float] = {}  # marker -> publish time of the reading that makes a condition true
-    published = 0
-    cpu0, _ = proc_cpu_rss(gw.pid)
+    published = frames_sent = 0
+    dead_cpu: dict[int, float] = {}
+    cpu0, _ = proc_cpu_rss(gw.pid, dead_cpu)
     rss_max = 0
     t_start = time.monotonic()
-    base = datetime.now(CHINA_TZ) - timedelta(seconds=args.duration + 5)
-    next_reading = {i: t_start + rng.uniform(0, args.interval) for i in range(1, args.patients + 1)}
-    critical_at = sorted(t_start + rng.uniform(2, args.duration - 3) for _ in range(args.criticals))
+    base = datetime.now(CHINA_TZ) - timedelta(seconds=duration + 5)
+    next_reading = {i: t_start + rng.uniform(0, interval) for i in range(1, patients_n + 1)}
+    critical_at = sorted(t_start + rng.uniform(2, duration - 3) for _ in range(criticals))
     # Distinct patients: a second low on a patient with an open alert updates it and is not re-sent.
-    pool = list(range(args.patches + 1, args.patients + 1)) or list(range(1, args.patients + 1))
+    pool = list(range(1, patients_n + 1))
     rng.shuffle(pool)
     seq = 0
     second = 0
-    while time.monotonic() - t_start < args.duration:
+    accepted_at_end = 0
+    while time.monotonic() - t_start < duration:
         tick = t_start + second
         now_dev = base + timedelta(seconds=second)
         # ECG: one frame per patch per second, in real time.
@@ -142,21 +257,22 @@ def main() -> None:
             x = s.frame()
             body = {"kind": "ecg", "ts": now_dev.isoformat(), "seq": second + 1, "fs": 250,
                     "samples_uv": [int(v) for v in x], "lead_off": False}
-            pub.publish(f"vg/{CLINIC}/device/ecg-{k + 1:04d}/reading", json.dumps(body), qos=1)
+            patch_pub.publish(f"vg/{CLINIC}/device/ecg-{k + 1:04d}/reading", json.dumps(body), qos=1)
             published += 1
+            frames_sent += 1
         while time.monotonic() < tick + 1:
             t = time.monotonic()
             for i, due in next_reading.items():
                 if due <= t:
                     seq += 1
                     ts = (base + timedelta(seconds=t - t_start)).isoformat()
-                    pub.publish(f"vg/{CLINIC}/device/bp-{i:04d}/reading", json.dumps(
+                    meter_pub.publish(f"vg/{CLINIC}/device/bp-{i:04d}/reading", json.dumps(
                         {"kind": "blood_pressure", "ts": ts, "seq": seq, "systolic": rng.randint(115, 145),
                          "diastolic": rng.randint(70, 88), "pulse": rng.randint(60, 90)}), qos=1)
-                    pub.publish(f"vg/{CLINIC}/device/glu-{i:04d}/reading", json.dumps(
+                    meter_pub.publish(f"vg/{CLINIC}/device/glu-{i:04d}/reading", json.dumps(
                         {"kind": "glucose", "ts": ts, "seq": seq, "mmol_l": round(rng.uniform(4.5, 9.0), 1)}), qos=1)
                     published += 2
-                    next_reading[i] = due + args.interval
+                    next_reading[i] = due + interval
             while critical_at and critical_at[0] <= t:
                 critical_at.pop(0)
                 if not pool:
@@ -166,42 +282,108 @@ def main() -> None:
                 ts = (base + timedelta(seconds=t - t_start, microseconds=seq)).isoformat()
                 marker = f"hypoglycemia_severe|p-{i:04d}|{ts}"
                 sent[marker] = time.monotonic()
-                pub.publish(f"vg/{CLINIC}/device/glu-{i:04d}/reading",
-                            json.dumps({"kind": "glucose", "ts": ts, "seq": seq, "mmol_l": 2.4}), qos=1)
+                meter_pub.publish(f"vg/{CLINIC}/device/glu-{i:04d}/reading",
+                                  json.dumps({"kind": "glucose", "ts": ts, "seq": seq, "mmol_l": 2.4}), qos=1)
                 published += 1
             _, rss = proc_cpu_rss(gw.pid)
             rss_max = max(rss_max, rss)
             time.sleep(0.005)
         second += 1
     elapsed = time.monotonic() - t_start
-    time.sleep(3.0)  # let the tail arrive
-    cpu1, rss = proc_cpu_rss(gw.pid)
-    rss_max = max(rss_max, rss)
-    lat = sorted(arrivals[m] - t0 for m, t0 in sent.items() if m in arrivals)
+    cpu_end, _ = proc_cpu_rss(gw.pid, dead_cpu)
+    with lock:
+        accepted_at_end = (status.get("counters") or {}).get("accepted", {}).get("ecg", 0)
+        accepted_rate = accepted_at_end / max(1e-3, min(status_at[0], t_start + elapsed) - t_start)
+        lag_end = lags[-1][1] if lags else None
+    # After the load: let the tail arrive, then wait (bounded) for the ECG analysis to catch up.
+    time.sleep(3.0)
+    caught_up = None
+    t_end = time.monotonic()
+    if lags:
+        while time.monotonic() - t_end < catch_up:
+            with lock:
+                ea = status.get("ecg_analysis") or {}
+            if ea and ea.get("backlog_frames", 1) == 0:
+                caught_up = time.monotonic() - t_start - elapsed
+                break
+            time.sleep(0.5)
+            _, rss = proc_cpu_rss(gw.pid)
+            rss_max = max(rss_max, rss)
+    lat = sorted((arrivals[m] - t0) * 1000 for m, t0 in sent.items() if m in arrivals)
     missing = [m for m in sent if m not in arrivals]
+    with lock:
+        analysed = (status.get("ecg_analysis") or {}).get("analysed_frames")
+        workers_seen = (status.get("ecg_analysis") or {}).get("workers")
     status.clear()
     gw.send_signal(signal.SIGTERM)
-    rc = gw.wait(60)
+    rc = gw.wait(120)
     deadline = time.monotonic() + 5
     while status.get("online") is not False and time.monotonic() < deadline:  # the final, offline status
         time.sleep(0.05)
-    pub.loop_stop()
+    patch_pub.loop_stop()
+    meter_pub.loop_stop()
     obs.loop_stop()
     broker.terminate()
     broker.wait()
-    accepted = sum((status.get("counters") or {}).get("accepted", {}).values())
-    print(f"load: {args.patients} patients (BP+glucose every {args.interval:g} s), {args.patches} ECG patches at 250 Hz, "
-          f"{elapsed:.0f} s")
-    rejected = (status.get("counters") or {}).get("rejected", {})
-    print(f"  published {published} messages ({published / elapsed:,.0f}/s); gateway accepted {accepted} "
-          f"({accepted / elapsed:,.0f}/s), rejected {rejected or 0}")
-    if lat:
-        print(f"  critical alert latency (hypoglycemia_severe, publish -> alert on broker): n={len(lat)} "
-              f"p50 {np.percentile(lat, 50) * 1000:.0f} ms, p99 {np.percentile(lat, 99) * 1000:.0f} ms, "
-              f"max {max(lat) * 1000:.0f} ms; missing {len(missing)}")
-    print(f"  gateway CPU {100 * (cpu1 - cpu0) / elapsed:.0f} % of one core, RSS max {rss_max / 2**20:.0f} MB; "
-          f"exit {rc}")
+    accepted_total = (status.get("counters") or {}).get("accepted", {}).get("ecg", 0)
+    lag_in_load = [lag for t, lag, _ in lags if t <= t_start + elapsed + 1]
+    res = Result(
+        patches=patches, patients=patients_n, seconds=elapsed, published=published, frames_sent=frames_sent,
+        accepted_rate=accepted_rate, accepted_total=accepted_total,
+        cpu_pct=100 * (cpu_end - cpu0) / elapsed, rss_max_mb=rss_max / 2**20, lat_ms=lat, missing=len(missing),
+        lag_max_s=max(lag_in_load) if lag_in_load else None, lag_end_s=lag_end,
+        lagging_seen=any(c for _, _, c in lags), caught_up_after_s=caught_up, analysed=analysed,
+        workers=workers_seen, exit_code=rc,
+        lag_samples=[(round(t - t_start, 1), lag) for t, lag, _ in lags],
+    )
+    if not quiet:
+        print("\n".join(res.lines()), flush=True)
     shutil.rmtree(tmp, ignore_errors=True)
+    return res
+
+
+def write_doc(table: str, command: str) -> None:
+    doc = REPO / "docs" / "capacity.md"
+    begin, end = "<!-- bench/load.py: begin -->", "<!-- bench/load.py: end -->"
+    text = doc.read_text() if doc.exists() else f"{begin}\n{end}\n"
+    import subprocess as sp
+
+    commit = sp.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    block = (f"{begin}\n`{command}` ({datetime.now(CHINA_TZ):%Y-%m-%d}, commit {commit}, this 2-core machine with "
+             f"Mosquitto and the load generator on it)\n\n{table}\n{end}")
+    a, b = text.index(begin), text.index(end) + len(end)
+    doc.write_text(text[:a] + block + text[b:])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--patients", type=int, default=200)
+    ap.add_argument("--patches", type=int, default=50)
+    ap.add_argument("--duration", type=float, default=60.0)
+    ap.add_argument("--interval", type=float, default=10.0, help="seconds between a patient's BP/glucose readings")
+    ap.add_argument("--criticals", type=int, default=60, help="critical readings injected over the run")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--catch-up", type=float, default=120.0,
+                    help="after the load, wait up to this long for the ECG analysis to catch up")
+    ap.add_argument("--workers", type=int, default=None, help="shards.workers for the gateway (default: its config's)")
+    ap.add_argument("--table", default=None,
+                    help="comma-separated patch counts (patients = patches, BP/glucose every 600 s): one run each, "
+                         "then the table")
+    ap.add_argument("--doc", action="store_true", help="write the table into docs/capacity.md")
+    args = ap.parse_args()
+    if not args.table:
+        run_once(args.patients, args.patches, args.duration, args.interval, args.criticals, args.seed,
+                 args.catch_up, args.workers)
+        return
+    rows = []
+    for n in [int(x) for x in args.table.split(",")]:
+        res = run_once(n, n, args.duration, 600.0, args.criticals, args.seed, args.catch_up, args.workers)
+        rows.append(res.row())
+    table = TABLE_HEAD + "\n" + "\n".join(rows)
+    print()
+    print(table)
+    if args.doc:
+        write_doc(table, "python bench/load.py " + " ".join(sys.argv[1:]).replace(" --doc", ""))
 
 
 if __name__ == "__main__":

@@ -27,9 +27,11 @@ from gateway.ingress import DeviceBinding, DeviceRegistry, decode_message
 from gateway.mqtt_link import Ack, MqttLink, NotConnected
 from stream.rhythm_log import RhythmLog
 from outbound.store_and_forward import StoreAndForward, no_ack
+from shards.ecg_analysis import DeferredEcg, EcgAnalysis
+from shards.ecg_lane import EcgLane
+from shards.lanes import ECG_CLIENT_SUFFIX, is_critical, subscriptions
 from stream.core import Counters, StreamCore
 from stream.device_watch import DEFAULT_OFFLINE_AFTER, DeviceWatch, WatchedDevice
-from stream.ecg_frames import EcgFrameTracker
 from stream.history import recent_readings_by_patient
 from stream.models import AckMessage, Accepted, Rejected, Tier, iso, now_local
 from stream.store import ReadingStore
@@ -41,16 +43,7 @@ log = logging.getLogger("vitalgate.gateway")
 
 VERSION = "0.1.0"
 WATCH_TICK_S = 1.0  # how often device silence is checked
-
-
-def _analyser_factory():  # type: ignore[no-untyped-def]
-    """The streaming arrhythmia analyser, when it is installed in this build."""
-    try:
-        from stream.ecg.analyser import EcgAnalyser
-    except ImportError:
-        log.warning("ECG arrhythmia analyser not available: ECG frames are stored and checked, not analysed")
-        return None
-    return EcgAnalyser
+ECG_CATCH_UP_ON_STOP_S = 2.0  # at shutdown the ECG analysis gets this long; the rest is analysed after the restart
 
 
 class Gateway:
@@ -82,19 +75,39 @@ class Gateway:
             publish_reading=self._publish_reading,
             on_finding=self.dispatcher.handle,
             counters=self.counters,
-            ecg=EcgFrameTracker(_analyser_factory()),
+            ecg=DeferredEcg(),  # this core is the critical lane's (shards/lanes.py): it sees no ECG frames
             queue_size=config.stream.queue_size,
             clock=clock,
         )
+        # The ECG lane (shards/): its own core, so a patient's glucose never waits behind its own ECG frames;
+        # frames are stored and acknowledged there, and analysed from the frame log behind the commit.
+        self.ecg_core = StreamCore(
+            store=self.forwarding, default_thresholds=config.thresholds,
+            thresholds={p.id: config.thresholds_for(p) for p in config.patients if p.thresholds},
+            publish_reading=self._publish_reading, on_finding=self.dispatcher.handle, counters=self.counters,
+            ecg=DeferredEcg(), queue_size=config.stream.queue_size, clock=clock,
+        )
+        self.ecg_core.device_last_seen = self.core.device_last_seen  # one view of the devices (ids are unique)
+        self.ecg_analysis = EcgAnalysis(storage, self.dispatcher.handle, self._publish_reading, clock)
+        self._critical_devices = frozenset(b.device_id for b in self.registry if is_critical(b.kind))
+        lanes = subscriptions(self.prefix, self._critical_devices, CONTROL_TOPICS)
+        self.ecg_lane = EcgLane(self.prefix, self.registry, self._critical_devices, self.ecg_core, self.forwarding,
+                                self.counters, on_committed=self.ecg_analysis.wake, clock=clock)
         b = config.broker
         self.link = MqttLink(
             b.host, b.port, client_id=f"vitalgate-{self.clinic}",
-            subscriptions=[f"{self.prefix}/device/+/reading", f"{self.prefix}/device/+/gatt/+", f"{self.prefix}/ack",
-                           *[f"{self.prefix}/{t}" for t in CONTROL_TOPICS]],
+            subscriptions=lanes.critical, unsubscriptions=lanes.stale,
             on_message=self.on_message, on_connect=self._on_connect,
             will=aiomqtt.Will(f"{self.prefix}/status", self._status_json(online=False), qos=1, retain=True),
             username=b.username, password=b.password, tls=b.tls, ca_file=b.ca_file, keepalive=b.keepalive,
             manual_ack=True,  # a reading is acknowledged only once stored (outbound/store_and_forward.py)
+        )
+        # The ECG lane's session: MQTT 5 where the broker has it, for a window of unacknowledged frames
+        # (Receive Maximum) wider than a 3.1.1 session's 20, so acks after each commit keep up with the patches.
+        self.ecg_link = MqttLink(
+            b.host, b.port, client_id=f"vitalgate-{self.clinic}{ECG_CLIENT_SUFFIX}", subscriptions=lanes.ecg,
+            on_message=self.ecg_lane.on_message, username=b.username, password=b.password, tls=b.tls,
+            ca_file=b.ca_file, keepalive=b.keepalive, manual_ack=True, protocol="auto",
         )
         self.started_at = clock()
         self.watch = DeviceWatch(
@@ -137,7 +150,8 @@ class Gateway:
                 self.counters.reject(result)
                 ack()
                 return
-            await self.core.submit(result, on_stored=self.forwarding.ack_after(result, ack))
+            core = self.core if result.device_id in self._critical_devices else self.ecg_core
+            await core.submit(result, on_stored=self.forwarding.ack_after(result, ack))
         except Exception:  # nothing a device sends may take the gateway down
             log.exception("unexpected error handling a message", extra={"topic": topic})
             self.counters.rejected["internal_error"] += 1
@@ -156,7 +170,7 @@ class Gateway:
     async def _submit_ble(self, acc: Accepted, on_stored: Callable[[], None] | None = None) -> None:
         """A BLE reading takes the MQTT path from here: the stream core, acknowledged once durable."""
         done = self.forwarding.ack_after(acc, on_stored) if on_stored is not None else None
-        await self.core.submit(acc, on_stored=done)
+        await (self.core if acc.device_id in self._critical_devices else self.ecg_core).submit(acc, on_stored=done)
 
     async def _on_ack(self, payload: bytes) -> None:
         try:
@@ -218,12 +232,13 @@ class Gateway:
                 "alerts": dict(self.dispatcher.counters),
                 "republish_failures": self.republish_failures,
             },
-            "queue_depth": self.core.queue_depth(),
+            "queue_depth": self.queue_depth(),
             "active_alerts": {t.value: sum(1 for s in active if s.alert.tier is t) for t in Tier},
             "last_rejections": self.counters.last_rejections,
             "dispatch": self.dispatcher.status() if online else {},
             **({"ble": self.ble.status()} if online and self.ble is not None else {}),
             **self.forwarding.status(),  # storage, uplink, tsdb
+            "ecg_analysis": self.ecg_analysis.status(),  # its lag; the technical condition ecg_analysis_lagging
         }
 
     def _status_json(self, online: bool) -> str:
@@ -248,7 +263,7 @@ class Gateway:
         return self.ble.status() if self.ble is not None else {}
 
     def queue_depth(self) -> int:
-        return self.core.queue_depth()
+        return self.core.queue_depth() + self.ecg_core.queue_depth()
 
     def forwarding_status(self) -> dict:
         return self.forwarding.status()
@@ -288,6 +303,8 @@ class Gateway:
         """Windows and pending confirmations survive a restart (a power cut between a crisis and its repeat)."""
         history = recent_readings_by_patient(self.store.path, self.clock())
         restored = {p.id: self.core.restore(p.id, history.get(p.id, [])) for p in self.config.patients}
+        for p in self.config.patients:  # (the ECG lane's core judges the patches' battery readings)
+            self.ecg_core.restore(p.id, history.get(p.id, []))
         if any(restored.values()):
             log.info("rule state restored from stored readings",
                      extra={"patients": sum(1 for n in restored.values() if n), "readings": sum(restored.values())})
@@ -313,6 +330,9 @@ class Gateway:
             gc.freeze()
             gc.set_threshold(20_000, 20, 20)
         link_task = asyncio.create_task(self.link.run(disconnect), name="mqtt")
+        ecg_link_task = asyncio.create_task(self.ecg_link.run(disconnect), name="mqtt-ecg")
+        ecg_stop = asyncio.Event()
+        ecg_task = asyncio.create_task(self.ecg_analysis.run(ecg_stop), name="ecg-analysis")
         disp_task = asyncio.create_task(self.dispatcher.run(dispatcher_stop), name="dispatcher")
         status_task = asyncio.create_task(self._status_loop(self.stop_event), name="status")
         forwarding_stop = asyncio.Event()
@@ -338,7 +358,13 @@ class Gateway:
             await self.ble.close()  # disconnect politely; what the devices sent is submitted
             await ble_task
         await self.link.quiesce()
+        await self.ecg_link.quiesce()
         await self.core.drain()
+        await self.ecg_core.drain()
+        self.forwarding.flush_now()  # the last frames committed, so the analysis sees them
+        await self.ecg_analysis.catch_up(ECG_CATCH_UP_ON_STOP_S)
+        ecg_stop.set()
+        await ecg_task
         http_stop.set()
         if http_task is not None:
             await http_task
@@ -351,6 +377,8 @@ class Gateway:
         await forwarding_task
         disconnect.set()
         await link_task
+        await ecg_link_task
+        self.ecg_analysis.close()  # first: the writer's close checkpoints only as the last connection to readings.db
         self.forwarding.close()
         self.store.close()
         self.alerts.close()

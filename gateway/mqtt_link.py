@@ -205,10 +205,13 @@ class MqttLink:
         persistent: bool = True,
         protocol: str = "3.1.1",  # "3.1.1", "5" or "auto" (5, else 3.1.1)
         receive_maximum: int = RECEIVE_MAXIMUM,
+        unsubscriptions: list[str] | None = None,
     ) -> None:
         self.host, self.port = host, port
         self._client_id = client_id
         self._subs = subscriptions
+        # Filters to drop from the persistent session on every connect (an earlier layout's subscriptions).
+        self._unsubs = list(unsubscriptions or [])
         self._on_message = on_message
         self._on_connect = on_connect
         self._will = will
@@ -485,6 +488,8 @@ class MqttLink:
                 bad = [str(c) for c in codes if c.is_failure]
                 if bad:
                     raise ConnectionError(f"broker refused subscriptions: {', '.join(bad)}")
+            if self._unsubs:
+                client.unsubscribe(self._unsubs)  # no need to wait: what was queued for them still comes
             self.protocol_in_use = "5" if v5 else "3.1.1"
             self._v5_confirmed = self._v5_confirmed or v5
             self.connects += 1
