@@ -88,7 +88,8 @@ class Gateway:
             ecg=DeferredEcg(), queue_size=config.stream.queue_size, clock=clock,
         )
         self.ecg_core.device_last_seen = self.core.device_last_seen  # one view of the devices (ids are unique)
-        self.ecg_analysis = EcgAnalysis(storage, self.dispatcher.handle, self._publish_reading, clock)
+        self.ecg_analysis = EcgAnalysis(storage, self.dispatcher.handle, self._publish_reading, clock,
+                                        lag_warn_s=config.shards.ecg_lag_warn.total_seconds())
         self._critical_devices = frozenset(b.device_id for b in self.registry if is_critical(b.kind))
         lanes = subscriptions(self.prefix, self._critical_devices, CONTROL_TOPICS)
         self.ecg_lane = EcgLane(self.prefix, self.registry, self._critical_devices, self.ecg_core, self.forwarding,

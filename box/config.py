@@ -158,6 +158,20 @@ class StatusConfig(_Strict):
     interval: Duration = parse_duration("10s")
 
 
+class ShardsConfig(_Strict):
+    """`shards:`: how the box spreads its work and says it is past capacity (shards/, docs/capacity.md)."""
+
+    ecg_lag_warn: Duration = Field(parse_duration("10s"), description="the ECG analysis this far behind the "
+                                   "frames it acknowledged: ecg_analysis_lagging in the status, and a warning")
+
+    @field_validator("ecg_lag_warn")
+    @classmethod
+    def _positive(cls, v: Any) -> Any:
+        if v.total_seconds() <= 0:
+            raise ValueError("must be more than 0s")
+        return v
+
+
 class StreamConfig(_Strict):
     queue_size: int = Field(1000, ge=10, le=1_000_000, description="per-patient queue; when full, ingress waits")
 
@@ -181,6 +195,7 @@ class GatewayConfig(_Strict):
     status: StatusConfig = StatusConfig()
     stream: StreamConfig = StreamConfig()
     ble: BleSettings = BleSettings()
+    shards: ShardsConfig = ShardsConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "GatewayConfig":
