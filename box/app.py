@@ -29,6 +29,7 @@ from stream.rhythm_log import RhythmLog
 from outbound.store_and_forward import StoreAndForward, no_ack
 from shards.ecg_analysis import DeferredEcg, EcgAnalysis
 from shards.ecg_lane import EcgLane
+from shards.ecg_shards import EcgShards, auto_workers
 from shards.lanes import ECG_CLIENT_SUFFIX, is_critical, subscriptions
 from stream.core import Counters, StreamCore
 from stream.device_watch import DEFAULT_OFFLINE_AFTER, DeviceWatch, WatchedDevice
@@ -88,8 +89,11 @@ class Gateway:
             ecg=DeferredEcg(), queue_size=config.stream.queue_size, clock=clock,
         )
         self.ecg_core.device_last_seen = self.core.device_last_seen  # one view of the devices (ids are unique)
-        self.ecg_analysis = EcgAnalysis(storage, self.dispatcher.handle, self._publish_reading, clock,
-                                        lag_warn_s=config.shards.ecg_lag_warn.total_seconds())
+        workers = config.shards.workers if config.shards.workers != "auto" else auto_workers()
+        lag_warn = config.shards.ecg_lag_warn.total_seconds()
+        self.ecg_analysis: EcgAnalysis | EcgShards = (
+            EcgShards(storage, self.dispatcher.handle, self._publish_reading, workers, clock, lag_warn) if workers
+            else EcgAnalysis(storage, self.dispatcher.handle, self._publish_reading, clock, lag_warn_s=lag_warn))
         self._critical_devices = frozenset(b.device_id for b in self.registry if is_critical(b.kind))
         lanes = subscriptions(self.prefix, self._critical_devices, CONTROL_TOPICS)
         self.ecg_lane = EcgLane(self.prefix, self.registry, self._critical_devices, self.ecg_core, self.forwarding,
@@ -129,7 +133,7 @@ class Gateway:
             mount_console(self.http_app, ConsoleSources(
                 clinic=self.clinic, patients=config.patients, storage=storage, token=config.http.token,
                 tls=config.http.tls, clock=clock, stopping=self.stop_event, alerts=self.alerts,
-                desk=self.dispatcher, live=self, strips=self))
+                desk=self.dispatcher, live=self, strips=self, accounts=config.http.accounts))
 
     # ------------------------------------------------------------ inbound
 

@@ -1,5 +1,5 @@
 """The `vitalgate` command line (docs/spec/public-surface.md): demo, run, check-config, simulate, ecg-eval,
-ecg-screen, broker-config;
+ecg-screen, broker-config, passwd;
 routes test, alerts report."""
 
 from __future__ import annotations
@@ -85,6 +85,41 @@ def _cmd_broker_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_passwd(args: argparse.Namespace) -> int:
+    """A console account's line for `http.accounts`: the password asked twice (or one line on stdin), hashed."""
+    import getpass
+
+    from console.accounts import ROLES, config_line, hash_password, name_problem, password_problem
+
+    problem = name_problem(args.name)
+    if problem:
+        print(f"passwd: name {args.name!r}: {problem}", file=sys.stderr)
+        return 2
+    if args.role not in ROLES:  # argparse's choices already say so; kept for callers of main()
+        print(f"passwd: role must be one of {', '.join(ROLES)}", file=sys.stderr)
+        return 2
+    if args.stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        try:
+            password = getpass.getpass(f"password for {args.name}: ")
+            again = getpass.getpass("the same again: ")
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            return 2
+        if password != again:
+            print("passwd: the two passwords differ; nothing written", file=sys.stderr)
+            return 2
+    problem = password_problem(password)
+    if problem:
+        print(f"passwd: password {problem}", file=sys.stderr)
+        return 2
+    print(f"# paste under http.accounts: in the gateway config, then restart vitalgate ({args.role} {args.name})",
+          file=sys.stderr)
+    print(config_line(args.name, args.role, hash_password(password)))
+    return 0
+
+
 def _cmd_ecg_eval(argv: list[str]) -> int:
     try:
         from stream.ecg.evaluation import main as ecg_main
@@ -138,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--user", default="mosquitto", help="the user Mosquitto runs as (default mosquitto)")
     b.add_argument("--show", action="store_true", help="also print the credentials in clear")
     b.set_defaults(fn=_cmd_broker_config)
+    pw = sub.add_parser("passwd", help="a console account's password hash, as a line for http.accounts")
+    pw.add_argument("name", help="the account's name (it signs the audit trail)")
+    pw.add_argument("--role", default="doctor", choices=["doctor", "technician", "reader"],
+                    help="doctor: see and act (default); reader: see only; technician: devices and metrics")
+    pw.add_argument("--stdin", action="store_true", help="read the password from one line of stdin (no prompt)")
+    pw.set_defaults(fn=_cmd_passwd)
     from dispatch.cli import add_dispatch_commands
 
     add_dispatch_commands(sub, _load_config)  # routes test

@@ -17,6 +17,7 @@ from typing import Any, Literal, TextIO
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from console.accounts import Role, name_problem, parse_hash
 from dispatch.channels import ChannelConfig, check_channel_references
 from dispatch.control import HttpConfig
 from dispatch.escalation import EscalationSettings
@@ -163,6 +164,15 @@ class ShardsConfig(_Strict):
 
     ecg_lag_warn: Duration = Field(parse_duration("10s"), description="the ECG analysis this far behind the "
                                    "frames it acknowledged: ecg_analysis_lagging in the status, and a warning")
+    workers: int | Literal["auto"] = Field("auto", description="ECG analysis processes, each a shard of the "
+                                           "patients; auto: one per core; 0: in the gateway process")
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, v: Any) -> Any:
+        if isinstance(v, int) and not 0 <= v <= 64:
+            raise ValueError("must be auto or 0 to 64")
+        return v
 
     @field_validator("ecg_lag_warn")
     @classmethod
@@ -174,6 +184,44 @@ class ShardsConfig(_Strict):
 
 class StreamConfig(_Strict):
     queue_size: int = Field(1000, ge=10, le=1_000_000, description="per-patient queue; when full, ingress waits")
+
+
+class ConsoleAccount(_Strict):
+    """A person's account on the doctor's console (console/accounts.py); `vitalgate passwd NAME` makes the line."""
+
+    name: str = Field(description="what the audit trail says: acknowledged by <name>")
+    role: Role = Field(description="doctor: see and act; reader: see; technician: devices and metrics")
+    password_hash: str = Field(description="scrypt hash from `vitalgate passwd`; never the password itself")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_clear_password(cls, v: Any) -> Any:
+        if isinstance(v, dict) and "password" in v:
+            raise ValueError("a console account never holds its password; give password_hash, made by "
+                             "`vitalgate passwd NAME`")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        problem = name_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+    @field_validator("password_hash")
+    @classmethod
+    def _hash(cls, v: str) -> str:
+        parse_hash(v)  # ValueError says what is wrong
+        return v.strip()
+
+
+class HttpSettings(HttpConfig):
+    """`http:`: the API (dispatch/http_api.py, `token`) and the doctor's console, with people's accounts."""
+
+    accounts: list[ConsoleAccount] = Field(
+        default_factory=list, description="who may sign in to the console; empty: the shared token "
+        "is the console password and the name is typed (the old way)")
 
 
 class GatewayConfig(_Strict):
@@ -191,7 +239,7 @@ class GatewayConfig(_Strict):
     inhibit_rules: list[InhibitRule] | None = Field(None, description="omit for the defaults; [] for none")
     silences: list[SilenceSpec] = Field(default_factory=list)
     channels: list[ChannelConfig] = Field(default_factory=list)
-    http: HttpConfig | None = None
+    http: HttpSettings | None = None
     status: StatusConfig = StatusConfig()
     stream: StreamConfig = StreamConfig()
     ble: BleSettings = BleSettings()
@@ -215,6 +263,7 @@ def cross_check(data: dict[str, Any], clinic_thresholds: Thresholds | None) -> l
     Returns (location, message) pairs so the loader can point at the right line.
     """
     out: list[tuple[tuple, str]] = check_channel_references(data) if isinstance(data, dict) else []
+    out += _duplicate_accounts(data)
     patients = data.get("patients") if isinstance(data, dict) else None
     if not isinstance(patients, list):
         return out
@@ -246,6 +295,21 @@ def cross_check(data: dict[str, Any], clinic_thresholds: Thresholds | None) -> l
                     out.append((("patients", i, "thresholds", *err["loc"]), _clean_message(err)))
             except ValueError as exc:
                 out.append((("patients", i, "thresholds"), str(exc)))
+    return out
+
+
+def _duplicate_accounts(data: Any) -> list[tuple[tuple, str]]:
+    http = data.get("http") if isinstance(data, dict) else None
+    accounts = http.get("accounts") if isinstance(http, dict) else None
+    out: list[tuple[tuple, str]] = []
+    first: dict[str, int] = {}
+    for i, a in enumerate(accounts if isinstance(accounts, list) else []):
+        if isinstance(a, dict) and isinstance(a.get("name"), str):
+            key = a["name"].strip().casefold()  # names sign in case-insensitively
+            if key in first:
+                out.append((("http", "accounts", i, "name"), f"account {a['name']!r} already given as "
+                            f"http.accounts.{first[key]}"))
+            first.setdefault(key, i)
     return out
 
 
@@ -321,7 +385,7 @@ def _clean_message(err: dict[str, Any]) -> str:
         msg = "required but missing"
     elif err.get("type") == "string_pattern_mismatch":
         msg = "use letters, digits, '-', '_' or '.' only (it becomes part of MQTT topics)"
-    elif err.get("type") == "enum":
+    elif err.get("type") in ("enum", "literal_error"):
         msg = msg.replace("Input should be", "must be")
     return msg
 

@@ -136,8 +136,13 @@ async def run_demo(duration: float, patients: int, seed: int, ble: bool = False)
     broker = await start_embedded_broker(port)
     fleet = None
     with tempfile.TemporaryDirectory(prefix="vitalgate-demo-") as tmp:
-        # The village doctor's console (console/web) on 8080 if free; a fresh password each run.
-        http = {"bind": "127.0.0.1", "port": _console_port(), "token": secrets.token_urlsafe(12)}
+        # The village doctor's console (console/web) on 8080 if free; a doctor's account with a fresh
+        # password each run (the API token is another fresh secret, not printed).
+        from console.accounts import hash_password
+
+        password = secrets.token_urlsafe(12)
+        http = {"bind": "127.0.0.1", "port": _console_port(), "token": secrets.token_urlsafe(18),
+                "accounts": [{"name": "doctor", "role": "doctor", "password_hash": hash_password(password)}]}
         config = demo_config(port, patients, Path(tmp), http=http)
         if ble:  # BLE patients: bleak's BlueZ backend against the mock BlueZ (simulators/ble)
             from simulators.ble.fleet import demo_patients, start_demo_fleet
@@ -152,7 +157,8 @@ async def run_demo(duration: float, patients: int, seed: int, ble: bool = False)
         await asyncio.wait_for(gateway.ready.wait(), 10)
         print(f"vitalgate demo: embedded broker on 127.0.0.1:{port}, clinic demo-clinic, {patients} patients, "
               f"{duration:.0f} s (device clocks x{TIME_SCALE:g})")
-        print(f"doctor's console 村医工作台: http://127.0.0.1:{http['port']}/  password 密码: {http['token']}")
+        print(f"doctor's console 村医工作台: http://127.0.0.1:{http['port']}/  account 账号: doctor  "
+              f"password 密码: {password}")
         print(f"{'time':>6}  {'tier':<15} {'patient':<8} {'condition':<22} state")
         seen: list[dict] = []
         stop = asyncio.Event()

@@ -86,6 +86,10 @@ _EN: dict[str, str] = {
     "screen.model": "Model", "screen.received": "Received",
     "screen.not_alarm": "A screening, not an alarm: nobody is paged; AF and other rhythms are referred.",
     "report.screening": "AF screening (short ECG strips)", "report.referred": "Referred",
+    "login.account": "Account", "login.account_password": "Password", "login.account_bad": "Wrong name or password.",
+    "login.account_hint": "Your account is set up by the clinic's technician (vitalgate passwd).",
+    "role.doctor": "doctor", "role.technician": "technician", "role.reader": "reader",
+    "error.forbidden": "Your account ({role}) may not see this page.",
 }
 
 _ZH: dict[str, str] = {
@@ -162,6 +166,10 @@ _ZH: dict[str, str] = {
     "screen.model": "模型", "screen.received": "接收时间",
     "screen.not_alarm": "筛查结果不是告警，不会呼叫任何人；房颤及其他心律请转诊。",
     "report.screening": "房颤筛查（短时心电）", "report.referred": "已转诊",
+    "login.account": "账号", "login.account_password": "密码", "login.account_bad": "账号或密码错误。",
+    "login.account_hint": "账号由卫生室的技术员设置（vitalgate passwd）。",
+    "role.doctor": "医生", "role.technician": "技术员", "role.reader": "查阅",
+    "error.forbidden": "您的账号（{role}）无权查看此页面。",
 }
 
 _TABLES = {"en": _EN, "zh": _ZH}

@@ -511,3 +511,47 @@ def test_placeholder_or_guessable_tokens_are_refused(token: str) -> None:
         load_config_text(f"clinic: c1\nhttp:\n  port: 8080\n  token: {token}\n", "gw.yaml")
     assert any("http.token" in str(p) and "placeholder" in str(p) for p in exc.value.problems)
     assert load_config_text("clinic: c1\nhttp: {port: 8080, token: q7Jx-2vLp9sRkWm4TzYb}\n").http is not None
+
+
+def test_console_accounts_check_config_names_the_field_of_a_bad_hash_role_name_or_clear_password(tmp_path):
+    """Issue 16 item 7: http.accounts holds people's accounts; check-config refuses what cannot sign in safely."""
+    from console.accounts import hash_password
+
+    good = hash_password("qing-shan-lv-shui-2026")
+    weak = hash_password("qing-shan-lv-shui-2026", log2_n=12, p=1)
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text(textwrap.dedent(f"""\
+        clinic: c1
+        http:
+          token: q7Jx-2vLp9sRkWm4TzYb
+          accounts:
+            - {{name: 李医生, role: doctor, password_hash: "{good}"}}
+            - {{name: wang, role: nurse, password_hash: "{good}"}}
+            - {{name: zhao, role: reader, password_hash: "qing-shan-lv-shui-2026"}}
+            - {{name: chen, role: technician, password_hash: "{weak}"}}
+            - {{name: 李医生, role: reader, password_hash: "{good}"}}
+            - {{name: "dr li", role: doctor, password_hash: "{good}"}}
+            - {{name: sun, role: doctor, password: qing-shan-lv-shui-2026}}
+        """), encoding="utf-8")
+    out = subprocess.run([sys.executable, "-m", "box.cli", "check-config", str(cfg)], capture_output=True, text=True,
+                         cwd=REPO)
+    assert out.returncode == 2
+    lines = out.stdout.splitlines()
+    want = [(6, "http.accounts.1.role: must be 'doctor', 'technician' or 'reader'"),
+            (7, "http.accounts.2.password_hash: not a password hash made by `vitalgate passwd`"),
+            (8, "http.accounts.3.password_hash: cost too low"),
+            (9, "http.accounts.4.name: account '李医生' already given as http.accounts.0"),
+            (10, "http.accounts.5.name: use 1-40 letters or digits"),
+            (11, "http.accounts.6: a console account never holds its password")]
+    for line_no, text in want:
+        assert any(l.startswith(f"{cfg}:{line_no}: {text}") for l in lines), (text, lines)
+    assert len(lines) == len(want), lines
+    assert "qing-shan-lv-shui-2026" not in out.stdout      # a clear password is never echoed back
+    ok = textwrap.dedent(f"""\
+        clinic: c1
+        http:
+          token: q7Jx-2vLp9sRkWm4TzYb
+          accounts: [{{name: 李医生, role: doctor, password_hash: "{good}"}}]
+        """)
+    assert [a.name for a in load_config_text(ok).http.accounts] == ["李医生"]  # type: ignore[union-attr]
+    assert load_config_text("clinic: c1\nhttp: {token: q7Jx-2vLp9sRkWm4TzYb}\n").http.accounts == []  # type: ignore[union-attr]

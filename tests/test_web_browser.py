@@ -1,7 +1,8 @@
 """The doctor's console in a real browser: Debian's headless Chromium driven by Playwright, against a real
-Mosquitto and a real `vitalgate run`. Sign in, see a hypertensive crisis published over MQTT appear on the
-page by itself, acknowledge it with a click and see `acknowledged` on MQTT; then the patient list, a
-patient's live ECG strip and the devices. Screenshots of each page go to tests/artifacts/screenshots/.
+Mosquitto and a real `vitalgate run`. Sign in with a doctor's account (made by `vitalgate passwd`), see a
+hypertensive crisis published over MQTT appear on the page by itself, acknowledge it with a click and see
+`acknowledged` by that account on MQTT; then the patient list, a patient's live ECG strip and the devices;
+log out. Screenshots of each page go to tests/artifacts/screenshots/.
 
 Playwright drives /usr/bin/chromium (`executable_path`); it never downloads a browser of its own.
 """
@@ -24,6 +25,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parent / "artifacts" / "screenshots"
 CLINIC = "c1"
 TOKEN = "browser-token-0123456789"
+DOCTOR, DOCTOR_PASSWORD = "李医生", "li-zhen-2026-qiao"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -39,13 +41,20 @@ def _free_port() -> int:
 
 
 def _config(tmp: Path, broker_port: int, http_port: int) -> Path:
+    from console.accounts import hash_password
+
     cfg = tmp / "gateway.yaml"
     cfg.write_text(f"""\
 clinic: {CLINIC}
 broker: {{host: 127.0.0.1, port: {broker_port}}}
 storage: {{path: {tmp / 'var'}}}
 status: {{interval: 1s}}
-http: {{bind: 127.0.0.1, port: {http_port}, token: {TOKEN}}}
+http:
+  bind: 127.0.0.1
+  port: {http_port}
+  token: {TOKEN}
+  accounts:
+    - {{name: {DOCTOR}, role: doctor, password_hash: "{hash_password(DOCTOR_PASSWORD)}"}}
 patients:
   - id: p-0001
     labels: {{village: dongcun}}
@@ -132,8 +141,8 @@ def test_doctor_sees_a_crisis_live_acknowledges_it_and_mqtt_hears_it(tmp_path, b
     page = browser_context.new_page()
     page.goto(base + "/")
     assert "/login" in page.url  # nothing without signing in
-    page.fill("#name", "李医生")
-    page.fill("#password", TOKEN)
+    page.fill("#name", DOCTOR)
+    page.fill("#password", DOCTOR_PASSWORD)
     page.click("#login-submit")
     page.wait_for_selector("#live.on", timeout=10_000)  # the event stream is connected
     page.evaluate("window.__stillHere = true")  # proves the alert arrives without a reload
@@ -180,8 +189,18 @@ def test_doctor_sees_a_crisis_live_acknowledges_it_and_mqtt_hears_it(tmp_path, b
     assert "Hypertensive crisis" in page.inner_text("h1") and "李医生" in page.inner_text("#trail")
     shots.append(_shot(page, "5-alert-detail-en"))
 
-    # The gateway stops cleanly with a page still listening to its event stream.
+    # Logging out ends the session on the server: the same cookie, put back, opens nothing.
+    cookies = browser_context.cookies(base)
+    page.click("#logout")
+    page.wait_for_selector("#login-submit")
+    browser_context.add_cookies(cookies)
     page.goto(base + "/")
+    assert "/login" in page.url
+
+    # The gateway stops cleanly with a page still listening to its event stream.
+    page.fill("#name", DOCTOR)
+    page.fill("#password", DOCTOR_PASSWORD)
+    page.click("#login-submit")
     page.wait_for_selector("#live.on")
     assert gw.stop() == 0
     assert all(p.stat().st_size > 10_000 for p in shots)

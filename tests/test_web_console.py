@@ -1,6 +1,8 @@
 """The village doctor's console over real HTTP (uvicorn in the test's loop, as inside the gateway), without a
-browser: login and what is closed without it, the pages' content in both languages, acknowledge and snooze
-with the audit trail, the live event stream, the ECG strip, reports, FHIR, /metrics and /healthz."""
+browser: login with people's accounts (and the shared token of a config without them) and what is closed
+without it, the pages' content in both languages, acknowledge and snooze with the account in the audit
+trail, the live event stream, the ECG strip, reports, FHIR, /metrics and /healthz. Roles, logout and
+`vitalgate passwd` are in test_console_accounts.py."""
 
 from __future__ import annotations
 
@@ -16,8 +18,32 @@ import pytest
 
 from dispatch.http_api import ApiServer
 from box.app import Gateway
+from box.config import ConsoleAccount, GatewayConfig
 from stream.models import Condition, Finding
 from test_reports import NOW, TOKEN, clinic_config, seed_clinic
+
+# The clinic's people (console/accounts.py): name -> (role, password). Hashed once per test run.
+PEOPLE = {
+    "李医生": ("doctor", "li-zhen-2026-qiao"),
+    "王医生": ("doctor", "wang-fang-hong-77"),
+    "county-zhao": ("reader", "zhao-reads-the-county-9"),
+    "tech-chen": ("technician", "chen-fixes-cuffs-42"),
+}
+_HASHED: list[ConsoleAccount] = []
+
+
+def people_accounts() -> list[ConsoleAccount]:
+    from console.accounts import hash_password
+
+    if not _HASHED:
+        _HASHED.extend(ConsoleAccount(name=n, role=role, password_hash=hash_password(pw))  # type: ignore[arg-type]
+                       for n, (role, pw) in PEOPLE.items())
+    return list(_HASHED)
+
+
+def with_accounts(cfg: GatewayConfig) -> GatewayConfig:
+    assert cfg.http is not None
+    return cfg.model_copy(update={"http": cfg.http.model_copy(update={"accounts": people_accounts()})})
 
 
 def _free_port() -> int:
@@ -27,11 +53,13 @@ def _free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def console(tmp_path) -> AsyncIterator[tuple[Gateway, str, dict]]:  # type: ignore[no-untyped-def]
+async def console(tmp_path, accounts: bool = True) -> AsyncIterator[tuple[Gateway, str, dict]]:  # type: ignore[no-untyped-def]
+    """The gateway's HTTP app on a free port; ``accounts=False``: a config without people's accounts."""
     storage = tmp_path / "var"
     ids = seed_clinic(storage)
     port = _free_port()
-    gw = Gateway(clinic_config(storage, http_port=port), clock=lambda: NOW + timedelta(seconds=1))
+    cfg = clinic_config(storage, http_port=port)
+    gw = Gateway(with_accounts(cfg) if accounts else cfg, clock=lambda: NOW + timedelta(seconds=1))
     stop = asyncio.Event()
     server = ApiServer(gw.http_app, "127.0.0.1", port)
     task = asyncio.create_task(server.run(stop))
@@ -47,10 +75,13 @@ async def console(tmp_path) -> AsyncIterator[tuple[Gateway, str, dict]]:  # type
         gw.alerts.close()
 
 
-async def login(session: aiohttp.ClientSession, base: str, name: str = "李医生") -> None:
-    async with session.post(f"{base}/login", data={"password": TOKEN, "name": name, "next": "/"},
+async def login(session: aiohttp.ClientSession, base: str, name: str = "李医生", password: str | None = None) -> str:
+    """Sign in (as one of PEOPLE unless a password is given); returns where the console sends them."""
+    password = PEOPLE[name][1] if password is None else password
+    async with session.post(f"{base}/login", data={"password": password, "name": name, "next": "/"},
                             allow_redirects=False) as r:
-        assert r.status == 303 and r.headers["Location"] == "/"
+        assert r.status == 303, (r.status, await r.text())
+        return r.headers["Location"]
 
 
 def _session() -> aiohttp.ClientSession:
@@ -68,8 +99,10 @@ async def test_nothing_is_readable_without_signing_in(tmp_path):
                 assert r.status == 401, path
         async with s.post(f"{base}/alerts/{ids['crisis']}/ack", json={}) as r:
             assert r.status == 401
-        async with s.post(f"{base}/login", data={"password": "guess-guess-guess", "name": "x"}) as r:
-            assert r.status == 401 and "密码错误" in await r.text()
+        async with s.post(f"{base}/login", data={"password": "guess-guess-guess", "name": "李医生"}) as r:
+            assert r.status == 401 and "账号或密码错误" in await r.text()
+        async with s.post(f"{base}/login", data={"password": TOKEN, "name": "李医生"}) as r:
+            assert r.status == 401   # with accounts, the shared token is no console password
         # A forged cookie is refused; the open endpoints stay open.
         s.cookie_jar.update_cookies({"vg_session": "eyJuIjoieCIsImV4cCI6OTk5OTk5OTk5OX0.forged"})
         async with s.get(base + "/", allow_redirects=False) as r:
@@ -79,8 +112,8 @@ async def test_nothing_is_readable_without_signing_in(tmp_path):
         async with s.get(base + "/static/console.js") as r:
             assert r.status == 200
         # Open redirects are refused after login.
-        async with s.post(f"{base}/login", data={"password": TOKEN, "next": "//evil.example/x"},
-                          allow_redirects=False) as r:
+        async with s.post(f"{base}/login", data={"password": PEOPLE["李医生"][1], "name": "李医生",
+                                                 "next": "//evil.example/x"}, allow_redirects=False) as r:
             assert r.headers["Location"] == "/"
 
 
@@ -119,7 +152,7 @@ async def test_pages_show_alerts_patients_devices_in_chinese_and_english(tmp_pat
 
 async def test_acknowledge_and_snooze_from_the_page_with_the_doctor_in_the_audit_trail(tmp_path):
     async with console(tmp_path) as (gw, base, ids), _session() as s:
-        await login(s, base, name="王医生")
+        assert await login(s, base, name="王医生") == "/"
         crisis = ids["crisis"]
         async with s.post(f"{base}/alerts/{crisis}/ack", json={}) as r:
             assert r.status == 403  # no X-Vitalgate header: could be a cross-site form
@@ -129,10 +162,10 @@ async def test_acknowledge_and_snooze_from_the_page_with_the_doctor_in_the_audit
             assert r.status == 200 and body["alert"]["suppressed"] == "snooze"
         async with s.get(base + "/fragments/alerts") as r:
             assert "已暂缓" in await r.text()
-        async with s.post(f"{base}/alerts/{crisis}/ack", json={}, headers=h) as r:
+        async with s.post(f"{base}/alerts/{crisis}/ack", json={"by": "someone-else"}, headers=h) as r:
             body = await r.json()
             assert r.status == 200 and body["alert"]["state"] == "acknowledged"
-            assert body["alert"]["acknowledged_by"] == "王医生"
+            assert body["alert"]["acknowledged_by"] == "王医生"  # the account signed in, never a typed name
         async with s.post(f"{base}/alerts/{crisis}/ack", json={}, headers=h) as r:
             assert r.status == 409
         trail = [(t["what"], t["detail"].get("by")) for t in gw.alerts.transitions(crisis)]
@@ -273,11 +306,13 @@ async def test_oversize_and_hostile_bodies_get_a_4xx_not_a_500(tmp_path):
 
 
 def test_a_cookie_with_non_ascii_characters_is_refused_not_a_crash() -> None:
-    from console.web.session import make_session, read_session
+    from console.web.session import SessionStore
 
-    for cookie in ("a.中", "a.b\u00e9", "中文.x", "\udcff.\udcfe"):
-        assert read_session(TOKEN, cookie) is None
-    assert read_session(TOKEN, make_session(TOKEN, "李医生")) == "李医生"
+    store = SessionStore()
+    for cookie in ("a.中", "a.b\u00e9", "中文.x", "\udcff.\udcfe", "x" * 10_000):
+        assert store.get(cookie) is None
+    who = store.get(store.open("李医生", "doctor"))
+    assert who is not None and (who.name, who.role, who.how) == ("李医生", "doctor", "cookie")
 
 
 async def test_a_live_stream_that_is_cancelled_leaves_no_pending_task() -> None:
@@ -328,7 +363,8 @@ async def test_parallel_password_guessing_is_cut_off(tmp_path):
         statuses = await asyncio.gather(*(guess(i) for i in range(40)))
         assert statuses.count(401) == lg.PER_SOURCE_FAILURES
         assert statuses.count(429) == 40 - lg.PER_SOURCE_FAILURES
-        async with s.post(f"{base}/login", data={"password": TOKEN, "name": "x"}, allow_redirects=False) as r:
+        async with s.post(f"{base}/login", data={"password": PEOPLE["李医生"][1], "name": "李医生"},
+                          allow_redirects=False) as r:
             assert r.status == 429                                   # even the right password, for now
 
 

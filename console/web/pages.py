@@ -1,8 +1,13 @@
 """The village doctor's console: pages and actions mounted on the gateway's HTTP app.
 
 Routes (all but /login, /healthz and /static need a signed-in session or the
-bearer token; HTML pages redirect to /login, everything else answers 401):
+bearer token; HTML pages redirect to /login, everything else answers 401). Each
+route also needs its role's right (console/accounts.py): "clinical" for the
+pages with patients' data, "devices" for /devices and /metrics, "act" for the
+POSTs; a role without it gets 403:
 
+- `GET|POST /login`, `GET|POST /logout`     sign in with an account's name and password (or, without
+                                            accounts, the shared token); logout forgets the session server-side
 - `GET  /`                                  active alerts by severity, live (what a doctor sees first)
 - `GET  /patients`, `/patients/{id}`        patient list; one patient's trends, live ECG, alerts, reports
 - `GET  /devices`                           battery, last seen, connection state
@@ -40,7 +45,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from console import i18n
+from console import accounts, i18n
 from console.clinic_records import ClinicRecords
 from console.web import session, svg_charts, views
 from console.web.live import LiveHub
@@ -56,6 +61,7 @@ HERE = Path(__file__).parent
 SNOOZE_CHOICES = ("15m", "30m", "1h", "2h")
 PERIOD_CHOICES = ("7d", "14d", "30d", "90d")
 WRONG_PASSWORD_DELAY_S = 1.0  # slows guessing; one clinic, a handful of users
+PASSWORD_CHECKS_AT_ONCE = 2   # each scrypt check takes 32 MiB and a core for ~0.3 s: a burst waits its turn
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
                                "frame-ancestors 'none'",
@@ -73,6 +79,12 @@ class Console:
         self.records = ClinicRecords(src.storage)
         self.hub = LiveHub(src.stopping)
         self.guard = LoginGuard()
+        self.sessions = session.SessionStore()
+        # people's accounts by folded name: (name as configured, role, parsed hash)
+        self.accounts = {a.name.strip().casefold(): (a.name, a.role, accounts.parse_hash(a.password_hash))
+                         for a in src.accounts}
+        self._decoy = accounts.decoy_hash()
+        self._checking: asyncio.Semaphore | None = None
         src.desk.listen(self.hub.on_transition)
         self.env = Environment(loader=FileSystemLoader(str(HERE / "templates")),
                                autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
@@ -107,8 +119,21 @@ class Console:
             Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
         ]
 
-    def _who(self, request: Request) -> tuple[str, str] | None:
-        return session.identity(request, self.token)
+    def _who(self, request: Request) -> session.SignedIn | None:
+        return session.identity(request, self.token, self.sessions)
+
+    def _gate(self, request: Request, what: str, html: bool) -> session.SignedIn | Response:
+        """Who asks, if they are signed in and their role may do ``what``; else the answer to send."""
+        who = self._who(request)
+        if who is None:
+            return self._deny(request, html)
+        if not who.may(what):
+            role = i18n.t(self._lang(request), f"role.{who.role}")
+            if html:
+                return self._render(request, "error.html", status=403,
+                                    message=i18n.t(self._lang(request), "error.forbidden").format(role=role))
+            return JSONResponse({"error": f"the account's role ({who.role}) may not do this"}, status_code=403)
+        return who
 
     def _lang(self, request: Request) -> str:
         return i18n.pick_lang(request.query_params.get("lang"), request.cookies.get(session.LANG_COOKIE))
@@ -125,7 +150,9 @@ class Console:
         base = {
             "lang": lang, "t": i18n.translator(lang), "ago": lambda s: i18n.ago(lang, s),
             "dur": lambda s: i18n.duration_text(lang, s), "clinic": self.src.clinic,
-            "user": who[0] if who else None, "path": request.url.path, "snooze_choices": SNOOZE_CHOICES,
+            "user": who.name if who else None, "role": who.role if who else None,
+            "may_clinical": bool(who and who.may("clinical")), "may_devices": bool(who and who.may("devices")),
+            "may_act": bool(who and who.may("act")), "path": request.url.path, "snooze_choices": SNOOZE_CHOICES,
             "other_lang": "en" if lang == "zh" else "zh",
         }
         html = self.env.get_template(template).render(**base, **ctx)
@@ -141,7 +168,13 @@ class Console:
 
     async def login_page(self, request: Request) -> Response:
         return self._render(request, "login.html", next=session.safe_next(request.query_params.get("next")),
-                            bad=False)
+                            bad=False, with_accounts=bool(self.accounts))
+
+    async def _check_password(self, password: str, h: accounts.ScryptHash) -> bool:
+        if self._checking is None:
+            self._checking = asyncio.Semaphore(PASSWORD_CHECKS_AT_ONCE)
+        async with self._checking:   # scrypt in a worker thread: the event loop keeps serving alerts
+            return await asyncio.to_thread(accounts.verify, password, h)
 
     async def login(self, request: Request) -> Response:
         source = request.client.host if request.client else "?"
@@ -152,52 +185,83 @@ class Console:
             self.guard.failed(source)
         else:
             log.warning("console login refused: too many wrong passwords", extra={"client": source})
-            return PlainTextResponse("too many wrong passwords; try again later 密码错误次数过多，请稍后再试",
-                                     status_code=429, headers={"Retry-After": str(int(wait) + 1)})
+            return _too_many(wait)
         # unauthenticated: never read more than a login form needs (413 past it)
         form = urllib.parse.parse_qs((await read_capped(request, LOGIN_MAX_BYTES)).decode("utf-8", "replace"))
         password = (form.get("password") or [""])[0]
-        name = (form.get("name") or [""])[0].strip()[: session.MAX_NAME] or "village-doctor"
+        name = (form.get("name") or [""])[0].strip()[: session.MAX_NAME]
         nxt = session.safe_next((form.get("next") or ["/"])[0])
-        if not session.password_ok(self.token, password):
+        if self.accounts:
+            # people's accounts: the account is counted before the (awaited) check as well
+            wait = self.guard.account_retry_after(name)
+            if wait is not None:
+                self.guard.withdraw(source)
+                log.warning("console login refused: account locked after wrong passwords",
+                            extra={"client": source, "by": name})
+                return _too_many(wait)
+            self.guard.account_failed(name)
+            account = self.accounts.get(name.casefold())
+            # an unknown name is checked against a decoy, so the answer takes as long as for a known one
+            ok = await self._check_password(password, account[2] if account else self._decoy)
+            ok = ok and account is not None
+            name, role = (account[0], account[1]) if account else (name, "")
+        else:
+            # no accounts configured: the shared clinic token is the password and the name is typed
+            ok = session.password_ok(self.token, password)
+            name, role = name or "village-doctor", "doctor"
+        if not ok:
             await asyncio.sleep(WRONG_PASSWORD_DELAY_S)
-            log.warning("console login refused", extra={"client": source})
-            return self._render(request, "login.html", status=401, next=nxt, bad=True)
-        self.guard.succeeded(source)
+            log.warning("console login refused", extra={"client": source, "by": name})
+            return self._render(request, "login.html", status=401, next=nxt, bad=True,
+                                with_accounts=bool(self.accounts))
+        self.guard.succeeded(source, name if self.accounts else None)
+        if nxt == "/" and role in accounts.HOME:
+            nxt = accounts.HOME[role]
         resp = RedirectResponse(nxt, status_code=303)
-        resp.set_cookie(session.COOKIE, session.make_session(self.token, name), max_age=session.SESSION_TTL_S,
+        resp.set_cookie(session.COOKIE, self.sessions.open(name, role), max_age=session.SESSION_TTL_S,
                         httponly=True, samesite="strict", path="/", secure=self.tls)
-        log.info("console login", extra={"by": name})
+        log.info("console login", extra={"by": name, "role": role, "client": source})
         return resp
 
     async def logout(self, request: Request) -> Response:
+        """Ends the session on the server: the cookie's id is forgotten, so a copy of it no longer works."""
+        who = self.sessions.close(request.cookies.get(session.COOKIE))
+        if who is not None:
+            log.info("console logout", extra={"by": who.name})
         resp = RedirectResponse("/login", status_code=303)
-        resp.delete_cookie(session.COOKIE, path="/")
+        resp.delete_cookie(session.COOKIE, path="/", httponly=True, samesite="strict", secure=self.tls)
         return resp
 
     # ------------------------------------------------------------ pages
 
     async def alerts_page(self, request: Request) -> Response:
-        if not self._who(request):
-            return self._deny(request, html=True)
+        signed_in = self._who(request)
+        if signed_in is not None and not signed_in.may("clinical") and signed_in.role in accounts.HOME:
+            return RedirectResponse(accounts.HOME[signed_in.role], status_code=303)
+        who = self._gate(request, "clinical", html=True)
+        if isinstance(who, Response):
+            return who
         return self._render(request, "alerts.html", nav="alerts", v=views.alerts_view(self.src))
 
     async def alerts_fragment(self, request: Request) -> Response:
-        if not self._who(request):
-            return self._deny(request, html=False)
+        who = self._gate(request, "clinical", html=False)
+        if isinstance(who, Response):
+            return who
         return self._render(request, "alerts_fragment.html", v=views.alerts_view(self.src))
 
     async def patients_page(self, request: Request) -> Response:
-        if not self._who(request):
-            return self._deny(request, html=True)
+        who = self._gate(request, "clinical", html=True)
+        if isinstance(who, Response):
+            return who
         rows = views.patients_view(self.src, self.records)
         for r in rows:
             r["spark"] = Markup(svg_charts.sparkline(r["systolic_week"], limit=views.BP_TARGET[0]))
         return self._render(request, "patients.html", nav="patients", rows=rows)
 
     async def patient_page(self, request: Request) -> Response:
-        if not self._who(request):
-            return self._deny(request, html=True)
+        who = self._gate(request, "clinical", html=True)
+        if isinstance(who, Response):
+            return who
         pid = request.path_params["patient_id"]
         p = self.src.patient(pid)
         if p is None:
@@ -232,8 +296,9 @@ class Console:
                             periods=PERIOD_CHOICES, strips=strips)
 
     async def ecg_svg(self, request: Request) -> Response:
-        if not self._who(request):
-            return self._deny(request, html=False)
+        who = self._gate(request, "clinical", html=False)
+        if isinstance(who, Response):
+            return who
         pid = request.path_params["patient_id"]
         if self.src.patient(pid) is None:
             return PlainTextResponse("unknown patient", status_code=404)
@@ -258,13 +323,15 @@ class Console:
         return HTMLResponse(svg, headers={**SECURITY_HEADERS, "X-Ecg-End": end.isoformat()})
 
     async def devices_page(self, request: Request) -> Response:
-        if not self._who(request):
-            return self._deny(request, html=True)
+        who = self._gate(request, "devices", html=True)
+        if isinstance(who, Response):
+            return who
         return self._render(request, "devices.html", nav="devices", rows=views.device_rows(self.src, self.records))
 
     async def alert_page(self, request: Request) -> Response:
-        if not self._who(request):
-            return self._deny(request, html=True)
+        who = self._gate(request, "clinical", html=True)
+        if isinstance(who, Response):
+            return who
         aid = request.path_params["alert_id"]
         s = self.src.alerts.get(aid)
         if s is None:
@@ -287,20 +354,23 @@ class Console:
         return pid if pid and self.src.patient(pid) is not None else None
 
     async def screening_page(self, request: Request) -> Response:
-        if not self._who(request):
-            return self._deny(request, html=True)
+        who = self._gate(request, "clinical", html=True)
+        if isinstance(who, Response):
+            return who
         v = views.screening_view(self.records, self.src.clock(), self._screening_patient(request))
         return self._render(request, "screening.html", nav="screening", v=v)
 
     async def screening_fragment(self, request: Request) -> Response:
-        if not self._who(request):
-            return self._deny(request, html=False)
+        who = self._gate(request, "clinical", html=False)
+        if isinstance(who, Response):
+            return who
         v = views.screening_view(self.records, self.src.clock(), self._screening_patient(request))
         return self._render(request, "_screening_lists.html", v=v)
 
     async def strip_page(self, request: Request) -> Response:
-        if not self._who(request):
-            return self._deny(request, html=True)
+        who = self._gate(request, "clinical", html=True)
+        if isinstance(who, Response):
+            return who
         key = request.path_params["strip_key"]
         s = self.records.strip(key)
         if s is None:
@@ -313,8 +383,9 @@ class Console:
                             paper=Markup(paper))
 
     async def strip_svg(self, request: Request) -> Response:
-        if not self._who(request):
-            return self._deny(request, html=False)
+        who = self._gate(request, "clinical", html=False)
+        if isinstance(who, Response):
+            return who
         s = self.records.strip(request.path_params["strip_key"])
         if s is None:
             return PlainTextResponse("no such strip", status_code=404)
@@ -343,17 +414,18 @@ class Console:
     # ------------------------------------------------------------ actions
 
     async def _action(self, request: Request) -> tuple[str, dict] | Response:
-        who = self._who(request)
-        if not who:
-            return self._deny(request, html=False)
-        if not self._csrf_ok(request, who[1]):
+        who = self._gate(request, "act", html=False)
+        if isinstance(who, Response):
+            return who
+        if not self._csrf_ok(request, who.how):
             return JSONResponse({"error": "missing X-Vitalgate header"}, status_code=403)
         raw = await read_capped(request, API_MAX_BYTES)
         try:
             body = json_object(raw) if raw else {}
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        by = who[0] if who[1] == "cookie" else str(body.get("by") or "api-token")[:200]
+        # a person signed in is named by their session (the account); the API token says who in "by"
+        by = who.name if who.how == "cookie" else str(body.get("by") or session.TOKEN_NAME)[:200]
         return by, body
 
     async def ack(self, request: Request) -> Response:
@@ -390,8 +462,9 @@ class Console:
         return JSONResponse({"alert": self.src.alerts.get(aid).to_api()})  # type: ignore[union-attr]
 
     async def events(self, request: Request) -> Response:
-        if not self._who(request):
-            return self._deny(request, html=False)
+        who = self._gate(request, "clinical", html=False)
+        if isinstance(who, Response):
+            return who
         return StreamingResponse(self.hub.stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
@@ -411,8 +484,9 @@ class Console:
         return await self._report(request, pdf=True)
 
     async def _report(self, request: Request, pdf: bool) -> Response:
-        if not self._who(request):
-            return self._deny(request, html=not pdf)
+        who = self._gate(request, "clinical", html=not pdf)
+        if isinstance(who, Response):
+            return who
         pid = request.path_params["patient_id"]
         if self.src.patient(pid) is None:
             return PlainTextResponse("unknown patient", status_code=404)
@@ -435,8 +509,9 @@ class Console:
         return HTMLResponse(html, headers=headers)
 
     async def fhir_json(self, request: Request) -> Response:
-        if not self._who(request):
-            return self._deny(request, html=False)
+        who = self._gate(request, "clinical", html=False)
+        if isinstance(who, Response):
+            return who
         pid = request.path_params["patient_id"]
         if self.src.patient(pid) is None:
             return JSONResponse({"error": "unknown patient"}, status_code=404)
@@ -454,8 +529,9 @@ class Console:
     # ------------------------------------------------------------ metrics and health
 
     async def metrics(self, request: Request) -> Response:
-        if not self._who(request):
-            return self._deny(request, html=False)
+        who = self._gate(request, "devices", html=False)
+        if isinstance(who, Response):
+            return who
         text = render_metrics(self.src, views.device_rows(self.src, self.records), self.hub.clients)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -465,6 +541,11 @@ class Console:
 
     def close(self) -> None:
         self.records.close()
+
+
+def _too_many(wait: float) -> Response:
+    return PlainTextResponse("too many wrong passwords; try again later 密码错误次数过多，请稍后再试",
+                             status_code=429, headers={"Retry-After": str(int(wait) + 1)})
 
 
 def mount_console(app: Starlette, src: ConsoleSources) -> Console:

@@ -93,6 +93,17 @@ class StripDesk(Protocol):
     # False: already marked referred (the first mark stays); True: marked now
 
 
+class Account(Protocol):
+    """A person's console account (box.config.ConsoleAccount; console/accounts.py)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def password_hash(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class ConsoleSources:
     """Everything the console reads. `stopping` is set when the gateway shuts down (live streams end)."""
@@ -100,7 +111,7 @@ class ConsoleSources:
     clinic: str
     patients: Sequence[Patient]
     storage: Path  # the stores' directory, read through console.clinic_records
-    token: str  # the console password and API bearer token (http.token)
+    token: str  # the API bearer token (http.token); also the console password when there are no accounts
     tls: bool  # served over HTTPS: the session cookie is Secure
     clock: Callable[[], datetime]
     stopping: asyncio.Event
@@ -108,6 +119,7 @@ class ConsoleSources:
     desk: AlertDesk
     live: LiveState
     strips: StripDesk | None = None  # None: the referral button answers 503 (a read-only console)
+    accounts: Sequence[Account] = ()  # people who may sign in (http.accounts); empty: the shared token
 
     def patient(self, patient_id: str) -> Patient | None:
         return next((p for p in self.patients if p.id == patient_id), None)
