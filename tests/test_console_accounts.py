@@ -150,6 +150,10 @@ async def test_logout_ends_the_session_on_the_server_so_a_copied_cookie_is_refus
         async with thief.post(f"{base}/alerts/{ids['crisis']}/ack", json={}, headers=CSRF) as r:
             assert r.status == 401
         assert gw.alerts.get(ids["crisis"]).alert.state.value == "firing"
+        # signing in again (as someone else, on the same tablet) replaces the session the browser held
+        await login(s, base, "county-zhao")
+        await login(s, base, "王医生")
+        assert len(console_.sessions) == 1
 
 
 def test_sessions_expire_and_the_store_stays_bounded() -> None:

@@ -217,6 +217,7 @@ class Console:
         self.guard.succeeded(source, name if self.accounts else None)
         if nxt == "/" and role in accounts.HOME:
             nxt = accounts.HOME[role]
+        self.sessions.close(request.cookies.get(session.COOKIE))  # a session the browser still held ends here
         resp = RedirectResponse(nxt, status_code=303)
         resp.set_cookie(session.COOKIE, self.sessions.open(name, role), max_age=session.SESSION_TTL_S,
                         httponly=True, samesite="strict", path="/", secure=self.tls)
