@@ -22,7 +22,6 @@ It writes the shipped model (all folds) and one model without each fold of
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -32,6 +31,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from model_training import check_export, git_commit  # noqa: E402  (scripts/, beside this one)
 
 from stream.ecg import beat_model, evaluation, folds  # noqa: E402
 from stream.ecg.analyser import EcgAnalyser  # noqa: E402
@@ -96,22 +97,9 @@ def fit(rows: dict[str, tuple[np.ndarray, np.ndarray]], records: list[str], vers
     trees = FlatTrees.from_sklearn(clf)
     model = beat_model.BeatModel(trees.feature, trees.threshold, trees.left, trees.right, trees.value,
                                  float(trees.init[0]), trees.depth, THRESHOLD_V, version)
-    # the numpy walk must give scikit-learn's own scores
-    probe = x[:: max(1, len(x) // 500)]
-    ours = np.array([model.raw(v) for v in probe])
-    theirs = clf.decision_function(probe)
-    if not np.allclose(ours, theirs, atol=1e-6):
-        raise SystemExit(f"exported trees disagree with scikit-learn (max diff {np.abs(ours - theirs).max():.2e})")
+    check_export(model.raw, clf, x)     # the numpy walk must give scikit-learn's own scores
     print(f"  {version}: {len(y)} beats ({int(y.sum())} V) from {len(records)} records", file=sys.stderr)
     return model
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     sets: dict[str, list[str]] = {beat_model.MODEL_NAME: every}
     for k, fold in enumerate(folds.MITDB_FOLDS):
         sets[f"{beat_model.MODEL_NAME}-without-fold{k}"] = [r for r in every if r not in fold]
-    meta = {"trained_from": "MIT-BIH (shared/data/ecg/mitdb)", "code": _commit(), "seed": str(SEED),
+    meta = {"trained_from": "MIT-BIH (shared/data/ecg/mitdb)", "code": git_commit(), "seed": str(SEED),
             "trees": str(TREES), "depth": str(DEPTH), "leaves": str(LEAVES)}
     print("round 1: features as the morphology rules see the beats", file=sys.stderr)
     rows = extract(every, args.data, None, args.jobs)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -27,6 +26,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from model_training import check_export, git_commit  # noqa: E402  (scripts/, beside this one)
 
 from stream.ecg import evaluation, screening  # noqa: E402
 from stream.ecg.flat_trees import FlatTrees  # noqa: E402
@@ -134,14 +135,6 @@ def cross_validate(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return pred
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DATA)
@@ -167,14 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.cv_only:
         clf = fit(x, y)
         model = screening.ScreeningModel(FlatTrees.from_sklearn(clf), screening.MODEL_NAME)
-        probe = x[:: max(1, len(x) // 300)]
-        ours = np.array([model.trees.raw(v) for v in probe])
-        theirs = clf.decision_function(probe)
-        if not np.allclose(ours, theirs, atol=1e-6):
-            raise SystemExit(f"exported trees disagree with scikit-learn (max diff {np.abs(ours - theirs).max():.2e})")
+        check_export(model.trees.raw, clf, x)
         args.out.mkdir(parents=True, exist_ok=True)
         meta = {"trained_from": "CinC 2017 (shared/data/ecg/challenge2017)", "strips": str(len(y)),
-                "code": _commit(), "seed": str(SEED), "trees": str(TREES), "depth": str(DEPTH),
+                "code": git_commit(), "seed": str(SEED), "trees": str(TREES), "depth": str(DEPTH),
                 "oof_cinc2017": f"{s['cinc2017']:.4f}"}
         model.save(args.out / f"{screening.MODEL_NAME}.npz", meta)
         print(f"model written to {args.out / screening.MODEL_NAME}.npz", file=sys.stderr)

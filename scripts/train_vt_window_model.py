@@ -22,7 +22,6 @@ folds + vfdb half A) and one without each MIT-BIH fold (+ vfdb half A) for
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -32,6 +31,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from model_training import check_export, git_commit  # noqa: E402  (scripts/, beside this one)
 
 from stream.ecg import beat_model, evaluation, folds, vt_window  # noqa: E402
 from stream.ecg.analyser import EcgAnalyser  # noqa: E402
@@ -96,20 +97,9 @@ def fit(rows: dict[str, tuple[np.ndarray, np.ndarray]], records: list[str], vers
                                          early_stopping=False, random_state=SEED)
     clf.fit(x, y, sample_weight=w)
     model = vt_window.VtWindowModel(FlatTrees.from_sklearn(clf), version)
-    probe = x[:: max(1, len(x) // 500)]
-    ours = np.array([model.trees.raw(v)[0] for v in probe])
-    if not np.allclose(ours, clf.decision_function(probe), atol=1e-6):
-        raise SystemExit("exported trees disagree with scikit-learn")
+    check_export(lambda v: model.trees.raw(v)[0], clf, x)
     print(f"  {version}: {len(y)} windows ({int(y.sum())} VT) from {len(records)} records", file=sys.stderr)
     return model
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     sets = {vt_window.MODEL_NAME: mitdb + vfdb_a}
     for k, fold in enumerate(folds.MITDB_FOLDS):
         sets[f"{vt_window.MODEL_NAME}-without-fold{k}"] = [r for r in mitdb if r not in fold] + vfdb_a
-    meta = {"trained_from": "MIT-BIH (fold beat models) + vfdb half A", "code": _commit(), "seed": str(SEED),
+    meta = {"trained_from": "MIT-BIH (fold beat models) + vfdb half A", "code": git_commit(), "seed": str(SEED),
             "trees": str(TREES), "depth": str(DEPTH)}
     args.out.mkdir(parents=True, exist_ok=True)
     for name, recs in sets.items():
