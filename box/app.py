@@ -22,7 +22,7 @@ from dispatch.alert_store import AlertStore
 from dispatch.dispatcher import Dispatcher
 from dispatch.control import CONTROL_TOPICS, handle_control
 from dispatch.http_api import ApiServer, create_app
-from box.config import GatewayConfig
+from box.config import GatewayConfig, PatientConfig
 from gateway.ingress import DeviceBinding, DeviceRegistry, decode_message
 from gateway.mqtt_link import Ack, MqttLink, NotConnected
 from stream.rhythm_log import RhythmLog
@@ -45,6 +45,16 @@ log = logging.getLogger("vitalgate.gateway")
 VERSION = "0.1.0"
 WATCH_TICK_S = 1.0  # how often device silence is checked
 ECG_CATCH_UP_ON_STOP_S = 2.0  # at shutdown the ECG analysis gets this long; the rest is analysed after the restart
+
+
+def villages_of(patients: list[PatientConfig]) -> dict[str, list[str]]:
+    """{village: [pseudonymous patient ids]} from `patients[].labels.village`; ids only, never names."""
+    out: dict[str, list[str]] = {}
+    for p in patients:
+        village = p.labels.get("village")
+        if isinstance(village, str) and village:
+            out.setdefault(village, []).append(p.id)
+    return out
 
 
 class Gateway:
@@ -229,6 +239,7 @@ class Gateway:
             "started_at": iso(self.started_at),
             "updated_at": iso(self.clock()),
             "devices": devices,
+            "villages": villages_of(self.config.patients),  # the county's figures per village (county/weekly.py)
             "counters": {
                 "accepted": dict(self.counters.accepted),
                 "rejected": dict(self.counters.rejected),

@@ -66,7 +66,7 @@ function alertRow(a, withAction) {
   const action = withAction && a.state === "firing"
     ? el("button", { onclick: (ev) => acknowledge(a.alert_id, ev.target) }, acked ? "再次确认" : "确认")
     : (acked ? el("span", { class: "muted" }, `县中心已确认：${a.county_acks[a.county_acks.length - 1].by}`) : "");
-  return el("tr", {}, el("td", {}, tierBadge(a.tier)), el("td", {}, a.clinic),
+  return el("tr", { "data-alert-id": a.alert_id, "data-tier": a.tier, "data-clinic": a.clinic }, el("td", {}, tierBadge(a.tier)), el("td", {}, a.clinic),
     el("td", {}, el("a", { href: "#", onclick: (ev) => { ev.preventDefault(); showPatient(a.patient_id, ""); } }, a.patient_id)),
     el("td", {}, label(`cond.${a.condition}`, a.condition)), el("td", {}, label(`sev.${a.severity}`, a.severity)),
     el("td", { class: `state-${a.state}` }, label(`state.${a.state}`, a.state) + (a.acknowledged_by ? `（${a.acknowledged_by}）` : "")),
@@ -95,8 +95,9 @@ async function showPatient(patient, clinic) {
     el("table", {}, el("tbody", {}, ...a.alerts.map((x) => alertRow(x, false)))));
 }
 
-function barChart(groups, keys, colours, width = 520, barH = 18) {
-  // groups: [[name, {key: value}]]; stacked horizontal bars, plain SVG
+function barChart(groups, keys, colours, width = 520, barH = 18, names = null) {
+  // groups: [[name, {key: value}]]; stacked horizontal bars, plain SVG; names: what each key is (default: tiers)
+  const keyName = (k) => (names ? names[k] : label(`tier.${k}`, k));
   const max = Math.max(1, ...groups.map(([, v]) => keys.reduce((s, k) => s + (v[k] || 0), 0)));
   const left = 110, h = groups.length * (barH + 6) + 10;
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
@@ -112,7 +113,7 @@ function barChart(groups, keys, colours, width = 520, barH = 18) {
         const r = document.createElementNS(svg.namespaceURI, "rect");
         r.setAttribute("x", x); r.setAttribute("y", y); r.setAttribute("width", w); r.setAttribute("height", barH);
         r.setAttribute("fill", colours[k]); const tip = document.createElementNS(svg.namespaceURI, "title");
-        tip.textContent = `${label(`tier.${k}`, k)}: ${v[k]}`; r.append(tip); svg.append(r); x += w;
+        tip.textContent = `${keyName(k)}: ${v[k]}`; r.append(tip); svg.append(r); x += w;
       }
     }
     const total = document.createElementNS(svg.namespaceURI, "text");
@@ -134,6 +135,62 @@ async function refreshWeekly() {
   $("#chart-ack").replaceChildren(barChart(TIERS.filter((t) => tta[t]).map((t) => [label(`tier.${t}`, t), minutes[t]]), TIERS, TIER_COLOURS, 360));
   $("#ack-table tbody").replaceChildren(...TIERS.filter((t) => tta[t]).map((t) => el("tr", {}, el("td", {}, tierBadge(t)),
     el("td", {}, tta[t].acknowledged), el("td", {}, `${(tta[t].median_s / 60).toFixed(1)} 分`), el("td", {}, `${(tta[t].p90_s / 60).toFixed(1)} 分`))));
+  renderPlaces(w);
+}
+
+const UNLABELLED = "未标注村";
+const AF_KEYS = ["alert", "strip", "both"];
+const AF_NAMES = { alert: "房颤告警", strip: "筛查心电图为房颤", both: "两者都有" };
+const AF_COLOURS = { alert: "#d9480f", strip: "#6f42c1", both: "#8e3b5c" };
+const percent = (rate) => (rate == null ? "—" : `${(100 * rate).toFixed(rate === 1 ? 0 : 1)}%`);
+
+function rateChart(rows, nameOf, width = 420, barH = 18) {
+  // One bar per place: the share of its assessed patients whose home BP is controlled (0-100 %).
+  const left = 110, right = 90, h = Math.max(1, rows.length) * (barH + 6) + 10;
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("width", width); svg.setAttribute("height", h); svg.setAttribute("role", "img");
+  const add = (tag, attrs, text) => {
+    const e = document.createElementNS(svg.namespaceURI, tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+    if (text != null) e.textContent = text;
+    svg.append(e); return e;
+  };
+  rows.forEach((row, i) => {
+    const y = 5 + i * (barH + 6), full = width - left - right;
+    add("text", { x: 0, y: y + barH - 5 }, nameOf(row));
+    add("rect", { x: left, y, width: full, height: barH, fill: "#e4e8ec" });
+    if (row.bp_control_rate != null) {
+      const bar = add("rect", { x: left, y, width: row.bp_control_rate * full, height: barH, fill: "#2f8f46", "data-place": nameOf(row), "data-rate": row.bp_control_rate });
+      const tip = document.createElementNS(svg.namespaceURI, "title");
+      tip.textContent = `${row.bp_controlled}/${row.bp_patients} 控制达标`; bar.append(tip);
+    }
+    add("text", { x: left + full + 4, y: y + barH - 5 },
+      row.bp_patients ? `${row.bp_controlled}/${row.bp_patients}（${percent(row.bp_control_rate)}）` : "无足够读数");
+  });
+  return svg;
+}
+
+function afGroups(rows, nameOf) {
+  return rows.map((r) => {
+    const both = r.af_by_alert + r.af_by_strip - r.af_found;
+    return [nameOf(r), { alert: r.af_by_alert - both, strip: r.af_by_strip - both, both }];
+  });
+}
+
+function renderPlaces(w) {
+  const bp = w.bp_control;
+  $("#bp-rule").textContent = `血压控制：近 ${w.days} 天家庭血压均值 < ${bp.systolic_below_mmhg}/${bp.diastolic_below_mmhg} mmHg`
+    + `（至少 ${bp.min_readings} 次有效测量；体动、袖带松、姿势不当的读数不计）。发现房颤：房颤告警，或筛查心电图判读为房颤的患者。`;
+  const village = (r) => r.village || UNLABELLED, clinic = (r) => r.clinic;
+  $("#chart-bp-village").replaceChildren(rateChart(w.by_village, village));
+  $("#chart-bp-clinic").replaceChildren(rateChart(w.by_clinic, clinic));
+  $("#chart-af-village").replaceChildren(barChart(afGroups(w.by_village, village), AF_KEYS, AF_COLOURS, 420, 18, AF_NAMES));
+  $("#chart-af-clinic").replaceChildren(barChart(afGroups(w.by_clinic, clinic), AF_KEYS, AF_COLOURS, 420, 18, AF_NAMES));
+  $("#af-legend").replaceChildren(...AF_KEYS.map((k) => el("span", {}, el("i", { style: `background:${AF_COLOURS[k]}` }), AF_NAMES[k])));
+  $("#village-table tbody").replaceChildren(...w.by_village.map((r) => el("tr", { "data-village": village(r) },
+    el("td", {}, village(r)), el("td", {}, r.clinics.join(" ")), el("td", {}, r.patients ?? "—"), el("td", {}, r.bp_patients),
+    el("td", {}, r.bp_controlled), el("td", {}, percent(r.bp_control_rate)), el("td", {}, r.bp_too_few_readings),
+    el("td", {}, `${r.af_found}（${r.af_by_alert} / ${r.af_by_strip}）`))));
 }
 
 async function downloadReport() {

@@ -10,6 +10,9 @@ It owns its tables; the API and the page ask it, nobody else writes SQL against 
   unique on alert + tier + state + time; ``alerts``: each alert's latest state.
 * ``clinics``: each clinic's latest status (the retained one, or the broker's last will) in log order.
 * ``county_acks``: acknowledgements sent down from the county (who, when).
+* ``patient_villages``: each patient's village as the clinic's status last listed it (the gateway's
+  ``patients[].labels.village``; pseudonymous ids only). Kept when a later status no longer lists
+  the patient, so past readings stay counted in their village.
 
 WAL and ``synchronous=FULL``: a batch is acknowledged to the log only after its transaction is on
 disk, so a power cut cannot lose what the log has forgotten. Several processes write the same
@@ -64,6 +67,15 @@ CREATE TABLE IF NOT EXISTS county_acks (
     id INTEGER PRIMARY KEY,
     alert_id TEXT NOT NULL, clinic TEXT NOT NULL, by TEXT NOT NULL, at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS patient_villages (
+    clinic TEXT NOT NULL, patient_id TEXT NOT NULL, village TEXT NOT NULL,
+    log_seq INTEGER NOT NULL, updated_at REAL NOT NULL,
+    PRIMARY KEY (clinic, patient_id)
+);
+-- The weekly figures read BP readings and screening strips by device time. Partial, so the other
+-- kinds (most of what is stored) pay nothing for them on insert.
+CREATE INDEX IF NOT EXISTS readings_bp_time ON readings (ts_epoch) WHERE kind = 'blood_pressure';
+CREATE INDEX IF NOT EXISTS readings_strip_time ON readings (ts_epoch) WHERE kind = 'ecg_strip';
 """
 
 # `state=active` as the clinic's own API means it: not resolved yet.
@@ -130,6 +142,13 @@ class CountyStore:
                         " status=excluded.status, received_at=excluded.received_at, log_seq=excluded.log_seq"
                         " WHERE excluded.log_seq >= clinics.log_seq",
                         (item.clinic, int(item.online), int(item.will), item.body, now, log_seq))
+                    if item.villages:
+                        db.executemany(
+                            "INSERT INTO patient_villages (clinic, patient_id, village, log_seq, updated_at)"
+                            " VALUES (?,?,?,?,?) ON CONFLICT (clinic, patient_id) DO UPDATE SET"
+                            " village=excluded.village, log_seq=excluded.log_seq, updated_at=excluded.updated_at"
+                            " WHERE excluded.log_seq >= patient_villages.log_seq",
+                            [(item.clinic, pid, village, log_seq, now) for pid, village in item.villages])
                     counts["statuses"] += 1
             db.execute("COMMIT")
         except BaseException:
@@ -274,6 +293,39 @@ class CountyStore:
             tta[tier] = {"acknowledged": len(xs), "median_s": round(xs[len(xs) // 2], 1),
                          "p90_s": round(xs[min(len(xs) - 1, int(0.9 * len(xs)))], 1)}
         return {"since": since_epoch, "alerts_by_clinic_tier": per, "time_to_ack_by_tier": tta}
+
+    def home_bp_means(self, since_epoch: float) -> list[tuple[str, str, int, float, float]]:
+        """(clinic, patient, n, mean systolic, mean diastolic) in mmHg over each patient's home BP
+        readings since then (device time), leaving out the questionable ones (body movement, a loose
+        cuff, an improper position: docs/spec/clinical-rules.md, BP readings), as the clinic's rules do.
+        (INDEXED BY: with a grouping the planner would rather walk every reading in patient order.)"""
+        return [(r[0], r[1], r[2], r[3], r[4]) for r in self._db.execute(
+            "SELECT clinic, patient_id, COUNT(*), AVG(json_extract(body, '$.systolic')),"
+            " AVG(json_extract(body, '$.diastolic')) FROM readings INDEXED BY readings_bp_time"
+            " WHERE kind = 'blood_pressure' AND ts_epoch >= ?"
+            " AND json_extract(body, '$.systolic') IS NOT NULL AND json_extract(body, '$.diastolic') IS NOT NULL"
+            " AND NOT (IFNULL(json_extract(body, '$.status.body_movement'), 0)"
+            " OR IFNULL(json_extract(body, '$.status.cuff_loose'), 0)"
+            " OR IFNULL(json_extract(body, '$.status.improper_position'), 0))"
+            " GROUP BY clinic, patient_id", (since_epoch,))]
+
+    def af_alert_patients(self, since_epoch: float, conditions: tuple[str, ...]) -> set[tuple[str, str]]:
+        """(clinic, patient) with an alert of one of these conditions opened since then."""
+        marks = ",".join("?" * len(conditions))
+        return {(r[0], r[1]) for r in self._db.execute(
+            f"SELECT DISTINCT clinic, patient_id FROM alerts WHERE opened_epoch >= ? AND condition IN ({marks})",
+            (since_epoch, *conditions))}
+
+    def af_strip_patients(self, since_epoch: float) -> set[tuple[str, str]]:
+        """(clinic, patient) with a screening strip labelled `af` recorded since then (device time)."""
+        return {(r[0], r[1]) for r in self._db.execute(
+            "SELECT clinic, patient_id FROM readings INDEXED BY readings_strip_time"
+            " WHERE kind = 'ecg_strip' AND ts_epoch >= ?"
+            " AND json_extract(body, '$.label') = 'af'", (since_epoch,))}
+
+    def patient_villages(self) -> dict[tuple[str, str], str]:
+        """(clinic, patient) -> village, as the clinics' statuses last listed them."""
+        return {(r[0], r[1]): r[2] for r in self._db.execute("SELECT clinic, patient_id, village FROM patient_villages")}
 
     def close(self) -> None:
         self._db.close()

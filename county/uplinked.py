@@ -58,6 +58,9 @@ class StatusIn:
     online: bool
     will: bool          # the broker's last will (only clinic, online: false, version)
     body: str
+    # (patient_id, village) from the status's `villages` ({village: [patient ids]}, the gateway's
+    # `patients[].labels.village`); None when the status carries none (a last will, an older gateway)
+    villages: tuple[tuple[str, str], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -99,10 +102,21 @@ def parse(subject: str, data: bytes) -> Uplinked:
         if what == "status" and len(parts) == 4:
             online = bool(body.get("online", False))
             will = not online and "updated_at" not in body
-            return StatusIn(clinic, online, will, data.decode())
+            return StatusIn(clinic, online, will, data.decode(), villages_of(body.get("villages")))
     except (KeyError, TypeError, ValueError) as exc:
         return Unreadable(subject, f"missing or bad field: {exc}")
     return Unreadable(subject, "unexpected subject")
+
+
+def villages_of(roster: object) -> tuple[tuple[str, str], ...] | None:
+    """The status's `villages` ({village: [pseudonymous patient ids]}) as (patient_id, village) pairs.
+
+    Entries that are not a string village with a list of string ids are left out: a bad roster
+    never costs the clinic's status."""
+    if not isinstance(roster, dict):
+        return None
+    return tuple((pid, village) for village, ids in roster.items() if isinstance(village, str) and village
+                 and isinstance(ids, list) for pid in ids if isinstance(pid, str) and pid)
 
 
 def _reading(clinic: str, patient: str, body: dict, data: bytes) -> ReadingIn:

@@ -11,7 +11,7 @@ Every `/api` call needs `Authorization: Bearer <http.token>` (compared in consta
 * `GET /api/readings?clinic=C&patient=P&since=ISO` -- one patient's stored readings in device-time
   order, one entry per measurement (without `clinic`: across clinics);
 * `GET /api/weekly?days=7` -- the weekly meeting's figures (alerts per tier and clinic, time to
-  acknowledge per tier);
+  acknowledge per tier; BP control rate and AF found per village and per clinic: county/weekly.py);
 * `GET /healthz` -- this process: its partitions, the members it sees, counters (no token needed).
 
 `/` is the page (zh-CN, county/page.html + page.js, condition and tier names from console/i18n.py
@@ -39,6 +39,7 @@ from starlette.routing import Route
 
 from county.engine import EngineUnavailable
 from county.uplinked import instant
+from county.weekly import meeting_figures, weekly_csv
 
 if TYPE_CHECKING:
     from county.service import CountyService
@@ -123,7 +124,7 @@ def create_app(service: "CountyService") -> Starlette:
 
     async def weekly(request: Request) -> Response:
         days = _int(request.query_params.get("days"), 7, 1, 366)
-        figures = {"days": days, **store.weekly(time.time() - days * 86_400)}
+        figures = {"days": days, **meeting_figures(store, time.time() - days * 86_400)}
         if request.query_params.get("format") == "csv":
             return Response(weekly_csv(service.cfg.county, figures), media_type="text/csv; charset=utf-8",
                             headers={"Content-Disposition": f'attachment; filename="county-weekly-{days}d.csv"'})
@@ -173,25 +174,6 @@ def zh_labels() -> dict[str, str]:
     keys = ([f"cond.{c.value}" for c in Condition] + [f"tier.{x.value}" for x in Tier]
             + [f"sev.{x.value}" for x in Severity] + [f"state.{x.value}" for x in AlertState])
     return {k: t("zh", k) for k in keys}
-
-
-def weekly_csv(county: str, figures: dict) -> str:
-    """The weekly report as a spreadsheet opens it (UTF-8 with a BOM, so Excel reads the Chinese)."""
-    import csv
-    import io
-
-    out = io.StringIO()
-    w = csv.writer(out)
-    w.writerow([f"县级监测中心 {county} 周报", f"近 {figures['days']} 天"])
-    w.writerow([])
-    w.writerow(["诊所 clinic", "级别 tier", "告警数 alerts"])
-    for row in figures["alerts_by_clinic_tier"]:
-        w.writerow([row["clinic"], row["tier"], row["alerts"]])
-    w.writerow([])
-    w.writerow(["级别 tier", "已确认 acknowledged", "确认用时中位数（秒） median_s", "90% 用时（秒） p90_s"])
-    for tier, v in figures["time_to_ack_by_tier"].items():
-        w.writerow([tier, v["acknowledged"], v["median_s"], v["p90_s"]])
-    return "\ufeff" + out.getvalue()
 
 
 def _int(text: str | None, default: int, lo: int, hi: int) -> int:

@@ -189,10 +189,12 @@ def test_a_gateway_uplinks_natively_and_takes_the_countys_ack(cluster: NatsClust
     county.wait_for(lambda: county.health()["ready"], what="ready")
     local = PersistentMosquitto(tmp_path, "local")
     try:
-        cfg = write_config(tmp_path, local.port, None, patients=1)
+        cfg = write_config(tmp_path, local.port, None, patients=2)
         uplink = yaml.safe_load((cluster.engine_dir / "uplink-2.yaml").read_text())
         assert uplink["uplink"]["nats"][0] == cluster.urls[1], uplink
-        cfg.write_text(cfg.read_text() + yaml.safe_dump(uplink, sort_keys=False))
+        gw_cfg = yaml.safe_load(cfg.read_text())
+        gw_cfg["patients"][0]["labels"] = {"village": "dongcun", "township": "xiaozhen"}  # p-0002 has no village
+        cfg.write_text(yaml.safe_dump({**gw_cfg, **uplink}, sort_keys=False))
         clinic_w = SessionWatcher(local.port, [f"vg/{CLINIC}/alert/#", f"vg/{CLINIC}/status"], "clinic-watch")
         gw = gateway_process(cfg)
         wait_until(lambda: any(t.endswith("/status") and json.loads(p).get("online")
@@ -203,6 +205,13 @@ def test_a_gateway_uplinks_natively_and_takes_the_countys_ack(cluster: NatsClust
                                  what="the clinic's alert at the county")
         assert alerts[0]["condition"] == "hypoglycemia_severe"
         county.wait_for(lambda: stored(county, CLINIC, "p-0001"), what="the reading at the county")
+        # The gateway's status lists its patients by village (ids only); the weekly figures count them there.
+        villages = county.wait_for(lambda: county.api("/api/weekly")[1]["by_village"], what="the clinic's villages")
+        assert villages == [{"village": "dongcun", "clinics": [CLINIC], "patients": 1, "bp_patients": 0,
+                             "bp_controlled": 0, "bp_control_rate": None, "bp_too_few_readings": 0, "af_found": 0,
+                             "af_by_alert": 0, "af_by_strip": 0}]
+        status = next(c["status"] for c in county.api("/api/clinics")[1]["clinics"] if c["clinic"] == CLINIC)
+        assert status["villages"] == {"dongcun": ["p-0001"]}
         status, _ = county.api(f"/api/alerts/{alerts[0]['alert_id']}/ack", "POST", {"by": "county-dr-li"})
         assert status == 202
         wait_until(lambda: any(json.loads(p)["state"] == "acknowledged" and json.loads(p)["acknowledged_by"]
