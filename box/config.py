@@ -126,6 +126,9 @@ class PatientConfig(_Strict):
 
 class UplinkConfig(BrokerConfig):
     host: str  # type: ignore[assignment]
+    cert_file: str | None = Field(None, description="this clinic's client certificate (PEM) when the county broker "
+                                  "asks for one (mutual TLS); needs tls: true and key_file")
+    key_file: str | None = Field(None, description="the private key of cert_file (PEM, readable by the gateway only)")
     max_outbox: int = Field(100_000, ge=100, le=10_000_000,
                             description="telemetry kept while the county is unreachable; when full the oldest is dropped, never alerts")
     nats: list[str] | None = Field(
@@ -133,6 +136,14 @@ class UplinkConfig(BrokerConfig):
         description="the county's NATS JetStream servers (nats://host:port, the preferred first): when set the "
                     "uplink publishes natively, acknowledged by the replicated stream (docs/county.md), instead "
                     "of over MQTT to host:port")
+
+    @model_validator(mode="after")
+    def _client_certificate(self) -> "UplinkConfig":
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("give both cert_file and key_file (a client certificate and its key), or neither")
+        if self.cert_file is not None and not self.tls:
+            raise ValueError("a client certificate needs tls: true")
+        return self
 
     @field_validator("nats")
     @classmethod

@@ -201,6 +201,8 @@ class MqttLink:
         ca_file: str | None = None,
         keepalive: int = 30,
         *,
+        cert_file: str | None = None,   # a client certificate (PEM) and its key: mutual TLS
+        key_file: str | None = None,
         manual_ack: bool = False,
         persistent: bool = True,
         protocol: str = "3.1.1",  # "3.1.1", "5" or "auto" (5, else 3.1.1)
@@ -217,6 +219,8 @@ class MqttLink:
         self._will = will
         self._auth = (username, password)
         self._tls = ssl.create_default_context(cafile=ca_file) if tls else None
+        if self._tls is not None and cert_file:
+            self._tls.load_cert_chain(cert_file, key_file)
         self._keepalive = keepalive
         self._manual_ack = manual_ack
         self._persistent = persistent

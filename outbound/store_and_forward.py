@@ -142,7 +142,8 @@ class StoreAndForward:
             else:
                 uplink = Uplink(config.clinic, config.storage.path, u.host, u.port, max_outbox=u.max_outbox,
                                 username=u.username, password=u.password, tls=u.tls, ca_file=u.ca_file,
-                                keepalive=u.keepalive, on_drop=alarm.dropped, on_backlog=alarm.backlog)
+                                keepalive=u.keepalive, cert_file=u.cert_file, key_file=u.key_file,
+                                on_drop=alarm.dropped, on_backlog=alarm.backlog)
         tsdb = None
         influx = getattr(config, "influxdb", None)
         if influx is not None:

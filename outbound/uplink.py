@@ -145,6 +145,8 @@ class Uplink:
         tls: bool = False,
         ca_file: str | None = None,
         keepalive: int = 30,
+        cert_file: str | None = None,
+        key_file: str | None = None,
         on_drop: Callable[[DropReport, int], None] | None = None,
         on_backlog: Callable[[int, int], None] | None = None,
     ) -> None:
@@ -160,6 +162,7 @@ class Uplink:
             on_message=self._from_county,
             will=_Will(f"{self.prefix}/status", json.dumps({"clinic": clinic, "online": False})),
             username=username, password=password, tls=tls, ca_file=ca_file, keepalive=keepalive,
+            cert_file=cert_file, key_file=key_file,
             # what goes out survives in the outbox; the session keeps what comes back (county acks)
             # while the clinic is offline
             persistent=True,

@@ -555,3 +555,12 @@ def test_console_accounts_check_config_names_the_field_of_a_bad_hash_role_name_o
         """)
     assert [a.name for a in load_config_text(ok).http.accounts] == ["李医生"]  # type: ignore[union-attr]
     assert load_config_text("clinic: c1\nhttp: {token: q7Jx-2vLp9sRkWm4TzYb}\n").http.accounts == []  # type: ignore[union-attr]
+
+
+def test_uplink_client_certificate_needs_its_key_and_tls():
+    line = single_problem(MINIMAL + "  tls: true\n  cert_file: /etc/vitalgate/clinic.pem\n")
+    assert "uplink" in line and "cert_file and key_file" in line, line
+    line = single_problem(MINIMAL + "  cert_file: /etc/vitalgate/clinic.pem\n  key_file: /etc/vitalgate/clinic.key\n")
+    assert "needs tls: true" in line, line
+    cfg = load_config_text(MINIMAL + "  tls: true\n  cert_file: /c.pem\n  key_file: /c.key\n")
+    assert cfg.uplink is not None and (cfg.uplink.cert_file, cfg.uplink.key_file) == ("/c.pem", "/c.key")

@@ -195,3 +195,80 @@ def test_uplink_over_tls_with_username_and_password(tmp_path, gateway_process):
     finally:
         county.terminate()
         local.stop()
+
+
+@pytest.mark.broker
+def test_uplink_with_a_client_certificate_to_a_broker_that_requires_one(tmp_path, gateway_process):
+    """Mutual TLS (issue 16 item 8): a county broker with `require_certificate true` admits the clinic
+    with its client certificate, and refuses a client without one."""
+    import os
+    import shutil
+    import ssl
+    import subprocess
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    if not shutil.which("openssl"):
+        pytest.skip("needs the openssl command")
+    from conftest import _wait_port, free_port
+
+    d = tmp_path / "tls"
+    d.mkdir()
+    ca, cert, key = _tls_material(d)
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "clinic.key", "-out", "clinic.csr", "-subj", f"/CN={CLINIC}")
+    run("x509", "-req", "-in", "clinic.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "clinic.pem", "-days", "2")
+    port = free_port()
+    conf = tmp_path / "county-mtls.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
+                    "require_certificate true\nallow_anonymous true\nlog_type error\n"
+                    + ("user root\n" if os.geteuid() == 0 else ""))
+    county = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    local = PersistentMosquitto(tmp_path, "local")
+    try:
+        _wait_port(port)
+
+        def watcher(with_cert: bool) -> tuple[mqtt.Client, list[str], threading.Event]:
+            got: list[str] = []
+            ready = threading.Event()
+            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"county-watch-{with_cert}")
+            ctx = ssl.create_default_context(cafile=str(ca))
+            if with_cert:
+                ctx.load_cert_chain(str(d / "clinic.pem"), str(d / "clinic.key"))
+            c.tls_set_context(ctx)
+            c.on_connect = lambda cl, u, f, rc, p=None: (not rc.is_failure) and (cl.subscribe(f"vg/{CLINIC}/#", qos=1),
+                                                                                  ready.set())
+            c.on_message = lambda cl, u, m: got.append(m.topic)
+            try:
+                c.connect("127.0.0.1", port)
+                c.loop_start()
+            except (ssl.SSLError, OSError):
+                pass
+            return c, got, ready
+
+        stranger, _, stranger_ready = watcher(with_cert=False)
+        w, got, ready = watcher(with_cert=True)
+        assert ready.wait(10), "a client with a certificate is admitted"
+        cfg = write_config(tmp_path, local.port, port, patients=1)
+        cfg.write_text(cfg.read_text().replace(
+            f"  port: {port}\n", f"  port: {port}\n  tls: true\n  ca_file: {ca}\n"
+                                 f"  cert_file: {d / 'clinic.pem'}\n  key_file: {d / 'clinic.key'}\n"))
+        gw = gateway_process(cfg)
+        devices = DevicePublisher(local.port)
+        wait_until(lambda: f"vg/{CLINIC}/status" in got, 20, "the clinic's status over mutual TLS")
+        for i in range(5):
+            devices.publish(f"vg/{CLINIC}/device/bp-0001/reading", bp(i, ts_at(i)))
+        wait_until(lambda: got.count(f"vg/{CLINIC}/patient/p-0001/reading") >= 5, 20, "readings over mutual TLS")
+        assert not stranger_ready.is_set(), "a client without a certificate must be refused"
+        assert gw.stop(signal.SIGTERM) == 0
+        devices.close()
+        for c in (w, stranger):
+            c.loop_stop()
+    finally:
+        county.terminate()
+        local.stop()
