@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import doc_block  # noqa: E402  (bench/, beside this one: --doc)
 
 import nats  # noqa: E402
 
@@ -90,7 +91,13 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--messages", type=int, default=1500)
+    ap.add_argument("--doc", action="store_true", help="also write the output into docs/performance.md")
     args = ap.parse_args()
+    with doc_block.captured(args.doc, "county_node_loss", "python bench/county_node_loss.py"):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="county-node-loss-"))
     cluster = NatsCluster(work)
     log = NatsLog(cluster.urls, cluster.cfg["partitions"])

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import doc_block  # noqa: E402  (bench/, beside this one: --doc)
 
 import nats  # noqa: E402
 import yaml  # noqa: E402
@@ -148,7 +149,13 @@ def main() -> int:
     ap.add_argument("--clinics", type=int, default=200)
     ap.add_argument("--patients-per-clinic", type=int, default=1000, help="200 clinics x 1000 = 200,000 patients")
     ap.add_argument("--processes", default="1,2,4")
+    ap.add_argument("--doc", action="store_true", help="also write the output into docs/performance.md")
     args = ap.parse_args()
+    with doc_block.captured(args.doc, "county_throughput", "python bench/county_throughput.py"):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="county-bench-"))
     cluster = NatsCluster(work)
     try:

@@ -276,7 +276,7 @@ def main() -> int:
 def _run(a: argparse.Namespace) -> int:
     sets = [s for s in a.sets.split(",") if s]
     if unknown := set(sets) - set(SETS):
-        ap.error(f"unknown set(s) {','.join(sorted(unknown))}")
+        sys.exit(f"ecg_crossval: unknown set(s) {','.join(sorted(unknown))}; use {','.join(SETS)}")
     for s in sets:
         if not (DATA / DIRS[s]).is_dir():
             sys.exit(f"ecg_crossval: data directory not found: {DATA / DIRS[s]}")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import doc_block  # noqa: E402  (bench/, beside this one: --doc)
 
 from stream.store import open_sqlite  # noqa: E402
 
@@ -48,7 +49,13 @@ def main() -> int:
     ap.add_argument("--ticks", type=int, default=2000)
     ap.add_argument("--per-tick", type=int, default=20, help="readings per commit")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--doc", action="store_true", help="also write the output into docs/performance.md")
     a = ap.parse_args()
+    with doc_block.captured(a.doc, "sqlite_sync", "python bench/sqlite_sync.py"):
+        return _run(a)
+
+
+def _run(a: argparse.Namespace) -> int:
     a.dir.mkdir(parents=True, exist_ok=True)
     normal, full = [], []
     for _ in range(a.rounds):          # alternate, so machine noise hits both alike

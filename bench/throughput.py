@@ -55,6 +55,7 @@ import paho.mqtt.client as mqtt
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+import doc_block  # noqa: E402  (bench/, beside this one: --doc)
 from simulators.stack import free_port, wait_port  # noqa: E402
 CLINIC = "bench"
 WINDOW = 1000  # publisher's QoS 1 messages awaiting PUBACK (mids are 16-bit, docs/spec/machine-limits.md)
@@ -329,7 +330,13 @@ def main() -> int:
     ap.add_argument("--raw-in-process", action="store_true",
                     help="also measure raw with the subscriber in the publisher's process (the old way)")
     ap.add_argument("--raw-subscriber", nargs=2, type=int, metavar=("PORT", "N"), help=argparse.SUPPRESS)
+    ap.add_argument("--doc", action="store_true", help="also write the output into docs/performance.md")
     args = ap.parse_args()
+    with doc_block.captured(args.doc, "throughput", "python bench/throughput.py"):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.raw_subscriber:
         return raw_subscriber(*args.raw_subscriber)
     global PROFILE, BROKER_PID
