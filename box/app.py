@@ -29,7 +29,6 @@ from stream.rhythm_log import RhythmLog
 from outbound.store_and_forward import StoreAndForward, no_ack
 from shards.ecg_analysis import DeferredEcg, EcgAnalysis
 from shards.ecg_lane import EcgLane
-from shards.ecg_shards import EcgShards, auto_workers
 from shards.lanes import ECG_CLIENT_SUFFIX, is_critical, subscriptions
 from stream.core import Counters, StreamCore
 from stream.device_watch import DEFAULT_OFFLINE_AFTER, DeviceWatch, WatchedDevice
@@ -99,11 +98,8 @@ class Gateway:
             ecg=DeferredEcg(), queue_size=config.stream.queue_size, clock=clock,
         )
         self.ecg_core.device_last_seen = self.core.device_last_seen  # one view of the devices (ids are unique)
-        workers = config.shards.workers if config.shards.workers != "auto" else auto_workers()
-        lag_warn = config.shards.ecg_lag_warn.total_seconds()
-        self.ecg_analysis: EcgAnalysis | EcgShards = (
-            EcgShards(storage, self.dispatcher.handle, self._publish_reading, workers, clock, lag_warn) if workers
-            else EcgAnalysis(storage, self.dispatcher.handle, self._publish_reading, clock, lag_warn_s=lag_warn))
+        self.ecg_analysis = EcgAnalysis(storage, self.dispatcher.handle, self._publish_reading, clock,
+                                        lag_warn_s=config.shards.ecg_lag_warn.total_seconds())
         self._critical_devices = frozenset(b.device_id for b in self.registry if is_critical(b.kind))
         lanes = subscriptions(self.prefix, self._critical_devices, CONTROL_TOPICS)
         self.ecg_lane = EcgLane(self.prefix, self.registry, self._critical_devices, self.ecg_core, self.forwarding,
