@@ -21,6 +21,7 @@ to `--catch-up` seconds for the analysis to finish the backlog.
     python bench/load.py --patients 1500 --patches 1500 --interval 600 --duration 30 --criticals 6
     python bench/load.py --table 600,1500,3000 --duration 30   # the issue's table, one run per row
     python bench/load.py --patches 1500 --duration 600 --interval 600 --criticals 30   # soak: 10 minutes
+    python bench/load.py --patients 1000 --patches 1000 --duration 20 --profile /tmp/gw.prof   # where the CPU goes
 
 `--doc` writes the last table into docs/capacity.md's bench block.
 """
@@ -92,6 +93,15 @@ def proc_cpu_rss(pid: int, dead_cpu: dict[int, float] | None = None) -> tuple[fl
     return cpu, rss
 
 
+def proc_cpu(pid: int) -> float:
+    """CPU seconds of one process (not its children)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 @dataclass
 class Result:
     patches: int
@@ -112,6 +122,8 @@ class Result:
     analysed: int | None
     workers: int | None
     exit_code: int
+    cpu_ms_per_frame: float | None = None  # the process tree's CPU from the load's start to caught up, per frame
+    main_ms_per_frame: float | None = None  # the gateway process alone (ingest, store, acks, rules, dispatch)
     lag_samples: list[tuple[float, float]] = field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -133,6 +145,9 @@ class Result:
                        f"{self.analysed} frames analysed; workers {self.workers}")
         out.append(f"  gateway CPU {self.cpu_pct:.0f} % of one core (with its workers), RSS max {self.rss_max_mb:.0f} MB; "
                    f"exit {self.exit_code}")
+        if self.cpu_ms_per_frame is not None:
+            out.append(f"  CPU per ECG frame, load start to analysed: {self.cpu_ms_per_frame:.2f} ms with the workers, "
+                       f"{self.main_ms_per_frame:.2f} ms in the gateway process")
         return out
 
     def row(self) -> str:
@@ -157,7 +172,7 @@ TABLE_HEAD = ("| patches | ECG frames accepted during the load | gateway CPU (tr
 
 
 def run_once(patients_n: int, patches: int, duration: float, interval: float, criticals: int, seed: int,
-             catch_up: float, workers: int | None, quiet: bool = False) -> Result:
+             catch_up: float, workers: int | None, quiet: bool = False, profile: str | None = None) -> Result:
     rng = random.Random(seed)
     tmp = Path(tempfile.mkdtemp(prefix="vitalgate-load-"))
     port = free_port()
@@ -182,7 +197,9 @@ def run_once(patients_n: int, patches: int, duration: float, interval: float, cr
     if workers is not None:
         body["shards"] = {"workers": workers}
     cfg.write_text(yaml.safe_dump(body))
-    gw = subprocess.Popen([sys.executable, "-m", "box.cli", "run", "--config", str(cfg), "--log-level", "WARNING"],
+    # --profile: the gateway process (not its workers) under cProfile, written when it stops
+    prof = ["-m", "cProfile", "-o", str(Path(profile).resolve())] if profile else []
+    gw = subprocess.Popen([sys.executable, *prof, "-m", "box.cli", "run", "--config", str(cfg), "--log-level", "WARNING"],
                           cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(tmp / "gateway.log", "wb"))
 
     # The outside observer: alert arrival times and the gateway's status.
@@ -238,6 +255,7 @@ def run_once(patients_n: int, patches: int, duration: float, interval: float, cr
     published = frames_sent = 0
     dead_cpu: dict[int, float] = {}
     cpu0, _ = proc_cpu_rss(gw.pid, dead_cpu)
+    main0 = proc_cpu(gw.pid)
     rss_max = 0
     t_start = time.monotonic()
     base = datetime.now(CHINA_TZ) - timedelta(seconds=duration + 5)
@@ -309,6 +327,8 @@ def run_once(patients_n: int, patches: int, duration: float, interval: float, cr
             time.sleep(0.5)
             _, rss = proc_cpu_rss(gw.pid)
             rss_max = max(rss_max, rss)
+    cpu_done, _ = proc_cpu_rss(gw.pid, dead_cpu)
+    main_done = proc_cpu(gw.pid)
     lat = sorted((arrivals[m] - t0) * 1000 for m, t0 in sent.items() if m in arrivals)
     missing = [m for m in sent if m not in arrivals]
     with lock:
@@ -334,6 +354,8 @@ def run_once(patients_n: int, patches: int, duration: float, interval: float, cr
         lag_max_s=max(lag_in_load) if lag_in_load else None, lag_end_s=lag_end,
         lagging_seen=any(c for _, _, c in lags), caught_up_after_s=caught_up, analysed=analysed,
         workers=workers_seen, exit_code=rc,
+        cpu_ms_per_frame=1000 * (cpu_done - cpu0) / frames_sent if caught_up is not None and frames_sent else None,
+        main_ms_per_frame=1000 * (main_done - main0) / frames_sent if caught_up is not None and frames_sent else None,
         lag_samples=[(round(t - t_start, 1), lag) for t, lag, _ in lags],
     )
     if not quiet:
@@ -370,10 +392,12 @@ def main() -> None:
                     help="comma-separated patch counts (patients = patches, BP/glucose every 600 s): one run each, "
                          "then the table")
     ap.add_argument("--doc", action="store_true", help="write the table into docs/capacity.md")
+    ap.add_argument("--profile", default=None, metavar="FILE",
+                    help="run the gateway process under cProfile and write its stats to FILE (pstats)")
     args = ap.parse_args()
     if not args.table:
         run_once(args.patients, args.patches, args.duration, args.interval, args.criticals, args.seed,
-                 args.catch_up, args.workers)
+                 args.catch_up, args.workers, profile=args.profile)
         return
     rows = []
     for n in [int(x) for x in args.table.split(",")]:
