@@ -122,12 +122,14 @@ class Result:
     analysed: int | None
     workers: int | None
     exit_code: int
+    load_before: float = 0.0  # 1-minute load average of the machine when the run started
     cpu_ms_per_frame: float | None = None  # the process tree's CPU from the load's start to caught up, per frame
     main_ms_per_frame: float | None = None  # the gateway process alone (ingest, store, acks, rules, dispatch)
     lag_samples: list[tuple[float, float]] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        out = [f"load: {self.patients} patients (BP+glucose), {self.patches} ECG patches at 250 Hz, {self.seconds:.0f} s",
+        out = [f"load: {self.patients} patients (BP+glucose), {self.patches} ECG patches at 250 Hz, {self.seconds:.0f} s "
+               f"(machine load average before: {self.load_before:.1f})",
                f"  published {self.published} messages ({self.published / self.seconds:,.0f}/s, ECG frames "
                f"{self.frames_sent / self.seconds:,.0f}/s); gateway accepted {self.accepted_rate:,.0f} frames/s "
                f"during the load, {self.accepted_total} in all"]
@@ -158,22 +160,26 @@ class Result:
         lag = "-" if self.lag_max_s is None else f"{self.lag_max_s:.0f} s"
         catch = "-" if self.lag_max_s is None else (f"{self.caught_up_after_s:.0f} s" if self.caught_up_after_s is not None
                                                    else "no")
+        per_frame = "-" if self.cpu_ms_per_frame is None else f"{self.cpu_ms_per_frame:.2f} ms ({self.main_ms_per_frame:.2f})"
         return (f"| {self.patches:,} | {self.accepted_rate:,.0f} of {self.frames_sent / self.seconds:,.0f}/s "
-                f"| {self.cpu_pct:.0f} % | {self.rss_max_mb:.0f} MB | {p} | {lag} | {catch} |")
+                f"| {self.cpu_pct:.0f} % | {per_frame} | {self.rss_max_mb:.0f} MB | {p} | {lag} | {catch} "
+                f"| {self.load_before:.1f} |")
 
 
 def _fmt_ms(ms: float) -> str:
     return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
 
 
-TABLE_HEAD = ("| patches | ECG frames accepted during the load | gateway CPU (tree) | RSS (tree) "
-              "| critical alert latency | ECG analysis lag, max | caught up after the load |\n"
-              "|---|---|---|---|---|---|---|")
+TABLE_HEAD = ("| patches | ECG frames accepted during the load | gateway CPU (tree) | CPU per frame (gateway process) "
+              "| RSS (tree) | critical alert latency | ECG analysis lag, max | caught up after the load "
+              "| machine load before |\n"
+              "|---|---|---|---|---|---|---|---|---|")
 
 
 def run_once(patients_n: int, patches: int, duration: float, interval: float, criticals: int, seed: int,
              catch_up: float, workers: int | None, quiet: bool = False, profile: str | None = None) -> Result:
     rng = random.Random(seed)
+    load_before = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="vitalgate-load-"))
     port = free_port()
     conf = tmp / "mosquitto.conf"
@@ -267,6 +273,24 @@ def run_once(patients_n: int, patches: int, duration: float, interval: float, cr
     seq = 0
     second = 0
     accepted_at_end = 0
+
+    def send_criticals(t: float) -> None:
+        """The severe lows due by `t` (also between a second's frames: past 2,000 patches the load
+        generator itself takes a second or more to send them, and a low must not wait for that)."""
+        nonlocal seq, published
+        while critical_at and critical_at[0] <= t:
+            critical_at.pop(0)
+            if not pool:
+                continue
+            i = pool.pop()
+            seq += 1
+            ts = (base + timedelta(seconds=t - t_start, microseconds=seq)).isoformat()
+            marker = f"hypoglycemia_severe|p-{i:04d}|{ts}"
+            sent[marker] = time.monotonic()
+            meter_pub.publish(f"vg/{CLINIC}/device/glu-{i:04d}/reading",
+                              json.dumps({"kind": "glucose", "ts": ts, "seq": seq, "mmol_l": 2.4}), qos=1)
+            published += 1
+
     while time.monotonic() - t_start < duration:
         tick = t_start + second
         now_dev = base + timedelta(seconds=second)
@@ -278,6 +302,8 @@ def run_once(patients_n: int, patches: int, duration: float, interval: float, cr
             patch_pub.publish(f"vg/{CLINIC}/device/ecg-{k + 1:04d}/reading", json.dumps(body), qos=1)
             published += 1
             frames_sent += 1
+            if k % 100 == 99:
+                send_criticals(time.monotonic())
         while time.monotonic() < tick + 1:
             t = time.monotonic()
             for i, due in next_reading.items():
@@ -291,18 +317,7 @@ def run_once(patients_n: int, patches: int, duration: float, interval: float, cr
                         {"kind": "glucose", "ts": ts, "seq": seq, "mmol_l": round(rng.uniform(4.5, 9.0), 1)}), qos=1)
                     published += 2
                     next_reading[i] = due + interval
-            while critical_at and critical_at[0] <= t:
-                critical_at.pop(0)
-                if not pool:
-                    continue
-                i = pool.pop()
-                seq += 1
-                ts = (base + timedelta(seconds=t - t_start, microseconds=seq)).isoformat()
-                marker = f"hypoglycemia_severe|p-{i:04d}|{ts}"
-                sent[marker] = time.monotonic()
-                meter_pub.publish(f"vg/{CLINIC}/device/glu-{i:04d}/reading",
-                                  json.dumps({"kind": "glucose", "ts": ts, "seq": seq, "mmol_l": 2.4}), qos=1)
-                published += 1
+            send_criticals(t)
             _, rss = proc_cpu_rss(gw.pid)
             rss_max = max(rss_max, rss)
             time.sleep(0.005)
@@ -353,7 +368,7 @@ def run_once(patients_n: int, patches: int, duration: float, interval: float, cr
         cpu_pct=100 * (cpu_end - cpu0) / elapsed, rss_max_mb=rss_max / 2**20, lat_ms=lat, missing=len(missing),
         lag_max_s=max(lag_in_load) if lag_in_load else None, lag_end_s=lag_end,
         lagging_seen=any(c for _, _, c in lags), caught_up_after_s=caught_up, analysed=analysed,
-        workers=workers_seen, exit_code=rc,
+        workers=workers_seen, exit_code=rc, load_before=load_before,
         cpu_ms_per_frame=1000 * (cpu_done - cpu0) / frames_sent if caught_up is not None and frames_sent else None,
         main_ms_per_frame=1000 * (main_done - main0) / frames_sent if caught_up is not None and frames_sent else None,
         lag_samples=[(round(t - t_start, 1), lag) for t, lag, _ in lags],

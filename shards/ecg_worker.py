@@ -24,6 +24,7 @@ stopped or died).
 from __future__ import annotations
 
 import argparse
+import enum
 import json
 import logging
 import os
@@ -31,8 +32,11 @@ import select
 import signal
 import sys
 import zlib
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
+
+import numpy as np
 
 from shards.ecg_analysis import BATCH, FrameAnalysis, _analyser_factory
 from stream.store import FILE_NAME as READINGS_FILE
@@ -61,6 +65,17 @@ class ShardOf:
         return mine
 
 
+def _plain(v: Any) -> Any:
+    """What json cannot write as it is: times, enums, numpy scalars and arrays (an analyser's evidence)."""
+    if isinstance(v, datetime):
+        return v.isoformat()
+    if isinstance(v, enum.Enum):
+        return v.value
+    if isinstance(v, (np.generic, np.ndarray)):
+        return v.tolist()
+    raise TypeError(f"{type(v).__name__} is not JSON")
+
+
 class _Lines:
     """The result stream to the gateway: one JSON object a line."""
 
@@ -68,7 +83,7 @@ class _Lines:
         self._out = out
 
     def write(self, obj: dict[str, Any]) -> None:
-        self._out.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
+        self._out.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=_plain).encode() + b"\n")
 
     def flush(self) -> None:
         self._out.flush()
@@ -125,9 +140,9 @@ def run(storage: Path, k: int, n: int, start: int, lines: _Lines) -> None:
                 for note in notes:
                     log.info("ecg frame: %s", note, extra={"device_id": row[3]})
                 for f in findings:
-                    lines.write({"f": f.model_dump(mode="json")})
+                    lines.write({"f": f.model_dump()})  # (json's default= writes what pydantic's json mode would refuse)
                 if summary is not None:
-                    lines.write({"s": summary.model_dump(mode="json")})
+                    lines.write({"s": summary.model_dump()})
             cursor = upto
             lines.write({"p": cursor, "a": done})
             lines.flush()
