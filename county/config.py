@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from box.config import ConfigError, ConfigProblem  # one `PATH:LINE: field: message` report for both services
 
 # Ids become NATS subject tokens and MQTT topic levels: no wildcards, separators or spaces.
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -116,23 +117,6 @@ class CountyConfig(_Strict):
 
 
 # ---------------------------------------------------------------- loading
-
-
-@dataclass(frozen=True)
-class ConfigProblem:
-    path: str
-    line: int
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.field}: {self.message}"
-
-
-class ConfigError(Exception):
-    def __init__(self, problems: list[ConfigProblem]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
 
 
 def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int:
