@@ -30,7 +30,7 @@ from outbound.store_and_forward import StoreAndForward, no_ack
 from shards.ecg_analysis import DeferredEcg, EcgAnalysis
 from shards.ecg_lane import EcgLane
 from shards.ecg_shards import EcgShards, auto_workers
-from shards.lanes import ECG_CLIENT_SUFFIX, is_critical, subscriptions
+from shards.lanes import CRITICAL_RECEIVE_MAXIMUM, ECG_CLIENT_SUFFIX, is_critical, subscriptions
 from stream.core import Counters, StreamCore
 from stream.device_watch import DEFAULT_OFFLINE_AFTER, DeviceWatch, WatchedDevice
 from stream.history import recent_readings_by_patient
@@ -116,6 +116,11 @@ class Gateway:
             will=aiomqtt.Will(f"{self.prefix}/status", self._status_json(online=False), qos=1, retain=True),
             username=b.username, password=b.password, tls=b.tls, ca_file=b.ca_file, keepalive=b.keepalive,
             manual_ack=True,  # a reading is acknowledged only once stored (outbound/store_and_forward.py)
+            # MQTT 5 for its Receive Maximum: with the disk full, readings are judged but held unacknowledged
+            # until stored, and under 3.1.1 Mosquitto stops after 20 such (max_inflight_messages): a severe
+            # low sent after them would wait for the technician. This lane carries a few readings per
+            # patient per hour, so paho's per-message Properties cost nothing here (unlike the ECG lane).
+            protocol="5", receive_maximum=CRITICAL_RECEIVE_MAXIMUM,
         )
         # The ECG lane's session. MQTT 3.1.1 as the other: its window of 20 unacknowledged frames keeps moving
         # (acks follow each tick's commit), and MQTT 5's wider window cost more in paho's per-message

@@ -19,8 +19,10 @@ gives a 3.1.1 client `max_inflight_messages`, default 20), but paho builds a
 Properties object for every incoming PUBLISH and PUBACK under MQTT 5, which
 cost more throughput (bench/throughput.py: 41 % of raw against 47 %) than the
 20-message window does: acknowledgements follow each tick's commit, so the
-window keeps moving. The county uplink uses "auto" (MQTT 5 for its `msg_id`
-user property, 3.1.1 for brokers without it).
+window keeps moving. The gateway's critical session asks for MQTT 5 and a wide
+window (shards/lanes.py: readings held on a full disk must not stop it); the
+county uplink uses "auto" (MQTT 5 for its `msg_id` user property, 3.1.1 for
+brokers without it).
 
 Bounded everywhere: the broker sends at most `receive_maximum` unacknowledged
 QoS 1 messages; if messages still pile up ahead of the handler (QoS 0

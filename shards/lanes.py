@@ -30,6 +30,10 @@ from stream.models import DeviceKind
 
 CRITICAL_KINDS = frozenset({DeviceKind.BLOOD_PRESSURE, DeviceKind.GLUCOSE, DeviceKind.SPO2})
 ECG_CLIENT_SUFFIX = "-ecg"  # the ECG session's client id: the gateway's, plus this
+# Unacknowledged messages the broker may hand the critical session (MQTT 5 Receive Maximum). With the
+# disk full its readings are judged but held unacknowledged until stored: this many can pile up before
+# the broker stops sending, about a day of a few hundred patients' readings (a few MB in memory).
+CRITICAL_RECEIVE_MAXIMUM = 10_000
 
 
 def is_critical(kind: DeviceKind) -> bool:

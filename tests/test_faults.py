@@ -318,9 +318,12 @@ def test_storage_full_alerts_still_go_out(tmp_path, local, county, gateway_proce
     rig.devices.publish(severe_topic, glucose(99_999, ts_at(600), 2.4))
     rig.sent.append(("glu-0001", 99_999))
 
+    # More readings are held unacknowledged than Mosquitto's 3.1.1 window of 20: the critical session's
+    # MQTT 5 Receive Maximum lets the severe low through behind them (under 3.1.1 it waited for the space).
     def severe_everywhere() -> bool:
         def hit(msgs) -> bool:  # type: ignore[no-untyped-def]
-            return any(json.loads(p).get("condition") == "hypoglycemia_severe" for _, p, _ in msgs)
+            return any(json.loads(p).get("condition") == "hypoglycemia_severe" and json.loads(p).get("patient_id") == "p-0001"
+                       for _, p, _ in msgs)
         return hit(rig.local_w.alerts()) and hit(rig.county_w.alerts())
     wait_until(severe_everywhere, 30, "the severe hypoglycaemia alert on the clinic and county brokers")
 
