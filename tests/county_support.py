@@ -7,8 +7,10 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -64,7 +66,7 @@ def write_county_config(path: Path, storage: Path, n: int = 3, partitions: int =
 class NatsCluster:
     """Three nats-server processes run from `DIR/nats-K.conf`; `kill(k)` / `start(k)` one of them."""
 
-    def __init__(self, workdir: Path, partitions: int = 8) -> None:
+    def __init__(self, workdir: Path, partitions: int = 8, no_advertise: bool = False) -> None:
         self.exe = nats_server_exe()
         self.workdir = workdir
         self.config_path = workdir / "county.yaml"
@@ -72,6 +74,12 @@ class NatsCluster:
         self.engine_dir = workdir / "engine"
         out = county_cli("county-engine", "--config", str(self.config_path), "--out", str(self.engine_dir))
         assert out.returncode == 0, out.stderr + out.stdout
+        if no_advertise:
+            # Clients learn only the addresses they were given (no loopback ports from INFO): a clinic whose
+            # only way to the county is a `TcpLink` cannot go round it when the link is cut.
+            for k in range(3):
+                conf = self.engine_dir / f"nats-{k + 1}.conf"
+                conf.write_text(conf.read_text().replace("cluster {\n", "cluster {\n  no_advertise: true\n", 1))
         self.procs: list[subprocess.Popen | None] = [None] * 3
         for k in range(3):
             self.start(k, wait=False)
@@ -137,6 +145,115 @@ class NatsCluster:
                 except subprocess.TimeoutExpired:
                     p.kill()
             self.procs[k] = None
+
+
+class TcpLink:
+    """A clinic's network path to one county server: a TCP relay on a loopback port that `cut()` breaks
+    (open connections reset, new ones refused) and `restore()` mends on the same port."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = target_port
+        self.port = free_port()
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._server: socket.socket | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", self.port))
+        srv.listen(16)
+        self._server = srv
+        threading.Thread(target=self._accept, args=(srv,), daemon=True).start()
+
+    def cut(self) -> None:
+        srv, self._server = self._server, None
+        if srv is not None:
+            try:
+                srv.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone leaves it listening
+            except OSError:
+                pass
+            srv.close()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+
+    def _accept(self, srv: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = srv.accept()
+            except OSError:
+                return  # cut
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.cut()
+
+
+class SubjectLog:
+    """Every message on `subject` (a plain NATS subscription on one server) in arrival order, in a thread."""
+
+    def __init__(self, url: str, subject: str) -> None:
+        import asyncio
+
+        self.subjects: list[tuple[str, bytes]] = []
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: "asyncio.Event | None" = None
+        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._run(url, subject),),
+                                        daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10), "could not subscribe to the county cluster"
+
+    async def _run(self, url: str, subject: str) -> None:
+        import asyncio
+
+        import nats
+
+        self._stop = asyncio.Event()
+        nc = await nats.connect(servers=[url])
+
+        async def got(msg) -> None:  # type: ignore[no-untyped-def]
+            self.subjects.append((msg.subject, msg.data))
+
+        await nc.subscribe(subject, cb=got)
+        await nc.flush()
+        self._ready.set()
+        await self._stop.wait()
+        await nc.close()
+
+    def close(self) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
 
 
 LIVE: list["CountyProcess"] = []  # started and not yet stopped: `kill_leftovers()` after a failed test

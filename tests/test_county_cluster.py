@@ -5,6 +5,7 @@ mid-stream, a NATS server SIGKILLed mid-stream. Counts asserted: sent = stored, 
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections import Counter
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.county_support import (CountyProcess, MqttClinic, NatsCluster, NativeClinic, alert, county_config_for,
-                                  kill_leftovers, reading)
+from tests.county_support import (CountyProcess, MqttClinic, NatsCluster, NativeClinic, SubjectLog, TcpLink, alert,
+                                  county_config_for, kill_leftovers, reading)
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.county]
 
@@ -223,3 +224,108 @@ def test_a_gateway_uplinks_natively_and_takes_the_countys_ack(cluster: NatsClust
     finally:
         local.stop()
         assert county.stop() == 0
+
+
+CUT_S = float(os.environ.get("VITALGATE_COUNTY_CUT_S", "12"))  # the issue's minutes: VITALGATE_COUNTY_CUT_S=180
+
+
+def test_a_clinic_cut_off_sends_its_backlog_alerts_first_and_takes_the_ack_sent_meanwhile(
+        tmp_path: Path, gateway_process) -> None:
+    """`vitalgate run` on the native uplink, its only way to the county a TCP link that is cut for CUT_S
+    while readings flow. Before the cut the county has alert A; during it the county acknowledges A (the
+    stream takes the ack, the clinic cannot hear it) and the clinic raises alert B. After the link is
+    mended: the ack reaches the clinic and A's ladder stops, B reaches the county before any reading held
+    during the cut, and every reading is stored at the county exactly once."""
+    import json
+
+    import yaml
+    from store_forward_support import (CLINIC, DevicePublisher, PersistentMosquitto, SessionWatcher, bp, glucose,
+                                       ts_at, wait_until, write_config)
+
+    (tmp_path / "cluster").mkdir()
+    cluster = NatsCluster(tmp_path / "cluster", no_advertise=True)
+    local = PersistentMosquitto(tmp_path, "local")
+    link = TcpLink(cluster.client_port(1))
+    log = SubjectLog(cluster.urls[0], f"vgp.*.{CLINIC}.>")  # as the partition mapping writes them
+    county = CountyProcess(county_config_for(cluster, tmp_path))
+    try:
+        county.wait_for(lambda: county.health()["ready"], what="ready")
+        cfg = write_config(tmp_path, local.port, None, patients=4)
+        gw_cfg = yaml.safe_load(cfg.read_text())
+        uplink = yaml.safe_load((cluster.engine_dir / "uplink-2.yaml").read_text())["uplink"]
+        gw_cfg["uplink"] = {**uplink, "nats": [f"nats://127.0.0.1:{link.port}"]}  # the link is the only way
+        cfg.write_text(yaml.safe_dump(gw_cfg, sort_keys=False))
+        clinic_w = SessionWatcher(local.port, [f"vg/{CLINIC}/alert/#", f"vg/{CLINIC}/status"], "clinic-watch")
+        gw = gateway_process(cfg)
+        wait_until(lambda: any(t.endswith("/status") and json.loads(p).get("online")
+                               for t, p, _ in clinic_w.snapshot()), 20, "the gateway online")
+        devices = DevicePublisher(local.port)
+        sent: Counter[str] = Counter()
+        seq = 0
+
+        def send_bp(n: int, rate: float = 50.0) -> list[tuple[str, int]]:
+            nonlocal seq
+            keys = []
+            for _ in range(n):
+                p = seq % 4 + 1
+                devices.publish(f"vg/{CLINIC}/device/bp-{p:04d}/reading", bp(seq, ts_at(seq, step_s=0.25)))
+                sent[f"p-{p:04d}"] += 1
+                keys.append((f"bp-{p:04d}", seq))
+                seq += 1
+                time.sleep(1 / rate)
+            return keys
+
+        send_bp(40)
+        devices.publish(f"vg/{CLINIC}/device/glu-0001/reading", glucose(10_001, ts_at(2), 2.2))
+        sent["p-0001"] += 1
+        alert_a = county.wait_for(lambda: county.api(f"/api/alerts?clinic={CLINIC}")[1]["alerts"],
+                                  what="alert A at the county")[0]
+        county.wait_for(lambda: total_stored(county, CLINIC, list(sent)) == sum(sent.values()),
+                        what="the readings before the cut")
+
+        link.cut()
+        t0 = time.monotonic()
+        status, _ = county.api(f"/api/alerts/{alert_a['alert_id']}/ack", "POST", {"by": "county-dr-wang"})
+        assert status == 202  # the stream has it; the clinic cannot hear it yet
+        devices.publish(f"vg/{CLINIC}/device/glu-0003/reading", glucose(10_002, ts_at(3), 2.1))
+        sent["p-0003"] += 1
+        held = set()
+        while time.monotonic() - t0 < CUT_S:
+            held.update(send_bp(20, rate=20))
+
+        def acked_at_clinic() -> bool:
+            return any(json.loads(p)["alert_id"] == alert_a["alert_id"] and json.loads(p)["state"] == "acknowledged"
+                       for _, p, _ in clinic_w.alerts())
+        assert not acked_at_clinic(), "the clinic heard the county's ack through a cut link"
+        alerts_b = [json.loads(p) for _, p, _ in clinic_w.alerts() if json.loads(p)["patient_id"] == "p-0003"]
+        assert alerts_b and alerts_b[0]["condition"] == "hypoglycemia_severe", "alert B raised at the clinic"
+        cut_from = len(log.subjects)
+
+        link.restore()
+        wait_until(acked_at_clinic, 20, "the county's ack applied by the clinic once the link is back")
+        county.wait_for(lambda: total_stored(county, CLINIC, list(sent)) == sum(sent.values()), timeout=60,
+                        what="the backlog at the county")
+        for patient, n in sent.items():
+            rows = stored(county, CLINIC, patient)
+            keys = Counter((r["device_id"], r["seq"]) for r in rows)
+            assert len(rows) == n and max(keys.values()) == 1, f"{patient}: sent {n}, stored {len(rows)}"
+        ids = {a["alert_id"] for a in county.api(f"/api/alerts?clinic={CLINIC}")[1]["alerts"]}
+        assert {alert_a["alert_id"], alerts_b[0]["alert_id"]} <= ids
+
+        # Alerts first: B's message reached the cluster before any reading held during the cut.
+        after = log.subjects[cut_from:]
+        first_b = next(i for i, (s, d) in enumerate(after)
+                       if ".alert." in s and json.loads(d)["alert_id"] == alerts_b[0]["alert_id"])
+        held_at = [i for i, (s, d) in enumerate(after) if ".reading." in s
+                   and (json.loads(d)["device_id"], json.loads(d)["seq"]) in held]
+        assert held_at and first_b < min(held_at), "the held alert must go up before the held readings"
+        print(f"cut {CUT_S:.0f}s: {len(held)} readings held, sent after the cut; ack and alert B through")
+        assert gw.stop(signal.SIGTERM) == 0
+        for w in (clinic_w, devices):
+            w.close()
+    finally:
+        log.close()
+        link.close()
+        local.stop()
+        county.stop()
+        cluster.stop()
