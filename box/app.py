@@ -120,7 +120,8 @@ class Gateway:
             # until stored, and under 3.1.1 Mosquitto stops after 20 such (max_inflight_messages): a severe
             # low sent after them would wait for the technician. This lane carries a few readings per
             # patient per hour, so paho's per-message Properties cost nothing here (unlike the ECG lane).
-            protocol="5", receive_maximum=CRITICAL_RECEIVE_MAXIMUM,
+            # "auto": a broker without MQTT 5 (the demo's embedded amqtt) gets 3.1.1 and its window of 20.
+            protocol="auto", receive_maximum=CRITICAL_RECEIVE_MAXIMUM,
         )
         # The ECG lane's session. MQTT 3.1.1 as the other: its window of 20 unacknowledged frames keeps moving
         # (acks follow each tick's commit), and MQTT 5's wider window cost more in paho's per-message
