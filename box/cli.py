@@ -48,6 +48,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from box.demo import run_demo
 
     logs.setup("WARNING")
+    if args.county:
+        if args.ble:
+            print("demo: --county and --ble are separate demos; choose one", file=sys.stderr)
+            return 2
+        from box.county_demo import run_county_demo
+
+        return asyncio.run(run_county_demo(args.duration, args.patients, args.seed))
     return asyncio.run(run_demo(args.duration, args.patients, args.seed, ble=args.ble))
 
 
@@ -148,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--patients", type=int, default=8)
     d.add_argument("--seed", type=int, default=1)
     d.add_argument("--ble", action="store_true", help="also BLE patients, through bleak and a mock BlueZ (docs/ble.md)")
+    d.add_argument("--county", action="store_true",
+                   help="two clinics and the county centre on a 3-node NATS cluster (needs .[county]; docs/county.md)")
     d.set_defaults(fn=_cmd_demo)
     r = sub.add_parser("run", help="run the gateway as configured")
     r.add_argument("--config", required=True)

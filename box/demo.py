@@ -56,6 +56,10 @@ def _console_port(preferred: int = 8080) -> int:
 async def start_embedded_broker(port: int):  # type: ignore[no-untyped-def]
     from amqtt.broker import Broker
 
+    # The gateway's critical session asks for MQTT 5 first (box/app.py) and amqtt, a 3.1.1 broker, logs each
+    # such attempt as an invalid connection before the session falls back: noise for a demo's reader.
+    logging.getLogger("amqtt.broker").setLevel(logging.ERROR)
+
     config = {
         "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}", "max_connections": 200}},
         "sys_interval": 0,
@@ -187,22 +191,26 @@ async def run_demo(duration: float, patients: int, seed: int, ble: bool = False)
     return 0
 
 
-async def _print_alerts(port: int, seen: list[dict], stop: asyncio.Event, t0: float) -> None:
+async def _print_alerts(port: int, seen: list[dict], stop: asyncio.Event, t0: float,
+                        clinic: str = "demo-clinic") -> None:
     acked: set[str] = set()
+    prefix = "" if clinic == "demo-clinic" else f"{clinic}/"  # `demo --county` runs two clinics
     async with aiomqtt.Client("127.0.0.1", port, identifier="demo-village-doctor") as client:
-        await client.subscribe("vg/demo-clinic/alert/+", qos=1)
+        await client.subscribe(f"vg/{clinic}/alert/+", qos=1)
 
         async def show(msg: aiomqtt.Message) -> None:
             a = json.loads(bytes(msg.payload))  # type: ignore[arg-type]
             topic_tier = str(msg.topic).rsplit("/", 1)[-1]
             seen.append({**a, "topic_tier": topic_tier})
             esc = f" (escalated from {a['escalated_from']})" if a.get("escalated_from") and a["state"] == "firing" else ""
-            print(f"{time.monotonic() - t0:6.1f}  {TIER_LABEL.get(topic_tier, topic_tier):<15} {a['patient_id']:<8} "
+            print(f"{time.monotonic() - t0:6.1f}  {TIER_LABEL.get(topic_tier, topic_tier):<15} "
+                  f"{prefix + a['patient_id']:<{8 + len(prefix)}} "
                   f"{a['condition']:<22} {a['state']}{esc}", flush=True)
             # The village doctor acknowledges what reaches the village tier.
             if a["tier"] == "village" and a["state"] == "firing" and a["alert_id"] not in acked:
                 acked.add(a["alert_id"])
-                await client.publish("vg/demo-clinic/ack", json.dumps({"alert_id": a["alert_id"], "by": "village-doctor"}), qos=1)
+                await client.publish(f"vg/{clinic}/ack", json.dumps({"alert_id": a["alert_id"], "by": "village-doctor"}),
+                                     qos=1)
 
         await consume_until(client, stop, show)
 
