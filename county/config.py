@@ -82,6 +82,9 @@ class EngineConfig(_Strict):
     def mqtt_listener(self, k: int) -> tuple[str, int] | None:
         return _host_port(self.mqtt[k]) if self.mqtt else None
 
+    def mqtt_listeners(self) -> list[tuple[str, int]]:
+        return [_host_port(a) for a in self.mqtt]
+
 
 class StorageSettings(_Strict):
     path: Path = Path("./county-var")

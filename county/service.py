@@ -47,6 +47,7 @@ class CountyService:
                                         on_gain=self._start_reader, on_lose=self._stop_reader)
         self._readers: dict[int, tuple[asyncio.Task, asyncio.Event]] = {}
         self.counters = {"stored": 0, "duplicates": 0, "alert_events": 0, "statuses": 0, "unreadable": 0,
+                         "ack_mqtt_copies": 0, "ack_mqtt_copy_failures": 0,
                          "fetch_errors": 0, "batches": 0}
         self.started_at = time.time()
         self.ready = asyncio.Event()
@@ -170,6 +171,13 @@ class CountyService:
         payload = json.dumps({"alert_id": alert_id, "by": by}).encode()
         await self.log.publish_control(clinic, "ack", payload, msg_id=f"county-ack-{uuid.uuid4().hex}")
         self.store.record_county_ack(alert_id, clinic, by)
+        listeners = self.cfg.engine.mqtt_listeners()
+        if listeners:  # the copy a gateway on the MQTT uplink gets even if it is away now (county/ack_copy.py)
+            from county.ack_copy import publish_copy
+
+            via = await asyncio.to_thread(publish_copy, listeners, f"county-{self.cfg.county}-{self.member}-ack",
+                                          f"vg/{clinic}/ack", payload)
+            self.counters["ack_mqtt_copies" if via else "ack_mqtt_copy_failures"] += 1
         return {"alert_id": alert_id, "clinic": clinic, "topic": f"vg/{clinic}/ack", "by": by}
 
     def health(self) -> dict:

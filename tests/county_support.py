@@ -413,7 +413,7 @@ class NativeClinic:
 class MqttClinic:
     """A clinic gateway's MQTT uplink as today's gateway does it (MQTT 3.1.1, QoS 1, retained status, last will)."""
 
-    def __init__(self, clinic: str, port: int, subscribe: list[str] = ()) -> None:
+    def __init__(self, clinic: str, port: int, subscribe: list[str] = (), persistent: bool = False) -> None:
         import threading
 
         import paho.mqtt.client as mqtt
@@ -421,7 +421,7 @@ class MqttClinic:
         self.clinic = clinic
         self.received: list[tuple[str, dict]] = []
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"vitalgate-{clinic}-uplink",
-                                  protocol=mqtt.MQTTv311, clean_session=True)
+                                  protocol=mqtt.MQTTv311, clean_session=not persistent)
         self.client.will_set(f"vg/{clinic}/status", json.dumps({"clinic": clinic, "online": False}), qos=1, retain=True)
         connected = threading.Event()
 
