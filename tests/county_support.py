@@ -225,6 +225,7 @@ class SubjectLog:
         import asyncio
 
         self.subjects: list[tuple[str, bytes]] = []
+        self.arrived: list[float] = []  # time.monotonic() of each, same order
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._stop: "asyncio.Event | None" = None
@@ -242,6 +243,7 @@ class SubjectLog:
         nc = await nats.connect(servers=[url])
 
         async def got(msg) -> None:  # type: ignore[no-untyped-def]
+            self.arrived.append(time.monotonic())
             self.subjects.append((msg.subject, msg.data))
 
         await nc.subscribe(subject, cb=got)
