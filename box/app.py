@@ -30,6 +30,7 @@ from outbound.store_and_forward import StoreAndForward, no_ack
 from shards.ecg_analysis import DeferredEcg, EcgAnalysis
 from shards.ecg_lane import EcgLane
 from shards.ecg_shards import EcgShards, auto_workers
+from box.systemd_notify import SystemdNotifier
 from shards.lanes import CRITICAL_RECEIVE_MAXIMUM, ECG_CLIENT_SUFFIX, is_critical, subscriptions
 from stream.core import Counters, StreamCore
 from stream.device_watch import DEFAULT_OFFLINE_AFTER, DeviceWatch, WatchedDevice
@@ -132,6 +133,7 @@ class Gateway:
             ca_file=b.ca_file, keepalive=b.keepalive, manual_ack=True,
         )
         self.started_at = clock()
+        self.notifier = SystemdNotifier()   # READY, the watchdog and a status line under systemd (deploy/)
         self.watch = DeviceWatch(
             # BLE devices: device_offline is BleIngress's (it also sees adverts and connects), missed_readings ours.
             [WatchedDevice(d.id, p.id, d.kind,
@@ -313,9 +315,20 @@ class Gateway:
                 pass
             for finding in self.watch.check(self.clock(), self.core.device_last_seen):
                 await self.dispatcher.handle(finding)
+            self.notifier.tick(self._service_status())  # no tick (a hung loop): systemd's watchdog restarts us
             if loop.time() >= next_status and not stop.is_set():
                 next_status = loop.time() + interval
                 await self.publish_status()
+
+    def _service_status(self) -> str:
+        """One line for `systemctl status vitalgate` (ids and counts only)."""
+        parts = ["broker " + ("connected" if self.link.connected.is_set() else "NOT connected, retrying")]
+        parts.append("storage ok" if self.forwarding.storage_error is None else "storage FULL or failing")
+        if self.forwarding.uplink is not None:
+            u = self.forwarding.uplink
+            parts.append(("county uplink connected" if u.counts().get("connected") else "county uplink down")
+                         + f", {u.outbox.pending} waiting")
+        return "; ".join(parts)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -375,7 +388,9 @@ class Gateway:
                                               on_reject=self.counters.reject, clock=self.clock,
                                               start_after=self.ready)
         ble_task = asyncio.create_task(self.ble.run(), name="ble") if self.ble else None
+        self.notifier.ready(self._service_status())
         await self.stop_event.wait()
+        self.notifier.stopping()
         log.info("stopping: handling what has arrived, flushing alerts")
         if self.ble is not None and ble_task is not None:
             await self.ble.close()  # disconnect politely; what the devices sent is submitted

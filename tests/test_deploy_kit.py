@@ -84,6 +84,8 @@ def test_the_unit_runs_the_gateway_as_its_own_user_in_a_sandbox_and_restarts_it(
     assert d["ProtectSystem"] == ["strict"] and d["NoNewPrivileges"] == ["yes"] and d["CapabilityBoundingSet"] == [""]
     assert d["UMask"] == ["0077"] and d["ProtectHome"] == ["yes"] and d["PrivateTmp"] == ["yes"]
     assert d["Restart"] == ["on-failure"] and d["RestartPreventExitStatus"] == ["2"]   # a bad config: no loop
+    # READY and the watchdog from the gateway itself (tests/test_systemd_notify.py): a hung one is restarted
+    assert d["Type"] == ["notify"] and d["NotifyAccess"] == ["main"] and d["WatchdogSec"] == ["30s"]
     assert "mosquitto.service" in d["After"][0]
 
 
