@@ -79,11 +79,13 @@ class NatsUplink:
         self._js = None
         self.connected = asyncio.Event()
         self._wake = asyncio.Event()
+        self._alert_wake = asyncio.Event()
         self._status: str | None = None
         self._status_sent: str | None = None
         self.failures = 0
         self.resent = 0
         self.control_received = 0
+        self.express_alerts = 0   # alerts sent while a batch awaited its acks
 
     def listen(self, handler: ControlHandler) -> None:
         """Hand the county's control messages to ``handler`` (as the MQTT uplink's ``listen``)."""
@@ -114,6 +116,7 @@ class NatsUplink:
     def enqueue_alert(self, topic: str, payload: str) -> None:
         self.outbox.stage(alert_msg_id(topic, payload), PRIORITY_ALERT, topic, payload)
         self.flush()
+        self._alert_wake.set()  # committed: a batch waiting for its acks sends it at once
 
     def set_status(self, payload: str) -> None:
         self._status = payload
@@ -193,33 +196,61 @@ class NatsUplink:
         rows = self.outbox.next_batch(DRAIN_BATCH)
         if not rows:
             return 0
-        futures = []
-        error: BaseException | None = None
-        for r in rows:  # issued in order; acks come back in any order, only the acknowledged prefix counts
-            payload = r.payload if isinstance(r.payload, bytes) else str(r.payload).encode()
-            try:
-                futures.append(await self._js.publish_async(subject_of(r.topic), payload,
-                                                            headers={"Nats-Msg-Id": f"{self.clinic}:{r.msg_id}"},
-                                                            wait_stall=ACK_TIMEOUT_S))
-            except (nats.errors.Error, nats.js.errors.Error, OSError, asyncio.TimeoutError) as exc:
-                error = exc
-                break
-        results = list(await asyncio.gather(*(asyncio.wait_for(f, ACK_TIMEOUT_S) for f in futures),
-                                            return_exceptions=True))
+        self._alert_wake.clear()
+        futures, error = await self._issue(rows)  # issued in order; acks come back in any order
+        acks = asyncio.ensure_future(asyncio.gather(*(asyncio.wait_for(f, ACK_TIMEOUT_S) for f in futures),
+                                                    return_exceptions=True))
+        # An alert staged while the stream acknowledges this batch does not wait for it (under load a
+        # batch's acks take a second or more, bench/county_gateways.py): it goes out at once, from
+        # here, so nothing else sends concurrently and nothing is marked twice.
+        express: list[OutboxRow] = []
+        express_futs: list[asyncio.Future] = []
+        while not acks.done() and error is None:
+            woken = asyncio.ensure_future(self._alert_wake.wait())
+            await asyncio.wait({acks, woken}, return_when=asyncio.FIRST_COMPLETED)
+            woken.cancel()
+            if not self._alert_wake.is_set() or acks.done():
+                continue
+            self._alert_wake.clear()
+            taken = {r.seq for r in rows} | {r.seq for r in express}
+            late = [r for r in self.outbox.next_alerts(DRAIN_BATCH) if r.seq not in taken]
+            futs, err = await self._issue(late)
+            express += late[:len(futs)]
+            express_futs += futs
+            if err is not None:
+                break  # the connection is failing: what was not issued stays pending, resent later
+        results = list(await acks)
+        express_results = await asyncio.gather(*(asyncio.wait_for(f, ACK_TIMEOUT_S) for f in express_futs),
+                                               return_exceptions=True)
         ok: list[OutboxRow] = []
-        for r, res in zip(rows, results):
+        for r, res in zip(rows, results):  # only the acknowledged prefix counts (per-patient order)
             if isinstance(res, BaseException):
                 error = error or res
                 break
             if getattr(res, "duplicate", False):
                 self.resent += 1
             ok.append(r)
+        self.express_alerts += sum(1 for res in express_results if not isinstance(res, BaseException))
+        ok += [r for r, res in zip(express, express_results) if not isinstance(res, BaseException)]
         self.outbox.mark_sent(ok)
         if self._on_backlog is not None:
             self._on_backlog(self.outbox.pending_telemetry, self.outbox.max_outbox)
         if error is not None and not ok:
             raise error if isinstance(error, Exception) else RuntimeError(str(error))
         return len(ok)
+
+    async def _issue(self, rows: list[OutboxRow]) -> tuple[list[asyncio.Future], BaseException | None]:
+        """Publish `rows` in order; their ack futures, and the error that stopped the issuing (if any)."""
+        futures = []
+        for r in rows:
+            payload = r.payload if isinstance(r.payload, bytes) else str(r.payload).encode()
+            try:
+                futures.append(await self._js.publish_async(subject_of(r.topic), payload,
+                                                            headers={"Nats-Msg-Id": f"{self.clinic}:{r.msg_id}"},
+                                                            wait_stall=ACK_TIMEOUT_S))
+            except (nats.errors.Error, nats.js.errors.Error, OSError, asyncio.TimeoutError) as exc:
+                return futures, exc
+        return futures, None
 
     async def _goodbye(self) -> None:
         """NATS has no last will: say it ourselves on a clean stop."""
@@ -284,6 +315,7 @@ class NatsUplink:
     def counts(self) -> dict:
         return {"connected": self.connected.is_set(), **self.outbox.counts(), "send_failures": self.failures,
                 "duplicates_acknowledged": self.resent, "control_received": self.control_received,
+                "express_alerts": self.express_alerts,
                 "transport": "nats"}
 
     def close(self) -> None:

@@ -161,6 +161,13 @@ class UplinkOutbox:
             "ORDER BY priority, seq LIMIT ?", (PENDING, limit)).fetchall()
         return [OutboxRow(s, m, p, t, bytes(b), bool(r)) for s, m, p, t, b, r in rows]
 
+    def next_alerts(self, limit: int) -> list[OutboxRow]:
+        """Pending alert rows, oldest first."""
+        rows = self._db.execute(
+            "SELECT seq, msg_id, priority, topic, payload, retain FROM outbox WHERE state=? AND priority=? "
+            "ORDER BY seq LIMIT ?", (PENDING, PRIORITY_ALERT, limit)).fetchall()
+        return [OutboxRow(s, m, p, t, bytes(b), bool(r)) for s, m, p, t, b, r in rows]
+
     def mark_sent(self, rows: list[OutboxRow]) -> None:
         if not rows:
             return

@@ -111,6 +111,17 @@ class NatsCluster:
             p.wait(10)
         self.procs[k] = None
 
+    def pause(self) -> None:
+        """SIGSTOP every server: connections stay open, nothing is answered (a cluster too busy to ack)."""
+        for p in self.procs:
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for p in self.procs:
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGCONT)
+
     def wait_jetstream(self, timeout: float = 30.0) -> None:
         """Until the cluster's JetStream has a meta leader (streams can be created)."""
         import asyncio

@@ -115,7 +115,8 @@ def test_the_county_page_puts_urgent_alerts_first_acks_down_to_the_clinic_and_dr
     rows.nth(0).locator("button").click()
     county.wait_for(lambda: xl.received, timeout=5, what="the ack on vg/xl/ack")
     ack_s = time.monotonic() - t_click
-    assert xl.received == [("vg/xl/ack", {"alert_id": "xl-a2", "by": WHO})]
+    # the stream's copy and the QoS 1 copy for an absent gateway (county/ack_copy.py): the gateway applies one
+    assert {str(m) for m in xl.received} == {str(("vg/xl/ack", {"alert_id": "xl-a2", "by": WHO}))}
     assert ack_s < 2.0, f"the ack took {ack_s:.2f} s from the click"
     # The page shows the county's ack once it refreshes (the alert stays firing until the clinic's own
     # acknowledged transition comes back up, which a real gateway sends).
@@ -123,7 +124,7 @@ def test_the_county_page_puts_urgent_alerts_first_acks_down_to_the_clinic_and_dr
     # ... and to clinic sm through its native uplink's control consumer.
     page.locator("#alerts tbody tr[data-alert-id='sm-a4'] button").click()
     county.wait_for(lambda: sm.control, timeout=5, what="the ack through the native uplink")
-    assert sm.control == [("vg/sm/ack", {"alert_id": "sm-a4", "by": WHO})]
+    assert {str(m) for m in sm.control} == {str(("vg/sm/ack", {"alert_id": "sm-a4", "by": WHO}))}
     assert [a["by"] for a in county.api("/api/alerts/xl-a2")[1]["county_acks"]] == [WHO]
 
     # The weekly figures per village and per clinic, drawn.

@@ -149,6 +149,32 @@ def test_an_ack_sent_while_an_mqtt_clinic_is_away_arrives_when_it_is_back(cluste
     assert county.stop() == 0
 
 
+def test_an_alert_does_not_wait_for_the_telemetry_batch_in_flight(cluster: NatsCluster, tmp_path: Path) -> None:
+    """The cluster stops answering while a batch of readings awaits its acks; an alert staged then is
+    issued at once (outbound/nats_uplink.py, `express_alerts`), not after the batch's acks."""
+    county = CountyProcess(county_config_for(cluster, tmp_path))
+    county.wait_for(lambda: county.health()["ready"], what="ready")
+    nat = NativeClinic("kx2", tmp_path / "kx2", cluster.urls)
+    county.wait_for(lambda: nat.counts()["connected"], what="the uplink connected")
+    patients = [f"r{i}" for i in range(4)]
+    cluster.pause()
+    try:
+        nat.send([reading("kx2", patients[i % 4], i) for i in range(200)])
+        time.sleep(0.5)   # the batch is issued and waits for acks nobody sends
+        nat.send_alert(*alert("kx2", "kx2-a1", "r1", tier="emergency", condition="vt_sustained"))
+        time.sleep(0.5)
+    finally:
+        cluster.resume()
+    county.wait_for(lambda: nat.counts()["pending_alerts"] == 0 and nat.counts()["pending_telemetry"] == 0,
+                    timeout=30, what="the outbox drained once the cluster answers")
+    assert nat.counts()["express_alerts"] == 1
+    county.wait_for(lambda: total_stored(county, "kx2", patients) == 200, what="every reading stored")
+    assert_once_each(county, "kx2", {p: 50 for p in patients})
+    assert "kx2-a1" in {a["alert_id"] for a in county.api("/api/alerts?clinic=kx2")[1]["alerts"]}
+    nat.close()
+    assert county.stop() == 0
+
+
 def test_a_killed_county_process_hands_its_partitions_over(cluster: NatsCluster, tmp_path: Path) -> None:
     cfg = county_config_for(cluster, tmp_path)
     a = CountyProcess(cfg, name="county-a")
