@@ -18,6 +18,7 @@ fixed-size deques of beats and frames, and the detectors' fixed state.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -83,6 +84,41 @@ class RhythmAlarm:
     detail: dict = field(default_factory=dict)
 
 
+@functools.lru_cache(maxsize=8)
+def _mains_basis(n: int, fs: float) -> np.ndarray:
+    """The 50/60 Hz basis for frames of n samples, shared by every patient's analyser (read only)."""
+    t = np.arange(n) / fs
+    hz = [f for f in MAINS_HZ if f < 0.5 * fs - 2.0]
+    basis = np.exp(-2j * np.pi * np.outer(hz, t)) if hz else np.zeros((0, n), complex)
+    basis.flags.writeable = False
+    return basis
+
+
+class BeatRing:
+    """The last ``size`` beats (time, class) in two small arrays: a deque of tuples cost ~60 bytes a
+    beat, ~30 KiB per patient for 512 (docs/capacity.md: memory per patch)."""
+
+    _CODES = ("N", "V", "Q")
+
+    def __init__(self, size: int) -> None:
+        self._t = np.zeros(size)
+        self._c = np.zeros(size, dtype=np.uint8)
+        self.total = 0   # beats ever appended
+
+    def append(self, t: float, cls: str) -> None:
+        k = self.total % len(self._t)
+        self._t[k] = t
+        self._c[k] = self._CODES.index(cls) if cls in self._CODES else 2
+        self.total += 1
+
+    def items(self, last: int | None = None) -> list[tuple[float, str]]:
+        """The last ``last`` beats (all kept when None), oldest first."""
+        size = len(self._t)
+        n = min(self.total, size) if last is None else min(last, self.total, size)
+        idx = (np.arange(self.total - n, self.total) % size) if n else np.zeros(0, dtype=int)
+        return [(float(self._t[i]), self._CODES[int(self._c[i])]) for i in idx]
+
+
 class EcgAnalyser:
     """Streaming single-lead ECG analysis for one patient."""
 
@@ -132,8 +168,8 @@ class EcgAnalyser:
         self._rate = rhythms.RateDetector()
         self._pvc = rhythms.PvcBurden()
         self._lead = rhythms.LeadOffTracker()
-        self._beats: deque[tuple[float, str]] = deque(maxlen=BEATS_KEPT)
-        self._new_beats: deque[tuple[float, str]] = deque(maxlen=BEATS_KEPT)
+        self._beats = BeatRing(BEATS_KEPT)
+        self._new_from: int | None = None  # beats handed out by drain_beats so far (None: never asked)
         self._frames: deque[tuple[int, int, FrameQuality]] = deque(maxlen=FRAMES_KEPT)
         self._recent_good: deque[bool] = deque(maxlen=10)
         self._seg_t0: float | None = None
@@ -330,13 +366,14 @@ class EcgAnalyser:
     @property
     def beats(self) -> list[tuple[float, str]]:
         """Recent detected beats (time s, class "N"/"V"), oldest first (bounded)."""
-        return list(self._beats)
+        return self._beats.items()
 
     def drain_beats(self) -> list[tuple[float, str]]:
         """Beats detected since the previous call (bounded to the last ``BEATS_KEPT``)."""
-        out = list(self._new_beats)
-        self._new_beats.clear()
-        return out
+        total = self._beats.total
+        since = total - (self._new_from if self._new_from is not None else 0)
+        self._new_from = total
+        return self._beats.items(since)
 
     @property
     def heart_rate_bpm(self) -> float | None:
@@ -487,8 +524,7 @@ class EcgAnalyser:
         beat = Beat(t, cls, good, rr, match, reliable, usable=not fq.unusable and fq.artefact is None,
                     frame_good=fq.good, prev_corr=prev_corr, amp_ratio=amp_ratio,
                     corr=corr, rel_w=rel_w, run_only=run_only, noise_ratio=noise_ratio, p_v=p_v)
-        self._beats.append((t, cls))
-        self._new_beats.append((t, cls))
+        self._beats.append(t, cls)
         self._wbeats.append(WindowBeat(t, p_v if p_v is not None else float(cls == "V"), rel_w, width_ms, corr,
                                        prev_corr, amp_ratio if amp_ratio is not None else 1.0, reliable))
         self.beat_count += 1
@@ -529,9 +565,7 @@ class EcgAnalyser:
         """Amplitude (µV) of the stronger of the 50 and 60 Hz components of the frame."""
         n = len(x)
         if self._mains_basis is None or self._mains_basis[0] != n:   # frames are nearly always one length
-            t = np.arange(n) / self.fs
-            hz = [f for f in MAINS_HZ if f < 0.5 * self.fs - 2.0]
-            self._mains_basis = (n, np.exp(-2j * np.pi * np.outer(hz, t)) if hz else np.zeros((0, n), complex))
+            self._mains_basis = (n, _mains_basis(n, self.fs))
         basis = self._mains_basis[1]
         if not len(basis):
             return 0.0

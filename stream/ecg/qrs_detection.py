@@ -109,8 +109,8 @@ class QrsDetector:
             cap *= 2
         self._cap = cap
         self._mask = cap - 1
-        self._bp = np.zeros(cap)          # band-passed signal ring
-        self._mwi = np.zeros(cap)         # integrated feature ring
+        self._bp = np.zeros(cap, dtype=np.float32)    # band-passed signal ring (float32: half the memory per patient)
+        self._mwi = np.zeros(cap, dtype=np.float32)   # integrated feature ring
         self._bp_tail = np.zeros(2)       # last two band-passed samples (derivative)
         self._sq_tail = np.zeros(self._w)  # last w squared-derivative samples (integrator)
         self._n = 0                       # samples consumed so far

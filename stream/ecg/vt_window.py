@@ -49,7 +49,7 @@ FEATURES: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)   # 64 kept per patient: no per-instance __dict__
 class WindowBeat:
     t: float
     p_v: float            # the beat model's P(V) (the rules' 0/1 when no model)
