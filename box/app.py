@@ -296,6 +296,9 @@ class Gateway:
     def mqtt_connected(self) -> bool:
         return self.link.connected.is_set()
 
+    def ecg_analysis_status(self) -> dict:
+        return self.ecg_analysis.status()
+
     def refer_strip(self, strip_key: str, by: str, note: str = "") -> bool | None:
         """The console's "referred" mark on a screening strip, kept in the reading store (who, when)."""
         self.forwarding.flush_now()  # this tick's reading transaction commits first; the mark commits on its own

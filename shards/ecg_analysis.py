@@ -43,6 +43,13 @@ from stream.store import ReadingQueries
 
 log = logging.getLogger("vitalgate.ecg_analysis")
 
+def analysis_status(lag: "LagWatch", lag_s: float, head: int, cursor: int, analysed: int, **extra: Any) -> dict[str, Any]:
+    """The `ecg_analysis` part of the gateway's status (and /metrics): how far behind, since when."""
+    return {"condition": lag.condition, "lag_s": round(lag_s, 1), "backlog_frames": max(0, head - cursor),
+            "analysed_frames": analysed, "analysed_upto": cursor,
+            "lagging_since": iso(lag.since) if lag.since else None, "lag_warn_s": lag.warn_s, **extra}
+
+
 LAGGING = "ecg_analysis_lagging"  # the technical condition in the status (not an alert condition)
 LAG_WARN_S = 10.0  # behind by this much: say so (docs/capacity.md)
 LAG_CLEAR_FRACTION = 0.5  # ... until back under half of it (no flapping at the threshold)
@@ -178,12 +185,7 @@ class EcgAnalysis:
         return max(0.0, (self._clock() - oldest).total_seconds()) if oldest is not None else 0.0
 
     def status(self) -> dict[str, Any]:
-        lag = self.lag_s()
-        return {"condition": self.lag.condition, "lag_s": round(lag, 1),
-                "backlog_frames": max(0, self._log.ecg_log_head() - self.cursor),
-                "analysed_frames": self.analysed, "analysed_upto": self.cursor,
-                "lagging_since": iso(self.lag.since) if self.lag.since else None,
-                "lag_warn_s": self.lag.warn_s, "workers": 0}
+        return analysis_status(self.lag, self.lag_s(), self._log.ecg_log_head(), self.cursor, self.analysed, workers=0)
 
     async def run(self, stop: asyncio.Event) -> None:
         self._open()

@@ -45,9 +45,10 @@ from shards.ecg_analysis import (
     FindingHandler,
     LagWatch,
     ReadingPublisher,
+    analysis_status,
 )
 from shards.ecg_cursor import EcgCursor
-from stream.models import Accepted, Finding, iso, now_local
+from stream.models import Accepted, Finding, now_local
 from stream.store import FILE_NAME as READINGS_FILE
 from stream.store import ReadingQueries
 
@@ -253,13 +254,10 @@ class EcgShards:
         return max(0.0, (self._clock() - oldest).total_seconds()) if oldest is not None else 0.0
 
     def status(self) -> dict[str, Any]:
-        lag = self.lag_s()
-        return {"condition": self.lag.condition, "lag_s": round(lag, 1),
-                "backlog_frames": max(0, self._log.ecg_log_head() - self.cursor),
-                "analysed_frames": self.analysed, "analysed_upto": self.cursor,
-                "lagging_since": iso(self.lag.since) if self.lag.since else None,
-                "lag_warn_s": self.lag.warn_s, "workers": self.n, "restarts": self.restarts,
-                "worker_pids": [p.pid if p is not None and p.returncode is None else None for p in self._procs]}
+        return analysis_status(self.lag, self.lag_s(), self._log.ecg_log_head(), self.cursor, self.analysed,
+                               workers=self.n, restarts=self.restarts,
+                               worker_pids=[p.pid if p is not None and p.returncode is None else None
+                                            for p in self._procs])
 
     async def catch_up(self, timeout_s: float) -> None:
         """Wait (bounded) until every committed frame is analysed (shutdown: what is left waits for the restart)."""

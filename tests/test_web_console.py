@@ -218,6 +218,9 @@ async def test_reports_fhir_metrics_and_health_from_the_page(tmp_path):
         assert 'vitalgate_alerts{tier="village",state="firing"} 0' in lines
         assert 'vitalgate_device_connected{device="ecg-0001",kind="ecg",link="mqtt"} 1' in lines
         assert 'vitalgate_mqtt_connected 0' in lines and "vitalgate_queue_depth 0" in lines
+        # the ECG analysis behind the ack: how far behind (the console's gateway analyses in-process)
+        assert "vitalgate_ecg_analysis_lagging 0" in lines and "# TYPE vitalgate_ecg_analysis_lag_seconds gauge" in lines
+        assert any(x.startswith("vitalgate_ecg_analysis_backlog_frames ") for x in lines)
         assert 'vitalgate_outbox_pending{outbox="alerts_mqtt"} 5' in lines  # 3 raised + 2 acked, no broker here
         assert "# TYPE vitalgate_readings_total counter" in lines
         assert '"p-0001"' not in text and 'patient_id' not in text  # no patient ids in metrics

@@ -88,6 +88,17 @@ def render_metrics(src: ConsoleSources, devices: list[dict[str, Any]], live_clie
     if "uplink" in fwd:
         e.metric("vitalgate_uplink_connected", "gauge", "1 while the county uplink is connected.",
                  [({}, 1 if fwd["uplink"].get("connected") else 0)])
+    ecg = src.live.ecg_analysis_status()
+    e.metric("vitalgate_ecg_analysis_lag_seconds", "gauge",
+             "How far the ECG analysis is behind the frames stored (0 when it keeps up).", [({}, ecg.get("lag_s", 0.0))])
+    e.metric("vitalgate_ecg_analysis_backlog_frames", "gauge", "ECG frames stored and not analysed yet.",
+             [({}, ecg.get("backlog_frames", 0))])
+    e.metric("vitalgate_ecg_analysis_lagging", "gauge",
+             "1 while the analysis is more than lag_warn_s behind (the status's ecg_analysis_lagging).",
+             [({}, 1 if ecg.get("condition") else 0)])
+    if "restarts" in ecg:
+        e.metric("vitalgate_ecg_worker_restarts_total", "counter", "ECG analysis worker processes restarted.",
+                 [({}, ecg["restarts"])])
     e.metric("vitalgate_console_live_clients", "gauge", "Open doctor's pages receiving live alerts.",
              [({}, live_clients)])
     return e.text()
