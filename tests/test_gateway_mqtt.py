@@ -165,7 +165,10 @@ def test_restart_neither_loses_nor_repeats_alerts_and_keeps_due_times(
     time.sleep(0.5)
     crisis_ids = {b["alert_id"] for _, b in w.json(f"vg/{CLINIC}/alert/") if b.get("condition") == "bp_crisis"}
     assert crisis_ids == {first["alert_id"]}
-    firing_township = [b for t_, b in w.json(f"vg/{CLINIC}/alert/township")
-                       if b.get("condition") == "bp_crisis" and b.get("state") == "firing"]
-    assert len(firing_township) == 1, "the crisis was raised twice"
+    # One raise: a SIGKILL between the broker taking the message and the outbox recording it makes the
+    # restarted gateway send that same message again (at-least-once, identical: same transition time);
+    # raising it again would be a second transition.
+    firing_township = {(b["alert_id"], b["updated_at"]) for t_, b in w.json(f"vg/{CLINIC}/alert/township")
+                       if b.get("condition") == "bp_crisis" and b.get("state") == "firing"}
+    assert len(firing_township) == 1, f"the crisis was raised twice: {firing_township}"
     assert gw2.stop() == 0
