@@ -93,6 +93,25 @@ def proc_cpu_rss(pid: int, dead_cpu: dict[int, float] | None = None) -> tuple[fl
     return cpu, rss
 
 
+def proc_pss(pid: int) -> int:
+    """PSS bytes of a process and its descendants (/proc/PID/smaps_rollup): pages shared between
+    them (the interpreter, numpy's and scipy's libraries) are counted once in all, where summing RSS
+    counts them in every process."""
+    pss = 0
+    stack = [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    pss += int(line.split()[1]) * 1024
+                    break
+        except OSError:
+            continue
+        stack += _children(p)
+    return pss
+
+
 def proc_cpu(pid: int) -> float:
     """CPU seconds of one process (not its children)."""
     try:
@@ -126,6 +145,7 @@ class Result:
     cpu_ms_per_frame: float | None = None  # the process tree's CPU from the load's start to caught up, per frame
     main_ms_per_frame: float | None = None  # the gateway process alone (ingest, store, acks, rules, dispatch)
     lag_samples: list[tuple[float, float]] = field(default_factory=list)
+    pss_max_mb: float = 0.0  # the tree's proportional set size: shared pages counted once
 
     def lines(self) -> list[str]:
         out = [f"load: {self.patients} patients (BP+glucose), {self.patches} ECG patches at 250 Hz, {self.seconds:.0f} s "
@@ -145,8 +165,8 @@ class Result:
             out.append(f"  ECG analysis: lag max {self.lag_max_s:.1f} s, at the end of the load {self.lag_end_s:.1f} s"
                        f"{' (ecg_analysis_lagging reported)' if self.lagging_seen else ''}; {catch}; "
                        f"{self.analysed} frames analysed; workers {self.workers}")
-        out.append(f"  gateway CPU {self.cpu_pct:.0f} % of one core (with its workers), RSS max {self.rss_max_mb:.0f} MB; "
-                   f"exit {self.exit_code}")
+        out.append(f"  gateway CPU {self.cpu_pct:.0f} % of one core (with its workers), RSS max {self.rss_max_mb:.0f} MB "
+                   f"(PSS {self.pss_max_mb:.0f} MB); exit {self.exit_code}")
         if self.cpu_ms_per_frame is not None:
             out.append(f"  CPU per ECG frame, load start to analysed: {self.cpu_ms_per_frame:.2f} ms with the workers, "
                        f"{self.main_ms_per_frame:.2f} ms in the gateway process")
@@ -162,7 +182,7 @@ class Result:
                                                    else "no")
         per_frame = "-" if self.cpu_ms_per_frame is None else f"{self.cpu_ms_per_frame:.2f} ms ({self.main_ms_per_frame:.2f})"
         return (f"| {self.patches:,} | {self.accepted_rate:,.0f} of {self.frames_sent / self.seconds:,.0f}/s "
-                f"| {self.cpu_pct:.0f} % | {per_frame} | {self.rss_max_mb:.0f} MB | {p} | {lag} | {catch} "
+                f"| {self.cpu_pct:.0f} % | {per_frame} | {self.rss_max_mb:.0f} MB ({self.pss_max_mb:.0f} MB) | {p} | {lag} | {catch} "
                 f"| {self.load_before:.1f} |")
 
 
@@ -171,7 +191,7 @@ def _fmt_ms(ms: float) -> str:
 
 
 TABLE_HEAD = ("| patches | ECG frames accepted during the load | gateway CPU (tree) | CPU per frame (gateway process) "
-              "| RSS (tree) | critical alert latency | ECG analysis lag, max | caught up after the load "
+              "| RSS (PSS) of the tree | critical alert latency | ECG analysis lag, max | caught up after the load "
               "| machine load before |\n"
               "|---|---|---|---|---|---|---|---|---|")
 
@@ -263,6 +283,7 @@ def run_once(patients_n: int, patches: int, duration: float, interval: float, cr
     cpu0, _ = proc_cpu_rss(gw.pid, dead_cpu)
     main0 = proc_cpu(gw.pid)
     rss_max = 0
+    pss_max = 0
     t_start = time.monotonic()
     base = datetime.now(CHINA_TZ) - timedelta(seconds=duration + 5)
     next_reading = {i: t_start + rng.uniform(0, interval) for i in range(1, patients_n + 1)}
@@ -320,6 +341,7 @@ def run_once(patients_n: int, patches: int, duration: float, interval: float, cr
             send_criticals(t)
             _, rss = proc_cpu_rss(gw.pid)
             rss_max = max(rss_max, rss)
+            pss_max = max(pss_max, proc_pss(gw.pid))
             time.sleep(0.005)
         second += 1
     elapsed = time.monotonic() - t_start
@@ -342,6 +364,7 @@ def run_once(patients_n: int, patches: int, duration: float, interval: float, cr
             time.sleep(0.5)
             _, rss = proc_cpu_rss(gw.pid)
             rss_max = max(rss_max, rss)
+            pss_max = max(pss_max, proc_pss(gw.pid))
     cpu_done, _ = proc_cpu_rss(gw.pid, dead_cpu)
     main_done = proc_cpu(gw.pid)
     lat = sorted((arrivals[m] - t0) * 1000 for m, t0 in sent.items() if m in arrivals)
@@ -365,7 +388,7 @@ def run_once(patients_n: int, patches: int, duration: float, interval: float, cr
     res = Result(
         patches=patches, patients=patients_n, seconds=elapsed, published=published, frames_sent=frames_sent,
         accepted_rate=accepted_rate, accepted_total=accepted_total,
-        cpu_pct=100 * (cpu_end - cpu0) / elapsed, rss_max_mb=rss_max / 2**20, lat_ms=lat, missing=len(missing),
+        cpu_pct=100 * (cpu_end - cpu0) / elapsed, rss_max_mb=rss_max / 2**20, pss_max_mb=pss_max / 2**20, lat_ms=lat, missing=len(missing),
         lag_max_s=max(lag_in_load) if lag_in_load else None, lag_end_s=lag_end,
         lagging_seen=any(c for _, _, c in lags), caught_up_after_s=caught_up, analysed=analysed,
         workers=workers_seen, exit_code=rc, load_before=load_before,
