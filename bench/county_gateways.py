@@ -34,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import doc_block  # noqa: E402  (bench/, beside this one: --doc)
+from load import proc_cpu  # noqa: E402  (bench/load.py: one process's CPU seconds from /proc)
 
 import paho.mqtt.client as mqtt  # noqa: E402
 import yaml  # noqa: E402
@@ -126,12 +127,6 @@ def pct(values: list[float]) -> str:
     return f"median {statistics.median(v):.0f} ms, p90 {v[int(0.9 * (len(v) - 1))]:.0f} ms, max {v[-1]:.0f} ms"
 
 
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--gateways", type=int, default=3)
@@ -171,8 +166,8 @@ def _run(args: argparse.Namespace) -> int:
         # When each alert reaches the cluster (a plain subscription): splits the latency into the clinic's
         # part (judge, alert outbox, uplink) and the county's (consume, store, API).
         alerts_log = SubjectLog(cluster.urls[0], "vgp.*.*.alert.>")
-        cpu0 = [cpu_seconds(p.pid) for p in gateways]
-        county_cpu0 = cpu_seconds(county.proc.pid)
+        cpu0 = [proc_cpu(p.pid) for p in gateways]
+        county_cpu0 = proc_cpu(county.proc.pid)
         t0 = time.monotonic()
         senders = [threading.Thread(target=d.run, args=(args.rate, args.duration), daemon=True) for d in devices]
         for s in senders:
@@ -215,8 +210,8 @@ def _run(args: argparse.Namespace) -> int:
                 break
             time.sleep(0.25)
         t_all = time.monotonic() - t0
-        gw_cpu = [cpu_seconds(p.pid) - c for p, c in zip(gateways, cpu0)]
-        county_cpu = cpu_seconds(county.proc.pid) - county_cpu0
+        gw_cpu = [proc_cpu(p.pid) - c for p, c in zip(gateways, cpu0)]
+        county_cpu = proc_cpu(county.proc.pid) - county_cpu0
         print(f"sent {sent:,} BP readings ({sent / args.duration:,.0f}/s over {args.duration:g} s); stored at the "
               f"county {stored:,} (+{len(used)} glucose), all in {t_all:.1f} s from the first publish = "
               f"{sent / t_all:,.0f}/s end to end", flush=True)

