@@ -138,6 +138,13 @@ def test_the_readme_installs_with_the_kits_paths():
     section = readme.split("## Installing a clinic box", 1)[1].split("\n## ", 1)[0]
     for needed in ("deploy/vitalgate.service", "deploy/mosquitto.service.d/vitalgate.conf",
                    f"vitalgate broker-config --config /etc/vitalgate/gateway.yaml --out {BROKER_DIR}",
-                   "vitalgate passwd", "/var/lib/vitalgate", "tls_cert", "vitalgate check-config",
+                   "vitalgate passwd", "/var/lib/vitalgate", "deploy/journald.conf.d/vitalgate.conf", "tls_cert", "vitalgate check-config",
                    f"ln -s /opt/vitalgate/bin/vitalgate {BOX_VITALGATE}", "adduser --system"):
         assert needed in section, needed
+
+
+def test_the_journal_is_capped_for_a_small_disk():
+    """Logs rotate within a bound that leaves room for the readings (issue 16 item 10: log rotation)."""
+    conf = _directives(REPO / "deploy" / "journald.conf.d" / "vitalgate.conf")
+    assert conf["SystemMaxUse"] == ["200M"] and conf["SystemKeepFree"] == ["1G"]
+    assert conf["Storage"] == ["persistent"]
