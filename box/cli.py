@@ -142,13 +142,33 @@ def _cmd_ecg_screen(argv: list[str]) -> int:
     return screen_main(argv)
 
 
+def installed_version() -> str:
+    """The installed distribution's version (pyproject.toml's), as a technician quotes it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vitalgate")
+    except PackageNotFoundError:  # run from a checkout that was never pip-installed
+        return "unknown (not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    from stream.extras import MissingExtra
+
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except MissingExtra as exc:  # a command of the developers' tools on a box without their extra
+        print(f"vitalgate: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] == ["ecg-eval"]:
         return _cmd_ecg_eval(argv[1:])
     if argv[:1] == ["ecg-screen"]:
         return _cmd_ecg_screen(argv[1:])
     ap = argparse.ArgumentParser(prog="vitalgate", description="Edge gateway for home wearable monitoring")
+    ap.add_argument("--version", action="version", version=f"vitalgate {installed_version()}")
     sub = ap.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="embedded broker + simulated patients + the whole pipeline")
     d.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")

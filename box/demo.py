@@ -54,7 +54,9 @@ def _console_port(preferred: int = 8080) -> int:
 
 
 async def start_embedded_broker(port: int):  # type: ignore[no-untyped-def]
-    from amqtt.broker import Broker
+    from stream.extras import need
+
+    Broker = need("amqtt.broker", "demo", "the demo's embedded MQTT broker").Broker
 
     # The gateway's critical session asks for MQTT 5 first (box/app.py) and amqtt, a 3.1.1 broker, logs each
     # such attempt as an invalid connection before the session falls back: noise for a demo's reader.

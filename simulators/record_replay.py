@@ -36,8 +36,9 @@ class RecordPatch:
 
     @staticmethod
     def seconds_of(record_path: str) -> float:
-        import wfdb
+        from stream.extras import need
 
+        wfdb = need("wfdb", "records", "replaying WFDB records")
         try:
             h = wfdb.rdheader(record_path)
             return float(h.sig_len) / float(h.fs)

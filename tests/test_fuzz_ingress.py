@@ -109,8 +109,17 @@ def test_gatt_decoders_return_or_raise_their_own_error(decoder, data):
 @given(raw16=st.integers(0, 0xFFFF), raw32=st.integers(0, 0xFFFFFFFF))
 def test_ieee11073_numbers_never_crash(raw16, raw32):
     SEEN["decoders"] += 1
-    for v in (gc.decode_sfloat(raw16), gc.decode_float(raw32)):
-        assert isinstance(v, (int, float)) or v is not None
+    # a reserved word decodes to its Special, every other word to mantissa * 10**exponent (both signed)
+    for raw, m_bits, e_bits, specials, decode in ((raw16, 12, 4, gc._SFLOAT_SPECIALS, gc.decode_sfloat),
+                                                  (raw32, 24, 8, gc._FLOAT_SPECIALS, gc.decode_float)):
+        v = decode(raw)
+        if raw in specials:
+            assert v is specials[raw]
+            continue
+        m, e = raw & ((1 << m_bits) - 1), raw >> m_bits
+        m -= (1 << m_bits) if m >> (m_bits - 1) else 0
+        e -= (1 << e_bits) if e >> (e_bits - 1) else 0
+        assert isinstance(v, float) and math.isclose(v, m * 10.0 ** e, rel_tol=1e-12), (raw, v, m, e)
 
 
 @_settings("gatt_door")

@@ -214,19 +214,47 @@ async def test_reports_fhir_metrics_and_health_from_the_page(tmp_path):
             text = await r.text()
             assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         lines = set(text.splitlines())
-        assert 'vitalgate_alerts{tier="township",state="firing"} 1' in lines
-        assert 'vitalgate_alerts{tier="village",state="firing"} 0' in lines
-        assert 'vitalgate_device_connected{device="ecg-0001",kind="ecg",link="mqtt"} 1' in lines
-        assert 'vitalgate_mqtt_connected 0' in lines and "vitalgate_queue_depth 0" in lines
+        got = _samples(text)
+        assert got[("vitalgate_alerts", (("state", "firing"), ("tier", "township")))] == 1
+        assert got[("vitalgate_alerts", (("state", "firing"), ("tier", "village")))] == 0
+        assert got[("vitalgate_device_connected", (("device", "ecg-0001"), ("kind", "ecg"), ("link", "mqtt")))] == 1
+        assert got[("vitalgate_mqtt_connected", ())] == 0 and got[("vitalgate_queue_depth", ())] == 0
         # the ECG analysis behind the ack: how far behind (the console's gateway analyses in-process)
-        assert "vitalgate_ecg_analysis_lagging 0" in lines and "# TYPE vitalgate_ecg_analysis_lag_seconds gauge" in lines
-        assert any(x.startswith("vitalgate_ecg_analysis_backlog_frames ") for x in lines)
-        assert 'vitalgate_outbox_pending{outbox="alerts_mqtt"} 5' in lines  # 3 raised + 2 acked, no broker here
+        assert got[("vitalgate_ecg_analysis_lagging", ())] == 0
+        assert "# TYPE vitalgate_ecg_analysis_lag_seconds gauge" in lines
+        assert ("vitalgate_ecg_analysis_backlog_frames", ()) in got
+        assert got[("vitalgate_outbox_pending", (("outbox", "alerts_mqtt"),))] == 5  # 3 raised + 2 acked, no broker here
         assert "# TYPE vitalgate_readings_total counter" in lines
+        assert got[("process_resident_memory_bytes", ())] > 10e6  # the library's process metrics
         assert '"p-0001"' not in text and 'patient_id' not in text  # no patient ids in metrics
         gw.stop_event.set()
         async with s.get(base + "/healthz") as r:
             assert r.status == 503 and (await r.json())["stopping"] is True
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """(sample name, sorted labels) -> value, read back with the Prometheus text parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(smp.name, tuple(sorted(smp.labels.items()))): smp.value
+            for fam in text_string_to_metric_families(text) for smp in fam.samples}
+
+
+def test_metrics_counters_past_a_million_are_exact():
+    """`f"{v:g}"` printed 1,234,567 as 1.23457e+06: a counter moved in steps of ten past a million."""
+    from types import SimpleNamespace
+
+    from console.web.metrics import render_metrics
+
+    counters = SimpleNamespace(accepted={"ecg": 1_234_567}, rejected={"malformed_json": 10_000_019})
+    live = SimpleNamespace(counters=counters, queue_depth=lambda: 0, mqtt_connected=lambda: True,
+                           forwarding_status=lambda: {"storage": {}}, ecg_analysis_status=lambda: {})
+    src = SimpleNamespace(live=live, alerts=SimpleNamespace(pending=list, active=list),
+                          desk=SimpleNamespace(counters={"raised": 2_000_001}))
+    got = _samples(render_metrics(src, [], 0))  # type: ignore[arg-type]
+    assert got[("vitalgate_readings_total", (("kind", "ecg"), ("result", "accepted")))] == 1_234_567
+    assert got[("vitalgate_readings_rejected_total", (("reason", "malformed_json"),))] == 10_000_019
+    assert got[("vitalgate_alert_events_total", (("event", "raised"),))] == 2_000_001
 
 
 @pytest.mark.parametrize("lang", ["zh", "en"])

@@ -50,6 +50,7 @@ from console.clinic_records import ClinicRecords
 from console.web import session, svg_charts, views
 from console.web.live import LiveHub
 from console.web.login_guard import LoginGuard
+from console.web.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from console.web.metrics import health, render_metrics
 from console.web.sources import ConsoleSources
 from dispatch.request_body import API_MAX_BYTES, LOGIN_MAX_BYTES, json_object, read_capped
@@ -534,7 +535,7 @@ class Console:
         if isinstance(who, Response):
             return who
         text = render_metrics(self.src, views.device_rows(self.src, self.records), self.hub.clients)
-        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+        return PlainTextResponse(text, media_type=METRICS_CONTENT_TYPE)
 
     async def healthz(self, request: Request) -> Response:
         status, body = health(self.src)

@@ -41,6 +41,7 @@ import numpy as np
 from stream.ecg.analyser import EcgAnalyser
 from stream.ecg.beat_model import BeatModel
 from stream.ecg.vt_window import VtWindowModel
+from stream.extras import need
 
 BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
 VENTRICULAR = "V"
@@ -134,7 +135,7 @@ def _read_mat_record(path: str) -> tuple[np.ndarray, float, str]:
 
 def read_record(path: str) -> Record:
     """Read one record (signal in µV, reference annotations if any)."""
-    import wfdb
+    wfdb = need("wfdb", "records", "reading WFDB records")
 
     name = os.path.basename(path)
     if not os.path.exists(path + ".hea"):
