@@ -32,16 +32,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import doc_block  # noqa: E402  (bench/, beside this one: --doc)
-from load import proc_cpu  # noqa: E402  (bench/load.py: one process's CPU seconds from /proc)
-
 import paho.mqtt.client as mqtt  # noqa: E402
 import yaml  # noqa: E402
+from load import proc_cpu  # noqa: E402  (bench/load.py: one process's CPU seconds from /proc)
 
 from stream.models import CHINA_TZ  # noqa: E402
-from tests.county_support import CountyProcess, NatsCluster, SubjectLog, county_config_for  # noqa: E402
-from tests.store_forward_support import PersistentMosquitto  # noqa: E402
+from tests.support.county import CountyProcess, NatsCluster, SubjectLog, county_config_for  # noqa: E402
+from tests.support.store_forward import PersistentMosquitto  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -27,11 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import doc_block  # noqa: E402  (bench/, beside this one: --doc)
-
 import nats  # noqa: E402
 
 from county.engine import UPLINK_STREAM, NatsLog  # noqa: E402
-from tests.county_support import NatsCluster, NativeClinic, reading  # noqa: E402
+from tests.support.county import NativeClinic, NatsCluster, reading  # noqa: E402
 
 PACE_S = 0.003
 

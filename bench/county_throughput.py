@@ -27,12 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import doc_block  # noqa: E402  (bench/, beside this one: --doc)
-
 import nats  # noqa: E402
 import yaml  # noqa: E402
 
 from county.engine import UPLINK_STREAM, NatsLog, consumer_name  # noqa: E402
-from tests.county_support import CountyProcess, NatsCluster, alert  # noqa: E402
+from tests.support.county import CountyProcess, NatsCluster, alert  # noqa: E402
 
 WINDOW = 2000  # publishes in flight
 

@@ -44,7 +44,7 @@ async def main(n: int) -> None:
         t0 = time.perf_counter()
         window = 200  # bounded in-flight window
         pending: set[asyncio.Task] = set()
-        for i in range(n):
+        for _ in range(n):
             pending.add(asyncio.create_task(pub.publish("bench/ecg", frame, qos=1)))
             if len(pending) >= window:
                 _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)

@@ -29,8 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from simulators.ecg_synthesis import (  # noqa: E402
-    SINUS_WAVES, asystole_among_spikes, tall_t_waves, tremor_over_sinus, waves_per_beat)
+from simulators.ecg_synthesis import SINUS_WAVES, asystole_among_spikes, tall_t_waves, tremor_over_sinus, waves_per_beat  # noqa: E402
 from stream.ecg.analyser import EcgAnalyser  # noqa: E402
 
 

@@ -39,8 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from simulators.ecg_stress import variant  # noqa: E402
 import doc_block  # noqa: E402
+
+from simulators.ecg_stress import variant  # noqa: E402
 from stream.ecg import beat_model, evaluation, folds, vt_window  # noqa: E402
 from stream.ecg.beat_model import BeatModel  # noqa: E402
 

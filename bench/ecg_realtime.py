@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import doc_block  # noqa: E402
+
 from stream.ecg import evaluation  # noqa: E402
 from stream.ecg.analyser import EcgAnalyser  # noqa: E402
 

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import doc_block  # noqa: E402
+
 from stream.ecg import evaluation, screening  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "ecg" / "challenge2017"

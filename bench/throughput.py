@@ -56,7 +56,9 @@ import paho.mqtt.client as mqtt
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import doc_block  # noqa: E402  (bench/, beside this one: --doc)
+
 from simulators.stack import free_port, wait_port  # noqa: E402
+
 CLINIC = "bench"
 WINDOW = 1000  # publisher's QoS 1 messages awaiting PUBACK (mids are 16-bit, docs/spec/machine-limits.md)
 PROFILE = ""  # --profile FILE

@@ -18,24 +18,24 @@ from typing import TYPE_CHECKING
 
 import aiomqtt
 
-from dispatch.alert_store import AlertStore
-from dispatch.dispatcher import Dispatcher
-from dispatch.control import CONTROL_TOPICS, handle_control
-from dispatch.http_api import ApiServer, create_app
 from box.config import GatewayConfig, PatientConfig
+from box.systemd_notify import SystemdNotifier
+from dispatch.alert_store import AlertStore
+from dispatch.control import CONTROL_TOPICS, handle_control
+from dispatch.dispatcher import Dispatcher
+from dispatch.http_api import ApiServer, create_app
 from gateway.ingress import DeviceBinding, DeviceRegistry, decode_message
 from gateway.mqtt_link import Ack, MqttLink, NotConnected
-from stream.rhythm_log import RhythmLog
 from outbound.store_and_forward import StoreAndForward, no_ack
 from shards.ecg_analysis import DeferredEcg, EcgAnalysis
 from shards.ecg_lane import EcgLane
 from shards.ecg_shards import EcgShards, auto_workers
-from box.systemd_notify import SystemdNotifier
 from shards.lanes import CRITICAL_RECEIVE_MAXIMUM, ECG_CLIENT_SUFFIX, is_critical, subscriptions
 from stream.core import Counters, StreamCore
 from stream.device_watch import DEFAULT_OFFLINE_AFTER, DeviceWatch, WatchedDevice
 from stream.history import recent_readings_by_patient
-from stream.models import AckMessage, Accepted, Rejected, Tier, iso, now_local
+from stream.models import Accepted, AckMessage, Rejected, Tier, iso, now_local
+from stream.rhythm_log import RhythmLog
 from stream.store import ReadingStore
 
 if TYPE_CHECKING:

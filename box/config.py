@@ -75,7 +75,7 @@ class BleLink(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _findable(self) -> "BleLink":
+    def _findable(self) -> BleLink:
         if not self.address and not self.name:
             raise ValueError("give the device's BLE address (AA:BB:CC:DD:EE:FF) or its advertised name")
         return self
@@ -91,7 +91,7 @@ class DeviceConfig(_Strict):
                                       "cuff); more than 24 h overdue raises missed_readings")
 
     @model_validator(mode="after")
-    def _ble_profile_fits_kind(self) -> "DeviceConfig":
+    def _ble_profile_fits_kind(self) -> DeviceConfig:
         if self.ble is not None and self.kind not in PROFILE_DEVICE_KINDS[self.ble.profile]:
             fits = " or ".join(sorted(k.value for k in PROFILE_DEVICE_KINDS[self.ble.profile]))
             raise ValueError(f"BLE profile {self.ble.profile!r} does not fit a {self.kind.value} device "
@@ -138,7 +138,7 @@ class UplinkConfig(BrokerConfig):
                     "of over MQTT to host:port")
 
     @model_validator(mode="after")
-    def _client_certificate(self) -> "UplinkConfig":
+    def _client_certificate(self) -> UplinkConfig:
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("give both cert_file and key_file (a client certificate and its key), or neither")
         if self.cert_file is not None and not self.tls:
@@ -257,7 +257,7 @@ class GatewayConfig(_Strict):
     shards: ShardsConfig = ShardsConfig()
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "GatewayConfig":
+    def _cross_checks(self) -> GatewayConfig:
         problems = cross_check(self.model_dump(mode="python"), self.thresholds)
         if problems:
             loc, msg = problems[0]

@@ -28,8 +28,16 @@ import yaml
 
 from box.app import Gateway
 from box.config import GatewayConfig
-from box.demo import (TIER_LABEL, _console_port, _print_alerts, _summary, demo_config, demo_scenario, free_port,
-                      start_embedded_broker)
+from box.demo import (
+    TIER_LABEL,
+    _console_port,
+    _print_alerts,
+    _summary,
+    demo_config,
+    demo_scenario,
+    free_port,
+    start_embedded_broker,
+)
 from simulators.scenario import play
 from simulators.stack import wait_port
 
@@ -132,15 +140,16 @@ async def run_county_demo(duration: float, patients: int, seed: int) -> int:
         cfg = CountyConfig.model_validate(county_cfg)
         write(cfg, tmp / "engine")
         try:
+            # starting the demo's processes: a few ms of blocking open/Popen before anything else runs
             for k in range(3):
-                with open(tmp / f"nats-{k + 1}.log", "ab") as out:
-                    procs.append(subprocess.Popen([exe, "-c", str(tmp / "engine" / f"nats-{k + 1}.conf")],
+                with open(tmp / f"nats-{k + 1}.log", "ab") as out:  # noqa: ASYNC230
+                    procs.append(subprocess.Popen([exe, "-c", str(tmp / "engine" / f"nats-{k + 1}.conf")],  # noqa: ASYNC220
                                                   stdout=out, stderr=subprocess.STDOUT))
             for url in cfg.engine.nats:
                 await asyncio.to_thread(wait_port, int(url.rsplit(":", 1)[1]), 15.0)
             county_log = tmp / "county.log"
-            with open(county_log, "ab") as out:
-                procs.append(subprocess.Popen([sys.executable, "-m", "box.cli", "county", "--config", str(cfg_path),
+            with open(county_log, "ab") as out:  # noqa: ASYNC230
+                procs.append(subprocess.Popen([sys.executable, "-m", "box.cli", "county", "--config", str(cfg_path),  # noqa: ASYNC220
                                                "--log-level", "WARNING"], stdout=out, stderr=subprocess.STDOUT))
             api = CountyApi(county_port, token)
             await _county_ready(api, procs[-1], county_log)

@@ -223,8 +223,8 @@ def _summary(seen: list[dict], status: dict, elapsed: float) -> None:
     by_cond = Counter(a["condition"] for a in firing)
     c = status["counters"]
     print("\nsummary")
-    print(f"  alerts sent (firing, per tier topic): " + ", ".join(f"{t} {by_tier.get(t, 0)}" for t in TIER_LABEL))
-    print(f"  conditions: " + ", ".join(f"{k} {v}" for k, v in sorted(by_cond.items())))
+    print("  alerts sent (firing, per tier topic): " + ", ".join(f"{t} {by_tier.get(t, 0)}" for t in TIER_LABEL))
+    print("  conditions: " + ", ".join(f"{k} {v}" for k, v in sorted(by_cond.items())))
     print(f"  acknowledged: {sum(1 for a in seen if a['state'] == 'acknowledged')}, "
           f"escalations: {c['alerts'].get('escalated', 0)}")
     print(f"  readings accepted: {c['accepted_total']} {json.dumps(c['accepted'])}")

@@ -90,7 +90,7 @@ def parse_hash(text: str) -> ScryptHash:
     if not (1 <= ln <= 20 and 1 <= r <= 32 and 1 <= p <= 16):
         raise ValueError("cost parameters out of range (ln 1-20, r 1-32, p 1-16)")
     if ln < 14 or r < 8 or (2 ** ln) * p < MIN_WORK:
-        raise ValueError(f"cost too low (at least ln=14, r=8 and N*p >= 2^16); make it again with `vitalgate passwd`")
+        raise ValueError("cost too low (at least ln=14, r=8 and N*p >= 2^16); make it again with `vitalgate passwd`")
     if 128 * r * 2 ** ln > MAX_MEMORY:
         raise ValueError("cost too high: a check would need more than 256 MiB")
     return ScryptHash(ln, r, p, salt, digest)

@@ -33,7 +33,8 @@ def publish_copy(listeners: list[tuple[str, int]], client_id: str, topic: str, p
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
                              clean_session=True)
         connected = threading.Event()
-        client.on_connect = lambda c, u, f, rc, p=None: connected.set() if not rc.is_failure else None
+        # bound per client: a late CONNACK of the previous listener's client must not set this one's event
+        client.on_connect = lambda c, u, f, rc, p=None, ev=connected: ev.set() if not rc.is_failure else None
         try:
             client.connect(host, port, keepalive=10)
             client.loop_start()

@@ -60,7 +60,7 @@ class EngineConfig(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _same_servers(self) -> "EngineConfig":
+    def _same_servers(self) -> EngineConfig:
         n = len(self.nats)
         if self.mqtt and len(self.mqtt) != n:
             raise ValueError(f"engine.mqtt lists {len(self.mqtt)} listeners for {n} servers in engine.nats")

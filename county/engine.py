@@ -182,7 +182,7 @@ class NatsLog:
         try:
             sub = await self._sub(partition)
             msgs = await sub.fetch(max_messages, timeout=timeout_s)
-        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, nats.errors.TimeoutError):
             return []
         except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
             raise EngineUnavailable(f"fetch partition {partition}: {exc!r}") from exc
@@ -208,7 +208,7 @@ class NatsLog:
             raise ValueError(f"not a control topic: {verb}")
         try:
             await self._js.publish(f"vg.{clinic}.{verb}", payload, headers={"Nats-Msg-Id": msg_id})
-        except (nats.errors.Error, nats.js.errors.Error, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as exc:
             raise EngineUnavailable(f"publish {verb} for {clinic}: {exc!r}") from exc
 
     async def close(self) -> None:
@@ -217,7 +217,7 @@ class NatsLog:
         if self.nc is not None and not self.nc.is_closed:
             try:
                 await asyncio.wait_for(self.nc.flush(), 2)
-            except (nats.errors.Error, OSError, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.Error, OSError):
                 pass
             await self.nc.close()
 
@@ -288,5 +288,5 @@ class NatsLog:
             return await asyncio.wait_for(aw, min(API_TIMEOUT_S, self.lease_ttl_s / 2))
         except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError, nats.js.errors.NoKeysError):
             raise
-        except (nats.errors.Error, nats.js.errors.Error, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as exc:
             raise EngineUnavailable(f"lease bucket: {exc!r}") from exc

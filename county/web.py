@@ -60,7 +60,7 @@ def _error(status: int, msg: str, **extra) -> JSONResponse:
     return JSONResponse({"error": msg, **extra}, status_code=status)
 
 
-def create_app(service: "CountyService") -> Starlette:
+def create_app(service: CountyService) -> Starlette:
     token = service.cfg.http.token if service.cfg.http else ""
     store = service.store
 
@@ -198,7 +198,7 @@ async def _json_body(request: Request) -> dict:
     return body
 
 
-async def serve(service: "CountyService", bind: str, port: int, stop: asyncio.Event) -> None:
+async def serve(service: CountyService, bind: str, port: int, stop: asyncio.Event) -> None:
     """uvicorn on the running loop until `stop`; the service owns the signals. A busy port is retried."""
     import uvicorn
 

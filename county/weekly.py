@@ -49,7 +49,7 @@ class BpControl:
             raise ValueError("thresholds must be positive and min_readings at least 1")
 
     @classmethod
-    def clinic_default(cls) -> "BpControl":
+    def clinic_default(cls) -> BpControl:
         t = BpThresholds()
         return cls(t.home_mean_systolic, t.home_mean_diastolic, t.home_mean_min_readings)
 

@@ -86,7 +86,7 @@ class ChannelConfig(BaseModel):
     failure_tier: Tier = Field(Tier.VILLAGE, description="MQTT tier topic for this channel's technical alert")
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "ChannelConfig":
+    def _one_kind(self) -> ChannelConfig:
         kinds = [k for k in ("webhook", "console") if getattr(self, k) is not None]
         if len(kinds) != 1:
             raise ValueError("a channel is exactly one of webhook: {...} or console: {}")

@@ -81,7 +81,7 @@ def cmd_routes_test(args: argparse.Namespace, load: LoadConfig) -> int:
     print(f"  opens at: {d.tier.value}, severity {d.severity.value}"
           f"{' (latches until acknowledged)' if d.severity in LATCHING else ''}")
     audience = esc.audience(d.tier)
-    print(f"  MQTT: " + ", ".join(f"vg/{cfg.clinic}/alert/{t.value}" for t in audience))
+    print("  MQTT: " + ", ".join(f"vg/{cfg.clinic}/alert/{t.value}" for t in audience))
     ctx = MatchContext(condition, d.severity, d.tier, args.patient, lab, at)
     chans = [c for c in cfg.channels
              if (set(c.tiers) & set(audience) or c.name in d.channels) and c.match.matches(ctx)]

@@ -42,7 +42,7 @@ class HttpConfig(BaseModel):
     tls_key: str | None = Field(None, description="its PEM private key")
 
     @model_validator(mode="after")
-    def _tls_pair(self) -> "HttpConfig":
+    def _tls_pair(self) -> HttpConfig:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("give tls_cert and tls_key together (or neither)")
         for f in (self.tls_cert, self.tls_key):
@@ -105,7 +105,7 @@ def _refused_over_mqtt(spec: SilenceSpec, now: datetime) -> str | None:
     return None
 
 
-async def handle_control(dispatcher: "Dispatcher", kind: str, payload: bytes) -> str | None:
+async def handle_control(dispatcher: Dispatcher, kind: str, payload: bytes) -> str | None:
     """Apply one control message; return why it was refused, or None if it was applied."""
     try:
         if kind == "snooze":

@@ -37,7 +37,12 @@ from dispatch.channels import ChannelAlert, ChannelConfig, DeliveryFailed, Sende
 from dispatch.escalation import EscalationSettings
 from dispatch.routing import LATCHING, MatchContext, Route, RoutingTable, RoutingTree, tier_rank
 from dispatch.suppression import (
-    DEFAULT_INHIBIT_RULES, InhibitRule, Silence, SilenceSpec, config_silence_id, equal_values,
+    DEFAULT_INHIBIT_RULES,
+    InhibitRule,
+    Silence,
+    SilenceSpec,
+    config_silence_id,
+    equal_values,
 )
 from stream.models import Alert, AlertState, Condition, Finding, Tier, iso, now_local
 
@@ -123,7 +128,7 @@ class Dispatcher:
 
     @classmethod
     def from_config(cls, config: DispatchConfig, store: AlertStore,
-                    clock: Callable[[], datetime] = now_local) -> "Dispatcher":
+                    clock: Callable[[], datetime] = now_local) -> Dispatcher:
         """Everything the gateway config says about dispatch."""
         routing = RoutingTable(dict(config.routes), tree=config.routing,
                                labels={p.id: dict(p.labels) for p in config.patients})

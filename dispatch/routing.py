@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -199,7 +199,7 @@ class RouteNode(BaseModel):
     group_wait: Duration | None = None
     group_interval: Duration | None = None
     repeat_interval: Duration | None = None
-    routes: list["RouteNode"] = Field(default_factory=list)
+    routes: list[RouteNode] = Field(default_factory=list)
 
 
 class RoutingTree(RouteNode):
@@ -211,7 +211,7 @@ class RoutingTree(RouteNode):
     defaults: bool = Field(True, description="append the default routes (docs/spec/clinical-rules.md §Routing) after yours")
 
     @model_validator(mode="after")
-    def _root(self) -> "RoutingTree":
+    def _root(self) -> RoutingTree:
         if not self.match.is_empty():
             raise ValueError("the root of the routing tree matches every alert; put matchers in routes: below it")
         if self.continue_:
@@ -283,7 +283,7 @@ class _Eff:
     repeat_interval: timedelta
     explicit: frozenset[str] = frozenset()  # settings a route below the root set on this path
 
-    def child(self, n: RouteNode) -> "_Eff":
+    def child(self, n: RouteNode) -> _Eff:
         chans = self.channels + tuple(c for c in n.channels if c not in self.channels)
         got = {k for k in _SETTINGS if getattr(n, k) is not None}
         return _Eff(n.tier or self.tier, n.severity or self.severity, chans,

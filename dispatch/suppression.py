@@ -47,7 +47,7 @@ class InhibitRule(BaseModel):
                              description="patient_id and/or patient label names that must be equal")
 
     @model_validator(mode="after")
-    def _not_everything(self) -> "InhibitRule":
+    def _not_everything(self) -> InhibitRule:
         if self.source.is_empty() or self.target.is_empty():
             raise ValueError("an inhibit rule needs matchers on both source and target")
         return self
@@ -93,7 +93,7 @@ class SilenceSpec(BaseModel):
         return v.replace(tzinfo=CHINA_TZ) if v is not None and v.tzinfo is None else v
 
     @model_validator(mode="after")
-    def _sane(self) -> "SilenceSpec":
+    def _sane(self) -> SilenceSpec:
         if self.match.is_empty():
             raise ValueError("a silence must say what it silences (match: condition, patient, labels, ...)")
         if self.ends_at is not None and self.duration is not None:

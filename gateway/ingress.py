@@ -17,6 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 from gateway import gatt_codecs as gc
 from stream.models import (
     CHINA_TZ,
+    KINDS_FOR_DEVICE,
     Accepted,
     AnyReading,
     BatteryReading,
@@ -27,7 +28,6 @@ from stream.models import (
     EcgStripReading,
     GlucoseReading,
     HeartRateReading,
-    KINDS_FOR_DEVICE,
     Rejected,
     ScreenedStrip,
 )
@@ -143,7 +143,7 @@ def bind(reading: AnyReading, binding: DeviceBinding, received_at: datetime, sou
 def _decode_json(payload: bytes, device_id: str, topic: str) -> AnyReading | Rejected:
     # Parse and validate in one pass (pydantic-core reads the bytes itself, a few µs a message
     # less). Whatever it does not take goes the long way below, which decides the rejection and
-    # its detail exactly as before; tests/test_ingress_fast_path.py checks both ways agree.
+    # its detail exactly as before; tests/unit/gateway/test_ingress_fast_path.py checks both ways agree.
     try:
         return _READING.validate_json(payload)
     except ValueError:  # ValidationError, and anything else it could not read
@@ -156,7 +156,7 @@ def _decode_json_slow(payload: bytes, device_id: str, topic: str) -> AnyReading 
         body = json.loads(payload)
     except (UnicodeDecodeError, ValueError) as exc:
         return _reject("malformed_json", f"not JSON: {exc}", device_id, topic)
-    except RecursionError:  # found by tests/test_fuzz_ingress.py: "[[[[..." 100,000 deep
+    except RecursionError:  # found by tests/unit/gateway/test_fuzz_ingress.py: "[[[[..." 100,000 deep
         return _reject("malformed_json", "JSON nested too deeply to be a reading", device_id, topic)
     if not isinstance(body, dict):
         return _reject("malformed_json", "the payload must be a JSON object", device_id, topic)

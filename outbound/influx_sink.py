@@ -56,8 +56,8 @@ from stream.models import (
     HeartRateReading,
     Spo2Reading,
 )
-from stream.store import open_sqlite
 from stream.retry_backoff import jittered
+from stream.store import open_sqlite
 from stream.waiting import wait_any
 
 log = logging.getLogger("vitalgate.tsdb")

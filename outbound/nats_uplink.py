@@ -142,7 +142,7 @@ class NatsUplink(OutboxSide):
             try:
                 await self._send_status()
                 sent = await self._send_batch()
-            except (nats.errors.Error, nats.js.errors.Error, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as exc:
                 self.failures += 1
                 log.warning("county uplink send failed, will resend: %r", exc)
                 try:
@@ -220,7 +220,7 @@ class NatsUplink(OutboxSide):
                 futures.append(await self._js.publish_async(subject_of(r.topic), payload,
                                                             headers={"Nats-Msg-Id": f"{self.clinic}:{r.msg_id}"},
                                                             wait_stall=ACK_TIMEOUT_S))
-            except (nats.errors.Error, nats.js.errors.Error, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as exc:
                 return futures, exc
         return futures, None
 
@@ -238,7 +238,7 @@ class NatsUplink(OutboxSide):
             if version:
                 last["version"] = version
             await self._js.publish(subject_of(f"{self.prefix}/status"), json.dumps(last).encode(), timeout=2)
-        except (nats.errors.Error, nats.js.errors.Error, OSError, asyncio.TimeoutError, ValueError):
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError, ValueError):
             pass
 
     async def finish(self, timeout_s: float) -> None:
@@ -260,7 +260,7 @@ class NatsUplink(OutboxSide):
                 if sub is None:
                     sub = await self._control_subscription()
                 msgs = await sub.fetch(50, timeout=CONTROL_FETCH_S)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
                 log.debug("control consumer not ready: %r", exc)  # the county creates the stream; wait for it

@@ -127,7 +127,7 @@ class StoreAndForward:
         store: ReadingStore,
         raise_finding: Callable[[Finding], Awaitable[object]],
         clock: Callable[[], datetime] = now_local,
-    ) -> "StoreAndForward":
+    ) -> StoreAndForward:
         uplink = None
         if config.uplink is not None:
             u = config.uplink
@@ -392,11 +392,11 @@ class StoreAndForward:
         while self._alerts_waiting:
             topic, payload = self._alerts_waiting[0]
             assert self.uplink is not None
-            if not self._write_or_retry(lambda: self.uplink.enqueue_alert(topic, payload)):  # type: ignore[union-attr]
+            if not self._write_or_retry(lambda t=topic, p=payload: self.uplink.enqueue_alert(t, p)):  # type: ignore[union-attr]
                 return
             self._alerts_waiting.pop(0)
         for key, acc in list(self._unstored.items()):
-            if not self._write_or_retry(lambda: self._check_space() or self.store.add(acc)):
+            if not self._write_or_retry(lambda a=acc: self._check_space() or self.store.add(a)):
                 return
             del self._unstored[key]
             if not isinstance(acc.reading, EcgFrame):

@@ -14,7 +14,7 @@ command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)   # a self-signed certificate for the HTTPS test
 command -v victoria-metrics >/dev/null 2>&1 || need+=(victoria-metrics)
 command -v cc >/dev/null 2>&1 || need+=(gcc)             # compiles tests/powercut/powercut.c (the power-cut layer)
-command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)   # tests/test_deploy_kit.py: systemd-analyze verify
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)   # tests/integration/box/test_deploy_kit.py: systemd-analyze verify
 # The doctor's console browser tests: Debian's Chromium (Playwright drives it; it never downloads one),
 # and a CJK font so pages, screenshots and report plots show Chinese instead of boxes.
 [ -x /usr/bin/chromium ] || need+=(chromium)

@@ -43,7 +43,7 @@ from stream.store import ReadingQueries
 
 log = logging.getLogger("vitalgate.ecg_analysis")
 
-def analysis_status(lag: "LagWatch", lag_s: float, head: int, cursor: int, analysed: int, **extra: Any) -> dict[str, Any]:
+def analysis_status(lag: LagWatch, lag_s: float, head: int, cursor: int, analysed: int, **extra: Any) -> dict[str, Any]:
     """The `ecg_analysis` part of the gateway's status (and /metrics): how far behind, since when."""
     return {"condition": lag.condition, "lag_s": round(lag_s, 1), "backlog_frames": max(0, head - cursor),
             "analysed_frames": analysed, "analysed_upto": cursor,

@@ -36,9 +36,8 @@ import aiomqtt
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from simulators.devices import BpCuff, EcgHandheld, EcgPatch, GlucoseMeter, Message, Spo2Clip, gatt_topic, reading_topic
 from simulators.mqtt_consume import consume_until
-from simulators.devices import (BpCuff, EcgHandheld, EcgPatch, GlucoseMeter, Message, Spo2Clip, gatt_topic,
-                                reading_topic)
 from stream.models import Condition, Duration, Tier, now_local, parse_duration
 
 if TYPE_CHECKING:
@@ -143,7 +142,7 @@ class TimelineEvent(_S):
     raw: str | None = Field(None, description="published as-is on the device's reading topic (bad-input tests)")
 
     @model_validator(mode="after")
-    def _one(self) -> "TimelineEvent":
+    def _one(self) -> TimelineEvent:
         n = sum(x is not None for x in (self.blood_pressure, self.glucose, self.spo2, self.ecg, self.replay,
                                         self.strip, self.battery, self.raw))
         if n != 1:
@@ -183,7 +182,7 @@ class InfraEvent(_S):
     for_: Duration = Field(parse_duration("0s"), alias="for")
 
     @model_validator(mode="after")
-    def _one(self) -> "InfraEvent":
+    def _one(self) -> InfraEvent:
         n = sum(x is not None for x in (self.uplink, self.broker, self.gateway))
         if n != 1:
             raise ValueError("each infrastructure event needs exactly one of uplink, broker, gateway")
@@ -228,7 +227,7 @@ class Scenario(_S):
                                     "should have (e.g. thresholds); used by the test harness")
 
     @model_validator(mode="after")
-    def _known_devices(self) -> "Scenario":
+    def _known_devices(self) -> Scenario:
         for i, ev in enumerate(self.timeline):
             if ev.device not in self.devices:
                 raise ValueError(f"timeline[{i}] uses device {ev.device!r}, which is not under devices:")
@@ -412,7 +411,7 @@ def apply_behaviours(sc: Scenario, clinic: str, messages: list[tuple[float, Mess
 
 
 async def play(sc: Scenario, host: str, port: int, clinic: str, progress: bool = False,
-               base_dir: Path | None = None, stack: "Stack | None" = None, t0: float | None = None) -> int:
+               base_dir: Path | None = None, stack: Stack | None = None, t0: float | None = None) -> int:
     """Publish the scenario against a broker at its time scale; returns messages sent.
 
     Like a device with memory, the publisher keeps a message it could not hand to the broker
@@ -450,7 +449,7 @@ async def play(sc: Scenario, host: str, port: int, clinic: str, progress: bool =
     return len(messages)
 
 
-async def run_infrastructure(sc: Scenario, stack: "Stack | None", t0: float) -> None:
+async def run_infrastructure(sc: Scenario, stack: Stack | None, t0: float) -> None:
     """Each infrastructure event at its scenario time: break something, and mend it `for` later."""
     assert stack is not None
     loop = asyncio.get_running_loop()
@@ -491,7 +490,7 @@ async def watch_alerts(host: str, port: int, clinic: str, sink: list[dict], read
                 await client.subscribe(f"vg/{clinic}/alert/+", qos=1)
                 ready.set()
                 loop = asyncio.get_running_loop()
-                await consume_until(client, stop, lambda msg: sink.append(
+                await consume_until(client, stop, lambda msg, loop=loop: sink.append(
                     {"topic": str(msg.topic), "_seen_at": loop.time(),
                      **json.loads(bytes(msg.payload))}))  # type: ignore[arg-type]
         except aiomqtt.MqttError:

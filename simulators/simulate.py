@@ -52,7 +52,7 @@ async def simulate(broker: str | None, clinic: str | None, scenario_path: str, e
         return await _run(sc, host, port, clinic, scenario_path, expect, None)
     from simulators.stack import Stack, StackError
 
-    raw = yaml.safe_load(Path(scenario_path).read_text(encoding="utf-8"))
+    raw = yaml.safe_load(Path(scenario_path).read_text(encoding="utf-8"))  # noqa: ASYNC240 (once, at start)
     st = Stack(raw, clinic, uplink=sc.has_uplink)
     try:
         await asyncio.to_thread(st.start)
@@ -67,7 +67,7 @@ async def simulate(broker: str | None, clinic: str | None, scenario_path: str, e
 
 
 async def _run(sc: Scenario, host: str, port: int, clinic: str, scenario_path: str, expect: bool,
-               st: "Stack | None") -> int:
+               st: Stack | None) -> int:
     seen: list[dict] = []
     stop, ready = asyncio.Event(), asyncio.Event()
     watcher = (asyncio.create_task(watch_alerts(host, port, clinic, seen, ready, stop, persistent=st is not None))
@@ -76,7 +76,7 @@ async def _run(sc: Scenario, host: str, port: int, clinic: str, scenario_path: s
         await asyncio.wait_for(ready.wait(), 10)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    sent = await play(sc, host, port, clinic, progress=True, base_dir=Path(scenario_path).resolve().parent, stack=st,
+    sent = await play(sc, host, port, clinic, progress=True, base_dir=Path(scenario_path).resolve().parent, stack=st,  # noqa: ASYNC240
                       t0=t0)
     log.info("scenario played", extra={"scenario": sc.name, "messages": sent})
     if watcher is None:

@@ -347,7 +347,7 @@ class Stack:
         if self._tmp is not None:
             self._tmp.cleanup()
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         try:
             self.start()
         except BaseException:

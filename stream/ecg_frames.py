@@ -48,7 +48,7 @@ def _conditions() -> set[str]:
 
 
 class EcgFrameTracker:
-    def __init__(self, analyser_factory: "type[RhythmAnalyser] | None" = None) -> None:
+    def __init__(self, analyser_factory: type[RhythmAnalyser] | None = None) -> None:
         self._factory = analyser_factory
         self._devices: dict[str, EcgDeviceState] = {}
         self._known = _conditions()

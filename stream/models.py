@@ -40,7 +40,7 @@ class Tier(str, enum.Enum):
     COUNTY = "county"
     EMERGENCY = "emergency"
 
-    def next(self) -> "Tier | None":
+    def next(self) -> Tier | None:
         order = list(Tier)
         i = order.index(self)
         return order[i + 1] if i + 1 < len(order) else None
@@ -200,7 +200,7 @@ class EcgStripReading(_Reading):
     lead: str | None = Field(default=None, max_length=16, description="e.g. I (a handheld's thumbs), II")
 
     @model_validator(mode="after")
-    def _length(self) -> "EcgStripReading":
+    def _length(self) -> EcgStripReading:
         seconds = len(self.samples_uv) / self.fs
         if not STRIP_SECONDS[0] <= seconds <= STRIP_SECONDS[1]:
             raise ValueError(f"the strip is {seconds:.1f} s ({len(self.samples_uv)} samples at {self.fs:g} Hz); "
@@ -231,11 +231,10 @@ class ScreenedStrip(_Reading):
 
 
 DeviceReading = Annotated[
-    Union[BloodPressureReading, GlucoseReading, EcgFrame, Spo2Reading, HeartRateReading, BatteryReading,
-          EcgStripReading],
+    BloodPressureReading | GlucoseReading | EcgFrame | Spo2Reading | HeartRateReading | BatteryReading | EcgStripReading,
     Field(discriminator="kind"),
 ]
-AnyReading = Union[
+AnyReading = Union[  # noqa: UP007 (a runtime alias; kept as written)
     BloodPressureReading, GlucoseReading, EcgFrame, Spo2Reading, HeartRateReading, BatteryReading, EcgSummary,
     EcgStripReading, ScreenedStrip,
 ]

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
-from datetime import datetime, timedelta, timezone
 
 from stream.models import (
     Accepted,
@@ -32,7 +32,7 @@ _BP_HISTORY = 400
 
 @dataclass
 class PatientRuleState:
-    bp: "BpHistory" = field(default_factory=lambda: BpHistory(_BP_HISTORY))
+    bp: BpHistory = field(default_factory=lambda: BpHistory(_BP_HISTORY))
     last_hypo_at: datetime | None = None
     spo2_low_since: datetime | None = None
     spo2_severe_since: datetime | None = None
@@ -152,13 +152,13 @@ class BpEntry(NamedTuple):
     idia: int | None
 
     @classmethod
-    def of(cls, r: BloodPressureReading) -> "BpEntry":
+    def of(cls, r: BloodPressureReading) -> BpEntry:
         return cls(r.ts, r.systolic, r.diastolic, r.status.questionable, _exact_int(r.systolic),
                    _exact_int(r.diastolic))
 
 
-_MIN_TS = datetime.min.replace(tzinfo=timezone.utc)
-_MAX_TS = datetime.max.replace(tzinfo=timezone.utc)
+_MIN_TS = datetime.min.replace(tzinfo=UTC)
+_MAX_TS = datetime.max.replace(tzinfo=UTC)
 
 
 def _shift(ts: datetime, delta: timedelta) -> datetime:

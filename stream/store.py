@@ -24,10 +24,10 @@ import json
 import os
 import sqlite3
 import zlib
+from collections.abc import Container
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from collections.abc import Container
 from typing import Any
 
 import numpy as np

@@ -32,7 +32,7 @@ class BpThresholds(_Section):
     crisis_confirm_max_gap: Duration = parse_duration("5m")
 
     @model_validator(mode="after")
-    def _ordered(self) -> "BpThresholds":
+    def _ordered(self) -> BpThresholds:
         if not self.high_systolic < self.crisis_systolic:
             raise ValueError("high_systolic must be below crisis_systolic")
         if self.crisis_confirm_min_gap >= self.crisis_confirm_max_gap:
@@ -52,7 +52,7 @@ class GlucoseThresholds(_Section):
                                      "hypo within this window is severe (the 15-minute recheck failed)")
 
     @model_validator(mode="after")
-    def _ordered(self) -> "GlucoseThresholds":
+    def _ordered(self) -> GlucoseThresholds:
         if not (self.hypo_severe < self.hypo < self.hyper < self.hyper_crisis <= self.hyper_hhs):
             raise ValueError("need hypo_severe < hypo < hyper < hyper_crisis <= hyper_hhs")
         return self
@@ -85,7 +85,7 @@ class Thresholds(_Section):
     missed_readings_overdue: Duration = Field(parse_duration("24h"), description="a scheduled reading this late "
                                               "raises missed_readings")
 
-    def with_override(self, override: "dict[str, Any] | Thresholds | None") -> "Thresholds":
+    def with_override(self, override: dict[str, Any] | Thresholds | None) -> Thresholds:
         """Apply only the fields an override sets (a patient's `thresholds:` as written)."""
         if not override:
             return self

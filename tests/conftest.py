@@ -18,31 +18,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from simulators.stack import free_port, wait_port
-
-REPO = Path(__file__).resolve().parents[1]
-ECG_DATA = REPO.parent / "shared" / "data" / "ecg"     # the full PhysioNet development set, beside the clone
-ECG_SLICES = REPO / "tests" / "data" / "ecg"            # small real slices of it that ship with the repo
-
-
-def ecg_data() -> Path:
-    """The full ECG data set: ``../shared/data/ecg``, or ``$VITALGATE_ECG_DATA`` when set.
-
-    When it is missing the calling test is failed if ``CI`` is set (CI has the data set beside
-    the clone, so a missing one is a broken setup, not a green run) and skipped, with the
-    reason, otherwise: a bare clone still runs the slices in ``tests/data/ecg``.
-    """
-    data = Path(os.environ.get("VITALGATE_ECG_DATA") or ECG_DATA)
-    if (data / "mitdb" / "100.hea").exists():
-        return data
-    msg = (f"ECG data set missing: {data} (see tests/data/ecg/README.md); the tests on the slices "
-           f"in tests/data/ecg still run")
-    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-        pytest.fail(msg + "; CI is set, so this is a failure, not a skip", pytrace=False)
-    pytest.skip(msg)
-
-
-# One implementation of the port helpers: the scenario stack's (simulators/stack.py).
-_wait_port = wait_port
+from tests.support.paths import ECG_DATA, ECG_SLICES, REPO, ecg_data  # noqa: F401 (fixtures and tests read them here)
 
 
 class Mosquitto:
@@ -66,7 +42,7 @@ class Mosquitto:
     def start(self) -> None:
         self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
-        _wait_port(self.port)
+        wait_port(self.port)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -104,7 +104,7 @@ class BleFleet:
     async def _measure(self) -> None:
         while True:
             await asyncio.sleep(self.every_s * self.rng.uniform(0.8, 1.2))
-            for device_id, dev in self.devices.items():
+            for dev in self.devices.values():
                 if isinstance(dev, BloodPressureCuff):
                     dev.measure(self.rng.randint(118, 150), self.rng.randint(72, 95), self.rng.randint(60, 88))
                 elif isinstance(dev, GlucoseMeter):

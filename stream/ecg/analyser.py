@@ -25,17 +25,23 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import signal
 
-from stream.ecg import rhythms
+from stream.ecg import rhythms, vt_window
 from stream.ecg.beat_classes import BeatClassifier
 from stream.ecg.beat_model import FEATURES as BEAT_FEATURES
 from stream.ecg.beat_model import BeatModel
 from stream.ecg.beat_model import load as load_shipped_model
 from stream.ecg.qrs_detection import QrsDetector
 from stream.ecg.rhythms import Beat, Transition
-from stream.ecg import vt_window
+from stream.ecg.signal_quality import (
+    FrameQuality,
+    assess_frame,
+    beats_among,
+    fast_median,
+    sharp_spikes,
+    steady_interval,
+    unusable_kind,
+)
 from stream.ecg.vt_window import VtWindowDetector, VtWindowModel, WindowBeat
-from stream.ecg.signal_quality import (FrameQuality, assess_frame, beats_among, fast_median, sharp_spikes,
-                                       steady_interval, unusable_kind)
 
 RING_S = 12.0          # raw samples kept for strips and beat morphology
 STRIP_S = 10.0         # evidence strip length
@@ -390,7 +396,7 @@ class EcgAnalyser:
     def _af_confirmed(self, t: float) -> bool:
         """The AF screening model's reading of the last 30 s (a second opinion, trained on other patients
         and another lead than the RR/P-wave rules were tuned on)."""
-        from stream.ecg.screening import af_probability   # screening builds analysers itself
+        from stream.ecg.screening import af_probability  # screening builds analysers itself
 
         n = int(rhythms.AF_CONFIRM_S * self.fs)
         if self._recent_n < 0.9 * n:

@@ -13,7 +13,7 @@ the model trained without fold *k*, for cross-validation.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -100,13 +100,13 @@ def read(path: Path) -> BeatModel:
             threshold_v=float(z["threshold_v"]), version=str(z["version"]))
 
 
-@lru_cache(maxsize=None)
+@cache
 def load() -> BeatModel:
     """The shipped model (trained on every MIT-BIH fold)."""
     return read(MODEL_DIR / f"{MODEL_NAME}.npz")
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_fold(k: int) -> BeatModel:
     """The model trained without MIT-BIH fold ``k`` (cross-validation only)."""
     return read(MODEL_DIR / f"{MODEL_NAME}-without-fold{k}.npz")

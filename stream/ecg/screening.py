@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -113,7 +113,7 @@ def read_model(path: Path) -> ScreeningModel:
         return ScreeningModel(FlatTrees.from_arrays(z), str(z["version"]))
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_model() -> ScreeningModel:
     """The shipped screening model (trained on every shared CinC 2017 strip)."""
     return read_model(MODEL_DIR / f"{MODEL_NAME}.npz")

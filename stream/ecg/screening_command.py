@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from stream.ecg.evaluation import RecordError, read_record
-from stream.ecg.screening import LABELS, REFERENCE_CODES, MODEL_NAME, load_model, screen
+from stream.ecg.screening import LABELS, MODEL_NAME, REFERENCE_CODES, load_model, screen
 
 SKIP = ("ALARMS", "REFERENCE.csv", "REFERENCE", "SHA256SUMS", "RECORDS", "README.md", "README")
 

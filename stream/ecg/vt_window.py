@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -162,12 +162,12 @@ def read_model(path: Path) -> VtWindowModel:
         return VtWindowModel(FlatTrees.from_arrays(z), str(z["version"]))
 
 
-@lru_cache(maxsize=None)
+@cache
 def load() -> VtWindowModel:
     return read_model(MODEL_DIR / f"{MODEL_NAME}.npz")
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_fold(k: int) -> VtWindowModel:
     """The model trained without MIT-BIH fold ``k`` (cross-validation only)."""
     return read_model(MODEL_DIR / f"{MODEL_NAME}-without-fold{k}.npz")
