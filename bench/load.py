@@ -22,6 +22,11 @@ to `--catch-up` seconds for the analysis to finish the backlog.
     python bench/load.py --table 600,1500,3000 --duration 30   # the issue's table, one run per row
     python bench/load.py --patches 1500 --duration 600 --interval 600 --criticals 30   # soak: 10 minutes
     python bench/load.py --patients 1000 --patches 1000 --duration 20 --profile /tmp/gw.prof   # where the CPU goes
+    python bench/load.py --patients 600 --patches 600 --interval 600 --duration 20 --criticals 6 --binary
+    python bench/load.py --decode-bench 3000   # ingress decode per frame, JSON against binary, in one run
+
+`--binary`: the patches send vendor ECG frames (docs/vendor_ecg.md, 510 B for 250 samples) on
+`vg/{clinic}/device/{id}/gatt/5a7e0003` instead of JSON (~1.2 kB) on `.../reading`, the same samples.
 
 `--doc` writes the last table into docs/capacity.md's bench block.
 """
@@ -49,6 +54,7 @@ import paho.mqtt.client as mqtt
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from simulators.devices import VENDOR_ECG_SLOT, vendor_ecg_payload  # noqa: E402
 from simulators.ecg_synthesis import EcgSynth  # noqa: E402
 from simulators.stack import free_port, wait_port  # noqa: E402
 from stream.models import CHINA_TZ  # noqa: E402
@@ -146,10 +152,12 @@ class Result:
     main_ms_per_frame: float | None = None  # the gateway process alone (ingest, store, acks, rules, dispatch)
     lag_samples: list[tuple[float, float]] = field(default_factory=list)
     pss_max_mb: float = 0.0  # the tree's proportional set size: shared pages counted once
+    binary: bool = False  # the patches sent vendor ECG frames, not JSON
 
     def lines(self) -> list[str]:
-        out = [f"load: {self.patients} patients (BP+glucose), {self.patches} ECG patches at 250 Hz, {self.seconds:.0f} s "
-               f"(machine load average before: {self.load_before:.1f})",
+        fmt = "binary vendor frames" if self.binary else "JSON"
+        out = [f"load: {self.patients} patients (BP+glucose), {self.patches} ECG patches at 250 Hz ({fmt}), "
+               f"{self.seconds:.0f} s (machine load average before: {self.load_before:.1f})",
                f"  published {self.published} messages ({self.published / self.seconds:,.0f}/s, ECG frames "
                f"{self.frames_sent / self.seconds:,.0f}/s); gateway accepted {self.accepted_rate:,.0f} frames/s "
                f"during the load, {self.accepted_total} in all"]
@@ -197,7 +205,8 @@ TABLE_HEAD = ("| patches | ECG frames accepted during the load | gateway CPU (tr
 
 
 def run_once(patients_n: int, patches: int, duration: float, interval: float, criticals: int, seed: int,
-             catch_up: float, workers: int | None, quiet: bool = False, profile: str | None = None) -> Result:
+             catch_up: float, workers: int | None, quiet: bool = False, profile: str | None = None,
+             binary: bool = False) -> Result:
     rng = random.Random(seed)
     load_before = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="vitalgate-load-"))
@@ -318,9 +327,13 @@ def run_once(patients_n: int, patches: int, duration: float, interval: float, cr
         # ECG: one frame per patch per second, in real time.
         for k, s in enumerate(synths):
             x = s.frame()
-            body = {"kind": "ecg", "ts": now_dev.isoformat(), "seq": second + 1, "fs": 250,
-                    "samples_uv": [int(v) for v in x], "lead_off": False}
-            patch_pub.publish(f"vg/{CLINIC}/device/ecg-{k + 1:04d}/reading", json.dumps(body), qos=1)
+            if binary:  # no time on the wire: the gateway stamps it on arrival and counts on by seq
+                patch_pub.publish(f"vg/{CLINIC}/device/ecg-{k + 1:04d}/gatt/{VENDOR_ECG_SLOT}",
+                                  vendor_ecg_payload(second + 1, 250, [int(v) for v in x], False), qos=1)
+            else:
+                body = {"kind": "ecg", "ts": now_dev.isoformat(), "seq": second + 1, "fs": 250,
+                        "samples_uv": [int(v) for v in x], "lead_off": False}
+                patch_pub.publish(f"vg/{CLINIC}/device/ecg-{k + 1:04d}/reading", json.dumps(body), qos=1)
             published += 1
             frames_sent += 1
             if k % 100 == 99:
@@ -394,12 +407,61 @@ def run_once(patients_n: int, patches: int, duration: float, interval: float, cr
         workers=workers_seen, exit_code=rc, load_before=load_before,
         cpu_ms_per_frame=1000 * (cpu_done - cpu0) / frames_sent if caught_up is not None and frames_sent else None,
         main_ms_per_frame=1000 * (main_done - main0) / frames_sent if caught_up is not None and frames_sent else None,
-        lag_samples=[(round(t - t_start, 1), lag) for t, lag, _ in lags],
+        lag_samples=[(round(t - t_start, 1), lag) for t, lag, _ in lags], binary=binary,
     )
     if not quiet:
         print("\n".join(res.lines()), flush=True)
     shutil.rmtree(tmp, ignore_errors=True)
     return res
+
+
+def decode_bench(n: int, repeats: int = 5) -> None:
+    """Ingress cost of one ECG frame, JSON against binary, in one process: `decode_message` as the ECG lane
+    calls it (topic, device binding, decode, idempotency key; the binary door with its time base), and the
+    decoders alone (`_decode_json`'s pydantic fast path against `decode_gatt`). Best of `repeats` passes
+    over the same `n` synthetic frames per format, interleaved so machine noise hits both alike."""
+    from gateway.ingress import DeviceBinding, DeviceRegistry, _decode_json, decode_gatt, decode_message
+    from gateway.vendor_ecg_timing import VendorEcgTimeBase
+    from stream.models import DeviceKind
+
+    synth = EcgSynth(250, seed=1)
+    frames = [[int(v) for v in synth.frame()] for _ in range(n)]
+    t0 = datetime.now(CHINA_TZ)
+    js = [json.dumps({"kind": "ecg", "ts": (t0 + timedelta(seconds=k)).isoformat(), "seq": k + 1, "fs": 250,
+                      "samples_uv": f, "lead_off": False}).encode() for k, f in enumerate(frames)]
+    bins = [vendor_ecg_payload(k + 1, 250, f, False) for k, f in enumerate(frames)]
+    registry = DeviceRegistry([DeviceBinding("ecg-0001", "p-0001", DeviceKind.ECG)])
+    t_json, t_bin = f"vg/{CLINIC}/device/ecg-0001/reading", f"vg/{CLINIC}/device/ecg-0001/gatt/{VENDOR_ECG_SLOT}"
+
+    def run_json() -> None:
+        for k, p in enumerate(js):
+            decode_message(t_json, p, CLINIC, registry, t0 + timedelta(seconds=k))
+
+    def run_bin() -> None:
+        tb = VendorEcgTimeBase()
+        for k, p in enumerate(bins):
+            decode_message(t_bin, p, CLINIC, registry, t0 + timedelta(seconds=k), tb)
+
+    def dec_json() -> None:
+        for p in js:
+            _decode_json(p, "ecg-0001", t_json)
+
+    def dec_bin() -> None:
+        for p in bins:
+            decode_gatt("5a7e0003", p, "ecg-0001", t0)
+
+    best: dict[str, float] = {}
+    for _ in range(repeats):
+        for name, fn in (("json", run_json), ("bin", run_bin), ("dec_json", dec_json), ("dec_bin", dec_bin)):
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best.get(name, float("inf")), (time.perf_counter() - t) / n * 1e6)
+    print(f"ingress decode per 1-s 250 Hz ECG frame, best of {repeats} x {n} frames "
+          f"(payload {sum(map(len, js)) / n:,.0f} B JSON, {len(bins[0])} B binary):")
+    print(f"  decode_message: JSON {best['json']:.1f} µs, binary {best['bin']:.1f} µs "
+          f"-> binary/JSON {best['bin'] / best['json']:.2f}")
+    print(f"  decoder alone:  _decode_json {best['dec_json']:.1f} µs, decode_gatt {best['dec_bin']:.1f} µs "
+          f"-> binary/JSON {best['dec_bin'] / best['dec_json']:.2f}")
 
 
 def write_doc(table: str, command: str) -> None:
@@ -432,14 +494,22 @@ def main() -> None:
     ap.add_argument("--doc", action="store_true", help="write the table into docs/capacity.md")
     ap.add_argument("--profile", default=None, metavar="FILE",
                     help="run the gateway process under cProfile and write its stats to FILE (pstats)")
+    ap.add_argument("--binary", action="store_true",
+                    help="patches send binary vendor ECG frames on .../gatt/5a7e0003 instead of JSON")
+    ap.add_argument("--decode-bench", type=int, default=0, metavar="N",
+                    help="only time the ingress decode of N frames, JSON against binary (no broker, no gateway)")
     args = ap.parse_args()
+    if args.decode_bench:
+        decode_bench(args.decode_bench)
+        return
     if not args.table:
         run_once(args.patients, args.patches, args.duration, args.interval, args.criticals, args.seed,
-                 args.catch_up, args.workers, profile=args.profile)
+                 args.catch_up, args.workers, profile=args.profile, binary=args.binary)
         return
     rows = []
     for n in [int(x) for x in args.table.split(",")]:
-        res = run_once(n, n, args.duration, 600.0, args.criticals, args.seed, args.catch_up, args.workers)
+        res = run_once(n, n, args.duration, 600.0, args.criticals, args.seed, args.catch_up, args.workers,
+                       binary=args.binary)
         rows.append(res.row())
     table = TABLE_HEAD + "\n" + "\n".join(rows)
     print()

@@ -26,6 +26,7 @@ from dispatch.dispatcher import Dispatcher
 from dispatch.http_api import ApiServer, create_app
 from gateway.ingress import DeviceBinding, DeviceRegistry, decode_message
 from gateway.mqtt_link import Ack, MqttLink, NotConnected
+from gateway.vendor_ecg_timing import VendorEcgTimeBase
 from outbound.store_and_forward import StoreAndForward, no_ack
 from shards.ecg_analysis import DeferredEcg, EcgAnalysis
 from shards.ecg_lane import EcgLane
@@ -107,8 +108,12 @@ class Gateway:
             else EcgAnalysis(storage, self.dispatcher.handle, self._publish_reading, clock, lag_warn_s=lag_warn))
         self._critical_devices = frozenset(b.device_id for b in self.registry if is_critical(b.kind))
         lanes = subscriptions(self.prefix, self._critical_devices, CONTROL_TOPICS)
+        # Binary ECG frames' time base (gateway/vendor_ecg_timing.py), one for both sessions: what the critical
+        # session had queued from before the lanes and the ECG session's frames continue one another.
+        self.ecg_time = VendorEcgTimeBase()
         self.ecg_lane = EcgLane(self.prefix, self.registry, self._critical_devices, self.ecg_core, self.forwarding,
-                                self.counters, on_committed=self.ecg_analysis.wake, clock=clock)
+                                self.counters, on_committed=self.ecg_analysis.wake, clock=clock,
+                                ecg_time=self.ecg_time)
         b = config.broker
         self.link = MqttLink(
             b.host, b.port, client_id=f"vitalgate-{self.clinic}",
@@ -169,7 +174,7 @@ class Gateway:
                     self.counters.reject(Rejected(reason=f"bad_{kind}", detail=refused, topic=topic))
                 ack()
                 return
-            result = decode_message(topic, payload, self.clinic, self.registry, self.clock())
+            result = decode_message(topic, payload, self.clinic, self.registry, self.clock(), self.ecg_time)
             if isinstance(result, Rejected):
                 self.counters.reject(result)
                 ack()

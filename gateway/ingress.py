@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pydantic import TypeAdapter, ValidationError
 
 from gateway import gatt_codecs as gc
+from gateway.vendor_ecg_timing import VendorEcgTimeBase
 from stream.models import (
     CHINA_TZ,
     KINDS_FOR_DEVICE,
@@ -25,6 +26,7 @@ from stream.models import (
     BpStatusFlags,
     DeviceKind,
     DeviceReading,
+    EcgFrame,
     EcgStripReading,
     GlucoseReading,
     HeartRateReading,
@@ -96,8 +98,11 @@ def parse_topic(topic: str, clinic: str) -> tuple[str, str, str | None] | None:
 
 
 def decode_message(
-    topic: str, payload: bytes, clinic: str, registry: DeviceRegistry, received_at: datetime
+    topic: str, payload: bytes, clinic: str, registry: DeviceRegistry, received_at: datetime,
+    ecg_time: VendorEcgTimeBase | None = None,
 ) -> Accepted | Rejected:
+    """`ecg_time`: the caller's keeper of vendor ECG frames' time base (the only state here; without one
+    each frame is stamped on its own, see `decode_gatt`)."""
     parsed = parse_topic(topic, clinic)
     if parsed is None:
         return _reject("bad_topic", f"topic {topic!r} is not a device topic of clinic {clinic!r}", None, topic)
@@ -114,6 +119,8 @@ def decode_message(
         result = decode_gatt(uuid or "", payload, device_id, received_at)
         if isinstance(result, Rejected):
             result = result.model_copy(update={"topic": topic})
+        elif ecg_time is not None and isinstance(result, EcgFrame) and "ecg" in KINDS_FOR_DEVICE[binding.kind]:
+            result = ecg_time.place(device_id, result, received_at)  # before bind: the key is made of ts and seq
         source = "mqtt_gatt"
     if isinstance(result, Rejected):
         return result
@@ -183,9 +190,15 @@ def _device_time(dt7: gc.DateTime7 | None, received_at: datetime) -> datetime:
     return value if value is not None else received_at  # year/month/day unknown -> receive time
 
 
+# The vendor ECG data characteristic (docs/vendor_ecg.md): its slot as a topic level, or the whole UUID.
+VENDOR_ECG_TOPIC_UUIDS = frozenset({gc.VENDOR_ECG_DATA_UUID[:8], gc.VENDOR_ECG_DATA_UUID})
+
+
 def decode_gatt(uuid: str, payload: bytes, device_id: str, received_at: datetime) -> AnyReading | Rejected:
     """Raw characteristic bytes (as a BLE proxy or bleak saw them) -> reading."""
     try:
+        if uuid in VENDOR_ECG_TOPIC_UUIDS:  # first: the bulk of what comes through this door
+            return _from_vendor_ecg(gc.decode_vendor_ecg_frame(payload), received_at)
         if uuid == "2a35":
             return _from_bp(gc.decode_bp_measurement(bytes(payload)), received_at, device_id)
         if uuid == "2a18":
@@ -200,7 +213,24 @@ def decode_gatt(uuid: str, payload: bytes, device_id: str, received_at: datetime
     except (ValidationError, ValueError) as exc:
         return _reject("invalid_reading", f"{uuid}: {exc}", device_id, None)
     return _reject("unsupported_characteristic", f"characteristic {uuid!r} is not decoded by the gateway "
-                   "(supported: 2a35, 2a18, 2a37, 2a19)", device_id, None)
+                   "(supported: 2a35, 2a18, 2a37, 2a19, 5a7e0003)", device_id, None)
+
+
+def _from_vendor_ecg(f: gc.VendorEcgFrame, received_at: datetime) -> EcgFrame:
+    """One vendor frame -> one `ecg` reading, as the BLE path converts it (`VendorEcgProfile`): µV =
+    counts x scale, lead-off from b0. The frame has no time: its first sample is stamped at receive time
+    minus its duration, and `seq` is the wire's uint16 (`VendorEcgTimeBase` counts on from there).
+
+    Not joined into 1-s frames as over BLE: one MQTT message is one stored reading, acknowledged after
+    its commit, so a patch sends frames of 0.2 s or more (shorter ones fail plausibility,
+    `invalid_ecg_frame`). The saturated bit (b1) is not carried, as over BLE: the analyser's own
+    quality checks judge clipping."""
+    n = len(f.samples)
+    # model_construct: the codec has checked what the model would (fs 125-1000 Hz, 1-251 samples),
+    # and validating 250 floats again is a good part of what this door saves over JSON.
+    return EcgFrame.model_construct(
+        ts=received_at - timedelta(seconds=n / f.fs), seq=f.seq, fs=float(f.fs),
+        samples_uv=f.samples_uv().tolist(), lead_off=f.lead_off)
 
 
 def _from_bp(m: gc.BpMeasurement, received_at: datetime, device_id: str) -> BloodPressureReading | Rejected:

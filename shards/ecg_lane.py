@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Protocol
 
 from gateway.ingress import DeviceRegistry, decode_message
+from gateway.vendor_ecg_timing import VendorEcgTimeBase
 from shards.lanes import device_of
 from stream.core import Counters, StreamCore
 from stream.models import Accepted, Rejected
@@ -54,6 +55,7 @@ class EcgLane:
         counters: Counters,
         on_committed: Callable[[], None],
         clock: Callable[[], datetime],
+        ecg_time: VendorEcgTimeBase | None = None,
     ) -> None:
         self._prefix = prefix
         self._clinic = prefix.split("/", 1)[1]
@@ -64,6 +66,8 @@ class EcgLane:
         self._counters = counters
         self._on_committed = on_committed
         self._clock = clock
+        # Binary (vendor) frames carry no time: their time base, kept across the messages of each device.
+        self._ecg_time = ecg_time if ecg_time is not None else VendorEcgTimeBase()
         self._slice_end = 0.0
 
     async def on_message(self, topic: str, payload: bytes, ack: Ack) -> None:
@@ -84,7 +88,7 @@ class EcgLane:
         if device_of(topic, self._prefix) in self._critical:
             ack()  # the critical session carries this device's messages (shards/lanes.py)
             return
-        result = decode_message(topic, payload, self._clinic, self._registry, self._clock())
+        result = decode_message(topic, payload, self._clinic, self._registry, self._clock(), self._ecg_time)
         if isinstance(result, Rejected):
             self._counters.reject(result)
             ack()

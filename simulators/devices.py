@@ -14,6 +14,7 @@ from datetime import datetime
 
 import numpy as np
 
+from gateway.gatt_codecs import VENDOR_ECG_DATA_UUID, VENDOR_ECG_MAX_SAMPLES, encode_vendor_ecg_frame
 from simulators.ecg_synthesis import EcgSynth
 from simulators.gatt_encoding import encode_bp_measurement, encode_glucose_measurement, encode_heart_rate
 from stream.models import iso
@@ -82,17 +83,33 @@ class Spo2Clip:
         return reading_topic(self.clinic, self.device_id), json.dumps(body).encode()
 
 
+def vendor_ecg_payload(seq: int, fs: int, samples_uv: list[int], lead_off: bool) -> bytes:
+    """A whole-µV frame as a vendor ECG frame (docs/vendor_ecg.md) at 1.00 µV/LSB, so it carries exactly
+    the JSON frame's samples; `seq` is the wire's uint16."""
+    counts = np.clip(samples_uv, -32767, 32767)  # never at int16 full scale: that would read as clipped
+    return encode_vendor_ecg_frame(seq & 0xFFFF, fs, 1.0, lead_off, counts)
+
+
+VENDOR_ECG_SLOT = VENDOR_ECG_DATA_UUID[:8]  # the topic level: vg/{clinic}/device/{id}/gatt/5a7e0003
+
+
 @dataclass
 class EcgPatch:
+    """`gatt=True`: binary vendor frames on `.../gatt/5a7e0003` (no time on the wire) instead of JSON."""
+
     clinic: str
     device_id: str
     fs: int = 250
     seed: int = 0
     seq: int = 0
     lead_off: bool = False
+    gatt: bool = False
     synth: EcgSynth = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.gatt and self.fs > VENDOR_ECG_MAX_SAMPLES:
+            raise ValueError(f"{self.device_id}: a 1-s frame at {self.fs} Hz does not fit one vendor ECG frame "
+                             f"(at most {VENDOR_ECG_MAX_SAMPLES} samples); use JSON or fs <= {VENDOR_ECG_MAX_SAMPLES}")
         self.synth = EcgSynth(self.fs, seed=self.seed)
 
     def frame(self, when: datetime) -> Message:
@@ -101,8 +118,12 @@ class EcgPatch:
         x = self.synth.frame(1.0)
         if self.lead_off:
             x = np.random.default_rng(self.seq).normal(0, 5, x.size).round()
+        samples = [int(v) for v in x]
+        if self.gatt:
+            return (gatt_topic(self.clinic, self.device_id, VENDOR_ECG_SLOT),
+                    vendor_ecg_payload(self.seq, self.fs, samples, self.lead_off))
         body = {"kind": "ecg", "ts": iso(when), "seq": self.seq, "fs": self.fs,
-                "samples_uv": [int(v) for v in x], "lead_off": self.lead_off}
+                "samples_uv": samples, "lead_off": self.lead_off}
         return reading_topic(self.clinic, self.device_id), json.dumps(body).encode()
 
     def heart_rate(self, bpm: int) -> Message:

@@ -5,7 +5,7 @@ name: confirmed hypertensive crisis
 time_scale: 30            # scenario seconds per wall-clock second (1 = real time)
 devices:
   bp-0001: {kind: blood_pressure}          # add `gatt: true` to send raw 0x2A35 bytes
-  ecg-0001: {kind: ecg, fs: 250}
+  ecg-0001: {kind: ecg, fs: 250}          # `gatt: true`: vendor frames (no time on the wire: play at time_scale 1)
   hh-0001: {kind: ecg_handheld}            # a handheld ECG: AF-screening strips, one message each
 timeline:
   - {at: 0s, device: bp-0001, blood_pressure: {systolic: 186, diastolic: 118}}
@@ -306,7 +306,8 @@ def expand(sc: Scenario, clinic: str, end: datetime | None = None, base_dir: Pat
         elif spec.kind == "ecg_handheld":
             devices[dev_id] = EcgHandheld(clinic, dev_id, seed=zlib.crc32(f"{sc.seed}:{dev_id}".encode()) % 1000)
         else:
-            devices[dev_id] = EcgPatch(clinic, dev_id, fs=spec.fs, seed=zlib.crc32(f"{sc.seed}:{dev_id}".encode()) % 1000)
+            devices[dev_id] = EcgPatch(clinic, dev_id, fs=spec.fs, seed=zlib.crc32(f"{sc.seed}:{dev_id}".encode()) % 1000,
+                                       gatt=spec.gatt)
     strip_makers: dict[str, EcgHandheld] = {}
     events = [*sc.timeline, *sc.model_events()]
     span = max(e.at.total_seconds() + _duration(e, base_dir) for e in events) if events else 0

@@ -123,7 +123,7 @@ def test_ieee11073_numbers_never_crash(raw16, raw32):
 
 
 @_settings("gatt_door")
-@given(uuid=st.sampled_from(["2a35", "2a18", "2a37", "2a19", "2a36", "2a34", "ffff", "zz"]),
+@given(uuid=st.sampled_from(["2a35", "2a18", "2a37", "2a19", "5a7e0003", "2a36", "2a34", "ffff", "zz"]),
        data=st.one_of(st.binary(max_size=64), _flagged), device=st.sampled_from(DEVICES + ["nobody"]))
 def test_gatt_door_accepts_or_rejects_with_a_reason(uuid, data, device):
     SEEN["gatt_door"] += 1

@@ -12,9 +12,12 @@ import json
 import struct
 from datetime import datetime, timedelta
 
+import numpy as np
 import pytest
 
-from gateway.ingress import MAX_PAYLOAD_BYTES, DeviceBinding, DeviceRegistry, decode_message
+from gateway import gatt_codecs as gc
+from gateway.ingress import MAX_PAYLOAD_BYTES, DeviceBinding, DeviceRegistry, decode_gatt, decode_message
+from gateway.vendor_ecg_timing import MAX_AHEAD, VendorEcgTimeBase
 from simulators import gatt_encoding as enc
 from stream import plausibility
 from stream.models import (
@@ -521,3 +524,122 @@ def test_old_timestamps_are_not_implausible():
 def test_ecg_frame_length_must_be_0_2_to_10_s():
     r = check(EcgFrame(ts=NOW, fs=250, samples_uv=[0.0] * 10))
     assert r is not None and r.reason == "invalid_ecg_frame"
+
+
+# ---------------------------------------------------------------- vendor ECG frames over MQTT (docs/vendor_ecg.md)
+
+VENDOR_EXAMPLE_1 = h("01 00 2A 00 FA 00 7D 00 04 00 00 00 64 00 9C FF 20 03")  # seq 42, 250 Hz, 1.25 µV/LSB
+VENDOR_EXAMPLE_2 = h("01 03 2B 00 FA 00 7D 00 02 00 FF 7F 00 80")  # seq 43, lead-off + saturated
+
+
+def vendor_frame(seq: int, samples: list[int], fs: int = 250, lead_off: bool = False) -> bytes:
+    return gc.encode_vendor_ecg_frame(seq, fs, 1.0, lead_off, np.array(samples))
+
+
+def test_vendor_doc_example_1_becomes_an_ecg_reading_stamped_at_receive_time():
+    acc = accepted(send(gatt_topic("ecg-2", "5a7e0003"), VENDOR_EXAMPLE_1))
+    assert (acc.patient_id, acc.device_id, acc.source, acc.received_at) == ("p-0002", "ecg-2", "mqtt_gatt", NOW)
+    r = acc.reading
+    assert isinstance(r, EcgFrame)
+    assert (r.seq, r.fs, r.lead_off) == (42, 250, False)
+    assert r.samples_uv == [0.0, 125.0, -125.0, 1000.0]  # counts x 1.25 µV
+    assert r.ts == NOW - timedelta(milliseconds=16)  # 4 samples at 250 Hz end when the frame arrived
+    # The same through the pure decoder the BLE proxy door shares
+    assert decode_gatt("5a7e0003", VENDOR_EXAMPLE_1, "ecg-2", NOW) == r
+
+
+def test_vendor_doc_example_2_carries_lead_off():
+    r = accepted(send(gatt_topic("ecg-2", "5a7e0003"), VENDOR_EXAMPLE_2)).reading
+    assert isinstance(r, EcgFrame) and r.lead_off and r.seq == 43
+    assert r.samples_uv == [40958.75, -40960.0]
+
+
+@pytest.mark.parametrize("level", ["5a7e0003", "5A7E0003", gc.VENDOR_ECG_DATA_UUID, gc.VENDOR_ECG_DATA_UUID.upper()])
+def test_vendor_frame_topic_takes_the_slot_or_the_whole_uuid(level):
+    r = accepted(send(gatt_topic("ecg-2", level), VENDOR_EXAMPLE_1)).reading
+    assert isinstance(r, EcgFrame) and r.seq == 42
+
+
+def test_a_binary_frame_reads_as_the_json_frame_with_the_same_samples():
+    samples = [int(v) for v in np.round(800 * np.sin(np.arange(250) / 8))]
+    via_json = accepted(send(json_topic("ecg-2"), {**ECG_JSON, "seq": 7, "samples_uv": samples})).reading
+    via_gatt = accepted(send(gatt_topic("ecg-2", "5a7e0003"), vendor_frame(7, samples))).reading
+    for field in ("kind", "seq", "fs", "samples_uv", "lead_off"):
+        assert getattr(via_gatt, field) == getattr(via_json, field), field
+    assert check(via_gatt) is None  # a 1-s frame passes plausibility as the JSON one does
+
+
+@pytest.mark.parametrize("payload,why", [
+    (b"", "need at least 10"),
+    (VENDOR_EXAMPLE_1[:9], "need at least 10"),
+    (VENDOR_EXAMPLE_1[:-1], "header announces 4 samples"),
+    (VENDOR_EXAMPLE_1 + b"\x00\x00", "header announces 4 samples"),
+    (b"\x02" + VENDOR_EXAMPLE_1[1:], "format version 2"),
+    (VENDOR_EXAMPLE_1[:1] + b"\x04" + VENDOR_EXAMPLE_1[2:], "reserved flag bits"),
+    (VENDOR_EXAMPLE_1[:4] + b"\x10\x00" + VENDOR_EXAMPLE_1[6:], "sample rate 16 Hz"),
+    (VENDOR_EXAMPLE_1[:6] + b"\x00\x00" + VENDOR_EXAMPLE_1[8:], "scale 0"),
+], ids=["empty", "short-header", "truncated", "trailing", "version", "reserved-flag", "fs", "scale"])
+def test_malformed_vendor_frame_is_rejected_with_the_reason(payload, why):
+    r = rejected(send(gatt_topic("ecg-2", "5a7e0003"), payload), "malformed_gatt")
+    assert why in r.detail and r.detail.startswith("vendor ecg:")
+    assert r.topic == gatt_topic("ecg-2", "5a7e0003") and r.device_id == "ecg-2"
+
+
+def test_vendor_frame_from_a_device_that_is_not_an_ecg_patch_is_rejected():
+    rejected(send(gatt_topic("bp-1", "5a7e0003"), VENDOR_EXAMPLE_1), "wrong_kind")
+    rejected(send(gatt_topic("nobody", "5a7e0003"), VENDOR_EXAMPLE_1), "unknown_device")
+
+
+def test_unsupported_characteristic_lists_the_vendor_frame():
+    r = rejected(send(gatt_topic("ecg-2", "5a7e0002"), VENDOR_EXAMPLE_1), "unsupported_characteristic")
+    assert "5a7e0003" in r.detail
+
+
+def _stream(frames: list[tuple[int, float]], tb: VendorEcgTimeBase, samples: int = 250) -> list[Accepted]:
+    """(wire seq, arrival in s after NOW) -> what the gateway accepts, through one time base."""
+    return [accepted(decode_message(gatt_topic("ecg-2", "5a7e0003"), vendor_frame(seq, [seq % 100] * samples),
+                                    CLINIC, REGISTRY, NOW + timedelta(seconds=at), tb)) for seq, at in frames]
+
+
+def test_consecutive_frames_are_counted_on_from_the_first_arrival_not_stamped_with_delivery_jitter():
+    tb = VendorEcgTimeBase()
+    got = _stream([(10, 0.0), (11, 1.3), (12, 1.9), (13, 3.05)], tb)
+    assert [a.reading.ts for a in got] == [NOW - timedelta(seconds=1) + timedelta(seconds=k) for k in range(4)]
+    assert [a.reading.seq for a in got] == [10, 11, 12, 13] and tb.rebased == 0
+
+
+def test_a_seq_gap_starts_a_new_time_base_at_the_arrival():
+    tb = VendorEcgTimeBase()
+    got = _stream([(10, 0.0), (11, 1.0), (14, 4.2), (15, 5.2)], tb)
+    assert got[2].reading.ts == NOW + timedelta(seconds=3.2)  # arrival minus the frame's 1 s
+    assert got[3].reading.ts == got[2].reading.ts + timedelta(seconds=1)
+    assert [a.reading.seq for a in got] == [10, 11, 14, 15] and tb.rebased == 1
+
+
+def test_seq_is_unwrapped_at_65535():
+    got = _stream([(65534, 0.0), (65535, 1.0), (0, 2.0), (1, 3.0)], VendorEcgTimeBase())
+    assert [a.reading.seq for a in got] == [65534, 65535, 65536, 65537]
+    assert got[3].reading.ts - got[0].reading.ts == timedelta(seconds=3)
+
+
+def test_a_redelivered_frame_gets_its_first_time_and_key_so_the_store_drops_it():
+    tb = VendorEcgTimeBase()
+    first = _stream([(10, 0.0), (11, 1.0), (12, 2.0)], tb)
+    again = _stream([(11, 30.0), (12, 30.01)], tb)  # an MQTT reconnect resends what was not acknowledged
+    assert [a.idempotency_key for a in again] == [a.idempotency_key for a in first[1:]]
+    nxt = _stream([(13, 31.0)], tb)[0]  # and the stream goes on where it was
+    assert nxt.reading.ts == first[2].reading.ts + timedelta(seconds=1) and nxt.reading.seq == 13
+
+
+def test_frames_sent_faster_than_real_time_are_re_based_before_they_run_far_into_the_future():
+    tb = VendorEcgTimeBase()
+    got = _stream([(k, 0.05 * k) for k in range(30)], tb)  # 30 s of frames in 1.5 s (a drained backlog)
+    ahead = [a.reading.ts + timedelta(seconds=1) - a.received_at for a in got]
+    assert max(ahead) <= MAX_AHEAD and tb.rebased >= 2
+    assert [a.reading.seq for a in got] == list(range(30))
+
+
+def test_a_frame_long_after_the_counted_time_is_re_based():
+    tb = VendorEcgTimeBase()
+    got = _stream([(10, 0.0), (11, 1.0), (12, 300.0)], tb)  # seq goes on, but the patch paused 5 minutes
+    assert got[2].reading.ts == NOW + timedelta(seconds=299) and tb.rebased == 1

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gateway.gatt_codecs import encode_vendor_ecg_frame
 from gateway.ingress import DeviceBinding, DeviceRegistry
 from outbound.store_and_forward import StoreAndForward
 from shards.ecg_analysis import LAGGING, EcgAnalysis, LagWatch
@@ -102,6 +103,35 @@ async def test_the_ecg_lane_acknowledges_a_frame_only_after_its_commit_in_arriva
     assert all(n >= 5 for n in seen_in_db_at_ack[1:])
     assert lane.committed == 5 and lane.counters.accepted["ecg"] == 5
     assert "glucose" not in lane.counters.accepted
+    lane.close()
+
+
+async def test_binary_frames_take_the_ecg_lane_and_are_acknowledged_after_their_commit_like_json(tmp_path):
+    """The vendor frame door (gatt/5a7e0003) ends where the JSON door does: stored by the ECG lane's core,
+    acknowledged after the commit, in arrival order; a malformed frame between good ones is acknowledged
+    at once (nothing to store), counted with its reason, and costs the frames around it nothing."""
+    lane = Lane(tmp_path)
+    acked: list[str] = []
+    seen_in_db_at_ack: list[int] = []
+
+    def acker(name: str):  # type: ignore[no-untyped-def]
+        def ack() -> None:
+            seen_in_db_at_ack.append(ReadingStore(tmp_path).counts()["ecg_frames"])
+            acked.append(name)
+        return ack
+
+    topic = "vg/c1/device/ecg-2/gatt/5a7e0003"
+    for seq in range(1, 4):
+        await lane.lane.on_message(topic, encode_vendor_ecg_frame(seq, 250, 1.0, False, np.full(250, seq)),
+                                   acker(f"bin/{seq}"))
+        if seq == 2:
+            await lane.lane.on_message(topic, b"\x01\x00\x03", acker("malformed"))
+    assert acked == ["malformed"] and seen_in_db_at_ack == [0]
+    await asyncio.sleep(0.05)  # the end-of-tick commit
+    assert acked == ["malformed", "bin/1", "bin/2", "bin/3"]
+    assert all(n >= 3 for n in seen_in_db_at_ack[1:])
+    assert lane.committed == 3 and lane.counters.accepted["ecg"] == 3
+    assert lane.counters.rejected["malformed_gatt"] == 1
     lane.close()
 
 
