@@ -46,12 +46,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 def gateway_config(work: Path, clinic: str, port: int, patients: int, uplink: dict) -> Path:
     cfg = {
-        "clinic": clinic, "broker": {"host": "127.0.0.1", "port": port},
+        "clinic": clinic,
+        "broker": {"host": "127.0.0.1", "port": port},
         "storage": {"path": str(work / "var")},
-        "patients": [{"id": f"p-{i:04d}", "labels": {"village": f"{clinic}-v{i % 3}"},
-                      "devices": [{"id": f"bp-{i:04d}", "kind": "blood_pressure"},
-                                  {"id": f"glu-{i:04d}", "kind": "glucose"}]} for i in range(1, patients + 1)],
-        "status": {"interval": "2s"}, **uplink,
+        "patients": [
+            {
+                "id": f"p-{i:04d}",
+                "labels": {"village": f"{clinic}-v{i % 3}"},
+                "devices": [{"id": f"bp-{i:04d}", "kind": "blood_pressure"}, {"id": f"glu-{i:04d}", "kind": "glucose"}],
+            }
+            for i in range(1, patients + 1)
+        ],
+        "status": {"interval": "2s"},
+        **uplink,
     }
     path = work / "gateway.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -78,8 +85,16 @@ class Devices:
         i = 0
         while time.monotonic() - t0 < duration:
             p = i % self.patients + 1
-            body = {"kind": "blood_pressure", "ts": self.ts(i // self.patients), "seq": i, "systolic": 118 + i % 20,
-                    "diastolic": 76 + i % 8, "pulse": 70, "unit": "mmHg", "status": {"body_movement": False}}
+            body = {
+                "kind": "blood_pressure",
+                "ts": self.ts(i // self.patients),
+                "seq": i,
+                "systolic": 118 + i % 20,
+                "diastolic": 76 + i % 8,
+                "pulse": 70,
+                "unit": "mmHg",
+                "status": {"body_movement": False},
+            }
             self.client.publish(f"vg/{self.clinic}/device/bp-{p:04d}/reading", json.dumps(body), qos=1)
             i += 1
             ahead = i / rate - (time.monotonic() - t0)
@@ -88,10 +103,16 @@ class Devices:
         self.sent = i
 
     def severe_low(self, patient: int, seq: int) -> None:
-        body = {"kind": "glucose", "ts": datetime.now(CHINA_TZ).isoformat(timespec="milliseconds"), "seq": seq,
-                "mmol_l": 2.3, "meal": "fasting"}
-        self.client.publish(f"vg/{self.clinic}/device/glu-{patient:04d}/reading", json.dumps(body),
-                            qos=1).wait_for_publish(5)
+        body = {
+            "kind": "glucose",
+            "ts": datetime.now(CHINA_TZ).isoformat(timespec="milliseconds"),
+            "seq": seq,
+            "mmol_l": 2.3,
+            "meal": "fasting",
+        }
+        self.client.publish(
+            f"vg/{self.clinic}/device/glu-{patient:04d}/reading", json.dumps(body), qos=1
+        ).wait_for_publish(5)
 
     def close(self) -> None:
         self.client.loop_stop()
@@ -153,13 +174,22 @@ def _run(args: argparse.Namespace) -> int:
             uplink = yaml.safe_load((cluster.engine_dir / f"uplink-{g % 3 + 1}.yaml").read_text())
             cfg = gateway_config(gdir, clinic, brokers[-1].port, args.patients, uplink)
             log = open(gdir / "gateway.log", "ab")
-            gateways.append(subprocess.Popen([sys.executable, "-m", "box.cli", "run", "--config", str(cfg),
-                                              "--log-level", "WARNING"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
+            gateways.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "box.cli", "run", "--config", str(cfg), "--log-level", "WARNING"],
+                    cwd=REPO,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         time.sleep(3.0)  # sessions and subscriptions in place
         devices = [Devices(f"bench{g + 1}", b.port, args.patients) for g, b in enumerate(brokers)]
         watchers = [ClinicAlerts(f"bench{g + 1}", b.port) for g, b in enumerate(brokers)]
-        print(f"{args.gateways} gateways (vitalgate run, native uplink), {args.patients} patients each, "
-              f"{args.rate:g} BP readings/s per clinic for {args.duration:g} s; 1 county process", flush=True)
+        print(
+            f"{args.gateways} gateways (vitalgate run, native uplink), {args.patients} patients each, "
+            f"{args.rate:g} BP readings/s per clinic for {args.duration:g} s; 1 county process",
+            flush=True,
+        )
 
         # When each alert reaches the cluster (a plain subscription): splits the latency into the clinic's
         # part (judge, alert outbox, uplink) and the county's (consume, store, API).
@@ -210,9 +240,12 @@ def _run(args: argparse.Namespace) -> int:
         t_all = time.monotonic() - t0
         gw_cpu = [proc_cpu(p.pid) - c for p, c in zip(gateways, cpu0)]
         county_cpu = proc_cpu(county.proc.pid) - county_cpu0
-        print(f"sent {sent:,} BP readings ({sent / args.duration:,.0f}/s over {args.duration:g} s); stored at the "
-              f"county {stored:,} (+{len(used)} glucose), all in {t_all:.1f} s from the first publish = "
-              f"{sent / t_all:,.0f}/s end to end", flush=True)
+        print(
+            f"sent {sent:,} BP readings ({sent / args.duration:,.0f}/s over {args.duration:g} s); stored at the "
+            f"county {stored:,} (+{len(used)} glucose), all in {t_all:.1f} s from the first publish = "
+            f"{sent / t_all:,.0f}/s end to end",
+            flush=True,
+        )
         print(f"county duplicates discarded: {county.health()['counters']['duplicates']}", flush=True)
         alerts_log.close()
         at_stream: dict[str, float] = {}
@@ -225,19 +258,29 @@ def _run(args: argparse.Namespace) -> int:
         for w in watchers:
             w.close()
         if at_clinic:
-            print(f"  reading published -> alert on the clinic broker (the gateway): {pct(list(at_clinic.values()))}",
-                  flush=True)
+            print(
+                f"  reading published -> alert on the clinic broker (the gateway): {pct(list(at_clinic.values()))}",
+                flush=True,
+            )
         if at_stream:
-            print(f"  reading published -> alert on the county cluster (+ the uplink): {pct(list(at_stream.values()))}",
-                  flush=True)
+            print(
+                f"  reading published -> alert on the county cluster (+ the uplink): {pct(list(at_stream.values()))}",
+                flush=True,
+            )
         lat = sorted(latencies)
-        print(f"alert latency, severe low published on a clinic broker -> visible in the county API while "
-              f"loaded ({len(lat)} alerts, the API polled every 50 ms): median {statistics.median(lat):.0f} ms, "
-              f"p90 {lat[int(0.9 * (len(lat) - 1))]:.0f} ms, max {lat[-1]:.0f} ms", flush=True)
-        print(f"CPU over the run: gateways {', '.join(f'{c:.1f} s' for c in gw_cpu)} "
-              f"({sum(gw_cpu) / t_all * 100 / args.gateways:.0f} % of a core each), county {county_cpu:.1f} s "
-              f"({county_cpu / t_all * 100:.0f} %); load average at the end {os.getloadavg()[0]:.1f} on "
-              f"{os.cpu_count()} cores", flush=True)
+        print(
+            f"alert latency, severe low published on a clinic broker -> visible in the county API while "
+            f"loaded ({len(lat)} alerts, the API polled every 50 ms): median {statistics.median(lat):.0f} ms, "
+            f"p90 {lat[int(0.9 * (len(lat) - 1))]:.0f} ms, max {lat[-1]:.0f} ms",
+            flush=True,
+        )
+        print(
+            f"CPU over the run: gateways {', '.join(f'{c:.1f} s' for c in gw_cpu)} "
+            f"({sum(gw_cpu) / t_all * 100 / args.gateways:.0f} % of a core each), county {county_cpu:.1f} s "
+            f"({county_cpu / t_all * 100:.0f} %); load average at the end {os.getloadavg()[0]:.1f} on "
+            f"{os.cpu_count()} cores",
+            flush=True,
+        )
         if stored != sent:
             print(f"FAILED: sent {sent}, stored {stored}", flush=True)
             return 1

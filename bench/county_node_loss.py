@@ -125,14 +125,19 @@ def _run(args: argparse.Namespace) -> int:
                 t[0] += acked
                 t[1] += kept
                 t[2] += kept < acked
-                print(f"round {r + 1} {way:4s}: publisher on server {a + 1}, server {b + 1} killed: "
-                      f"{acked}/{args.messages} acknowledged, {kept} in the stream"
-                      + ("  <-- acknowledged but lost" if kept < acked else ""), flush=True)
+                print(
+                    f"round {r + 1} {way:4s}: publisher on server {a + 1}, server {b + 1} killed: "
+                    f"{acked}/{args.messages} acknowledged, {kept} in the stream"
+                    + ("  <-- acknowledged but lost" if kept < acked else ""),
+                    flush=True,
+                )
     finally:
         cluster.stop()
     for way, (acked, kept, bad) in totals.items():
-        print(f"{way}: {acked} acknowledged, {kept} stored over {args.rounds} rounds; "
-              f"rounds that lost acknowledged messages: {bad}")
+        print(
+            f"{way}: {acked} acknowledged, {kept} stored over {args.rounds} rounds; "
+            f"rounds that lost acknowledged messages: {bad}"
+        )
     return 0
 
 

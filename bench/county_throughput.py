@@ -37,10 +37,21 @@ WINDOW = 2000  # publishes in flight
 
 
 def payload(clinic: str, patient: str, i: int) -> bytes:
-    return json.dumps({"kind": "blood_pressure", "ts": f"2026-03-{1 + i % 28:02d}T07:{(i // 60) % 60:02d}:{i % 60:02d}.000+08:00",
-                       "seq": i, "systolic": 120 + i % 60, "diastolic": 80 + i % 20, "pulse": 70, "unit": "mmHg",
-                       "status": {"body_movement": False, "irregular_pulse": False, "cuff_loose": False},
-                       "patient_id": patient, "device_id": f"bp-{patient}", "received_at": "2026-03-15T07:30:02.000+08:00"}).encode()
+    return json.dumps(
+        {
+            "kind": "blood_pressure",
+            "ts": f"2026-03-{1 + i % 28:02d}T07:{(i // 60) % 60:02d}:{i % 60:02d}.000+08:00",
+            "seq": i,
+            "systolic": 120 + i % 60,
+            "diastolic": 80 + i % 20,
+            "pulse": 70,
+            "unit": "mmHg",
+            "status": {"body_movement": False, "irregular_pulse": False, "cuff_loose": False},
+            "patient_id": patient,
+            "device_id": f"bp-{patient}",
+            "received_at": "2026-03-15T07:30:02.000+08:00",
+        }
+    ).encode()
 
 
 async def preload(urls: list[str], n: int, clinics: int, patients_per_clinic: int) -> float:
@@ -51,8 +62,11 @@ async def preload(urls: list[str], n: int, clinics: int, patients_per_clinic: in
     for i in range(n):
         c = f"c{i % clinics:04d}"
         p = f"p{(i // clinics) % patients_per_clinic:05d}"
-        pending.append(await js.publish_async(f"vg.{c}.patient.{p}.reading", payload(c, p, i),
-                                              headers={"Nats-Msg-Id": f"{c}:{p}:{i}"}, wait_stall=30))
+        pending.append(
+            await js.publish_async(
+                f"vg.{c}.patient.{p}.reading", payload(c, p, i), headers={"Nats-Msg-Id": f"{c}:{p}:{i}"}, wait_stall=30
+            )
+        )
         if len(pending) >= WINDOW:
             await asyncio.gather(*pending)
             pending.clear()
@@ -86,7 +100,9 @@ def count(db: Path) -> int:
 def run_processes(cluster: NatsCluster, work: Path, procs: int, n: int) -> dict:
     asyncio.run(reset_consumers(cluster.urls, cluster.cfg["partitions"]))
     storage = work / f"store-{procs}"
-    cfg = dict(cluster.cfg, storage={"path": str(storage)}, consume={"lease_ttl_s": 3.0, "ack_wait_s": 10.0, "batch": 500})
+    cfg = dict(
+        cluster.cfg, storage={"path": str(storage)}, consume={"lease_ttl_s": 3.0, "ack_wait_s": 10.0, "batch": 500}
+    )
     path = work / f"county-{procs}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     t0 = time.perf_counter()
@@ -108,8 +124,14 @@ def run_processes(cluster: NatsCluster, work: Path, procs: int, n: int) -> dict:
     for c in counties:
         c.stop()
     steady = (n - first[1]) / (t1 - first[0]) if first and t1 > first[0] else float("nan")
-    return {"processes": procs, "seconds": round(t1 - t0, 1), "readings_per_s": round(n / (t1 - t0)),
-            "steady_readings_per_s": round(steady), "stored_by_process": per, "partitions_by_process": parts}
+    return {
+        "processes": procs,
+        "seconds": round(t1 - t0, 1),
+        "readings_per_s": round(n / (t1 - t0)),
+        "steady_readings_per_s": round(steady),
+        "stored_by_process": per,
+        "partitions_by_process": parts,
+    }
 
 
 def alert_latency(cluster: NatsCluster, work: Path, backlog: int, n: int = 20) -> list[float]:
@@ -135,8 +157,10 @@ def alert_latency(cluster: NatsCluster, work: Path, backlog: int, n: int = 20) -
 
     for i in range(n):
         t0 = asyncio.run(one(i))
-        county.wait_for(lambda i=i: any(a["alert_id"] == f"lat-{i}" for a in county.api("/api/alerts?clinic=lat")[1]["alerts"]),
-                        timeout=60)
+        county.wait_for(
+            lambda i=i: any(a["alert_id"] == f"lat-{i}" for a in county.api("/api/alerts?clinic=lat")[1]["alerts"]),
+            timeout=60,
+        )
         out.append((time.perf_counter() - t0) * 1000)
     county.stop()
     return out
@@ -167,17 +191,26 @@ def _run(args: argparse.Namespace) -> int:
 
         asyncio.run(topology())
         rate = asyncio.run(preload(cluster.urls, args.readings, args.clinics, args.patients_per_clinic))
-        print(f"ingest: {args.readings} readings from {args.clinics} clinics published natively into the R3 stream "
-              f"at {rate:,.0f}/s (each acknowledged by the stream)", flush=True)
+        print(
+            f"ingest: {args.readings} readings from {args.clinics} clinics published natively into the R3 stream "
+            f"at {rate:,.0f}/s (each acknowledged by the stream)",
+            flush=True,
+        )
         for p in [int(x) for x in args.processes.split(",")]:
             r = run_processes(cluster, work, p, args.readings)
-            print(f"{p} county process(es): {args.readings} stored in {r['seconds']} s from start = "
-                  f"{r['readings_per_s']:,}/s ({r['steady_readings_per_s']:,}/s once reading); stored by each "
-                  f"{r['stored_by_process']}, partitions {r['partitions_by_process']}", flush=True)
+            print(
+                f"{p} county process(es): {args.readings} stored in {r['seconds']} s from start = "
+                f"{r['readings_per_s']:,}/s ({r['steady_readings_per_s']:,}/s once reading); stored by each "
+                f"{r['stored_by_process']}, partitions {r['partitions_by_process']}",
+                flush=True,
+            )
         lat = alert_latency(cluster, work, args.readings)
         lat.sort()
-        print(f"alert latency, clinic publish -> county API (idle county, {len(lat)} alerts): median "
-              f"{statistics.median(lat):.0f} ms, max {lat[-1]:.0f} ms", flush=True)
+        print(
+            f"alert latency, clinic publish -> county API (idle county, {len(lat)} alerts): median "
+            f"{statistics.median(lat):.0f} ms, max {lat[-1]:.0f} ms",
+            flush=True,
+        )
     finally:
         cluster.stop()
     return 0

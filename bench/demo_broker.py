@@ -23,13 +23,22 @@ from box.demo import TIME_SCALE, demo_config, free_port, start_embedded_broker
 async def main(n: int) -> None:
     port = free_port()
     broker = await start_embedded_broker(port)
-    frame = json.dumps({"kind": "ecg", "ts": "2026-01-01T00:00:00+08:00", "seq": 1, "fs": 250,
-                        "samples_uv": [int(v) for v in np.random.default_rng(0).normal(0, 300, 250)],
-                        "lead_off": False}).encode()
+    frame = json.dumps(
+        {
+            "kind": "ecg",
+            "ts": "2026-01-01T00:00:00+08:00",
+            "seq": 1,
+            "fs": 250,
+            "samples_uv": [int(v) for v in np.random.default_rng(0).normal(0, 300, 250)],
+            "lead_off": False,
+        }
+    ).encode()
     got = 0
     done = asyncio.Event()
-    async with aiomqtt.Client("127.0.0.1", port, identifier="bench-sub") as sub, \
-            aiomqtt.Client("127.0.0.1", port, identifier="bench-pub") as pub:
+    async with (
+        aiomqtt.Client("127.0.0.1", port, identifier="bench-sub") as sub,
+        aiomqtt.Client("127.0.0.1", port, identifier="bench-pub") as pub,
+    ):
         await sub.subscribe("bench/#", qos=1)
 
         async def consume() -> None:
@@ -61,8 +70,10 @@ async def main(n: int) -> None:
     patches = sum(1 for p in cfg.patients for d in p.devices if d.kind.value == "ecg")
     demo_peak = patches * TIME_SCALE + len(cfg.patients) * 2 * TIME_SCALE / 150  # frames + BP/glucose per s
     print(f"amqtt QoS1, {len(frame)} B ECG JSON frames: {n} in {dt:.2f} s = {rate:,.0f} msg/s")
-    print(f"demo peak load (8 patients, {patches} patches at x{TIME_SCALE:g}): ~{demo_peak:,.0f} msg/s "
-          f"-> headroom x{rate / demo_peak:,.0f}")
+    print(
+        f"demo peak load (8 patients, {patches} patches at x{TIME_SCALE:g}): ~{demo_peak:,.0f} msg/s "
+        f"-> headroom x{rate / demo_peak:,.0f}"
+    )
 
 
 if __name__ == "__main__":

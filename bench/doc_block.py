@@ -23,8 +23,9 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
 
 def _commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=DOC.parent, capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=DOC.parent, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -32,8 +33,10 @@ def _commit() -> str:
 def write_block(name: str, command: str, text: str, doc: Path = DOC) -> None:
     """Replace (or append) bench ``name``'s block with ``text``, stamped with the command, date and commit."""
     begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    stamp = (f"`{command}` — {dt.date.today().isoformat()}, commit {_commit()}, "
-             f"{platform.machine()} {platform.python_implementation()} {platform.python_version()}")
+    stamp = (
+        f"`{command}` — {dt.date.today().isoformat()}, commit {_commit()}, "
+        f"{platform.machine()} {platform.python_implementation()} {platform.python_version()}"
+    )
     block = f"{begin}\n{stamp}\n\n```text\n{text.rstrip()}\n```\n{end}"
     old = doc.read_text() if doc.exists() else "# Measured performance\n"
     if begin in old and end in old:

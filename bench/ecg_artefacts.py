@@ -42,7 +42,7 @@ def raised(fs: float, x: np.ndarray) -> list[str]:
     n = int(fs)
     out = []
     for k in range(0, len(x), n):
-        out += [a.condition for a in an.push(x[k:k + n], t0_s=k / fs) if a.active]
+        out += [a.condition for a in an.push(x[k : k + n], t0_s=k / fs) if a.active]
     return out
 
 
@@ -52,7 +52,7 @@ def false_asystole() -> tuple[int, int]:
         for gain in (0.2, 0.1):
             for amp in (0.15, 0.25, 0.35):
                 x, beats = sinus(fs, 80.0)
-                x[int(40 * fs):] *= gain
+                x[int(40 * fs) :] *= gain
                 t = np.arange(len(x)) / fs
                 last = beats[beats < 40.0].max()
                 for c in (last + 0.5, last + 1.05, last + 1.25):
@@ -77,7 +77,7 @@ def t_wave_counts() -> tuple[float, float]:
                 an = EcgAnalyser(fs)
                 found = 0
                 for k in range(0, n, int(fs)):
-                    an.push(x[k:k + int(fs)], t0_s=k / fs)
+                    an.push(x[k : k + int(fs)], t0_s=k / fs)
                     found += len(an.drain_beats())
                 ratios.append(found / len(beats))
     return max(ratios), float(np.median(ratios))
@@ -111,8 +111,12 @@ def coarse_af() -> tuple[int, int, int, int]:
                 x += f_uv * np.sin(2 * np.pi * np.cumsum(freq) / fs)
                 b = 0.5
                 while b < 239.5:
-                    for c, w, a in ((-0.02, 0.008, -150.0), (0.0, 0.010, 1200.0), (0.025, 0.010, -300.0),
-                                    (0.25, 0.05, 300.0)):
+                    for c, w, a in (
+                        (-0.02, 0.008, -150.0),
+                        (0.0, 0.010, 1200.0),
+                        (0.025, 0.010, -300.0),
+                        (0.25, 0.05, 300.0),
+                    ):
                         lo, hi = int(max(0, (b + c - 5 * w) * fs)), int(min(n, (b + c + 5 * w) * fs))
                         x[lo:hi] += a * np.exp(-0.5 * ((t[lo:hi] - b - c) / w) ** 2)
                     b += rng.uniform(0.45, 1.1)
@@ -138,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     cases, sustained, vt, n_vt = tremor()
     print(f"tremor over sinus rhythm: vt_sustained in {sustained} of {cases} cases, vt in {vt} ({n_vt} vt alarms)")
     cases, sustained, af, vt = coarse_af()
-    print(f"coarse atrial fibrillation: vt_sustained in {sustained} of {cases} cases, af raised in {af}, "
-          f"vt in {vt}")
+    print(f"coarse atrial fibrillation: vt_sustained in {sustained} of {cases} cases, af raised in {af}, vt in {vt}")
     return 0
 
 

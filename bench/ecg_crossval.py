@@ -49,11 +49,11 @@ DATA = ROOT.parent / "shared" / "data" / "ecg"
 SETS = ("mitdb", "vfdb", "c2015", "noise")
 DIRS = {"mitdb": "mitdb", "vfdb": "vfdb", "c2015": "challenge2015", "noise": "mitdb"}
 NOISE_RECORDS = ("118", "119")
-SUSTAINED_S = 30.0         # a run this long is sustained VT ...
-SUSTAINED_ALARM_S = 35.0   # ... and wants a vt_sustained alarm starting this soon after its start
-TOL_S = 1.0                # alarm/episode overlap tolerance, as evaluation's runs
-Task = tuple[str, str, int | None, str, bool, bool]   # (set, record, MIT-BIH fold or None, variant, rules only,
-                                                       # the window VT model too)
+SUSTAINED_S = 30.0  # a run this long is sustained VT ...
+SUSTAINED_ALARM_S = 35.0  # ... and wants a vt_sustained alarm starting this soon after its start
+TOL_S = 1.0  # alarm/episode overlap tolerance, as evaluation's runs
+Task = tuple[str, str, int | None, str, bool, bool]  # (set, record, MIT-BIH fold or None, variant, rules only,
+# the window VT model too)
 
 _models: dict[int, tuple[BeatModel | None | str, str]] = {}
 
@@ -78,8 +78,14 @@ def sustained_runs(r: evaluation.Record, alarms: list[dict]) -> list[dict]:
     for a, b in evaluation.ventricular_runs(r):
         if b - a >= SUSTAINED_S:
             hits = [c for c, d in sust if c <= a + SUSTAINED_ALARM_S and d >= a - TOL_S]
-            out.append({"record": r.name, "start_s": round(a, 1), "end_s": round(b, 1),
-                        "alarm_after_s": round(min(hits) - a, 1) if hits else None})
+            out.append(
+                {
+                    "record": r.name,
+                    "start_s": round(a, 1),
+                    "end_s": round(b, 1),
+                    "alarm_after_s": round(min(hits) - a, 1) if hits else None,
+                }
+            )
     return out
 
 
@@ -88,12 +94,10 @@ def score(task: Task) -> dict:
     r = variant(evaluation.read_record(str(DATA / DIRS[kind] / name)), var)
     model, origin = fold_model(fold, rules_only)
     # the window VT model likewise: for MIT-BIH fold k the one trained without it
-    vt_model = (None if rules_only or not with_window
-                else vt_window.load_fold(fold) if fold is not None else "shipped")
+    vt_model = None if rules_only or not with_window else vt_window.load_fold(fold) if fold is not None else "shipped"
     beats, alarms, spent = evaluation.analyse(r, beat_model=model, vt_model=vt_model)
     out = evaluation.score_record(r, beats, alarms)
-    out.update(set=kind, fold=fold, variant=var, spent=spent, sustained=sustained_runs(r, alarms),
-               beat_model=origin)
+    out.update(set=kind, fold=fold, variant=var, spent=spent, sustained=sustained_runs(r, alarms), beat_model=origin)
     return out
 
 
@@ -109,8 +113,13 @@ def em_available() -> bool:
 def c2015_records() -> list[str]:
     alarms = DATA / "challenge2015" / "ALARMS"
     rows = [ln.split(",") for ln in alarms.read_text().splitlines() if ln.count(",") >= 2]
-    return sorted(p[0] for p in rows if p[0].startswith("v") and p[1].strip() == "Ventricular_Tachycardia"
-                  and (DATA / "challenge2015" / f"{p[0]}.hea").exists())
+    return sorted(
+        p[0]
+        for p in rows
+        if p[0].startswith("v")
+        and p[1].strip() == "Ventricular_Tachycardia"
+        and (DATA / "challenge2015" / f"{p[0]}.hea").exists()
+    )
 
 
 def tasks_for(sets: list[str], noises: list[str]) -> list[Task]:
@@ -141,22 +150,30 @@ def rhythm_figures(rs: list[dict]) -> dict:
     hours = sum(r["seconds"] for r in runfree) / 3600.0
     false_runfree = sum(r["vt"]["vt_alarms_unmatched"] for r in runfree)
     sus = [s for r in rs for s in r["sustained"]]
-    return {"records": len(rs), "hours": round(t["seconds"] / 3600.0, 2), "af": t["af"],
-            "vt_episodes": [t["vt"]["episodes_flagged"], t["vt"]["ref_episodes"]],
-            "runs": [t["vt"]["flagged"], t["vt"]["ref_runs"]],
-            "sustained": [sum(s["alarm_after_s"] is not None for s in sus), len(sus)], "sustained_runs": sus,
-            "vf": [_sum(rs, "vf", "flagged"), _sum(rs, "vf", "ref_episodes")],
-            "false_vt": t["vt"]["vt_alarms_unmatched"], "false_vt_runfree": false_runfree,
-            "runfree_hours": round(hours, 2),
-            "false_vt_per_24h": round(24.0 * false_runfree / hours, 2) if hours else None}
+    return {
+        "records": len(rs),
+        "hours": round(t["seconds"] / 3600.0, 2),
+        "af": t["af"],
+        "vt_episodes": [t["vt"]["episodes_flagged"], t["vt"]["ref_episodes"]],
+        "runs": [t["vt"]["flagged"], t["vt"]["ref_runs"]],
+        "sustained": [sum(s["alarm_after_s"] is not None for s in sus), len(sus)],
+        "sustained_runs": sus,
+        "vf": [_sum(rs, "vf", "flagged"), _sum(rs, "vf", "ref_episodes")],
+        "false_vt": t["vt"]["vt_alarms_unmatched"],
+        "false_vt_runfree": false_runfree,
+        "runfree_hours": round(hours, 2),
+        "false_vt_per_24h": round(24.0 * false_runfree / hours, 2) if hours else None,
+    }
 
 
 def beat_figures(rs: list[dict]) -> dict:
     t = evaluation.pooled(rs)
     vs = [r["beats"]["v"] for r in rs]
-    return {"beats": t["beats"],
-            "v_mean_se": _mean([v["se"] for v in vs if v["tp"] + v["fn"] > 0]),
-            "v_mean_ppv": _mean([v["ppv"] for v in vs if v["tp"] + v["fp"] > 0])}
+    return {
+        "beats": t["beats"],
+        "v_mean_se": _mean([v["se"] for v in vs if v["tp"] + v["fn"] > 0]),
+        "v_mean_ppv": _mean([v["ppv"] for v in vs if v["tp"] + v["fp"] > 0]),
+    }
 
 
 def pct(v: float | None) -> str:
@@ -172,23 +189,31 @@ def report_mitdb(rs: list[dict]) -> dict:
     groups["untouched"] = [r for r in rs if r["record"] not in folds.RULES_DEV]
     groups["RULES_DEV *"] = [r for r in rs if r["record"] in folds.RULES_DEV]
     figs = {g: {**beat_figures(v), **rhythm_figures(v)} for g, v in groups.items() if v}
-    print(f"MIT-BIH (fold k analysed with the model trained without it; * = rules training figures)\n"
-          f"{'group':<12} {'recs':>4} {'TP':>6} {'FN':>4} {'FP':>4} {'Se%':>6} {'+P%':>6} | "
-          f"{'V TP':>5} {'FN':>4} {'FP':>4} {'Se%':>6} {'+P%':>6} {'mSe%':>6} {'m+P%':>6}")
+    print(
+        f"MIT-BIH (fold k analysed with the model trained without it; * = rules training figures)\n"
+        f"{'group':<12} {'recs':>4} {'TP':>6} {'FN':>4} {'FP':>4} {'Se%':>6} {'+P%':>6} | "
+        f"{'V TP':>5} {'FN':>4} {'FP':>4} {'Se%':>6} {'+P%':>6} {'mSe%':>6} {'m+P%':>6}"
+    )
     for g, f in figs.items():
         b, v = f["beats"], f["beats"]["v"]
-        print(f"{g:<12} {f['records']:>4} {b['tp']:>6} {b['fn']:>4} {b['fp']:>4} {pct(b['se']):>6} "
-              f"{pct(b['ppv']):>6} | {v['tp']:>5} {v['fn']:>4} {v['fp']:>4} {pct(v['se']):>6} {pct(v['ppv']):>6} "
-              f"{pct(f['v_mean_se']):>6} {pct(f['v_mean_ppv']):>6}")
-    print(f"\n{'':<12} {'':>7} {'':>7} {'':>5} {'':>7} {'run-free records':^20}".rstrip() + "\n"
-          f"{'group':<12} {'(VT ep':>7} {'runs>=3':>7} {'sust':>5} {'falseVT':>7} {'falseVT':>7} {'hours':>5} "
-          f"{'/24h':>6} {'VF ep':>6} {'AFse%':>6} {'AFsp%':>6}")
+        print(
+            f"{g:<12} {f['records']:>4} {b['tp']:>6} {b['fn']:>4} {b['fp']:>4} {pct(b['se']):>6} "
+            f"{pct(b['ppv']):>6} | {v['tp']:>5} {v['fn']:>4} {v['fp']:>4} {pct(v['se']):>6} {pct(v['ppv']):>6} "
+            f"{pct(f['v_mean_se']):>6} {pct(f['v_mean_ppv']):>6}"
+        )
+    print(
+        f"\n{'':<12} {'':>7} {'':>7} {'':>5} {'':>7} {'run-free records':^20}".rstrip() + "\n"
+        f"{'group':<12} {'(VT ep':>7} {'runs>=3':>7} {'sust':>5} {'falseVT':>7} {'falseVT':>7} {'hours':>5} "
+        f"{'/24h':>6} {'VF ep':>6} {'AFse%':>6} {'AFsp%':>6}"
+    )
     for g, f in figs.items():
         rate = f["false_vt_per_24h"]
-        print(f"{g:<12} {'%d/%d' % tuple(f['vt_episodes']):>7} {'%d/%d' % tuple(f['runs']):>7} "
-              f"{'%d/%d' % tuple(f['sustained']):>5} {f['false_vt']:>7} {f['false_vt_runfree']:>7} "
-              f"{f['runfree_hours']:>5.1f} {'-' if rate is None else format(rate, '.2f'):>6} "
-              f"{'%d/%d' % tuple(f['vf']):>6} {pct(f['af']['se']):>6} {pct(f['af']['sp']):>6}")
+        print(
+            f"{g:<12} {'%d/%d' % tuple(f['vt_episodes']):>7} {'%d/%d' % tuple(f['runs']):>7} "
+            f"{'%d/%d' % tuple(f['sustained']):>5} {f['false_vt']:>7} {f['false_vt_runfree']:>7} "
+            f"{f['runfree_hours']:>5.1f} {'-' if rate is None else format(rate, '.2f'):>6} "
+            f"{'%d/%d' % tuple(f['vf']):>6} {pct(f['af']['se']):>6} {pct(f['af']['sp']):>6}"
+        )
     paced_sp = {r["record"]: r["af"]["sp"] for r in groups["paced"]}
     print("paced records' AF Sp%: " + ("  ".join(f"{n} {pct(s)}" for n, s in paced_sp.items()) or "-"))
     print_sustained(figs["all"]["sustained_runs"])
@@ -196,9 +221,10 @@ def report_mitdb(rs: list[dict]) -> dict:
 
 
 def print_sustained(runs: list[dict]) -> None:
-    print(f"sustained runs (>= {SUSTAINED_S:.0f} s) and the first vt_sustained on them, from the run's start "
-          f"(flagged: before +{SUSTAINED_ALARM_S:.0f} s; negative: already on):"
-          + ("" if runs else " none"))
+    print(
+        f"sustained runs (>= {SUSTAINED_S:.0f} s) and the first vt_sustained on them, from the run's start "
+        f"(flagged: before +{SUSTAINED_ALARM_S:.0f} s; negative: already on):" + ("" if runs else " none")
+    )
     for s in runs:
         when = "missed" if s["alarm_after_s"] is None else f"vt_sustained at {s['alarm_after_s']:+.1f} s"
         print(f"  {s['record']:<6} {s['start_s']:7.1f}-{s['end_s']:7.1f} s  {when}")
@@ -207,12 +233,16 @@ def print_sustained(runs: list[dict]) -> None:
 def report_vfdb(rs: list[dict]) -> dict:
     halves = {h: [r for r in rs if folds.vfdb_half(r["record"]) == h] for h in folds.VFDB_HALVES}
     figs = {g: rhythm_figures(v) for g, v in {**halves, "all": rs}.items() if v}
-    print(f"\nvfdb (rhythm annotations only; half A trains the window VT model, half B is never used)\n"
-          f"{'half':<6} {'recs':>4} {'hours':>5} {'(VT ep':>7} {'VF ep':>6} {'AFsp%':>6} {'falseVT':>7} {'sust':>5}")
+    print(
+        f"\nvfdb (rhythm annotations only; half A trains the window VT model, half B is never used)\n"
+        f"{'half':<6} {'recs':>4} {'hours':>5} {'(VT ep':>7} {'VF ep':>6} {'AFsp%':>6} {'falseVT':>7} {'sust':>5}"
+    )
     for g, f in figs.items():
-        print(f"{g:<6} {f['records']:>4} {f['hours']:>5.1f} {'%d/%d' % tuple(f['vt_episodes']):>7} "
-              f"{'%d/%d' % tuple(f['vf']):>6} {pct(f['af']['sp']):>6} {f['false_vt']:>7} "
-              f"{'%d/%d' % tuple(f['sustained']):>5}")
+        print(
+            f"{g:<6} {f['records']:>4} {f['hours']:>5.1f} {'%d/%d' % tuple(f['vt_episodes']):>7} "
+            f"{'%d/%d' % tuple(f['vf']):>6} {pct(f['af']['sp']):>6} {f['false_vt']:>7} "
+            f"{'%d/%d' % tuple(f['sustained']):>5}"
+        )
     print_sustained(figs["all"]["sustained_runs"])
     return figs
 
@@ -231,15 +261,27 @@ def report_c2015(rs: list[dict]) -> dict:
     groups["all"] = rs
     groups["untouched"] = [r for r in rs if r["record"] not in folds.RULES_DEV]
     figs = {g: c2015_counts(v) for g, v in groups.items() if v}
-    print(f"\nchallenge2015 VT alarms (judged on 4:44-5:00; score = 100(TP+TN)/(TP+TN+FP+5FN))\n"
-          f"{'group':<10} {'recs':>4} {'TP':>4} {'FN':>4} {'FP':>4} {'TN':>4} {'score':>6}")
+    print(
+        f"\nchallenge2015 VT alarms (judged on 4:44-5:00; score = 100(TP+TN)/(TP+TN+FP+5FN))\n"
+        f"{'group':<10} {'recs':>4} {'TP':>4} {'FN':>4} {'FP':>4} {'TN':>4} {'score':>6}"
+    )
     for g, f in figs.items():
-        print(f"{g:<10} {f['records']:>4} {f['tp']:>4} {f['fn']:>4} {f['fp']:>4} {f['tn']:>4} "
-              f"{'-' if f['score'] is None else format(f['score'], '.2f'):>6}")
+        print(
+            f"{g:<10} {f['records']:>4} {f['tp']:>4} {f['fn']:>4} {f['fp']:>4} {f['tn']:>4} "
+            f"{'-' if f['score'] is None else format(f['score'], '.2f'):>6}"
+        )
     dev = [r for r in rs if r["record"] in folds.RULES_DEV]
-    print("first wave (rules development, in 'all', not in 'untouched'): " + ("  ".join(
-        f"{r['record']} ({'true' if r['challenge2015']['true_alarm'] else 'false'} alarm, "
-        f"{'raised' if r['challenge2015']['raised'] else 'suppressed'})" for r in dev) or "-"))
+    print(
+        "first wave (rules development, in 'all', not in 'untouched'): "
+        + (
+            "  ".join(
+                f"{r['record']} ({'true' if r['challenge2015']['true_alarm'] else 'false'} alarm, "
+                f"{'raised' if r['challenge2015']['raised'] else 'suppressed'})"
+                for r in dev
+            )
+            or "-"
+        )
+    )
     return figs
 
 
@@ -248,15 +290,21 @@ def report_noise(rs: list[dict], native: list[dict], em: bool) -> dict:
     for r in rs:
         groups.setdefault(r["variant"], []).append(r)
     figs = {g: beat_figures(v) for g, v in groups.items() if v}
-    print(f"\nnoise stress, MIT-BIH {' and '.join(NOISE_RECORDS)} (each with its fold's model)\n"
-          f"{'noise':<7} {'TP':>6} {'FN':>4} {'FP':>4} {'Se%':>6} {'+P%':>6} | {'V Se%':>6} {'V +P%':>6}")
+    print(
+        f"\nnoise stress, MIT-BIH {' and '.join(NOISE_RECORDS)} (each with its fold's model)\n"
+        f"{'noise':<7} {'TP':>6} {'FN':>4} {'FP':>4} {'Se%':>6} {'+P%':>6} | {'V Se%':>6} {'V +P%':>6}"
+    )
     for g, f in figs.items():
         b = f["beats"]
-        print(f"{g:<7} {b['tp']:>6} {b['fn']:>4} {b['fp']:>4} {pct(b['se']):>6} {pct(b['ppv']):>6} | "
-              f"{pct(b['v']['se']):>6} {pct(b['v']['ppv']):>6}")
+        print(
+            f"{g:<7} {b['tp']:>6} {b['fn']:>4} {b['fp']:>4} {pct(b['se']):>6} {pct(b['ppv']):>6} | "
+            f"{pct(b['v']['se']):>6} {pct(b['v']['ppv']):>6}"
+        )
     if not em:
-        print("(em6 not run: nstdb's electrode-motion noise record is not in the shared data, so muscle (ma) "
-              "and baseline-wander (bw) noise stand in for it)")
+        print(
+            "(em6 not run: nstdb's electrode-motion noise record is not in the shared data, so muscle (ma) "
+            "and baseline-wander (bw) noise stand in for it)"
+        )
     return figs
 
 
@@ -265,8 +313,11 @@ def main() -> int:
     ap.add_argument("--sets", default=",".join(SETS), help="comma-separated: " + ",".join(SETS))
     ap.add_argument("--jobs", type=int, default=2, help="worker processes (one record each)")
     ap.add_argument("--json", metavar="PATH", help="also write every figure as JSON here")
-    ap.add_argument("--rules-only", action="store_true",
-                    help="score the morphology rules alone (the analyser before the learned beat model)")
+    ap.add_argument(
+        "--rules-only",
+        action="store_true",
+        help="score the morphology rules alone (the analyser before the learned beat model)",
+    )
     ap.add_argument("--no-vt-window", action="store_true", help="beat runs alone judge VT (no window VT model)")
     ap.add_argument("--doc", action="store_true", help="also write the output into docs/performance.md")
     a = ap.parse_args()
@@ -297,13 +348,28 @@ def _run(a: argparse.Namespace) -> int:
             print(f"[{i}/{len(tasks)}] {name}{'' if var == 'native' else ' ' + var} done", file=sys.stderr, flush=True)
     results.sort(key=lambda r: (r["set"], r["record"], r["variant"]))
     by_set = {s: [r for r in results if r["set"] == s] for s in SETS}
-    print("beat classifier: " + ("the morphology rules alone" if a.rules_only else
-          f"learned model {beat_model.MODEL_NAME} (MIT-BIH: the fold's model trained without it; other sets: shipped)"))
+    print(
+        "beat classifier: "
+        + (
+            "the morphology rules alone"
+            if a.rules_only
+            else f"learned model {beat_model.MODEL_NAME} (MIT-BIH: the fold's model trained without it; other sets: shipped)"
+        )
+    )
     window = not (a.rules_only or a.no_vt_window)
-    print("VT: beat runs" + (f" and the window model {vt_window.MODEL_NAME} (MIT-BIH: the fold's model trained "
-                             "without it, with vfdb half A; other sets: shipped)" if window else " alone"))
-    out: dict = {"beat_model": "rules" if a.rules_only else beat_model.MODEL_NAME,
-                 "vt_window_model": vt_window.MODEL_NAME if window else None}
+    print(
+        "VT: beat runs"
+        + (
+            f" and the window model {vt_window.MODEL_NAME} (MIT-BIH: the fold's model trained "
+            "without it, with vfdb half A; other sets: shipped)"
+            if window
+            else " alone"
+        )
+    )
+    out: dict = {
+        "beat_model": "rules" if a.rules_only else beat_model.MODEL_NAME,
+        "vt_window_model": vt_window.MODEL_NAME if window else None,
+    }
     if by_set["mitdb"]:
         out["mitdb"] = report_mitdb(by_set["mitdb"])
     if by_set["vfdb"]:
@@ -314,8 +380,10 @@ def _run(a: argparse.Namespace) -> int:
         out["noise"] = report_noise(by_set["noise"], by_set["mitdb"], em)
     seconds, spent = sum(r["seconds"] for r in results), sum(r["spent"] for r in results)
     out["realtime_factor"] = round(seconds / spent, 1) if spent else None
-    print(f"\nrealtime factor (analysis only): {out['realtime_factor']}x "
-          f"({seconds / 3600:.1f} h of ECG in {spent:.0f} s over {len(results)} records)")
+    print(
+        f"\nrealtime factor (analysis only): {out['realtime_factor']}x "
+        f"({seconds / 3600:.1f} h of ECG in {spent:.0f} s over {len(results)} records)"
+    )
     if a.json:
         out["records"] = [{k: v for k, v in r.items() if k != "path"} for r in results]
         Path(a.json).write_text(json.dumps(out, indent=1) + "\n")

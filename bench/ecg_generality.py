@@ -67,8 +67,12 @@ def score(args: tuple[str, str]) -> dict:
     out["v_confusion"] = ventricular_confusion(r, beats)
     ref_t, _ = evaluation.reference_beats(r)
     long_rr = [(a, b) for a, b in zip(ref_t[:-1], ref_t[1:]) if b - a >= 2.5]
-    out["false_pause"] = sum(1 for a in alarms if a["condition"] in ("pause", "asystole")
-                             and not any(a["start_s"] <= y + 1.0 and a["end_s"] >= x - 1.0 for x, y in long_rr))
+    out["false_pause"] = sum(
+        1
+        for a in alarms
+        if a["condition"] in ("pause", "asystole")
+        and not any(a["start_s"] <= y + 1.0 and a["end_s"] >= x - 1.0 for x, y in long_rr)
+    )
     return out
 
 
@@ -80,25 +84,31 @@ def main() -> int:
     a = ap.parse_args()
     records = a.records.split(",")
     variants = a.variants.split(",")
-    print(f"{'variant':<9} {'Se%':>7} {'PPV%':>7} {'AFse%':>7} {'AFsp%':>7} {'VT':>7} {'falseVT':>7} "
-          f"{'Vse%':>6} {'Vppv%':>6} {'falseP':>6}  records below 99 % Se or PPV")
+    print(
+        f"{'variant':<9} {'Se%':>7} {'PPV%':>7} {'AFse%':>7} {'AFsp%':>7} {'VT':>7} {'falseVT':>7} "
+        f"{'Vse%':>6} {'Vppv%':>6} {'falseP':>6}  records below 99 % Se or PPV"
+    )
     with ProcessPoolExecutor(max_workers=a.jobs) as pool:
         for var in variants:
             results = list(pool.map(score, [(rn, var) for rn in records]))
             t = evaluation.pooled(results)
             b, af, vt = t["beats"], t["af"], t["vt"]
-            weak = [f"{r['record']}({100 * (r['beats']['se'] or 0):.1f}/{100 * (r['beats']['ppv'] or 0):.1f})"
-                    for r in results
-                    if (r["beats"]["se"] or 0) < 0.99 or (r["beats"]["ppv"] or 0) < 0.99]
+            weak = [
+                f"{r['record']}({100 * (r['beats']['se'] or 0):.1f}/{100 * (r['beats']['ppv'] or 0):.1f})"
+                for r in results
+                if (r["beats"]["se"] or 0) < 0.99 or (r["beats"]["ppv"] or 0) < 0.99
+            ]
             vv = sum(r["v_confusion"][0] for r in results)
             vn = sum(r["v_confusion"][1] for r in results)
             nv = sum(r["v_confusion"][2] for r in results)
-            print(f"{var:<9} {evaluation._fmt(b['se']):>7} {evaluation._fmt(b['ppv']):>7} "
-                  f"{evaluation._fmt(af['se']):>7} {evaluation._fmt(af['sp']):>7} "
-                  f"{vt['flagged']:>3}/{vt['ref_runs']:<3} {vt['vt_alarms_unmatched']:>7} "
-                  f"{100 * vv / max(1, vv + vn):6.2f} {100 * vv / max(1, vv + nv):6.2f} "
-                  f"{sum(r['false_pause'] for r in results):>6}  {' '.join(weak) or '-'}",
-                  flush=True)
+            print(
+                f"{var:<9} {evaluation._fmt(b['se']):>7} {evaluation._fmt(b['ppv']):>7} "
+                f"{evaluation._fmt(af['se']):>7} {evaluation._fmt(af['sp']):>7} "
+                f"{vt['flagged']:>3}/{vt['ref_runs']:<3} {vt['vt_alarms_unmatched']:>7} "
+                f"{100 * vv / max(1, vv + vn):6.2f} {100 * vv / max(1, vv + nv):6.2f} "
+                f"{sum(r['false_pause'] for r in results):>6}  {' '.join(weak) or '-'}",
+                flush=True,
+            )
     return 0
 
 

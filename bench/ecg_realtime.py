@@ -50,7 +50,7 @@ def analyser_rtf(x: np.ndarray, fs: float, runs: int = 3) -> float:
         gc.collect()
         t = time.perf_counter()
         for k in range(0, len(x), n):
-            an.push(x[k:k + n])
+            an.push(x[k : k + n])
             an.drain_beats()
             an.minute_summary()
         rates.append(len(x) / fs / (time.perf_counter() - t))
@@ -65,7 +65,7 @@ def memory_per_patient(x: np.ndarray, fs: float, patients: int = 200, seconds: i
     analysers = [EcgAnalyser(fs) for _ in range(patients)]
     for an in analysers:
         for k in range(0, seconds * n, n):
-            an.push(x[k:k + n])
+            an.push(x[k : k + n])
         an.drain_beats()
     gc.collect()
     snap = tracemalloc.take_snapshot()
@@ -84,7 +84,7 @@ def sliding(detect, x: np.ndarray, fs: float, seconds: int) -> tuple[float, list
     for end in range(n, min(len(x), seconds * n) + 1, n):
         lo = max(0, end - w)
         idx = np.asarray(detect(x[lo:end]), dtype=np.int64)
-        new = idx[idx >= (end - n - lo)] + lo        # beats in the newest second only
+        new = idx[idx >= (end - n - lo)] + lo  # beats in the newest second only
         beats.extend((new / fs).tolist())
     spent = time.perf_counter() - t
     return min(len(x), seconds * n) / fs / spent, beats
@@ -164,7 +164,7 @@ def _run(args: argparse.Namespace) -> int:
     m = min(len(x), args.peer_seconds * n)
     t = time.perf_counter()
     for k in range(0, m, n):
-        an.push(x[k:k + n])
+        an.push(x[k : k + n])
         det += [b[0] for b in an.drain_beats()]
     ours = m / fs / (time.perf_counter() - t)
     se, ppv = score_beats(rec, det, m / fs)

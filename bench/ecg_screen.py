@@ -57,7 +57,7 @@ def _run(args: argparse.Namespace) -> int:
         if len(strips) >= args.strips:
             break
     model = screening.load_model()
-    screening.screen(strips[0][1], strips[0][2], model)            # warm caches and imports
+    screening.screen(strips[0][1], strips[0][2], model)  # warm caches and imports
     import wfdb.processing
 
     ours, peer = [], []
@@ -73,13 +73,19 @@ def _run(args: argparse.Namespace) -> int:
     ours_ms = sorted(1000 * v for v in ours)
     peer_ms = sorted(1000 * v for v in peer)
     p95 = ours_ms[int(0.95 * (len(ours_ms) - 1))]
-    print(f"AF screening of a {STRIP_S:.0f}-s strip ({len(strips)} CinC 2017 strips at 300 Hz, one core, model "
-          f"{screening.MODEL_NAME}):")
-    print(f"  vitalgate screen()       median {statistics.median(ours_ms):6.1f} ms  p95 {p95:6.1f} ms  "
-          f"max {ours_ms[-1]:6.1f} ms   (target < 50 ms)")
+    print(
+        f"AF screening of a {STRIP_S:.0f}-s strip ({len(strips)} CinC 2017 strips at 300 Hz, one core, model "
+        f"{screening.MODEL_NAME}):"
+    )
+    print(
+        f"  vitalgate screen()       median {statistics.median(ours_ms):6.1f} ms  p95 {p95:6.1f} ms  "
+        f"max {ours_ms[-1]:6.1f} ms   (target < 50 ms)"
+    )
     print(f"  wfdb xqrs_detect (peer)  median {statistics.median(peer_ms):6.1f} ms  (beat detection only)")
-    print(f"  ratio: a whole screening takes {statistics.median(ours_ms) / statistics.median(peer_ms):.2f}x "
-          f"the peer's beat detection alone")
+    print(
+        f"  ratio: a whole screening takes {statistics.median(ours_ms) / statistics.median(peer_ms):.2f}x "
+        f"the peer's beat detection alone"
+    )
     return 0
 
 

@@ -156,65 +156,103 @@ class Result:
 
     def lines(self) -> list[str]:
         fmt = "binary vendor frames" if self.binary else "JSON"
-        out = [f"load: {self.patients} patients (BP+glucose), {self.patches} ECG patches at 250 Hz ({fmt}), "
-               f"{self.seconds:.0f} s (machine load average before: {self.load_before:.1f})",
-               f"  published {self.published} messages ({self.published / self.seconds:,.0f}/s, ECG frames "
-               f"{self.frames_sent / self.seconds:,.0f}/s); gateway accepted {self.accepted_rate:,.0f} frames/s "
-               f"during the load, {self.accepted_total} in all"]
+        out = [
+            f"load: {self.patients} patients (BP+glucose), {self.patches} ECG patches at 250 Hz ({fmt}), "
+            f"{self.seconds:.0f} s (machine load average before: {self.load_before:.1f})",
+            f"  published {self.published} messages ({self.published / self.seconds:,.0f}/s, ECG frames "
+            f"{self.frames_sent / self.seconds:,.0f}/s); gateway accepted {self.accepted_rate:,.0f} frames/s "
+            f"during the load, {self.accepted_total} in all",
+        ]
         if self.lat_ms:
-            out.append(f"  critical alert latency (hypoglycemia_severe, publish -> alert on broker): n={len(self.lat_ms)} "
-                       f"p50 {np.percentile(self.lat_ms, 50):.0f} ms, p99 {np.percentile(self.lat_ms, 99):.0f} ms, "
-                       f"max {max(self.lat_ms):.0f} ms; missing {self.missing}")
+            out.append(
+                f"  critical alert latency (hypoglycemia_severe, publish -> alert on broker): n={len(self.lat_ms)} "
+                f"p50 {np.percentile(self.lat_ms, 50):.0f} ms, p99 {np.percentile(self.lat_ms, 99):.0f} ms, "
+                f"max {max(self.lat_ms):.0f} ms; missing {self.missing}"
+            )
         else:
             out.append(f"  critical alert latency: none arrived; missing {self.missing}")
         if self.lag_max_s is not None:
-            catch = (f"caught up {self.caught_up_after_s:.0f} s after the load" if self.caught_up_after_s is not None
-                     else "not caught up in the wait")
-            out.append(f"  ECG analysis: lag max {self.lag_max_s:.1f} s, at the end of the load {self.lag_end_s:.1f} s"
-                       f"{' (ecg_analysis_lagging reported)' if self.lagging_seen else ''}; {catch}; "
-                       f"{self.analysed} frames analysed; workers {self.workers}")
-        out.append(f"  gateway CPU {self.cpu_pct:.0f} % of one core (with its workers), RSS max {self.rss_max_mb:.0f} MB "
-                   f"(PSS {self.pss_max_mb:.0f} MB); exit {self.exit_code}")
+            catch = (
+                f"caught up {self.caught_up_after_s:.0f} s after the load"
+                if self.caught_up_after_s is not None
+                else "not caught up in the wait"
+            )
+            out.append(
+                f"  ECG analysis: lag max {self.lag_max_s:.1f} s, at the end of the load {self.lag_end_s:.1f} s"
+                f"{' (ecg_analysis_lagging reported)' if self.lagging_seen else ''}; {catch}; "
+                f"{self.analysed} frames analysed; workers {self.workers}"
+            )
+        out.append(
+            f"  gateway CPU {self.cpu_pct:.0f} % of one core (with its workers), RSS max {self.rss_max_mb:.0f} MB "
+            f"(PSS {self.pss_max_mb:.0f} MB); exit {self.exit_code}"
+        )
         if self.cpu_ms_per_frame is not None:
-            out.append(f"  CPU per ECG frame, load start to analysed: {self.cpu_ms_per_frame:.2f} ms with the workers, "
-                       f"{self.main_ms_per_frame:.2f} ms in the gateway process")
+            out.append(
+                f"  CPU per ECG frame, load start to analysed: {self.cpu_ms_per_frame:.2f} ms with the workers, "
+                f"{self.main_ms_per_frame:.2f} ms in the gateway process"
+            )
         return out
 
     def row(self) -> str:
-        p = (f"p50 {_fmt_ms(np.percentile(self.lat_ms, 50))}, p99 {_fmt_ms(np.percentile(self.lat_ms, 99))}"
-             if self.lat_ms else "none")
+        p = (
+            f"p50 {_fmt_ms(np.percentile(self.lat_ms, 50))}, p99 {_fmt_ms(np.percentile(self.lat_ms, 99))}"
+            if self.lat_ms
+            else "none"
+        )
         if self.missing:
             p += f", {self.missing} of {self.missing + len(self.lat_ms)} not seen"
         lag = "-" if self.lag_max_s is None else f"{self.lag_max_s:.0f} s"
-        catch = "-" if self.lag_max_s is None else (f"{self.caught_up_after_s:.0f} s" if self.caught_up_after_s is not None
-                                                   else "no")
-        per_frame = "-" if self.cpu_ms_per_frame is None else f"{self.cpu_ms_per_frame:.2f} ms ({self.main_ms_per_frame:.2f})"
-        return (f"| {self.patches:,} | {self.accepted_rate:,.0f} of {self.frames_sent / self.seconds:,.0f}/s "
-                f"| {self.cpu_pct:.0f} % | {per_frame} | {self.rss_max_mb:.0f} MB ({self.pss_max_mb:.0f} MB) | {p} | {lag} | {catch} "
-                f"| {self.load_before:.1f} |")
+        catch = (
+            "-"
+            if self.lag_max_s is None
+            else (f"{self.caught_up_after_s:.0f} s" if self.caught_up_after_s is not None else "no")
+        )
+        per_frame = (
+            "-" if self.cpu_ms_per_frame is None else f"{self.cpu_ms_per_frame:.2f} ms ({self.main_ms_per_frame:.2f})"
+        )
+        return (
+            f"| {self.patches:,} | {self.accepted_rate:,.0f} of {self.frames_sent / self.seconds:,.0f}/s "
+            f"| {self.cpu_pct:.0f} % | {per_frame} | {self.rss_max_mb:.0f} MB ({self.pss_max_mb:.0f} MB) | {p} | {lag} | {catch} "
+            f"| {self.load_before:.1f} |"
+        )
 
 
 def _fmt_ms(ms: float) -> str:
     return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
 
 
-TABLE_HEAD = ("| patches | ECG frames accepted during the load | gateway CPU (tree) | CPU per frame (gateway process) "
-              "| RSS (PSS) of the tree | critical alert latency | ECG analysis lag, max | caught up after the load "
-              "| machine load before |\n"
-              "|---|---|---|---|---|---|---|---|---|")
+TABLE_HEAD = (
+    "| patches | ECG frames accepted during the load | gateway CPU (tree) | CPU per frame (gateway process) "
+    "| RSS (PSS) of the tree | critical alert latency | ECG analysis lag, max | caught up after the load "
+    "| machine load before |\n"
+    "|---|---|---|---|---|---|---|---|---|"
+)
 
 
-def run_once(patients_n: int, patches: int, duration: float, interval: float, criticals: int, seed: int,
-             catch_up: float, workers: int | None, quiet: bool = False, profile: str | None = None,
-             binary: bool = False) -> Result:
+def run_once(
+    patients_n: int,
+    patches: int,
+    duration: float,
+    interval: float,
+    criticals: int,
+    seed: int,
+    catch_up: float,
+    workers: int | None,
+    quiet: bool = False,
+    profile: str | None = None,
+    binary: bool = False,
+) -> Result:
     rng = random.Random(seed)
     load_before = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="vitalgate-load-"))
     port = free_port()
     conf = tmp / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\npersistence false\n")
-    broker = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    broker = subprocess.Popen(
+        [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_port(port)
 
     patients = []
@@ -226,16 +264,24 @@ def run_once(patients_n: int, patches: int, duration: float, interval: float, cr
     import yaml
 
     cfg = tmp / "gateway.yaml"
-    body: dict = {"clinic": CLINIC, "broker": {"host": "127.0.0.1", "port": port},
-                  "storage": {"path": str(tmp / "var")}, "patients": patients,
-                  "status": {"interval": STATUS_INTERVAL}}
+    body: dict = {
+        "clinic": CLINIC,
+        "broker": {"host": "127.0.0.1", "port": port},
+        "storage": {"path": str(tmp / "var")},
+        "patients": patients,
+        "status": {"interval": STATUS_INTERVAL},
+    }
     if workers is not None:
         body["shards"] = {"workers": workers}
     cfg.write_text(yaml.safe_dump(body))
     # --profile: the gateway process (not its workers) under cProfile, written when it stops
     prof = ["-m", "cProfile", "-o", str(Path(profile).resolve())] if profile else []
-    gw = subprocess.Popen([sys.executable, *prof, "-m", "box.cli", "run", "--config", str(cfg), "--log-level", "WARNING"],
-                          cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(tmp / "gateway.log", "wb"))
+    gw = subprocess.Popen(
+        [sys.executable, *prof, "-m", "box.cli", "run", "--config", str(cfg), "--log-level", "WARNING"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp / "gateway.log", "wb"),
+    )
 
     # The outside observer: alert arrival times and the gateway's status.
     arrivals: dict[str, float] = {}
@@ -317,8 +363,11 @@ def run_once(patients_n: int, patches: int, duration: float, interval: float, cr
             ts = (base + timedelta(seconds=t - t_start, microseconds=seq)).isoformat()
             marker = f"hypoglycemia_severe|p-{i:04d}|{ts}"
             sent[marker] = time.monotonic()
-            meter_pub.publish(f"vg/{CLINIC}/device/glu-{i:04d}/reading",
-                              json.dumps({"kind": "glucose", "ts": ts, "seq": seq, "mmol_l": 2.4}), qos=1)
+            meter_pub.publish(
+                f"vg/{CLINIC}/device/glu-{i:04d}/reading",
+                json.dumps({"kind": "glucose", "ts": ts, "seq": seq, "mmol_l": 2.4}),
+                qos=1,
+            )
             published += 1
 
     while time.monotonic() - t_start < duration:
@@ -328,11 +377,20 @@ def run_once(patients_n: int, patches: int, duration: float, interval: float, cr
         for k, s in enumerate(synths):
             x = s.frame()
             if binary:  # no time on the wire: the gateway stamps it on arrival and counts on by seq
-                patch_pub.publish(f"vg/{CLINIC}/device/ecg-{k + 1:04d}/gatt/{VENDOR_ECG_SLOT}",
-                                  vendor_ecg_payload(second + 1, 250, [int(v) for v in x], False), qos=1)
+                patch_pub.publish(
+                    f"vg/{CLINIC}/device/ecg-{k + 1:04d}/gatt/{VENDOR_ECG_SLOT}",
+                    vendor_ecg_payload(second + 1, 250, [int(v) for v in x], False),
+                    qos=1,
+                )
             else:
-                body = {"kind": "ecg", "ts": now_dev.isoformat(), "seq": second + 1, "fs": 250,
-                        "samples_uv": [int(v) for v in x], "lead_off": False}
+                body = {
+                    "kind": "ecg",
+                    "ts": now_dev.isoformat(),
+                    "seq": second + 1,
+                    "fs": 250,
+                    "samples_uv": [int(v) for v in x],
+                    "lead_off": False,
+                }
                 patch_pub.publish(f"vg/{CLINIC}/device/ecg-{k + 1:04d}/reading", json.dumps(body), qos=1)
             published += 1
             frames_sent += 1
@@ -344,11 +402,27 @@ def run_once(patients_n: int, patches: int, duration: float, interval: float, cr
                 if due <= t:
                     seq += 1
                     ts = (base + timedelta(seconds=t - t_start)).isoformat()
-                    meter_pub.publish(f"vg/{CLINIC}/device/bp-{i:04d}/reading", json.dumps(
-                        {"kind": "blood_pressure", "ts": ts, "seq": seq, "systolic": rng.randint(115, 145),
-                         "diastolic": rng.randint(70, 88), "pulse": rng.randint(60, 90)}), qos=1)
-                    meter_pub.publish(f"vg/{CLINIC}/device/glu-{i:04d}/reading", json.dumps(
-                        {"kind": "glucose", "ts": ts, "seq": seq, "mmol_l": round(rng.uniform(4.5, 9.0), 1)}), qos=1)
+                    meter_pub.publish(
+                        f"vg/{CLINIC}/device/bp-{i:04d}/reading",
+                        json.dumps(
+                            {
+                                "kind": "blood_pressure",
+                                "ts": ts,
+                                "seq": seq,
+                                "systolic": rng.randint(115, 145),
+                                "diastolic": rng.randint(70, 88),
+                                "pulse": rng.randint(60, 90),
+                            }
+                        ),
+                        qos=1,
+                    )
+                    meter_pub.publish(
+                        f"vg/{CLINIC}/device/glu-{i:04d}/reading",
+                        json.dumps(
+                            {"kind": "glucose", "ts": ts, "seq": seq, "mmol_l": round(rng.uniform(4.5, 9.0), 1)}
+                        ),
+                        qos=1,
+                    )
                     published += 2
                     next_reading[i] = due + interval
             send_criticals(t)
@@ -399,15 +473,30 @@ def run_once(patients_n: int, patches: int, duration: float, interval: float, cr
     accepted_total = (status.get("counters") or {}).get("accepted", {}).get("ecg", 0)
     lag_in_load = [lag for t, lag, _ in lags if t <= t_start + elapsed + 1]
     res = Result(
-        patches=patches, patients=patients_n, seconds=elapsed, published=published, frames_sent=frames_sent,
-        accepted_rate=accepted_rate, accepted_total=accepted_total,
-        cpu_pct=100 * (cpu_end - cpu0) / elapsed, rss_max_mb=rss_max / 2**20, pss_max_mb=pss_max / 2**20, lat_ms=lat, missing=len(missing),
-        lag_max_s=max(lag_in_load) if lag_in_load else None, lag_end_s=lag_end,
-        lagging_seen=any(c for _, _, c in lags), caught_up_after_s=caught_up, analysed=analysed,
-        workers=workers_seen, exit_code=rc, load_before=load_before,
+        patches=patches,
+        patients=patients_n,
+        seconds=elapsed,
+        published=published,
+        frames_sent=frames_sent,
+        accepted_rate=accepted_rate,
+        accepted_total=accepted_total,
+        cpu_pct=100 * (cpu_end - cpu0) / elapsed,
+        rss_max_mb=rss_max / 2**20,
+        pss_max_mb=pss_max / 2**20,
+        lat_ms=lat,
+        missing=len(missing),
+        lag_max_s=max(lag_in_load) if lag_in_load else None,
+        lag_end_s=lag_end,
+        lagging_seen=any(c for _, _, c in lags),
+        caught_up_after_s=caught_up,
+        analysed=analysed,
+        workers=workers_seen,
+        exit_code=rc,
+        load_before=load_before,
         cpu_ms_per_frame=1000 * (cpu_done - cpu0) / frames_sent if caught_up is not None and frames_sent else None,
         main_ms_per_frame=1000 * (main_done - main0) / frames_sent if caught_up is not None and frames_sent else None,
-        lag_samples=[(round(t - t_start, 1), lag) for t, lag, _ in lags], binary=binary,
+        lag_samples=[(round(t - t_start, 1), lag) for t, lag, _ in lags],
+        binary=binary,
     )
     if not quiet:
         print("\n".join(res.lines()), flush=True)
@@ -427,8 +516,19 @@ def decode_bench(n: int, repeats: int = 5) -> None:
     synth = EcgSynth(250, seed=1)
     frames = [[int(v) for v in synth.frame()] for _ in range(n)]
     t0 = datetime.now(CHINA_TZ)
-    js = [json.dumps({"kind": "ecg", "ts": (t0 + timedelta(seconds=k)).isoformat(), "seq": k + 1, "fs": 250,
-                      "samples_uv": f, "lead_off": False}).encode() for k, f in enumerate(frames)]
+    js = [
+        json.dumps(
+            {
+                "kind": "ecg",
+                "ts": (t0 + timedelta(seconds=k)).isoformat(),
+                "seq": k + 1,
+                "fs": 250,
+                "samples_uv": f,
+                "lead_off": False,
+            }
+        ).encode()
+        for k, f in enumerate(frames)
+    ]
     bins = [vendor_ecg_payload(k + 1, 250, f, False) for k, f in enumerate(frames)]
     registry = DeviceRegistry([DeviceBinding("ecg-0001", "p-0001", DeviceKind.ECG)])
     t_json, t_bin = f"vg/{CLINIC}/device/ecg-0001/reading", f"vg/{CLINIC}/device/ecg-0001/gatt/{VENDOR_ECG_SLOT}"
@@ -456,12 +556,18 @@ def decode_bench(n: int, repeats: int = 5) -> None:
             t = time.perf_counter()
             fn()
             best[name] = min(best.get(name, float("inf")), (time.perf_counter() - t) / n * 1e6)
-    print(f"ingress decode per 1-s 250 Hz ECG frame, best of {repeats} x {n} frames "
-          f"(payload {sum(map(len, js)) / n:,.0f} B JSON, {len(bins[0])} B binary):")
-    print(f"  decode_message: JSON {best['json']:.1f} µs, binary {best['bin']:.1f} µs "
-          f"-> binary/JSON {best['bin'] / best['json']:.2f}")
-    print(f"  decoder alone:  _decode_json {best['dec_json']:.1f} µs, decode_gatt {best['dec_bin']:.1f} µs "
-          f"-> binary/JSON {best['dec_bin'] / best['dec_json']:.2f}")
+    print(
+        f"ingress decode per 1-s 250 Hz ECG frame, best of {repeats} x {n} frames "
+        f"(payload {sum(map(len, js)) / n:,.0f} B JSON, {len(bins[0])} B binary):"
+    )
+    print(
+        f"  decode_message: JSON {best['json']:.1f} µs, binary {best['bin']:.1f} µs "
+        f"-> binary/JSON {best['bin'] / best['json']:.2f}"
+    )
+    print(
+        f"  decoder alone:  _decode_json {best['dec_json']:.1f} µs, decode_gatt {best['dec_bin']:.1f} µs "
+        f"-> binary/JSON {best['dec_bin'] / best['dec_json']:.2f}"
+    )
 
 
 def write_doc(table: str, command: str) -> None:
@@ -471,8 +577,10 @@ def write_doc(table: str, command: str) -> None:
     import subprocess as sp
 
     commit = sp.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    block = (f"{begin}\n`{command}` ({datetime.now(CHINA_TZ):%Y-%m-%d}, commit {commit}, this 2-core machine with "
-             f"Mosquitto and the load generator on it)\n\n{table}\n{end}")
+    block = (
+        f"{begin}\n`{command}` ({datetime.now(CHINA_TZ):%Y-%m-%d}, commit {commit}, this 2-core machine with "
+        f"Mosquitto and the load generator on it)\n\n{table}\n{end}"
+    )
     a, b = text.index(begin), text.index(end) + len(end)
     doc.write_text(text[:a] + block + text[b:])
 
@@ -485,31 +593,60 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=10.0, help="seconds between a patient's BP/glucose readings")
     ap.add_argument("--criticals", type=int, default=60, help="critical readings injected over the run")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--catch-up", type=float, default=120.0,
-                    help="after the load, wait up to this long for the ECG analysis to catch up")
+    ap.add_argument(
+        "--catch-up",
+        type=float,
+        default=120.0,
+        help="after the load, wait up to this long for the ECG analysis to catch up",
+    )
     ap.add_argument("--workers", type=int, default=None, help="shards.workers for the gateway (default: its config's)")
-    ap.add_argument("--table", default=None,
-                    help="comma-separated patch counts (patients = patches, BP/glucose every 600 s): one run each, "
-                         "then the table")
+    ap.add_argument(
+        "--table",
+        default=None,
+        help="comma-separated patch counts (patients = patches, BP/glucose every 600 s): one run each, then the table",
+    )
     ap.add_argument("--doc", action="store_true", help="write the table into docs/capacity.md")
-    ap.add_argument("--profile", default=None, metavar="FILE",
-                    help="run the gateway process under cProfile and write its stats to FILE (pstats)")
-    ap.add_argument("--binary", action="store_true",
-                    help="patches send binary vendor ECG frames on .../gatt/5a7e0003 instead of JSON")
-    ap.add_argument("--decode-bench", type=int, default=0, metavar="N",
-                    help="only time the ingress decode of N frames, JSON against binary (no broker, no gateway)")
+    ap.add_argument(
+        "--profile",
+        default=None,
+        metavar="FILE",
+        help="run the gateway process under cProfile and write its stats to FILE (pstats)",
+    )
+    ap.add_argument(
+        "--binary",
+        action="store_true",
+        help="patches send binary vendor ECG frames on .../gatt/5a7e0003 instead of JSON",
+    )
+    ap.add_argument(
+        "--decode-bench",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only time the ingress decode of N frames, JSON against binary (no broker, no gateway)",
+    )
     args = ap.parse_args()
     if args.decode_bench:
         decode_bench(args.decode_bench)
         return
     if not args.table:
-        run_once(args.patients, args.patches, args.duration, args.interval, args.criticals, args.seed,
-                 args.catch_up, args.workers, profile=args.profile, binary=args.binary)
+        run_once(
+            args.patients,
+            args.patches,
+            args.duration,
+            args.interval,
+            args.criticals,
+            args.seed,
+            args.catch_up,
+            args.workers,
+            profile=args.profile,
+            binary=args.binary,
+        )
         return
     rows = []
     for n in [int(x) for x in args.table.split(",")]:
-        res = run_once(n, n, args.duration, 600.0, args.criticals, args.seed, args.catch_up, args.workers,
-                       binary=args.binary)
+        res = run_once(
+            n, n, args.duration, 600.0, args.criticals, args.seed, args.catch_up, args.workers, binary=args.binary
+        )
         rows.append(res.row())
     table = TABLE_HEAD + "\n" + "\n".join(rows)
     print()

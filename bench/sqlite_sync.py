@@ -58,7 +58,7 @@ def main() -> int:
 def _run(a: argparse.Namespace) -> int:
     a.dir.mkdir(parents=True, exist_ok=True)
     normal, full = [], []
-    for _ in range(a.rounds):          # alternate, so machine noise hits both alike
+    for _ in range(a.rounds):  # alternate, so machine noise hits both alike
         normal.append(run(a.dir, False, a.ticks, a.per_tick))
         full.append(run(a.dir, True, a.ticks, a.per_tick))
     n, f = statistics.median(normal), statistics.median(full)

@@ -66,14 +66,13 @@ BROKER_PID = 0
 CPU: dict[str, dict[str, float]] = {}  # CPU seconds per process during each measurement
 
 
-
-
 def start_mosquitto(work: Path) -> tuple[subprocess.Popen, int]:
     exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     port = free_port()
     conf = work / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
-                    "persistence false\nlog_type error\n")
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\npersistence false\nlog_type error\n"
+    )
     proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port)
     return proc, port
@@ -92,9 +91,16 @@ def payloads(n: int, patients: int, offset: int, end: datetime | None = None) ->
     for i in range(offset, offset + n):
         dev = f"bp-{i % patients + 1:04d}"
         ts = base + timedelta(minutes=10 * ((i - offset) // patients), milliseconds=i % patients)
-        body = {"kind": "blood_pressure", "ts": ts.isoformat(), "seq": i,
-                "systolic": 110 + i % 25, "diastolic": 70 + i % 10, "pulse": 60 + i % 30, "unit": "mmHg",
-                "status": {"body_movement": False, "irregular_pulse": False, "cuff_loose": False}}
+        body = {
+            "kind": "blood_pressure",
+            "ts": ts.isoformat(),
+            "seq": i,
+            "systolic": 110 + i % 25,
+            "diastolic": 70 + i % 10,
+            "pulse": 60 + i % 30,
+            "unit": "mmHg",
+            "status": {"body_movement": False, "irregular_pulse": False, "cuff_loose": False},
+        }
         out.append((f"vg/{CLINIC}/device/{dev}/reading", json.dumps(body).encode()))
     return out
 
@@ -138,8 +144,9 @@ def raw(port: int, msgs: list[tuple[str, bytes]], in_process: bool = False) -> f
     """
     if in_process:
         return _raw_in_process(port, msgs)
-    sub = subprocess.Popen([sys.executable, __file__, "--raw-subscriber", str(port), str(len(msgs))],
-                           stdout=subprocess.PIPE, text=True)
+    sub = subprocess.Popen(
+        [sys.executable, __file__, "--raw-subscriber", str(port), str(len(msgs))], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert sub.stdout is not None
         if sub.stdout.readline().strip() != "subscribed":
@@ -150,8 +157,11 @@ def raw(port: int, msgs: list[tuple[str, bytes]], in_process: bool = False) -> f
         line = sub.stdout.readline().split()
         if not line or line[0] != "done":
             raise TimeoutError(f"raw: the subscriber gave up: {' '.join(line)}")
-        CPU["raw"] = {"broker": cpu_s(BROKER_PID) - cpu0[0], "bench": cpu_s(os.getpid()) - cpu0[1],
-                      "subscriber": cpu_s(sub.pid) - cpu0[2]}
+        CPU["raw"] = {
+            "broker": cpu_s(BROKER_PID) - cpu0[0],
+            "bench": cpu_s(os.getpid()) - cpu0[1],
+            "subscriber": cpu_s(sub.pid) - cpu0[2],
+        }
         pub.close()
         return len(msgs) / (float(line[1]) - t0)  # perf_counter is CLOCK_MONOTONIC: one clock for both
     finally:
@@ -215,12 +225,16 @@ def _raw_in_process(port: int, msgs: list[tuple[str, bytes]]) -> float:
 
 
 def gateway_config(work: Path, port: int, patients: int, vm_url: str | None) -> Path:
-    pts = "\n".join(f"  - id: p-{i:04d}\n    devices:\n      - {{id: bp-{i:04d}, kind: blood_pressure}}"
-                    for i in range(1, patients + 1))
+    pts = "\n".join(
+        f"  - id: p-{i:04d}\n    devices:\n      - {{id: bp-{i:04d}, kind: blood_pressure}}"
+        for i in range(1, patients + 1)
+    )
     tsdb = f"influxdb:\n  url: {vm_url}\n  batch_size: 5000\n  flush_interval: 500ms\n" if vm_url else ""
     cfg = work / "gateway.yaml"
-    cfg.write_text(f"clinic: {CLINIC}\nbroker: {{host: 127.0.0.1, port: {port}}}\nstorage:\n  path: {work / 'var'}\n"
-                   f"patients:\n{pts}\nstatus: {{interval: 5s}}\n{tsdb}")
+    cfg.write_text(
+        f"clinic: {CLINIC}\nbroker: {{host: 127.0.0.1, port: {port}}}\nstorage:\n  path: {work / 'var'}\n"
+        f"patients:\n{pts}\nstatus: {{interval: 5s}}\n{tsdb}"
+    )
     return cfg
 
 
@@ -259,8 +273,7 @@ def vm_points(url: str) -> int:
         return sum(len(json.loads(line)["values"]) for line in r.read().decode().splitlines() if line.strip())
 
 
-def gateway_run(work: Path, port: int, msgs: list[tuple[str, bytes]], patients: int,
-                vm_url: str | None = None) -> dict:
+def gateway_run(work: Path, port: int, msgs: list[tuple[str, bytes]], patients: int, vm_url: str | None = None) -> dict:
     cfg = gateway_config(work, port, patients, vm_url)
     log = open(work / "gateway.log", "wb")
     cmd = [sys.executable, "-m", "box.cli", "run", "--config", str(cfg), "--log-level", "WARNING"]
@@ -274,7 +287,9 @@ def gateway_run(work: Path, port: int, msgs: list[tuple[str, bytes]], patients: 
         pub = Publisher(port)
         # Warm-up: the gateway is subscribed and has created every patient's worker. Device times
         # before the measured readings', so each cuff's readings stay in order as a clinic's do.
-        warm = payloads(patients * 4, patients, offset=10_000_000, end=first_ts(len(msgs), patients) - timedelta(minutes=10))
+        warm = payloads(
+            patients * 4, patients, offset=10_000_000, end=first_ts(len(msgs), patients) - timedelta(minutes=10)
+        )
         deadline = time.monotonic() + 30
         while stored(db) == 0 and time.monotonic() < deadline:
             pub.send(warm[:1])
@@ -308,9 +323,17 @@ def start_vm(work: Path) -> tuple[subprocess.Popen, str] | None:
     if not Path(exe).exists():
         return None
     port = free_port()
-    proc = subprocess.Popen([exe, f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={work / 'vm'}",
-                             "-dedup.minScrapeInterval=1ms", "-loggerLevel=ERROR"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            exe,
+            f"-httpListenAddr=127.0.0.1:{port}",
+            f"-storageDataPath={work / 'vm'}",
+            "-dedup.minScrapeInterval=1ms",
+            "-loggerLevel=ERROR",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(200):
         try:
@@ -327,10 +350,16 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=30_000, help="readings per measurement")
     ap.add_argument("--patients", type=int, default=500)
     ap.add_argument("--no-tsdb", action="store_true", help="skip the VictoriaMetrics run")
-    ap.add_argument("--profile", default="", help="record the gateway with py-spy into FILE (collapsed stacks), "
-                    "or with cProfile if FILE ends in .prof")
-    ap.add_argument("--raw-in-process", action="store_true",
-                    help="also measure raw with the subscriber in the publisher's process (the old way)")
+    ap.add_argument(
+        "--profile",
+        default="",
+        help="record the gateway with py-spy into FILE (collapsed stacks), or with cProfile if FILE ends in .prof",
+    )
+    ap.add_argument(
+        "--raw-in-process",
+        action="store_true",
+        help="also measure raw with the subscriber in the publisher's process (the old way)",
+    )
     ap.add_argument("--raw-subscriber", nargs=2, type=int, metavar=("PORT", "N"), help=argparse.SUPPRESS)
     ap.add_argument("--doc", action="store_true", help="also write the output into docs/performance.md")
     args = ap.parse_args()
@@ -363,8 +392,10 @@ def _run(args: argparse.Namespace) -> int:
             g = gateway_run(work / "gw", port, msgs, args.patients)
             results["gateway"] = g["rate"]
             CPU["gateway"] = g["cpu"]
-            print(f"  gateway -> SQLite:              {g['rate']:8.0f} readings/s  "
-                  f"({g['rate'] / results['raw']:.0%} of raw)")
+            print(
+                f"  gateway -> SQLite:              {g['rate']:8.0f} readings/s  "
+                f"({g['rate'] / results['raw']:.0%} of raw)"
+            )
             if not args.no_tsdb:
                 vm = start_vm(work)
                 if vm is None:
@@ -375,10 +406,14 @@ def _run(args: argparse.Namespace) -> int:
                     results["gateway_tsdb"] = g2["rate"]
                     results["gateway_tsdb_all_in_vm"] = g2["tsdb_rate"]
                     CPU["gateway_tsdb"] = g2["cpu"]
-                    print(f"  gateway -> SQLite + TSDB sink:  {g2['rate']:8.0f} readings/s  "
-                          f"({g2['rate'] / results['raw']:.0%} of raw)")
-                    print(f"  ... all points in VictoriaMetrics: {g2['tsdb_rate']:8.0f} readings/s  "
-                          f"({g2['tsdb_rate'] / results['raw']:.0%} of raw)")
+                    print(
+                        f"  gateway -> SQLite + TSDB sink:  {g2['rate']:8.0f} readings/s  "
+                        f"({g2['rate'] / results['raw']:.0%} of raw)"
+                    )
+                    print(
+                        f"  ... all points in VictoriaMetrics: {g2['tsdb_rate']:8.0f} readings/s  "
+                        f"({g2['tsdb_rate'] / results['raw']:.0%} of raw)"
+                    )
             # Raw again at the end: the machine is shared, show how much the baseline moved.
             raw_cpu = CPU["raw"]
             results["raw_after"] = raw(port, payloads(args.n, args.patients, offset=args.n))
@@ -395,12 +430,16 @@ def _run(args: argparse.Namespace) -> int:
     if "raw_after" in results:  # the baseline measured before and after the gateway runs (noisy machine)
         base = (results["raw"] + results["raw_after"]) / 2
         ratios = {k: v / base for k, v in results.items() if k.startswith("gateway")}
-        print(f"  ratios to the mean of both raw runs ({base:.0f} msg/s): "
-              + ", ".join(f"{k} {v:.0%}" for k, v in ratios.items()))
+        print(
+            f"  ratios to the mean of both raw runs ({base:.0f} msg/s): "
+            + ", ".join(f"{k} {v:.0%}" for k, v in ratios.items())
+        )
         results.update({f"ratio_{k}": round(v, 3) for k, v in ratios.items()})
     if not PROFILE:  # (under py-spy the gateway's pid is py-spy's)
-        print("  CPU seconds during each measurement: " + "; ".join(
-            f"{k}: " + ", ".join(f"{p} {v:.1f}" for p, v in c.items()) for k, c in CPU.items()))
+        print(
+            "  CPU seconds during each measurement: "
+            + "; ".join(f"{k}: " + ", ".join(f"{p} {v:.1f}" for p, v in c.items()) for k, c in CPU.items())
+        )
     print(json.dumps({k: round(v, 3 if k.startswith("ratio") else 1) for k, v in results.items()}))
     return 0
 

@@ -67,9 +67,7 @@ class Gateway:
         self.prefix = f"vg/{self.clinic}"
         storage = config.storage.path
         storage.mkdir(parents=True, exist_ok=True)
-        self.registry = DeviceRegistry(
-            [DeviceBinding(d.id, p.id, d.kind) for p in config.patients for d in p.devices]
-        )
+        self.registry = DeviceRegistry([DeviceBinding(d.id, p.id, d.kind) for p in config.patients for d in p.devices])
         self.counters = Counters()
         self.store = ReadingStore(storage)
         self.alerts = AlertStore(storage)
@@ -95,56 +93,96 @@ class Gateway:
         # The ECG lane (shards/): its own core, so a patient's glucose never waits behind its own ECG frames;
         # frames are stored and acknowledged there, and analysed from the frame log behind the commit.
         self.ecg_core = StreamCore(
-            store=self.forwarding, default_thresholds=config.thresholds,
+            store=self.forwarding,
+            default_thresholds=config.thresholds,
             thresholds={p.id: config.thresholds_for(p) for p in config.patients if p.thresholds},
-            publish_reading=self._publish_reading, on_finding=self.dispatcher.handle, counters=self.counters,
-            ecg=DeferredEcg(), queue_size=config.stream.queue_size, clock=clock,
+            publish_reading=self._publish_reading,
+            on_finding=self.dispatcher.handle,
+            counters=self.counters,
+            ecg=DeferredEcg(),
+            queue_size=config.stream.queue_size,
+            clock=clock,
         )
         self.ecg_core.device_last_seen = self.core.device_last_seen  # one view of the devices (ids are unique)
         workers = config.shards.workers if config.shards.workers != "auto" else auto_workers()
         lag_warn = config.shards.ecg_lag_warn.total_seconds()
         self.ecg_analysis: EcgAnalysis | EcgShards = (
-            EcgShards(storage, self.dispatcher.handle, self._publish_reading, workers, clock, lag_warn) if workers
-            else EcgAnalysis(storage, self.dispatcher.handle, self._publish_reading, clock, lag_warn_s=lag_warn))
+            EcgShards(storage, self.dispatcher.handle, self._publish_reading, workers, clock, lag_warn)
+            if workers
+            else EcgAnalysis(storage, self.dispatcher.handle, self._publish_reading, clock, lag_warn_s=lag_warn)
+        )
         self._critical_devices = frozenset(b.device_id for b in self.registry if is_critical(b.kind))
         lanes = subscriptions(self.prefix, self._critical_devices, CONTROL_TOPICS)
         # Binary ECG frames' time base (gateway/vendor_ecg_timing.py), one for both sessions: what the critical
         # session had queued from before the lanes and the ECG session's frames continue one another.
         self.ecg_time = VendorEcgTimeBase()
-        self.ecg_lane = EcgLane(self.prefix, self.registry, self._critical_devices, self.ecg_core, self.forwarding,
-                                self.counters, on_committed=self.ecg_analysis.wake, clock=clock,
-                                ecg_time=self.ecg_time)
+        self.ecg_lane = EcgLane(
+            self.prefix,
+            self.registry,
+            self._critical_devices,
+            self.ecg_core,
+            self.forwarding,
+            self.counters,
+            on_committed=self.ecg_analysis.wake,
+            clock=clock,
+            ecg_time=self.ecg_time,
+        )
         b = config.broker
         self.link = MqttLink(
-            b.host, b.port, client_id=f"vitalgate-{self.clinic}",
-            subscriptions=lanes.critical, unsubscriptions=lanes.stale,
-            on_message=self.on_message, on_connect=self._on_connect,
+            b.host,
+            b.port,
+            client_id=f"vitalgate-{self.clinic}",
+            subscriptions=lanes.critical,
+            unsubscriptions=lanes.stale,
+            on_message=self.on_message,
+            on_connect=self._on_connect,
             will=aiomqtt.Will(f"{self.prefix}/status", self._status_json(online=False), qos=1, retain=True),
-            username=b.username, password=b.password, tls=b.tls, ca_file=b.ca_file, keepalive=b.keepalive,
+            username=b.username,
+            password=b.password,
+            tls=b.tls,
+            ca_file=b.ca_file,
+            keepalive=b.keepalive,
             manual_ack=True,  # a reading is acknowledged only once stored (outbound/store_and_forward.py)
             # MQTT 5 for its Receive Maximum: with the disk full, readings are judged but held unacknowledged
             # until stored, and under 3.1.1 Mosquitto stops after 20 such (max_inflight_messages): a severe
             # low sent after them would wait for the technician. This lane carries a few readings per
             # patient per hour, so paho's per-message Properties cost nothing here (unlike the ECG lane).
             # "auto": a broker without MQTT 5 (the demo's embedded amqtt) gets 3.1.1 and its window of 20.
-            protocol="auto", receive_maximum=CRITICAL_RECEIVE_MAXIMUM,
+            protocol="auto",
+            receive_maximum=CRITICAL_RECEIVE_MAXIMUM,
         )
         # The ECG lane's session. MQTT 3.1.1 as the other: its window of 20 unacknowledged frames keeps moving
         # (acks follow each tick's commit), and MQTT 5's wider window cost more in paho's per-message
         # Properties than it gained (bench/load.py, 2,000 patches: 2,007 against 1,132 frames/s accepted).
         self.ecg_link = MqttLink(
-            b.host, b.port, client_id=f"vitalgate-{self.clinic}{ECG_CLIENT_SUFFIX}", subscriptions=lanes.ecg,
-            on_message=self.ecg_lane.on_message, username=b.username, password=b.password, tls=b.tls,
-            ca_file=b.ca_file, keepalive=b.keepalive, manual_ack=True,
+            b.host,
+            b.port,
+            client_id=f"vitalgate-{self.clinic}{ECG_CLIENT_SUFFIX}",
+            subscriptions=lanes.ecg,
+            on_message=self.ecg_lane.on_message,
+            username=b.username,
+            password=b.password,
+            tls=b.tls,
+            ca_file=b.ca_file,
+            keepalive=b.keepalive,
+            manual_ack=True,
         )
         self.started_at = clock()
-        self.notifier = SystemdNotifier()   # READY, the watchdog and a status line under systemd (deploy/)
+        self.notifier = SystemdNotifier()  # READY, the watchdog and a status line under systemd (deploy/)
         self.watch = DeviceWatch(
             # BLE devices: device_offline is BleIngress's (it also sees adverts and connects), missed_readings ours.
-            [WatchedDevice(d.id, p.id, d.kind,
-                           None if d.ble else d.expected_interval or DEFAULT_OFFLINE_AFTER[d.kind], d.schedule,
-                           config.thresholds_for(p).missed_readings_overdue)
-             for p in config.patients for d in p.devices],
+            [
+                WatchedDevice(
+                    d.id,
+                    p.id,
+                    d.kind,
+                    None if d.ble else d.expected_interval or DEFAULT_OFFLINE_AFTER[d.kind],
+                    d.schedule,
+                    config.thresholds_for(p).missed_readings_overdue,
+                )
+                for p in config.patients
+                for d in p.devices
+            ],
             started_at=self.started_at,
         )
         self.stop_event = asyncio.Event()
@@ -154,10 +192,23 @@ class Gateway:
         if self.http_app is not None and config.http is not None:  # the doctor's console on the same port
             from console.web import ConsoleSources, mount_console
 
-            mount_console(self.http_app, ConsoleSources(
-                clinic=self.clinic, patients=config.patients, storage=storage, token=config.http.token,
-                tls=config.http.tls, clock=clock, stopping=self.stop_event, alerts=self.alerts,
-                desk=self.dispatcher, live=self, strips=self, accounts=config.http.accounts))
+            mount_console(
+                self.http_app,
+                ConsoleSources(
+                    clinic=self.clinic,
+                    patients=config.patients,
+                    storage=storage,
+                    token=config.http.token,
+                    tls=config.http.tls,
+                    clock=clock,
+                    stopping=self.stop_event,
+                    alerts=self.alerts,
+                    desk=self.dispatcher,
+                    live=self,
+                    strips=self,
+                    accounts=config.http.accounts,
+                ),
+            )
 
     # ------------------------------------------------------------ inbound
 
@@ -167,8 +218,8 @@ class Gateway:
                 await self._on_ack(payload)
                 ack()
                 return
-            if topic.startswith(f"{self.prefix}/") and topic[len(self.prefix) + 1:] in CONTROL_TOPICS:
-                kind = topic[len(self.prefix) + 1:]
+            if topic.startswith(f"{self.prefix}/") and topic[len(self.prefix) + 1 :] in CONTROL_TOPICS:
+                kind = topic[len(self.prefix) + 1 :]
                 refused = await handle_control(self.dispatcher, kind, payload)
                 if refused:
                     self.counters.reject(Rejected(reason=f"bad_{kind}", detail=refused, topic=topic))
@@ -189,8 +240,9 @@ class Gateway:
     async def on_county_message(self, topic: str, payload: bytes) -> None:
         """The county acknowledges (snoozes, silences) on this clinic's control topics on its broker:
         applied exactly as from the clinic's broker (``on_message``); nothing else is taken from there."""
-        if topic == f"{self.prefix}/ack" or (topic.startswith(f"{self.prefix}/")
-                                             and topic[len(self.prefix) + 1:] in CONTROL_TOPICS):
+        if topic == f"{self.prefix}/ack" or (
+            topic.startswith(f"{self.prefix}/") and topic[len(self.prefix) + 1 :] in CONTROL_TOPICS
+        ):
             log.info("control message from the county", extra={"topic": topic})
             await self.on_message(topic, payload)
         else:
@@ -205,7 +257,12 @@ class Gateway:
         try:
             ack = AckMessage.model_validate_json(payload)
         except ValueError as exc:
-            self.counters.reject(Rejected(reason="bad_ack", detail=f"ack needs alert_id and by: {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}"))
+            self.counters.reject(
+                Rejected(
+                    reason="bad_ack",
+                    detail=f"ack needs alert_id and by: {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}",
+                )
+            )
             return
         alert = await self.dispatcher.acknowledge(ack.alert_id, ack.by)
         if alert is None:
@@ -220,8 +277,12 @@ class Gateway:
         # Handed to the connection in order, not awaited: the reading's own ack (after the commit)
         # and its rules need not wait a broker round trip for this PUBACK (bench/throughput.py).
         try:
-            await self.link.publish_nowait(f"{self.prefix}/patient/{acc.patient_id}/reading", acc.public_json(),
-                                           qos=1, on_error=lambda exc, p=acc.patient_id: self._republish_failed(exc, p))
+            await self.link.publish_nowait(
+                f"{self.prefix}/patient/{acc.patient_id}/reading",
+                acc.public_json(),
+                qos=1,
+                on_error=lambda exc, p=acc.patient_id: self._republish_failed(exc, p),
+            )
         except (NotConnected, aiomqtt.MqttError) as exc:
             self._republish_failed(exc, acc.patient_id)
 
@@ -243,8 +304,11 @@ class Gateway:
         devices = {}
         for b in self.registry:
             seen = self.core.device_last_seen.get(b.device_id)
-            devices[b.device_id] = {"patient_id": b.patient_id, "kind": b.kind.value,
-                                    "last_seen": iso(seen) if seen else None}
+            devices[b.device_id] = {
+                "patient_id": b.patient_id,
+                "kind": b.kind.value,
+                "last_seen": iso(seen) if seen else None,
+            }
         active = self.alerts.active() if online else []
         return {
             "clinic": self.clinic,
@@ -334,8 +398,10 @@ class Gateway:
         parts.append("storage ok" if self.forwarding.storage_error is None else "storage FULL or failing")
         if self.forwarding.uplink is not None:
             u = self.forwarding.uplink
-            parts.append(("county uplink connected" if u.counts().get("connected") else "county uplink down")
-                         + f", {u.outbox.pending} waiting")
+            parts.append(
+                ("county uplink connected" if u.counts().get("connected") else "county uplink down")
+                + f", {u.outbox.pending} waiting"
+            )
         return "; ".join(parts)
 
     # ------------------------------------------------------------ lifecycle
@@ -350,8 +416,10 @@ class Gateway:
         for p in self.config.patients:  # (the ECG lane's core judges the patches' battery readings)
             self.ecg_core.restore(p.id, history.get(p.id, []))
         if any(restored.values()):
-            log.info("rule state restored from stored readings",
-                     extra={"patients": sum(1 for n in restored.values() if n), "readings": sum(restored.values())})
+            log.info(
+                "rule state restored from stored readings",
+                extra={"patients": sum(1 for n in restored.values() if n), "readings": sum(restored.values())},
+            )
 
     async def run(self, install_signals: bool = True) -> int:
         loop = asyncio.get_running_loop()
@@ -360,9 +428,16 @@ class Gateway:
                 loop.add_signal_handler(sig, self.request_stop)
         disconnect = asyncio.Event()
         dispatcher_stop = asyncio.Event()
-        log.info("vitalgate starting", extra={"clinic": self.clinic, "patients": len(self.config.patients),
-                                              "devices": len(self.registry), "storage": str(self.config.storage.path),
-                                              "broker": f"{self.config.broker.host}:{self.config.broker.port}"})
+        log.info(
+            "vitalgate starting",
+            extra={
+                "clinic": self.clinic,
+                "patients": len(self.config.patients),
+                "devices": len(self.registry),
+                "storage": str(self.config.storage.path),
+                "broker": f"{self.config.broker.host}:{self.config.broker.port}",
+            },
+        )
         self._restore_rule_state()  # before any reading can arrive
         if install_signals:  # the process is ours (vitalgate run)
             # What start-up built (modules, config, restored rule state) lives as long as the process:
@@ -385,16 +460,22 @@ class Gateway:
         http_task = None
         if self.http_app is not None and self.config.http is not None:
             h = self.config.http
-            server = ApiServer(self.http_app, h.bind, h.port,
-                               (h.tls_cert, h.tls_key) if h.tls_cert and h.tls_key else None)
+            server = ApiServer(
+                self.http_app, h.bind, h.port, (h.tls_cert, h.tls_key) if h.tls_cert and h.tls_key else None
+            )
             http_task = asyncio.create_task(server.run(http_stop), name="http")
         self.ble = None  # the gateway connects to `ble:` devices itself (gateway/ble, docs/ble.md)
         if any(d.ble for p in self.config.patients for d in p.devices):
             from gateway.ble.ingress import BleIngress
 
-            self.ble = BleIngress.from_config(self.config, submit=self._submit_ble, on_finding=self.dispatcher.handle,
-                                              on_reject=self.counters.reject, clock=self.clock,
-                                              start_after=self.ready)
+            self.ble = BleIngress.from_config(
+                self.config,
+                submit=self._submit_ble,
+                on_finding=self.dispatcher.handle,
+                on_reject=self.counters.reject,
+                clock=self.clock,
+                start_after=self.ready,
+            )
         ble_task = asyncio.create_task(self.ble.run(), name="ble") if self.ble else None
         self.notifier.ready(self._service_status())
         await self.stop_event.wait()
@@ -429,8 +510,8 @@ class Gateway:
         self.store.close()
         self.alerts.close()
         self.rhythm_log.close()
-        log.info("stopped cleanly", extra={"accepted": sum(self.counters.accepted.values()),
-                                           "rejected": sum(self.counters.rejected.values())})
+        log.info(
+            "stopped cleanly",
+            extra={"accepted": sum(self.counters.accepted.values()), "rejected": sum(self.counters.rejected.values())},
+        )
         return 0
-
-

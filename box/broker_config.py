@@ -31,14 +31,14 @@ from pathlib import Path
 from box.config import GatewayConfig
 
 GATEWAY_ACCOUNT = "gateway"
-PBKDF2_ITERATIONS = 101     # what mosquitto_passwd 2.0 writes
+PBKDF2_ITERATIONS = 101  # what mosquitto_passwd 2.0 writes
 SALT_BYTES = 12
 
 
 @dataclass(frozen=True)
 class Account:
     name: str
-    role: str          # gateway | staff | reader | device
+    role: str  # gateway | staff | reader | device
 
 
 def accounts_of(cfg: GatewayConfig) -> list[Account]:
@@ -63,8 +63,13 @@ def acl_text(clinic: str, accounts: list[Account]) -> str:
     root = f"vg/{clinic}"
     rules = {
         "gateway": [f"topic readwrite {root}/#"],
-        "staff": [f"topic write {root}/ack", f"topic write {root}/snooze", f"topic write {root}/silence",
-                  f"topic read {root}/alert/#", f"topic read {root}/status"],
+        "staff": [
+            f"topic write {root}/ack",
+            f"topic write {root}/snooze",
+            f"topic write {root}/silence",
+            f"topic read {root}/alert/#",
+            f"topic read {root}/status",
+        ],
         "reader": [f"topic read {root}/patient/#", f"topic read {root}/alert/#", f"topic read {root}/status"],
     }
     lines = [f"# written by vitalgate broker-config for clinic {clinic}: least access per account", ""]
@@ -76,23 +81,25 @@ def acl_text(clinic: str, accounts: list[Account]) -> str:
 
 
 def mosquitto_conf(cfg: GatewayConfig, out: Path, user: str) -> str:
-    return "\n".join([
-        "# written by vitalgate broker-config: only the box's own parties are admitted",
-        f"user {user}",
-        "per_listener_settings false",
-        f"listener {cfg.broker.port} {cfg.broker.host}",
-        "allow_anonymous false",
-        f"password_file {out / 'passwd'}",
-        f"acl_file {out / 'acl'}",
-        "persistence true",
-        f"persistence_location {out / 'data'}/",
-        "autosave_interval 60",
-        "# never drop a QoS 1 message for a slow subscriber (bounded by memory)",
-        "max_queued_messages 0",
-        "log_type error",
-        "log_type warning",
-        "",
-    ])
+    return "\n".join(
+        [
+            "# written by vitalgate broker-config: only the box's own parties are admitted",
+            f"user {user}",
+            "per_listener_settings false",
+            f"listener {cfg.broker.port} {cfg.broker.host}",
+            "allow_anonymous false",
+            f"password_file {out / 'passwd'}",
+            f"acl_file {out / 'acl'}",
+            "persistence true",
+            f"persistence_location {out / 'data'}/",
+            "autosave_interval 60",
+            "# never drop a QoS 1 message for a slow subscriber (bounded by memory)",
+            "max_queued_messages 0",
+            "log_type error",
+            "log_type warning",
+            "",
+        ]
+    )
 
 
 def _read_credentials(path: Path) -> dict[str, str]:
@@ -129,8 +136,13 @@ def write(cfg: GatewayConfig, out: Path, user: str = "mosquitto") -> tuple[list[
         if a.name not in known:
             known[a.name] = secrets.token_urlsafe(18)
             generated.append(a.name)
-    _write_private(cred_path, "# broker accounts of clinic " + cfg.clinic + " (name:password); keep this file private\n"
-                   + "".join(f"{a.name}:{known[a.name]}\n" for a in accounts))
+    _write_private(
+        cred_path,
+        "# broker accounts of clinic "
+        + cfg.clinic
+        + " (name:password); keep this file private\n"
+        + "".join(f"{a.name}:{known[a.name]}\n" for a in accounts),
+    )
     _write_private(out / "passwd", "".join(f"{a.name}:{hash_password(known[a.name])}\n" for a in accounts))
     _write_private(out / "acl", acl_text(cfg.clinic, accounts))
     (out / "mosquitto.conf").write_text(mosquitto_conf(cfg, out, user))

@@ -80,8 +80,10 @@ def _cmd_broker_config(args: argparse.Namespace) -> int:
         print(f"broker-config: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out).resolve()
-    print(f"wrote {out / 'mosquitto.conf'}, {out / 'passwd'} (hashed) and {out / 'acl'} for "
-          f"{len(accounts)} accounts: " + ", ".join(f"{a.name} ({a.role})" for a in accounts))
+    print(
+        f"wrote {out / 'mosquitto.conf'}, {out / 'passwd'} (hashed) and {out / 'acl'} for "
+        f"{len(accounts)} accounts: " + ", ".join(f"{a.name} ({a.role})" for a in accounts)
+    )
     if generated:
         print(f"generated passwords for {', '.join(generated)}: written to {cred} (mode 0600)")
     else:
@@ -121,8 +123,10 @@ def _cmd_passwd(args: argparse.Namespace) -> int:
     if problem:
         print(f"passwd: password {problem}", file=sys.stderr)
         return 2
-    print(f"# paste under http.accounts: in the gateway config, then restart vitalgate ({args.role} {args.name})",
-          file=sys.stderr)
+    print(
+        f"# paste under http.accounts: in the gateway config, then restart vitalgate ({args.role} {args.name})",
+        file=sys.stderr,
+    )
     print(config_line(args.name, args.role, hash_password(password)))
     return 0
 
@@ -175,8 +179,11 @@ def _main(argv: list[str]) -> int:
     d.add_argument("--patients", type=int, default=8)
     d.add_argument("--seed", type=int, default=1)
     d.add_argument("--ble", action="store_true", help="also BLE patients, through bleak and a mock BlueZ (docs/ble.md)")
-    d.add_argument("--county", action="store_true",
-                   help="two clinics and the county centre on a 3-node NATS cluster (needs .[county]; docs/county.md)")
+    d.add_argument(
+        "--county",
+        action="store_true",
+        help="two clinics and the county centre on a 3-node NATS cluster (needs .[county]; docs/county.md)",
+    )
     d.set_defaults(fn=_cmd_demo)
     r = sub.add_parser("run", help="run the gateway as configured")
     r.add_argument("--config", required=True)
@@ -187,14 +194,19 @@ def _main(argv: list[str]) -> int:
     c.set_defaults(fn=_cmd_check_config)
     s = sub.add_parser("simulate", help="drive device simulators against a broker from a scenario file")
     s.add_argument("--broker", default=None, help="HOST:PORT of the broker your gateway uses")
-    s.add_argument("--stack", action="store_true",
-                   help="start Mosquitto (clinic + county) and `vitalgate run` from the scenario; needed for "
-                        "infrastructure events (uplink down, broker restart, gateway kill)")
+    s.add_argument(
+        "--stack",
+        action="store_true",
+        help="start Mosquitto (clinic + county) and `vitalgate run` from the scenario; needed for "
+        "infrastructure events (uplink down, broker restart, gateway kill)",
+    )
     s.add_argument("--clinic", default=None)
     s.add_argument("--scenario", required=True)
     s.add_argument("--expect", action="store_true", help="check the scenario's expected alerts; exit 1 on a difference")
     s.set_defaults(fn=_cmd_simulate)
-    sub.add_parser("ecg-eval", help="score the streaming ECG analyser on WFDB records (see docs/spec/public-surface.md)")
+    sub.add_parser(
+        "ecg-eval", help="score the streaming ECG analyser on WFDB records (see docs/spec/public-surface.md)"
+    )
     sub.add_parser("ecg-screen", help="classify short ECG strips: normal, af, other or noisy (AF screening)")
     b = sub.add_parser("broker-config", help="write a clinic Mosquitto config that admits only the box's parties")
     b.add_argument("--config", required=True)
@@ -204,8 +216,12 @@ def _main(argv: list[str]) -> int:
     b.set_defaults(fn=_cmd_broker_config)
     pw = sub.add_parser("passwd", help="a console account's password hash, as a line for http.accounts")
     pw.add_argument("name", help="the account's name (it signs the audit trail)")
-    pw.add_argument("--role", default="doctor", choices=["doctor", "technician", "reader"],
-                    help="doctor: see and act (default); reader: see only; technician: devices and metrics")
+    pw.add_argument(
+        "--role",
+        default="doctor",
+        choices=["doctor", "technician", "reader"],
+        help="doctor: see and act (default); reader: see only; technician: devices and metrics",
+    )
     pw.add_argument("--stdin", action="store_true", help="read the password from one line of stdin (no prompt)")
     pw.set_defaults(fn=_cmd_passwd)
     from dispatch.cli import add_dispatch_commands

@@ -41,8 +41,10 @@ class BrokerAccount(_Strict):
     """A person's or a tool's account on the clinic broker (`vitalgate broker-config`)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-    role: Literal["staff", "reader"] = Field(description="staff: acknowledge/snooze/silence and read alerts; "
-                                             "reader (a county reader, a dashboard): read readings and alerts")
+    role: Literal["staff", "reader"] = Field(
+        description="staff: acknowledge/snooze/silence and read alerts; "
+        "reader (a county reader, a dashboard): read readings and alerts"
+    )
 
 
 class BrokerConfig(_Strict):
@@ -50,8 +52,10 @@ class BrokerConfig(_Strict):
     port: int = Field(1883, ge=1, le=65535)
     username: str | None = None
     password: str | None = None
-    accounts: list[BrokerAccount] = Field(default_factory=list, description="who else may use the clinic broker; "
-                                          "devices get an account each, named by their id")
+    accounts: list[BrokerAccount] = Field(
+        default_factory=list,
+        description="who else may use the clinic broker; devices get an account each, named by their id",
+    )
     tls: bool = False
     ca_file: str | None = None
     keepalive: int = Field(30, ge=5, le=3600)
@@ -85,17 +89,24 @@ class DeviceConfig(_Strict):
     id: str = Field(pattern=_ID)
     kind: DeviceKind
     ble: BleLink | None = None
-    expected_interval: Duration | None = Field(None, description="silence longer than this raises device_offline "
-                                               "(default 30m for ECG patches, none for spot-check devices)")
-    schedule: Duration | None = Field(None, description="expected time between readings (e.g. 24h for a daily "
-                                      "cuff); more than 24 h overdue raises missed_readings")
+    expected_interval: Duration | None = Field(
+        None,
+        description="silence longer than this raises device_offline "
+        "(default 30m for ECG patches, none for spot-check devices)",
+    )
+    schedule: Duration | None = Field(
+        None,
+        description="expected time between readings (e.g. 24h for a daily "
+        "cuff); more than 24 h overdue raises missed_readings",
+    )
 
     @model_validator(mode="after")
     def _ble_profile_fits_kind(self) -> DeviceConfig:
         if self.ble is not None and self.kind not in PROFILE_DEVICE_KINDS[self.ble.profile]:
             fits = " or ".join(sorted(k.value for k in PROFILE_DEVICE_KINDS[self.ble.profile]))
-            raise ValueError(f"BLE profile {self.ble.profile!r} does not fit a {self.kind.value} device "
-                             f"(use kind: {fits})")
+            raise ValueError(
+                f"BLE profile {self.ble.profile!r} does not fit a {self.kind.value} device (use kind: {fits})"
+            )
         return self
 
 
@@ -126,16 +137,25 @@ class PatientConfig(_Strict):
 
 class UplinkConfig(BrokerConfig):
     host: str  # type: ignore[assignment]
-    cert_file: str | None = Field(None, description="this clinic's client certificate (PEM) when the county broker "
-                                  "asks for one (mutual TLS); needs tls: true and key_file")
+    cert_file: str | None = Field(
+        None,
+        description="this clinic's client certificate (PEM) when the county broker "
+        "asks for one (mutual TLS); needs tls: true and key_file",
+    )
     key_file: str | None = Field(None, description="the private key of cert_file (PEM, readable by the gateway only)")
-    max_outbox: int = Field(100_000, ge=100, le=10_000_000,
-                            description="telemetry kept while the county is unreachable; when full the oldest is dropped, never alerts")
+    max_outbox: int = Field(
+        100_000,
+        ge=100,
+        le=10_000_000,
+        description="telemetry kept while the county is unreachable; when full the oldest is dropped, never alerts",
+    )
     nats: list[str] | None = Field(
-        None, min_length=1,
+        None,
+        min_length=1,
         description="the county's NATS JetStream servers (nats://host:port, the preferred first): when set the "
-                    "uplink publishes natively, acknowledged by the replicated stream (docs/county.md), instead "
-                    "of over MQTT to host:port")
+        "uplink publishes natively, acknowledged by the replicated stream (docs/county.md), instead "
+        "of over MQTT to host:port",
+    )
 
     @model_validator(mode="after")
     def _client_certificate(self) -> UplinkConfig:
@@ -173,10 +193,16 @@ class StatusConfig(_Strict):
 class ShardsConfig(_Strict):
     """`shards:`: how the box spreads its work and says it is past capacity (shards/, docs/capacity.md)."""
 
-    ecg_lag_warn: Duration = Field(parse_duration("10s"), description="the ECG analysis this far behind the "
-                                   "frames it acknowledged: ecg_analysis_lagging in the status, and a warning")
-    workers: int | Literal["auto"] = Field("auto", description="ECG analysis processes, each a shard of the "
-                                           "patients; auto: one per core; 0: in the gateway process")
+    ecg_lag_warn: Duration = Field(
+        parse_duration("10s"),
+        description="the ECG analysis this far behind the "
+        "frames it acknowledged: ecg_analysis_lagging in the status, and a warning",
+    )
+    workers: int | Literal["auto"] = Field(
+        "auto",
+        description="ECG analysis processes, each a shard of the "
+        "patients; auto: one per core; 0: in the gateway process",
+    )
 
     @field_validator("workers")
     @classmethod
@@ -208,8 +234,9 @@ class ConsoleAccount(_Strict):
     @classmethod
     def _no_clear_password(cls, v: Any) -> Any:
         if isinstance(v, dict) and "password" in v:
-            raise ValueError("a console account never holds its password; give password_hash, made by "
-                             "`vitalgate passwd NAME`")
+            raise ValueError(
+                "a console account never holds its password; give password_hash, made by `vitalgate passwd NAME`"
+            )
         return v
 
     @field_validator("name")
@@ -231,8 +258,10 @@ class HttpSettings(HttpConfig):
     """`http:`: the API (dispatch/http_api.py, `token`) and the doctor's console, with people's accounts."""
 
     accounts: list[ConsoleAccount] = Field(
-        default_factory=list, description="who may sign in to the console; empty: the shared token "
-        "is the console password and the name is typed (the old way)")
+        default_factory=list,
+        description="who may sign in to the console; empty: the shared token "
+        "is the console password and the name is typed (the old way)",
+    )
 
 
 class GatewayConfig(_Strict):
@@ -294,8 +323,12 @@ def cross_check(data: dict[str, Any], clinic_thresholds: Thresholds | None) -> l
             did = str(d.get("id"))
             if did in first_d:
                 a, b = first_d[did]
-                out.append((("patients", i, "devices", j, "id"),
-                            f"device id {did!r} is already bound to patients.{a} (devices.{b}); a device has one patient"))
+                out.append(
+                    (
+                        ("patients", i, "devices", j, "id"),
+                        f"device id {did!r} is already bound to patients.{a} (devices.{b}); a device has one patient",
+                    )
+                )
             first_d.setdefault(did, (i, j))
         override = p.get("thresholds")
         if isinstance(override, dict):
@@ -318,8 +351,12 @@ def _duplicate_accounts(data: Any) -> list[tuple[tuple, str]]:
         if isinstance(a, dict) and isinstance(a.get("name"), str):
             key = a["name"].strip().casefold()  # names sign in case-insensitively
             if key in first:
-                out.append((("http", "accounts", i, "name"), f"account {a['name']!r} already given as "
-                            f"http.accounts.{first[key]}"))
+                out.append(
+                    (
+                        ("http", "accounts", i, "name"),
+                        f"account {a['name']!r} already given as http.accounts.{first[key]}",
+                    )
+                )
             first.setdefault(key, i)
     return out
 
@@ -389,7 +426,7 @@ def _clean_message(err: dict[str, Any]) -> str:
     msg = str(err.get("msg", "invalid"))
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
-            msg = msg[len(prefix):]
+            msg = msg[len(prefix) :]
     if err.get("type") == "extra_forbidden":
         msg = "unknown key (check the spelling; see config/example.yaml)"
     elif err.get("type") == "missing":
@@ -458,7 +495,10 @@ def load_config_text(text: str, path: str = "<config>") -> GatewayConfig:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError([ConfigProblem(path, 1, "(root)", "the file must be a mapping of keys (clinic:, broker:, ...)")])
+        raise ConfigError(
+            [ConfigProblem(path, 1, "(root)", "the file must be a mapping of keys (clinic:, broker:, ...)")]
+        )
+
     def located(loc: tuple, message: str, key_line: bool = False) -> ConfigProblem:
         node, _ = _node_at(root, loc, key_line=key_line)
         line = node.start_mark.line + 1 if node is not None else 1

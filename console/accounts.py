@@ -45,13 +45,13 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 # Where a role lands after signing in when it may not see the alerts page.
 HOME = {"technician": "/devices"}
 
-LOG2_N, BLOCK_R, PARALLEL_P = 15, 8, 3          # the default cost (OWASP: N=2^15, r=8, p=3)
+LOG2_N, BLOCK_R, PARALLEL_P = 15, 8, 3  # the default cost (OWASP: N=2^15, r=8, p=3)
 SALT_BYTES, HASH_BYTES = 16, 32
-MIN_WORK = 2 ** 16                              # N * p at least this (OWASP's settings are 2^17..2^16.3)
-MAX_MEMORY = 256 * 1024 * 1024                  # 128 * r * N: a check must not exhaust the box
+MIN_WORK = 2**16  # N * p at least this (OWASP's settings are 2^17..2^16.3)
+MAX_MEMORY = 256 * 1024 * 1024  # 128 * r * N: a check must not exhaust the box
 MIN_PASSWORD = 10
 
-NAME = re.compile(r"^[^\W_][\w.-]{0,39}$")      # letters (any script), digits, '.', '_', '-'; 1-40
+NAME = re.compile(r"^[^\W_][\w.-]{0,39}$")  # letters (any script), digits, '.', '_', '-'; 1-40
 _HASH = re.compile(r"^\$scrypt\$ln=(\d{1,2}),r=(\d{1,2}),p=(\d{1,2})\$([A-Za-z0-9+/]+)\$([A-Za-z0-9+/]+)$")
 
 
@@ -89,17 +89,24 @@ def parse_hash(text: str) -> ScryptHash:
         raise ValueError(f"salt or hash too short (at least {SALT_BYTES} and {HASH_BYTES} bytes)")
     if not (1 <= ln <= 20 and 1 <= r <= 32 and 1 <= p <= 16):
         raise ValueError("cost parameters out of range (ln 1-20, r 1-32, p 1-16)")
-    if ln < 14 or r < 8 or (2 ** ln) * p < MIN_WORK:
+    if ln < 14 or r < 8 or (2**ln) * p < MIN_WORK:
         raise ValueError("cost too low (at least ln=14, r=8 and N*p >= 2^16); make it again with `vitalgate passwd`")
-    if 128 * r * 2 ** ln > MAX_MEMORY:
+    if 128 * r * 2**ln > MAX_MEMORY:
         raise ValueError("cost too high: a check would need more than 256 MiB")
     return ScryptHash(ln, r, p, salt, digest)
 
 
 def _scrypt(password: str, h: ScryptHash) -> bytes:
-    n = 2 ** h.log2_n
-    return hashlib.scrypt(password.encode("utf-8"), salt=h.salt, n=n, r=h.r, p=h.p,
-                          maxmem=128 * h.r * n + 16 * 1024 * 1024, dklen=len(h.digest))
+    n = 2**h.log2_n
+    return hashlib.scrypt(
+        password.encode("utf-8"),
+        salt=h.salt,
+        n=n,
+        r=h.r,
+        p=h.p,
+        maxmem=128 * h.r * n + 16 * 1024 * 1024,
+        dklen=len(h.digest),
+    )
 
 
 def hash_password(password: str, log2_n: int = LOG2_N, r: int = BLOCK_R, p: int = PARALLEL_P) -> str:

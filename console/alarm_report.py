@@ -91,15 +91,24 @@ def build_report(db_path: Path, since: timedelta, now: datetime) -> dict[str, An
                 per_rule[condition]["cleared_unacknowledged"] += 1
 
     def ack_summary(values: list[float]) -> dict[str, Any]:
-        return {"n": len(values), "median_s": statistics.median(values) if values else None,
-                "p90_s": _pct(values, 0.9), "max_s": max(values) if values else None}
+        return {
+            "n": len(values),
+            "median_s": statistics.median(values) if values else None,
+            "p90_s": _pct(values, 0.9),
+            "max_s": max(values) if values else None,
+        }
 
     return {
-        "from": cutoff, "to": iso(now),
-        "rules": {c: {**dict(v), "median_ack_s": statistics.median(rule_ack[c]) if rule_ack[c] else None}
-                  for c, v in sorted(per_rule.items(), key=lambda kv: -kv[1]["raised"])},
-        "patients": {p: {"raised": sum(v.values()), "by_condition": dict(v.most_common())}
-                     for p, v in sorted(per_patient.items(), key=lambda kv: -sum(kv[1].values()))},
+        "from": cutoff,
+        "to": iso(now),
+        "rules": {
+            c: {**dict(v), "median_ack_s": statistics.median(rule_ack[c]) if rule_ack[c] else None}
+            for c, v in sorted(per_rule.items(), key=lambda kv: -kv[1]["raised"])
+        },
+        "patients": {
+            p: {"raised": sum(v.values()), "by_condition": dict(v.most_common())}
+            for p, v in sorted(per_patient.items(), key=lambda kv: -sum(kv[1].values()))
+        },
         "ack_delay": {t.value: ack_summary(ack_delays[t.value]) for t in Tier if ack_delays.get(t.value)},
         "escalations": [{"from": f, "to": t, "n": n} for (f, t), n in escalations.most_common()],
         "holds": dict(holds),
@@ -114,12 +123,16 @@ def format_report(r: dict[str, Any], clinic: str) -> str:
     total = sum(v.get("raised", 0) for v in rules.values())
     out.append(f"alarms per rule ({total} raised)")
     if rules:
-        out.append(f"  {'condition':<22}{'raised':>7}{'held':>6}{'snoozed':>8}{'escal.':>7}{'repeat':>7}"
-                   f"{'acked':>6}{'cleared unacked':>16}{'median ack':>12}")
+        out.append(
+            f"  {'condition':<22}{'raised':>7}{'held':>6}{'snoozed':>8}{'escal.':>7}{'repeat':>7}"
+            f"{'acked':>6}{'cleared unacked':>16}{'median ack':>12}"
+        )
         for c, v in rules.items():
-            out.append(f"  {c:<22}{v.get('raised', 0):>7}{v.get('held', 0):>6}{v.get('snoozed', 0):>8}"
-                       f"{v.get('escalated', 0):>7}{v.get('repeated', 0):>7}{v.get('acknowledged', 0):>6}"
-                       f"{v.get('cleared_unacknowledged', 0):>16}{format_seconds(v.get('median_ack_s')):>12}")
+            out.append(
+                f"  {c:<22}{v.get('raised', 0):>7}{v.get('held', 0):>6}{v.get('snoozed', 0):>8}"
+                f"{v.get('escalated', 0):>7}{v.get('repeated', 0):>7}{v.get('acknowledged', 0):>6}"
+                f"{v.get('cleared_unacknowledged', 0):>16}{format_seconds(v.get('median_ack_s')):>12}"
+            )
     else:
         out.append("  (none)")
     out += ["", "alarms per patient"]
@@ -130,8 +143,10 @@ def format_report(r: dict[str, Any], clinic: str) -> str:
         out.append("  (none)")
     out += ["", "ack delay per tier (from reaching the tier to the acknowledgement)"]
     for t, v in r["ack_delay"].items():
-        out.append(f"  {t:<10} n={v['n']:<4} median {format_seconds(v['median_s']):>7}  p90 {format_seconds(v['p90_s']):>7}"
-                   f"  max {format_seconds(v['max_s']):>7}")
+        out.append(
+            f"  {t:<10} n={v['n']:<4} median {format_seconds(v['median_s']):>7}  p90 {format_seconds(v['p90_s']):>7}"
+            f"  max {format_seconds(v['max_s']):>7}"
+        )
     if not r["ack_delay"]:
         out.append("  (no acknowledgements)")
     out += ["", "escalations"]
@@ -140,8 +155,11 @@ def format_report(r: dict[str, Any], clinic: str) -> str:
     if not r["escalations"]:
         out.append("  (none)")
     holds = r["holds"]
-    out += ["", f"held: inhibited {holds.get('inhibited', 0)}, silenced {holds.get('silence', 0)}, "
-                f"snoozed {holds.get('snooze', 0)}; silences created {r['silences_created']}"]
+    out += [
+        "",
+        f"held: inhibited {holds.get('inhibited', 0)}, silenced {holds.get('silence', 0)}, "
+        f"snoozed {holds.get('snooze', 0)}; silences created {r['silences_created']}",
+    ]
     if r["channels"]:
         out += ["", "channels"]
         for c, v in r["channels"].items():

@@ -40,8 +40,14 @@ class ClinicRecords:
 
     # ------------------------------------------------------------ readings (the reading store)
 
-    def readings(self, patient_id: str | None, kind: str | None = None, since: datetime | None = None,
-                 until: datetime | None = None, with_keys: bool = False) -> list[dict[str, Any]]:
+    def readings(
+        self,
+        patient_id: str | None,
+        kind: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        with_keys: bool = False,
+    ) -> list[dict[str, Any]]:
         """Accepted readings (the public payload), oldest first by device time."""
         return self._readings.find(patient_id, kind, since, until, with_keys)
 
@@ -63,13 +69,20 @@ class ClinicRecords:
     def ecg_latest(self, patient_id: str, seconds: float = 10.0) -> EcgStrip | None:
         return self._readings.ecg_latest(patient_id, seconds)
 
-    def ecg_frames(self, patient_id: str, since: datetime | None = None,
-                   until: datetime | None = None) -> list[tuple[str, datetime, float, np.ndarray]]:
+    def ecg_frames(
+        self, patient_id: str, since: datetime | None = None, until: datetime | None = None
+    ) -> list[tuple[str, datetime, float, np.ndarray]]:
         return self._readings.ecg_frames(patient_id, since, until)
 
-    def strips(self, patient_id: str | None = None, since: datetime | None = None, until: datetime | None = None,
-               labels: tuple[str, ...] | None = None, referred: bool | None = None,
-               limit: int = 1000) -> list[dict[str, Any]]:
+    def strips(
+        self,
+        patient_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        labels: tuple[str, ...] | None = None,
+        referred: bool | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
         """Screening strips with their result (no samples), newest first (`ReadingQueries.strips`)."""
         return self._readings.strips(patient_id, since, until, labels, referred, limit)
 

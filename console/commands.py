@@ -55,8 +55,10 @@ DEFAULT_CONFIG = "/etc/vitalgate/gateway.yaml"
 def _patient_ok(cfg: RecordsConfig, patient: str) -> bool:
     if any(p.id == patient for p in cfg.patients):
         return True
-    print(f"patient {patient!r} is not in the config (patients: {', '.join(p.id for p in cfg.patients) or 'none'})",
-          file=sys.stderr)
+    print(
+        f"patient {patient!r} is not in the config (patients: {', '.join(p.id for p in cfg.patients) or 'none'})",
+        file=sys.stderr,
+    )
     return False
 
 
@@ -81,8 +83,9 @@ def cmd_report(args: argparse.Namespace, load: LoadConfig) -> int:
     period = _duration(args.period, "--period")
     if period is None:
         return 2
-    html_path, pdf_path = write_report(cfg.storage.path, cfg.clinic, args.patient, period, now_local(), Path(args.out),
-                                       lang=args.lang)
+    html_path, pdf_path = write_report(
+        cfg.storage.path, cfg.clinic, args.patient, period, now_local(), Path(args.out), lang=args.lang
+    )
     print(html_path)
     print(pdf_path)
     return 0
@@ -167,6 +170,10 @@ def add_record_commands(sub: argparse._SubParsersAction, load: LoadConfig) -> No
     f.add_argument("--until", default=None)
     f.add_argument("--config", default=DEFAULT_CONFIG)
     f.add_argument("--out", default=None, help="file to write (default: stdout)")
-    f.add_argument("--ecg", choices=("strips", "frames", "none"), default="strips",
-                   help="ECG: alert evidence strips (default), every stored frame as 1-min chunks, or none")
+    f.add_argument(
+        "--ecg",
+        choices=("strips", "frames", "none"),
+        default="strips",
+        help="ECG: alert evidence strips (default), every stored frame as 1-min chunks, or none",
+    )
     f.set_defaults(fn=functools.partial(cmd_export_fhir, load=load))

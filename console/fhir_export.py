@@ -77,8 +77,10 @@ def _qty(value: float, unit: str, code: str, comparator: str | None = None) -> d
 class _Builder:
     def __init__(self, clinic: str, patient_id: str) -> None:
         self.clinic = clinic
-        self.subject = {"identifier": {"system": f"urn:vitalgate:{clinic}:patient", "value": patient_id},
-                        "display": patient_id}
+        self.subject = {
+            "identifier": {"system": f"urn:vitalgate:{clinic}:patient", "value": patient_id},
+            "display": patient_id,
+        }
         self.entries: list[dict] = []
 
     def add(self, key: str, resource: dict) -> None:
@@ -91,27 +93,45 @@ class _Builder:
         if r.get("received_at"):
             out["issued"] = r["received_at"]
         if r.get("device_id"):
-            out["device"] = {"identifier": {"system": f"urn:vitalgate:{self.clinic}:device", "value": r["device_id"]},
-                             "display": r["device_id"]}
+            out["device"] = {
+                "identifier": {"system": f"urn:vitalgate:{self.clinic}:device", "value": r["device_id"]},
+                "display": r["device_id"],
+            }
         return out
 
     def heart_rate(self, key: str, r: dict, bpm: float) -> None:
-        self.add(key, {"category": _category("vital-signs"),
-                       "code": {"coding": [{"system": LOINC, "code": "8867-4", "display": "Heart rate"}],
-                                "text": "Heart rate"},
-                       **self.common(r), "valueQuantity": _qty(bpm, "/min", "/min")})
+        self.add(
+            key,
+            {
+                "category": _category("vital-signs"),
+                "code": {
+                    "coding": [{"system": LOINC, "code": "8867-4", "display": "Heart rate"}],
+                    "text": "Heart rate",
+                },
+                **self.common(r),
+                "valueQuantity": _qty(bpm, "/min", "/min"),
+            },
+        )
 
     def blood_pressure(self, r: dict) -> None:
         res: dict[str, Any] = {
             "category": _category("vital-signs"),
-            "code": {"coding": [{"system": LOINC, "code": "85354-9",
-                                 "display": "Blood pressure panel with all children optional"}], "text": "Blood pressure"},
+            "code": {
+                "coding": [
+                    {"system": LOINC, "code": "85354-9", "display": "Blood pressure panel with all children optional"}
+                ],
+                "text": "Blood pressure",
+            },
             **self.common(r),
             "component": [
-                {"code": {"coding": [{"system": LOINC, "code": "8480-6", "display": "Systolic blood pressure"}]},
-                 "valueQuantity": _qty(r["systolic"], "mmHg", "mm[Hg]")},
-                {"code": {"coding": [{"system": LOINC, "code": "8462-4", "display": "Diastolic blood pressure"}]},
-                 "valueQuantity": _qty(r["diastolic"], "mmHg", "mm[Hg]")},
+                {
+                    "code": {"coding": [{"system": LOINC, "code": "8480-6", "display": "Systolic blood pressure"}]},
+                    "valueQuantity": _qty(r["systolic"], "mmHg", "mm[Hg]"),
+                },
+                {
+                    "code": {"coding": [{"system": LOINC, "code": "8462-4", "display": "Diastolic blood pressure"}]},
+                    "valueQuantity": _qty(r["diastolic"], "mmHg", "mm[Hg]"),
+                },
             ],
         }
         flags = [k for k, v in (r.get("status") or {}).items() if v]
@@ -132,9 +152,18 @@ class _Builder:
             return
         res: dict[str, Any] = {
             "category": _category("laboratory"),
-            "code": {"coding": [{"system": LOINC, "code": "14743-9",
-                                 "display": "Glucose [Moles/volume] in Capillary blood by Glucometer"}], "text": "Glucose"},
-            **self.common(r), "valueQuantity": value,
+            "code": {
+                "coding": [
+                    {
+                        "system": LOINC,
+                        "code": "14743-9",
+                        "display": "Glucose [Moles/volume] in Capillary blood by Glucometer",
+                    }
+                ],
+                "text": "Glucose",
+            },
+            **self.common(r),
+            "valueQuantity": value,
         }
         notes = ([f"meal: {r['meal']}"] if r.get("meal") else []) + [f"meter flag: {f}" for f in r.get("flags", [])]
         if notes:
@@ -142,65 +171,112 @@ class _Builder:
         self.add(r["_key"], res)
 
     def spo2(self, r: dict) -> None:
-        self.add(r["_key"], {
-            "category": _category("vital-signs"),
-            "code": {"coding": [{"system": LOINC, "code": "2708-6", "display": "Oxygen saturation in Arterial blood"},
-                                {"system": LOINC, "code": "59408-5",
-                                 "display": "Oxygen saturation in Arterial blood by Pulse oximetry"}],
-                     "text": "SpO2"},
-            **self.common(r), "valueQuantity": _qty(r["spo2"], "%", "%"),
-        })
+        self.add(
+            r["_key"],
+            {
+                "category": _category("vital-signs"),
+                "code": {
+                    "coding": [
+                        {"system": LOINC, "code": "2708-6", "display": "Oxygen saturation in Arterial blood"},
+                        {
+                            "system": LOINC,
+                            "code": "59408-5",
+                            "display": "Oxygen saturation in Arterial blood by Pulse oximetry",
+                        },
+                    ],
+                    "text": "SpO2",
+                },
+                **self.common(r),
+                "valueQuantity": _qty(r["spo2"], "%", "%"),
+            },
+        )
         if r.get("pulse") is not None:
             self.heart_rate(r["_key"] + "|pulse", r, r["pulse"])
 
-    def ecg(self, key: str, start: datetime | str, fs: float, samples: Any, device_id: str | None,
-            note: str | None = None) -> None:
+    def ecg(
+        self, key: str, start: datetime | str, fs: float, samples: Any, device_id: str | None, note: str | None = None
+    ) -> None:
         data = " ".join(str(int(v)) for v in samples)
         res: dict[str, Any] = {
             "category": _category("procedure"),
-            "code": {"coding": [{"system": MDC, "code": "131328", "display": "MDC_ECG_ELEC_POTL"},
-                                {"system": LOINC, "code": "11524-6", "display": "EKG study"}],
-                     "text": "ECG, single lead"},
+            "code": {
+                "coding": [
+                    {"system": MDC, "code": "131328", "display": "MDC_ECG_ELEC_POTL"},
+                    {"system": LOINC, "code": "11524-6", "display": "EKG study"},
+                ],
+                "text": "ECG, single lead",
+            },
             "effectiveDateTime": start if isinstance(start, str) else iso(start),
-            "valueSampledData": {"origin": {"value": 0, "unit": "uV", "system": UCUM, "code": "uV"},
-                                 "period": round(1000.0 / fs, 6), "factor": 1, "dimensions": 1, "data": data},
+            "valueSampledData": {
+                "origin": {"value": 0, "unit": "uV", "system": UCUM, "code": "uV"},
+                "period": round(1000.0 / fs, 6),
+                "factor": 1,
+                "dimensions": 1,
+                "data": data,
+            },
         }
         if device_id:
-            res["device"] = {"identifier": {"system": f"urn:vitalgate:{self.clinic}:device", "value": device_id},
-                             "display": device_id}
+            res["device"] = {
+                "identifier": {"system": f"urn:vitalgate:{self.clinic}:device", "value": device_id},
+                "display": device_id,
+            }
         if note:
             res["note"] = [{"text": note}]
         self.add(key, res)
-
 
     def screening(self, s: dict, samples: Any | None) -> None:
         """One screened strip (a row of `ClinicRecords.strips`); `samples`: µV, or None to leave the signal out."""
         res: dict[str, Any] = {
             "category": _category("procedure"),
-            "code": {"coding": [{"system": LOINC, "code": "8601-7", "display": "EKG impression"}],
-                     "text": "AF screening, single-lead ECG strip"},
+            "code": {
+                "coding": [{"system": LOINC, "code": "8601-7", "display": "EKG impression"}],
+                "text": "AF screening, single-lead ECG strip",
+            },
             **self.common(s),
             "method": {"text": f"vitalgate {s['model']} (automated screening of a {s['seconds']:.0f}-s strip)"},
         }
         label = s["label"]
         if label in SCREENING_CODES:
             code, display, interp, interp_display = SCREENING_CODES[label]
-            res["valueCodeableConcept"] = {"coding": [{"system": SNOMED, "code": code, "display": display},
-                                                      {"system": SCREENING_LABELS, "code": label}], "text": display}
-            res["interpretation"] = [{"coding": [{"system": INTERPRETATION, "code": interp, "display": interp_display}]}]
+            res["valueCodeableConcept"] = {
+                "coding": [
+                    {"system": SNOMED, "code": code, "display": display},
+                    {"system": SCREENING_LABELS, "code": label},
+                ],
+                "text": display,
+            }
+            res["interpretation"] = [
+                {"coding": [{"system": INTERPRETATION, "code": interp, "display": interp_display}]}
+            ]
         else:  # noisy: no reading of the rhythm at all
-            res["dataAbsentReason"] = {"coding": [{"system": DATA_ABSENT, "code": "error", "display": "Error"}],
-                                       "text": "the strip is too noisy to read; take it again"}
+            res["dataAbsentReason"] = {
+                "coding": [{"system": DATA_ABSENT, "code": "error", "display": "Error"}],
+                "text": "the strip is too noisy to read; take it again",
+            }
         comps: list[dict[str, Any]] = []
         if s.get("hr_bpm") and label != "noisy":  # the rate of a strip nobody can read is not a measurement
-            comps.append({"code": {"coding": [{"system": LOINC, "code": "8867-4", "display": "Heart rate"}]},
-                          "valueQuantity": _qty(s["hr_bpm"], "/min", "/min")})
+            comps.append(
+                {
+                    "code": {"coding": [{"system": LOINC, "code": "8867-4", "display": "Heart rate"}]},
+                    "valueQuantity": _qty(s["hr_bpm"], "/min", "/min"),
+                }
+            )
         if samples is not None and len(samples):
-            comps.append({"code": {"coding": [{"system": MDC, "code": "131328", "display": "MDC_ECG_ELEC_POTL"}],
-                                   "text": f"ECG, lead {s.get('lead') or 'unknown'}"},
-                          "valueSampledData": {"origin": {"value": 0, "unit": "uV", "system": UCUM, "code": "uV"},
-                                               "period": round(1000.0 / s["fs"], 6), "factor": 1, "dimensions": 1,
-                                               "data": " ".join(str(int(v)) for v in samples)}})
+            comps.append(
+                {
+                    "code": {
+                        "coding": [{"system": MDC, "code": "131328", "display": "MDC_ECG_ELEC_POTL"}],
+                        "text": f"ECG, lead {s.get('lead') or 'unknown'}",
+                    },
+                    "valueSampledData": {
+                        "origin": {"value": 0, "unit": "uV", "system": UCUM, "code": "uV"},
+                        "period": round(1000.0 / s["fs"], 6),
+                        "factor": 1,
+                        "dimensions": 1,
+                        "data": " ".join(str(int(v)) for v in samples),
+                    },
+                }
+            )
         if comps:
             res["component"] = comps
         notes = [f"screening label {label}, confidence {s['confidence']:.2f}"]
@@ -210,8 +286,15 @@ class _Builder:
         self.add(f"strip|{s['key']}", res)
 
 
-def build_bundle(storage: Path, clinic: str, patient_id: str, since: datetime, until: datetime | None = None,
-                 ecg: str = "strips", now: datetime | None = None) -> dict:
+def build_bundle(
+    storage: Path,
+    clinic: str,
+    patient_id: str,
+    since: datetime,
+    until: datetime | None = None,
+    ecg: str = "strips",
+    now: datetime | None = None,
+) -> dict:
     """The Bundle (type collection) as a JSON-ready dict; not yet validated."""
     now = now or now_local()
     until = until or now
@@ -233,10 +316,15 @@ def build_bundle(storage: Path, clinic: str, patient_id: str, since: datetime, u
                 strip = a.get("evidence", {}).get("strip")
                 opened = datetime.fromisoformat(a["opened_at"])
                 if isinstance(strip, dict) and strip.get("samples_uv") and since <= opened <= until:
-                    b.ecg(f"alert|{a['alert_id']}|strip", opened, float(strip["fs"]), strip["samples_uv"],
-                          a.get("evidence", {}).get("device_id"),
-                          note=f"evidence of alert {a['condition']} ({a['alert_id']}); strip around the event, "
-                               f"effective time is when the alert opened")
+                    b.ecg(
+                        f"alert|{a['alert_id']}|strip",
+                        opened,
+                        float(strip["fs"]),
+                        strip["samples_uv"],
+                        a.get("evidence", {}).get("device_id"),
+                        note=f"evidence of alert {a['condition']} ({a['alert_id']}); strip around the event, "
+                        f"effective time is when the alert opened",
+                    )
         for st in reversed(rec.strips(patient_id, since=since, until=until)):  # oldest first, like the rest
             full = rec.strip(st["key"]) if ecg != "none" else None
             b.screening(st, full["samples_uv"] if full else None)
@@ -244,10 +332,14 @@ def build_bundle(storage: Path, clinic: str, patient_id: str, since: datetime, u
             _frames(b, rec, patient_id, since, until)
     finally:
         rec.close()
-    return {"resourceType": "Bundle", "id": str(uuid.uuid5(_NS, f"{clinic}|{patient_id}|{iso(since)}|{iso(until)}")),
-            "type": "collection", "timestamp": iso(now),
-            "meta": {"tag": [{"system": "urn:vitalgate", "code": "export", "display": f"clinic {clinic}"}]},
-            "entry": b.entries}
+    return {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid5(_NS, f"{clinic}|{patient_id}|{iso(since)}|{iso(until)}")),
+        "type": "collection",
+        "timestamp": iso(now),
+        "meta": {"tag": [{"system": "urn:vitalgate", "code": "export", "display": f"clinic {clinic}"}]},
+        "entry": b.entries,
+    }
 
 
 def _frames(b: _Builder, rec: ClinicRecords, patient_id: str, since: datetime, until: datetime) -> None:
@@ -272,10 +364,27 @@ def _frames(b: _Builder, rec: ClinicRecords, patient_id: str, since: datetime, u
 
 
 # Required bindings the models check only as `code` strings; checked here.
-OBSERVATION_STATUS = ("registered", "preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error",
-                      "unknown")
-BUNDLE_TYPES = ("document", "message", "transaction", "transaction-response", "batch", "batch-response", "history",
-                "searchset", "collection")
+OBSERVATION_STATUS = (
+    "registered",
+    "preliminary",
+    "final",
+    "amended",
+    "corrected",
+    "cancelled",
+    "entered-in-error",
+    "unknown",
+)
+BUNDLE_TYPES = (
+    "document",
+    "message",
+    "transaction",
+    "transaction-response",
+    "batch",
+    "batch-response",
+    "history",
+    "searchset",
+    "collection",
+)
 
 
 def validate(bundle: dict) -> Any:
@@ -295,8 +404,9 @@ def validate(bundle: dict) -> Any:
     return model
 
 
-def export_bundle(storage: Path, clinic: str, patient_id: str, since: datetime, until: datetime | None = None,
-                  ecg: str = "strips") -> dict:
+def export_bundle(
+    storage: Path, clinic: str, patient_id: str, since: datetime, until: datetime | None = None, ecg: str = "strips"
+) -> dict:
     bundle = build_bundle(storage, clinic, patient_id, since, until, ecg)
     validate(bundle)
     return bundle

@@ -42,15 +42,34 @@ from stream.models import iso
 BP_TARGET = (140.0, 90.0)
 GLUCOSE_RANGE = (3.9, 10.0)
 HYPO_SEVERE = 3.0
-RHYTHM_CONDITIONS = ("af", "af_rvr", "vt", "vt_sustained", "pause", "asystole", "bradycardia", "tachycardia",
-                     "pvc_frequent")
+RHYTHM_CONDITIONS = (
+    "af",
+    "af_rvr",
+    "vt",
+    "vt_sustained",
+    "pause",
+    "asystole",
+    "bradycardia",
+    "tachycardia",
+    "pvc_frequent",
+)
 MAX_STRIPS = 6  # event strips drawn in the report; the rest are listed
 MAX_SCREEN_STRIPS = 4  # screening strips (af/other) drawn; the rest are listed
 SCREEN_DRAWN_S = 10.0  # of each drawn screening strip, its first seconds
 TIERS = ("village", "township", "county", "emergency")
 _REACH = ("raised", "upgraded", "escalated", "released", "repeated")
-_CJK_NAMES = ("Noto Sans CJK SC", "Noto Sans CJK JP", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Source Han Sans SC",
-              "Source Han Sans CN", "SimHei", "Microsoft YaHei", "Droid Sans Fallback", "AR PL UMing CN")
+_CJK_NAMES = (
+    "Noto Sans CJK SC",
+    "Noto Sans CJK JP",
+    "WenQuanYi Micro Hei",
+    "WenQuanYi Zen Hei",
+    "Source Han Sans SC",
+    "Source Han Sans CN",
+    "SimHei",
+    "Microsoft YaHei",
+    "Droid Sans Fallback",
+    "AR PL UMing CN",
+)
 _CJK_FILES = ("wqy", "notosanscjk", "notoserifcjk", "droidsansfallback", "uming", "ukai", "sourcehansans")
 
 
@@ -82,9 +101,16 @@ def bp_stats(rows: list[dict]) -> dict[str, Any]:
     sys_ = [float(r["systolic"]) for r in rows]
     dia = [float(r["diastolic"]) for r in rows]
     controlled = sum(1 for s, d in zip(sys_, dia) if s < BP_TARGET[0] and d < BP_TARGET[1])
-    return {"n": len(rows), "mean_sys": statistics.fmean(sys_), "mean_dia": statistics.fmean(dia),
-            "max_sys": max(sys_), "max_dia": max(dia), "controlled": controlled,
-            "control_rate": controlled / len(rows), "crisis": sum(1 for s, d in zip(sys_, dia) if s >= 180 or d >= 110)}
+    return {
+        "n": len(rows),
+        "mean_sys": statistics.fmean(sys_),
+        "mean_dia": statistics.fmean(dia),
+        "max_sys": max(sys_),
+        "max_dia": max(dia),
+        "controlled": controlled,
+        "control_rate": controlled / len(rows),
+        "crisis": sum(1 for s, d in zip(sys_, dia) if s >= 180 or d >= 110),
+    }
 
 
 def glucose_stats(rows: list[dict]) -> dict[str, Any]:
@@ -116,9 +142,16 @@ def glucose_stats(rows: list[dict]) -> dict[str, Any]:
     for e in episodes:
         e["severe"] = e["lowest"] < HYPO_SEVERE
     real = [v for v in vals if 0.0 < v < 99.0]
-    return {"n": len(vals), "tir": (len(vals) - below - above) / len(vals), "below": below / len(vals),
-            "above": above / len(vals), "mean": statistics.fmean(real) if real else None,
-            "episodes": episodes, "hypo": len(episodes), "hypo_severe": sum(1 for e in episodes if e["severe"])}
+    return {
+        "n": len(vals),
+        "tir": (len(vals) - below - above) / len(vals),
+        "below": below / len(vals),
+        "above": above / len(vals),
+        "mean": statistics.fmean(real) if real else None,
+        "episodes": episodes,
+        "hypo": len(episodes),
+        "hypo_severe": sum(1 for e in episodes if e["severe"]),
+    }
 
 
 def rhythm_stats(rows: list[dict]) -> dict[str, Any]:
@@ -129,10 +162,15 @@ def rhythm_stats(rows: list[dict]) -> dict[str, Any]:
     af = sum(float(r["window_s"] or 0) for r in readable if r["rhythm"] == "af") / 60.0
     readable_min = sum(float(r["window_s"] or 0) for r in readable) / 60.0
     hrs = [float(r["hr_bpm"]) for r in readable if r["hr_bpm"] is not None]
-    return {"minutes": total, "readable_minutes": readable_min, "af_minutes": af,
-            "af_burden": af / readable_min if readable_min else None,
-            "hr_mean": statistics.fmean(hrs) if hrs else None, "hr_min": min(hrs) if hrs else None,
-            "hr_max": max(hrs) if hrs else None}
+    return {
+        "minutes": total,
+        "readable_minutes": readable_min,
+        "af_minutes": af,
+        "af_burden": af / readable_min if readable_min else None,
+        "hr_mean": statistics.fmean(hrs) if hrs else None,
+        "hr_min": min(hrs) if hrs else None,
+        "hr_max": max(hrs) if hrs else None,
+    }
 
 
 def ack_stats(alerts: list[dict], t0: datetime, t1: datetime) -> dict[str, Any]:
@@ -164,20 +202,29 @@ def screening_stats(strips: list[dict]) -> dict[str, Any]:
     """Screening strips of the period by label, and the af/other ones referred or still waiting."""
     labels = {lab: sum(1 for s in strips if s["label"] == lab) for lab in ("normal", "af", "other", "noisy")}
     positive = [s for s in strips if s["label"] in ("af", "other")]
-    return {"n": len(strips), "labels": labels, "referred": sum(1 for s in positive if s["referred_at"]),
-            "waiting": sum(1 for s in positive if not s["referred_at"])}
+    return {
+        "n": len(strips),
+        "labels": labels,
+        "referred": sum(1 for s in positive if s["referred_at"]),
+        "waiting": sum(1 for s in positive if not s["referred_at"]),
+    }
 
 
 def build_report(storage: Path, clinic: str, patient_id: str, period: timedelta, now: datetime) -> ReportData:
     t0 = now - period
     rec = ClinicRecords(storage)
     try:
-        data = ReportData(patient_id, clinic, t0, now,
-                          bp=rec.readings(patient_id, "blood_pressure", since=t0, until=now),
-                          glucose=rec.readings(patient_id, "glucose", since=t0, until=now),
-                          rhythm=rec.rhythm(patient_id, since=t0, until=now),
-                          alerts=rec.alerts(patient_id, since=t0),
-                          strips=rec.strips(patient_id, since=t0, until=now)[::-1])
+        data = ReportData(
+            patient_id,
+            clinic,
+            t0,
+            now,
+            bp=rec.readings(patient_id, "blood_pressure", since=t0, until=now),
+            glucose=rec.readings(patient_id, "glucose", since=t0, until=now),
+            rhythm=rec.rhythm(patient_id, since=t0, until=now),
+            alerts=rec.alerts(patient_id, since=t0),
+            strips=rec.strips(patient_id, since=t0, until=now)[::-1],
+        )
         for st in [s for s in data.strips if s["label"] in ("af", "other")][:MAX_SCREEN_STRIPS]:
             full = rec.strip(st["key"])
             if full is not None:
@@ -187,9 +234,15 @@ def build_report(storage: Path, clinic: str, patient_id: str, period: timedelta,
         rec.close()
     data.alerts = [a for a in data.alerts if _ts(a["opened_at"]) <= now]
     events = [a for a in data.alerts if a["condition"] in RHYTHM_CONDITIONS and _ts(a["opened_at"]) >= t0]
-    data.stats = {"bp": bp_stats(data.bp), "glucose": glucose_stats(data.glucose), "rhythm": rhythm_stats(data.rhythm),
-                  "events": events, "ack": ack_stats(data.alerts, t0, now), "screening": screening_stats(data.strips),
-                  "alerts_in_period": [a for a in data.alerts if _ts(a["opened_at"]) >= t0]}
+    data.stats = {
+        "bp": bp_stats(data.bp),
+        "glucose": glucose_stats(data.glucose),
+        "rhythm": rhythm_stats(data.rhythm),
+        "events": events,
+        "ack": ack_stats(data.alerts, t0, now),
+        "screening": screening_stats(data.strips),
+        "alerts_in_period": [a for a in data.alerts if _ts(a["opened_at"]) >= t0],
+    }
     return data
 
 
@@ -208,7 +261,9 @@ def _cjk_font() -> str | None:
         if not root.is_dir():
             continue
         for f in root.rglob("*"):
-            if f.suffix.lower() in (".ttf", ".ttc", ".otf") and any(k in f.name.lower().replace("-", "") for k in _CJK_FILES):
+            if f.suffix.lower() in (".ttf", ".ttc", ".otf") and any(
+                k in f.name.lower().replace("-", "") for k in _CJK_FILES
+            ):
                 try:
                     fm.fontManager.addfont(str(f))
                 except (OSError, RuntimeError, ValueError):
@@ -229,8 +284,12 @@ class _Plotter:
         logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)  # "no bold weight" for CJK fonts
         font = _cjk_font() if lang == "zh" else None
         self.lang = lang if (lang != "zh" or font) else "en"
-        self.rc = {"font.family": "sans-serif", "font.sans-serif": [font, "DejaVu Sans"] if font else ["DejaVu Sans"],
-                   "axes.unicode_minus": False, "font.size": 9}
+        self.rc = {
+            "font.family": "sans-serif",
+            "font.sans-serif": [font, "DejaVu Sans"] if font else ["DejaVu Sans"],
+            "axes.unicode_minus": False,
+            "font.size": 9,
+        }
         rcParams.update(self.rc)
         self.t = i18n.translator(self.lang)
 
@@ -266,8 +325,13 @@ class _Plotter:
         self._time_axis(ax, d.t0, d.t1)
         s = d.stats["bp"]
         rate = s["control_rate"]
-        bx.pie([rate, 1 - rate], colors=["#2e7d32", "#e57373"], startangle=90, counterclock=False,
-               wedgeprops={"width": 0.35})
+        bx.pie(
+            [rate, 1 - rate],
+            colors=["#2e7d32", "#e57373"],
+            startangle=90,
+            counterclock=False,
+            wedgeprops={"width": 0.35},
+        )
         bx.text(0, 0, f"{rate:.0%}", ha="center", va="center", fontsize=16, fontweight="bold")
         bx.set_title(self.t("report.bp_control"), fontsize=9)
         return fig
@@ -320,8 +384,13 @@ class _Plotter:
                     days[day][1] += float(r["window_s"] or 0)
         if hourly:
             ts = sorted(hourly)
-            ax.plot([t + timedelta(minutes=30) for t in ts], [statistics.fmean(hourly[t]) for t in ts], "-",
-                    color="#2e7d32", lw=1.2)
+            ax.plot(
+                [t + timedelta(minutes=30) for t in ts],
+                [statistics.fmean(hourly[t]) for t in ts],
+                "-",
+                color="#2e7d32",
+                lw=1.2,
+            )
         ax.axhline(100, color="#ef6c00", ls="--", lw=0.8)
         ax.axhline(60, color="#1565c0", ls="--", lw=0.8)
         ax.set_ylabel(self.t("report.hr"))
@@ -329,8 +398,11 @@ class _Plotter:
         self._time_axis(ax, d.t0, d.t1)
         if days:
             ks = sorted(days)
-            bx.bar([k.strftime("%m-%d") for k in ks], [100 * days[k][1] / days[k][0] if days[k][0] else 0 for k in ks],
-                   color="#c62828")
+            bx.bar(
+                [k.strftime("%m-%d") for k in ks],
+                [100 * days[k][1] / days[k][0] if days[k][0] else 0 for k in ks],
+                color="#c62828",
+            )
             bx.tick_params(axis="x", labelrotation=60, labelsize=7)
         bx.set_ylim(0, 100)
         bx.set_title(self.t("report.af_burden") + " %", fontsize=9)
@@ -355,8 +427,11 @@ class _Plotter:
         ax.set_ylim(-2, 2)
         ax.set_ylabel("mV")
         cond = alert["condition"]
-        ax.set_title(f"{self.t('cond.' + cond)} ({cond}) · {_ts(alert['opened_at']):%m-%d %H:%M} · "
-                     f"{self.t('tier.' + alert['tier'])}", loc="left")
+        ax.set_title(
+            f"{self.t('cond.' + cond)} ({cond}) · {_ts(alert['opened_at']):%m-%d %H:%M} · "
+            f"{self.t('tier.' + alert['tier'])}",
+            loc="left",
+        )
         ax.set_xticks(np.arange(0, t[-1] + 0.01, 1.0))
         return fig
 
@@ -378,8 +453,10 @@ class _Plotter:
         ax.set_ylim(-2, 2)
         ax.set_ylabel("mV")
         hr = f" · {s['hr_bpm']:.0f}/min" if s.get("hr_bpm") else ""
-        ax.set_title(f"{self.t('report.screening')}: {self.t('screen.label.' + s['label'])}{hr} · "
-                     f"{_ts(s['ts']):%m-%d %H:%M}", loc="left")
+        ax.set_title(
+            f"{self.t('report.screening')}: {self.t('screen.label.' + s['label'])}{hr} · {_ts(s['ts']):%m-%d %H:%M}",
+            loc="left",
+        )
         ax.set_xticks(np.arange(0, t[-1] + 0.01, 1.0))
         return fig
 
@@ -452,29 +529,64 @@ def summary_rows(d: ReportData, lang: str) -> list[tuple[str, list[tuple[str, st
     out: list[tuple[str, list[tuple[str, str]]]] = []
     b = s["bp"]
     if b["n"]:
-        out.append((t("report.bp"), [(t("report.bp_n"), str(b["n"])),
-                                     (t("report.bp_mean"), f"{b['mean_sys']:.0f}/{b['mean_dia']:.0f} mmHg"),
-                                     (t("report.bp_control"), f"{b['control_rate']:.0%} ({b['controlled']}/{b['n']})"),
-                                     ("≥180/110", str(b["crisis"]))]))
+        out.append(
+            (
+                t("report.bp"),
+                [
+                    (t("report.bp_n"), str(b["n"])),
+                    (t("report.bp_mean"), f"{b['mean_sys']:.0f}/{b['mean_dia']:.0f} mmHg"),
+                    (t("report.bp_control"), f"{b['control_rate']:.0%} ({b['controlled']}/{b['n']})"),
+                    ("≥180/110", str(b["crisis"])),
+                ],
+            )
+        )
     g = s["glucose"]
     if g["n"]:
-        out.append((t("report.glucose"), [(t("report.bp_n"), str(g["n"])), (t("report.bp_mean"), _num(g["mean"], "{:.1f} mmol/L")),
-                                          (t("report.tir"), _pct(g["tir"])), (t("report.below"), _pct(g["below"])),
-                                          (t("report.above"), _pct(g["above"])), (t("report.hypo"), str(g["hypo"])),
-                                          (t("report.hypo_severe"), str(g["hypo_severe"]))]))
+        out.append(
+            (
+                t("report.glucose"),
+                [
+                    (t("report.bp_n"), str(g["n"])),
+                    (t("report.bp_mean"), _num(g["mean"], "{:.1f} mmol/L")),
+                    (t("report.tir"), _pct(g["tir"])),
+                    (t("report.below"), _pct(g["below"])),
+                    (t("report.above"), _pct(g["above"])),
+                    (t("report.hypo"), str(g["hypo"])),
+                    (t("report.hypo_severe"), str(g["hypo_severe"])),
+                ],
+            )
+        )
     r = s["rhythm"]
     if r["minutes"]:
-        out.append((t("report.ecg"), [(t("report.monitored"), i18n.duration_text(lang, r["minutes"] * 60)),
-                                      (t("report.af_burden"), _pct(r["af_burden"])),
-                                      (t("report.hr"), f"{_num(r['hr_mean'])} ({_num(r['hr_min'])}–{_num(r['hr_max'])})"),
-                                      (t("report.events"), str(len(s["events"])))]))
+        out.append(
+            (
+                t("report.ecg"),
+                [
+                    (t("report.monitored"), i18n.duration_text(lang, r["minutes"] * 60)),
+                    (t("report.af_burden"), _pct(r["af_burden"])),
+                    (t("report.hr"), f"{_num(r['hr_mean'])} ({_num(r['hr_min'])}–{_num(r['hr_max'])})"),
+                    (t("report.events"), str(len(s["events"]))),
+                ],
+            )
+        )
     sc = s["screening"]
     if sc["n"]:
-        out.append((t("report.screening"), [(t("screen.label." + lab), str(n)) for lab, n in sc["labels"].items()] + [
-            (t("report.referred"), f"{sc['referred']}/{sc['referred'] + sc['waiting']}")]))
-    acks = [(t("tier." + tier), f"{v['acked']}/{v['reached']} · {t('report.ack_median')} "
-             f"{i18n.duration_text(lang, v['median_s'])} · {t('report.ack_max')} {i18n.duration_text(lang, v['max_s'])}")
-            for tier, v in s["ack"].items() if v["reached"] or v["acked"]]
+        out.append(
+            (
+                t("report.screening"),
+                [(t("screen.label." + lab), str(n)) for lab, n in sc["labels"].items()]
+                + [(t("report.referred"), f"{sc['referred']}/{sc['referred'] + sc['waiting']}")],
+            )
+        )
+    acks = [
+        (
+            t("tier." + tier),
+            f"{v['acked']}/{v['reached']} · {t('report.ack_median')} "
+            f"{i18n.duration_text(lang, v['median_s'])} · {t('report.ack_max')} {i18n.duration_text(lang, v['max_s'])}",
+        )
+        for tier, v in s["ack"].items()
+        if v["reached"] or v["acked"]
+    ]
     if acks:
         out.append((t("report.alerts"), acks))
     return out
@@ -485,9 +597,10 @@ def render_html_data(d: ReportData, lang: str = "zh") -> str:
     plotter = _Plotter(lang)
     figs = plotter.figures(d)
     esc = html.escape
-    parts = [f"""<!doctype html><html lang="{'zh-CN' if lang == 'zh' else 'en'}"><head><meta charset="utf-8">
+    parts = [
+        f"""<!doctype html><html lang="{"zh-CN" if lang == "zh" else "en"}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{esc(t('report.title'))} {esc(d.patient_id)}</title>
+<title>{esc(t("report.title"))} {esc(d.patient_id)}</title>
 <style>
 body{{font:14px/1.5 "Noto Sans CJK SC","WenQuanYi Micro Hei","Microsoft YaHei",sans-serif;max-width:900px;margin:16px auto;padding:0 12px;color:#222}}
 h1{{font-size:22px;margin-bottom:2px}} h2{{font-size:17px;margin:22px 0 6px;border-bottom:2px solid #0d3b66}}
@@ -495,18 +608,27 @@ table{{border-collapse:collapse;margin:6px 0}} td,th{{padding:3px 10px;border-bo
 .muted{{color:#777}} img{{max-width:100%}} .kpi{{display:inline-block;margin:4px 14px 4px 0}} .kpi b{{font-size:20px}}
 @media print{{h2{{break-after:avoid}} img{{break-inside:avoid}}}}
 </style></head><body>
-<h1>{esc(t('report.title'))} · {esc(d.patient_id)}</h1>
-<p class="muted">{esc(t('clinic'))} {esc(d.clinic)} · {esc(t('report.period'))} {d.t0:%Y-%m-%d %H:%M} – {d.t1:%Y-%m-%d %H:%M}
- · {esc(t('report.generated'))} {esc(iso(d.t1)[:16].replace('T', ' '))}</p>"""]
+<h1>{esc(t("report.title"))} · {esc(d.patient_id)}</h1>
+<p class="muted">{esc(t("clinic"))} {esc(d.clinic)} · {esc(t("report.period"))} {d.t0:%Y-%m-%d %H:%M} – {d.t1:%Y-%m-%d %H:%M}
+ · {esc(t("report.generated"))} {esc(iso(d.t1)[:16].replace("T", " "))}</p>"""
+    ]
     rows = summary_rows(d, lang)
     if not rows:
         parts.append(f"<p>{esc(t('report.none'))}</p>")
     fig_by = dict(figs)
-    sections = {"report.bp": "bp", "report.glucose": "glucose", "report.ecg": "rhythm", "report.alerts": "acks",
-                "report.screening": "screening"}
+    sections = {
+        "report.bp": "bp",
+        "report.glucose": "glucose",
+        "report.ecg": "rhythm",
+        "report.alerts": "acks",
+        "report.screening": "screening",
+    }
     for title, kv in rows:
-        parts.append(f"<h2>{esc(title)}</h2><table>" + "".join(
-            f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in kv) + "</table>")
+        parts.append(
+            f"<h2>{esc(title)}</h2><table>"
+            + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in kv)
+            + "</table>"
+        )
         key = next((v for k, v in sections.items() if t(k) == title), None)
         if key and key in fig_by:
             parts.append(f'<img alt="{esc(title)}" src="data:image/png;base64,{_png(fig_by[key])}">')
@@ -515,10 +637,15 @@ table{{border-collapse:collapse;margin:6px 0}} td,th{{padding:3px 10px;border-bo
         if key == "screening":
             parts.append(_screening_html(d, lang, figs))
     if d.stats["glucose"].get("episodes"):
-        parts.append(f"<h2>{esc(t('report.hypo'))}</h2><table>" + "".join(
-            f"<tr><td>{esc(e['start'][:16].replace('T', ' '))}</td><td>{_glu(e['lowest'])}</td>"
-            f"<td>{'⚠ ' + esc(t('report.hypo_severe')) if e['severe'] else ''}</td></tr>"
-            for e in d.stats["glucose"]["episodes"]) + "</table>")
+        parts.append(
+            f"<h2>{esc(t('report.hypo'))}</h2><table>"
+            + "".join(
+                f"<tr><td>{esc(e['start'][:16].replace('T', ' '))}</td><td>{_glu(e['lowest'])}</td>"
+                f"<td>{'⚠ ' + esc(t('report.hypo_severe')) if e['severe'] else ''}</td></tr>"
+                for e in d.stats["glucose"]["episodes"]
+            )
+            + "</table>"
+        )
     parts.append(_alert_table_html(d, lang))
     parts.append("</body></html>")
     return "\n".join(parts)
@@ -532,8 +659,10 @@ def _events_html(d: ReportData, lang: str, figs: list) -> str:
     fig_by = dict(figs)
     out = [f"<h3>{html.escape(t('report.events'))}</h3><table>"]
     for a in events:
-        out.append(f"<tr><td>{a['opened_at'][:16].replace('T', ' ')}</td><td>{html.escape(t('cond.' + a['condition']))}"
-                   f"</td><td>{html.escape(t('tier.' + a['tier']))}</td><td>{html.escape(t('state.' + a['state']))}</td></tr>")
+        out.append(
+            f"<tr><td>{a['opened_at'][:16].replace('T', ' ')}</td><td>{html.escape(t('cond.' + a['condition']))}"
+            f"</td><td>{html.escape(t('tier.' + a['tier']))}</td><td>{html.escape(t('state.' + a['state']))}</td></tr>"
+        )
     out.append("</table>")
     for a in events:
         key = f"strip-{a['alert_id']}"
@@ -549,12 +678,17 @@ def _screening_html(d: ReportData, lang: str, figs: list) -> str:
     rows = []
     for s in d.strips:
         hr = f"{s['hr_bpm']:.0f}/min" if s.get("hr_bpm") and s["label"] != "noisy" else "–"
-        ref = (f"{esc(t('report.referred'))} · {esc(s['referred_by'])} {esc(s['referred_at'][5:16].replace('T', ' '))}"
-               if s["referred_at"] else (esc(t("screen.retake")) if s["label"] == "noisy" else ""))
-        rows.append(f"<tr class=\"screen-{esc(s['label'])}\"><td>{esc(s['ts'][:16].replace('T', ' '))}</td>"
-                    f"<td><b>{esc(t('screen.label.' + s['label']))}</b></td><td>{hr}</td>"
-                    f"<td>{s['confidence']:.0%}</td><td>{ref}</td></tr>")
-    out = [f"<table id=\"screening\">{''.join(rows)}</table>"]
+        ref = (
+            f"{esc(t('report.referred'))} · {esc(s['referred_by'])} {esc(s['referred_at'][5:16].replace('T', ' '))}"
+            if s["referred_at"]
+            else (esc(t("screen.retake")) if s["label"] == "noisy" else "")
+        )
+        rows.append(
+            f'<tr class="screen-{esc(s["label"])}"><td>{esc(s["ts"][:16].replace("T", " "))}</td>'
+            f"<td><b>{esc(t('screen.label.' + s['label']))}</b></td><td>{hr}</td>"
+            f"<td>{s['confidence']:.0%}</td><td>{ref}</td></tr>"
+        )
+    out = [f'<table id="screening">{"".join(rows)}</table>']
     for s in d.strips:
         key = f"screen-{s['key']}"
         if key in fig_by:
@@ -570,10 +704,12 @@ def _alert_table_html(d: ReportData, lang: str) -> str:
     rows = []
     for a in alerts:
         ack = next((tr for tr in a["transitions"] if tr["what"] == "acknowledged"), None)
-        rows.append(f"<tr><td>{a['opened_at'][:16].replace('T', ' ')}</td><td>{html.escape(t('cond.' + a['condition']))}</td>"
-                    f"<td>{html.escape(t('sev.' + a['severity']))}</td><td>{html.escape(t('tier.' + a['tier']))}</td>"
-                    f"<td>{html.escape(t('state.' + a['state']))}</td>"
-                    f"<td>{html.escape(ack['detail'].get('by', '')) if ack else html.escape(t('report.unacked'))}</td></tr>")
+        rows.append(
+            f"<tr><td>{a['opened_at'][:16].replace('T', ' ')}</td><td>{html.escape(t('cond.' + a['condition']))}</td>"
+            f"<td>{html.escape(t('sev.' + a['severity']))}</td><td>{html.escape(t('tier.' + a['tier']))}</td>"
+            f"<td>{html.escape(t('state.' + a['state']))}</td>"
+            f"<td>{html.escape(ack['detail'].get('by', '')) if ack else html.escape(t('report.unacked'))}</td></tr>"
+        )
     return f"<h2>{html.escape(t('report.n_alerts'))} ({len(alerts)})</h2><table>{''.join(rows)}</table>"
 
 
@@ -591,8 +727,13 @@ def render_pdf_data(d: ReportData, lang: str = "zh") -> bytes:
         y = 0.95
         page.text(0.07, y, f"{t('report.title')} · {d.patient_id}", fontsize=18, fontweight="bold")
         y -= 0.03
-        page.text(0.07, y, f"{t('clinic')} {d.clinic} · {t('report.period')} {d.t0:%Y-%m-%d} – {d.t1:%Y-%m-%d %H:%M}",
-                  fontsize=9, color="#555")
+        page.text(
+            0.07,
+            y,
+            f"{t('clinic')} {d.clinic} · {t('report.period')} {d.t0:%Y-%m-%d} – {d.t1:%Y-%m-%d %H:%M}",
+            fontsize=9,
+            color="#555",
+        )
         y -= 0.04
         rows = summary_rows(d, lang)
         if not rows:
@@ -606,8 +747,13 @@ def render_pdf_data(d: ReportData, lang: str = "zh") -> bytes:
                 y -= 0.021
             y -= 0.015
         for e in d.stats["glucose"].get("episodes", [])[:10]:
-            page.text(0.09, y, f"{t('report.hypo')}: {e['start'][:16].replace('T', ' ')}  {_glu(e['lowest'])}"
-                               f"{'  (' + t('report.hypo_severe') + ')' if e['severe'] else ''}", fontsize=9)
+            page.text(
+                0.09,
+                y,
+                f"{t('report.hypo')}: {e['start'][:16].replace('T', ' ')}  {_glu(e['lowest'])}"
+                f"{'  (' + t('report.hypo_severe') + ')' if e['severe'] else ''}",
+                fontsize=9,
+            )
             y -= 0.019
         pdf.savefig(page)
         # The plots on A4 pages, stacked until a page is full: a 7-day report is two or three pages.
@@ -618,7 +764,9 @@ def render_pdf_data(d: ReportData, lang: str = "zh") -> bytes:
                 chunk.append(pending.pop(0))
                 used += chunk[-1][1]
             sheet = Figure(figsize=(8.27, 11.69), dpi=100, layout="constrained")
-            subs = sheet.subfigures(len(chunk) + 1, 1, height_ratios=[h for _, h, _ in chunk] + [max(0.01, 11.2 - used)])
+            subs = sheet.subfigures(
+                len(chunk) + 1, 1, height_ratios=[h for _, h, _ in chunk] + [max(0.01, 11.2 - used)]
+            )
             for sub, (_, _, draw) in zip(subs, chunk):
                 draw(sub)
             pdf.savefig(sheet)
@@ -629,12 +777,15 @@ def render_html(storage: Path, clinic: str, patient_id: str, period: timedelta, 
     return render_html_data(build_report(storage, clinic, patient_id, period, now), lang)
 
 
-def render_pdf(storage: Path, clinic: str, patient_id: str, period: timedelta, now: datetime, lang: str = "zh") -> bytes:
+def render_pdf(
+    storage: Path, clinic: str, patient_id: str, period: timedelta, now: datetime, lang: str = "zh"
+) -> bytes:
     return render_pdf_data(build_report(storage, clinic, patient_id, period, now), lang)
 
 
-def write_report(storage: Path, clinic: str, patient_id: str, period: timedelta, now: datetime, out_dir: Path,
-                 lang: str = "zh") -> tuple[Path, Path]:
+def write_report(
+    storage: Path, clinic: str, patient_id: str, period: timedelta, now: datetime, out_dir: Path, lang: str = "zh"
+) -> tuple[Path, Path]:
     """`vitalgate report`: both files, named report-<patient>-<date>.html/.pdf, in `out_dir`."""
     data = build_report(storage, clinic, patient_id, period, now)
     out_dir.mkdir(parents=True, exist_ok=True)

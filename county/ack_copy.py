@@ -26,12 +26,14 @@ log = logging.getLogger("vitalgate.county")
 COPY_TIMEOUT_S = 3.0
 
 
-def publish_copy(listeners: list[tuple[str, int]], client_id: str, topic: str, payload: bytes,
-                 timeout_s: float = COPY_TIMEOUT_S) -> str | None:
+def publish_copy(
+    listeners: list[tuple[str, int]], client_id: str, topic: str, payload: bytes, timeout_s: float = COPY_TIMEOUT_S
+) -> str | None:
     """Publish `payload` on `topic` at QoS 1 through the first listener that takes it; its host:port or None."""
     for host, port in listeners:
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
-                             clean_session=True)
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, clean_session=True
+        )
         connected = threading.Event()
         # bound per client: a late CONNACK of the previous listener's client must not set this one's event
         client.on_connect = lambda c, u, f, rc, p=None, ev=connected: ev.set() if not rc.is_failure else None

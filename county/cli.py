@@ -24,8 +24,10 @@ def _cmd_county(args: argparse.Namespace) -> int:
     if args.http_port is not None and not 0 <= args.http_port <= 65535:
         print(f"--http-port {args.http_port}: a port from 0 (no HTTP) to 65535", file=sys.stderr)
         return 2
-    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     logging.getLogger("nats").setLevel(logging.CRITICAL)  # reconnect chatter while a server is down
     from county.service import run_county
 
@@ -47,16 +49,21 @@ def _cmd_county_engine(args: argparse.Namespace) -> int:
     for p in written:
         print(f"wrote {p}")
     out = Path(args.out)
-    print("start each server with: " + "; ".join(f"nats-server -c {out / f'nats-{k + 1}.conf'}"
-                                              for k in range(len(cfg.engine.nats))))
+    print(
+        "start each server with: "
+        + "; ".join(f"nats-server -c {out / f'nats-{k + 1}.conf'}" for k in range(len(cfg.engine.nats)))
+    )
     return 0
 
 
 def add_county_commands(sub: argparse._SubParsersAction) -> None:
-    c = sub.add_parser("county", help="the county monitoring centre: consume what clinics uplink, serve its page and API")
+    c = sub.add_parser(
+        "county", help="the county monitoring centre: consume what clinics uplink, serve its page and API"
+    )
     c.add_argument("--config", required=True)
-    c.add_argument("--http-port", type=int, default=None,
-                   help="serve the page and API on this port instead of http.port (0: none)")
+    c.add_argument(
+        "--http-port", type=int, default=None, help="serve the page and API on this port instead of http.port (0: none)"
+    )
     c.add_argument("--log-level", default="INFO")
     c.set_defaults(fn=_cmd_county)
     e = sub.add_parser("county-engine", help="write the county's NATS server configs and the clinics' uplink sections")

@@ -38,9 +38,13 @@ def _host_port(text: str, default_scheme: str = "") -> tuple[str, int]:
 
 class EngineConfig(_Strict):
     nats: list[str] = Field(min_length=1, description="the JetStream cluster's client URLs, one per server")
-    mqtt: list[str] = Field(default_factory=list, description="the same servers' MQTT listeners (host:port), same order")
-    cluster: list[str] | None = Field(None, description="route listeners (host:port), same order; "
-                                      "default: each server's client port + 2000 on its host")
+    mqtt: list[str] = Field(
+        default_factory=list, description="the same servers' MQTT listeners (host:port), same order"
+    )
+    cluster: list[str] | None = Field(
+        None,
+        description="route listeners (host:port), same order; default: each server's client port + 2000 on its host",
+    )
     replicas: int = Field(3, ge=1, le=5, description="stream replicas (the contract's x3)")
 
     @field_validator("nats")
@@ -99,10 +103,20 @@ class HttpSettings(_Strict):
 class ConsumeSettings(_Strict):
     """How the county processes share and read the partitions (county/partitions.py)."""
 
-    lease_ttl_s: float = Field(4.0, ge=1.0, le=300.0, description="a partition whose owner stops renewing "
-                               "is free after this long (also how long a dead process's partitions wait)")
-    ack_wait_s: float = Field(6.0, ge=1.0, le=600.0, description="a fetched but unacknowledged message is "
-                              "redelivered after this long (a killed process's in-flight batch)")
+    lease_ttl_s: float = Field(
+        4.0,
+        ge=1.0,
+        le=300.0,
+        description="a partition whose owner stops renewing "
+        "is free after this long (also how long a dead process's partitions wait)",
+    )
+    ack_wait_s: float = Field(
+        6.0,
+        ge=1.0,
+        le=600.0,
+        description="a fetched but unacknowledged message is "
+        "redelivered after this long (a killed process's in-flight batch)",
+    )
     batch: int = Field(500, ge=1, le=10_000, description="messages fetched and stored per transaction")
 
 
@@ -113,10 +127,19 @@ class CountyConfig(_Strict):
     storage: StorageSettings = StorageSettings()
     http: HttpSettings | None = None
     consume: ConsumeSettings = ConsumeSettings()
-    offline_after_s: float = Field(60.0, ge=5.0, le=86_400.0, description="a clinic whose last status is older "
-                                   "than this shows offline even without a last will (a native NATS uplink has none)")
-    retention_days: int = Field(14, ge=1, le=3650, description="how long the cluster keeps uplinked messages "
-                                "(the county's SQLite keeps them for good)")
+    offline_after_s: float = Field(
+        60.0,
+        ge=5.0,
+        le=86_400.0,
+        description="a clinic whose last status is older "
+        "than this shows offline even without a last will (a native NATS uplink has none)",
+    )
+    retention_days: int = Field(
+        14,
+        ge=1,
+        le=3650,
+        description="how long the cluster keeps uplinked messages (the county's SQLite keeps them for good)",
+    )
 
 
 # ---------------------------------------------------------------- loading
@@ -178,8 +201,16 @@ def load_config_text(text: str, path: str = "<config>") -> CountyConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise ConfigError([ConfigProblem(path, mark.line + 1 if mark else 1, "(yaml)",
-                                         f"not valid YAML: {getattr(exc, 'problem', None) or exc}")]) from None
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    path,
+                    mark.line + 1 if mark else 1,
+                    "(yaml)",
+                    f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
+                )
+            ]
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError([ConfigProblem(path, 1, "(root)", "the file must be a mapping (county:, engine:, ...)")])
     raw: list[tuple[tuple, str]] = []
@@ -190,8 +221,9 @@ def load_config_text(text: str, path: str = "<config>") -> CountyConfig:
     except ValidationError as exc:
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
-            problems.append(ConfigProblem(path, _line_of(root, loc), ".".join(map(str, loc)) or "(root)",
-                                          _message(err)))
+            problems.append(
+                ConfigProblem(path, _line_of(root, loc), ".".join(map(str, loc)) or "(root)", _message(err))
+            )
     if problems:
         raise ConfigError(sorted(problems, key=lambda p: p.line))
     return cfg
@@ -202,7 +234,9 @@ def load_config(path: str | Path) -> CountyConfig:
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([ConfigProblem(str(p), 0, "(file)", f"cannot read: {getattr(exc, 'strerror', None) or exc}")]) from None
+        raise ConfigError(
+            [ConfigProblem(str(p), 0, "(file)", f"cannot read: {getattr(exc, 'strerror', None) or exc}")]
+        ) from None
     return load_config_text(text, str(p))
 
 

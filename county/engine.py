@@ -55,10 +55,10 @@ class EngineUnavailable(Exception):
 class Delivery:
     """One uplinked message as the log delivered it (perhaps not for the first time)."""
 
-    subject: str            # after the mapping: vgp.{K}.{clinic}.reading.{patient} | .alert.{tier} | .status
+    subject: str  # after the mapping: vgp.{K}.{clinic}.reading.{patient} | .alert.{tier} | .status
     data: bytes
-    msg_id: str | None      # the native publisher's Nats-Msg-Id, when there was one
-    log_seq: int            # the stream's sequence: later means later on the log
+    msg_id: str | None  # the native publisher's Nats-Msg-Id, when there was one
+    log_seq: int  # the stream's sequence: later means later on the log
     redelivered: bool
     ack: Callable[[], Awaitable[None]]
 
@@ -97,8 +97,17 @@ def consumer_name(k: int) -> str:
 class NatsLog:
     """`UplinkLog` and `PartitionLeases` on a NATS JetStream cluster (nats-py)."""
 
-    def __init__(self, servers: list[str], partitions: int, replicas: int = 3, *, ack_wait_s: float = 6.0,
-                 lease_ttl_s: float = 4.0, retention_s: float = 14 * 86_400.0, name: str = "vitalgate-county") -> None:
+    def __init__(
+        self,
+        servers: list[str],
+        partitions: int,
+        replicas: int = 3,
+        *,
+        ack_wait_s: float = 6.0,
+        lease_ttl_s: float = 4.0,
+        retention_s: float = 14 * 86_400.0,
+        name: str = "vitalgate-county",
+    ) -> None:
         self.servers = servers
         self.partitions = partitions
         self.replicas = min(replicas, len(servers))
@@ -118,9 +127,15 @@ class NatsLog:
         async def quiet(exc: Exception) -> None:  # reconnects are expected when a server dies
             log.debug("nats: %s", exc)
 
-        self.nc = await nats.connect(servers=self.servers, name=self.name, max_reconnect_attempts=-1,
-                                     reconnect_time_wait=RECONNECT_WAIT_S, connect_timeout=2,
-                                     error_cb=quiet, allow_reconnect=True)
+        self.nc = await nats.connect(
+            servers=self.servers,
+            name=self.name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=RECONNECT_WAIT_S,
+            connect_timeout=2,
+            error_cb=quiet,
+            allow_reconnect=True,
+        )
         self._js = self.nc.jetstream(timeout=API_TIMEOUT_S)
 
     def connected_url(self) -> str | None:
@@ -131,22 +146,47 @@ class NatsLog:
         """Streams, consumers and the lease bucket; safe to run from every process at every start."""
         js = self._js
         assert js is not None, "connect() first"
-        await self._ensure_stream(StreamConfig(
-            name=UPLINK_STREAM, subjects=[f"{PARTITIONED_PREFIX}.>"], num_replicas=self.replicas,
-            storage=StorageType.FILE, duplicate_window=DUPLICATE_WINDOW_S, max_age=self.retention_s,
-            discard=DiscardPolicy.OLD, description="what clinic gateways uplink, by partition"))
-        await self._ensure_stream(StreamConfig(
-            name=CONTROL_STREAM, subjects=[f"vg.*.{v}" for v in CONTROL_VERBS], num_replicas=self.replicas,
-            storage=StorageType.FILE, duplicate_window=DUPLICATE_WINDOW_S, max_age=CONTROL_RETENTION_S,
-            description="acknowledgements and other control the county sends down to clinics"))
+        await self._ensure_stream(
+            StreamConfig(
+                name=UPLINK_STREAM,
+                subjects=[f"{PARTITIONED_PREFIX}.>"],
+                num_replicas=self.replicas,
+                storage=StorageType.FILE,
+                duplicate_window=DUPLICATE_WINDOW_S,
+                max_age=self.retention_s,
+                discard=DiscardPolicy.OLD,
+                description="what clinic gateways uplink, by partition",
+            )
+        )
+        await self._ensure_stream(
+            StreamConfig(
+                name=CONTROL_STREAM,
+                subjects=[f"vg.*.{v}" for v in CONTROL_VERBS],
+                num_replicas=self.replicas,
+                storage=StorageType.FILE,
+                duplicate_window=DUPLICATE_WINDOW_S,
+                max_age=CONTROL_RETENTION_S,
+                description="acknowledgements and other control the county sends down to clinics",
+            )
+        )
         for k in range(self.partitions):
-            await js.add_consumer(UPLINK_STREAM, ConsumerConfig(
-                durable_name=consumer_name(k), filter_subject=partition_subject(k),
-                ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait_s, deliver_policy=DeliverPolicy.ALL,
-                max_ack_pending=MAX_ACK_PENDING, max_waiting=64, num_replicas=self.replicas))
+            await js.add_consumer(
+                UPLINK_STREAM,
+                ConsumerConfig(
+                    durable_name=consumer_name(k),
+                    filter_subject=partition_subject(k),
+                    ack_policy=AckPolicy.EXPLICIT,
+                    ack_wait=self.ack_wait_s,
+                    deliver_policy=DeliverPolicy.ALL,
+                    max_ack_pending=MAX_ACK_PENDING,
+                    max_waiting=64,
+                    num_replicas=self.replicas,
+                ),
+            )
         try:
-            self._kv = await js.create_key_value(bucket=LEASE_BUCKET, ttl=self.lease_ttl_s, replicas=self.replicas,
-                                                 history=1, storage=StorageType.FILE)
+            self._kv = await js.create_key_value(
+                bucket=LEASE_BUCKET, ttl=self.lease_ttl_s, replicas=self.replicas, history=1, storage=StorageType.FILE
+            )
         except nats.js.errors.BadRequestError as exc:
             if exc.err_code != STREAM_EXISTS:
                 raise
@@ -189,8 +229,16 @@ class NatsLog:
         out = []
         for m in msgs:
             md = m.metadata
-            out.append(Delivery(subject=m.subject, data=m.data, msg_id=(m.headers or {}).get("Nats-Msg-Id"),
-                                log_seq=md.sequence.stream, redelivered=md.num_delivered > 1, ack=m.ack))
+            out.append(
+                Delivery(
+                    subject=m.subject,
+                    data=m.data,
+                    msg_id=(m.headers or {}).get("Nats-Msg-Id"),
+                    log_seq=md.sequence.stream,
+                    redelivered=md.num_delivered > 1,
+                    ack=m.ack,
+                )
+            )
         return out
 
     async def drop_partition(self, partition: int) -> None:
@@ -231,6 +279,7 @@ class NatsLog:
 
     async def snapshot(self) -> tuple[list[str], dict[int, str]]:
         """Live members and who owns which partition, read in one pass over the bucket."""
+
         async def read() -> tuple[list[str], dict[int, str]]:
             members: list[str] = []
             owners: dict[int, str] = {}

@@ -81,7 +81,7 @@ def nats_conf(cfg: CountyConfig, k: int, out: Path) -> str:
             f"  listen: {_q(f'{mh}:{mp}')}",
             f"  stream_replicas: {replicas}",
             f"  consumer_replicas: {replicas}",
-            "  ack_wait: \"30s\"",
+            '  ack_wait: "30s"',
             "}",
             "",
         ]
@@ -130,8 +130,11 @@ def write(cfg: CountyConfig, out: Path) -> list[Path]:
         written.append(conf)
         if cfg.engine.mqtt:
             up = out / f"uplink-{k + 1}.yaml"
-            up.write_text(f"# written by vitalgate county-engine: merge into a clinic gateway's config to reach "
-                          f"county {cfg.county} first through server {k + 1}\n"
-                          + yaml.safe_dump(uplink_section(cfg, k), sort_keys=False), encoding="utf-8")
+            up.write_text(
+                f"# written by vitalgate county-engine: merge into a clinic gateway's config to reach "
+                f"county {cfg.county} first through server {k + 1}\n"
+                + yaml.safe_dump(uplink_section(cfg, k), sort_keys=False),
+                encoding="utf-8",
+            )
             written.append(up)
     return written

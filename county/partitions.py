@@ -35,9 +35,16 @@ log = logging.getLogger("vitalgate.county.partitions")
 
 
 class PartitionSharing:
-    def __init__(self, leases: PartitionLeases, partitions: int, member: str, lease_ttl_s: float,
-                 on_gain: Callable[[int], Awaitable[None]], on_lose: Callable[[int], Awaitable[None]],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        leases: PartitionLeases,
+        partitions: int,
+        member: str,
+        lease_ttl_s: float,
+        on_gain: Callable[[int], Awaitable[None]],
+        on_lose: Callable[[int], Awaitable[None]],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.leases = leases
         self.partitions = partitions
         self.member = member
@@ -97,8 +104,9 @@ class PartitionSharing:
         except EngineUnavailable as exc:
             # Keep reading what we hold: the others cannot reach the bucket either, or if they can and
             # take a partition over, both read it for a moment and the store keeps one copy.
-            log.warning("lease bucket unreachable (%.1fs since the last renewal): %s",
-                        self.clock() - self._last_renewed, exc)
+            log.warning(
+                "lease bucket unreachable (%.1fs since the last renewal): %s", self.clock() - self._last_renewed, exc
+            )
         return gained
 
     async def _lose(self, k: int, release: bool) -> None:

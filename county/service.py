@@ -25,7 +25,7 @@ from county.uplinked import Unreadable, parse
 
 log = logging.getLogger("vitalgate.county")
 
-FETCH_WAIT_S = 1.0       # a reader's long poll; also the longest a stop waits for it
+FETCH_WAIT_S = 1.0  # a reader's long poll; also the longest a stop waits for it
 RETRY_S = 0.5
 CONNECT_RETRY_S = 1.0
 
@@ -40,15 +40,35 @@ class CountyService:
         self.member = member_id()
         self.http_port = cfg.http.port if (http_port is None and cfg.http is not None) else (http_port or 0)
         self.store = CountyStore(cfg.storage.path, process=self.member)
-        self.log = NatsLog(cfg.engine.nats, cfg.partitions, cfg.engine.replicas, ack_wait_s=cfg.consume.ack_wait_s,
-                           lease_ttl_s=cfg.consume.lease_ttl_s, retention_s=cfg.retention_days * 86_400.0,
-                           name=f"vitalgate-county-{self.member}")
-        self.sharing = PartitionSharing(self.log, cfg.partitions, self.member, cfg.consume.lease_ttl_s,
-                                        on_gain=self._start_reader, on_lose=self._stop_reader)
+        self.log = NatsLog(
+            cfg.engine.nats,
+            cfg.partitions,
+            cfg.engine.replicas,
+            ack_wait_s=cfg.consume.ack_wait_s,
+            lease_ttl_s=cfg.consume.lease_ttl_s,
+            retention_s=cfg.retention_days * 86_400.0,
+            name=f"vitalgate-county-{self.member}",
+        )
+        self.sharing = PartitionSharing(
+            self.log,
+            cfg.partitions,
+            self.member,
+            cfg.consume.lease_ttl_s,
+            on_gain=self._start_reader,
+            on_lose=self._stop_reader,
+        )
         self._readers: dict[int, tuple[asyncio.Task, asyncio.Event]] = {}
-        self.counters = {"stored": 0, "duplicates": 0, "alert_events": 0, "statuses": 0, "unreadable": 0,
-                         "ack_mqtt_copies": 0, "ack_mqtt_copy_failures": 0,
-                         "fetch_errors": 0, "batches": 0}
+        self.counters = {
+            "stored": 0,
+            "duplicates": 0,
+            "alert_events": 0,
+            "statuses": 0,
+            "unreadable": 0,
+            "ack_mqtt_copies": 0,
+            "ack_mqtt_copy_failures": 0,
+            "fetch_errors": 0,
+            "batches": 0,
+        }
         self.started_at = time.time()
         self.ready = asyncio.Event()
 
@@ -175,17 +195,25 @@ class CountyService:
         if listeners:  # the copy a gateway on the MQTT uplink gets even if it is away now (county/ack_copy.py)
             from county.ack_copy import publish_copy
 
-            via = await asyncio.to_thread(publish_copy, listeners, f"county-{self.cfg.county}-{self.member}-ack",
-                                          f"vg/{clinic}/ack", payload)
+            via = await asyncio.to_thread(
+                publish_copy, listeners, f"county-{self.cfg.county}-{self.member}-ack", f"vg/{clinic}/ack", payload
+            )
             self.counters["ack_mqtt_copies" if via else "ack_mqtt_copy_failures"] += 1
         return {"alert_id": alert_id, "clinic": clinic, "topic": f"vg/{clinic}/ack", "by": by}
 
     def health(self) -> dict:
-        return {"ok": True, "county": self.cfg.county, "member": self.member, "ready": self.ready.is_set(),
-                "partitions": sorted(self.sharing.owned), "members": self.sharing.members,
-                "engine_connected": bool(self.log.nc and self.log.nc.is_connected),
-                "engine_server": self.log.connected_url(),
-                "counters": dict(self.counters), "uptime_s": round(time.time() - self.started_at, 1)}
+        return {
+            "ok": True,
+            "county": self.cfg.county,
+            "member": self.member,
+            "ready": self.ready.is_set(),
+            "partitions": sorted(self.sharing.owned),
+            "members": self.sharing.members,
+            "engine_connected": bool(self.log.nc and self.log.nc.is_connected),
+            "engine_server": self.log.connected_url(),
+            "counters": dict(self.counters),
+            "uptime_s": round(time.time() - self.started_at, 1),
+        }
 
 
 async def _unless_stopped(aw, stop: asyncio.Event) -> bool:

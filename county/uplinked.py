@@ -56,7 +56,7 @@ class AlertIn:
 class StatusIn:
     clinic: str
     online: bool
-    will: bool          # the broker's last will (only clinic, online: false, version)
+    will: bool  # the broker's last will (only clinic, online: false, version)
     body: str
     # (patient_id, village) from the status's `villages` ({village: [patient ids]}, the gateway's
     # `patients[].labels.village`); None when the status carries none (a last will, an older gateway)
@@ -115,8 +115,13 @@ def villages_of(roster: object) -> tuple[tuple[str, str], ...] | None:
     never costs the clinic's status."""
     if not isinstance(roster, dict):
         return None
-    return tuple((pid, village) for village, ids in roster.items() if isinstance(village, str) and village
-                 and isinstance(ids, list) for pid in ids if isinstance(pid, str) and pid)
+    return tuple(
+        (pid, village)
+        for village, ids in roster.items()
+        if isinstance(village, str) and village and isinstance(ids, list)
+        for pid in ids
+        if isinstance(pid, str) and pid
+    )
 
 
 def _reading(clinic: str, patient: str, body: dict, data: bytes) -> ReadingIn:
@@ -125,9 +130,17 @@ def _reading(clinic: str, patient: str, body: dict, data: bytes) -> ReadingIn:
     seq = body.get("seq")
     seq = int(seq) if isinstance(seq, (int, float)) and not isinstance(seq, bool) else None
     device, kind = str(body["device_id"]), str(body["kind"])
-    return ReadingIn(clinic=clinic, patient_id=str(body.get("patient_id") or patient), device_id=device, kind=kind,
-                     ts=ts, ts_epoch=ts_epoch, seq=seq, key=reading_key(clinic, device, kind, ts_epoch, seq),
-                     body=data.decode())
+    return ReadingIn(
+        clinic=clinic,
+        patient_id=str(body.get("patient_id") or patient),
+        device_id=device,
+        kind=kind,
+        ts=ts,
+        ts_epoch=ts_epoch,
+        seq=seq,
+        key=reading_key(clinic, device, kind, ts_epoch, seq),
+        body=data.decode(),
+    )
 
 
 def _alert(clinic: str, tier_topic: str, body: dict, data: bytes) -> AlertIn:
@@ -136,9 +149,20 @@ def _alert(clinic: str, tier_topic: str, body: dict, data: bytes) -> AlertIn:
     tier = str(body.get("tier") or tier_topic)
     state = str(body["state"])
     alert_id = str(body["alert_id"])
-    return AlertIn(clinic=str(body.get("clinic") or clinic), alert_id=alert_id,
-                   patient_id=str(body.get("patient_id", "")), tier=tier, condition=str(body.get("condition", "")),
-                   severity=str(body.get("severity", "")), state=state, opened_at=opened, opened_epoch=instant(opened),
-                   updated_at=updated, updated_epoch=instant(updated), acknowledged_by=body.get("acknowledged_by"),
-                   escalated_from=body.get("escalated_from"), key=f"{alert_id}|{tier}|{state}|{updated}",
-                   body=data.decode())
+    return AlertIn(
+        clinic=str(body.get("clinic") or clinic),
+        alert_id=alert_id,
+        patient_id=str(body.get("patient_id", "")),
+        tier=tier,
+        condition=str(body.get("condition", "")),
+        severity=str(body.get("severity", "")),
+        state=state,
+        opened_at=opened,
+        opened_epoch=instant(opened),
+        updated_at=updated,
+        updated_epoch=instant(updated),
+        acknowledged_by=body.get("acknowledged_by"),
+        escalated_from=body.get("escalated_from"),
+        key=f"{alert_id}|{tier}|{state}|{updated}",
+        body=data.decode(),
+    )

@@ -67,9 +67,13 @@ def create_app(service: CountyService) -> Starlette:
     def guard(handler):
         async def wrapped(request: Request) -> Response:
             if not _authorized(request, token):
-                return JSONResponse({"error": "missing or wrong token (Authorization: Bearer <token>)"},
-                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
+                return JSONResponse(
+                    {"error": "missing or wrong token (Authorization: Bearer <token>)"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
             return await handler(request)
+
         return wrapped
 
     async def clinics(request: Request) -> Response:
@@ -80,8 +84,12 @@ def create_app(service: CountyService) -> Starlette:
         state = q.get("state", "active") or "active"
         if state not in ALERT_STATES:
             return _error(400, "state must be active or all")
-        rows = store.alerts(clinic=q.get("clinic") or None, active_only=state == "active",
-                            patient=q.get("patient") or None, limit=_int(q.get("limit"), 500, 1, 5000))
+        rows = store.alerts(
+            clinic=q.get("clinic") or None,
+            active_only=state == "active",
+            patient=q.get("patient") or None,
+            limit=_int(q.get("limit"), 500, 1, 5000),
+        )
         return JSONResponse({"alerts": rows})
 
     async def alert(request: Request) -> Response:
@@ -126,8 +134,11 @@ def create_app(service: CountyService) -> Starlette:
         days = _int(request.query_params.get("days"), 7, 1, 366)
         figures = {"days": days, **meeting_figures(store, time.time() - days * 86_400)}
         if request.query_params.get("format") == "csv":
-            return Response(weekly_csv(service.cfg.county, figures), media_type="text/csv; charset=utf-8",
-                            headers={"Content-Disposition": f'attachment; filename="county-weekly-{days}d.csv"'})
+            return Response(
+                weekly_csv(service.cfg.county, figures),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": f'attachment; filename="county-weekly-{days}d.csv"'},
+            )
         return JSONResponse(figures)
 
     async def healthz(request: Request) -> Response:
@@ -157,9 +168,12 @@ def create_app(service: CountyService) -> Starlette:
     return Starlette(routes=routes)
 
 
-PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
-                                           "img-src 'self' data:; frame-ancestors 'none'",
-                "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; frame-ancestors 'none'",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 def _packaged(name: str) -> str:
@@ -171,8 +185,12 @@ def zh_labels() -> dict[str, str]:
     from console.i18n import t
     from stream.models import AlertState, Condition, Severity, Tier
 
-    keys = ([f"cond.{c.value}" for c in Condition] + [f"tier.{x.value}" for x in Tier]
-            + [f"sev.{x.value}" for x in Severity] + [f"state.{x.value}" for x in AlertState])
+    keys = (
+        [f"cond.{c.value}" for c in Condition]
+        + [f"tier.{x.value}" for x in Tier]
+        + [f"sev.{x.value}" for x in Severity]
+        + [f"state.{x.value}" for x in AlertState]
+    )
     return {k: t("zh", k) for k in keys}
 
 
@@ -207,8 +225,9 @@ async def serve(service: CountyService, bind: str, port: int, stop: asyncio.Even
         def capture_signals(self) -> Iterator[None]:
             yield
 
-    config = uvicorn.Config(create_app(service), host=bind, port=port, log_level="warning", lifespan="off",
-                            access_log=False)
+    config = uvicorn.Config(
+        create_app(service), host=bind, port=port, log_level="warning", lifespan="off", access_log=False
+    )
     server = _Server(config)
     while not stop.is_set():
         try:

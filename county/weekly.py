@@ -58,13 +58,26 @@ BP_CONTROL = BpControl.clinic_default()
 
 
 def _empty(**key: object) -> dict:
-    return {**key, "patients": 0, "bp_patients": 0, "bp_controlled": 0, "bp_control_rate": None,
-            "bp_too_few_readings": 0, "af_found": 0, "af_by_alert": 0, "af_by_strip": 0}
+    return {
+        **key,
+        "patients": 0,
+        "bp_patients": 0,
+        "bp_controlled": 0,
+        "bp_control_rate": None,
+        "bp_too_few_readings": 0,
+        "af_found": 0,
+        "af_by_alert": 0,
+        "af_by_strip": 0,
+    }
 
 
-def by_place(bp_means: Iterable[tuple[str, str, int, float, float]], af_alert: set[tuple[str, str]],
-             af_strip: set[tuple[str, str]], villages: dict[tuple[str, str], str],
-             rule: BpControl = BP_CONTROL) -> tuple[list[dict], list[dict]]:
+def by_place(
+    bp_means: Iterable[tuple[str, str, int, float, float]],
+    af_alert: set[tuple[str, str]],
+    af_strip: set[tuple[str, str]],
+    villages: dict[tuple[str, str], str],
+    rule: BpControl = BP_CONTROL,
+) -> tuple[list[dict], list[dict]]:
     """(per village, per clinic) rows: patients on the rosters, BP control and AF found.
 
     `bp_means`: (clinic, patient, n, mean systolic, mean diastolic) over the period's unflagged home
@@ -81,7 +94,7 @@ def by_place(bp_means: Iterable[tuple[str, str, int, float, float]], af_alert: s
         c = crows.setdefault(clinic, _empty(clinic=clinic))
         return v, c
 
-    for (clinic, patient) in villages:
+    for clinic, patient in villages:
         for row in rows_of(clinic, patient):
             row["patients"] += 1
     for clinic, patient, n, sys_mean, dia_mean in bp_means:
@@ -112,26 +125,49 @@ def by_place(bp_means: Iterable[tuple[str, str, int, float, float]], af_alert: s
 def meeting_figures(store, since_epoch: float) -> dict:  # type: ignore[no-untyped-def]
     """Everything the weekly meeting looks at, since `since_epoch` (device time for readings, the
     clinic's opening time for alerts)."""
-    per_village, per_clinic = by_place(store.home_bp_means(since_epoch),
-                                       store.af_alert_patients(since_epoch, AF_CONDITIONS),
-                                       store.af_strip_patients(since_epoch), store.patient_villages())
-    return {**store.weekly(since_epoch),
-            "bp_control": {"systolic_below_mmhg": BP_CONTROL.systolic_below,
-                           "diastolic_below_mmhg": BP_CONTROL.diastolic_below,
-                           "min_readings": BP_CONTROL.min_readings},
-            "by_village": per_village, "by_clinic": per_clinic}
+    per_village, per_clinic = by_place(
+        store.home_bp_means(since_epoch),
+        store.af_alert_patients(since_epoch, AF_CONDITIONS),
+        store.af_strip_patients(since_epoch),
+        store.patient_villages(),
+    )
+    return {
+        **store.weekly(since_epoch),
+        "bp_control": {
+            "systolic_below_mmhg": BP_CONTROL.systolic_below,
+            "diastolic_below_mmhg": BP_CONTROL.diastolic_below,
+            "min_readings": BP_CONTROL.min_readings,
+        },
+        "by_village": per_village,
+        "by_clinic": per_clinic,
+    }
 
 
 UNLABELLED_VILLAGE = "未标注村"
-PLACE_COLUMNS = ["登记患者 patients", "血压评估患者 bp_patients", "血压控制达标 bp_controlled",
-                 "血压控制率 bp_control_rate_%", "读数不足 bp_too_few_readings", "发现房颤 af_found",
-                 "其中告警 af_by_alert", "其中筛查 af_by_strip"]
+PLACE_COLUMNS = [
+    "登记患者 patients",
+    "血压评估患者 bp_patients",
+    "血压控制达标 bp_controlled",
+    "血压控制率 bp_control_rate_%",
+    "读数不足 bp_too_few_readings",
+    "发现房颤 af_found",
+    "其中告警 af_by_alert",
+    "其中筛查 af_by_strip",
+]
 
 
 def _place_cells(row: dict) -> list:
     rate = "" if row["bp_control_rate"] is None else round(100 * row["bp_control_rate"], 1)
-    return ["" if row["patients"] is None else row["patients"], row["bp_patients"], row["bp_controlled"], rate, row["bp_too_few_readings"],
-            row["af_found"], row["af_by_alert"], row["af_by_strip"]]
+    return [
+        "" if row["patients"] is None else row["patients"],
+        row["bp_patients"],
+        row["bp_controlled"],
+        rate,
+        row["bp_too_few_readings"],
+        row["af_found"],
+        row["af_by_alert"],
+        row["af_by_strip"],
+    ]
 
 
 def weekly_csv(county: str, figures: dict) -> str:
@@ -149,9 +185,13 @@ def weekly_csv(county: str, figures: dict) -> str:
         w.writerow([tier, v["acknowledged"], v["median_s"], v["p90_s"]])
     bp = figures["bp_control"]
     w.writerow([])
-    w.writerow([f"血压控制：家庭血压均值 < {bp['systolic_below_mmhg']:g}/{bp['diastolic_below_mmhg']:g} mmHg，"
-                f"至少 {bp['min_readings']} 次有效测量 (home BP mean below {bp['systolic_below_mmhg']:g}/"
-                f"{bp['diastolic_below_mmhg']:g} mmHg, at least {bp['min_readings']} valid readings)"])
+    w.writerow(
+        [
+            f"血压控制：家庭血压均值 < {bp['systolic_below_mmhg']:g}/{bp['diastolic_below_mmhg']:g} mmHg，"
+            f"至少 {bp['min_readings']} 次有效测量 (home BP mean below {bp['systolic_below_mmhg']:g}/"
+            f"{bp['diastolic_below_mmhg']:g} mmHg, at least {bp['min_readings']} valid readings)"
+        ]
+    )
     w.writerow(["村 village", "诊所 clinics", *PLACE_COLUMNS])
     for row in figures["by_village"]:
         w.writerow([row["village"] or UNLABELLED_VILLAGE, " ".join(row["clinics"]), *_place_cells(row)])

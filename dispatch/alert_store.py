@@ -115,8 +115,13 @@ CREATE TABLE IF NOT EXISTS channel_health (
 
 # Columns added after the first release; an existing alerts.db is migrated in place.
 _MIGRATIONS = {
-    "alerts": [("repeat_at", "TEXT"), ("snoozed_until", "TEXT"), ("suppressed", "TEXT"),
-               ("notify_pending", "INTEGER NOT NULL DEFAULT 0"), ("route", "TEXT NOT NULL DEFAULT '{}'")],
+    "alerts": [
+        ("repeat_at", "TEXT"),
+        ("snoozed_until", "TEXT"),
+        ("suppressed", "TEXT"),
+        ("notify_pending", "INTEGER NOT NULL DEFAULT 0"),
+        ("route", "TEXT NOT NULL DEFAULT '{}'"),
+    ],
     "transitions": [("patient_id", "TEXT"), ("condition", "TEXT"), ("tier", "TEXT"), ("severity", "TEXT")],
 }
 
@@ -128,10 +133,20 @@ def _dt(v: str | None) -> datetime | None:
 class StoredAlert:
     """An alert plus the dispatcher's bookkeeping."""
 
-    def __init__(self, alert: Alert, escalate_at: datetime | None, escalate_to: Tier | None,
-                 condition_cleared: bool, tiers_notified: list[Tier], *, repeat_at: datetime | None = None,
-                 snoozed_until: datetime | None = None, suppressed: str | None = None,
-                 notify_pending: bool = False, route: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        alert: Alert,
+        escalate_at: datetime | None,
+        escalate_to: Tier | None,
+        condition_cleared: bool,
+        tiers_notified: list[Tier],
+        *,
+        repeat_at: datetime | None = None,
+        snoozed_until: datetime | None = None,
+        suppressed: str | None = None,
+        notify_pending: bool = False,
+        route: dict[str, Any] | None = None,
+    ) -> None:
         self.alert = alert
         self.escalate_at = escalate_at
         self.escalate_to = escalate_to
@@ -145,14 +160,17 @@ class StoredAlert:
 
     def to_api(self) -> dict[str, Any]:
         """The public payload plus the bookkeeping the HTTP API shows."""
-        return {**self.alert.to_public(),
-                "escalate_at": iso(self.escalate_at) if self.escalate_at else None,
-                "escalate_to": self.escalate_to.value if self.escalate_to else None,
-                "repeat_at": iso(self.repeat_at) if self.repeat_at else None,
-                "snoozed_until": iso(self.snoozed_until) if self.snoozed_until else None,
-                "suppressed": self.suppressed, "condition_cleared": self.condition_cleared,
-                "tiers_notified": [t.value for t in self.tiers_notified],
-                "route": self.route.get("path", [])}
+        return {
+            **self.alert.to_public(),
+            "escalate_at": iso(self.escalate_at) if self.escalate_at else None,
+            "escalate_to": self.escalate_to.value if self.escalate_to else None,
+            "repeat_at": iso(self.repeat_at) if self.repeat_at else None,
+            "snoozed_until": iso(self.snoozed_until) if self.snoozed_until else None,
+            "suppressed": self.suppressed,
+            "condition_cleared": self.condition_cleared,
+            "tiers_notified": [t.value for t in self.tiers_notified],
+            "route": self.route.get("path", []),
+        }
 
 
 @dataclass(frozen=True)
@@ -184,15 +202,24 @@ class AlertStore:
         self._db.execute("CREATE INDEX IF NOT EXISTS alerts_repeat ON alerts(repeat_at)")
         self._db.execute("CREATE INDEX IF NOT EXISTS transitions_at ON transitions(at)")
 
-    _COLS = ("body, escalate_at, escalate_to, condition_cleared, tiers_notified, repeat_at, snoozed_until, "
-             "suppressed, notify_pending, route")
+    _COLS = (
+        "body, escalate_at, escalate_to, condition_cleared, tiers_notified, repeat_at, snoozed_until, "
+        "suppressed, notify_pending, route"
+    )
 
     def _row(self, row: tuple) -> StoredAlert:
         body, esc_at, esc_to, cleared, tiers, rep, snooze, supp, pending, route = row
         return StoredAlert(
-            Alert.model_validate_json(body), _dt(esc_at), Tier(esc_to) if esc_to else None, bool(cleared),
-            [Tier(t) for t in json.loads(tiers)], repeat_at=_dt(rep), snoozed_until=_dt(snooze),
-            suppressed=supp, notify_pending=bool(pending), route=json.loads(route or "{}"),
+            Alert.model_validate_json(body),
+            _dt(esc_at),
+            Tier(esc_to) if esc_to else None,
+            bool(cleared),
+            [Tier(t) for t in json.loads(tiers)],
+            repeat_at=_dt(rep),
+            snoozed_until=_dt(snooze),
+            suppressed=supp,
+            notify_pending=bool(pending),
+            route=json.loads(route or "{}"),
         )
 
     # ------------------------------------------------------------ alerts
@@ -232,8 +259,9 @@ class AlertStore:
             args += (patient_id,)
         return [self._row(r) for r in self._db.execute(q, args).fetchall()]
 
-    def list_alerts(self, states: list[AlertState] | None = None, patient_id: str | None = None,
-                    limit: int = 200) -> list[StoredAlert]:
+    def list_alerts(
+        self, states: list[AlertState] | None = None, patient_id: str | None = None, limit: int = 200
+    ) -> list[StoredAlert]:
         q = f"SELECT {self._COLS} FROM alerts WHERE 1=1"
         args: list[Any] = []
         if states:
@@ -246,8 +274,9 @@ class AlertStore:
         args.append(limit)
         return [self._row(r) for r in self._db.execute(q, args).fetchall()]
 
-    def save(self, s: StoredAlert, what: str, detail: dict, publish_to: list[Tier],
-             notes: list[Note] | None = None) -> list[tuple[int, Tier, str]]:
+    def save(
+        self, s: StoredAlert, what: str, detail: dict, publish_to: list[Tier], notes: list[Note] | None = None
+    ) -> list[tuple[int, Tier, str]]:
         """Commit the alert, an audit row, one outbox row per tier topic and the channel notes."""
         a = s.alert
         payload = json.dumps(a.to_public(), ensure_ascii=False)
@@ -258,17 +287,36 @@ class AlertStore:
                 "INSERT OR REPLACE INTO alerts(alert_id, patient_id, condition, state, body, escalate_at, escalate_to,"
                 " condition_cleared, tiers_notified, repeat_at, snoozed_until, suppressed, notify_pending, route)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (a.alert_id, a.patient_id, a.condition.value, a.state.value, a.model_dump_json(),
-                 iso(s.escalate_at) if s.escalate_at else None, s.escalate_to.value if s.escalate_to else None,
-                 int(s.condition_cleared), json.dumps([t.value for t in s.tiers_notified]),
-                 iso(s.repeat_at) if s.repeat_at else None, iso(s.snoozed_until) if s.snoozed_until else None,
-                 s.suppressed, int(s.notify_pending), json.dumps(s.route)),
+                (
+                    a.alert_id,
+                    a.patient_id,
+                    a.condition.value,
+                    a.state.value,
+                    a.model_dump_json(),
+                    iso(s.escalate_at) if s.escalate_at else None,
+                    s.escalate_to.value if s.escalate_to else None,
+                    int(s.condition_cleared),
+                    json.dumps([t.value for t in s.tiers_notified]),
+                    iso(s.repeat_at) if s.repeat_at else None,
+                    iso(s.snoozed_until) if s.snoozed_until else None,
+                    s.suppressed,
+                    int(s.notify_pending),
+                    json.dumps(s.route),
+                ),
             )
             self._db.execute(
                 "INSERT INTO transitions(alert_id, at, what, detail, patient_id, condition, tier, severity)"
                 " VALUES (?,?,?,?,?,?,?,?)",
-                (a.alert_id, iso(a.updated_at), what, json.dumps(detail, ensure_ascii=False, default=str),
-                 a.patient_id, a.condition.value, a.tier.value, a.severity.value),
+                (
+                    a.alert_id,
+                    iso(a.updated_at),
+                    what,
+                    json.dumps(detail, ensure_ascii=False, default=str),
+                    a.patient_id,
+                    a.condition.value,
+                    a.tier.value,
+                    a.severity.value,
+                ),
             )
             for tier in publish_to:
                 cur = self._db.execute(
@@ -280,8 +328,16 @@ class AlertStore:
                 self._db.execute(
                     "INSERT INTO notes(channel, group_key, alert_id, event, payload, created_at, not_before,"
                     " group_interval_s) VALUES (?,?,?,?,?,?,?,?)",
-                    (n.channel, n.group_key, n.alert_id, n.event, n.payload, iso(a.updated_at), iso(n.not_before),
-                     n.group_interval_s),
+                    (
+                        n.channel,
+                        n.group_key,
+                        n.alert_id,
+                        n.event,
+                        n.payload,
+                        iso(a.updated_at),
+                        iso(n.not_before),
+                        n.group_interval_s,
+                    ),
                 )
             self._db.execute("COMMIT")
         return out
@@ -291,8 +347,10 @@ class AlertStore:
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             for tier in publish_to:
-                self._db.execute("INSERT INTO outbox(alert_id, topic_tier, payload, created_at) VALUES (?,?,?,?)",
-                                 (alert_id, tier.value, payload, iso(at)))
+                self._db.execute(
+                    "INSERT INTO outbox(alert_id, topic_tier, payload, created_at) VALUES (?,?,?,?)",
+                    (alert_id, tier.value, payload, iso(at)),
+                )
             self._db.execute("COMMIT")
 
     def pending(self) -> list[tuple[int, Tier, str]]:
@@ -306,22 +364,30 @@ class AlertStore:
 
     def transitions(self, alert_id: str | None = None) -> list[dict]:
         q = "SELECT alert_id, at, what, detail FROM transitions"
-        rows = self._db.execute(q + (" WHERE alert_id=?" if alert_id else "") + " ORDER BY id",
-                                (alert_id,) if alert_id else ())
+        rows = self._db.execute(
+            q + (" WHERE alert_id=?" if alert_id else "") + " ORDER BY id", (alert_id,) if alert_id else ()
+        )
         return [{"alert_id": a, "at": t, "what": w, "detail": json.loads(d)} for a, t, w, d in rows]
 
     # ------------------------------------------------------------ silences
 
     def put_silence(self, s: Silence) -> None:
         body = {
-            "match": s.match.model_dump(mode="json", exclude_none=True), "starts_at": iso(s.starts_at),
-            "ends_at": iso(s.ends_at) if s.ends_at else None, "created_by": s.created_by,
-            "created_at": iso(s.created_at), "why": s.why, "include_critical": s.include_critical,
-            "source": s.source, "expired_by": s.expired_by,
+            "match": s.match.model_dump(mode="json", exclude_none=True),
+            "starts_at": iso(s.starts_at),
+            "ends_at": iso(s.ends_at) if s.ends_at else None,
+            "created_by": s.created_by,
+            "created_at": iso(s.created_at),
+            "why": s.why,
+            "include_critical": s.include_critical,
+            "source": s.source,
+            "expired_by": s.expired_by,
             "expired_at": iso(s.expired_at) if s.expired_at else None,
         }
-        self._db.execute("INSERT OR REPLACE INTO silences(id, body, created_at) VALUES (?,?,?)",
-                         (s.id, json.dumps(body, ensure_ascii=False), iso(s.created_at)))
+        self._db.execute(
+            "INSERT OR REPLACE INTO silences(id, body, created_at) VALUES (?,?,?)",
+            (s.id, json.dumps(body, ensure_ascii=False), iso(s.created_at)),
+        )
 
     def silences(self) -> list[Silence]:
         return _silences(self._db.execute(_SILENCES).fetchall())
@@ -331,17 +397,22 @@ class AlertStore:
     def pending_notes(self) -> list[tuple[int, str, str, str, str, datetime, datetime, float]]:
         rows = self._db.execute(
             "SELECT id, channel, group_key, event, payload, created_at, not_before, group_interval_s FROM notes"
-            " WHERE delivery_id IS NULL ORDER BY id").fetchall()
-        return [(i, c, g, e, p, datetime.fromisoformat(ca), datetime.fromisoformat(nb), gi)
-                for i, c, g, e, p, ca, nb, gi in rows]
+            " WHERE delivery_id IS NULL ORDER BY id"
+        ).fetchall()
+        return [
+            (i, c, g, e, p, datetime.fromisoformat(ca), datetime.fromisoformat(nb), gi)
+            for i, c, g, e, p, ca, nb, gi in rows
+        ]
 
     def group_last_sent(self, channel: str, group_key: str) -> datetime | None:
-        row = self._db.execute("SELECT last_sent_at FROM channel_groups WHERE channel=? AND group_key=?",
-                               (channel, group_key)).fetchone()
+        row = self._db.execute(
+            "SELECT last_sent_at FROM channel_groups WHERE channel=? AND group_key=?", (channel, group_key)
+        ).fetchone()
         return datetime.fromisoformat(row[0]) if row else None
 
-    def make_delivery(self, channel: str, group_key: str, note_ids: list[int], alert_ids: list[str],
-                      body: dict, now: datetime) -> int:
+    def make_delivery(
+        self, channel: str, group_key: str, note_ids: list[int], alert_ids: list[str], body: dict, now: datetime
+    ) -> int:
         """Turn grouped notes into one delivery row (idempotency key fixed here, kept across retries)."""
         key = uuid.uuid4().hex
         body = {**body, "idempotency_key": key}
@@ -350,12 +421,22 @@ class AlertStore:
             cur = self._db.execute(
                 "INSERT INTO deliveries(channel, group_key, idempotency_key, alert_ids, body, created_at,"
                 " next_attempt_at) VALUES (?,?,?,?,?,?,?)",
-                (channel, group_key, key, json.dumps(alert_ids), json.dumps(body, ensure_ascii=False), iso(now),
-                 iso(now)))
+                (
+                    channel,
+                    group_key,
+                    key,
+                    json.dumps(alert_ids),
+                    json.dumps(body, ensure_ascii=False),
+                    iso(now),
+                    iso(now),
+                ),
+            )
             did = int(cur.lastrowid or 0)
             self._db.executemany("UPDATE notes SET delivery_id=? WHERE id=?", [(did, i) for i in note_ids])
-            self._db.execute("INSERT OR REPLACE INTO channel_groups(channel, group_key, last_sent_at) VALUES (?,?,?)",
-                             (channel, group_key, iso(now)))
+            self._db.execute(
+                "INSERT OR REPLACE INTO channel_groups(channel, group_key, last_sent_at) VALUES (?,?,?)",
+                (channel, group_key, iso(now)),
+            )
             self._db.execute("COMMIT")
         return did
 
@@ -363,51 +444,77 @@ class AlertStore:
         """The oldest undelivered delivery of a channel (in order: a receiver sees them as they happened)."""
         row = self._db.execute(
             "SELECT id, idempotency_key, body, attempts, next_attempt_at FROM deliveries"
-            " WHERE channel=? AND delivered_at IS NULL ORDER BY id LIMIT 1", (channel,)).fetchone()
+            " WHERE channel=? AND delivered_at IS NULL ORDER BY id LIMIT 1",
+            (channel,),
+        ).fetchone()
         if row is None:
             return None
         i, key, body, attempts, nxt = row
         return Delivery(i, channel, key, body, attempts), datetime.fromisoformat(nxt)
 
     def delivery_succeeded(self, delivery_id: int, at: datetime, receipt: str) -> None:
-        self._db.execute("UPDATE deliveries SET attempts=attempts+1, delivered_at=?, receipt=?, last_error=NULL"
-                         " WHERE id=?", (iso(at), receipt, delivery_id))
+        self._db.execute(
+            "UPDATE deliveries SET attempts=attempts+1, delivered_at=?, receipt=?, last_error=NULL WHERE id=?",
+            (iso(at), receipt, delivery_id),
+        )
 
     def delivery_failed(self, delivery_id: int, error: str, next_attempt_at: datetime) -> None:
-        self._db.execute("UPDATE deliveries SET attempts=attempts+1, last_error=?, next_attempt_at=? WHERE id=?",
-                         (error[:500], iso(next_attempt_at), delivery_id))
+        self._db.execute(
+            "UPDATE deliveries SET attempts=attempts+1, last_error=?, next_attempt_at=? WHERE id=?",
+            (error[:500], iso(next_attempt_at), delivery_id),
+        )
 
     def deliveries(self, channel: str | None = None, limit: int = 200) -> list[dict]:
-        q = ("SELECT id, channel, group_key, idempotency_key, alert_ids, created_at, attempts, next_attempt_at,"
-             " delivered_at, last_error, receipt FROM deliveries")
+        q = (
+            "SELECT id, channel, group_key, idempotency_key, alert_ids, created_at, attempts, next_attempt_at,"
+            " delivered_at, last_error, receipt FROM deliveries"
+        )
         args: tuple = ()
         if channel:
             q += " WHERE channel=?"
             args = (channel,)
         rows = self._db.execute(q + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
-        keys = ("id", "channel", "group_key", "idempotency_key", "alert_ids", "created_at", "attempts",
-                "next_attempt_at", "delivered_at", "last_error", "receipt")
+        keys = (
+            "id",
+            "channel",
+            "group_key",
+            "idempotency_key",
+            "alert_ids",
+            "created_at",
+            "attempts",
+            "next_attempt_at",
+            "delivered_at",
+            "last_error",
+            "receipt",
+        )
         out = [dict(zip(keys, r)) for r in rows]
         for d in out:
             d["alert_ids"] = json.loads(d["alert_ids"])
         return out
 
     def pending_deliveries(self, channel: str) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM deliveries WHERE channel=? AND delivered_at IS NULL",
-                                    (channel,)).fetchone()[0])
+        return int(
+            self._db.execute(
+                "SELECT COUNT(*) FROM deliveries WHERE channel=? AND delivered_at IS NULL", (channel,)
+            ).fetchone()[0]
+        )
 
     def channel_health(self, channel: str) -> tuple[int, str | None, ChannelAlert | None]:
-        row = self._db.execute("SELECT failures_in_row, last_error, alert FROM channel_health WHERE channel=?",
-                               (channel,)).fetchone()
+        row = self._db.execute(
+            "SELECT failures_in_row, last_error, alert FROM channel_health WHERE channel=?", (channel,)
+        ).fetchone()
         if row is None:
             return 0, None, None
         return int(row[0]), row[1], ChannelAlert.from_public(json.loads(row[2])) if row[2] else None
 
-    def set_channel_health(self, channel: str, failures_in_row: int, last_error: str | None,
-                           alert: ChannelAlert | None) -> None:
+    def set_channel_health(
+        self, channel: str, failures_in_row: int, last_error: str | None, alert: ChannelAlert | None
+    ) -> None:
         body = json.dumps(alert.to_public(), ensure_ascii=False) if alert else None
-        self._db.execute("INSERT OR REPLACE INTO channel_health(channel, failures_in_row, last_error, alert)"
-                         " VALUES (?,?,?,?)", (channel, failures_in_row, last_error, body))
+        self._db.execute(
+            "INSERT OR REPLACE INTO channel_health(channel, failures_in_row, last_error, alert) VALUES (?,?,?,?)",
+            (channel, failures_in_row, last_error, body),
+        )
 
     def channel_alert(self, alert_id: str) -> tuple[str, ChannelAlert] | None:
         for channel, alert in self._db.execute("SELECT channel, alert FROM channel_health WHERE alert IS NOT NULL"):
@@ -427,13 +534,21 @@ def _silences(rows: list[tuple]) -> list[Silence]:
     out = []
     for sid, body in rows:
         b = json.loads(body)
-        out.append(Silence(
-            id=sid, match=Match.model_validate(b["match"]), starts_at=datetime.fromisoformat(b["starts_at"]),
-            ends_at=_dt(b["ends_at"]), created_by=b["created_by"],
-            created_at=datetime.fromisoformat(b["created_at"]), why=b["why"],
-            include_critical=b["include_critical"], source=b["source"], expired_by=b.get("expired_by"),
-            expired_at=_dt(b.get("expired_at")),
-        ))
+        out.append(
+            Silence(
+                id=sid,
+                match=Match.model_validate(b["match"]),
+                starts_at=datetime.fromisoformat(b["starts_at"]),
+                ends_at=_dt(b["ends_at"]),
+                created_by=b["created_by"],
+                created_at=datetime.fromisoformat(b["created_at"]),
+                why=b["why"],
+                include_critical=b["include_critical"],
+                source=b["source"],
+                expired_by=b.get("expired_by"),
+                expired_at=_dt(b.get("expired_at")),
+            )
+        )
     return out
 
 
@@ -465,12 +580,15 @@ class AlertQueries:
         cols = "alert_id, at, what, detail" + (", tier" if has_tier else "")
         q2, args2 = f"SELECT {cols} FROM transitions", []
         if patient_id and has_tier:
-            q2, args2 = q2 + " WHERE patient_id=? OR alert_id IN (SELECT alert_id FROM alerts WHERE patient_id=?)", \
-                [patient_id, patient_id]
+            q2, args2 = (
+                q2 + " WHERE patient_id=? OR alert_id IN (SELECT alert_id FROM alerts WHERE patient_id=?)",
+                [patient_id, patient_id],
+            )
         for row in self._db.rows(q2 + " ORDER BY id", args2):
             if row[0] in trans:
-                trans[row[0]].append({"at": row[1], "what": row[2], "detail": json.loads(row[3]),
-                                      "tier": row[4] if has_tier else None})
+                trans[row[0]].append(
+                    {"at": row[1], "what": row[2], "detail": json.loads(row[3]), "tier": row[4] if has_tier else None}
+                )
         out = []
         for aid, a in alerts.items():
             a["transitions"] = trans[aid]
@@ -491,13 +609,20 @@ class AlertQueries:
         return self._db.rows(
             "SELECT t.alert_id, t.at, t.what, t.detail, COALESCE(t.patient_id, a.patient_id),"
             " COALESCE(t.condition, a.condition), t.tier FROM transitions t LEFT JOIN alerts a USING(alert_id)"
-            " WHERE t.alert_id IN (SELECT alert_id FROM transitions WHERE at >= ?) ORDER BY t.id", (iso(since),))
+            " WHERE t.alert_id IN (SELECT alert_id FROM transitions WHERE at >= ?) ORDER BY t.id",
+            (iso(since),),
+        )
 
     def channel_totals(self, since: datetime) -> list[tuple[str, int, int, int]]:
         """Per channel, of the deliveries created since `since`: (channel, deliveries, delivered, attempts)."""
-        return [(c, int(n), int(ok or 0), int(att or 0)) for c, n, ok, att in self._db.rows(
-            "SELECT channel, COUNT(*), SUM(delivered_at IS NOT NULL), SUM(attempts) FROM deliveries"
-            " WHERE created_at >= ? GROUP BY channel", (iso(since),))]
+        return [
+            (c, int(n), int(ok or 0), int(att or 0))
+            for c, n, ok, att in self._db.rows(
+                "SELECT channel, COUNT(*), SUM(delivered_at IS NOT NULL), SUM(attempts) FROM deliveries"
+                " WHERE created_at >= ? GROUP BY channel",
+                (iso(since),),
+            )
+        ]
 
     def silences_created(self, since: datetime) -> int:
         rows = self._db.rows("SELECT COUNT(*) FROM silences WHERE created_at >= ?", (iso(since),))

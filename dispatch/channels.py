@@ -46,8 +46,9 @@ class Backoff(BaseModel):
 
     initial: Duration = BACKOFF_INITIAL
     max: Duration = BACKOFF_MAX
-    jitter: float = Field(DEFAULT_JITTER, ge=0.0, lt=1.0,
-                          description="share randomly taken off each wait, so boxes do not retry in step")
+    jitter: float = Field(
+        DEFAULT_JITTER, ge=0.0, lt=1.0, description="share randomly taken off each wait, so boxes do not retry in step"
+    )
 
     def delay(self, attempts: int) -> timedelta:
         """Wait after the `attempts`-th failed attempt (1-based); never longer than configured."""
@@ -137,16 +138,33 @@ class ChannelAlert:
         return replace(self, state=state, updated_at=now, acknowledged_by=self.acknowledged_by if by is None else by)
 
     def to_public(self) -> dict[str, Any]:
-        return {"alert_id": self.alert_id, "patient_id": None, "clinic": self.clinic, "tier": self.tier.value,
-                "condition": CHANNEL_FAILED, "severity": Severity.MEDIUM.value, "state": self.state.value,
-                "opened_at": iso(self.opened_at), "updated_at": iso(self.updated_at), "escalated_from": None,
-                "acknowledged_by": self.acknowledged_by, "evidence": self.evidence}
+        return {
+            "alert_id": self.alert_id,
+            "patient_id": None,
+            "clinic": self.clinic,
+            "tier": self.tier.value,
+            "condition": CHANNEL_FAILED,
+            "severity": Severity.MEDIUM.value,
+            "state": self.state.value,
+            "opened_at": iso(self.opened_at),
+            "updated_at": iso(self.updated_at),
+            "escalated_from": None,
+            "acknowledged_by": self.acknowledged_by,
+            "evidence": self.evidence,
+        }
 
     @classmethod
     def from_public(cls, body: dict[str, Any]) -> ChannelAlert:
-        return cls(body["alert_id"], body["clinic"], Tier(body["tier"]), AlertState(body["state"]),
-                   datetime.fromisoformat(body["opened_at"]), datetime.fromisoformat(body["updated_at"]),
-                   body.get("evidence") or {}, body.get("acknowledged_by"))
+        return cls(
+            body["alert_id"],
+            body["clinic"],
+            Tier(body["tier"]),
+            AlertState(body["state"]),
+            datetime.fromisoformat(body["opened_at"]),
+            datetime.fromisoformat(body["updated_at"]),
+            body.get("evidence") or {},
+            body.get("acknowledged_by"),
+        )
 
 
 class Sender(Protocol):
@@ -161,8 +179,12 @@ class ConsoleSender:
 
     async def send(self, d: Delivery) -> str:
         body = json.loads(d.body)
-        console_log.log(self.level, "notify %s", body.get("text", ""),
-                        extra={"channel": d.channel, "idempotency_key": d.idempotency_key})
+        console_log.log(
+            self.level,
+            "notify %s",
+            body.get("text", ""),
+            extra={"channel": d.channel, "idempotency_key": d.idempotency_key},
+        )
         return "logged"
 
     async def close(self) -> None:
@@ -180,8 +202,11 @@ class WebhookSender:
 
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.cfg.timeout.total_seconds()))
-        headers = {**self.cfg.headers, "Content-Type": "application/json; charset=utf-8",
-                   IDEMPOTENCY_HEADER: d.idempotency_key}
+        headers = {
+            **self.cfg.headers,
+            "Content-Type": "application/json; charset=utf-8",
+            IDEMPOTENCY_HEADER: d.idempotency_key,
+        }
         try:
             async with self._session.post(self.cfg.url, data=d.body.encode("utf-8"), headers=headers) as resp:
                 text = (await resp.text(errors="replace"))[:200]
@@ -222,7 +247,9 @@ def check_channel_references(data: dict[str, Any]) -> list[tuple[tuple, str]]:
     for i, c in enumerate(chans if isinstance(chans, list) else []):
         if isinstance(c, dict) and isinstance(c.get("name"), str):
             if c["name"] in names:
-                out.append((("channels", i, "name"), f"channel name {c['name']!r} already used by channels.{names[c['name']]}"))
+                out.append(
+                    (("channels", i, "name"), f"channel name {c['name']!r} already used by channels.{names[c['name']]}")
+                )
             names.setdefault(c["name"], i)
 
     def walk(node: object, loc: tuple) -> None:

@@ -67,34 +67,51 @@ def cmd_routes_test(args: argparse.Namespace, load: LoadConfig) -> int:
         return 2
     routing = RoutingTable(dict(cfg.routes), tree=cfg.routing, labels=labels)
     at = _at(args.at)
-    f = Finding(patient_id=args.patient, condition=condition, at=at,
-                severity=Severity(args.severity) if args.severity else None,
-                tier=Tier(args.tier) if args.tier else None)
+    f = Finding(
+        patient_id=args.patient,
+        condition=condition,
+        at=at,
+        severity=Severity(args.severity) if args.severity else None,
+        tier=Tier(args.tier) if args.tier else None,
+    )
     d = routing.decide(f, at)
     esc = cfg.escalation
     lab = labels.get(args.patient, {})
-    print(f"{condition.value} for patient {args.patient}"
-          f" (labels: {', '.join(f'{k}={v}' for k, v in lab.items()) or 'none'}) at {at:%H:%M} clinic time")
+    print(
+        f"{condition.value} for patient {args.patient}"
+        f" (labels: {', '.join(f'{k}={v}' for k, v in lab.items()) or 'none'}) at {at:%H:%M} clinic time"
+    )
     print("  matched:")
     for p in d.path:
         print(f"    {p}")
-    print(f"  opens at: {d.tier.value}, severity {d.severity.value}"
-          f"{' (latches until acknowledged)' if d.severity in LATCHING else ''}")
+    print(
+        f"  opens at: {d.tier.value}, severity {d.severity.value}"
+        f"{' (latches until acknowledged)' if d.severity in LATCHING else ''}"
+    )
     audience = esc.audience(d.tier)
     print("  MQTT: " + ", ".join(f"vg/{cfg.clinic}/alert/{t.value}" for t in audience))
     ctx = MatchContext(condition, d.severity, d.tier, args.patient, lab, at)
-    chans = [c for c in cfg.channels
-             if (set(c.tiers) & set(audience) or c.name in d.channels) and c.match.matches(ctx)]
+    chans = [c for c in cfg.channels if (set(c.tiers) & set(audience) or c.name in d.channels) and c.match.matches(ctx)]
     if chans:
-        print(f"  channels (grouped per patient and tier; group_wait {format_seconds(d.group_wait.total_seconds())},"
-              f" group_interval {format_seconds(d.group_interval.total_seconds())}):")
+        print(
+            f"  channels (grouped per patient and tier; group_wait {format_seconds(d.group_wait.total_seconds())},"
+            f" group_interval {format_seconds(d.group_interval.total_seconds())}):"
+        )
         for c in chans:
             print(f"    {c.name}: {c.describe()}")
     else:
         print("  channels: none besides MQTT")
     # The ladder, rung by rung, as the dispatcher would climb it.
-    a = Alert(alert_id="x", patient_id=args.patient, clinic=cfg.clinic, tier=d.tier, condition=condition,
-              severity=d.severity, opened_at=at, updated_at=at)
+    a = Alert(
+        alert_id="x",
+        patient_id=args.patient,
+        clinic=cfg.clinic,
+        tier=d.tier,
+        condition=condition,
+        severity=d.severity,
+        opened_at=at,
+        updated_at=at,
+    )
     ladder = [d.tier.value]
     seen = {d.tier}
     while (step := esc.next_step(a)) is not None and step[1] not in seen:
@@ -105,10 +122,14 @@ def cmd_routes_test(args: argparse.Namespace, load: LoadConfig) -> int:
     if d.follow_up:
         print("  escalation: none (follow-up of a back-filled reading)")
     else:
-        print(f"  escalation if nobody acknowledges: {' '.join(ladder)}"
-              f"{' (+ ' + ', '.join(top_extra) + ')' if top_extra else ''}")
-        print(f"  repeats while firing and unacknowledged: every {format_seconds(d.repeat_interval.total_seconds())}"
-              f" (at the top: every {format_seconds(min(d.repeat_interval, esc.repeat_interval).total_seconds())})")
+        print(
+            f"  escalation if nobody acknowledges: {' '.join(ladder)}"
+            f"{' (+ ' + ', '.join(top_extra) + ')' if top_extra else ''}"
+        )
+        print(
+            f"  repeats while firing and unacknowledged: every {format_seconds(d.repeat_interval.total_seconds())}"
+            f" (at the top: every {format_seconds(min(d.repeat_interval, esc.repeat_interval).total_seconds())})"
+        )
     rules = DEFAULT_INHIBIT_RULES if cfg.inhibit_rules is None else cfg.inhibit_rules
     held_by = [r.source.describe() for r in rules if r.target.matches(ctx)]
     if held_by:

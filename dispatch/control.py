@@ -58,8 +58,10 @@ class HttpConfig(BaseModel):
     @classmethod
     def _not_a_placeholder(cls, v: str) -> str:
         if weak_secret(v):
-            raise ValueError("is a placeholder or guessable; use a long random string "
-                             "(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')")
+            raise ValueError(
+                "is a placeholder or guessable; use a long random string "
+                "(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
+            )
         return v
 
 
@@ -67,8 +69,11 @@ def weak_secret(value: str) -> bool:
     """A placeholder copied from an example, or too little variety to resist guessing."""
     folded = "".join(ch for ch in value.lower() if ch.isalnum())
     placeholders = ("changeme", "password", "secret", "mytoken", "token", "example", "default", "admin")
-    return (any(folded.startswith(p) for p in placeholders) or len(set(value)) < 6
-            or folded in {"1234567890123456", "abcdefghijklmnop"})
+    return (
+        any(folded.startswith(p) for p in placeholders)
+        or len(set(value)) < 6
+        or folded in {"1234567890123456", "abcdefghijklmnop"}
+    )
 
 
 class SnoozeRequest(BaseModel):

@@ -119,21 +119,42 @@ class Dispatcher:
         self._wake = asyncio.Event()  # set when there is something in the outbox
         self._delivery_failed = False  # the last deliver_pending stopped at a failed send
         self._channel_wake: dict[str, asyncio.Event] = {n: asyncio.Event() for n in self.channels}
-        self.counters: dict[str, int] = {"raised": 0, "updated": 0, "escalated": 0, "acknowledged": 0,
-                                         "resolved": 0, "delivered": 0, "delivery_failures": 0,
-                                         "repeated": 0, "held": 0, "released": 0, "snoozed": 0,
-                                         "channel_delivered": 0, "channel_failures": 0}
+        self.counters: dict[str, int] = {
+            "raised": 0,
+            "updated": 0,
+            "escalated": 0,
+            "acknowledged": 0,
+            "resolved": 0,
+            "delivered": 0,
+            "delivery_failures": 0,
+            "repeated": 0,
+            "held": 0,
+            "released": 0,
+            "snoozed": 0,
+            "channel_delivered": 0,
+            "channel_failures": 0,
+        }
         self._sync_config_silences(silences)
         self._silences = self.store.silences()
 
     @classmethod
-    def from_config(cls, config: DispatchConfig, store: AlertStore,
-                    clock: Callable[[], datetime] = now_local) -> Dispatcher:
+    def from_config(
+        cls, config: DispatchConfig, store: AlertStore, clock: Callable[[], datetime] = now_local
+    ) -> Dispatcher:
         """Everything the gateway config says about dispatch."""
-        routing = RoutingTable(dict(config.routes), tree=config.routing,
-                               labels={p.id: dict(p.labels) for p in config.patients})
-        return cls(config.clinic, store, routing, config.escalation, clock=clock,
-                   inhibit_rules=config.inhibit_rules, channels=config.channels, silences=config.silences)
+        routing = RoutingTable(
+            dict(config.routes), tree=config.routing, labels={p.id: dict(p.labels) for p in config.patients}
+        )
+        return cls(
+            config.clinic,
+            store,
+            routing,
+            config.escalation,
+            clock=clock,
+            inhibit_rules=config.inhibit_rules,
+            channels=config.channels,
+            silences=config.silences,
+        )
 
     def attach(self, sender: AlertSender | None) -> None:
         """Connect (or with None, disconnect) the channel; pending deliveries go out on connect."""
@@ -187,11 +208,15 @@ class Dispatcher:
         upgrade = _rank(decision.tier) > _rank(a.tier) or decision.severity.rank > a.severity.rank
         current.condition_cleared = False
         if upgrade and a.state is not AlertState.RESOLVED:
-            a = a.model_copy(update={
-                "tier": max(decision.tier, a.tier, key=_rank),
-                "severity": max(decision.severity, a.severity, key=lambda s: s.rank),
-                "state": AlertState.FIRING, "updated_at": now, "evidence": evidence,
-            })
+            a = a.model_copy(
+                update={
+                    "tier": max(decision.tier, a.tier, key=_rank),
+                    "severity": max(decision.severity, a.severity, key=lambda s: s.rank),
+                    "state": AlertState.FIRING,
+                    "updated_at": now,
+                    "evidence": evidence,
+                }
+            )
             current.alert = a
             route = dict(current.route)
             route["follow_up"] = f.follow_up
@@ -230,7 +255,7 @@ class Dispatcher:
         # Follow-up findings (back-filled readings) are for the next visit, not an escalation ladder.
         fu = s.route.get("follow_up", False) if follow_up is None else follow_up
         due = None if fu else self.escalation.due_at(s.alert, since)
-        s.escalate_at, s.escalate_to = (due if due else (None, None))
+        s.escalate_at, s.escalate_to = due if due else (None, None)
         s.repeat_at = None if fu else self._next_repeat(s)
 
     def _next_repeat(self, s: StoredAlert) -> datetime | None:
@@ -238,7 +263,9 @@ class Dispatcher:
         top of the ladder (nothing left to escalate to) at most escalation.repeat_interval."""
         if s.alert.state is not AlertState.FIRING:
             return None
-        interval = timedelta(seconds=float(s.route.get("repeat_interval", self.routing.tree.repeat_interval.total_seconds())))
+        interval = timedelta(
+            seconds=float(s.route.get("repeat_interval", self.routing.tree.repeat_interval.total_seconds()))
+        )
         if s.escalate_at is None:
             interval = min(interval, self.escalation.repeat_interval)
         if interval <= timedelta(0):
@@ -261,8 +288,7 @@ class Dispatcher:
     # ------------------------------------------------------------ holds: snooze, silence, inhibition
 
     def _ctx(self, a: Alert, now: datetime) -> MatchContext:
-        return MatchContext(a.condition, a.severity, a.tier, a.patient_id,
-                            self.routing.labels_for(a.patient_id), now)
+        return MatchContext(a.condition, a.severity, a.tier, a.patient_id, self.routing.labels_for(a.patient_id), now)
 
     def _hold_reason(self, s: StoredAlert, now: datetime, patient_active: list[StoredAlert]) -> str | None:
         a = s.alert
@@ -333,8 +359,17 @@ class Dispatcher:
             self._hold(s, "snooze")
             s.notify_pending = True
             self.counters["snoozed"] += 1
-            self._commit(s, "snoozed", {"by": by, "until": iso(s.snoozed_until), "why": why,
-                                        **({"capped_from_s": duration.total_seconds()} if d != duration else {})}, [])
+            self._commit(
+                s,
+                "snoozed",
+                {
+                    "by": by,
+                    "until": iso(s.snoozed_until),
+                    "why": why,
+                    **({"capped_from_s": duration.total_seconds()} if d != duration else {}),
+                },
+                [],
+            )
             return s.alert
 
     def _sync_config_silences(self, specs: Sequence[SilenceSpec]) -> None:
@@ -357,8 +392,17 @@ class Dispatcher:
     def _silence_from(self, spec: SilenceSpec, sid: str, source: str, now: datetime) -> Silence:
         starts = spec.starts_at or now
         ends = spec.ends_at or (starts + spec.duration if spec.duration else None)
-        return Silence(id=sid, match=spec.match, starts_at=starts, ends_at=ends, created_by=spec.by,
-                       created_at=now, why=spec.why, include_critical=spec.include_critical, source=source)
+        return Silence(
+            id=sid,
+            match=spec.match,
+            starts_at=starts,
+            ends_at=ends,
+            created_by=spec.by,
+            created_at=now,
+            why=spec.why,
+            include_critical=spec.include_critical,
+            source=source,
+        )
 
     async def add_silence(self, spec: SilenceSpec, source: str) -> Silence:
         """Create a silence (idempotent on `id`); it applies at once. API silences must end."""
@@ -406,8 +450,9 @@ class Dispatcher:
             if s.alert.state is not AlertState.FIRING:
                 return None
             now = self.clock()
-            s.alert = s.alert.model_copy(update={"state": AlertState.ACKNOWLEDGED, "updated_at": now,
-                                                 "acknowledged_by": by})
+            s.alert = s.alert.model_copy(
+                update={"state": AlertState.ACKNOWLEDGED, "updated_at": now, "acknowledged_by": by}
+            )
             s.escalate_at = s.escalate_to = None
             s.repeat_at = s.snoozed_until = None
             s.suppressed, s.notify_pending = None, False
@@ -453,9 +498,17 @@ class Dispatcher:
         self.store.save(s, what, detail, publish_to, self._notes_for(s, what, publish_to))
         if publish_to:
             self._wake.set()
-        log.info("alert %s", what, extra={"alert_id": s.alert.alert_id, "patient_id": s.alert.patient_id,
-                                          "condition": s.alert.condition.value, "tier": s.alert.tier.value,
-                                          "state": s.alert.state.value})
+        log.info(
+            "alert %s",
+            what,
+            extra={
+                "alert_id": s.alert.alert_id,
+                "patient_id": s.alert.patient_id,
+                "condition": s.alert.condition.value,
+                "tier": s.alert.tier.value,
+                "state": s.alert.state.value,
+            },
+        )
         for listener in self._listeners:
             listener(s.alert, what)
 
@@ -476,8 +529,9 @@ class Dispatcher:
                 continue
             if not c.match.matches(ctx):
                 continue
-            notes.append(Note(c.name, f"{a.patient_id}/{a.tier.value}", a.alert_id, what, payload,
-                              a.updated_at + gw, gi))
+            notes.append(
+                Note(c.name, f"{a.patient_id}/{a.tier.value}", a.alert_id, what, payload, a.updated_at + gw, gi)
+            )
         return notes
 
     def _group_notes(self, now: datetime) -> None:
@@ -498,9 +552,15 @@ class Dispatcher:
             items = [json.loads(r[4]) for r in rows]
             patient_id, tier = key.rsplit("/", 1)
             alert_ids = list(dict.fromkeys(it["alert"]["alert_id"] for it in items))
-            body = {"clinic": self.clinic, "channel": channel, "patient_id": patient_id, "tier": tier,
-                    "created_at": iso(now), "notifications": items,
-                    "text": notification_text(self.clinic, patient_id, tier, items)}
+            body = {
+                "clinic": self.clinic,
+                "channel": channel,
+                "patient_id": patient_id,
+                "tier": tier,
+                "created_at": iso(now),
+                "notifications": items,
+                "text": notification_text(self.clinic, patient_id, tier, items),
+            }
             self.store.make_delivery(channel, key, [r[0] for r in rows], alert_ids, body, now)
             self._channel_wake[channel].set()
 
@@ -542,12 +602,23 @@ class Dispatcher:
             self.counters["channel_failures"] += 1
             failures, _, alert = self.store.channel_health(cfg.name)
             failures += 1
-            log.warning("channel delivery failed (attempt %d), will retry: %s", attempts, error,
-                        extra={"channel": cfg.name})
+            log.warning(
+                "channel delivery failed (attempt %d), will retry: %s", attempts, error, extra={"channel": cfg.name}
+            )
             if alert is None and failures >= cfg.alert_after_failures:
-                alert = ChannelAlert.raised(self.clinic, cfg.failure_tier, now, {
-                    "channel": cfg.name, "kind": cfg.kind, "target": cfg.describe(), "failed_attempts": failures,
-                    "last_error": error, "pending_deliveries": self.store.pending_deliveries(cfg.name)})
+                alert = ChannelAlert.raised(
+                    self.clinic,
+                    cfg.failure_tier,
+                    now,
+                    {
+                        "channel": cfg.name,
+                        "kind": cfg.kind,
+                        "target": cfg.describe(),
+                        "failed_attempts": failures,
+                        "last_error": error,
+                        "pending_deliveries": self.store.pending_deliveries(cfg.name),
+                    },
+                )
                 log.error("channel is failing: technical alert raised", extra={"channel": cfg.name, "error": error})
                 self._publish_channel_alert(alert, "raised")
             self.store.set_channel_health(cfg.name, failures, error, alert)
@@ -560,8 +631,9 @@ class Dispatcher:
         self.store.set_channel_health(cfg.name, 0, None, None)
 
     def _publish_channel_alert(self, alert: ChannelAlert, what: str) -> None:
-        self.store.enqueue(alert.alert_id, [alert.tier], json.dumps(alert.to_public(), ensure_ascii=False),
-                           self.clock())
+        self.store.enqueue(
+            alert.alert_id, [alert.tier], json.dumps(alert.to_public(), ensure_ascii=False), self.clock()
+        )
         self._wake.set()
 
     def _ack_channel_alert(self, alert_id: str, by: str) -> ChannelAlert | None:
@@ -606,13 +678,19 @@ class Dispatcher:
         chans = {}
         for name, cfg in self.channels.items():
             failures, err, alert = self.store.channel_health(name)
-            chans[name] = {"kind": cfg.kind, "state": "failing" if alert and alert.state is not AlertState.RESOLVED else "ok",
-                           "failures_in_row": failures, "last_error": err,
-                           "pending": self.store.pending_deliveries(name)}
+            chans[name] = {
+                "kind": cfg.kind,
+                "state": "failing" if alert and alert.state is not AlertState.RESOLVED else "ok",
+                "failures_in_row": failures,
+                "last_error": err,
+                "pending": self.store.pending_deliveries(name),
+            }
         return {
             "silences_active": len(self.silences(active_only=True)),
-            "held": {k: sum(1 for s in active if (s.suppressed or "").split(":")[0] == k)
-                     for k in ("snooze", "silence", "inhibited")},
+            "held": {
+                k: sum(1 for s in active if (s.suppressed or "").split(":")[0] == k)
+                for k in ("snooze", "silence", "inhibited")
+            },
             "channels": chans,
         }
 
@@ -641,8 +719,9 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         """Timers, the MQTT delivery loop and one worker per channel, until `stop` is set."""
         worker_stop = asyncio.Event()
-        workers = [asyncio.create_task(self._channel_worker(n, worker_stop), name=f"channel-{n}")
-                   for n in self.channels]
+        workers = [
+            asyncio.create_task(self._channel_worker(n, worker_stop), name=f"channel-{n}") for n in self.channels
+        ]
         self._wake.set()  # whatever a previous run left in the outbox goes first
         while not stop.is_set():
             await self.escalate_due()

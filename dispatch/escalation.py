@@ -40,12 +40,16 @@ class EscalationSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     ack_timeout: AckTimeouts = AckTimeouts()
-    high_severity_village: Duration = Field(parse_duration("30m"), description="village timeout for high/critical alerts")
-    repeat_interval: Duration = Field(parse_duration("10m"), description="re-send a firing alert nobody acknowledged at the top tier")
+    high_severity_village: Duration = Field(
+        parse_duration("30m"), description="village timeout for high/critical alerts"
+    )
+    repeat_interval: Duration = Field(
+        parse_duration("10m"), description="re-send a firing alert nobody acknowledged at the top tier"
+    )
     also_notify: dict[Tier, list[Tier]] = Field(
         default_factory=lambda: {Tier.EMERGENCY: [Tier.COUNTY, Tier.VILLAGE]},
         description="who else is told when an alert is at a tier (default: emergency also to county and the "
-                    "village doctor; docs/spec/clinical-rules.md §Escalation)",
+        "village doctor; docs/spec/clinical-rules.md §Escalation)",
     )
     max_snooze: Duration = Field(parse_duration("2h"), description="longest snooze anyone may set on a firing alert")
     conditions: dict[Condition, ConditionEscalation] = Field(

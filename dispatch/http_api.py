@@ -64,8 +64,11 @@ def require_token(request: Request) -> JSONResponse | None:
 
 
 def _unauthorized() -> JSONResponse:
-    return JSONResponse({"error": "missing or wrong token (Authorization: Bearer <token>)"}, status_code=401,
-                        headers={"WWW-Authenticate": "Bearer"})
+    return JSONResponse(
+        {"error": "missing or wrong token (Authorization: Bearer <token>)"},
+        status_code=401,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 class BearerAuth:
@@ -97,8 +100,13 @@ async def _too_large(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _validation(exc: ValidationError) -> JSONResponse:
-    return JSONResponse({"error": "invalid request", "problems": [
-        {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]}, status_code=422)
+    return JSONResponse(
+        {
+            "error": "invalid request",
+            "problems": [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()],
+        },
+        status_code=422,
+    )
 
 
 class ByRequest(BaseModel):
@@ -106,8 +114,7 @@ class ByRequest(BaseModel):
     by: str = Field(min_length=1, max_length=200)
 
 
-_STATES = {"active": [AlertState.FIRING, AlertState.ACKNOWLEDGED], "all": None,
-           **{s.value: [s] for s in AlertState}}
+_STATES = {"active": [AlertState.FIRING, AlertState.ACKNOWLEDGED], "all": None, **{s.value: [s] for s in AlertState}}
 
 
 def create_app(dispatcher: Dispatcher, token: str) -> Starlette:
@@ -147,8 +154,11 @@ def create_app(dispatcher: Dispatcher, token: str) -> Starlette:
             tech = await d.acknowledge_technical(aid, req.by)
             if tech is not None:
                 return JSONResponse({"alert": tech.to_public()})
-            return _error(404, f"no alert {aid}") if d.store.channel_alert(aid) is None else \
-                _error(409, "already acknowledged or resolved")
+            return (
+                _error(404, f"no alert {aid}")
+                if d.store.channel_alert(aid) is None
+                else _error(409, "already acknowledged or resolved")
+            )
         alert = await d.acknowledge(aid, req.by)
         if alert is None:
             return _error(409, f"alert is {s.alert.state.value}, not firing")
@@ -221,8 +231,10 @@ def create_app(dispatcher: Dispatcher, token: str) -> Starlette:
         Route("/deliveries", deliveries, methods=["GET"]),
         Route("/status", status, methods=["GET"]),
     ]
-    app = Starlette(routes=[Mount("/api", routes=api, middleware=[Middleware(BearerAuth, token=token)])],
-                    exception_handlers={BodyTooLarge: _too_large})
+    app = Starlette(
+        routes=[Mount("/api", routes=api, middleware=[Middleware(BearerAuth, token=token)])],
+        exception_handlers={BodyTooLarge: _too_large},
+    )
     app.state.dispatcher = dispatcher
     app.state.token = token
     return app
@@ -244,9 +256,16 @@ class ApiServer:
             def install_signal_handlers(self) -> None:  # the same, for uvicorn < 0.29
                 return None
 
-        self._config = uvicorn.Config(app, host=bind, port=port, log_level="warning", lifespan="off",
-                                      access_log=False, ssl_certfile=tls[0] if tls else None,
-                                      ssl_keyfile=tls[1] if tls else None)
+        self._config = uvicorn.Config(
+            app,
+            host=bind,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            ssl_certfile=tls[0] if tls else None,
+            ssl_keyfile=tls[1] if tls else None,
+        )
         self._server = _Server(self._config)
         self.bind, self.port = bind, port
         self.started = asyncio.Event()

@@ -12,8 +12,8 @@ from typing import Any
 
 from starlette.requests import Request
 
-LOGIN_MAX_BYTES = 4 * 1024        # a login form: name, password, next
-API_MAX_BYTES = 64 * 1024         # an ack, a snooze, a silence
+LOGIN_MAX_BYTES = 4 * 1024  # a login form: name, password, next
+API_MAX_BYTES = 64 * 1024  # an ack, a snooze, a silence
 
 
 class BodyTooLarge(Exception):

@@ -132,7 +132,8 @@ class Match(BaseModel):
     tier: list[Tier] | None = None
     patient: list[str] | None = Field(None, description="patient ids")
     labels: dict[str, str | bool | int | list[str | bool | int]] = Field(
-        default_factory=dict, description="patient labels from patients[].labels")
+        default_factory=dict, description="patient labels from patients[].labels"
+    )
     time_of_day: list[str] | None = Field(None, description="clinic-time windows like 22:00-07:00")
 
     @field_validator("condition", "severity", "tier", "patient", "time_of_day", mode="before")
@@ -208,7 +209,9 @@ class RoutingTree(RouteNode):
     group_wait: Duration = DEFAULT_GROUP_WAIT  # type: ignore[assignment]
     group_interval: Duration = DEFAULT_GROUP_INTERVAL  # type: ignore[assignment]
     repeat_interval: Duration = DEFAULT_REPEAT_INTERVAL  # type: ignore[assignment]
-    defaults: bool = Field(True, description="append the default routes (docs/spec/clinical-rules.md §Routing) after yours")
+    defaults: bool = Field(
+        True, description="append the default routes (docs/spec/clinical-rules.md §Routing) after yours"
+    )
 
     @model_validator(mode="after")
     def _root(self) -> RoutingTree:
@@ -239,12 +242,16 @@ def default_tree_routes(table: dict[Condition, Route]) -> list[RouteNode]:
         groups.setdefault((route.tier, route.severity), []).append(cond)
     nodes = []
     for (tier, sev), conds in sorted(groups.items(), key=lambda kv: (-tier_rank(kv[0][0]), -kv[0][1].rank)):
-        nodes.append(RouteNode(
-            name=f"default {tier.value}/{sev.value}",
-            match=Match(condition=conds), tier=tier, severity=sev,
-            # The 120 bridge is never held back to collect a group.
-            group_wait=timedelta(0) if tier is Tier.EMERGENCY else None,
-        ))
+        nodes.append(
+            RouteNode(
+                name=f"default {tier.value}/{sev.value}",
+                match=Match(condition=conds),
+                tier=tier,
+                severity=sev,
+                # The 120 bridge is never held back to collect a group.
+                group_wait=timedelta(0) if tier is Tier.EMERGENCY else None,
+            )
+        )
     return nodes
 
 
@@ -264,10 +271,14 @@ class RouteDecision:
 
     def stored(self) -> dict[str, Any]:
         """What the dispatcher keeps with the alert (JSON), so later notifications need no re-routing."""
-        return {"channels": list(self.channels), "group_wait": self.group_wait.total_seconds(),
-                "group_interval": self.group_interval.total_seconds(),
-                "repeat_interval": self.repeat_interval.total_seconds(), "path": list(self.path),
-                "follow_up": self.follow_up}
+        return {
+            "channels": list(self.channels),
+            "group_wait": self.group_wait.total_seconds(),
+            "group_interval": self.group_interval.total_seconds(),
+            "repeat_interval": self.repeat_interval.total_seconds(),
+            "path": list(self.path),
+            "follow_up": self.follow_up,
+        }
 
 
 _SETTINGS = ("tier", "severity", "group_wait", "group_interval", "repeat_interval")
@@ -286,11 +297,15 @@ class _Eff:
     def child(self, n: RouteNode) -> _Eff:
         chans = self.channels + tuple(c for c in n.channels if c not in self.channels)
         got = {k for k in _SETTINGS if getattr(n, k) is not None}
-        return _Eff(n.tier or self.tier, n.severity or self.severity, chans,
-                    self.group_wait if n.group_wait is None else n.group_wait,
-                    self.group_interval if n.group_interval is None else n.group_interval,
-                    self.repeat_interval if n.repeat_interval is None else n.repeat_interval,
-                    self.explicit | got)
+        return _Eff(
+            n.tier or self.tier,
+            n.severity or self.severity,
+            chans,
+            self.group_wait if n.group_wait is None else n.group_wait,
+            self.group_interval if n.group_interval is None else n.group_interval,
+            self.repeat_interval if n.repeat_interval is None else n.repeat_interval,
+            self.explicit | got,
+        )
 
 
 def _label(node: RouteNode, path: str) -> str:
@@ -300,8 +315,12 @@ def _label(node: RouteNode, path: str) -> str:
 class RoutingTable:
     """The effective routing: default table (+ flat `routes:` overrides) under a routing tree."""
 
-    def __init__(self, overrides: dict[Condition, Route] | None = None, tree: RoutingTree | None = None,
-                 labels: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        overrides: dict[Condition, Route] | None = None,
+        tree: RoutingTree | None = None,
+        labels: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         self._routes = {**DEFAULT_ROUTES, **(overrides or {})}
         self.tree = tree or RoutingTree()
         self._user_routes = list(self.tree.routes)
@@ -316,8 +335,9 @@ class RoutingTable:
 
     def all_routes(self) -> list[tuple[str, RouteNode]]:
         """The root's children as walked: (path label, node)."""
-        return ([(f"routing.routes.{i}", n) for i, n in enumerate(self._user_routes)]
-                + [(f"default.{i}", n) for i, n in enumerate(self._default_routes)])
+        return [(f"routing.routes.{i}", n) for i, n in enumerate(self._user_routes)] + [
+            (f"default.{i}", n) for i, n in enumerate(self._default_routes)
+        ]
 
     def decide(self, finding: Finding, at: datetime | None = None) -> RouteDecision:
         """Tier, severity, channels and timing for a finding.
@@ -331,13 +351,20 @@ class RoutingTable:
         root = self.tree
         eff0 = _Eff(None, None, tuple(root.channels), root.group_wait, root.group_interval, root.repeat_interval)
         if finding.follow_up:
-            return RouteDecision(Tier.VILLAGE, Severity.LOW, eff0.channels, eff0.group_wait, eff0.group_interval,
-                                 eff0.repeat_interval, ("follow-up (back-filled reading)",), follow_up=True)
+            return RouteDecision(
+                Tier.VILLAGE,
+                Severity.LOW,
+                eff0.channels,
+                eff0.group_wait,
+                eff0.group_interval,
+                eff0.repeat_interval,
+                ("follow-up (back-filled reading)",),
+                follow_up=True,
+            )
         base = self._routes[finding.condition]
         tier0 = max(base.tier, finding.tier or base.tier, key=tier_rank)
         sev0 = max(base.severity, finding.severity or base.severity, key=lambda s: s.rank)
-        ctx = MatchContext(finding.condition, sev0, tier0, finding.patient_id,
-                           self.labels_for(finding.patient_id), at)
+        ctx = MatchContext(finding.condition, sev0, tier0, finding.patient_id, self.labels_for(finding.patient_id), at)
         leaves: list[tuple[_Eff, tuple[str, ...]]] = []
         for path, node in self.all_routes():
             got = self._walk(node, ctx, eff0, (_label(node, path),), path)
@@ -347,6 +374,7 @@ class RoutingTable:
                     break
         if not leaves:
             leaves = [(eff0, ("routing (root)",))]
+
         # Each setting comes from the first match that sets it (a `continue` route that only adds
         # channels takes nothing away from the routes after it); else from the root and the table.
         def first(name: str):  # type: ignore[no-untyped-def]
@@ -363,11 +391,19 @@ class RoutingTable:
         for eff, _ in leaves:
             channels += [c for c in eff.channels if c not in channels]
         all_paths = tuple(" > ".join(p) for _, p in leaves)
-        return RouteDecision(tier, severity, tuple(channels), first("group_wait"), first("group_interval"),
-                             first("repeat_interval"), all_paths)
+        return RouteDecision(
+            tier,
+            severity,
+            tuple(channels),
+            first("group_wait"),
+            first("group_interval"),
+            first("repeat_interval"),
+            all_paths,
+        )
 
-    def _walk(self, node: RouteNode, ctx: MatchContext, parent: _Eff, trail: tuple[str, ...],
-              path: str) -> list[tuple[_Eff, tuple[str, ...]]]:
+    def _walk(
+        self, node: RouteNode, ctx: MatchContext, parent: _Eff, trail: tuple[str, ...], path: str
+    ) -> list[tuple[_Eff, tuple[str, ...]]]:
         if not node.match.matches(ctx):
             return []
         eff = parent.child(node)

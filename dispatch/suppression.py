@@ -31,8 +31,15 @@ from stream.models import CHINA_TZ, Condition, Duration, Severity
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 
 RHYTHM_CONDITIONS = [
-    Condition.AF, Condition.AF_RVR, Condition.VT, Condition.VT_SUSTAINED, Condition.PAUSE,
-    Condition.ASYSTOLE, Condition.BRADYCARDIA, Condition.TACHYCARDIA, Condition.PVC_FREQUENT,
+    Condition.AF,
+    Condition.AF_RVR,
+    Condition.VT,
+    Condition.VT_SUSTAINED,
+    Condition.PAUSE,
+    Condition.ASYSTOLE,
+    Condition.BRADYCARDIA,
+    Condition.TACHYCARDIA,
+    Condition.PVC_FREQUENT,
 ]
 
 
@@ -43,8 +50,9 @@ class InhibitRule(BaseModel):
 
     source: Match
     target: Match
-    equal: list[str] = Field(default_factory=lambda: ["patient_id"],
-                             description="patient_id and/or patient label names that must be equal")
+    equal: list[str] = Field(
+        default_factory=lambda: ["patient_id"], description="patient_id and/or patient label names that must be equal"
+    )
 
     @model_validator(mode="after")
     def _not_everything(self) -> InhibitRule:
@@ -133,11 +141,17 @@ class Silence:
         from stream.models import iso
 
         return {
-            "id": self.id, "match": self.match.model_dump(mode="json", exclude_none=True, exclude_defaults=True),
-            "starts_at": iso(self.starts_at), "ends_at": iso(self.ends_at) if self.ends_at else None,
-            "created_by": self.created_by, "created_at": iso(self.created_at), "why": self.why,
-            "include_critical": self.include_critical, "source": self.source,
-            "expired_by": self.expired_by, "expired_at": iso(self.expired_at) if self.expired_at else None,
+            "id": self.id,
+            "match": self.match.model_dump(mode="json", exclude_none=True, exclude_defaults=True),
+            "starts_at": iso(self.starts_at),
+            "ends_at": iso(self.ends_at) if self.ends_at else None,
+            "created_by": self.created_by,
+            "created_at": iso(self.created_at),
+            "why": self.why,
+            "include_critical": self.include_critical,
+            "source": self.source,
+            "expired_by": self.expired_by,
+            "expired_at": iso(self.expired_at) if self.expired_at else None,
         }
 
 

@@ -175,9 +175,7 @@ def decode_float(raw: int) -> Number:
 
 def _need(data: bytes, offset: int, size: int, what: str) -> None:
     if offset < 0 or len(data) < offset + size:
-        raise GattDecodeError(
-            f"{what}: {len(data)} bytes, need at least {offset + size} at offset {offset}"
-        )
+        raise GattDecodeError(f"{what}: {len(data)} bytes, need at least {offset + size} at offset {offset}")
 
 
 def read_sfloat(data: bytes, offset: int) -> Number:
@@ -767,7 +765,7 @@ _RACP_CODES: Final[dict[int, str]] = {
 
 
 def racp_report_from_seq(seq: int) -> bytes:
-    """"Report stored records with sequence number >= seq": ``01 03 01 <uint16 le>``."""
+    """ "Report stored records with sequence number >= seq": ``01 03 01 <uint16 le>``."""
     if not 0 <= seq <= 0xFFFF:
         raise ValueError(f"racp_report_from_seq: seq {seq} is not a uint16")
     return bytes((RACP_OP_REPORT, RACP_OPERATOR_GE, RACP_FILTER_SEQ)) + seq.to_bytes(2, "little")
@@ -927,9 +925,7 @@ def decode_polar_pmd_ecg(data: bytes) -> PolarEcgFrame:
         raise GattDecodeError("polar pmd ecg: frame carries no samples")
     if len(body) % 3:
         raise GattDecodeError(f"polar pmd ecg: {len(body)} sample bytes, not a multiple of 3 (int24)")
-    samples = tuple(
-        int.from_bytes(body[i : i + 3], "little", signed=True) for i in range(0, len(body), 3)
-    )
+    samples = tuple(int.from_bytes(body[i : i + 3], "little", signed=True) for i in range(0, len(body), 3))
     return PolarEcgFrame(last_sample_ns_since_2000=timestamp, samples_uv=samples, fs=POLAR_H10_ECG_FS)
 
 
@@ -989,11 +985,13 @@ class VendorEcgFrame:
         # numpy arrays do not compare to a single bool, so spell equality out.
         if not isinstance(other, VendorEcgFrame):
             return NotImplemented
-        return (
-            (self.seq, self.fs, self.uv_per_lsb, self.lead_off, self.saturated)
-            == (other.seq, other.fs, other.uv_per_lsb, other.lead_off, other.saturated)
-            and np.array_equal(self.samples, other.samples)
-        )
+        return (self.seq, self.fs, self.uv_per_lsb, self.lead_off, self.saturated) == (
+            other.seq,
+            other.fs,
+            other.uv_per_lsb,
+            other.lead_off,
+            other.saturated,
+        ) and np.array_equal(self.samples, other.samples)
 
     __hash__ = None  # type: ignore[assignment]  # holds an array
 

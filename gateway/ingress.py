@@ -69,7 +69,14 @@ def idempotency_key(device_id: str, reading: AnyReading) -> str:
     a screening strip keys on its `strip_id`.
     """
     if isinstance(reading, BloodPressureReading):
-        parts = [reading.ts.isoformat(), reading.systolic, reading.diastolic, reading.pulse, reading.user_id, reading.seq]
+        parts = [
+            reading.ts.isoformat(),
+            reading.systolic,
+            reading.diastolic,
+            reading.pulse,
+            reading.user_id,
+            reading.seq,
+        ]
     elif isinstance(reading, GlucoseReading) and reading.seq is not None and "time_unknown" in reading.flags:
         # The meter's clock is unset, so ts is our receive time: only the record number identifies it.
         parts = [reading.seq]
@@ -98,7 +105,11 @@ def parse_topic(topic: str, clinic: str) -> tuple[str, str, str | None] | None:
 
 
 def decode_message(
-    topic: str, payload: bytes, clinic: str, registry: DeviceRegistry, received_at: datetime,
+    topic: str,
+    payload: bytes,
+    clinic: str,
+    registry: DeviceRegistry,
+    received_at: datetime,
     ecg_time: VendorEcgTimeBase | None = None,
 ) -> Accepted | Rejected:
     """`ecg_time`: the caller's keeper of vendor ECG frames' time base (the only state here; without one
@@ -109,7 +120,12 @@ def decode_message(
     device_id, door, uuid = parsed
     binding = registry.get(device_id)
     if binding is None:
-        return _reject("unknown_device", f"device {device_id!r} is not in the config; add it under a patient's devices", device_id, topic)
+        return _reject(
+            "unknown_device",
+            f"device {device_id!r} is not in the config; add it under a patient's devices",
+            device_id,
+            topic,
+        )
     if len(payload) > MAX_PAYLOAD_BYTES:
         return _reject("too_large", f"{len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}", device_id, topic)
     if door == "reading":
@@ -127,8 +143,9 @@ def decode_message(
     return bind(result, binding, received_at, source, topic)
 
 
-def bind(reading: AnyReading, binding: DeviceBinding, received_at: datetime, source: str,
-         topic: str | None = None) -> Accepted | Rejected:
+def bind(
+    reading: AnyReading, binding: DeviceBinding, received_at: datetime, source: str, topic: str | None = None
+) -> Accepted | Rejected:
     """Check the reading fits the configured device kind and attach the patient."""
     if reading.kind not in KINDS_FOR_DEVICE[binding.kind]:
         return _reject(
@@ -212,8 +229,12 @@ def decode_gatt(uuid: str, payload: bytes, device_id: str, received_at: datetime
         return _reject("malformed_gatt", str(exc), device_id, None)
     except (ValidationError, ValueError) as exc:
         return _reject("invalid_reading", f"{uuid}: {exc}", device_id, None)
-    return _reject("unsupported_characteristic", f"characteristic {uuid!r} is not decoded by the gateway "
-                   "(supported: 2a35, 2a18, 2a37, 2a19, 5a7e0003)", device_id, None)
+    return _reject(
+        "unsupported_characteristic",
+        f"characteristic {uuid!r} is not decoded by the gateway (supported: 2a35, 2a18, 2a37, 2a19, 5a7e0003)",
+        device_id,
+        None,
+    )
 
 
 def _from_vendor_ecg(f: gc.VendorEcgFrame, received_at: datetime) -> EcgFrame:
@@ -229,14 +250,23 @@ def _from_vendor_ecg(f: gc.VendorEcgFrame, received_at: datetime) -> EcgFrame:
     # model_construct: the codec has checked what the model would (fs 125-1000 Hz, 1-251 samples),
     # and validating 250 floats again is a good part of what this door saves over JSON.
     return EcgFrame.model_construct(
-        ts=received_at - timedelta(seconds=n / f.fs), seq=f.seq, fs=float(f.fs),
-        samples_uv=f.samples_uv().tolist(), lead_off=f.lead_off)
+        ts=received_at - timedelta(seconds=n / f.fs),
+        seq=f.seq,
+        fs=float(f.fs),
+        samples_uv=f.samples_uv().tolist(),
+        lead_off=f.lead_off,
+    )
 
 
 def _from_bp(m: gc.BpMeasurement, received_at: datetime, device_id: str) -> BloodPressureReading | Rejected:
     sys_, dia = _num(m.systolic_mmhg), _num(m.diastolic_mmhg)
     if sys_ is None or dia is None:
-        return _reject("special_value", f"systolic/diastolic is {m.systolic_mmhg}/{m.diastolic_mmhg}, not a measurement", device_id, None)
+        return _reject(
+            "special_value",
+            f"systolic/diastolic is {m.systolic_mmhg}/{m.diastolic_mmhg}, not a measurement",
+            device_id,
+            None,
+        )
     st = m.status
     flags = BpStatusFlags(
         body_movement=bool(st and st.body_movement),
@@ -256,7 +286,9 @@ def _from_bp(m: gc.BpMeasurement, received_at: datetime, device_id: str) -> Bloo
 
 def _from_glucose(m: gc.GlucoseMeasurement, received_at: datetime, device_id: str) -> GlucoseReading | Rejected:
     if m.is_control_solution:
-        return _reject("control_solution", f"record {m.seq} is a control-solution test, not the patient", device_id, None)
+        return _reject(
+            "control_solution", f"record {m.seq} is a control-solution test, not the patient", device_id, None
+        )
     base = _device_time(m.base_time, received_at)
     ts = base
     if m.time_offset_min and m.base_time.to_datetime(CHINA_TZ) is not None:
@@ -266,7 +298,12 @@ def _from_glucose(m: gc.GlucoseMeasurement, received_at: datetime, device_id: st
     value = _num(m.concentration_mmol_l)
     rng = "hi" if m.is_hi else "lo" if m.is_lo else None
     if value is None and rng is None:
-        return _reject("special_value", f"record {m.seq}: concentration is {m.concentration_mmol_l}, not a measurement", device_id, None)
+        return _reject(
+            "special_value",
+            f"record {m.seq}: concentration is {m.concentration_mmol_l}, not a measurement",
+            device_id,
+            None,
+        )
     flags = list(m.quality_flags)
     if m.base_time.to_datetime(CHINA_TZ) is None:
         flags.append("time_unknown")

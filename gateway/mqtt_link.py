@@ -203,7 +203,7 @@ class MqttLink:
         ca_file: str | None = None,
         keepalive: int = 30,
         *,
-        cert_file: str | None = None,   # a client certificate (PEM) and its key: mutual TLS
+        cert_file: str | None = None,  # a client certificate (PEM) and its key: mutual TLS
         key_file: str | None = None,
         manual_ack: bool = False,
         persistent: bool = True,
@@ -349,16 +349,31 @@ class MqttLink:
                 return window
             window.release()  # the connection changed while we waited: queue on the new one
 
-    def _paho_publish(self, client: mqtt.Client, topic: str, payload: str | bytes, qos: int, retain: bool,
-                      user_properties: list[tuple[str, str]] | None) -> mqtt.MQTTMessageInfo:
+    def _paho_publish(
+        self,
+        client: mqtt.Client,
+        topic: str,
+        payload: str | bytes,
+        qos: int,
+        retain: bool,
+        user_properties: list[tuple[str, str]] | None,
+    ) -> mqtt.MQTTMessageInfo:
         props = _NO_PROPERTIES if self.uses_v5 else None  # paho would build an empty one per message
         if user_properties and self.uses_v5:
             props = Properties(PacketTypes.PUBLISH)
             props.UserProperty = list(user_properties)
         return client.publish(topic, payload, qos=qos, retain=retain, properties=props)
 
-    def _hand_to_paho(self, client: mqtt.Client, fut: asyncio.Future[None], topic: str, payload: str | bytes,
-                      qos: int, retain: bool, user_properties: list[tuple[str, str]] | None) -> asyncio.Future[None]:
+    def _hand_to_paho(
+        self,
+        client: mqtt.Client,
+        fut: asyncio.Future[None],
+        topic: str,
+        payload: str | bytes,
+        qos: int,
+        retain: bool,
+        user_properties: list[tuple[str, str]] | None,
+    ) -> asyncio.Future[None]:
         info = self._paho_publish(client, topic, payload, qos, retain, user_properties)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             fut.set_exception(NotConnected(f"publish to {self.host}:{self.port} failed: {mqtt.error_string(info.rc)}"))
@@ -381,17 +396,26 @@ class MqttLink:
                     await self._session(stop)
                     delay = RECONNECT_MIN_S
                 except _ProtocolRefused:
-                    log.info("broker does not accept MQTT 5; using MQTT 3.1.1",
-                             extra={"broker": f"{self.host}:{self.port}"})
+                    log.info(
+                        "broker does not accept MQTT 5; using MQTT 3.1.1", extra={"broker": f"{self.host}:{self.port}"}
+                    )
                     self._v5 = False
                     continue
                 except (ConnectionError, OSError, TimeoutError) as exc:
                     if self.connects:  # only noisy after we have been connected once
-                        log.warning("broker connection lost; retrying in %.1f s: %s", delay, exc,
-                                    extra={"broker": f"{self.host}:{self.port}"})
+                        log.warning(
+                            "broker connection lost; retrying in %.1f s: %s",
+                            delay,
+                            exc,
+                            extra={"broker": f"{self.host}:{self.port}"},
+                        )
                     else:
-                        log.info("broker not reachable; retrying in %.1f s: %s", delay, exc,
-                                 extra={"broker": f"{self.host}:{self.port}"})
+                        log.info(
+                            "broker not reachable; retrying in %.1f s: %s",
+                            delay,
+                            exc,
+                            extra={"broker": f"{self.host}:{self.port}"},
+                        )
                     try:
                         # jittered: after a broker restart the clinics do not all come back at once
                         await asyncio.wait_for(stop.wait(), timeout=jittered(delay))
@@ -462,7 +486,10 @@ class MqttLink:
         misc: asyncio.Task | None = None
         try:
             connect = functools.partial(
-                client.connect, self.host, self.port, self._keepalive,
+                client.connect,
+                self.host,
+                self.port,
+                self._keepalive,
                 clean_start=(not self._persistent) if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
                 properties=props,
             )
@@ -470,10 +497,14 @@ class MqttLink:
             await asyncio.wait_for(loop.run_in_executor(None, connect), CONNECT_TIMEOUT_S)
             misc = asyncio.create_task(self._misc_loop(client), name="mqtt-misc")
             probing = self._may_fall_back and v5 and not self._v5_confirmed
-            timeout = (V5_PROBE_TIMEOUT_LOOPBACK_S if probing and self.host in ("127.0.0.1", "localhost", "::1")
-                       else CONNECT_TIMEOUT_S)
-            done, _ = await asyncio.wait({self._connack, self._lost}, timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            timeout = (
+                V5_PROBE_TIMEOUT_LOOPBACK_S
+                if probing and self.host in ("127.0.0.1", "localhost", "::1")
+                else CONNECT_TIMEOUT_S
+            )
+            done, _ = await asyncio.wait(
+                {self._connack, self._lost}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
             if self._connack not in done:
                 if probing:
                     raise _ProtocolRefused()  # connected, but no answer to MQTT 5: try 3.1.1
@@ -499,8 +530,7 @@ class MqttLink:
             self.protocol_in_use = "5" if v5 else "3.1.1"
             self._v5_confirmed = self._v5_confirmed or v5
             self.connects += 1
-            log.info("connected to broker", extra={"broker": f"{self.host}:{self.port}",
-                                                  "mqtt": self.protocol_in_use})
+            log.info("connected to broker", extra={"broker": f"{self.host}:{self.port}", "mqtt": self.protocol_in_use})
             if self._on_connect is not None:
                 await self._on_connect()
             stopper = asyncio.ensure_future(stop.wait())
@@ -767,5 +797,3 @@ class MqttLink:
             if rc != mqtt.MQTT_ERR_SUCCESS and client is self._client:
                 self._connection_lost(client, f"keepalive: {mqtt.error_string(rc)}")
                 return
-
-

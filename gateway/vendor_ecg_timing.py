@@ -70,8 +70,12 @@ class VendorEcgTimeBase:
             if seen is not None and received_at - seen[2] <= REDELIVERY_WINDOW:
                 return frame.model_copy(update={"ts": seen[0], "seq": seen[1]})
         ahead = (wire - tr.wire_seq) % SEQ_MODULO if tr is not None else 0
-        if (tr is not None and ahead == 1 and frame.fs == tr.fs
-                and received_at - MAX_BEHIND <= tr.next_ts + dur <= received_at + MAX_AHEAD):
+        if (
+            tr is not None
+            and ahead == 1
+            and frame.fs == tr.fs
+            and received_at - MAX_BEHIND <= tr.next_ts + dur <= received_at + MAX_AHEAD
+        ):
             ts, seq = tr.next_ts, tr.seq + 1
         else:
             ts = frame.ts  # received_at - duration: a new time base

@@ -84,12 +84,20 @@ def _fields(acc: Accepted) -> dict[str, float]:
     r = acc.reading
     f: dict[str, float | None]
     if isinstance(r, BloodPressureReading):
-        f = {"systolic": r.systolic, "diastolic": r.diastolic, "pulse": r.pulse,
-             "body_movement": float(r.status.body_movement), "irregular_pulse": float(r.status.irregular_pulse),
-             "cuff_loose": float(r.status.cuff_loose)}
+        f = {
+            "systolic": r.systolic,
+            "diastolic": r.diastolic,
+            "pulse": r.pulse,
+            "body_movement": float(r.status.body_movement),
+            "irregular_pulse": float(r.status.irregular_pulse),
+            "cuff_loose": float(r.status.cuff_loose),
+        }
     elif isinstance(r, GlucoseReading):
-        f = {"mmol_l": r.mmol_l, "range_hi": 1.0 if r.range == "hi" else None,
-             "range_lo": 1.0 if r.range == "lo" else None}
+        f = {
+            "mmol_l": r.mmol_l,
+            "range_hi": 1.0 if r.range == "hi" else None,
+            "range_lo": 1.0 if r.range == "lo" else None,
+        }
     elif isinstance(r, Spo2Reading):
         f = {"spo2": r.spo2, "pulse": r.pulse}
     elif isinstance(r, HeartRateReading):
@@ -97,8 +105,13 @@ def _fields(acc: Accepted) -> dict[str, float]:
     elif isinstance(r, BatteryReading):
         f = {"percent": float(r.percent)}
     elif isinstance(r, EcgSummary):
-        f = {"hr_bpm": r.hr_bpm, "quality": r.quality, "lead_off_s": r.lead_off_s,
-             "beats": float(sum(r.beats.values())), "window_s": r.window_s}
+        f = {
+            "hr_bpm": r.hr_bpm,
+            "quality": r.quality,
+            "lead_off_s": r.lead_off_s,
+            "beats": float(sum(r.beats.values())),
+            "window_s": r.window_s,
+        }
     else:  # raw ECG frames and anything unknown: not a time series
         return {}
     return {k: float(v) for k, v in f.items() if v is not None and math.isfinite(float(v))}
@@ -109,8 +122,10 @@ def to_line(acc: Accepted, clinic: str) -> str | None:
     fields = _fields(acc)
     if not fields:
         return None
-    tags = (f"clinic={_tag(clinic)},device={_tag(acc.device_id)},kind={_tag(acc.reading.kind)},"
-            f"patient={_tag(acc.patient_id)}")
+    tags = (
+        f"clinic={_tag(clinic)},device={_tag(acc.device_id)},kind={_tag(acc.reading.kind)},"
+        f"patient={_tag(acc.patient_id)}"
+    )
     body = ",".join(f"{k}={v!r}" for k, v in fields.items())
     ts_ms = int(acc.reading.ts.timestamp() * 1000)
     return f"{MEASUREMENT},{tags} {body} {ts_ms}"
@@ -141,8 +156,9 @@ class InfluxWriter:
 
         with self._lock:
             try:
-                self._api.write(bucket=self.bucket, org=self.org, record="\n".join(lines),
-                                write_precision=WritePrecision.MS)
+                self._api.write(
+                    bucket=self.bucket, org=self.org, record="\n".join(lines), write_precision=WritePrecision.MS
+                )
                 return WriteResult(True)
             except ApiException as exc:
                 # 400/422: the lines themselves are refused; 401/403/404: config (token, bucket), keep them.
@@ -160,8 +176,15 @@ class InfluxWriter:
 class InfluxSink:
     """Outbox + writer task. `stage`/`flush` make it an outbox of the gateway's store-and-forward."""
 
-    def __init__(self, clinic: str, storage: Path, writer: InfluxWriter, batch_size: int = 5000,
-                 flush_interval_s: float = 1.0, max_outbox: int = 1_000_000) -> None:
+    def __init__(
+        self,
+        clinic: str,
+        storage: Path,
+        writer: InfluxWriter,
+        batch_size: int = 5000,
+        flush_interval_s: float = 1.0,
+        max_outbox: int = 1_000_000,
+    ) -> None:
         self.clinic = clinic
         self.writer = writer
         self.batch_size = batch_size
@@ -214,8 +237,12 @@ class InfluxSink:
         cur = self._db.execute("DELETE FROM lines WHERE seq IN (SELECT seq FROM lines ORDER BY seq LIMIT ?)", (n,))
         self.pending -= cur.rowcount
         self.dropped += cur.rowcount
-        log.error("TSDB outbox full (%d lines): dropped the %d oldest (%d in total); they remain in the reading store",
-                  self.max_outbox, cur.rowcount, self.dropped)
+        log.error(
+            "TSDB outbox full (%d lines): dropped the %d oldest (%d in total); they remain in the reading store",
+            self.max_outbox,
+            cur.rowcount,
+            self.dropped,
+        )
 
     # ------------------------------------------------------------ writer
 
@@ -280,8 +307,14 @@ class InfluxSink:
         return WriteResult(True), refused
 
     def counts(self) -> dict:
-        return {"pending": self.pending, "written": self.written, "dropped": self.dropped,
-                "refused": self.refused, "write_failures": self.failures, "last_error": self.last_error}
+        return {
+            "pending": self.pending,
+            "written": self.written,
+            "dropped": self.dropped,
+            "refused": self.refused,
+            "write_failures": self.failures,
+            "last_error": self.last_error,
+        }
 
     def close(self) -> None:
         self.writer.close()

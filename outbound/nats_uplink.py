@@ -46,8 +46,8 @@ from outbound.uplink_outbox import PRIORITY_TELEMETRY, DropReport, OutboxRow
 
 log = logging.getLogger("vitalgate.uplink.nats")
 
-DRAIN_BATCH = 500        # messages put on the wire per round, their acks awaited together
-ACK_TIMEOUT_S = 5.0      # a publish the stream has not acknowledged by then is resent
+DRAIN_BATCH = 500  # messages put on the wire per round, their acks awaited together
+ACK_TIMEOUT_S = 5.0  # a publish the stream has not acknowledged by then is resent
 IDLE_POLL_S = 1.0
 RETRY_AFTER_FAILURE_S = 0.5
 CONTROL_FETCH_S = 1.0
@@ -62,11 +62,18 @@ def subject_of(topic: str) -> str:
 
 
 class NatsUplink(OutboxSide):
-    def __init__(self, clinic: str, storage: Path, servers: list[str], max_outbox: int = 100_000,
-                 on_drop: Callable[[DropReport, int], None] | None = None,
-                 on_backlog: Callable[[int, int], None] | None = None,
-                 on_control: ControlHandler | None = None,
-                 user: str | None = None, password: str | None = None) -> None:
+    def __init__(
+        self,
+        clinic: str,
+        storage: Path,
+        servers: list[str],
+        max_outbox: int = 100_000,
+        on_drop: Callable[[DropReport, int], None] | None = None,
+        on_backlog: Callable[[int, int], None] | None = None,
+        on_control: ControlHandler | None = None,
+        user: str | None = None,
+        password: str | None = None,
+    ) -> None:
         self._init_outbox(clinic, storage, max_outbox, on_drop, on_backlog)
         self.servers = list(servers)
         self._on_control = on_control
@@ -78,7 +85,7 @@ class NatsUplink(OutboxSide):
         self.failures = 0
         self.resent = 0
         self.control_received = 0
-        self.express_alerts = 0   # alerts sent while a batch awaited its acks
+        self.express_alerts = 0  # alerts sent while a batch awaited its acks
 
     def listen(self, handler: ControlHandler) -> None:
         """Hand the county's control messages to ``handler`` (as the MQTT uplink's ``listen``)."""
@@ -122,11 +129,19 @@ class NatsUplink(OutboxSide):
 
         while not stop.is_set():
             try:
-                self.nc = await nats.connect(servers=self.servers, name=f"vitalgate-{self.clinic}-uplink",
-                                             dont_randomize=True, max_reconnect_attempts=-1,
-                                             reconnect_time_wait=RECONNECT_WAIT_S, connect_timeout=2,
-                                             disconnected_cb=disconnected, reconnected_cb=reconnected,
-                                             error_cb=quiet, user=self._user, password=self._password)
+                self.nc = await nats.connect(
+                    servers=self.servers,
+                    name=f"vitalgate-{self.clinic}-uplink",
+                    dont_randomize=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=RECONNECT_WAIT_S,
+                    connect_timeout=2,
+                    disconnected_cb=disconnected,
+                    reconnected_cb=reconnected,
+                    error_cb=quiet,
+                    user=self._user,
+                    password=self._password,
+                )
                 self._js = self.nc.jetstream(timeout=ACK_TIMEOUT_S)
                 self.connected.set()
                 return
@@ -170,8 +185,9 @@ class NatsUplink(OutboxSide):
             return 0
         self._alert_wake.clear()
         futures, error = await self._issue(rows)  # issued in order; acks come back in any order
-        acks = asyncio.ensure_future(asyncio.gather(*(asyncio.wait_for(f, ACK_TIMEOUT_S) for f in futures),
-                                                    return_exceptions=True))
+        acks = asyncio.ensure_future(
+            asyncio.gather(*(asyncio.wait_for(f, ACK_TIMEOUT_S) for f in futures), return_exceptions=True)
+        )
         # An alert staged while the stream acknowledges this batch does not wait for it (under load a
         # batch's acks take a second or more, bench/county_gateways.py): it goes out at once, from
         # here, so nothing else sends concurrently and nothing is marked twice.
@@ -187,13 +203,14 @@ class NatsUplink(OutboxSide):
             taken = {r.seq for r in rows} | {r.seq for r in express}
             late = [r for r in self.outbox.next_alerts(DRAIN_BATCH) if r.seq not in taken]
             futs, err = await self._issue(late)
-            express += late[:len(futs)]
+            express += late[: len(futs)]
             express_futs += futs
             if err is not None:
                 break  # the connection is failing: what was not issued stays pending, resent later
         results = list(await acks)
-        express_results = await asyncio.gather(*(asyncio.wait_for(f, ACK_TIMEOUT_S) for f in express_futs),
-                                               return_exceptions=True)
+        express_results = await asyncio.gather(
+            *(asyncio.wait_for(f, ACK_TIMEOUT_S) for f in express_futs), return_exceptions=True
+        )
         ok: list[OutboxRow] = []
         for r, res in zip(rows, results):  # only the acknowledged prefix counts (per-patient order)
             if isinstance(res, BaseException):
@@ -217,9 +234,14 @@ class NatsUplink(OutboxSide):
         for r in rows:
             payload = r.payload if isinstance(r.payload, bytes) else str(r.payload).encode()
             try:
-                futures.append(await self._js.publish_async(subject_of(r.topic), payload,
-                                                            headers={"Nats-Msg-Id": f"{self.clinic}:{r.msg_id}"},
-                                                            wait_stall=ACK_TIMEOUT_S))
+                futures.append(
+                    await self._js.publish_async(
+                        subject_of(r.topic),
+                        payload,
+                        headers={"Nats-Msg-Id": f"{self.clinic}:{r.msg_id}"},
+                        wait_stall=ACK_TIMEOUT_S,
+                    )
+                )
             except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as exc:
                 return futures, exc
         return futures, None
@@ -231,8 +253,11 @@ class NatsUplink(OutboxSide):
         from datetime import datetime, timedelta, timezone
 
         # updated_at: a stop the gateway reported itself, not a lost connection (the county tells them apart)
-        last = {"clinic": self.clinic, "online": False,
-                "updated_at": datetime.now(timezone(timedelta(hours=8))).isoformat(timespec="milliseconds")}
+        last = {
+            "clinic": self.clinic,
+            "online": False,
+            "updated_at": datetime.now(timezone(timedelta(hours=8))).isoformat(timespec="milliseconds"),
+        }
         try:
             version = json.loads(self._status or "{}").get("version")
             if version:
@@ -277,19 +302,30 @@ class NatsUplink(OutboxSide):
 
     async def _control_subscription(self):
         name = f"clinic-{self.clinic}"
-        await self._js.add_consumer(CONTROL_STREAM, ConsumerConfig(
-            durable_name=name, filter_subjects=[f"vg.{self.clinic}.{v}" for v in CONTROL_VERBS],
-            ack_policy=AckPolicy.EXPLICIT, ack_wait=30, deliver_policy=DeliverPolicy.NEW))
+        await self._js.add_consumer(
+            CONTROL_STREAM,
+            ConsumerConfig(
+                durable_name=name,
+                filter_subjects=[f"vg.{self.clinic}.{v}" for v in CONTROL_VERBS],
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=30,
+                deliver_policy=DeliverPolicy.NEW,
+            ),
+        )
         return await self._js.pull_subscribe_bind(durable=name, stream=CONTROL_STREAM)
 
     # ------------------------------------------------------------ status
 
     def counts(self) -> dict:
-        return {"connected": self.connected.is_set(), **self.outbox.counts(), "send_failures": self.failures,
-                "duplicates_acknowledged": self.resent, "control_received": self.control_received,
-                "express_alerts": self.express_alerts,
-                "transport": "nats"}
+        return {
+            "connected": self.connected.is_set(),
+            **self.outbox.counts(),
+            "send_failures": self.failures,
+            "duplicates_acknowledged": self.resent,
+            "control_received": self.control_received,
+            "express_alerts": self.express_alerts,
+            "transport": "nats",
+        }
 
     def close(self) -> None:
         self.outbox.close()
-

@@ -83,7 +83,9 @@ class ForwardOutbox(Protocol):
 
 
 def _is_storage_error(exc: BaseException) -> bool:
-    return isinstance(exc, sqlite3.Error) or (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EROFS, errno.EIO))
+    return isinstance(exc, sqlite3.Error) or (
+        isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EROFS, errno.EIO)
+    )
 
 
 class StoreAndForward:
@@ -136,23 +138,46 @@ class StoreAndForward:
                 # native NATS: acknowledged by the replicated stream, so a server's loss loses nothing
                 from outbound.nats_uplink import NatsUplink
 
-                uplink = NatsUplink(config.clinic, config.storage.path, u.nats, max_outbox=u.max_outbox,
-                                    on_drop=alarm.dropped, on_backlog=alarm.backlog,
-                                    user=u.username, password=u.password)
+                uplink = NatsUplink(
+                    config.clinic,
+                    config.storage.path,
+                    u.nats,
+                    max_outbox=u.max_outbox,
+                    on_drop=alarm.dropped,
+                    on_backlog=alarm.backlog,
+                    user=u.username,
+                    password=u.password,
+                )
             else:
-                uplink = Uplink(config.clinic, config.storage.path, u.host, u.port, max_outbox=u.max_outbox,
-                                username=u.username, password=u.password, tls=u.tls, ca_file=u.ca_file,
-                                keepalive=u.keepalive, cert_file=u.cert_file, key_file=u.key_file,
-                                on_drop=alarm.dropped, on_backlog=alarm.backlog)
+                uplink = Uplink(
+                    config.clinic,
+                    config.storage.path,
+                    u.host,
+                    u.port,
+                    max_outbox=u.max_outbox,
+                    username=u.username,
+                    password=u.password,
+                    tls=u.tls,
+                    ca_file=u.ca_file,
+                    keepalive=u.keepalive,
+                    cert_file=u.cert_file,
+                    key_file=u.key_file,
+                    on_drop=alarm.dropped,
+                    on_backlog=alarm.backlog,
+                )
         tsdb = None
         influx = getattr(config, "influxdb", None)
         if influx is not None:
             from outbound.influx_sink import InfluxSink, InfluxWriter
 
-            tsdb = InfluxSink(config.clinic, config.storage.path,
-                              InfluxWriter(influx.url, influx.token, influx.org, influx.bucket),
-                              batch_size=influx.batch_size, flush_interval_s=influx.flush_interval.total_seconds(),
-                              max_outbox=influx.max_outbox)
+            tsdb = InfluxSink(
+                config.clinic,
+                config.storage.path,
+                InfluxWriter(influx.url, influx.token, influx.org, influx.bucket),
+                batch_size=influx.batch_size,
+                flush_interval_s=influx.flush_interval.total_seconds(),
+                max_outbox=influx.max_outbox,
+            )
         return cls(store, config.storage.path, uplink=uplink, tsdb=tsdb)
 
     # ------------------------------------------------------------ the stream core's side
@@ -199,7 +224,9 @@ class StoreAndForward:
         key = acc.idempotency_key
         if key in self._unstored:
             self._unstored_acks.setdefault(key, []).append(ack)
-        elif self._flush_scheduled or self._flush_failing or self._txn_open or any(o.has_staged for o in self._outboxes):
+        elif (
+            self._flush_scheduled or self._flush_failing or self._txn_open or any(o.has_staged for o in self._outboxes)
+        ):
             self._after_flush.append((key, ack))
         else:
             ack()
@@ -347,8 +374,11 @@ class StoreAndForward:
             self._space_checked_at = now
             self._low_space = self._space_low()
         if self._low_space:
-            raise OSError(errno.ENOSPC, f"less than {MIN_FREE_BYTES // 2**20} MiB free in {self.storage} "
-                                        "(nearly full); readings are held, the rest is kept for alerts")
+            raise OSError(
+                errno.ENOSPC,
+                f"less than {MIN_FREE_BYTES // 2**20} MiB free in {self.storage} "
+                "(nearly full); readings are held, the rest is kept for alerts",
+            )
 
     def _storage_failed(self, exc: BaseException) -> None:
         self.storage_errors += 1
@@ -358,7 +388,9 @@ class StoreAndForward:
                 "cannot write to storage in %s: %s. Readings are still judged and alerts still go out, but "
                 "readings are acknowledged to the broker only once stored (the broker keeps them meanwhile). "
                 "Free space in storage.path or fix its permissions.%s",
-                self.storage, exc, " Released the reserve file for alerts." if released else "",
+                self.storage,
+                exc,
+                " Released the reserve file for alerts." if released else "",
                 extra={"storage": str(self.storage)},
             )
         self.storage_error = f"{type(exc).__name__}: {exc}"
@@ -470,8 +502,14 @@ class StoreAndForward:
             await self.uplink.finish(timeout_s)
 
     def status(self) -> dict:
-        out: dict = {"storage": {"ok": self.storage_error is None, "error": self.storage_error,
-                                 "errors": self.storage_errors, "held_unstored": len(self._unstored)}}
+        out: dict = {
+            "storage": {
+                "ok": self.storage_error is None,
+                "error": self.storage_error,
+                "errors": self.storage_errors,
+                "held_unstored": len(self._unstored),
+            }
+        }
         if self.uplink is not None:
             out["uplink"] = self.uplink.counts()
         if self.tsdb is not None:

@@ -90,8 +90,9 @@ class DropAlarm:
     half the bound again. Routing is the condition's (village, low, by default).
     """
 
-    def __init__(self, raise_finding: Callable[[Finding], Awaitable[object]],
-                 clock: Callable[[], datetime] = now_local) -> None:
+    def __init__(
+        self, raise_finding: Callable[[Finding], Awaitable[object]], clock: Callable[[], datetime] = now_local
+    ) -> None:
         self._raise = raise_finding
         self._clock = clock
         self.active = False
@@ -103,21 +104,41 @@ class DropAlarm:
         self.total += report.dropped
         for p, n in report.by_patient.items():
             self.by_patient[p] = self.by_patient.get(p, 0) + n
-        log.error("uplink outbox full (%d telemetry messages): dropped the %d oldest readings (%d in total); "
-                  "alerts are never dropped", max_outbox, report.dropped, self.total,
-                  extra={"dropped": report.dropped, "dropped_total": self.total})
+        log.error(
+            "uplink outbox full (%d telemetry messages): dropped the %d oldest readings (%d in total); "
+            "alerts are never dropped",
+            max_outbox,
+            report.dropped,
+            self.total,
+            extra={"dropped": report.dropped, "dropped_total": self.total},
+        )
         self.active = True
-        self._send(Finding(
-            patient_id=GATEWAY_SUBJECT, condition=Condition.MISSED_READINGS, at=self._clock(),
-            evidence={"technical": "uplink_outbox_full", "max_outbox": max_outbox,
-                      "dropped_total": self.total, "dropped_by_patient": dict(self.by_patient)},
-        ))
+        self._send(
+            Finding(
+                patient_id=GATEWAY_SUBJECT,
+                condition=Condition.MISSED_READINGS,
+                at=self._clock(),
+                evidence={
+                    "technical": "uplink_outbox_full",
+                    "max_outbox": max_outbox,
+                    "dropped_total": self.total,
+                    "dropped_by_patient": dict(self.by_patient),
+                },
+            )
+        )
 
     def backlog(self, pending_telemetry: int, max_outbox: int) -> None:
         if self.active and pending_telemetry < max_outbox * DROP_ALARM_CLEARS_BELOW:
             self.active = False
-            self._send(Finding(patient_id=GATEWAY_SUBJECT, condition=Condition.MISSED_READINGS, active=False,
-                               at=self._clock(), evidence={"technical": "uplink_outbox_full"}))
+            self._send(
+                Finding(
+                    patient_id=GATEWAY_SUBJECT,
+                    condition=Condition.MISSED_READINGS,
+                    active=False,
+                    at=self._clock(),
+                    evidence={"technical": "uplink_outbox_full"},
+                )
+            )
 
     def _send(self, f: Finding) -> None:
         t = asyncio.get_running_loop().create_task(self._raise(f))  # type: ignore[arg-type]
@@ -130,9 +151,14 @@ class OutboxSide:
     `outbound/nats_uplink.py`): readings staged and committed per tick, alerts committed at once, the
     latest status kept in memory. A subclass sends the rows; `_wake` tells its drain there is more."""
 
-    def _init_outbox(self, clinic: str, storage: Path | str, max_outbox: int,
-                     on_drop: Callable[[DropReport, int], None] | None,
-                     on_backlog: Callable[[int, int], None] | None) -> None:
+    def _init_outbox(
+        self,
+        clinic: str,
+        storage: Path | str,
+        max_outbox: int,
+        on_drop: Callable[[DropReport, int], None] | None,
+        on_backlog: Callable[[int, int], None] | None,
+    ) -> None:
         self.clinic = clinic
         self.prefix = f"vg/{clinic}"
         self.outbox = UplinkOutbox(Path(storage) / UPLINK_OUTBOX_FILE, max_outbox=max_outbox)
@@ -146,9 +172,13 @@ class OutboxSide:
         """Buffer a reading for the county (ECG frames never go; their summaries do)."""
         if acc.reading.kind == "ecg":
             return
-        self.outbox.stage(acc.idempotency_key, PRIORITY_TELEMETRY,
-                          f"{self.prefix}/patient/{acc.patient_id}/reading",
-                          acc.public_json(), patient_id=acc.patient_id)
+        self.outbox.stage(
+            acc.idempotency_key,
+            PRIORITY_TELEMETRY,
+            f"{self.prefix}/patient/{acc.patient_id}/reading",
+            acc.public_json(),
+            patient_id=acc.patient_id,
+        )
 
     def flush(self) -> None:
         """Commit staged readings (raises sqlite3.Error and keeps them if the disk refuses)."""
@@ -200,12 +230,19 @@ class Uplink(OutboxSide):
         self._init_outbox(clinic, storage, max_outbox, on_drop, on_backlog)
         self._control: Callable[[str, bytes], Awaitable[None]] | None = None
         self.link = MqttLink(
-            host, port, client_id=f"vitalgate-{clinic}-uplink",
+            host,
+            port,
+            client_id=f"vitalgate-{clinic}-uplink",
             subscriptions=[f"{self.prefix}/ack", *[f"{self.prefix}/{t}" for t in CONTROL_TOPICS]],
             on_message=self._from_county,
             will=_Will(f"{self.prefix}/status", json.dumps({"clinic": clinic, "online": False})),
-            username=username, password=password, tls=tls, ca_file=ca_file, keepalive=keepalive,
-            cert_file=cert_file, key_file=key_file,
+            username=username,
+            password=password,
+            tls=tls,
+            ca_file=ca_file,
+            keepalive=keepalive,
+            cert_file=cert_file,
+            key_file=key_file,
             # what goes out survives in the outbox; the session keeps what comes back (county acks)
             # while the clinic is offline
             persistent=True,
@@ -277,8 +314,11 @@ class Uplink(OutboxSide):
         refused: NotConnected | None = None
         for r in rows:  # issued in order, so they are on the wire in order
             try:
-                futures.append(await self.link.start_publish(r.topic, r.payload, qos=1, retain=r.retain,
-                                                             user_properties=[("msg_id", r.msg_id)]))
+                futures.append(
+                    await self.link.start_publish(
+                        r.topic, r.payload, qos=1, retain=r.retain, user_properties=[("msg_id", r.msg_id)]
+                    )
+                )
             except NotConnected as exc:
                 refused = exc
                 break

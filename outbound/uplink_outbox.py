@@ -87,14 +87,24 @@ class UplinkOutbox:
         self._marked_since_prune = 0
 
     def _count_pending(self) -> tuple[int, int]:
-        rows = dict(self._db.execute(
-            "SELECT priority, COUNT(*) FROM outbox WHERE state=? GROUP BY priority", (PENDING,)).fetchall())
+        rows = dict(
+            self._db.execute(
+                "SELECT priority, COUNT(*) FROM outbox WHERE state=? GROUP BY priority", (PENDING,)
+            ).fetchall()
+        )
         return rows.get(PRIORITY_ALERT, 0), rows.get(PRIORITY_TELEMETRY, 0)
 
     # ------------------------------------------------------------ staging
 
-    def stage(self, msg_id: str, priority: int, topic: str, payload: str | bytes,
-              patient_id: str | None = None, retain: bool = False) -> None:
+    def stage(
+        self,
+        msg_id: str,
+        priority: int,
+        topic: str,
+        payload: str | bytes,
+        patient_id: str | None = None,
+        retain: bool = False,
+    ) -> None:
         """Buffer one message; nothing is durable until `flush`."""
         body = payload.encode() if isinstance(payload, str) else payload
         self._staged.append((msg_id, priority, patient_id, topic, body, int(retain), time.time()))
@@ -118,7 +128,9 @@ class UplinkOutbox:
             before = db.total_changes
             db.executemany(
                 "INSERT OR IGNORE INTO outbox(msg_id, priority, patient_id, topic, payload, retain, staged_at) "
-                "VALUES (?,?,?,?,?,?,?)", rows)
+                "VALUES (?,?,?,?,?,?,?)",
+                rows,
+            )
             inserted = db.total_changes - before
             db.execute("COMMIT")
         except sqlite3.Error:
@@ -143,10 +155,14 @@ class UplinkOutbox:
             db.execute("BEGIN IMMEDIATE")
             victims = db.execute(
                 "SELECT seq, patient_id, staged_at FROM outbox WHERE state=? AND priority=? ORDER BY seq LIMIT ?",
-                (PENDING, PRIORITY_TELEMETRY, excess)).fetchall()
+                (PENDING, PRIORITY_TELEMETRY, excess),
+            ).fetchall()
             db.executemany("UPDATE outbox SET state=? WHERE seq=?", [(DROPPED, s) for s, _, _ in victims])
-        report = DropReport(dropped=len(victims), by_patient=Counter(p or "-" for _, p, _ in victims),
-                            oldest_staged_at=victims[0][2] if victims else None)
+        report = DropReport(
+            dropped=len(victims),
+            by_patient=Counter(p or "-" for _, p, _ in victims),
+            oldest_staged_at=victims[0][2] if victims else None,
+        )
         self.pending_telemetry -= len(victims)
         self.dropped_total += len(victims)
         self._marked_since_prune += len(victims)
@@ -158,14 +174,18 @@ class UplinkOutbox:
         """Pending rows in send order: alerts first, then telemetry, each oldest first."""
         rows = self._db.execute(
             "SELECT seq, msg_id, priority, topic, payload, retain FROM outbox WHERE state=? "
-            "ORDER BY priority, seq LIMIT ?", (PENDING, limit)).fetchall()
+            "ORDER BY priority, seq LIMIT ?",
+            (PENDING, limit),
+        ).fetchall()
         return [OutboxRow(s, m, p, t, bytes(b), bool(r)) for s, m, p, t, b, r in rows]
 
     def next_alerts(self, limit: int) -> list[OutboxRow]:
         """Pending alert rows, oldest first."""
         rows = self._db.execute(
             "SELECT seq, msg_id, priority, topic, payload, retain FROM outbox WHERE state=? AND priority=? "
-            "ORDER BY seq LIMIT ?", (PENDING, PRIORITY_ALERT, limit)).fetchall()
+            "ORDER BY seq LIMIT ?",
+            (PENDING, PRIORITY_ALERT, limit),
+        ).fetchall()
         return [OutboxRow(s, m, p, t, bytes(b), bool(r)) for s, m, p, t, b, r in rows]
 
     def mark_sent(self, rows: list[OutboxRow]) -> None:
@@ -173,8 +193,9 @@ class UplinkOutbox:
             return
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany("UPDATE outbox SET state=? WHERE seq=? AND state=?",
-                                 [(SENT, r.seq, PENDING) for r in rows])
+            self._db.executemany(
+                "UPDATE outbox SET state=? WHERE seq=? AND state=?", [(SENT, r.seq, PENDING) for r in rows]
+            )
         n_alert = sum(1 for r in rows if r.priority == PRIORITY_ALERT)
         self.pending_alerts = max(0, self.pending_alerts - n_alert)
         self.pending_telemetry = max(0, self.pending_telemetry - (len(rows) - n_alert))
@@ -187,8 +208,8 @@ class UplinkOutbox:
         """Forget sent/dropped rows beyond the newest `retain` of them."""
         self._marked_since_prune = 0
         cutoff = self._db.execute(
-            "SELECT seq FROM outbox WHERE state!=? ORDER BY seq DESC LIMIT 1 OFFSET ?",
-            (PENDING, self.retain)).fetchone()
+            "SELECT seq FROM outbox WHERE state!=? ORDER BY seq DESC LIMIT 1 OFFSET ?", (PENDING, self.retain)
+        ).fetchone()
         if cutoff is None:
             return 0
         cur = self._db.execute("DELETE FROM outbox WHERE state!=? AND seq<=?", (PENDING, cutoff[0]))
@@ -201,8 +222,13 @@ class UplinkOutbox:
         return self.pending_alerts + self.pending_telemetry
 
     def counts(self) -> dict[str, int]:
-        return {"pending_alerts": self.pending_alerts, "pending_telemetry": self.pending_telemetry,
-                "sent": self.sent_total, "dropped": self.dropped_total, "max_outbox": self.max_outbox}
+        return {
+            "pending_alerts": self.pending_alerts,
+            "pending_telemetry": self.pending_telemetry,
+            "sent": self.sent_total,
+            "dropped": self.dropped_total,
+            "max_outbox": self.max_outbox,
+        }
 
     def close(self) -> None:
         self._db.close()

@@ -4,6 +4,7 @@ every tier, one acknowledged from the page, a patient looked up; the weekly figu
 
     .venv/bin/python scripts/county_page_screenshot.py docs/img/county-page.png
 """
+
 import datetime as dt
 import json
 import sys
@@ -22,14 +23,24 @@ county = CountyProcess(county_config_for(cl, work))
 county.wait_for(lambda: county.health()["ready"] and len(county.health()["partitions"]) == 8, what="ready")
 clinics = {"xinglong": "兴隆", "shuangmiao": "双庙", "gaotai": "高台"}
 # Each clinic's patients by village, as its gateway's status lists them (patients[].labels.village).
-villages = {"xinglong": {"dongcun": ["p-0001", "p-0002"], "xicun": ["p-0003", "p-0004"]},
-            "shuangmiao": {"nanwan": ["p-0001", "p-0002", "p-0003", "p-0004"]},
-            "gaotai": {"gaotai": ["p-0001", "p-0002", "p-0003"]}}
+villages = {
+    "xinglong": {"dongcun": ["p-0001", "p-0002"], "xicun": ["p-0003", "p-0004"]},
+    "shuangmiao": {"nanwan": ["p-0001", "p-0002", "p-0003", "p-0004"]},
+    "gaotai": {"gaotai": ["p-0001", "p-0002", "p-0003"]},
+}
 nats_cl = {}
 for c in clinics:
     n = NativeClinic(c, work / c, cl.urls)
     nats_cl[c] = n
-    n.set_status({"clinic": c, "online": True, "updated_at": "2026-03-15T09:00:00.000+08:00", "villages": villages[c], "uplink": {"connected": True, "pending_alerts": 0, "pending_telemetry": 12 if c == "gaotai" else 0}})
+    n.set_status(
+        {
+            "clinic": c,
+            "online": True,
+            "updated_at": "2026-03-15T09:00:00.000+08:00",
+            "villages": villages[c],
+            "uplink": {"connected": True, "pending_alerts": 0, "pending_telemetry": 12 if c == "gaotai" else 0},
+        }
+    )
 now = dt.datetime.now(dt.timezone(dt.timedelta(hours=8)))
 
 
@@ -37,10 +48,12 @@ def iso(t: dt.datetime) -> str:
     return t.isoformat(timespec="milliseconds")
 
 
-
 # Home BP means per patient (systolic, diastolic): some controlled (< 135/85), some not.
-bp_means = {"xinglong": [(128, 80), (142, 88), (124, 78), (131, 83)], "shuangmiao": [(150, 94), (127, 79), (133, 86), (121, 75)],
-            "gaotai": [(138, 84), (126, 80), (119, 74), (145, 90)]}
+bp_means = {
+    "xinglong": [(128, 80), (142, 88), (124, 78), (131, 83)],
+    "shuangmiao": [(150, 94), (127, 79), (133, 86), (121, 75)],
+    "gaotai": [(138, 84), (126, 80), (119, 74), (145, 90)],
+}
 for c, n in nats_cl.items():
     rows = []
     for i in range(40):
@@ -52,18 +65,61 @@ for c, n in nats_cl.items():
         p = f"p-000{k + 1}"
         for j in range(7):
             ts = iso(now - dt.timedelta(hours=20 * j + k))
-            b = {"kind": "blood_pressure", "ts": ts, "seq": j, "systolic": s + (j % 3) - 1, "diastolic": d + (j % 2), "pulse": 72, "unit": "mmHg", "patient_id": p, "device_id": f"bp-{p}", "received_at": ts}
+            b = {
+                "kind": "blood_pressure",
+                "ts": ts,
+                "seq": j,
+                "systolic": s + (j % 3) - 1,
+                "diastolic": d + (j % 2),
+                "pulse": 72,
+                "unit": "mmHg",
+                "patient_id": p,
+                "device_id": f"bp-{p}",
+                "received_at": ts,
+            }
             rows.append((f"{c}-bp-{p}-{j}", f"vg/{c}/patient/{p}/reading", json.dumps(b)))
     if c == "xinglong":  # an AF screening strip from a handheld
         ts = iso(now - dt.timedelta(days=2))
-        b = {"kind": "ecg_strip", "ts": ts, "strip_id": "hh-0003-1", "fs": 300.0, "seconds": 30.0, "lead": "I", "label": "af", "confidence": 0.95, "hr_bpm": 98.0, "model": "screen-v1", "patient_id": "p-0003", "device_id": "hh-0003", "received_at": ts}
+        b = {
+            "kind": "ecg_strip",
+            "ts": ts,
+            "strip_id": "hh-0003-1",
+            "fs": 300.0,
+            "seconds": 30.0,
+            "lead": "I",
+            "label": "af",
+            "confidence": 0.95,
+            "hr_bpm": 98.0,
+            "model": "screen-v1",
+            "patient_id": "p-0003",
+            "device_id": "hh-0003",
+            "received_at": ts,
+        }
         rows.append(("xinglong-strip-1", "vg/xinglong/patient/p-0003/reading", json.dumps(b)))
     n.send(rows)
 k = 0
-for c, tier, cond, st in [("xinglong", "emergency", "vt_sustained", "firing"), ("shuangmiao", "county", "af_rvr", "firing"), ("gaotai", "township", "bp_crisis", "firing"), ("xinglong", "village", "bp_high", "acknowledged"), ("gaotai", "county", "bradycardia", "acknowledged"), ("shuangmiao", "village", "hypoglycemia", "resolved")]:
+for c, tier, cond, st in [
+    ("xinglong", "emergency", "vt_sustained", "firing"),
+    ("shuangmiao", "county", "af_rvr", "firing"),
+    ("gaotai", "township", "bp_crisis", "firing"),
+    ("xinglong", "village", "bp_high", "acknowledged"),
+    ("gaotai", "county", "bradycardia", "acknowledged"),
+    ("shuangmiao", "village", "hypoglycemia", "resolved"),
+]:
     k += 1
     opened = now - dt.timedelta(minutes=30 + 7 * k)
-    body = {"alert_id": f"{c}-{k}", "patient_id": f"p-000{k%4+1}", "clinic": c, "tier": tier, "condition": cond, "severity": "critical" if tier == "emergency" else "high", "state": "firing", "opened_at": iso(opened), "updated_at": iso(opened), "escalated_from": None}
+    body = {
+        "alert_id": f"{c}-{k}",
+        "patient_id": f"p-000{k % 4 + 1}",
+        "clinic": c,
+        "tier": tier,
+        "condition": cond,
+        "severity": "critical" if tier == "emergency" else "high",
+        "state": "firing",
+        "opened_at": iso(opened),
+        "updated_at": iso(opened),
+        "escalated_from": None,
+    }
     nats_cl[c].send_alert(f"vg/{c}/alert/{tier}", json.dumps(body))
     if st != "firing":
         b2 = dict(body, state=st, updated_at=iso(opened + dt.timedelta(minutes=4 * k)), acknowledged_by="dr-wang")

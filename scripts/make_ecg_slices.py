@@ -37,10 +37,10 @@ OUT = ROOT / "tests" / "data" / "ecg"
 
 @dataclass(frozen=True)
 class Slice:
-    source: str                 # record path under the data set, e.g. "mitdb/201"
-    start_s: int                # slice start and end, seconds from the record start
-    end_s: int | None           # None: to the end of the record
-    channels: tuple[int, ...] | None = None   # None: every channel
+    source: str  # record path under the data set, e.g. "mitdb/201"
+    start_s: int  # slice start and end, seconds from the record start
+    end_s: int | None  # None: to the end of the record
+    channels: tuple[int, ...] | None = None  # None: every channel
     why: str = ""
 
     @property
@@ -60,7 +60,7 @@ SLICES = (
     # The whole 5-min record (the challenge judges the alarm at 5:00 on what precedes it), lead II only.
     Slice("challenge2015/v158s", 0, None, channels=(0,), why="true ventricular tachycardia alarm"),
 )
-STRIPS_2017 = ("A00001", "A00972", "A01070")   # normal, AF (60 s), too noisy ("~")
+STRIPS_2017 = ("A00001", "A00972", "A01070")  # normal, AF (60 s), too noisy ("~")
 
 
 def cut(src: Path, sl: Slice, out_dir: Path) -> Path:
@@ -80,8 +80,10 @@ def cut(src: Path, sl: Slice, out_dir: Path) -> Path:
     rec.sig_len = rec.d_signal.shape[0]
     rec.init_value = [int(v) for v in rec.d_signal[0]]
     rec.checksum = rec.calc_checksum()
-    note = (f"Slice of PhysioNet {sl.source}, samples {a}-{b} ({a / fs:g}-{b / fs:g} s), "
-            f"cut by vitalgate scripts/make_ecg_slices.py")
+    note = (
+        f"Slice of PhysioNet {sl.source}, samples {a}-{b} ({a / fs:g}-{b / fs:g} s), "
+        f"cut by vitalgate scripts/make_ecg_slices.py"
+    )
     rec.comments = [note] + list(rec.comments or [])
     out_dir.mkdir(parents=True, exist_ok=True)
     rec.wrsamp(write_dir=str(out_dir))
@@ -104,11 +106,22 @@ def _cut_annotations(src: Path, name: str, a: int, b: int, out_dir: Path) -> Non
         rows.append((0, "+", 0, 0, 0, rhythm))
     if in_vf:
         rows.append((0, "[", 0, 0, 0, ""))
-    rows += [(int(sample[i] - a), ann.symbol[i], int(ann.subtype[i]), int(ann.chan[i]), int(ann.num[i]), aux[i])
-             for i in keep]
+    rows += [
+        (int(sample[i] - a), ann.symbol[i], int(ann.subtype[i]), int(ann.chan[i]), int(ann.num[i]), aux[i])
+        for i in keep
+    ]
     s, sym, sub, chan, num, notes = zip(*rows)
-    wfdb.wrann(name, "atr", np.array(s, dtype=np.int64), symbol=list(sym), subtype=np.array(sub),
-               chan=np.array(chan), num=np.array(num), aux_note=list(notes), write_dir=str(out_dir))
+    wfdb.wrann(
+        name,
+        "atr",
+        np.array(s, dtype=np.int64),
+        symbol=list(sym),
+        subtype=np.array(sub),
+        chan=np.array(chan),
+        num=np.array(num),
+        aux_note=list(notes),
+        write_dir=str(out_dir),
+    )
 
 
 def copy_2017(data: Path, out: Path) -> None:
@@ -135,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         size = sum(p.stat().st_size for p in path.parent.glob(path.name + ".*"))
         print(f"{db}/{path.name}: {sl.why} ({size:,} bytes)")
     copy_2017(args.data, args.out)
-    total = sum(p.stat().st_size for p in args.out.rglob("*")
-                if p.is_file() and p.name not in ("README.md", ".gitattributes"))
+    total = sum(
+        p.stat().st_size for p in args.out.rglob("*") if p.is_file() and p.name not in ("README.md", ".gitattributes")
+    )
     print(f"total {total:,} bytes")
     return 0
 

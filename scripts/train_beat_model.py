@@ -57,7 +57,7 @@ def beat_rows(path: str, model_file: str | None) -> tuple[str, np.ndarray, np.nd
     an.feature_log = []
     n = max(1, int(round(r.fs)))
     for k in range(0, len(r.signal_uv), n):
-        an.push(r.signal_uv[k:k + n], t0_s=k / r.fs)
+        an.push(r.signal_uv[k : k + n], t0_s=k / r.fs)
     an.flush()
     ref_t, ref_sym = evaluation.reference_beats(r)
     xs, ys = [], []
@@ -74,7 +74,9 @@ def beat_rows(path: str, model_file: str | None) -> tuple[str, np.ndarray, np.nd
     return r.name, np.array(xs), np.array(ys)
 
 
-def extract(records: list[str], data: Path, model_file: str | None, jobs: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def extract(
+    records: list[str], data: Path, model_file: str | None, jobs: int
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     with ProcessPoolExecutor(jobs) as pool:
         futs = [pool.submit(beat_rows, str(data / rec), model_file) for rec in records]
@@ -90,14 +92,29 @@ def fit(rows: dict[str, tuple[np.ndarray, np.ndarray]], records: list[str], vers
 
     x = np.concatenate([rows[r][0] for r in records])
     y = np.concatenate([rows[r][1] for r in records])
-    clf = HistGradientBoostingClassifier(max_iter=TREES, max_depth=DEPTH, max_leaf_nodes=LEAVES,
-                                         learning_rate=LEARNING_RATE, l2_regularization=1.0,
-                                         early_stopping=False, random_state=SEED)
+    clf = HistGradientBoostingClassifier(
+        max_iter=TREES,
+        max_depth=DEPTH,
+        max_leaf_nodes=LEAVES,
+        learning_rate=LEARNING_RATE,
+        l2_regularization=1.0,
+        early_stopping=False,
+        random_state=SEED,
+    )
     clf.fit(x, y)
     trees = FlatTrees.from_sklearn(clf)
-    model = beat_model.BeatModel(trees.feature, trees.threshold, trees.left, trees.right, trees.value,
-                                 float(trees.init[0]), trees.depth, THRESHOLD_V, version)
-    check_export(model.raw, clf, x)     # the numpy walk must give scikit-learn's own scores
+    model = beat_model.BeatModel(
+        trees.feature,
+        trees.threshold,
+        trees.left,
+        trees.right,
+        trees.value,
+        float(trees.init[0]),
+        trees.depth,
+        THRESHOLD_V,
+        version,
+    )
+    check_export(model.raw, clf, x)  # the numpy walk must give scikit-learn's own scores
     print(f"  {version}: {len(y)} beats ({int(y.sum())} V) from {len(records)} records", file=sys.stderr)
     return model
 
@@ -118,8 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     sets: dict[str, list[str]] = {beat_model.MODEL_NAME: every}
     for k, fold in enumerate(folds.MITDB_FOLDS):
         sets[f"{beat_model.MODEL_NAME}-without-fold{k}"] = [r for r in every if r not in fold]
-    meta = {"trained_from": "MIT-BIH (shared/data/ecg/mitdb)", "code": git_commit(), "seed": str(SEED),
-            "trees": str(TREES), "depth": str(DEPTH), "leaves": str(LEAVES)}
+    meta = {
+        "trained_from": "MIT-BIH (shared/data/ecg/mitdb)",
+        "code": git_commit(),
+        "seed": str(SEED),
+        "trees": str(TREES),
+        "depth": str(DEPTH),
+        "leaves": str(LEAVES),
+    }
     print("round 1: features as the morphology rules see the beats", file=sys.stderr)
     rows = extract(every, args.data, None, args.jobs)
     first = {name: fit(rows, recs, f"{name}-round1") for name, recs in sets.items()}

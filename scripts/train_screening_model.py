@@ -88,9 +88,15 @@ def weights(y: np.ndarray) -> np.ndarray:
 def fit(x: np.ndarray, y: np.ndarray):  # -> HistGradientBoostingClassifier
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    clf = HistGradientBoostingClassifier(max_iter=TREES, max_depth=DEPTH, max_leaf_nodes=LEAVES,
-                                         learning_rate=LEARNING_RATE, l2_regularization=L2,
-                                         early_stopping=False, random_state=SEED)
+    clf = HistGradientBoostingClassifier(
+        max_iter=TREES,
+        max_depth=DEPTH,
+        max_leaf_nodes=LEAVES,
+        learning_rate=LEARNING_RATE,
+        l2_regularization=L2,
+        early_stopping=False,
+        random_state=SEED,
+    )
     clf.fit(x, y, sample_weight=weights(y))
     return clf
 
@@ -104,8 +110,7 @@ def score(y: np.ndarray, pred: np.ndarray) -> dict:
     for i, label in enumerate(screening.LABELS):
         denom = cm[i, :].sum() + cm[:, i].sum()
         f1[label] = 2.0 * cm[i, i] / denom if denom else 0.0
-    return {"confusion": cm.tolist(), "f1": f1,
-            "cinc2017": (f1["normal"] + f1["af"] + f1["other"]) / 3.0}
+    return {"confusion": cm.tolist(), "f1": f1, "cinc2017": (f1["normal"] + f1["af"] + f1["other"]) / 3.0}
 
 
 def print_score(s: dict, title: str) -> None:
@@ -113,13 +118,18 @@ def print_score(s: dict, title: str) -> None:
     print("reference \\ called  " + "  ".join(f"{lab:>7}" for lab in screening.LABELS))
     for label, row in zip(screening.LABELS, s["confusion"]):
         print(f"{label:>19}  " + "  ".join(f"{v:7d}" for v in row))
-    print("F1: " + "  ".join(f"{k} {v:.3f}" for k, v in s["f1"].items())
-          + f"  | CinC 2017 score (mean F1 N, A, O) {s['cinc2017']:.3f}")
+    print(
+        "F1: "
+        + "  ".join(f"{k} {v:.3f}" for k, v in s["f1"].items())
+        + f"  | CinC 2017 score (mean F1 N, A, O) {s['cinc2017']:.3f}"
+    )
     cm = np.array(s["confusion"])
     af, noisy = screening.LABELS.index("af"), screening.LABELS.index("noisy")
     normal = screening.LABELS.index("normal")
-    print(f"AF strips called normal: {cm[af, normal]} of {cm[af].sum()} ({100 * cm[af, normal] / max(1, cm[af].sum()):.1f} %); "
-          f"noisy strips called normal or af: {cm[noisy, normal] + cm[noisy, af]} of {cm[noisy].sum()}")
+    print(
+        f"AF strips called normal: {cm[af, normal]} of {cm[af].sum()} ({100 * cm[af, normal] / max(1, cm[af].sum()):.1f} %); "
+        f"noisy strips called normal or af: {cm[noisy, normal] + cm[noisy, af]} of {cm[noisy].sum()}"
+    )
 
 
 def cross_validate(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -130,8 +140,7 @@ def cross_validate(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         clf = fit(x[train], y[train])
         model = screening.ScreeningModel(FlatTrees.from_sklearn(clf), f"fold{k}")
         pred[test] = [screening.LABELS.index(screening.decide(v, model.probabilities(v))[0]) for v in x[test]]
-        print(f"  fold {k}: {len(test)} strips, {np.mean(pred[test] == y[test]) * 100:.1f} % agree",
-              file=sys.stderr)
+        print(f"  fold {k}: {len(test)} strips, {np.mean(pred[test] == y[test]) * 100:.1f} % agree", file=sys.stderr)
     return pred
 
 
@@ -162,9 +171,15 @@ def main(argv: list[str] | None = None) -> int:
         model = screening.ScreeningModel(FlatTrees.from_sklearn(clf), screening.MODEL_NAME)
         check_export(model.trees.raw, clf, x)
         args.out.mkdir(parents=True, exist_ok=True)
-        meta = {"trained_from": "CinC 2017 (shared/data/ecg/challenge2017)", "strips": str(len(y)),
-                "code": git_commit(), "seed": str(SEED), "trees": str(TREES), "depth": str(DEPTH),
-                "oof_cinc2017": f"{s['cinc2017']:.4f}"}
+        meta = {
+            "trained_from": "CinC 2017 (shared/data/ecg/challenge2017)",
+            "strips": str(len(y)),
+            "code": git_commit(),
+            "seed": str(SEED),
+            "trees": str(TREES),
+            "depth": str(DEPTH),
+            "oof_cinc2017": f"{s['cinc2017']:.4f}",
+        }
         model.save(args.out / f"{screening.MODEL_NAME}.npz", meta)
         print(f"model written to {args.out / screening.MODEL_NAME}.npz", file=sys.stderr)
     print(f"done in {time.time() - t0:.0f} s", file=sys.stderr)

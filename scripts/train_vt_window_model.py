@@ -62,7 +62,7 @@ def windows(path: str, fold: int | None) -> tuple[str, np.ndarray, np.ndarray]:
     an.window_log = []
     n = max(1, int(round(r.fs)))
     for k in range(0, len(r.signal_uv), n):
-        an.push(r.signal_uv[k:k + n], t0_s=k / r.fs)
+        an.push(r.signal_uv[k : k + n], t0_s=k / r.fs)
     an.flush()
     episodes = evaluation.rhythm_episodes(r)
     runs = evaluation.ventricular_runs(r) if fold is not None else [(a, b) for lab, a, b in episodes if lab == "(VT"]
@@ -73,8 +73,11 @@ def windows(path: str, fold: int | None) -> tuple[str, np.ndarray, np.ndarray]:
         over = [_overlap(w0, t, a, b) for a, b in runs]
         if any(o >= MIN_OVERLAP_S or (w0 <= a and b <= t) for o, (a, b) in zip(over, runs)):
             y = 1
-        elif (not any(o > 0 for o in over) and not any(_overlap(w0, t, a, b) > 0 for a, b in vf)
-              and all(t < a - CLEAR_OF_RUN_S or w0 > b + CLEAR_OF_RUN_S for a, b in runs)):
+        elif (
+            not any(o > 0 for o in over)
+            and not any(_overlap(w0, t, a, b) > 0 for a, b in vf)
+            and all(t < a - CLEAR_OF_RUN_S or w0 > b + CLEAR_OF_RUN_S for a, b in runs)
+        ):
             y = 0
         else:
             y = -1
@@ -92,9 +95,15 @@ def fit(rows: dict[str, tuple[np.ndarray, np.ndarray]], records: list[str], vers
     x, y = x[keep], y[keep]
     pos = max(1, int(y.sum()))
     w = np.where(y == 1, min(WEIGHT_CAP, (len(y) - pos) / pos), 1.0)
-    clf = HistGradientBoostingClassifier(max_iter=TREES, max_depth=DEPTH, max_leaf_nodes=LEAVES,
-                                         learning_rate=LEARNING_RATE, l2_regularization=1.0,
-                                         early_stopping=False, random_state=SEED)
+    clf = HistGradientBoostingClassifier(
+        max_iter=TREES,
+        max_depth=DEPTH,
+        max_leaf_nodes=LEAVES,
+        learning_rate=LEARNING_RATE,
+        l2_regularization=1.0,
+        early_stopping=False,
+        random_state=SEED,
+    )
     clf.fit(x, y, sample_weight=w)
     model = vt_window.VtWindowModel(FlatTrees.from_sklearn(clf), version)
     check_export(lambda v: model.trees.raw(v)[0], clf, x)
@@ -124,8 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     sets = {vt_window.MODEL_NAME: mitdb + vfdb_a}
     for k, fold in enumerate(folds.MITDB_FOLDS):
         sets[f"{vt_window.MODEL_NAME}-without-fold{k}"] = [r for r in mitdb if r not in fold] + vfdb_a
-    meta = {"trained_from": "MIT-BIH (fold beat models) + vfdb half A", "code": git_commit(), "seed": str(SEED),
-            "trees": str(TREES), "depth": str(DEPTH)}
+    meta = {
+        "trained_from": "MIT-BIH (fold beat models) + vfdb half A",
+        "code": git_commit(),
+        "seed": str(SEED),
+        "trees": str(TREES),
+        "depth": str(DEPTH),
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     for name, recs in sets.items():
         fit(rows, recs, name).save(args.out / f"{name}.npz", {**meta, "records": " ".join(recs)})

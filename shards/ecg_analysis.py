@@ -43,11 +43,19 @@ from stream.store import ReadingQueries
 
 log = logging.getLogger("vitalgate.ecg_analysis")
 
+
 def analysis_status(lag: LagWatch, lag_s: float, head: int, cursor: int, analysed: int, **extra: Any) -> dict[str, Any]:
     """The `ecg_analysis` part of the gateway's status (and /metrics): how far behind, since when."""
-    return {"condition": lag.condition, "lag_s": round(lag_s, 1), "backlog_frames": max(0, head - cursor),
-            "analysed_frames": analysed, "analysed_upto": cursor,
-            "lagging_since": iso(lag.since) if lag.since else None, "lag_warn_s": lag.warn_s, **extra}
+    return {
+        "condition": lag.condition,
+        "lag_s": round(lag_s, 1),
+        "backlog_frames": max(0, head - cursor),
+        "analysed_frames": analysed,
+        "analysed_upto": cursor,
+        "lagging_since": iso(lag.since) if lag.since else None,
+        "lag_warn_s": lag.warn_s,
+        **extra,
+    }
 
 
 LAGGING = "ecg_analysis_lagging"  # the technical condition in the status (not an alert condition)
@@ -78,7 +86,9 @@ def _analyser_factory():  # type: ignore[no-untyped-def]
 class DeferredEcg:
     """The stream core's ECG seam on the ECG lane: a frame is only stored there, analysed later from the log."""
 
-    def push(self, patient_id: str, device_id: str, frame: EcgFrame) -> tuple[list[Finding], EcgSummary | None, list[str]]:
+    def push(
+        self, patient_id: str, device_id: str, frame: EcgFrame
+    ) -> tuple[list[Finding], EcgSummary | None, list[str]]:
         return [], None, []
 
 
@@ -92,14 +102,20 @@ class FrameAnalysis:
         _rowid, key, patient_id, device_id, device_ts, received_at, seq, fs, lead_off, samples = row
         ts = datetime.fromisoformat(device_ts)
         # Built without validation: the frame was validated when it came in, and stored as µV integers.
-        frame = EcgFrame.model_construct(ts=ts, seq=seq, fs=float(fs), lead_off=bool(lead_off),
-                                         samples_uv=samples.astype(np.float64))
+        frame = EcgFrame.model_construct(
+            ts=ts, seq=seq, fs=float(fs), lead_off=bool(lead_off), samples_uv=samples.astype(np.float64)
+        )
         findings, summary, notes = self.tracker.push(patient_id, device_id, frame)
         acc = None
         if summary is not None:
-            acc = Accepted(reading=summary, patient_id=patient_id, device_id=device_id,
-                           received_at=datetime.fromisoformat(received_at), source="internal",
-                           idempotency_key=f"summary-{key}")
+            acc = Accepted(
+                reading=summary,
+                patient_id=patient_id,
+                device_id=device_id,
+                received_at=datetime.fromisoformat(received_at),
+                source="internal",
+                idempotency_key=f"summary-{key}",
+            )
         return findings, acc, notes
 
 
@@ -117,14 +133,21 @@ class LagWatch:
             self.since = now
             self.episodes += 1
             self.worst_s = lag_s
-            log.warning("ECG analysis is %.0f s behind the frames it has acknowledged: the box is past its "
-                        "capacity; critical readings are not delayed, arrhythmia alarms are", lag_s,
-                        extra={"lag_s": round(lag_s, 1)})
+            log.warning(
+                "ECG analysis is %.0f s behind the frames it has acknowledged: the box is past its "
+                "capacity; critical readings are not delayed, arrhythmia alarms are",
+                lag_s,
+                extra={"lag_s": round(lag_s, 1)},
+            )
         elif self.since is not None:
             self.worst_s = max(self.worst_s, lag_s)
             if lag_s < self.warn_s * LAG_CLEAR_FRACTION:
-                log.warning("ECG analysis caught up (it was up to %.0f s behind for %.0f s)", self.worst_s,
-                            (now - self.since).total_seconds(), extra={"lag_s": round(lag_s, 1)})
+                log.warning(
+                    "ECG analysis caught up (it was up to %.0f s behind for %.0f s)",
+                    self.worst_s,
+                    (now - self.since).total_seconds(),
+                    extra={"lag_s": round(lag_s, 1)},
+                )
                 self.since = None
 
     @property

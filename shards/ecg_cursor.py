@@ -44,16 +44,20 @@ class EcgCursor:
         return {r: int(u) for r, u in self._db.execute("SELECT reader, upto FROM ecg_cursor")}
 
     def save(self, reader: str, upto: int, at: datetime) -> None:
-        self._db.execute("INSERT INTO ecg_cursor VALUES (?,?,?) ON CONFLICT(reader) DO UPDATE SET "
-                         "upto=excluded.upto, saved_at=excluded.saved_at", (reader, int(upto), iso(at)))
+        self._db.execute(
+            "INSERT INTO ecg_cursor VALUES (?,?,?) ON CONFLICT(reader) DO UPDATE SET "
+            "upto=excluded.upto, saved_at=excluded.saved_at",
+            (reader, int(upto), iso(at)),
+        )
 
     def replace(self, positions: dict[str, int], at: datetime) -> None:
         """Set the readers and their positions at once (the number of shards changed)."""
         with self._db:
             self._db.execute("BEGIN")
             self._db.execute("DELETE FROM ecg_cursor")
-            self._db.executemany("INSERT INTO ecg_cursor VALUES (?,?,?)",
-                                 [(r, int(u), iso(at)) for r, u in positions.items()])
+            self._db.executemany(
+                "INSERT INTO ecg_cursor VALUES (?,?,?)", [(r, int(u), iso(at)) for r, u in positions.items()]
+            )
 
     def close(self) -> None:
         self._db.close()

@@ -106,4 +106,5 @@ class EcgLane:
         def acked() -> None:  # after the commit: the frame is in the log the analysis reads
             ack()
             self._on_committed()
+
         return acked

@@ -160,10 +160,24 @@ class EcgShards:
             started = loop.time()
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "shards.ecg_worker", "--storage", str(self.storage), "--shard", str(k),
-                    "--of", str(self.n), "--start", str(self.positions[k]), "--log-level", self._log_level,
-                    "--nice", str(WORKER_NICE),
-                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=LINE_LIMIT,
+                    sys.executable,
+                    "-m",
+                    "shards.ecg_worker",
+                    "--storage",
+                    str(self.storage),
+                    "--shard",
+                    str(k),
+                    "--of",
+                    str(self.n),
+                    "--start",
+                    str(self.positions[k]),
+                    "--log-level",
+                    self._log_level,
+                    "--nice",
+                    str(WORKER_NICE),
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    limit=LINE_LIMIT,
                 )
             except OSError as exc:
                 log.error("could not start ECG worker %d of %d: %s", k + 1, self.n, exc)
@@ -179,8 +193,15 @@ class EcgShards:
             if loop.time() - started >= STABLE_S:
                 backoff = RESTART_MIN_S
             why = f"signal {-rc}" if rc is not None and rc < 0 else f"exit code {rc}"
-            log.warning("ECG worker %d of %d stopped (%s); restarting it in %.1f s from frame %d", k + 1, self.n,
-                        why, backoff, self.positions[k], extra={"shard": k, "restarts": self.restarts})
+            log.warning(
+                "ECG worker %d of %d stopped (%s); restarting it in %.1f s from frame %d",
+                k + 1,
+                self.n,
+                why,
+                backoff,
+                self.positions[k],
+                extra={"shard": k, "restarts": self.restarts},
+            )
             try:
                 await asyncio.wait_for(stop.wait(), backoff)
             except TimeoutError:
@@ -254,10 +275,16 @@ class EcgShards:
         return max(0.0, (self._clock() - oldest).total_seconds()) if oldest is not None else 0.0
 
     def status(self) -> dict[str, Any]:
-        return analysis_status(self.lag, self.lag_s(), self._log.ecg_log_head(), self.cursor, self.analysed,
-                               workers=self.n, restarts=self.restarts,
-                               worker_pids=[p.pid if p is not None and p.returncode is None else None
-                                            for p in self._procs])
+        return analysis_status(
+            self.lag,
+            self.lag_s(),
+            self._log.ecg_log_head(),
+            self.cursor,
+            self.analysed,
+            workers=self.n,
+            restarts=self.restarts,
+            worker_pids=[p.pid if p is not None and p.returncode is None else None for p in self._procs],
+        )
 
     async def catch_up(self, timeout_s: float) -> None:
         """Wait (bounded) until every committed frame is analysed (shutdown: what is left waits for the restart)."""

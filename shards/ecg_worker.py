@@ -140,7 +140,9 @@ def run(storage: Path, k: int, n: int, start: int, lines: _Lines) -> None:
                 for note in notes:
                     log.info("ecg frame: %s", note, extra={"device_id": row[3]})
                 for f in findings:
-                    lines.write({"f": f.model_dump()})  # (json's default= writes what pydantic's json mode would refuse)
+                    lines.write(
+                        {"f": f.model_dump()}
+                    )  # (json's default= writes what pydantic's json mode would refuse)
                 if summary is not None:
                     lines.write({"s": summary.model_dump()})
             cursor = upto

@@ -54,7 +54,9 @@ class LaneSubscriptions:
 
 def subscriptions(prefix: str, critical_devices: Iterable[str], control_topics: Iterable[str]) -> LaneSubscriptions:
     """`prefix`: vg/{clinic}; `critical_devices`: ids of the configured BP, glucose and SpO2 devices."""
-    named = [t for d in sorted(critical_devices) for t in (f"{prefix}/device/{d}/reading", f"{prefix}/device/{d}/gatt/+")]
+    named = [
+        t for d in sorted(critical_devices) for t in (f"{prefix}/device/{d}/reading", f"{prefix}/device/{d}/gatt/+")
+    ]
     return LaneSubscriptions(
         critical=[f"{prefix}/ack", *[f"{prefix}/{t}" for t in control_topics], *named],
         ecg=device_wildcards(prefix),
@@ -67,6 +69,6 @@ def device_of(topic: str, prefix: str) -> str | None:
     head = prefix + "/device/"
     if not topic.startswith(head):
         return None
-    rest = topic[len(head):]
+    rest = topic[len(head) :]
     i = rest.find("/")
     return rest[:i] if i > 0 else None

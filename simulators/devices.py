@@ -37,16 +37,36 @@ class BpCuff:
     gatt: bool = False
     seq: int = 0
 
-    def measure(self, when: datetime, systolic: float, diastolic: float, pulse: float = 75,
-                body_movement: bool = False, cuff_loose: bool = False) -> Message:
+    def measure(
+        self,
+        when: datetime,
+        systolic: float,
+        diastolic: float,
+        pulse: float = 75,
+        body_movement: bool = False,
+        cuff_loose: bool = False,
+    ) -> Message:
         self.seq += 1
         if self.gatt:
-            raw = encode_bp_measurement(systolic, diastolic, pulse=pulse, when=when.replace(tzinfo=None),
-                                        body_movement=body_movement, cuff_loose=cuff_loose)
+            raw = encode_bp_measurement(
+                systolic,
+                diastolic,
+                pulse=pulse,
+                when=when.replace(tzinfo=None),
+                body_movement=body_movement,
+                cuff_loose=cuff_loose,
+            )
             return gatt_topic(self.clinic, self.device_id, "2a35"), raw
-        body = {"kind": "blood_pressure", "ts": iso(when), "seq": self.seq, "systolic": systolic,
-                "diastolic": diastolic, "pulse": pulse, "unit": "mmHg",
-                "status": {"body_movement": body_movement, "irregular_pulse": False, "cuff_loose": cuff_loose}}
+        body = {
+            "kind": "blood_pressure",
+            "ts": iso(when),
+            "seq": self.seq,
+            "systolic": systolic,
+            "diastolic": diastolic,
+            "pulse": pulse,
+            "unit": "mmHg",
+            "status": {"body_movement": body_movement, "irregular_pulse": False, "cuff_loose": cuff_loose},
+        }
         return reading_topic(self.clinic, self.device_id), json.dumps(body).encode()
 
 
@@ -57,8 +77,9 @@ class GlucoseMeter:
     gatt: bool = False
     seq: int = 0
 
-    def measure(self, when: datetime, mmol_l: float | None, meal: str | None = None, hi: bool = False,
-                lo: bool = False) -> Message:
+    def measure(
+        self, when: datetime, mmol_l: float | None, meal: str | None = None, hi: bool = False, lo: bool = False
+    ) -> Message:
         self.seq += 1
         if self.gatt:
             raw = encode_glucose_measurement(self.seq, when.replace(tzinfo=None), mmol_l, hi=hi, lo=lo)
@@ -108,8 +129,10 @@ class EcgPatch:
 
     def __post_init__(self) -> None:
         if self.gatt and self.fs > VENDOR_ECG_MAX_SAMPLES:
-            raise ValueError(f"{self.device_id}: a 1-s frame at {self.fs} Hz does not fit one vendor ECG frame "
-                             f"(at most {VENDOR_ECG_MAX_SAMPLES} samples); use JSON or fs <= {VENDOR_ECG_MAX_SAMPLES}")
+            raise ValueError(
+                f"{self.device_id}: a 1-s frame at {self.fs} Hz does not fit one vendor ECG frame "
+                f"(at most {VENDOR_ECG_MAX_SAMPLES} samples); use JSON or fs <= {VENDOR_ECG_MAX_SAMPLES}"
+            )
         self.synth = EcgSynth(self.fs, seed=self.seed)
 
     def frame(self, when: datetime) -> Message:
@@ -120,10 +143,18 @@ class EcgPatch:
             x = np.random.default_rng(self.seq).normal(0, 5, x.size).round()
         samples = [int(v) for v in x]
         if self.gatt:
-            return (gatt_topic(self.clinic, self.device_id, VENDOR_ECG_SLOT),
-                    vendor_ecg_payload(self.seq, self.fs, samples, self.lead_off))
-        body = {"kind": "ecg", "ts": iso(when), "seq": self.seq, "fs": self.fs,
-                "samples_uv": samples, "lead_off": self.lead_off}
+            return (
+                gatt_topic(self.clinic, self.device_id, VENDOR_ECG_SLOT),
+                vendor_ecg_payload(self.seq, self.fs, samples, self.lead_off),
+            )
+        body = {
+            "kind": "ecg",
+            "ts": iso(when),
+            "seq": self.seq,
+            "fs": self.fs,
+            "samples_uv": samples,
+            "lead_off": self.lead_off,
+        }
         return reading_topic(self.clinic, self.device_id), json.dumps(body).encode()
 
     def heart_rate(self, bpm: int) -> Message:
@@ -140,15 +171,26 @@ class EcgHandheld:
     seed: int = 0
     n: int = 0
 
-    def strip(self, when: datetime, rhythm: str = "sinus", hr: float = 72.0, seconds: float = 30.0,
-              artefact: str | None = None) -> Message:
+    def strip(
+        self,
+        when: datetime,
+        rhythm: str = "sinus",
+        hr: float = 72.0,
+        seconds: float = 30.0,
+        artefact: str | None = None,
+    ) -> Message:
         """A strip of `seconds` starting at device time `when` (a fresh synthetic recording each time)."""
         self.n += 1
         synth = EcgSynth(self.fs, seed=self.seed * 1000 + self.n, hr_bpm=hr)
         synth.set_rhythm(rhythm, hr)
         synth.set_artefact(artefact)  # type: ignore[arg-type]
         x = np.clip(np.rint(synth.frame(seconds)), -32768, 32767)
-        body = {"kind": "ecg_strip", "strip_id": f"{self.device_id}-{self.n:04d}", "ts": iso(when), "fs": self.fs,
-                "lead": "I", "samples_uv": [int(v) for v in x]}
+        body = {
+            "kind": "ecg_strip",
+            "strip_id": f"{self.device_id}-{self.n:04d}",
+            "ts": iso(when),
+            "fs": self.fs,
+            "lead": "I",
+            "samples_uv": [int(v) for v in x],
+        }
         return reading_topic(self.clinic, self.device_id), json.dumps(body).encode()
-

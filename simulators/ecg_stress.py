@@ -28,8 +28,8 @@ import numpy as np
 from stream.ecg import evaluation
 
 NSTDB = Path(__file__).resolve().parents[2] / "shared" / "data" / "ecg" / "nstdb"
-NOISE_START_S = 300.0     # nstdb: the first 5 minutes are clean ...
-NOISE_SEGMENT_S = 120.0   # ... then noise is on and off in 2-minute segments
+NOISE_START_S = 300.0  # nstdb: the first 5 minutes are clean ...
+NOISE_SEGMENT_S = 120.0  # ... then noise is on and off in 2-minute segments
 
 
 def _resample(r: evaluation.Record, fs_new: float) -> evaluation.Record:
@@ -56,13 +56,13 @@ def _with_noise(r: evaluation.Record, kind: str, snr_db: float, nstdb: Path = NS
 
     noise = wfdb.rdrecord(str(nstdb / kind)).p_signal[:, 0] * 1000.0
     n = len(r.signal_uv)
-    noise = np.resize(noise, n)          # same length as the record (nstdb noise is 30 min too)
+    noise = np.resize(noise, n)  # same length as the record (nstdb noise is 30 min too)
     noise = noise - noise.mean()
     ref_t, _ = evaluation.reference_beats(r)
     half = int(0.06 * r.fs)
-    p2p = [np.ptp(r.signal_uv[max(0, int(t * r.fs) - half):int(t * r.fs) + half]) for t in ref_t[:2000]]
+    p2p = [np.ptp(r.signal_uv[max(0, int(t * r.fs) - half) : int(t * r.fs) + half]) for t in ref_t[:2000]]
     signal_power = float(np.median(p2p)) ** 2 / 8.0
-    gain = np.sqrt(signal_power / (10 ** (snr_db / 10.0)) / float(np.mean(noise ** 2)))
+    gain = np.sqrt(signal_power / (10 ** (snr_db / 10.0)) / float(np.mean(noise**2)))
     on = np.zeros(n)
     t = np.arange(n) / r.fs
     on[(t >= NOISE_START_S) & (((t - NOISE_START_S) // NOISE_SEGMENT_S) % 2 == 0)] = 1.0
@@ -79,8 +79,8 @@ def variant(r: evaluation.Record, name: str) -> evaluation.Record:
     if name == "inverted":
         return replace(r, signal_uv=-r.signal_uv)
     for kind in ("ma", "bw"):
-        if name.startswith(kind) and name[len(kind):].replace(".", "").isdigit():
-            return _with_noise(r, kind, float(name[len(kind):]))
+        if name.startswith(kind) and name[len(kind) :].replace(".", "").isdigit():
+            return _with_noise(r, kind, float(name[len(kind) :]))
     if name.startswith("gain"):
         return replace(r, signal_uv=r.signal_uv * float(name[4:]))
     raise ValueError(f"unknown variant {name!r}")

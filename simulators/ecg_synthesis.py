@@ -14,7 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 
 # (offset from R in s, width in s, amplitude in µV) for each wave.
-_NORMAL = [(-0.20, 0.025, 120.0), (-0.03, 0.010, -120.0), (0.0, 0.012, 1100.0), (0.03, 0.010, -250.0), (0.25, 0.045, 280.0)]
+_NORMAL = [
+    (-0.20, 0.025, 120.0),
+    (-0.03, 0.010, -120.0),
+    (0.0, 0.012, 1100.0),
+    (0.03, 0.010, -250.0),
+    (0.25, 0.045, 280.0),
+]
 _NO_P = _NORMAL[1:]
 _VENTRICULAR = [(0.0, 0.03, 1400.0), (0.06, 0.025, -600.0), (0.19, 0.035, -300.0)]
 
@@ -43,7 +49,7 @@ class EcgSynth:
         self.artefact: str | None = None
         self._pause_s = 0.0
         self.vt_hr: float | None = None
-        self.vt_waves = _VENTRICULAR    # the VT complex (``widened_normal`` gives one of the normal shape)
+        self.vt_waves = _VENTRICULAR  # the VT complex (``widened_normal`` gives one of the normal shape)
 
     def _rr_and_waves(self) -> tuple[float, list[tuple[float, float, float]]] | None:
         r = self.rhythm
@@ -64,8 +70,9 @@ class EcgSynth:
         if rr < 0.75:
             # Fast rates shorten PR and QT (Bazett-like), so P and T do not run into the next beat.
             k = (rr / 0.75) ** 0.5
-            return rr, [(off * k if abs(off) > 0.1 else off, w * (k if abs(off) > 0.1 else 1.0), amp)
-                        for off, w, amp in _NORMAL]
+            return rr, [
+                (off * k if abs(off) > 0.1 else off, w * (k if abs(off) > 0.1 else 1.0), amp) for off, w, amp in _NORMAL
+            ]
         if self._pvc_next:
             # This beat is the PVC, placed early by the short interval before it; a full
             # compensatory pause follows (the two intervals add up to two normal ones).
@@ -110,7 +117,11 @@ class EcgSynth:
         if a is None:
             return x
         if a == "motion":  # walking: large, spiky, 1-3 Hz, mimics fast wide complexes
-            return x + 900 * np.sin(2 * np.pi * 2.2 * t) * self.rng.normal(1.0, 0.4, x.size) + self.rng.normal(0, 250, x.size)
+            return (
+                x
+                + 900 * np.sin(2 * np.pi * 2.2 * t) * self.rng.normal(1.0, 0.4, x.size)
+                + self.rng.normal(0, 250, x.size)
+            )
         if a == "baseline_wander":
             return x + 1500 * np.sin(2 * np.pi * 0.4 * t)
         if a == "electrode_pop":  # a step and slow recovery a couple of times a second
@@ -129,8 +140,9 @@ class EcgSynth:
             raise ValueError(f"unknown artefact {artefact!r}; use one of {', '.join(ARTEFACTS)}")
         self.artefact = artefact
 
-    def set_rhythm(self, rhythm: str, hr_bpm: float | None = None, *, pvc_fraction: float = 0.0,
-                   pause_s: float = 4.0) -> None:
+    def set_rhythm(
+        self, rhythm: str, hr_bpm: float | None = None, *, pvc_fraction: float = 0.0, pause_s: float = 4.0
+    ) -> None:
         self.pvc_fraction = pvc_fraction
         if rhythm == "pause":
             self._pause_s = pause_s
@@ -152,8 +164,15 @@ def widened_normal(factor: float) -> list[tuple[float, float, float]]:
     return [(off * factor, w * factor, amp) for off, w, amp in _NO_P[:3]] + [(0.25, 0.045, -280.0)]
 
 
-def waves_per_beat(fs: float, seconds: float, waves: list[tuple[float, float, float]], *,
-                   hr_bpm: float = 72.0, noise_uv: float = 5.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def waves_per_beat(
+    fs: float,
+    seconds: float,
+    waves: list[tuple[float, float, float]],
+    *,
+    hr_bpm: float = 72.0,
+    noise_uv: float = 5.0,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """A whole record at once: the same Gaussian ``waves`` (offset s, width s, µV) on every beat of
     a regular rhythm, plus white noise.  For shapes the streaming generator does not make (tall T
     waves, other QRS shapes) in benches and tests; returns (samples µV, beat times s)."""
@@ -171,16 +190,33 @@ def waves_per_beat(fs: float, seconds: float, waves: list[tuple[float, float, fl
 
 def tall_t_waves(qrs_uv: float, t_uv: float, t_sigma_s: float) -> list[tuple[float, float, float]]:
     """A small QRS with a T wave of its own size and width (chest leads, hyperkalaemia)."""
-    return [(-0.16, 0.025, 120.0), (-0.02, 0.008, -0.125 * qrs_uv), (0.0, 0.010, qrs_uv),
-            (0.025, 0.010, -0.25 * qrs_uv), (0.27, t_sigma_s, t_uv)]
+    return [
+        (-0.16, 0.025, 120.0),
+        (-0.02, 0.008, -0.125 * qrs_uv),
+        (0.0, 0.010, qrs_uv),
+        (0.025, 0.010, -0.25 * qrs_uv),
+        (0.27, t_sigma_s, t_uv),
+    ]
 
 
-SINUS_WAVES = [(-0.16, 0.025, 120.0), (-0.02, 0.008, -150.0), (0.0, 0.010, 1200.0), (0.025, 0.010, -300.0),
-               (0.25, 0.05, 300.0)]
+SINUS_WAVES = [
+    (-0.16, 0.025, 120.0),
+    (-0.02, 0.008, -150.0),
+    (0.0, 0.010, 1200.0),
+    (0.025, 0.010, -300.0),
+    (0.25, 0.05, 300.0),
+]
 
 
-def tremor_over_sinus(fs: float, tremor_hz: float, tremor_uv: float, *, seconds: float = 240.0,
-                      on_s: tuple[float, float] = (60.0, 180.0), seed: int = 0) -> np.ndarray:
+def tremor_over_sinus(
+    fs: float,
+    tremor_hz: float,
+    tremor_uv: float,
+    *,
+    seconds: float = 240.0,
+    on_s: tuple[float, float] = (60.0, 180.0),
+    seed: int = 0,
+) -> np.ndarray:
     """Sinus rhythm at 72/min with a tremor (Parkinsonian, tooth-brushing, shivering) switched on over
     ``on_s``: a sine near ``tremor_hz`` (drifting +-0.3 Hz) of ``tremor_uv`` (70-100 %, slowly varying)."""
     x, _ = waves_per_beat(fs, seconds, SINUS_WAVES, seed=seed)

@@ -53,8 +53,14 @@ def encode_bp_measurement(
 
 
 def encode_glucose_measurement(
-    seq: int, when: datetime, mmol_l: float | None, *, hi: bool = False, lo: bool = False,
-    control_solution: bool = False, battery_low: bool = False,
+    seq: int,
+    when: datetime,
+    mmol_l: float | None,
+    *,
+    hi: bool = False,
+    lo: bool = False,
+    control_solution: bool = False,
+    battery_low: bool = False,
 ) -> bytes:
     """0x2A18 in mol/L (flags b1|b2), capillary whole blood from a finger; HI/LO as status b5/b6 with ±INF."""
     flags = 0x02 | 0x04 | 0x08

@@ -17,8 +17,9 @@ from collections.abc import Awaitable, Callable
 import aiomqtt
 
 
-async def consume_until(client: aiomqtt.Client, stop: asyncio.Event,
-                        handle: Callable[[aiomqtt.Message], Awaitable[None] | None]) -> None:
+async def consume_until(
+    client: aiomqtt.Client, stop: asyncio.Event, handle: Callable[[aiomqtt.Message], Awaitable[None] | None]
+) -> None:
     """Hand every message to `handle` until `stop` is set; a lost connection raises `MqttError`."""
 
     async def consume() -> None:

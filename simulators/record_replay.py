@@ -51,7 +51,9 @@ class RecordPatch:
     def fs(self) -> float:
         return self.record.fs
 
-    def frames(self, start_time: datetime, start_s: float = 0.0, duration_s: float | None = None) -> Iterator[tuple[float, Message]]:
+    def frames(
+        self, start_time: datetime, start_s: float = 0.0, duration_s: float | None = None
+    ) -> Iterator[tuple[float, Message]]:
         """(offset s, message) for each 1-s frame from `start_s`, device time starting at `start_time`."""
         x = self.record.signal_uv
         fs = self.record.fs
@@ -60,10 +62,16 @@ class RecordPatch:
         last = len(x) if duration_s is None else min(len(x), first + int(duration_s * fs))
         fs_out = int(round(fs))
         for k, i in enumerate(range(first, last - n_per + 1, n_per)):
-            chunk = np.nan_to_num(x[i:i + n_per], nan=0.0)
+            chunk = np.nan_to_num(x[i : i + n_per], nan=0.0)
             self.seq += 1
-            body = {"kind": "ecg", "ts": iso(start_time + timedelta(seconds=k)), "seq": self.seq, "fs": fs_out,
-                    "samples_uv": [int(v) for v in np.round(chunk)], "lead_off": False}
+            body = {
+                "kind": "ecg",
+                "ts": iso(start_time + timedelta(seconds=k)),
+                "seq": self.seq,
+                "fs": fs_out,
+                "samples_uv": [int(v) for v in np.round(chunk)],
+                "lead_off": False,
+            }
             yield float(k), (reading_topic(self.clinic, self.device_id), json.dumps(body).encode())
 
     def ground_truth(self, min_af_s: float = 30.0) -> list[dict]:
@@ -104,10 +112,16 @@ async def _replay(args: argparse.Namespace) -> int:
             if sent % 30 == 0 or k + 1 >= int(total):
                 done = min(1.0, (k + 1) / max(total, 1))
                 bar = "#" * int(done * 30)
-                print(f"\r{patch.record.name} [{bar:<30}] {k + 1:.0f}/{total:.0f} s", end="", file=sys.stderr, flush=True)
+                print(
+                    f"\r{patch.record.name} [{bar:<30}] {k + 1:.0f}/{total:.0f} s", end="", file=sys.stderr, flush=True
+                )
     print(file=sys.stderr)
-    print(json.dumps({"record": patch.record.name, "frames": sent, "fs": patch.fs,
-                      "ground_truth": patch.ground_truth()}, indent=1))
+    print(
+        json.dumps(
+            {"record": patch.record.name, "frames": sent, "fs": patch.fs, "ground_truth": patch.ground_truth()},
+            indent=1,
+        )
+    )
     return 0
 
 

@@ -76,8 +76,11 @@ class DeviceSpec(_S):
     drop_rate: float = Field(0.0, ge=0, le=1, description="flaky link: share of messages never sent")
     offline: list[OfflineWindow] = Field(default_factory=list)
     battery: BatteryDrain | None = None
-    gateway: dict[str, Any] = Field(default_factory=dict, description="what the gateway's config should say about "
-                                    "this device (expected_interval, schedule); used by the test harness")
+    gateway: dict[str, Any] = Field(
+        default_factory=dict,
+        description="what the gateway's config should say about "
+        "this device (expected_interval, schedule); used by the test harness",
+    )
 
 
 class BpEvent(_S):
@@ -143,11 +146,23 @@ class TimelineEvent(_S):
 
     @model_validator(mode="after")
     def _one(self) -> TimelineEvent:
-        n = sum(x is not None for x in (self.blood_pressure, self.glucose, self.spo2, self.ecg, self.replay,
-                                        self.strip, self.battery, self.raw))
+        n = sum(
+            x is not None
+            for x in (
+                self.blood_pressure,
+                self.glucose,
+                self.spo2,
+                self.ecg,
+                self.replay,
+                self.strip,
+                self.battery,
+                self.raw,
+            )
+        )
         if n != 1:
-            raise ValueError("each event needs exactly one of blood_pressure, glucose, spo2, ecg, replay, strip, "
-                             "battery, raw")
+            raise ValueError(
+                "each event needs exactly one of blood_pressure, glucose, spo2, ecg, replay, strip, battery, raw"
+            )
         return self
 
 
@@ -191,8 +206,13 @@ class InfraEvent(_S):
         return self
 
     def describe(self) -> str:
-        what = (f"uplink {self.uplink}" if self.uplink else f"broker {self.broker}" if self.broker
-                else f"gateway {self.gateway}")
+        what = (
+            f"uplink {self.uplink}"
+            if self.uplink
+            else f"broker {self.broker}"
+            if self.broker
+            else f"gateway {self.gateway}"
+        )
         return f"{what} for {self.for_}" if self.for_.total_seconds() else what
 
 
@@ -200,12 +220,20 @@ class Expectation(_S):
     condition: Condition
     tier: Tier
     state: Literal["firing", "acknowledged", "resolved"] = "firing"
-    within: Duration = Field(parse_duration("60s"), description="wall-clock time allowed: from `after` when given, "
-                             "else from the end of the timeline")
-    after: Duration | None = Field(None, description="scenario time of the event that makes the condition true; "
-                                   "with it, an alert that comes later than `within` after that event is late")
-    where: Literal["clinic", "county"] = Field("clinic", description="which broker the alert must reach: the clinic's "
-                                            "or, through the uplink, the county's (needs --stack)")
+    within: Duration = Field(
+        parse_duration("60s"),
+        description="wall-clock time allowed: from `after` when given, else from the end of the timeline",
+    )
+    after: Duration | None = Field(
+        None,
+        description="scenario time of the event that makes the condition true; "
+        "with it, an alert that comes later than `within` after that event is late",
+    )
+    where: Literal["clinic", "county"] = Field(
+        "clinic",
+        description="which broker the alert must reach: the clinic's "
+        "or, through the uplink, the county's (needs --stack)",
+    )
 
 
 class Scenario(_S):
@@ -217,14 +245,20 @@ class Scenario(_S):
     models: list[ModelRun] = Field(default_factory=list)
     expect: list[Expectation] = Field(default_factory=list)
     forbid: list[Condition] = Field(default_factory=list, description="conditions that must NOT be raised")
-    infrastructure: list[InfraEvent] = Field(default_factory=list, description="uplink, broker and gateway events "
-                                             "on the same clock as the timeline (needs --stack)")
+    infrastructure: list[InfraEvent] = Field(
+        default_factory=list,
+        description="uplink, broker and gateway events on the same clock as the timeline (needs --stack)",
+    )
     uplink: bool = Field(False, description="run a county broker and forward to it (implied by `uplink:` events)")
-    expect_forwarded: bool = Field(False, description="every reading stored and every alert raised must reach the "
-                                   "county broker (needs --stack)")
+    expect_forwarded: bool = Field(
+        False, description="every reading stored and every alert raised must reach the county broker (needs --stack)"
+    )
     seed: int = 0
-    gateway: dict[str, Any] = Field(default_factory=dict, description="clinic-level config the gateway under test "
-                                    "should have (e.g. thresholds); used by the test harness")
+    gateway: dict[str, Any] = Field(
+        default_factory=dict,
+        description="clinic-level config the gateway under test "
+        "should have (e.g. thresholds); used by the test harness",
+    )
 
     @model_validator(mode="after")
     def _known_devices(self) -> Scenario:
@@ -239,13 +273,18 @@ class Scenario(_S):
     @property
     def needs_stack(self) -> bool:
         """True when the scenario breaks infrastructure or checks the county side."""
-        return bool(self.infrastructure or self.uplink or self.expect_forwarded
-                    or any(e.where == "county" for e in self.expect))
+        return bool(
+            self.infrastructure or self.uplink or self.expect_forwarded or any(e.where == "county" for e in self.expect)
+        )
 
     @property
     def has_uplink(self) -> bool:
-        return self.uplink or self.expect_forwarded or any(e.uplink for e in self.infrastructure) \
+        return (
+            self.uplink
+            or self.expect_forwarded
+            or any(e.uplink for e in self.infrastructure)
             or any(e.where == "county" for e in self.expect)
+        )
 
     def model_events(self) -> list[TimelineEvent]:
         """The readings each patient model produces, as ordinary timeline events."""
@@ -259,11 +298,21 @@ class Scenario(_S):
                 hour = (8.0 + t / 3600.0) % 24.0  # scenarios start at 08:00 patient time
                 if isinstance(model, BpModel):
                     sys_, dia, pulse = model.at(t, hour)
-                    out.append(TimelineEvent(at=timedelta(seconds=t), device=m.device,
-                                             blood_pressure=BpEvent(systolic=sys_, diastolic=dia, pulse=pulse)))
+                    out.append(
+                        TimelineEvent(
+                            at=timedelta(seconds=t),
+                            device=m.device,
+                            blood_pressure=BpEvent(systolic=sys_, diastolic=dia, pulse=pulse),
+                        )
+                    )
                 else:
-                    out.append(TimelineEvent(at=timedelta(seconds=t), device=m.device,
-                                             glucose=GlucoseEvent(mmol_l=model.at(t, hour), meal=model.meal_label(hour))))
+                    out.append(
+                        TimelineEvent(
+                            at=timedelta(seconds=t),
+                            device=m.device,
+                            glucose=GlucoseEvent(mmol_l=model.at(t, hour), meal=model.meal_label(hour)),
+                        )
+                    )
                 t += m.every.total_seconds()
         return out
 
@@ -293,7 +342,9 @@ def _resolve(record: str, base_dir: Path | None) -> str:
     return str(p)
 
 
-def expand(sc: Scenario, clinic: str, end: datetime | None = None, base_dir: Path | None = None) -> list[tuple[float, Message]]:
+def expand(
+    sc: Scenario, clinic: str, end: datetime | None = None, base_dir: Path | None = None
+) -> list[tuple[float, Message]]:
     """(scenario second, message) for every publish, in time order; ECG streams become 1-s frames."""
     devices: dict[str, Any] = {}
     for dev_id, spec in sc.devices.items():
@@ -306,8 +357,9 @@ def expand(sc: Scenario, clinic: str, end: datetime | None = None, base_dir: Pat
         elif spec.kind == "ecg_handheld":
             devices[dev_id] = EcgHandheld(clinic, dev_id, seed=zlib.crc32(f"{sc.seed}:{dev_id}".encode()) % 1000)
         else:
-            devices[dev_id] = EcgPatch(clinic, dev_id, fs=spec.fs, seed=zlib.crc32(f"{sc.seed}:{dev_id}".encode()) % 1000,
-                                       gatt=spec.gatt)
+            devices[dev_id] = EcgPatch(
+                clinic, dev_id, fs=spec.fs, seed=zlib.crc32(f"{sc.seed}:{dev_id}".encode()) % 1000, gatt=spec.gatt
+            )
     strip_makers: dict[str, EcgHandheld] = {}
     events = [*sc.timeline, *sc.model_events()]
     span = max(e.at.total_seconds() + _duration(e, base_dir) for e in events) if events else 0
@@ -411,8 +463,16 @@ def apply_behaviours(sc: Scenario, clinic: str, messages: list[tuple[float, Mess
     return out
 
 
-async def play(sc: Scenario, host: str, port: int, clinic: str, progress: bool = False,
-               base_dir: Path | None = None, stack: Stack | None = None, t0: float | None = None) -> int:
+async def play(
+    sc: Scenario,
+    host: str,
+    port: int,
+    clinic: str,
+    progress: bool = False,
+    base_dir: Path | None = None,
+    stack: Stack | None = None,
+    t0: float | None = None,
+) -> int:
     """Publish the scenario against a broker at its time scale; returns messages sent.
 
     Like a device with memory, the publisher keeps a message it could not hand to the broker
@@ -442,8 +502,10 @@ async def play(sc: Scenario, host: str, port: int, clinic: str, progress: bool =
         except aiomqtt.MqttError as exc:
             if stack is None:
                 raise
-            log.warning("clinic broker unreachable; the devices keep their readings and retry",
-                        extra={"error": str(exc), "pending": len(messages) - i})
+            log.warning(
+                "clinic broker unreachable; the devices keep their readings and retry",
+                extra={"error": str(exc), "pending": len(messages) - i},
+            )
             await asyncio.sleep(0.3)
     if infra is not None:
         await infra  # e.g. the uplink comes back after the last reading
@@ -480,8 +542,15 @@ async def run_infrastructure(sc: Scenario, stack: Stack | None, t0: float) -> No
     await asyncio.gather(*(one(ev) for ev in sc.infrastructure))
 
 
-async def watch_alerts(host: str, port: int, clinic: str, sink: list[dict], ready: asyncio.Event,
-                       stop: asyncio.Event, persistent: bool = False) -> None:
+async def watch_alerts(
+    host: str,
+    port: int,
+    clinic: str,
+    sink: list[dict],
+    ready: asyncio.Event,
+    stop: asyncio.Event,
+    persistent: bool = False,
+) -> None:
     """Record every alert on the clinic broker. `persistent`: a session that outlives a broker
     restart (only with --stack: on someone else's broker it would leave a queue behind)."""
     ident = f"vitalgate-sim-watch-{clinic}-{os.getpid()}"
@@ -491,9 +560,13 @@ async def watch_alerts(host: str, port: int, clinic: str, sink: list[dict], read
                 await client.subscribe(f"vg/{clinic}/alert/+", qos=1)
                 ready.set()
                 loop = asyncio.get_running_loop()
-                await consume_until(client, stop, lambda msg, loop=loop: sink.append(
-                    {"topic": str(msg.topic), "_seen_at": loop.time(),
-                     **json.loads(bytes(msg.payload))}))  # type: ignore[arg-type]
+                await consume_until(
+                    client,
+                    stop,
+                    lambda msg, loop=loop: sink.append(
+                        {"topic": str(msg.topic), "_seen_at": loop.time(), **json.loads(bytes(msg.payload))}
+                    ),
+                )  # type: ignore[arg-type]
         except aiomqtt.MqttError:
             if not persistent:
                 raise
@@ -505,9 +578,14 @@ def _topic_tier(alert: dict) -> str:
     return topic.rsplit("/", 1)[-1] if topic else str(alert.get("tier"))
 
 
-def diff_expectations(expected: list[Expectation], seen: list[dict], forbid: list[Condition] | None = None,
-                      county_seen: list[dict] | None = None, t0: float | None = None,
-                      time_scale: float = 1.0) -> list[str]:
+def diff_expectations(
+    expected: list[Expectation],
+    seen: list[dict],
+    forbid: list[Condition] | None = None,
+    county_seen: list[dict] | None = None,
+    t0: float | None = None,
+    time_scale: float = 1.0,
+) -> list[str]:
     """Readable lines for every expected alert that did not come out, and every forbidden one that did.
 
     `seen` are the alerts on the clinic broker, `county_seen` those on the county broker; each may
@@ -523,17 +601,23 @@ def diff_expectations(expected: list[Expectation], seen: list[dict], forbid: lis
         where = "" if e.where == "clinic" else " at the county"
         # The tier that counts is the topic the alert arrived on: an emergency alert is also
         # published on the county topic (its payload still says tier "emergency").
-        hits = [a for a in pool if a.get("condition") == e.condition.value and _topic_tier(a) == e.tier.value
-                and a.get("state") == e.state]
+        hits = [
+            a
+            for a in pool
+            if a.get("condition") == e.condition.value and _topic_tier(a) == e.tier.value and a.get("state") == e.state
+        ]
         if not hits:
             got = sorted({f"{a.get('condition')}@{_topic_tier(a)}:{a.get('state')}" for a in pool})
-            missing.append(f"missing{where}: {e.condition.value} on {e.tier.value} ({e.state}); "
-                           f"saw: {', '.join(got) or 'nothing'}")
+            missing.append(
+                f"missing{where}: {e.condition.value} on {e.tier.value} ({e.state}); saw: {', '.join(got) or 'nothing'}"
+            )
             continue
         if e.after is not None and t0 is not None:
             event_at = t0 + e.after.total_seconds() / time_scale
             first = min(a.get("_seen_at", float("inf")) for a in hits)
             if first - event_at > e.within.total_seconds():
-                missing.append(f"missing{where} (late): {e.condition.value} on {e.tier.value} came "
-                               f"{first - event_at:.1f} s after the event at {e.after}, allowed {e.within}")
+                missing.append(
+                    f"missing{where} (late): {e.condition.value} on {e.tier.value} came "
+                    f"{first - event_at:.1f} s after the event at {e.after}, allowed {e.within}"
+                )
     return missing

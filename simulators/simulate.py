@@ -26,8 +26,9 @@ def _split(broker: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def simulate(broker: str | None, clinic: str | None, scenario_path: str, expect: bool,
-                   stack: bool = False) -> int:
+async def simulate(
+    broker: str | None, clinic: str | None, scenario_path: str, expect: bool, stack: bool = False
+) -> int:
     """Play a scenario; with `expect`, exit 1 and print a diff when the alerts differ.
 
     `--broker HOST:PORT` plays against a broker (and a gateway) someone else runs. `--stack`
@@ -37,12 +38,16 @@ async def simulate(broker: str | None, clinic: str | None, scenario_path: str, e
     try:
         sc = load_scenario(scenario_path)
         if stack == (broker is not None):
-            raise ValueError("give either --broker HOST:PORT (your broker and gateway) or --stack (the simulator "
-                             "starts Mosquitto and `vitalgate run` itself)")
+            raise ValueError(
+                "give either --broker HOST:PORT (your broker and gateway) or --stack (the simulator "
+                "starts Mosquitto and `vitalgate run` itself)"
+            )
         if sc.needs_stack and not stack:
-            raise ValueError("this scenario breaks infrastructure or checks the county side "
-                             f"({', '.join(e.describe() for e in sc.infrastructure) or 'uplink'}): "
-                             "run it with --stack instead of --broker")
+            raise ValueError(
+                "this scenario breaks infrastructure or checks the county side "
+                f"({', '.join(e.describe() for e in sc.infrastructure) or 'uplink'}): "
+                "run it with --stack instead of --broker"
+            )
         host, port = _split(broker) if broker is not None else ("127.0.0.1", 0)
     except (OSError, ValueError, ValidationError) as exc:
         print(f"{scenario_path}: {exc}")
@@ -66,18 +71,30 @@ async def simulate(broker: str | None, clinic: str | None, scenario_path: str, e
         await asyncio.to_thread(st.close)
 
 
-async def _run(sc: Scenario, host: str, port: int, clinic: str, scenario_path: str, expect: bool,
-               st: Stack | None) -> int:
+async def _run(
+    sc: Scenario, host: str, port: int, clinic: str, scenario_path: str, expect: bool, st: Stack | None
+) -> int:
     seen: list[dict] = []
     stop, ready = asyncio.Event(), asyncio.Event()
-    watcher = (asyncio.create_task(watch_alerts(host, port, clinic, seen, ready, stop, persistent=st is not None))
-               if expect else None)
+    watcher = (
+        asyncio.create_task(watch_alerts(host, port, clinic, seen, ready, stop, persistent=st is not None))
+        if expect
+        else None
+    )
     if watcher:
         await asyncio.wait_for(ready.wait(), 10)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    sent = await play(sc, host, port, clinic, progress=True, base_dir=Path(scenario_path).resolve().parent, stack=st,  # noqa: ASYNC240
-                      t0=t0)
+    sent = await play(
+        sc,
+        host,
+        port,
+        clinic,
+        progress=True,
+        base_dir=Path(scenario_path).resolve().parent,  # noqa: ASYNC240
+        stack=st,
+        t0=t0,
+    )
     log.info("scenario played", extra={"scenario": sc.name, "messages": sent})
     if watcher is None:
         print(f"{sc.name}: published {sent} messages to {host}:{port} (clinic {clinic})")
@@ -110,12 +127,16 @@ async def _run(sc: Scenario, host: str, port: int, clinic: str, scenario_path: s
     if forwarded is not None:
         print(forwarded.line())
         if not forwarded.complete:
-            problems.append(f"lost on the way to the county: {forwarded.readings_stored - forwarded.readings_forwarded}"
-                            f" reading(s), {forwarded.alerts_raised - forwarded.alerts_delivered} alert(s)")
+            problems.append(
+                f"lost on the way to the county: {forwarded.readings_stored - forwarded.readings_forwarded}"
+                f" reading(s), {forwarded.alerts_raised - forwarded.alerts_delivered} alert(s)"
+            )
     for line in problems:
         print(line)
-    print(f"{sc.name}: {len(sc.expect) - sum(p.startswith('missing') for p in problems)}/{len(sc.expect)} "
-          f"expected alerts seen, {sum(p.startswith('unexpected') for p in problems)} forbidden raised")
+    print(
+        f"{sc.name}: {len(sc.expect) - sum(p.startswith('missing') for p in problems)}/{len(sc.expect)} "
+        f"expected alerts seen, {sum(p.startswith('unexpected') for p in problems)} forbidden raised"
+    )
     if problems and st is not None:
         print(f"gateway log (last lines):\n{st.gateway.tail(2000)}")
     return 1 if problems else 0

@@ -62,8 +62,10 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
 def mosquitto_exe() -> str:
     exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not Path(exe).exists():
-        raise StackError("mosquitto is not installed: `apt-get install -y mosquitto`, or run the scenario against "
-                         "your own broker and gateway with --broker HOST:PORT")
+        raise StackError(
+            "mosquitto is not installed: `apt-get install -y mosquitto`, or run the scenario against "
+            "your own broker and gateway with --broker HOST:PORT"
+        )
     return exe
 
 
@@ -91,8 +93,9 @@ class Broker:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=open(self.dir / "log.txt", "ab"))
+        self.proc = subprocess.Popen(
+            [self.exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=open(self.dir / "log.txt", "ab")
+        )
         wait_port(self.port)
 
     def stop(self) -> None:
@@ -114,8 +117,13 @@ class Gateway:
     def start(self) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "box.cli", "run", "--config", str(self.config)],
-                                         cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "box.cli", "run", "--config", str(self.config)],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         self.starts += 1
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
@@ -136,14 +144,21 @@ class Gateway:
             return ""
 
 
-def gateway_config(scenario: dict[str, Any], clinic: str, broker_port: int, storage: Path,
-                   county_port: int | None = None) -> dict[str, Any]:
+def gateway_config(
+    scenario: dict[str, Any], clinic: str, broker_port: int, storage: Path, county_port: int | None = None
+) -> dict[str, Any]:
     """The config a gateway under test needs for a scenario: one patient per scenario device."""
-    patients = [{"id": f"p-{i:04d}", "devices": [{"id": dev, "kind": spec["kind"], **spec.get("gateway", {})}]}
-                for i, (dev, spec) in enumerate(scenario["devices"].items(), start=1)]
-    cfg: dict[str, Any] = {"clinic": clinic, "broker": {"host": "127.0.0.1", "port": broker_port},
-                           "storage": {"path": str(storage)}, "patients": patients,
-                           **scenario.get("gateway", {})}
+    patients = [
+        {"id": f"p-{i:04d}", "devices": [{"id": dev, "kind": spec["kind"], **spec.get("gateway", {})}]}
+        for i, (dev, spec) in enumerate(scenario["devices"].items(), start=1)
+    ]
+    cfg: dict[str, Any] = {
+        "clinic": clinic,
+        "broker": {"host": "127.0.0.1", "port": broker_port},
+        "storage": {"path": str(storage)},
+        "patients": patients,
+        **scenario.get("gateway", {}),
+    }
     if county_port is not None:
         cfg["uplink"] = {"host": "127.0.0.1", "port": county_port}
     return cfg
@@ -158,8 +173,9 @@ class SessionWatcher:
     def __init__(self, port: int, topics: list[str], name: str) -> None:
         self.messages: list[tuple[str, bytes, str | None, float]] = []
         self._lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{name}-{os.getpid()}",
-                                  protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"{name}-{os.getpid()}", protocol=mqtt.MQTTv5
+        )
         self.client.reconnect_delay_set(0.1, 1.0)
         subscribed = threading.Event()
 
@@ -209,9 +225,11 @@ class Forwarded:
         return self.readings_forwarded == self.readings_stored and self.alerts_delivered == self.alerts_raised
 
     def line(self) -> str:
-        return (f"county: readings {self.readings_forwarded}/{self.readings_stored} stored forwarded, "
-                f"alerts {self.alerts_delivered}/{self.alerts_raised} raised delivered, "
-                f"{self.duplicates} duplicate(s) (at-least-once)")
+        return (
+            f"county: readings {self.readings_forwarded}/{self.readings_stored} stored forwarded, "
+            f"alerts {self.alerts_delivered}/{self.alerts_raised} raised delivered, "
+            f"{self.duplicates} duplicate(s) (at-least-once)"
+        )
 
 
 class Stack:
@@ -229,8 +247,13 @@ class Stack:
         self.clinic_broker = Broker(self.dir, "clinic-broker")
         self.county_broker = Broker(self.dir, "county-broker") if uplink else None
         self.storage = self.dir / "var"
-        cfg = gateway_config(scenario, clinic, self.clinic_broker.port, self.storage,
-                             self.county_broker.port if self.county_broker else None)
+        cfg = gateway_config(
+            scenario,
+            clinic,
+            self.clinic_broker.port,
+            self.storage,
+            self.county_broker.port if self.county_broker else None,
+        )
         self.config = self.dir / "gateway.yaml"
         self.config.write_text(yaml.safe_dump(cfg, allow_unicode=True))
         self.gateway = Gateway(self.config, self.dir / "gateway.log")
@@ -247,9 +270,14 @@ class Stack:
             self.county = SessionWatcher(self.county_broker.port, [f"vg/{self.clinic}/#"], "county-watch")
         self.gateway.start()
         self.wait_online()
-        log.info("stack up", extra={"clinic_broker": self.clinic_broker.port,
-                                    "county_broker": self.county_broker.port if self.county_broker else None,
-                                    "workdir": str(self.dir)})
+        log.info(
+            "stack up",
+            extra={
+                "clinic_broker": self.clinic_broker.port,
+                "county_broker": self.county_broker.port if self.county_broker else None,
+                "workdir": str(self.dir),
+            },
+        )
 
     def wait_online(self, timeout: float = 30.0) -> None:
         """Until the gateway's retained status says online from its current process."""
@@ -311,8 +339,10 @@ class Stack:
         from outbound.uplink import alert_msg_id
 
         stored = stored_keys(self.storage)
-        raised = {alert_msg_id(f"vg/{self.clinic}/alert/{tier}", payload)
-                  for tier, payload in _alert_rows(self.storage / "alerts.db")}
+        raised = {
+            alert_msg_id(f"vg/{self.clinic}/alert/{tier}", payload)
+            for tier, payload in _alert_rows(self.storage / "alerts.db")
+        }
         msgs = self.county.arrivals() if self.county else []
         got_readings: list[tuple[Any, ...]] = []
         got_alerts: list[str] = []

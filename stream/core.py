@@ -28,6 +28,7 @@ from stream.thresholds import Thresholds
 
 log = logging.getLogger("vitalgate.stream")
 
+
 class ReadingSink(Protocol):
     """Where the core stores a reading: `stream.store.ReadingStore`, or in the gateway
     `outbound.store_and_forward.StoreAndForward`, which also stages it for the uplink and the TSDB."""
@@ -51,8 +52,10 @@ class Counters:
 
     def reject(self, r: Rejected) -> None:
         self.rejected[r.reason] += 1
-        self.last_rejections = [*self.last_rejections[-9:], {"reason": r.reason, "detail": r.detail,
-                                                              "device_id": r.device_id}]
+        self.last_rejections = [
+            *self.last_rejections[-9:],
+            {"reason": r.reason, "detail": r.detail, "device_id": r.device_id},
+        ]
         log.warning("rejected reading: %s", r.detail, extra={"reason": r.reason, "device_id": r.device_id})
 
 
@@ -98,8 +101,9 @@ class StreamCore:
         q = self._queues.get(acc.patient_id)
         if q is None:
             q = self._queues[acc.patient_id] = asyncio.Queue(maxsize=self._queue_size)
-            self._workers[acc.patient_id] = asyncio.create_task(self._worker(acc.patient_id, q),
-                                                                name=f"patient-{acc.patient_id}")
+            self._workers[acc.patient_id] = asyncio.create_task(
+                self._worker(acc.patient_id, q), name=f"patient-{acc.patient_id}"
+            )
         await q.put((acc, on_stored))  # back-pressure, see the module docstring
 
     def queue_depth(self) -> int:
@@ -188,6 +192,11 @@ class StreamCore:
 
     @staticmethod
     def _summary(acc: Accepted, summary: EcgSummary) -> Accepted:
-        return Accepted(reading=summary, patient_id=acc.patient_id, device_id=acc.device_id,
-                        received_at=acc.received_at, source="internal",
-                        idempotency_key=f"summary-{acc.idempotency_key}")
+        return Accepted(
+            reading=summary,
+            patient_id=acc.patient_id,
+            device_id=acc.device_id,
+            received_at=acc.received_at,
+            source="internal",
+            idempotency_key=f"summary-{acc.idempotency_key}",
+        )

@@ -48,8 +48,12 @@ class DeviceWatch:
         for d in self.devices:
             seen = last_seen.get(d.device_id)
             silent = now - (seen or self.started_at)
-            ev = {"device_id": d.device_id, "kind": d.kind.value, "last_seen": seen.isoformat() if seen else None,
-                  "silent_s": int(silent.total_seconds())}
+            ev = {
+                "device_id": d.device_id,
+                "kind": d.kind.value,
+                "last_seen": seen.isoformat() if seen else None,
+                "silent_s": int(silent.total_seconds()),
+            }
             if d.offline_after is not None:
                 out += self._level(d, Condition.DEVICE_OFFLINE, silent > d.offline_after, now, ev)
             if d.schedule is not None:

@@ -53,7 +53,9 @@ class EcgFrameTracker:
         self._devices: dict[str, EcgDeviceState] = {}
         self._known = _conditions()
 
-    def push(self, patient_id: str, device_id: str, frame: EcgFrame) -> tuple[list[Finding], EcgSummary | None, list[str]]:
+    def push(
+        self, patient_id: str, device_id: str, frame: EcgFrame
+    ) -> tuple[list[Finding], EcgSummary | None, list[str]]:
         """Returns (findings, a per-minute summary when one is due, notes about the frame)."""
         st = self._devices.setdefault(device_id, EcgDeviceState())
         notes: list[str] = []
@@ -72,12 +74,25 @@ class EcgFrameTracker:
             st.lead_off_since = st.lead_off_since or frame.ts
             if not st.lead_off_raised and frame.ts - st.lead_off_since >= LEAD_OFF_ALARM_AFTER:
                 st.lead_off_raised = True
-                findings.append(Finding(patient_id=patient_id, condition=Condition.LEAD_OFF, at=frame.ts,
-                                        evidence={"device_id": device_id, "since": st.lead_off_since.isoformat()}))
+                findings.append(
+                    Finding(
+                        patient_id=patient_id,
+                        condition=Condition.LEAD_OFF,
+                        at=frame.ts,
+                        evidence={"device_id": device_id, "since": st.lead_off_since.isoformat()},
+                    )
+                )
         else:
             if st.lead_off_raised:
-                findings.append(Finding(patient_id=patient_id, condition=Condition.LEAD_OFF, active=False, at=frame.ts,
-                                        evidence={"device_id": device_id}))
+                findings.append(
+                    Finding(
+                        patient_id=patient_id,
+                        condition=Condition.LEAD_OFF,
+                        active=False,
+                        at=frame.ts,
+                        evidence={"device_id": device_id},
+                    )
+                )
             st.lead_off_since, st.lead_off_raised = None, False
 
         summary = None
@@ -94,9 +109,17 @@ class EcgFrameTracker:
                 at = st.origin + timedelta(seconds=float(alarm.start_s))
                 detail = alarm.detail or {}
                 tier, severity = _RAISED_ROUTE.get((alarm.condition, detail.get("severity")), (None, None))
-                findings.append(Finding(patient_id=patient_id, condition=Condition(alarm.condition), active=alarm.active,
-                                        at=at, tier=tier, severity=severity,
-                                        evidence={"device_id": device_id, **detail}))
+                findings.append(
+                    Finding(
+                        patient_id=patient_id,
+                        condition=Condition(alarm.condition),
+                        active=alarm.active,
+                        at=at,
+                        tier=tier,
+                        severity=severity,
+                        evidence={"device_id": device_id, **detail},
+                    )
+                )
             s = st.analyser.minute_summary()
             if s is not None:
                 summary = EcgSummary(ts=frame.ts, **{k: v for k, v in s.items() if k in EcgSummary.model_fields})

@@ -31,9 +31,13 @@ _READING = TypeAdapter(AnyReading)
 _ENVELOPE = ("patient_id", "device_id", "received_at")
 
 
-def recent_readings_by_patient(db_path: Path, now: datetime, window: timedelta = RESTORE_WINDOW,
-                               limit: int = RESTORE_MAX_ROWS,
-                               patient_id: str | None = None) -> dict[str, list[Accepted]]:
+def recent_readings_by_patient(
+    db_path: Path,
+    now: datetime,
+    window: timedelta = RESTORE_WINDOW,
+    limit: int = RESTORE_MAX_ROWS,
+    patient_id: str | None = None,
+) -> dict[str, list[Accepted]]:
     """Each patient's (or one patient's) stored readings received within `window` before `now`,
     at most `limit` each (the newest), oldest arrival first (the reading store's `received_since`)."""
     queries = ReadingQueries(db_path)
@@ -47,15 +51,22 @@ def recent_readings_by_patient(db_path: Path, now: datetime, window: timedelta =
     for pid, key, device_id, received_at, source, body in rows:
         try:
             fields = {k: v for k, v in json.loads(body).items() if k not in _ENVELOPE}
-            acc = Accepted(reading=_READING.validate_python(fields), patient_id=pid, device_id=device_id,
-                           received_at=datetime.fromisoformat(received_at), source=source, idempotency_key=key)
+            acc = Accepted(
+                reading=_READING.validate_python(fields),
+                patient_id=pid,
+                device_id=device_id,
+                received_at=datetime.fromisoformat(received_at),
+                source=source,
+                idempotency_key=key,
+            )
         except (ValueError, ValidationError):
             continue  # a row this version cannot read back: it was judged when it arrived
         out.setdefault(pid, []).append(acc)
     return out
 
 
-def recent_readings(db_path: Path, patient_id: str, now: datetime, window: timedelta = RESTORE_WINDOW,
-                    limit: int = RESTORE_MAX_ROWS) -> list[Accepted]:
+def recent_readings(
+    db_path: Path, patient_id: str, now: datetime, window: timedelta = RESTORE_WINDOW, limit: int = RESTORE_MAX_ROWS
+) -> list[Accepted]:
     """One patient's share of `recent_readings_by_patient`."""
     return recent_readings_by_patient(db_path, now, window, limit, patient_id).get(patient_id, [])

@@ -203,8 +203,10 @@ class EcgStripReading(_Reading):
     def _length(self) -> EcgStripReading:
         seconds = len(self.samples_uv) / self.fs
         if not STRIP_SECONDS[0] <= seconds <= STRIP_SECONDS[1]:
-            raise ValueError(f"the strip is {seconds:.1f} s ({len(self.samples_uv)} samples at {self.fs:g} Hz); "
-                             f"a screening strip is {STRIP_SECONDS[0]:g} to {STRIP_SECONDS[1]:g} s")
+            raise ValueError(
+                f"the strip is {seconds:.1f} s ({len(self.samples_uv)} samples at {self.fs:g} Hz); "
+                f"a screening strip is {STRIP_SECONDS[0]:g} to {STRIP_SECONDS[1]:g} s"
+            )
         return self
 
 
@@ -231,12 +233,25 @@ class ScreenedStrip(_Reading):
 
 
 DeviceReading = Annotated[
-    BloodPressureReading | GlucoseReading | EcgFrame | Spo2Reading | HeartRateReading | BatteryReading | EcgStripReading,
+    BloodPressureReading
+    | GlucoseReading
+    | EcgFrame
+    | Spo2Reading
+    | HeartRateReading
+    | BatteryReading
+    | EcgStripReading,
     Field(discriminator="kind"),
 ]
 AnyReading = Union[  # noqa: UP007 (a runtime alias; kept as written)
-    BloodPressureReading, GlucoseReading, EcgFrame, Spo2Reading, HeartRateReading, BatteryReading, EcgSummary,
-    EcgStripReading, ScreenedStrip,
+    BloodPressureReading,
+    GlucoseReading,
+    EcgFrame,
+    Spo2Reading,
+    HeartRateReading,
+    BatteryReading,
+    EcgSummary,
+    EcgStripReading,
+    ScreenedStrip,
 ]
 
 # Which reading kinds a configured device kind may send.
@@ -378,7 +393,7 @@ def parse_duration(value: object) -> timedelta:
     if isinstance(value, timedelta):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not value >= 0:      # also NaN
+        if not value >= 0:  # also NaN
             raise ValueError("must not be negative")
         return _bounded(timedelta(seconds=min(float(value), MAX_DURATION.total_seconds() + 1)), value)
     if not isinstance(value, str) or not value.strip():

@@ -51,21 +51,30 @@ def check(acc: Accepted, limits: Plausibility, now: datetime) -> Rejected | None
     if (field := _non_finite(r)) is not None:
         return bad("implausible_value", f"{field} is not a finite number (NaN or Infinity)")
     if r.ts - now > limits.max_future_skew:
-        return bad("future_timestamp", f"device time {r.ts.isoformat()} is {r.ts - now} ahead of the gateway; set the device clock")
+        return bad(
+            "future_timestamp",
+            f"device time {r.ts.isoformat()} is {r.ts - now} ahead of the gateway; set the device clock",
+        )
     if isinstance(r, BloodPressureReading):
         if _outside(r.systolic, limits.systolic):
             return bad("implausible_value", f"systolic {r.systolic} mmHg outside {limits.systolic}")
         if _outside(r.diastolic, limits.diastolic):
             return bad("implausible_value", f"diastolic {r.diastolic} mmHg outside {limits.diastolic}")
         if r.systolic - r.diastolic < limits.min_pulse_pressure:
-            return bad("implausible_value", f"pulse pressure {r.systolic - r.diastolic:g} mmHg < {limits.min_pulse_pressure:g} (systolic must exceed diastolic)")
+            return bad(
+                "implausible_value",
+                f"pulse pressure {r.systolic - r.diastolic:g} mmHg < {limits.min_pulse_pressure:g} (systolic must exceed diastolic)",
+            )
         if r.pulse is not None and _outside(r.pulse, limits.heart_rate):
             return bad("implausible_value", f"pulse {r.pulse} bpm outside {limits.heart_rate}")
     elif isinstance(r, GlucoseReading):
         if r.mmol_l is None and r.range is None:
             return bad("invalid_reading", "glucose without a value or a HI/LO flag")
         if r.mmol_l is not None and r.range is None and _outside(r.mmol_l, limits.glucose):
-            return bad("implausible_value", f"glucose {r.mmol_l} mmol/L outside {limits.glucose} (a mg/dL value sent as mmol/L?)")
+            return bad(
+                "implausible_value",
+                f"glucose {r.mmol_l} mmol/L outside {limits.glucose} (a mg/dL value sent as mmol/L?)",
+            )
     elif isinstance(r, Spo2Reading):
         if _outside(r.spo2, limits.spo2):
             return bad("implausible_value", f"SpO2 {r.spo2} % outside {limits.spo2}")

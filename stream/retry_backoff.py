@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 
-DEFAULT_JITTER = 0.2   # share of a wait that is randomly taken off it
+DEFAULT_JITTER = 0.2  # share of a wait that is randomly taken off it
 
 
 def capped_exponential(attempt: int, initial_s: float, max_s: float, factor: float = 2.0) -> float:
@@ -22,7 +22,7 @@ def capped_exponential(attempt: int, initial_s: float, max_s: float, factor: flo
     # beyond this exponent the delay is max_s: stop there instead of computing factor**1024
     ceiling = math.ceil(math.log(max_s / initial_s, factor))
     n = min(max(0, attempt - 1), ceiling)
-    return min(max_s, initial_s * factor ** n)
+    return min(max_s, initial_s * factor**n)
 
 
 def jittered(delay_s: float, share: float = DEFAULT_JITTER, rng: random.Random | None = None) -> float:

@@ -57,8 +57,17 @@ class RhythmLog:
         try:
             self._db.execute(
                 "INSERT OR REPLACE INTO ecg_summaries VALUES (?,?,?,?,?,?,?,?,?)",
-                (acc.patient_id, acc.device_id, iso(s.ts), s.hr_bpm, s.rhythm, s.quality, s.lead_off_s, s.window_s,
-                 json.dumps(s.beats)),
+                (
+                    acc.patient_id,
+                    acc.device_id,
+                    iso(s.ts),
+                    s.hr_bpm,
+                    s.rhythm,
+                    s.quality,
+                    s.lead_off_s,
+                    s.window_s,
+                    json.dumps(s.beats),
+                ),
             )
         except sqlite3.Error as exc:
             log.warning("could not write an ECG summary: %s", exc, extra={"patient_id": acc.patient_id})
@@ -78,8 +87,11 @@ class RhythmQueries:
 
     def minutes(self, patient_id: str, since: datetime | None = None, until: datetime | None = None) -> list[dict]:
         """The patient's per-minute summaries, oldest first (`ts` is device time)."""
-        q, args = ("SELECT device_id, ts, hr_bpm, rhythm, quality, lead_off_s, window_s, beats FROM ecg_summaries "
-                   "WHERE patient_id=?", [patient_id])
+        q, args = (
+            "SELECT device_id, ts, hr_bpm, rhythm, quality, lead_off_s, window_s, beats FROM ecg_summaries "
+            "WHERE patient_id=?",
+            [patient_id],
+        )
         if since is not None:
             q, args = q + " AND ts>=?", [*args, iso(since)]
         if until is not None:
@@ -93,8 +105,10 @@ class RhythmQueries:
         return out
 
     def latest(self, patient_id: str) -> dict | None:
-        rows = self._db.rows("SELECT ts, hr_bpm, rhythm, quality FROM ecg_summaries WHERE patient_id=? "
-                             "ORDER BY ts DESC LIMIT 1", (patient_id,))
+        rows = self._db.rows(
+            "SELECT ts, hr_bpm, rhythm, quality FROM ecg_summaries WHERE patient_id=? ORDER BY ts DESC LIMIT 1",
+            (patient_id,),
+        )
         if not rows:
             return None
         ts, hr, rhythm, q = rows[0]

@@ -56,26 +56,39 @@ def evaluate(acc: Accepted, state: PatientRuleState, th: Thresholds) -> list[Fin
     elif isinstance(r, Spo2Reading):
         found = [] if historical else _spo2(acc.patient_id, r, state, th)
     elif isinstance(r, BatteryReading):
-        found = _level(acc.patient_id, Condition.BATTERY_LOW, r.percent <= 20, r.ts, {"battery_percent": r.percent}, state)
+        found = _level(
+            acc.patient_id, Condition.BATTERY_LOW, r.percent <= 20, r.ts, {"battery_percent": r.percent}, state
+        )
     else:
         found = []
     if isinstance(r, GlucoseReading) and "battery_low" in r.flags:
-        found.append(Finding(patient_id=acc.patient_id, condition=Condition.BATTERY_LOW, at=r.ts,
-                             evidence={"device_id": acc.device_id, "source": "glucose status b0"}))
+        found.append(
+            Finding(
+                patient_id=acc.patient_id,
+                condition=Condition.BATTERY_LOW,
+                at=r.ts,
+                evidence={"device_id": acc.device_id, "source": "glucose status b0"},
+            )
+        )
     if not found:
         return found
     evidence_base = {"device_id": acc.device_id}
     if historical:
         found = [f for f in found if f.active]
     return [
-        f.model_copy(update={"follow_up": follow_up and f.active, "evidence": {**evidence_base, **f.evidence,
-                                                                               **({"backfilled": True} if follow_up else {})}})
+        f.model_copy(
+            update={
+                "follow_up": follow_up and f.active,
+                "evidence": {**evidence_base, **f.evidence, **({"backfilled": True} if follow_up else {})},
+            }
+        )
         for f in found
     ]
 
 
-def _level(patient: str, cond: Condition, on: bool, at: datetime, evidence: dict, state: PatientRuleState,
-           **kw: object) -> list[Finding]:
+def _level(
+    patient: str, cond: Condition, on: bool, at: datetime, evidence: dict, state: PatientRuleState, **kw: object
+) -> list[Finding]:
     """Raise on the way in, clear on the way out; repeats while on update the alert."""
     if on:
         state.active.add(cond)
@@ -86,8 +99,9 @@ def _level(patient: str, cond: Condition, on: bool, at: datetime, evidence: dict
     return []
 
 
-def _bp(patient: str, r: BloodPressureReading, state: PatientRuleState, th: Thresholds,
-        historical: bool = False) -> list[Finding]:
+def _bp(
+    patient: str, r: BloodPressureReading, state: PatientRuleState, th: Thresholds, historical: bool = False
+) -> list[Finding]:
     t = th.bp
     hist = state.bp
     questionable = r.status.questionable
@@ -153,8 +167,9 @@ class BpEntry(NamedTuple):
 
     @classmethod
     def of(cls, r: BloodPressureReading) -> BpEntry:
-        return cls(r.ts, r.systolic, r.diastolic, r.status.questionable, _exact_int(r.systolic),
-                   _exact_int(r.diastolic))
+        return cls(
+            r.ts, r.systolic, r.diastolic, r.status.questionable, _exact_int(r.systolic), _exact_int(r.diastolic)
+        )
 
 
 _MIN_TS = datetime.min.replace(tzinfo=UTC)
@@ -296,7 +311,7 @@ class BpHistory:
             n, inexact, s_sys, s_dia, high = self._n, self._inexact, self._sys, self._dia, self._high
             first = bisect_left(self._ts, cut)
             hs, hd = key[1], key[2]
-            for e in ent[first:self._lo]:
+            for e in ent[first : self._lo]:
                 if e.questionable:
                     continue
                 n += 1
@@ -313,8 +328,9 @@ class BpHistory:
         return n, float(s_sys), float(s_dia), high
 
 
-def _glucose(patient: str, r: GlucoseReading, state: PatientRuleState, th: Thresholds,
-             historical: bool = False) -> list[Finding]:
+def _glucose(
+    patient: str, r: GlucoseReading, state: PatientRuleState, th: Thresholds, historical: bool = False
+) -> list[Finding]:
     t = th.glucose
     out: list[Finding] = []
     g = r.mmol_l
@@ -353,8 +369,12 @@ def _spo2(patient: str, r: Spo2Reading, state: PatientRuleState, th: Thresholds)
     state.spo2_severe_since = (state.spo2_severe_since or r.ts) if r.spo2 < t.severe else None
     low = state.spo2_low_since is not None and r.ts - state.spo2_low_since >= t.persist
     severe = state.spo2_severe_since is not None and r.ts - state.spo2_severe_since >= t.persist
-    ev = {"spo2": r.spo2, "pulse": r.pulse, "ts": r.ts.isoformat(),
-          "low_since": state.spo2_low_since.isoformat() if state.spo2_low_since else None}
+    ev = {
+        "spo2": r.spo2,
+        "pulse": r.pulse,
+        "ts": r.ts.isoformat(),
+        "low_since": state.spo2_low_since.isoformat() if state.spo2_low_since else None,
+    }
     kw: dict = {"tier": Tier.EMERGENCY, "severity": Severity.CRITICAL} if severe else {}
     if r.spo2 < t.low and not low:
         return []  # not yet persistent; neither raise nor clear

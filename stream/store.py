@@ -125,16 +125,41 @@ class ReadingStore:
             blob = zlib.compress(np.asarray(np.round(r.samples_uv), dtype="<i4").tobytes(), 1)
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO ecg_frames VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (acc.idempotency_key, acc.patient_id, acc.device_id, iso(r.ts), iso(acc.received_at), r.seq,
-                 r.fs, int(r.lead_off), len(r.samples_uv), blob),
+                (
+                    acc.idempotency_key,
+                    acc.patient_id,
+                    acc.device_id,
+                    iso(r.ts),
+                    iso(acc.received_at),
+                    r.seq,
+                    r.fs,
+                    int(r.lead_off),
+                    len(r.samples_uv),
+                    blob,
+                ),
             )
         elif isinstance(r, ScreenedStrip):
             body, text = acc.public_parts()  # the result without the samples
             blob = zlib.compress(np.asarray(r.samples_uv, dtype="<i2").tobytes(), 6)
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO strips VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (acc.idempotency_key, r.strip_id, acc.patient_id, acc.device_id, body["ts"], body["received_at"], r.fs,
-                 len(r.samples_uv), blob, r.label, r.confidence, r.hr_bpm, json.dumps(r.probabilities), r.model, text),
+                (
+                    acc.idempotency_key,
+                    r.strip_id,
+                    acc.patient_id,
+                    acc.device_id,
+                    body["ts"],
+                    body["received_at"],
+                    r.fs,
+                    len(r.samples_uv),
+                    blob,
+                    r.label,
+                    r.confidence,
+                    r.hr_bpm,
+                    json.dumps(r.probabilities),
+                    r.model,
+                    text,
+                ),
             )
         elif r.kind == "ecg_strip":
             raise TypeError("a strip is stored with its screening (stream/strip_screening.py), not before")
@@ -142,8 +167,16 @@ class ReadingStore:
             body, text = acc.public_parts()  # its ts and received_at are iso() of the same times
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO readings VALUES (?,?,?,?,?,?,?,?)",
-                (acc.idempotency_key, acc.patient_id, acc.device_id, r.kind, body["ts"], body["received_at"],
-                 acc.source, text),
+                (
+                    acc.idempotency_key,
+                    acc.patient_id,
+                    acc.device_id,
+                    r.kind,
+                    body["ts"],
+                    body["received_at"],
+                    acc.source,
+                    text,
+                ),
             )
         return cur.rowcount == 1
 
@@ -167,8 +200,7 @@ class ReadingStore:
         Commits on its own (the caller makes sure no reading transaction is open on this connection)."""
         if not self._db.execute("SELECT 1 FROM strips WHERE idempotency_key=?", (strip_key,)).fetchone():
             return None
-        cur = self._db.execute("INSERT OR IGNORE INTO strip_referrals VALUES (?,?,?,?)",
-                               (strip_key, iso(at), by, note))
+        cur = self._db.execute("INSERT OR IGNORE INTO strip_referrals VALUES (?,?,?,?)", (strip_key, iso(at), by, note))
         return cur.rowcount == 1
 
     def counts(self) -> dict[str, int]:
@@ -241,8 +273,14 @@ class ReadingQueries:
     def close(self) -> None:
         self._db.close()
 
-    def find(self, patient_id: str | None, kind: str | None = None, since: datetime | None = None,
-             until: datetime | None = None, with_keys: bool = False) -> list[dict[str, Any]]:
+    def find(
+        self,
+        patient_id: str | None,
+        kind: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        with_keys: bool = False,
+    ) -> list[dict[str, Any]]:
         """Accepted readings (the public payload), oldest first by device time."""
         q, args = "SELECT idempotency_key, body FROM readings WHERE 1=1", list[object]()
         if patient_id:
@@ -262,8 +300,10 @@ class ReadingQueries:
         return out
 
     def latest(self, patient_id: str, kind: str) -> dict[str, Any] | None:
-        rows = self._db.rows("SELECT body FROM readings WHERE patient_id=? AND kind=? "
-                             "ORDER BY device_ts DESC LIMIT 1", (patient_id, kind))
+        rows = self._db.rows(
+            "SELECT body FROM readings WHERE patient_id=? AND kind=? ORDER BY device_ts DESC LIMIT 1",
+            (patient_id, kind),
+        )
         return json.loads(rows[0][0]) if rows else None
 
     # Per-device look-ups go through the (patient_id, device_ts) indexes: the ECG frame table holds a row
@@ -271,29 +311,40 @@ class ReadingQueries:
 
     def latest_battery(self, patient_id: str, device_id: str) -> dict[str, Any] | None:
         """The device's latest battery reading ({percent, ts, ...}), if it ever sent one."""
-        rows = self._db.rows("SELECT body FROM readings WHERE patient_id=? AND kind='battery' AND device_id=? "
-                             "ORDER BY device_ts DESC LIMIT 1", (patient_id, device_id))
+        rows = self._db.rows(
+            "SELECT body FROM readings WHERE patient_id=? AND kind='battery' AND device_id=? "
+            "ORDER BY device_ts DESC LIMIT 1",
+            (patient_id, device_id),
+        )
         return json.loads(rows[0][0]) if rows else None
 
     def last_reading_at(self, patient_id: str, device_id: str) -> datetime | None:
         """Receive time of the device's latest stored reading or ECG frame (known again after a restart)."""
         best: datetime | None = None
         for table in ("readings", "ecg_frames", "strips"):
-            rows = self._db.rows(f"SELECT received_at FROM {table} WHERE patient_id=? AND device_id=? "
-                                 "ORDER BY device_ts DESC LIMIT 1", (patient_id, device_id))
+            rows = self._db.rows(
+                f"SELECT received_at FROM {table} WHERE patient_id=? AND device_id=? ORDER BY device_ts DESC LIMIT 1",
+                (patient_id, device_id),
+            )
             if rows:
                 at = datetime.fromisoformat(rows[0][0])
                 best = at if best is None else max(best, at)
         return best
 
     def first_reading_ts(self, patient_id: str, device_id: str) -> datetime | None:
-        rows = self._db.rows("SELECT device_ts FROM readings WHERE patient_id=? AND device_id=? "
-                             "AND kind!='battery' ORDER BY device_ts LIMIT 1", (patient_id, device_id))
+        rows = self._db.rows(
+            "SELECT device_ts FROM readings WHERE patient_id=? AND device_id=? "
+            "AND kind!='battery' ORDER BY device_ts LIMIT 1",
+            (patient_id, device_id),
+        )
         return datetime.fromisoformat(rows[0][0]) if rows else None
 
     def count_by_device(self, patient_id: str, since: datetime) -> dict[str, int]:
-        rows = self._db.rows("SELECT device_id, COUNT(*) FROM readings WHERE patient_id=? AND device_ts>=? "
-                             "AND kind!='battery' GROUP BY device_id", (patient_id, iso(since)))
+        rows = self._db.rows(
+            "SELECT device_id, COUNT(*) FROM readings WHERE patient_id=? AND device_ts>=? "
+            "AND kind!='battery' GROUP BY device_id",
+            (patient_id, iso(since)),
+        )
         return {d: int(n) for d, n in rows}
 
     def received_since(self, since: datetime, limit: int, patient_id: str | None = None) -> list[tuple]:
@@ -312,8 +363,11 @@ class ReadingQueries:
     def ecg_latest(self, patient_id: str, seconds: float = 10.0) -> EcgStrip | None:
         """The last `seconds` of stored ECG of a patient, as one strip (gaps between frames are closed up)."""
         seconds = min(seconds, MAX_STRIP_S)
-        rows = self._db.rows("SELECT device_id, device_ts, fs, lead_off, samples_uv FROM ecg_frames "
-                             "WHERE patient_id=? ORDER BY device_ts DESC LIMIT ?", (patient_id, int(seconds) + 2))
+        rows = self._db.rows(
+            "SELECT device_id, device_ts, fs, lead_off, samples_uv FROM ecg_frames "
+            "WHERE patient_id=? ORDER BY device_ts DESC LIMIT ?",
+            (patient_id, int(seconds) + 2),
+        )
         if not rows:
             return None
         device = rows[0][0]
@@ -330,15 +384,16 @@ class ReadingQueries:
     # The frame log: ECG frames in the order they were committed (rowid order = arrival order), read by the
     # ECG analysis behind the frames' acknowledgement (shards/ecg_analysis.py). Only committed rows are seen.
 
-    def ecg_log_after(self, rowid: int, limit: int,
-                      patients: Container[str] | None = None) -> tuple[list[tuple], int]:
+    def ecg_log_after(self, rowid: int, limit: int, patients: Container[str] | None = None) -> tuple[list[tuple], int]:
         """(frames, upto): at most `limit` frames committed after `rowid`, oldest first, and the last rowid
         read (`rowid` when none). A frame: (rowid, idempotency_key, patient_id, device_id, device_ts,
         received_at, seq, fs, lead_off, samples µV as int32). `patients`: only theirs (others are skipped
         undecoded, but still advance `upto`)."""
-        rows = self._db.rows("SELECT rowid, idempotency_key, patient_id, device_id, device_ts, received_at, seq, fs, "
-                             "lead_off, samples_uv FROM ecg_frames WHERE rowid > ? ORDER BY rowid LIMIT ?",
-                             (rowid, limit))
+        rows = self._db.rows(
+            "SELECT rowid, idempotency_key, patient_id, device_id, device_ts, received_at, seq, fs, "
+            "lead_off, samples_uv FROM ecg_frames WHERE rowid > ? ORDER BY rowid LIMIT ?",
+            (rowid, limit),
+        )
         frames = [(*r[:9], _samples(r[9])) for r in rows if patients is None or r[2] in patients]
         return frames, (rows[-1][0] if rows else rowid)
 
@@ -352,41 +407,70 @@ class ReadingQueries:
         rows = self._db.rows("SELECT received_at FROM ecg_frames WHERE rowid > ? ORDER BY rowid LIMIT 1", (rowid,))
         return datetime.fromisoformat(rows[0][0]) if rows else None
 
-    def ecg_frames(self, patient_id: str, since: datetime | None = None,
-                   until: datetime | None = None) -> list[tuple[str, datetime, float, np.ndarray]]:
+    def ecg_frames(
+        self, patient_id: str, since: datetime | None = None, until: datetime | None = None
+    ) -> list[tuple[str, datetime, float, np.ndarray]]:
         """(device_id, device time, fs, samples µV) per stored frame, oldest first."""
         q, args = "SELECT device_id, device_ts, fs, samples_uv FROM ecg_frames WHERE patient_id=?", [patient_id]
         if since is not None:
             q, args = q + " AND device_ts>=?", [*args, iso(since)]
         if until is not None:
             q, args = q + " AND device_ts<=?", [*args, iso(until)]
-        return [(d, datetime.fromisoformat(t), float(fs), _samples(b))
-                for d, t, fs, b in self._db.rows(q + " ORDER BY device_ts", args)]
+        return [
+            (d, datetime.fromisoformat(t), float(fs), _samples(b))
+            for d, t, fs, b in self._db.rows(q + " ORDER BY device_ts", args)
+        ]
 
     # ------------------------------------------------------------ screening strips
 
-    _STRIP_COLS = ("s.idempotency_key, s.strip_id, s.patient_id, s.device_id, s.device_ts, s.received_at, s.fs, "
-                   "s.n_samples, s.label, s.confidence, s.hr_bpm, s.model, s.body, "
-                   "r.referred_at, r.referred_by, r.note")
+    _STRIP_COLS = (
+        "s.idempotency_key, s.strip_id, s.patient_id, s.device_id, s.device_ts, s.received_at, s.fs, "
+        "s.n_samples, s.label, s.confidence, s.hr_bpm, s.model, s.body, "
+        "r.referred_at, r.referred_by, r.note"
+    )
 
     @staticmethod
     def _strip_row(row: tuple) -> dict[str, Any]:
         key, strip_id, pid, dev, ts, rec, fs, n, label, conf, hr, model, body, ref_at, ref_by, note = row
         b = json.loads(body)
-        return {"key": key, "strip_id": strip_id, "patient_id": pid, "device_id": dev, "ts": ts, "received_at": rec,
-                "fs": float(fs), "seconds": n / fs if fs else 0.0, "label": label, "confidence": float(conf),
-                "hr_bpm": hr, "model": model, "probabilities": b.get("probabilities", {}), "beats": b.get("beats"),
-                "lead": b.get("lead"), "referred_at": ref_at, "referred_by": ref_by, "referral_note": note}
+        return {
+            "key": key,
+            "strip_id": strip_id,
+            "patient_id": pid,
+            "device_id": dev,
+            "ts": ts,
+            "received_at": rec,
+            "fs": float(fs),
+            "seconds": n / fs if fs else 0.0,
+            "label": label,
+            "confidence": float(conf),
+            "hr_bpm": hr,
+            "model": model,
+            "probabilities": b.get("probabilities", {}),
+            "beats": b.get("beats"),
+            "lead": b.get("lead"),
+            "referred_at": ref_at,
+            "referred_by": ref_by,
+            "referral_note": note,
+        }
 
-    def strips(self, patient_id: str | None = None, since: datetime | None = None, until: datetime | None = None,
-               labels: tuple[str, ...] | None = None, referred: bool | None = None,
-               limit: int = 1000) -> list[dict[str, Any]]:
+    def strips(
+        self,
+        patient_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        labels: tuple[str, ...] | None = None,
+        referred: bool | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
         """Screening strips without their samples, newest first by device time; `referred` False: not yet
         marked referred, True: marked. Each row: key (the strip's idempotency key, its id in URLs),
         strip_id, patient_id, device_id, ts, received_at, fs, seconds, label, confidence, hr_bpm, model,
         probabilities, beats, lead, referred_at / referred_by / referral_note (None until referred)."""
-        q = (f"SELECT {self._STRIP_COLS} FROM strips s LEFT JOIN strip_referrals r "
-             "ON r.idempotency_key = s.idempotency_key WHERE 1=1")
+        q = (
+            f"SELECT {self._STRIP_COLS} FROM strips s LEFT JOIN strip_referrals r "
+            "ON r.idempotency_key = s.idempotency_key WHERE 1=1"
+        )
         args: list[object] = []
         if patient_id:
             q, args = q + " AND s.patient_id=?", [*args, patient_id]
@@ -403,8 +487,11 @@ class ReadingQueries:
 
     def strip(self, key: str) -> dict[str, Any] | None:
         """One strip as `strips()` gives it, plus `samples_uv` (µV, int32 array)."""
-        rows = self._db.rows(f"SELECT {self._STRIP_COLS}, s.samples_uv FROM strips s LEFT JOIN strip_referrals r "
-                             "ON r.idempotency_key = s.idempotency_key WHERE s.idempotency_key=?", (key,))
+        rows = self._db.rows(
+            f"SELECT {self._STRIP_COLS}, s.samples_uv FROM strips s LEFT JOIN strip_referrals r "
+            "ON r.idempotency_key = s.idempotency_key WHERE s.idempotency_key=?",
+            (key,),
+        )
         if not rows:
             return None
         out = self._strip_row(rows[0][:-1])

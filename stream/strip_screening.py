@@ -35,10 +35,17 @@ def screen_now(acc: Accepted) -> Accepted:
     assert isinstance(r, EcgStripReading)
     res = screen(np.asarray(r.samples_uv, dtype=np.float64), r.fs)
     screened = ScreenedStrip(
-        ts=r.ts, seq=r.seq, strip_id=r.strip_id, fs=r.fs, seconds=round(res.seconds, 3), lead=r.lead,
+        ts=r.ts,
+        seq=r.seq,
+        strip_id=r.strip_id,
+        fs=r.fs,
+        seconds=round(res.seconds, 3),
+        lead=r.lead,
         label=res.label,  # type: ignore[arg-type]
-        confidence=round(float(res.confidence), 4), hr_bpm=float(res.hr_bpm) if res.hr_bpm else None,
-        beats=int(res.beats), probabilities=dict(res.probabilities),
+        confidence=round(float(res.confidence), 4),
+        hr_bpm=float(res.hr_bpm) if res.hr_bpm else None,
+        beats=int(res.beats),
+        probabilities=dict(res.probabilities),
         model=load_model().version,
         samples_uv=r.samples_uv,
     )
@@ -51,5 +58,8 @@ async def screen_strip(acc: Accepted) -> Accepted | Rejected:
         return await asyncio.to_thread(screen_now, acc)
     except Exception as exc:  # a classifier fault must not cost the patient's stream
         log.exception("screening failed", extra={"patient_id": acc.patient_id, "device_id": acc.device_id})
-        return Rejected(reason="screening_failed", detail=f"{acc.device_id}: strip {getattr(acc.reading, 'strip_id', '?')}: "
-                        f"{type(exc).__name__}: {exc}", device_id=acc.device_id)
+        return Rejected(
+            reason="screening_failed",
+            detail=f"{acc.device_id}: strip {getattr(acc.reading, 'strip_id', '?')}: {type(exc).__name__}: {exc}",
+            device_id=acc.device_id,
+        )

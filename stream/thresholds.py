@@ -48,8 +48,11 @@ class GlucoseThresholds(_Section):
     hyper: float = Field(13.9, gt=0)
     hyper_crisis: float = Field(16.7, gt=0)
     hyper_hhs: float = Field(33.3, gt=0)
-    recheck_within: Duration = Field(parse_duration("1h"), description="a hypo reading followed by another "
-                                     "hypo within this window is severe (the 15-minute recheck failed)")
+    recheck_within: Duration = Field(
+        parse_duration("1h"),
+        description="a hypo reading followed by another "
+        "hypo within this window is severe (the 15-minute recheck failed)",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> GlucoseThresholds:
@@ -82,8 +85,9 @@ class Thresholds(_Section):
     spo2: Spo2Thresholds = Spo2Thresholds()
     plausibility: Plausibility = Plausibility()
     backfill_age: Duration = Field(parse_duration("1h"), description="older readings go to follow-up, not acute tiers")
-    missed_readings_overdue: Duration = Field(parse_duration("24h"), description="a scheduled reading this late "
-                                              "raises missed_readings")
+    missed_readings_overdue: Duration = Field(
+        parse_duration("24h"), description="a scheduled reading this late raises missed_readings"
+    )
 
     def with_override(self, override: dict[str, Any] | Thresholds | None) -> Thresholds:
         """Apply only the fields an override sets (a patient's `thresholds:` as written)."""

@@ -40,8 +40,9 @@ class Mosquitto:
         self.start()
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [self.exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         wait_port(self.port)
 
     def stop(self) -> None:
@@ -141,8 +142,13 @@ class GatewayProcess:
     def start(self) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._logf = open(self.log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "box.cli", "run", "--config", str(self.config_path)],
-                                     cwd=REPO, env=env, stdout=self._logf, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "box.cli", "run", "--config", str(self.config_path)],
+            cwd=REPO,
+            env=env,
+            stdout=self._logf,
+            stderr=subprocess.STDOUT,
+        )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         assert self.proc is not None

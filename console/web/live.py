@@ -34,9 +34,16 @@ class LiveHub:
         return len(self._subscribers)
 
     def on_transition(self, alert: Alert, what: str) -> None:
-        event = {"what": what, "alert_id": alert.alert_id, "patient_id": alert.patient_id,
-                 "condition": alert.condition.value, "severity": alert.severity.value, "tier": alert.tier.value,
-                 "state": alert.state.value, "acknowledged_by": alert.acknowledged_by}
+        event = {
+            "what": what,
+            "alert_id": alert.alert_id,
+            "patient_id": alert.patient_id,
+            "condition": alert.condition.value,
+            "severity": alert.severity.value,
+            "tier": alert.tier.value,
+            "state": alert.state.value,
+            "acknowledged_by": alert.acknowledged_by,
+        }
         self.publish("alert", event)
 
     def publish(self, kind: str, data: dict) -> None:
@@ -57,8 +64,7 @@ class LiveHub:
             yield f"retry: {RETRY_MS}\nevent: hello\ndata: {{}}\n\n"
             while not self._stop.is_set():
                 get = asyncio.ensure_future(q.get())
-                done, _ = await asyncio.wait({get, stop_wait}, timeout=KEEPALIVE_S,
-                                             return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait({get, stop_wait}, timeout=KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED)
                 if get not in done:
                     get.cancel()
                     if stop_wait in done:

@@ -55,12 +55,24 @@ class GatewayCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         src, devices = self.src, self.devices
         c = src.live.counters
-        yield _family("counter", "vitalgate_readings_total", "Readings accepted and stored, by kind.",
-                      (({"kind": k, "result": "accepted"}, v) for k, v in sorted(c.accepted.items())))
-        yield _family("counter", "vitalgate_readings_rejected_total", "Payloads refused, by reason.",
-                      (({"reason": k}, v) for k, v in sorted(c.rejected.items())))
-        yield _family("gauge", "vitalgate_queue_depth", "Readings waiting in the per-patient queues.",
-                      [({}, src.live.queue_depth())])
+        yield _family(
+            "counter",
+            "vitalgate_readings_total",
+            "Readings accepted and stored, by kind.",
+            (({"kind": k, "result": "accepted"}, v) for k, v in sorted(c.accepted.items())),
+        )
+        yield _family(
+            "counter",
+            "vitalgate_readings_rejected_total",
+            "Payloads refused, by reason.",
+            (({"reason": k}, v) for k, v in sorted(c.rejected.items())),
+        )
+        yield _family(
+            "gauge",
+            "vitalgate_queue_depth",
+            "Readings waiting in the per-patient queues.",
+            [({}, src.live.queue_depth())],
+        )
         outboxes: list[tuple[dict[str, str], float]] = [({"outbox": "alerts_mqtt"}, len(src.alerts.pending()))]
         fwd = src.live.forwarding_status()
         if "uplink" in fwd:
@@ -74,35 +86,78 @@ class GatewayCollector(Collector):
         for st in src.alerts.active():
             key = (st.alert.tier.value, st.alert.state.value)
             counts[key] = counts.get(key, 0) + 1
-        yield _family("gauge", "vitalgate_alerts", "Open alerts by tier and state.",
-                      (({"tier": t, "state": s}, n) for (t, s), n in sorted(counts.items())))
-        yield _family("counter", "vitalgate_alert_events_total", "Dispatcher transitions since start.",
-                      (({"event": k}, v) for k, v in sorted(src.desk.counters.items())))
-        yield _family("gauge", "vitalgate_device_connected",
-                      "1 if the device is connected (BLE) or has reported within its expected interval (MQTT).",
-                      (({"device": d["device_id"], "kind": d["kind"], "link": d["link"]}, 1 if d["connected"] else 0)
-                       for d in devices))
-        yield _family("gauge", "vitalgate_device_last_seen_seconds", "Seconds since the device's last accepted reading.",
-                      (({"device": d["device_id"]}, d["last_seen_s"]) for d in devices if d["last_seen_s"] is not None))
-        yield _family("gauge", "vitalgate_mqtt_connected", "1 while the gateway is connected to the local broker.",
-                      [({}, 1 if src.live.mqtt_connected() else 0)])
+        yield _family(
+            "gauge",
+            "vitalgate_alerts",
+            "Open alerts by tier and state.",
+            (({"tier": t, "state": s}, n) for (t, s), n in sorted(counts.items())),
+        )
+        yield _family(
+            "counter",
+            "vitalgate_alert_events_total",
+            "Dispatcher transitions since start.",
+            (({"event": k}, v) for k, v in sorted(src.desk.counters.items())),
+        )
+        yield _family(
+            "gauge",
+            "vitalgate_device_connected",
+            "1 if the device is connected (BLE) or has reported within its expected interval (MQTT).",
+            (
+                ({"device": d["device_id"], "kind": d["kind"], "link": d["link"]}, 1 if d["connected"] else 0)
+                for d in devices
+            ),
+        )
+        yield _family(
+            "gauge",
+            "vitalgate_device_last_seen_seconds",
+            "Seconds since the device's last accepted reading.",
+            (({"device": d["device_id"]}, d["last_seen_s"]) for d in devices if d["last_seen_s"] is not None),
+        )
+        yield _family(
+            "gauge",
+            "vitalgate_mqtt_connected",
+            "1 while the gateway is connected to the local broker.",
+            [({}, 1 if src.live.mqtt_connected() else 0)],
+        )
         if "uplink" in fwd:
-            yield _family("gauge", "vitalgate_uplink_connected", "1 while the county uplink is connected.",
-                          [({}, 1 if fwd["uplink"].get("connected") else 0)])
+            yield _family(
+                "gauge",
+                "vitalgate_uplink_connected",
+                "1 while the county uplink is connected.",
+                [({}, 1 if fwd["uplink"].get("connected") else 0)],
+            )
         ecg = src.live.ecg_analysis_status()
-        yield _family("gauge", "vitalgate_ecg_analysis_lag_seconds",
-                      "How far the ECG analysis is behind the frames stored (0 when it keeps up).",
-                      [({}, ecg.get("lag_s", 0.0))])
-        yield _family("gauge", "vitalgate_ecg_analysis_backlog_frames", "ECG frames stored and not analysed yet.",
-                      [({}, ecg.get("backlog_frames", 0))])
-        yield _family("gauge", "vitalgate_ecg_analysis_lagging",
-                      "1 while the analysis is more than lag_warn_s behind (the status's ecg_analysis_lagging).",
-                      [({}, 1 if ecg.get("condition") else 0)])
+        yield _family(
+            "gauge",
+            "vitalgate_ecg_analysis_lag_seconds",
+            "How far the ECG analysis is behind the frames stored (0 when it keeps up).",
+            [({}, ecg.get("lag_s", 0.0))],
+        )
+        yield _family(
+            "gauge",
+            "vitalgate_ecg_analysis_backlog_frames",
+            "ECG frames stored and not analysed yet.",
+            [({}, ecg.get("backlog_frames", 0))],
+        )
+        yield _family(
+            "gauge",
+            "vitalgate_ecg_analysis_lagging",
+            "1 while the analysis is more than lag_warn_s behind (the status's ecg_analysis_lagging).",
+            [({}, 1 if ecg.get("condition") else 0)],
+        )
         if "restarts" in ecg:
-            yield _family("counter", "vitalgate_ecg_worker_restarts_total", "ECG analysis worker processes restarted.",
-                          [({}, ecg["restarts"])])
-        yield _family("gauge", "vitalgate_console_live_clients", "Open doctor's pages receiving live alerts.",
-                      [({}, self.live_clients)])
+            yield _family(
+                "counter",
+                "vitalgate_ecg_worker_restarts_total",
+                "ECG analysis worker processes restarted.",
+                [({}, ecg["restarts"])],
+            )
+        yield _family(
+            "gauge",
+            "vitalgate_console_live_clients",
+            "Open doctor's pages receiving live alerts.",
+            [({}, self.live_clients)],
+        )
 
 
 def render_metrics(src: ConsoleSources, devices: list[dict[str, Any]], live_clients: int) -> str:
@@ -120,6 +175,11 @@ def health(src: ConsoleSources) -> tuple[int, dict[str, Any]]:
     fwd = src.live.forwarding_status()
     storage_ok = bool(fwd["storage"].get("ok", True))
     stopping = src.stopping.is_set()
-    body = {"status": "ok" if storage_ok and not stopping else "unhealthy", "clinic": src.clinic,
-            "mqtt_connected": src.live.mqtt_connected(), "storage_ok": storage_ok, "stopping": stopping}
+    body = {
+        "status": "ok" if storage_ok and not stopping else "unhealthy",
+        "clinic": src.clinic,
+        "mqtt_connected": src.live.mqtt_connected(),
+        "storage_ok": storage_ok,
+        "stopping": stopping,
+    }
     return (200 if body["status"] == "ok" else 503), body

@@ -69,10 +69,10 @@ HERE = Path(__file__).parent
 SNOOZE_CHOICES = ("15m", "30m", "1h", "2h")
 PERIOD_CHOICES = ("7d", "14d", "30d", "90d")
 WRONG_PASSWORD_DELAY_S = 1.0  # slows guessing; one clinic, a handful of users
-PASSWORD_CHECKS_AT_ONCE = 2   # each scrypt check takes 32 MiB and a core for ~0.3 s: a burst waits its turn
+PASSWORD_CHECKS_AT_ONCE = 2  # each scrypt check takes 32 MiB and a core for ~0.3 s: a burst waits its turn
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-                               "frame-ancestors 'none'",
+    "frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
@@ -83,19 +83,24 @@ class Console:
     def __init__(self, src: ConsoleSources) -> None:
         self.src = src
         self.token = src.token
-        self.tls = src.tls     # HTTPS: the session cookie is Secure
+        self.tls = src.tls  # HTTPS: the session cookie is Secure
         self.records = ClinicRecords(src.storage)
         self.hub = LiveHub(src.stopping)
         self.guard = LoginGuard()
         self.sessions = session.SessionStore()
         # people's accounts by folded name: (name as configured, role, parsed hash)
-        self.accounts = {a.name.strip().casefold(): (a.name, a.role, accounts.parse_hash(a.password_hash))
-                         for a in src.accounts}
+        self.accounts = {
+            a.name.strip().casefold(): (a.name, a.role, accounts.parse_hash(a.password_hash)) for a in src.accounts
+        }
         self._decoy = accounts.decoy_hash()
         self._checking: asyncio.Semaphore | None = None
         src.desk.listen(self.hub.on_transition)
-        self.env = Environment(loader=FileSystemLoader(str(HERE / "templates")),
-                               autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+        self.env = Environment(
+            loader=FileSystemLoader(str(HERE / "templates")),
+            autoescape=select_autoescape(["html"]),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
 
     # ------------------------------------------------------------ plumbing
 
@@ -138,8 +143,12 @@ class Console:
         if not who.may(what):
             role = i18n.t(self._lang(request), f"role.{who.role}")
             if html:
-                return self._render(request, "error.html", status=403,
-                                    message=i18n.t(self._lang(request), "error.forbidden").format(role=role))
+                return self._render(
+                    request,
+                    "error.html",
+                    status=403,
+                    message=i18n.t(self._lang(request), "error.forbidden").format(role=role),
+                )
             return JSONResponse({"error": f"the account's role ({who.role}) may not do this"}, status_code=403)
         return who
 
@@ -156,11 +165,18 @@ class Console:
         lang = self._lang(request)
         who = self._who(request)
         base = {
-            "lang": lang, "t": i18n.translator(lang), "ago": lambda s: i18n.ago(lang, s),
-            "dur": lambda s: i18n.duration_text(lang, s), "clinic": self.src.clinic,
-            "user": who.name if who else None, "role": who.role if who else None,
-            "may_clinical": bool(who and who.may("clinical")), "may_devices": bool(who and who.may("devices")),
-            "may_act": bool(who and who.may("act")), "path": request.url.path, "snooze_choices": SNOOZE_CHOICES,
+            "lang": lang,
+            "t": i18n.translator(lang),
+            "ago": lambda s: i18n.ago(lang, s),
+            "dur": lambda s: i18n.duration_text(lang, s),
+            "clinic": self.src.clinic,
+            "user": who.name if who else None,
+            "role": who.role if who else None,
+            "may_clinical": bool(who and who.may("clinical")),
+            "may_devices": bool(who and who.may("devices")),
+            "may_act": bool(who and who.may("act")),
+            "path": request.url.path,
+            "snooze_choices": SNOOZE_CHOICES,
             "other_lang": "en" if lang == "zh" else "zh",
         }
         html = self.env.get_template(template).render(**base, **ctx)
@@ -175,13 +191,18 @@ class Console:
     # ------------------------------------------------------------ login
 
     async def login_page(self, request: Request) -> Response:
-        return self._render(request, "login.html", next=session.safe_next(request.query_params.get("next")),
-                            bad=False, with_accounts=bool(self.accounts))
+        return self._render(
+            request,
+            "login.html",
+            next=session.safe_next(request.query_params.get("next")),
+            bad=False,
+            with_accounts=bool(self.accounts),
+        )
 
     async def _check_password(self, password: str, h: accounts.ScryptHash) -> bool:
         if self._checking is None:
             self._checking = asyncio.Semaphore(PASSWORD_CHECKS_AT_ONCE)
-        async with self._checking:   # scrypt in a worker thread: the event loop keeps serving alerts
+        async with self._checking:  # scrypt in a worker thread: the event loop keeps serving alerts
             return await asyncio.to_thread(accounts.verify, password, h)
 
     async def login(self, request: Request) -> Response:
@@ -204,8 +225,9 @@ class Console:
             wait = self.guard.account_retry_after(name)
             if wait is not None:
                 self.guard.withdraw(source)
-                log.warning("console login refused: account locked after wrong passwords",
-                            extra={"client": source, "by": name})
+                log.warning(
+                    "console login refused: account locked after wrong passwords", extra={"client": source, "by": name}
+                )
                 return _too_many(wait)
             self.guard.account_failed(name)
             account = self.accounts.get(name.casefold())
@@ -220,15 +242,23 @@ class Console:
         if not ok:
             await asyncio.sleep(WRONG_PASSWORD_DELAY_S)
             log.warning("console login refused", extra={"client": source, "by": name})
-            return self._render(request, "login.html", status=401, next=nxt, bad=True,
-                                with_accounts=bool(self.accounts))
+            return self._render(
+                request, "login.html", status=401, next=nxt, bad=True, with_accounts=bool(self.accounts)
+            )
         self.guard.succeeded(source, name if self.accounts else None)
         if nxt == "/" and role in accounts.HOME:
             nxt = accounts.HOME[role]
         self.sessions.close(request.cookies.get(session.COOKIE))  # a session the browser still held ends here
         resp = RedirectResponse(nxt, status_code=303)
-        resp.set_cookie(session.COOKIE, self.sessions.open(name, role), max_age=session.SESSION_TTL_S,
-                        httponly=True, samesite="strict", path="/", secure=self.tls)
+        resp.set_cookie(
+            session.COOKIE,
+            self.sessions.open(name, role),
+            max_age=session.SESSION_TTL_S,
+            httponly=True,
+            samesite="strict",
+            path="/",
+            secure=self.tls,
+        )
         log.info("console login", extra={"by": name, "role": role, "client": source})
         return resp
 
@@ -283,26 +313,54 @@ class Console:
         summary = views.patient_summary(self.src, self.records, pid, now, self.src.alerts.active())
         sys_, dia = views.bp_points(self.records.readings(pid, "blood_pressure", since=since))
         bp_chart = svg_charts.trend_chart(
-            [svg_charts.Series("SBP", "#c62828", sys_), svg_charts.Series("DBP", "#1565c0", dia)], since, now,
-            (60, 180), svg_charts.Guides(hlines=[(140, "#c62828", "140"), (90, "#1565c0", "90")]),
-            title=tr("patient.bp_trend"))
+            [svg_charts.Series("SBP", "#c62828", sys_), svg_charts.Series("DBP", "#1565c0", dia)],
+            since,
+            now,
+            (60, 180),
+            svg_charts.Guides(hlines=[(140, "#c62828", "140"), (90, "#1565c0", "90")]),
+            title=tr("patient.bp_trend"),
+        )
         glu = views.glucose_points(self.records.readings(pid, "glucose", since=since))
         glu_chart = svg_charts.trend_chart(
-            [svg_charts.Series("", "#6a1b9a", glu)], since, now, (2.0, 14.0),
+            [svg_charts.Series("", "#6a1b9a", glu)],
+            since,
+            now,
+            (2.0, 14.0),
             svg_charts.Guides(hlines=[(3.9, "#e65100", "3.9"), (10.0, "#2e7d32", "10.0")], band=views.GLUCOSE_RANGE),
-            title=tr("patient.glucose_trend"))
+            title=tr("patient.glucose_trend"),
+        )
         hr = views.hourly_hr(self.records.rhythm(pid, since=since))
-        hr_chart = svg_charts.trend_chart([svg_charts.Series("", "#2e7d32", hr, dots=len(hr) < 200)], since, now,
-                                          (50, 110), svg_charts.Guides(hlines=[(100, "#e65100", "100"),
-                                                                               (60, "#1565c0", "60")]),
-                                          title=tr("report.hr")) if hr else ""
+        hr_chart = (
+            svg_charts.trend_chart(
+                [svg_charts.Series("", "#2e7d32", hr, dots=len(hr) < 200)],
+                since,
+                now,
+                (50, 110),
+                svg_charts.Guides(hlines=[(100, "#e65100", "100"), (60, "#1565c0", "60")]),
+                title=tr("report.hr"),
+            )
+            if hr
+            else ""
+        )
         alerts = [views.alert_row(s, now) for s in self.src.alerts.list_alerts(None, pid, 50)]
         devices = [d for d in views.device_rows(self.src, self.records, now) if d["patient_id"] == pid]
         strips = [views.strip_row(s, now) for s in self.records.strips(pid, limit=5)]
-        return self._render(request, "patient.html", nav="patients", p=summary, days=days,
-                            bp_chart=Markup(bp_chart), glu_chart=Markup(glu_chart), hr_chart=Markup(hr_chart),
-                            has_bp=bool(sys_), has_glu=bool(glu), alerts=alerts, devices=devices,
-                            periods=PERIOD_CHOICES, strips=strips)
+        return self._render(
+            request,
+            "patient.html",
+            nav="patients",
+            p=summary,
+            days=days,
+            bp_chart=Markup(bp_chart),
+            glu_chart=Markup(glu_chart),
+            hr_chart=Markup(hr_chart),
+            has_bp=bool(sys_),
+            has_glu=bool(glu),
+            alerts=alerts,
+            devices=devices,
+            periods=PERIOD_CHOICES,
+            strips=strips,
+        )
 
     async def ecg_svg(self, request: Request) -> Response:
         who = self._gate(request, "clinical", html=False)
@@ -350,11 +408,19 @@ class Console:
         strip = ev.pop("strip", None)
         strip_svg = ""
         if isinstance(strip, dict) and strip.get("samples_uv"):
-            strip_svg = svg_charts.ecg_strip(strip["samples_uv"], float(strip.get("fs") or 250),
-                                             label=f"t={strip.get('start_s', 0)} s")
+            strip_svg = svg_charts.ecg_strip(
+                strip["samples_uv"], float(strip.get("fs") or 250), label=f"t={strip.get('start_s', 0)} s"
+            )
         trail = self.src.alerts.transitions(aid)
-        return self._render(request, "alert.html", nav="alerts", a=views.alert_row(s, now), evidence=ev,
-                            strip_svg=Markup(strip_svg), trail=trail)
+        return self._render(
+            request,
+            "alert.html",
+            nav="alerts",
+            a=views.alert_row(s, now),
+            evidence=ev,
+            strip_svg=Markup(strip_svg),
+            trail=trail,
+        )
 
     # ------------------------------------------------------------ AF screening
 
@@ -386,10 +452,14 @@ class Console:
             return self._render(request, "error.html", status=404, message=f"no strip {key}")
         lang = self._lang(request)
         ts = s["ts"][:19].replace("T", " ")
-        paper = svg_charts.ecg_paper(s.pop("samples_uv"), s["fs"],
-                                     label=f"{s['patient_id']} · {ts} · {i18n.t(lang, 'screen.label.' + s['label'])}")
-        return self._render(request, "strip.html", nav="screening", s=views.strip_row(s, self.src.clock()),
-                            paper=Markup(paper))
+        paper = svg_charts.ecg_paper(
+            s.pop("samples_uv"),
+            s["fs"],
+            label=f"{s['patient_id']} · {ts} · {i18n.t(lang, 'screen.label.' + s['label'])}",
+        )
+        return self._render(
+            request, "strip.html", nav="screening", s=views.strip_row(s, self.src.clock()), paper=Markup(paper)
+        )
 
     async def strip_svg(self, request: Request) -> Response:
         who = self._gate(request, "clinical", html=False)
@@ -416,8 +486,9 @@ class Console:
         s = self.records.strip(key)
         row = {k: v for k, v in (s or {}).items() if k != "samples_uv"}
         if not done:
-            return JSONResponse({"error": f"already marked referred by {row.get('referred_by')}", "strip": row},
-                                status_code=409)
+            return JSONResponse(
+                {"error": f"already marked referred by {row.get('referred_by')}", "strip": row}, status_code=409
+            )
         return JSONResponse({"strip": row})
 
     # ------------------------------------------------------------ actions
@@ -466,16 +537,20 @@ class Console:
             return JSONResponse({"error": f"no alert {aid}"}, status_code=404)
         alert = await self.src.desk.snooze(aid, by, duration, str(body.get("why", ""))[:1000])
         if alert is None:
-            return JSONResponse({"error": f"alert is {s.alert.state.value}; only a firing alert can be snoozed"},
-                                status_code=409)
+            return JSONResponse(
+                {"error": f"alert is {s.alert.state.value}; only a firing alert can be snoozed"}, status_code=409
+            )
         return JSONResponse({"alert": self.src.alerts.get(aid).to_api()})  # type: ignore[union-attr]
 
     async def events(self, request: Request) -> Response:
         who = self._gate(request, "clinical", html=False)
         if isinstance(who, Response):
             return who
-        return StreamingResponse(self.hub.stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            self.hub.stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
 
     # ------------------------------------------------------------ reports and exports
 
@@ -510,11 +585,19 @@ class Console:
         if pdf:  # matplotlib in a worker thread: the event loop keeps serving alerts meanwhile
             data = await asyncio.to_thread(render_pdf, storage, clinic, pid, period, now, lang)
             log.info("report rendered", extra={"patient_id": pid, "seconds": round(time.monotonic() - t0, 2)})
-            return Response(data, media_type="application/pdf", headers={
-                **SECURITY_HEADERS, "Content-Disposition": f'inline; filename="report-{pid}-{now:%Y%m%d}.pdf"'})
+            return Response(
+                data,
+                media_type="application/pdf",
+                headers={
+                    **SECURITY_HEADERS,
+                    "Content-Disposition": f'inline; filename="report-{pid}-{now:%Y%m%d}.pdf"',
+                },
+            )
         html = await asyncio.to_thread(render_html, storage, clinic, pid, period, now, lang)
-        headers = {**SECURITY_HEADERS, "Content-Security-Policy": "default-src 'none'; img-src data:; "
-                                                                  "style-src 'unsafe-inline'"}
+        headers = {
+            **SECURITY_HEADERS,
+            "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'",
+        }
         return HTMLResponse(html, headers=headers)
 
     async def fhir_json(self, request: Request) -> Response:
@@ -530,10 +613,15 @@ class Console:
         from console.fhir_export import export_bundle
 
         now = self.src.clock()
-        bundle = await asyncio.to_thread(export_bundle, self.src.storage, self.src.clinic, pid,
-                                         now - period, now)
-        return JSONResponse(bundle, media_type="application/fhir+json", headers={
-            "Content-Disposition": f'attachment; filename="fhir-{pid}-{now:%Y%m%d}.json"', "Cache-Control": "no-store"})
+        bundle = await asyncio.to_thread(export_bundle, self.src.storage, self.src.clinic, pid, now - period, now)
+        return JSONResponse(
+            bundle,
+            media_type="application/fhir+json",
+            headers={
+                "Content-Disposition": f'attachment; filename="fhir-{pid}-{now:%Y%m%d}.json"',
+                "Cache-Control": "no-store",
+            },
+        )
 
     # ------------------------------------------------------------ metrics and health
 
@@ -553,8 +641,11 @@ class Console:
 
 
 def _too_many(wait: float) -> Response:
-    return PlainTextResponse("too many wrong passwords; try again later 密码错误次数过多，请稍后再试",
-                             status_code=429, headers={"Retry-After": str(int(wait) + 1)})
+    return PlainTextResponse(
+        "too many wrong passwords; try again later 密码错误次数过多，请稍后再试",
+        status_code=429,
+        headers={"Retry-After": str(int(wait) + 1)},
+    )
 
 
 def mount_console(app: Starlette, src: ConsoleSources) -> Console:

@@ -30,7 +30,7 @@ from console.accounts import PERMISSIONS
 COOKIE = "vg_session"
 LANG_COOKIE = "vg_lang"
 SESSION_TTL_S = 12 * 3600  # one working day; then sign in again
-MAX_SESSIONS = 1000        # a clinic has a handful of people; the oldest session goes first past this
+MAX_SESSIONS = 1000  # a clinic has a handful of people; the oldest session goes first past this
 CSRF_HEADER = "x-vitalgate"
 MAX_NAME = 40
 TOKEN_NAME = "api-token"
@@ -62,10 +62,14 @@ class SessionStore:
     Expiry runs on a monotonic clock: a box without network time whose clock jumps neither
     ends nor lengthens a session."""
 
-    def __init__(self, ttl_s: float = SESSION_TTL_S, clock: Callable[[], float] = time.monotonic,
-                 max_sessions: int = MAX_SESSIONS) -> None:
+    def __init__(
+        self,
+        ttl_s: float = SESSION_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+        max_sessions: int = MAX_SESSIONS,
+    ) -> None:
         self.ttl_s, self.clock, self.max_sessions = ttl_s, clock, max_sessions
-        self._open: OrderedDict[bytes, _Session] = OrderedDict()   # oldest first (one TTL: also soonest to expire)
+        self._open: OrderedDict[bytes, _Session] = OrderedDict()  # oldest first (one TTL: also soonest to expire)
 
     @staticmethod
     def _key(sid: str) -> bytes:
@@ -88,7 +92,7 @@ class SessionStore:
     def get(self, sid: str | None) -> SignedIn | None:
         """The session's account, or None for a missing, unknown, forgotten or expired id."""
         if not sid or not sid.isascii() or len(sid) > 100:
-            return None      # ours are 43 base64url characters: anything else is forged
+            return None  # ours are 43 base64url characters: anything else is forged
         s = self._open.get(self._key(sid))
         if s is None:
             return None

@@ -62,14 +62,23 @@ def alert_row(s: StoredAlert, now: datetime) -> dict[str, Any]:
     if a.state is AlertState.FIRING and s.suppressed:
         shown = "snoozed" if s.suppressed == "snooze" else "held"
     return {
-        "alert_id": a.alert_id, "patient_id": a.patient_id, "condition": a.condition.value,
-        "severity": a.severity.value, "tier": a.tier.value, "state": a.state.value, "shown_state": shown,
-        "opened_age_s": _age_s(a.opened_at, now), "updated_age_s": _age_s(a.updated_at, now),
-        "opened_at": a.opened_at.strftime("%m-%d %H:%M"), "acknowledged_by": a.acknowledged_by,
+        "alert_id": a.alert_id,
+        "patient_id": a.patient_id,
+        "condition": a.condition.value,
+        "severity": a.severity.value,
+        "tier": a.tier.value,
+        "state": a.state.value,
+        "shown_state": shown,
+        "opened_age_s": _age_s(a.opened_at, now),
+        "updated_age_s": _age_s(a.updated_at, now),
+        "opened_at": a.opened_at.strftime("%m-%d %H:%M"),
+        "acknowledged_by": a.acknowledged_by,
         "escalated_from": a.escalated_from.value if a.escalated_from else None,
         "snoozed_until": s.snoozed_until.strftime("%H:%M") if s.snoozed_until else None,
-        "summary": evidence_summary(a.evidence), "has_strip": isinstance(a.evidence.get("strip"), dict),
-        "can_ack": a.state is AlertState.FIRING, "can_snooze": a.state is AlertState.FIRING,
+        "summary": evidence_summary(a.evidence),
+        "has_strip": isinstance(a.evidence.get("strip"), dict),
+        "can_ack": a.state is AlertState.FIRING,
+        "can_snooze": a.state is AlertState.FIRING,
     }
 
 
@@ -81,11 +90,18 @@ def alerts_view(src: ConsoleSources, now: datetime | None = None) -> dict[str, A
         groups[s.alert.severity.value].append(alert_row(s, now))
     for rows in groups.values():  # firing before acknowledged, newest first
         rows.sort(key=lambda r: (r["state"] != "firing", r["opened_age_s"] or 0))
-    recent = [alert_row(s, now) for s in src.alerts.list_alerts([AlertState.RESOLVED], None, 100)
-              if (now - s.alert.updated_at) <= timedelta(hours=24)]
+    recent = [
+        alert_row(s, now)
+        for s in src.alerts.list_alerts([AlertState.RESOLVED], None, 100)
+        if (now - s.alert.updated_at) <= timedelta(hours=24)
+    ]
     counts = {sev: sum(1 for r in rows if r["state"] == "firing") for sev, rows in groups.items()}
-    return {"groups": [(sev, groups[sev]) for sev in groups if groups[sev]], "recent": recent[:30],
-            "counts": counts, "total": len(active)}
+    return {
+        "groups": [(sev, groups[sev]) for sev in groups if groups[sev]],
+        "recent": recent[:30],
+        "counts": counts,
+        "total": len(active),
+    }
 
 
 # ---------------------------------------------------------------- devices
@@ -94,8 +110,11 @@ def alerts_view(src: ConsoleSources, now: datetime | None = None) -> dict[str, A
 def device_rows(src: ConsoleSources, records: ClinicRecords, now: datetime | None = None) -> list[dict[str, Any]]:
     now = now or src.clock()
     ble = src.live.ble_status()
-    offline_alerts = {str(s.alert.evidence.get("device_id")) for s in src.alerts.active()
-                      if s.alert.condition.value == "device_offline"}
+    offline_alerts = {
+        str(s.alert.evidence.get("device_id"))
+        for s in src.alerts.active()
+        if s.alert.condition.value == "device_offline"
+    }
     rows = []
     for p in src.patients:
         for d in p.devices:
@@ -118,14 +137,21 @@ def device_rows(src: ConsoleSources, records: ClinicRecords, now: datetime | Non
                     limit = SPOT_CHECK_ONLINE
                 state = "online" if age <= limit.total_seconds() else "silent"
             b = records.latest_battery(p.id, d.id)
-            rows.append({
-                "device_id": d.id, "kind": d.kind.value, "patient_id": p.id, "link": link, "state": state,
-                "connected": state in ("connected", "online"), "last_seen_s": age,
-                "last_seen_at": seen.strftime("%m-%d %H:%M:%S") if seen else None,
-                "battery": b.get("percent") if b else None,
-                "battery_low": bool(b and b.get("percent", 100) <= 20),
-                "ble_address": d.ble.address if d.ble else None,
-            })
+            rows.append(
+                {
+                    "device_id": d.id,
+                    "kind": d.kind.value,
+                    "patient_id": p.id,
+                    "link": link,
+                    "state": state,
+                    "connected": state in ("connected", "online"),
+                    "last_seen_s": age,
+                    "last_seen_at": seen.strftime("%m-%d %H:%M:%S") if seen else None,
+                    "battery": b.get("percent") if b else None,
+                    "battery_low": bool(b and b.get("percent", 100) <= 20),
+                    "ble_address": d.ble.address if d.ble else None,
+                }
+            )
     return rows
 
 
@@ -154,8 +180,9 @@ def adherence(src: ConsoleSources, records: ClinicRecords, patient_id: str, now:
     return {"missed": missed, "expected": expected, "got": got, "known": expected > 0}
 
 
-def patient_summary(src: ConsoleSources, records: ClinicRecords, patient_id: str, now: datetime,
-                    active: list[StoredAlert]) -> dict[str, Any]:
+def patient_summary(
+    src: ConsoleSources, records: ClinicRecords, patient_id: str, now: datetime, active: list[StoredAlert]
+) -> dict[str, Any]:
     p = next(p for p in src.patients if p.id == patient_id)
     bp = records.latest(patient_id, "blood_pressure")
     glu = records.latest(patient_id, "glucose")
@@ -165,22 +192,29 @@ def patient_summary(src: ConsoleSources, records: ClinicRecords, patient_id: str
     rhythm = records.latest_rhythm(patient_id)
     week = records.readings(patient_id, "blood_pressure", since=now - ADHERENCE_WINDOW)
     mine = [s for s in active if s.alert.patient_id == patient_id]
-    worst = max((s.alert.severity for s in mine if s.alert.state is AlertState.FIRING), key=lambda s: s.rank,
-                default=None)
+    worst = max(
+        (s.alert.severity for s in mine if s.alert.state is AlertState.FIRING), key=lambda s: s.rank, default=None
+    )
     return {
-        "patient_id": patient_id, "labels": dict(p.labels),
-        "bp": bp, "bp_age_s": _age_s(bp["ts"], now) if bp else None,
+        "patient_id": patient_id,
+        "labels": dict(p.labels),
+        "bp": bp,
+        "bp_age_s": _age_s(bp["ts"], now) if bp else None,
         "bp_high": bool(bp and (bp["systolic"] >= BP_TARGET[0] or bp["diastolic"] >= BP_TARGET[1])),
-        "glucose": glu, "glucose_age_s": _age_s(glu["ts"], now) if glu else None,
-        "glucose_out": bool(glu and glu.get("mmol_l") is not None
-                            and not GLUCOSE_RANGE[0] <= glu["mmol_l"] <= GLUCOSE_RANGE[1]),
+        "glucose": glu,
+        "glucose_age_s": _age_s(glu["ts"], now) if glu else None,
+        "glucose_out": bool(
+            glu and glu.get("mmol_l") is not None and not GLUCOSE_RANGE[0] <= glu["mmol_l"] <= GLUCOSE_RANGE[1]
+        ),
         "spo2": spo2,
-        "rhythm": rhythm, "rhythm_age_s": _age_s(rhythm["ts"], now) if rhythm else None,
+        "rhythm": rhythm,
+        "rhythm_age_s": _age_s(rhythm["ts"], now) if rhythm else None,
         "has_ecg": any(d.kind is DeviceKind.ECG for d in p.devices),
         "adherence": adherence(src, records, patient_id, now),
         "systolic_week": [r["systolic"] for r in week],
         "alerts_firing": sum(1 for s in mine if s.alert.state is AlertState.FIRING),
-        "alerts_open": len(mine), "worst": worst.value if worst else None,
+        "alerts_open": len(mine),
+        "worst": worst.value if worst else None,
     }
 
 
@@ -190,7 +224,7 @@ def patients_view(src: ConsoleSources, records: ClinicRecords, now: datetime | N
     rows = [patient_summary(src, records, p.id, now, active) for p in src.patients]
     rank = {s.value: i for i, s in enumerate(SEVERITY_ORDER)}
     # Who needs the doctor first: firing alerts by severity, then the rest in config order.
-    return sorted(rows, key=lambda r: (rank.get(r["worst"], 9) if r["worst"] else 9))
+    return sorted(rows, key=lambda r: rank.get(r["worst"], 9) if r["worst"] else 9)
 
 
 def bp_points(rows: list[dict]) -> tuple[list, list]:
@@ -219,7 +253,6 @@ def hourly_hr(rhythm_rows: list[dict]) -> list[tuple[datetime, float]]:
     return [(t + timedelta(minutes=30), sum(v) / len(v)) for t, v in sorted(buckets.items())]
 
 
-
 # ---------------------------------------------------------------- AF screening (short strips)
 
 REFER_LABELS = ("af", "other")  # screening results a doctor refers on (docs/ecg-screening.md)
@@ -229,12 +262,18 @@ REFERRED_SHOWN = timedelta(days=30)
 def strip_row(s: dict[str, Any], now: datetime) -> dict[str, Any]:
     ts = datetime.fromisoformat(s["ts"])
     same_day = ts.date() == now.astimezone(ts.tzinfo).date()
-    return {**s, "at": ts.strftime("%H:%M" if same_day else "%m-%d %H:%M"), "age_s": _age_s(ts, now),
-            # a strip too noisy to read has no heart rate worth showing (the detector counted noise too)
-            "hr_bpm": None if s["label"] == "noisy" else s["hr_bpm"],
-            "retake": s["label"] == "noisy", "refer": s["label"] in REFER_LABELS,
-            "referred_at_short": s["referred_at"][5:16].replace("T", " ") if s.get("referred_at") else None,
-            "confidence_pct": round(100 * s["confidence"]), "seconds_r": round(s["seconds"])}
+    return {
+        **s,
+        "at": ts.strftime("%H:%M" if same_day else "%m-%d %H:%M"),
+        "age_s": _age_s(ts, now),
+        # a strip too noisy to read has no heart rate worth showing (the detector counted noise too)
+        "hr_bpm": None if s["label"] == "noisy" else s["hr_bpm"],
+        "retake": s["label"] == "noisy",
+        "refer": s["label"] in REFER_LABELS,
+        "referred_at_short": s["referred_at"][5:16].replace("T", " ") if s.get("referred_at") else None,
+        "confidence_pct": round(100 * s["confidence"]),
+        "seconds_r": round(s["seconds"]),
+    }
 
 
 def screening_view(records: ClinicRecords, now: datetime, patient_id: str | None = None) -> dict[str, Any]:
@@ -250,6 +289,12 @@ def screening_view(records: ClinicRecords, now: datetime, patient_id: str | None
     counts = {lab: sum(1 for s in strips if s["label"] == lab) for lab in ("normal", "af", "other", "noisy")}
     # what the page compares to decide whether to swap its lists (a strip's result never changes)
     sig = f"{len(strips)}.{strips[0]['key'] if strips else ''}.{len(waiting)}.{len(referred)}"
-    return {"strips": [strip_row(s, now) for s in strips], "waiting": [strip_row(s, now) for s in waiting],
-            "referred": [strip_row(s, now) for s in referred], "counts": counts, "patient_id": patient_id,
-            "total": len(strips), "sig": sig}
+    return {
+        "strips": [strip_row(s, now) for s in strips],
+        "waiting": [strip_row(s, now) for s in waiting],
+        "referred": [strip_row(s, now) for s in referred],
+        "counts": counts,
+        "patient_id": patient_id,
+        "total": len(strips),
+        "sig": sig,
+    }

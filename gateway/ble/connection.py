@@ -115,7 +115,11 @@ def classify(exc: BaseException) -> ErrorClass:
         return ErrorClass.TRANSIENT
     if isinstance(exc, BleakConnectionError):
         cause = exc.__cause__
-        return ErrorClass.BLUEZ if isinstance(cause, (EOFError, BrokenPipeError, ConnectionError)) else ErrorClass.TRANSIENT
+        return (
+            ErrorClass.BLUEZ
+            if isinstance(cause, (EOFError, BrokenPipeError, ConnectionError))
+            else ErrorClass.TRANSIENT
+        )
     if isinstance(exc, BleakDBusError):
         return ErrorClass.BLUEZ
     if isinstance(exc, (EOFError, BrokenPipeError, ConnectionError)):
@@ -128,13 +132,15 @@ class RetryPolicy:
     """All timing knobs in one place (tests use :meth:`fast`)."""
 
     connect_attempts: int = CONNECT_ATTEMPTS
-    base_s: dict[ErrorClass, float] = field(default_factory=lambda: {
-        ErrorClass.TRANSIENT: BACKOFF_TRANSIENT_S,
-        ErrorClass.BLUEZ: BACKOFF_BLUEZ_S,
-        ErrorClass.OUT_OF_SLOTS: BACKOFF_OUT_OF_SLOTS_S,
-        ErrorClass.PROFILE: BACKOFF_PROFILE_S,
-        ErrorClass.NOT_FOUND: BACKOFF_NOT_FOUND_S,
-    })
+    base_s: dict[ErrorClass, float] = field(
+        default_factory=lambda: {
+            ErrorClass.TRANSIENT: BACKOFF_TRANSIENT_S,
+            ErrorClass.BLUEZ: BACKOFF_BLUEZ_S,
+            ErrorClass.OUT_OF_SLOTS: BACKOFF_OUT_OF_SLOTS_S,
+            ErrorClass.PROFILE: BACKOFF_PROFILE_S,
+            ErrorClass.NOT_FOUND: BACKOFF_NOT_FOUND_S,
+        }
+    )
     factor: float = BACKOFF_FACTOR
     max_s: float = BACKOFF_MAX_S
     jitter: float = BACKOFF_JITTER
@@ -152,8 +158,14 @@ class RetryPolicy:
     def fast(cls, scale: float = 0.02) -> RetryPolicy:
         """Every wait scaled down (simulators and tests)."""
         d = cls()
-        return replace(d, base_s={k: v * scale for k, v in d.base_s.items()}, max_s=d.max_s * scale,
-                       reconnect_delay_s=0.05, scan_linger_s=0.5, scan_retry_s=0.2)
+        return replace(
+            d,
+            base_s={k: v * scale for k, v in d.base_s.items()},
+            max_s=d.max_s * scale,
+            reconnect_delay_s=0.05,
+            scan_linger_s=0.5,
+            scan_retry_s=0.2,
+        )
 
 
 # ---------------------------------------------------------------- discovery
@@ -182,8 +194,9 @@ AdvertHook = Callable[[BLEDevice, AdvertisementData], None]
 class Discovery:
     """One BleakScanner shared by all links, scanning only while someone is looking."""
 
-    def __init__(self, adapter: str | None = None, policy: RetryPolicy | None = None,
-                 on_advert: AdvertHook | None = None) -> None:
+    def __init__(
+        self, adapter: str | None = None, policy: RetryPolicy | None = None, on_advert: AdvertHook | None = None
+    ) -> None:
         self._adapter = adapter
         self._policy = policy or RetryPolicy()
         self._on_advert = on_advert
@@ -232,9 +245,12 @@ class Discovery:
             try:
                 await scanner.start()
             except Exception as exc:  # adapter off, bluetoothd restarting, bus not reachable
-                log.warning("BLE discovery could not start (%s); retrying in %.1f s. Check that the Bluetooth "
-                            "service runs (systemctl status bluetooth) and the adapter is on (bluetoothctl power on)",
-                            exc, self._policy.scan_retry_s)
+                log.warning(
+                    "BLE discovery could not start (%s); retrying in %.1f s. Check that the Bluetooth "
+                    "service runs (systemctl status bluetooth) and the adapter is on (bluetoothctl power on)",
+                    exc,
+                    self._policy.scan_retry_s,
+                )
                 await asyncio.sleep(self._policy.scan_retry_s)
                 continue
             self.scans_started += 1
@@ -273,8 +289,9 @@ class Subscription:
 class DeviceOutlet:
     """Where a profile hands what it decoded: the gateway's ingress (set up by BleIngress)."""
 
-    async def reading(self, reading: Any, received_at: datetime,
-                      on_stored: Callable[[], None] | None = None) -> None:  # pragma: no cover - interface
+    async def reading(
+        self, reading: Any, received_at: datetime, on_stored: Callable[[], None] | None = None
+    ) -> None:  # pragma: no cover - interface
         """Bind to the patient and submit; ``on_stored`` runs once the stream core has stored it."""
         raise NotImplementedError
 
@@ -301,8 +318,9 @@ class LinkProfile(Protocol):
 class BleSession:
     """One connection: the bleak client plus helpers for the profile."""
 
-    def __init__(self, client: BleakClient, device_id: str, outlet: DeviceOutlet,
-                 clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, client: BleakClient, device_id: str, outlet: DeviceOutlet, clock: Callable[[], datetime]
+    ) -> None:
         self.client = client
         self.device_id = device_id
         self.outlet = outlet
@@ -357,9 +375,19 @@ class LinkStatus:
 class DeviceLink:
     """Keeps one configured device connected, or looking for it, until closed."""
 
-    def __init__(self, device_id: str, matcher: DeviceMatcher, profile: LinkProfile, outlet: DeviceOutlet,
-                 discovery: Discovery, slots: asyncio.Semaphore, *, policy: RetryPolicy | None = None,
-                 adapter: str | None = None, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        device_id: str,
+        matcher: DeviceMatcher,
+        profile: LinkProfile,
+        outlet: DeviceOutlet,
+        discovery: Discovery,
+        slots: asyncio.Semaphore,
+        *,
+        policy: RetryPolicy | None = None,
+        adapter: str | None = None,
+        clock: Callable[[], datetime],
+    ) -> None:
         self.device_id = device_id
         self.matcher = matcher
         self.profile = profile
@@ -405,8 +433,15 @@ class DeviceLink:
             st.last_backoff_s = delay
             st.backoffs = [*st.backoffs[-19:], (cls.value, delay)]
             level = logging.ERROR if cls is ErrorClass.PROFILE else logging.WARNING
-            log.log(level, "%s (%s): %s failure, retrying in %.1f s: %s", self.device_id, self.matcher, cls.value,
-                    delay, failure)
+            log.log(
+                level,
+                "%s (%s): %s failure, retrying in %.1f s: %s",
+                self.device_id,
+                self.matcher,
+                cls.value,
+                delay,
+                failure,
+            )
             await self._sleep(delay)
 
     async def _until_closed(self, aw: Awaitable[BLEDevice]) -> BLEDevice | None:
@@ -431,7 +466,9 @@ class DeviceLink:
     async def _connect_and_serve(self, device: BLEDevice) -> None:
         lost = asyncio.Event()
         client = await establish_connection(
-            BleakClientWithServiceCache, device, self.device_id,
+            BleakClientWithServiceCache,
+            device,
+            self.device_id,
             disconnected_callback=lambda _c: lost.set(),
             max_attempts=self.policy.connect_attempts,
             **({"bluez": {"adapter": self.adapter}} if self.adapter else {}),
@@ -475,16 +512,23 @@ class DeviceLink:
             try:
                 queue.put_nowait(item)
             except asyncio.QueueFull:
-                self.outlet.reject(Rejected(reason="ble_queue_full", device_id=self.device_id,
-                                            detail=f"{ch.uuid}: notification dropped, {NOTIFICATION_QUEUE_SIZE} waiting"))
+                self.outlet.reject(
+                    Rejected(
+                        reason="ble_queue_full",
+                        device_id=self.device_id,
+                        detail=f"{ch.uuid}: notification dropped, {NOTIFICATION_QUEUE_SIZE} waiting",
+                    )
+                )
 
         for sub in self.profile.subscriptions():
             ch = session.char(sub.uuid)
             if ch is None or not ({"notify", "indicate"} & set(ch.properties)):
                 if sub.required:
                     what = "is missing" if ch is None else "cannot notify"
-                    raise ProfileMismatch(f"characteristic {sub.uuid} {what}; is the configured profile "
-                                          f"{self.profile.name!r} right for this device?")
+                    raise ProfileMismatch(
+                        f"characteristic {sub.uuid} {what}; is the configured profile "
+                        f"{self.profile.name!r} right for this device?"
+                    )
                 continue
             await session.client.start_notify(ch, on_value, bluez={"use_start_notify": True})
             session.subscribed.append(sub.uuid)
@@ -502,9 +546,15 @@ class DeviceLink:
             finally:
                 queue.task_done()
 
-    async def _end_session(self, client: BleakClient, session: BleSession,
-                           queue: asyncio.Queue[tuple[str, bytes, datetime]], consumer: asyncio.Task[None],
-                           lost: asyncio.Event, polite: bool) -> None:
+    async def _end_session(
+        self,
+        client: BleakClient,
+        session: BleSession,
+        queue: asyncio.Queue[tuple[str, bytes, datetime]],
+        consumer: asyncio.Task[None],
+        lost: asyncio.Event,
+        polite: bool,
+    ) -> None:
         st = self.status
         await session.cancel_tasks()
         try:

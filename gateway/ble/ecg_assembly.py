@@ -37,8 +37,9 @@ class EcgAssembler:
         self._lead_off: list[np.ndarray] = []
         self._n = 0
 
-    def push(self, samples_uv: np.ndarray, fs: float, lead_off: bool, received_at: datetime, *,
-             gap: bool = False) -> list[EcgFrame]:
+    def push(
+        self, samples_uv: np.ndarray, fs: float, lead_off: bool, received_at: datetime, *, gap: bool = False
+    ) -> list[EcgFrame]:
         """Add one notification's samples (µV); returns the frames now complete."""
         out: list[EcgFrame] = []
         if gap or (self._fs is not None and fs != self._fs):
@@ -72,8 +73,13 @@ class EcgAssembler:
         assert self._fs is not None and self._t0 is not None
         samples = np.concatenate(self._samples)
         lead = np.concatenate(self._lead_off)
-        frame = EcgFrame(ts=self._t0, seq=self.seq, fs=self._fs, samples_uv=samples[:n].round(3).tolist(),
-                         lead_off=bool(lead[:n].any()))
+        frame = EcgFrame(
+            ts=self._t0,
+            seq=self.seq,
+            fs=self._fs,
+            samples_uv=samples[:n].round(3).tolist(),
+            lead_off=bool(lead[:n].any()),
+        )
         self.seq += 1
         self._t0 = self._t0 + timedelta(seconds=n / self._fs)
         self._samples, self._lead_off = [samples[n:]], [lead[n:]]

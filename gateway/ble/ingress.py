@@ -143,8 +143,9 @@ class _Outlet(DeviceOutlet):
         self._ingress = ingress
         self._device_id = device_id
 
-    async def reading(self, reading: AnyReading, received_at: datetime,
-                      on_stored: Callable[[], None] | None = None) -> None:
+    async def reading(
+        self, reading: AnyReading, received_at: datetime, on_stored: Callable[[], None] | None = None
+    ) -> None:
         await self._ingress._reading(self._device_id, reading, received_at, on_stored)
 
     def reject(self, rejected: Rejected) -> None:
@@ -186,12 +187,21 @@ class BleIngress:
         self._sole_owner = sole_owner_patients if sole_owner_patients is not None else {d.patient_id for d in devices}
         for spec in devices:
             profile = make_profile(spec.profile, spec.device_id, self.watermarks)
-            link = DeviceLink(spec.device_id, DeviceMatcher(spec.address, spec.name), profile,
-                              _Outlet(self, spec.device_id), self.discovery, self.slots, policy=self.policy,
-                              adapter=adapter, clock=clock)
+            link = DeviceLink(
+                spec.device_id,
+                DeviceMatcher(spec.address, spec.name),
+                profile,
+                _Outlet(self, spec.device_id),
+                self.discovery,
+                self.slots,
+                policy=self.policy,
+                adapter=adapter,
+                clock=clock,
+            )
             expected = spec.expected_interval or profile.default_expected_interval
-            self.devices[spec.device_id] = _DeviceState(spec, profile, link,
-                                                        expected.total_seconds() if expected else None)
+            self.devices[spec.device_id] = _DeviceState(
+                spec, profile, link, expected.total_seconds() if expected else None
+            )
         self._bindings = {s.device_id: DeviceBinding(s.device_id, s.patient_id, s.kind) for s in devices}
         self._offline_by_patient: dict[str, set[str]] = {}
         self._cleared_at_start: set[str] = set()
@@ -201,20 +211,40 @@ class BleIngress:
         self._running = False
 
     @classmethod
-    def from_config(cls, config: BleConfig, *, submit: Submit, on_finding: OnFinding, on_reject: OnReject | None = None,
-                    clock: Callable[[], datetime] = now_local, policy: RetryPolicy | None = None,
-                    start_after: asyncio.Event | None = None) -> BleIngress | None:
+    def from_config(
+        cls,
+        config: BleConfig,
+        *,
+        submit: Submit,
+        on_finding: OnFinding,
+        on_reject: OnReject | None = None,
+        clock: Callable[[], datetime] = now_local,
+        policy: RetryPolicy | None = None,
+        start_after: asyncio.Event | None = None,
+    ) -> BleIngress | None:
         """None when no device in the config has a ``ble:`` section."""
         specs = [
             BleDeviceSpec(d.id, p.id, d.kind, d.ble.profile, d.ble.address, d.ble.name, d.expected_interval)
-            for p in config.patients for d in p.devices if d.ble is not None
+            for p in config.patients
+            for d in p.devices
+            if d.ble is not None
         ]
         if not specs:
             return None
         sole = {p.id for p in config.patients if p.devices and all(d.ble is not None for d in p.devices)}
-        return cls(specs, submit=submit, on_finding=on_finding, on_reject=on_reject, storage=config.storage.path,
-                   clock=clock, adapter=config.ble.adapter, max_connections=config.ble.max_connections,
-                   policy=policy, sole_owner_patients=sole, start_after=start_after)
+        return cls(
+            specs,
+            submit=submit,
+            on_finding=on_finding,
+            on_reject=on_reject,
+            storage=config.storage.path,
+            clock=clock,
+            adapter=config.ble.adapter,
+            max_connections=config.ble.max_connections,
+            policy=policy,
+            sole_owner_patients=sole,
+            start_after=start_after,
+        )
 
     # ------------------------------------------------------------ lifecycle
 
@@ -224,13 +254,15 @@ class BleIngress:
         if self._start_after is not None:
             waiting = asyncio.ensure_future(self._start_after.wait())
             closing = asyncio.ensure_future(self._closing.wait())
-            done, _ = await asyncio.wait({waiting, closing}, timeout=WAIT_FOR_BROKER_S,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {waiting, closing}, timeout=WAIT_FOR_BROKER_S, return_when=asyncio.FIRST_COMPLETED
+            )
             waiting.cancel()
             closing.cancel()
             if not done:
-                log.warning("BLE ingress starting without the local broker (not connected after %.0f s)",
-                            WAIT_FOR_BROKER_S)
+                log.warning(
+                    "BLE ingress starting without the local broker (not connected after %.0f s)", WAIT_FOR_BROKER_S
+                )
         now = time.monotonic()
         for st in self.devices.values():
             st.last_activity = now  # every device gets its full interval after a start
@@ -277,8 +309,9 @@ class BleIngress:
 
     # ------------------------------------------------------------ readings
 
-    async def _reading(self, device_id: str, reading: AnyReading, received_at: datetime,
-                       on_stored: Callable[[], None] | None) -> None:
+    async def _reading(
+        self, device_id: str, reading: AnyReading, received_at: datetime, on_stored: Callable[[], None] | None
+    ) -> None:
         result = bind(reading, self._bindings[device_id], received_at, "ble")
         if isinstance(result, Rejected):
             self._reject(device_id, result)
@@ -296,7 +329,9 @@ class BleIngress:
         if self._on_reject is not None:
             self._on_reject(rejected)
         else:
-            log.warning("rejected BLE value: %s", rejected.detail, extra={"reason": rejected.reason, "device_id": device_id})
+            log.warning(
+                "rejected BLE value: %s", rejected.detail, extra={"reason": rejected.reason, "device_id": device_id}
+            )
 
     # ------------------------------------------------------------ device_offline
 
@@ -316,20 +351,44 @@ class BleIngress:
             offline.discard(device_id)
             log.info("%s: back after being offline", device_id)
             if not offline:
-                self._emit(Finding(patient_id=patient, condition=Condition.DEVICE_OFFLINE, active=False,
-                                   at=self.clock(), evidence={"device_id": device_id, "back_at": iso(self.clock())}))
-        elif patient in self._sole_owner and patient not in self._cleared_at_start and not self._offline_by_patient.get(patient):
+                self._emit(
+                    Finding(
+                        patient_id=patient,
+                        condition=Condition.DEVICE_OFFLINE,
+                        active=False,
+                        at=self.clock(),
+                        evidence={"device_id": device_id, "back_at": iso(self.clock())},
+                    )
+                )
+        elif (
+            patient in self._sole_owner
+            and patient not in self._cleared_at_start
+            and not self._offline_by_patient.get(patient)
+        ):
             # An alert may have been left open by a previous run; clear it once the patient's devices are heard.
-            if all(self.devices[d].last_activity_at is not None for d, s in self.devices.items()
-                   if s.spec.patient_id == patient):
+            if all(
+                self.devices[d].last_activity_at is not None
+                for d, s in self.devices.items()
+                if s.spec.patient_id == patient
+            ):
                 self._cleared_at_start.add(patient)
-                self._emit(Finding(patient_id=patient, condition=Condition.DEVICE_OFFLINE, active=False,
-                                   at=self.clock(), evidence={"device_id": device_id}))
+                self._emit(
+                    Finding(
+                        patient_id=patient,
+                        condition=Condition.DEVICE_OFFLINE,
+                        active=False,
+                        at=self.clock(),
+                        evidence={"device_id": device_id},
+                    )
+                )
 
     def _emit(self, finding: Finding) -> None:
         task = asyncio.get_running_loop().create_task(self._on_finding(finding))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None
-                               or log.error("device_offline finding failed: %s", t.exception()))
+        task.add_done_callback(
+            lambda t: (
+                t.cancelled() or t.exception() is None or log.error("device_offline finding failed: %s", t.exception())
+            )
+        )
 
     async def _watch_offline(self) -> None:
         shortest = min((st.expected_s for st in self.devices.values() if st.expected_s), default=60.0)
@@ -345,14 +404,24 @@ class BleIngress:
                 patient = st.spec.patient_id
                 offline = self._offline_by_patient.setdefault(patient, set())
                 offline.add(device_id)
-                log.warning("%s: silent for %.0f s (expected every %.0f s): device_offline", device_id, silent,
-                            st.expected_s)
-                await self._on_finding(Finding(
-                    patient_id=patient, condition=Condition.DEVICE_OFFLINE, at=self.clock(),
-                    evidence={"device_id": device_id, "devices": sorted(offline), "profile": st.spec.profile,
-                              "silent_s": round(silent, 1), "expected_interval_s": st.expected_s,
-                              "last_seen": iso(st.last_activity_at) if st.last_activity_at else None},
-                ))
+                log.warning(
+                    "%s: silent for %.0f s (expected every %.0f s): device_offline", device_id, silent, st.expected_s
+                )
+                await self._on_finding(
+                    Finding(
+                        patient_id=patient,
+                        condition=Condition.DEVICE_OFFLINE,
+                        at=self.clock(),
+                        evidence={
+                            "device_id": device_id,
+                            "devices": sorted(offline),
+                            "profile": st.spec.profile,
+                            "silent_s": round(silent, 1),
+                            "expected_interval_s": st.expected_s,
+                            "last_seen": iso(st.last_activity_at) if st.last_activity_at else None,
+                        },
+                    )
+                )
 
     # ------------------------------------------------------------ status
 
@@ -361,9 +430,15 @@ class BleIngress:
         for device_id, st in self.devices.items():
             ls = st.link.status
             out[device_id] = {
-                "profile": st.spec.profile, "connected": ls.connected, "connects": ls.connects,
-                "disconnects": ls.disconnects, "failures": dict(ls.failures), "last_error": ls.last_error,
-                "offline": st.offline, "clock_skew_s": st.profile.clock_skew_s, "accepted": st.accepted,
+                "profile": st.spec.profile,
+                "connected": ls.connected,
+                "connects": ls.connects,
+                "disconnects": ls.disconnects,
+                "failures": dict(ls.failures),
+                "last_error": ls.last_error,
+                "offline": st.offline,
+                "clock_skew_s": st.profile.clock_skew_s,
+                "accepted": st.accepted,
                 "rejected": st.rejected,
                 "last_activity": iso(st.last_activity_at) if st.last_activity_at else None,
             }

@@ -139,11 +139,18 @@ class Profile:
 
     # -------------------------------------------------------- helpers
 
-    async def emit(self, session: BleSession, result: AnyReading | Rejected, received_at: datetime,
-                   on_stored: Callable[[], None] | None = None) -> None:
+    async def emit(
+        self,
+        session: BleSession,
+        result: AnyReading | Rejected,
+        received_at: datetime,
+        on_stored: Callable[[], None] | None = None,
+    ) -> None:
         """Hand on a reading (``on_stored`` runs once the stream core has stored it) or a rejection."""
         if isinstance(result, Rejected):
-            session.outlet.reject(result if result.device_id else result.model_copy(update={"device_id": self.device_id}))
+            session.outlet.reject(
+                result if result.device_id else result.model_copy(update={"device_id": self.device_id})
+            )
             if on_stored is not None:
                 on_stored()
         else:
@@ -278,8 +285,11 @@ class GlucoseProfile(Profile):
         request = gc.racp_report_from_seq(wm + 1) if wm < 0xFFFF else gc.racp_report_all()
         resp = await self._procedure(session, request, "after")
         if resp is not None and resp.code in _RACP_CANNOT_FILTER and request != gc.racp_report_all():
-            log.info("%s: meter cannot report by sequence number (%s); asking for all records",
-                     self.device_id, resp.code_name)
+            log.info(
+                "%s: meter cannot report by sequence number (%s); asking for all records",
+                self.device_id,
+                resp.code_name,
+            )
             resp = await self._procedure(session, gc.racp_report_all(), "after")
         if resp is None or self._delivered:
             return
@@ -289,8 +299,11 @@ class GlucoseProfile(Profile):
             await self._resync(session)
 
     async def _resync(self, session: BleSession) -> None:
-        log.warning("%s: glucose record numbering went backwards (watermark %s); fetching all records again",
-                    self.device_id, self._wm)
+        log.warning(
+            "%s: glucose record numbering went backwards (watermark %s); fetching all records again",
+            self.device_id,
+            self._wm,
+        )
         self.resyncs += 1
         await self._procedure(session, gc.racp_report_all(), "resync")
 
@@ -305,8 +318,12 @@ class GlucoseProfile(Profile):
             while True:
                 left = RACP_IDLE_TIMEOUT_S - (time.monotonic() - self._last_traffic)
                 if left <= 0:
-                    log.warning("%s: RACP %s: meter silent for %.0f s; giving up until the next connect",
-                                self.device_id, request.hex(" "), RACP_IDLE_TIMEOUT_S)
+                    log.warning(
+                        "%s: RACP %s: meter silent for %.0f s; giving up until the next connect",
+                        self.device_id,
+                        request.hex(" "),
+                        RACP_IDLE_TIMEOUT_S,
+                    )
                     try:
                         await session.write(RACP, gc.racp_abort(), response=True)
                     except BleakError:
@@ -387,8 +404,9 @@ class GlucoseProfile(Profile):
         if pending is not None:
             await self._deliver(session, pending.seq, pending.result, pending.received_at)
 
-    async def _deliver(self, session: BleSession, seq: int, result: AnyReading | Rejected,
-                       received_at: datetime) -> None:
+    async def _deliver(
+        self, session: BleSession, seq: int, result: AnyReading | Rejected, received_at: datetime
+    ) -> None:
         self._delivered += 1
         if self._mode == "resync" or self._wm is None or seq > self._wm:
             self._wm = seq  # in memory at once: it filters the records that follow
@@ -484,8 +502,11 @@ class PolarH10EcgProfile(Profile):
         self._waiting: tuple[int, asyncio.Future[gc.PolarPmdResponse]] | None = None
 
     def own_subscriptions(self) -> list[Subscription]:
-        return [Subscription(gc.POLAR_PMD_CONTROL_UUID), Subscription(gc.POLAR_PMD_DATA_UUID),
-                Subscription(HR_MEASUREMENT, required=False)]
+        return [
+            Subscription(gc.POLAR_PMD_CONTROL_UUID),
+            Subscription(gc.POLAR_PMD_DATA_UUID),
+            Subscription(HR_MEASUREMENT, required=False),
+        ]
 
     async def on_connected(self, session: BleSession) -> None:
         await super().on_connected(session)
@@ -526,7 +547,8 @@ class PolarH10EcgProfile(Profile):
             period_ns = 1e9 / frame.fs
             first_ns = frame.last_sample_ns_since_2000 - (len(frame.samples_uv) - 1) * period_ns
             gap = self._last_ns is not None and abs(first_ns - (self._last_ns + period_ns)) > max(
-                3 * period_ns, POLAR_GAP_TOLERANCE_S * 1e9)
+                3 * period_ns, POLAR_GAP_TOLERANCE_S * 1e9
+            )
             if gap:
                 self.gaps += 1
             self._last_ns = frame.last_sample_ns_since_2000

@@ -24,8 +24,11 @@ async def _main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    fleet = BleFleet(seed=args.seed, every_s=parse_duration(args.every).total_seconds(),
-                     dropouts_s=parse_duration(args.dropouts).total_seconds() if args.dropouts != "off" else None)
+    fleet = BleFleet(
+        seed=args.seed,
+        every_s=parse_duration(args.every).total_seconds(),
+        dropouts_s=parse_duration(args.dropouts).total_seconds() if args.dropouts != "off" else None,
+    )
     address = await fleet.start()
     made = fleet.add_from_config(config)
     if not made:
@@ -34,8 +37,11 @@ async def _main(args: argparse.Namespace) -> int:
         return 2
     for device_id, dev in fleet.devices.items():
         print(f"  {device_id:<12} {type(dev).__name__:<18} {dev.address}  {dev.name!r}")
-    print(f"\nmock BlueZ on a private bus; run the gateway with:\n"
-          f"  DBUS_SYSTEM_BUS_ADDRESS='{address}' vitalgate run --config {args.config}\n", flush=True)
+    print(
+        f"\nmock BlueZ on a private bus; run the gateway with:\n"
+        f"  DBUS_SYSTEM_BUS_ADDRESS='{address}' vitalgate run --config {args.config}\n",
+        flush=True,
+    )
     fleet.play()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -140,7 +140,10 @@ class MockBlueZ:
             (ADAPTER, "StartDiscovery"): self._start_discovery,
             (ADAPTER, "StopDiscovery"): self._stop_discovery,
             (ADAPTER, "SetDiscoveryFilter"): self._set_discovery_filter,
-            (ADAPTER, "GetDiscoveryFilters"): lambda p, m: ("as", [["UUIDs", "RSSI", "Pathloss", "Transport", "DuplicateData", "Discoverable", "Pattern"]]),
+            (ADAPTER, "GetDiscoveryFilters"): lambda p, m: (
+                "as",
+                [["UUIDs", "RSSI", "Pathloss", "Transport", "DuplicateData", "Discoverable", "Pattern"]],
+            ),
             (ADAPTER, "RemoveDevice"): self._remove_device,
             (DEVICE, "Connect"): self._connect,
             (DEVICE, "Disconnect"): self._disconnect,
@@ -168,8 +171,16 @@ class MockBlueZ:
         bus.add_message_handler(self._on_message)
         await bus.request_name(BLUEZ_SERVICE)
         rule = f"type='signal',sender='{_DBUS}',interface='{_DBUS}',member='NameOwnerChanged'"
-        await bus.call(Message(destination=_DBUS, path="/org/freedesktop/DBus", interface=_DBUS,
-                               member="AddMatch", signature="s", body=[rule]))
+        await bus.call(
+            Message(
+                destination=_DBUS,
+                path="/org/freedesktop/DBus",
+                interface=_DBUS,
+                member="AddMatch",
+                signature="s",
+                body=[rule],
+            )
+        )
         self._add_object("/org/bluez", {AGENT_MANAGER: {}})
         self._add_object(self.adapter_path, {ADAPTER: self._adapter_props()})
         self._housekeeping = asyncio.get_running_loop().create_task(self._housekeeping_loop())
@@ -180,8 +191,9 @@ class MockBlueZ:
         for t in [self._advert_task, self._housekeeping, *self._tasks]:
             if t is not None:
                 t.cancel()
-        await asyncio.gather(*[t for t in [self._advert_task, self._housekeeping, *self._tasks] if t],
-                             return_exceptions=True)
+        await asyncio.gather(
+            *[t for t in [self._advert_task, self._housekeeping, *self._tasks] if t], return_exceptions=True
+        )
         if self._bus is not None:
             self._bus.disconnect()
             await self._bus.wait_for_disconnect()
@@ -190,8 +202,9 @@ class MockBlueZ:
     async def bus_clients(self) -> list[str]:
         """Unique names connected to the bus (a leak check: one per live client connection)."""
         assert self._bus is not None
-        reply = await self._bus.call(Message(destination=_DBUS, path="/org/freedesktop/DBus", interface=_DBUS,
-                                             member="ListNames"))
+        reply = await self._bus.call(
+            Message(destination=_DBUS, path="/org/freedesktop/DBus", interface=_DBUS, member="ListNames")
+        )
         return sorted(n for n in reply.body[0] if n.startswith(":") and n != self._bus.unique_name)
 
     def add(self, p: Peripheral) -> Peripheral:
@@ -281,21 +294,49 @@ class MockBlueZ:
         dev = device_path(self.adapter, p.address)
         out: list[tuple[str, dict[str, Props]]] = []
         for svc in p.services:
-            out.append((svc.path, {GATT_SERVICE: {
-                "UUID": Variant("s", svc.uuid), "Device": Variant("o", dev),
-                "Primary": Variant("b", True), "Includes": Variant("ao", []),
-            }}))
+            out.append(
+                (
+                    svc.path,
+                    {
+                        GATT_SERVICE: {
+                            "UUID": Variant("s", svc.uuid),
+                            "Device": Variant("o", dev),
+                            "Primary": Variant("b", True),
+                            "Includes": Variant("ao", []),
+                        }
+                    },
+                )
+            )
             for ch in svc.characteristics:
-                out.append((ch.path, {GATT_CHARACTERISTIC: {
-                    "UUID": Variant("s", ch.uuid), "Service": Variant("o", svc.path),
-                    "Value": Variant("ay", b""), "Notifying": Variant("b", False),
-                    "Flags": Variant("as", list(ch.flags)), "MTU": Variant("q", 247),
-                }}))
+                out.append(
+                    (
+                        ch.path,
+                        {
+                            GATT_CHARACTERISTIC: {
+                                "UUID": Variant("s", ch.uuid),
+                                "Service": Variant("o", svc.path),
+                                "Value": Variant("ay", b""),
+                                "Notifying": Variant("b", False),
+                                "Flags": Variant("as", list(ch.flags)),
+                                "MTU": Variant("q", 247),
+                            }
+                        },
+                    )
+                )
                 if ch.can_notify:
-                    out.append((f"{ch.path}/desc{ch.handle + 1:04x}", {GATT_DESCRIPTOR: {
-                        "UUID": Variant("s", CCCD_UUID), "Characteristic": Variant("o", ch.path),
-                        "Value": Variant("ay", b""), "Flags": Variant("as", ["read", "write"]),
-                    }}))
+                    out.append(
+                        (
+                            f"{ch.path}/desc{ch.handle + 1:04x}",
+                            {
+                                GATT_DESCRIPTOR: {
+                                    "UUID": Variant("s", CCCD_UUID),
+                                    "Characteristic": Variant("o", ch.path),
+                                    "Value": Variant("ay", b""),
+                                    "Flags": Variant("as", ["read", "write"]),
+                                }
+                            },
+                        )
+                    )
         return out
 
     # ------------------------------------------------------------ discovery
@@ -441,8 +482,15 @@ class MockBlueZ:
         if member == "Get":
             return "v", [props[name]]
         if member == "Set":
-            writable = {(DEVICE, "Trusted"), (DEVICE, "Blocked"), (DEVICE, "Alias"), (ADAPTER, "Powered"),
-                        (ADAPTER, "Discoverable"), (ADAPTER, "Pairable"), (ADAPTER, "Alias")}
+            writable = {
+                (DEVICE, "Trusted"),
+                (DEVICE, "Blocked"),
+                (DEVICE, "Alias"),
+                (ADAPTER, "Powered"),
+                (ADAPTER, "Discoverable"),
+                (ADAPTER, "Pairable"),
+                (ADAPTER, "Alias"),
+            }
             if (iface, name) not in writable:
                 raise BluezError(ERR_READ_ONLY, f"{iface}.{name} is read-only")
             self._set(path, iface, {name: body[2]})
@@ -451,7 +499,7 @@ class MockBlueZ:
 
     def _introspect(self, path: str) -> str:
         prefix = path.rstrip("/") + "/"
-        children = sorted({p[len(prefix):].split("/")[0] for p in self.objects if p.startswith(prefix)})
+        children = sorted({p[len(prefix) :].split("/")[0] for p in self.objects if p.startswith(prefix)})
         ifaces = "".join(f'<interface name="{i}"/>' for i in self.objects.get(path, {}))
         nodes = "".join(f'<node name="{c}"/>' for c in children)
         return f'<node><interface name="{PROPERTIES}"/><interface name="{INTROSPECTABLE}"/>{ifaces}{nodes}</node>'

@@ -41,8 +41,9 @@ def address_for(device_id: str) -> str:
     return f"C0:26:DA:{h[0:2]}:{h[2:4]}:{h[4:6]}"
 
 
-def make_device(profile: str, device_id: str, address: str | None, name: str | None, rng: random.Random,
-                **kw: Any) -> Peripheral:
+def make_device(
+    profile: str, device_id: str, address: str | None, name: str | None, rng: random.Random, **kw: Any
+) -> Peripheral:
     addr = address or address_for(device_id)
     named = {"name": name} if name else {}
     if profile == "blood_pressure":
@@ -165,13 +166,23 @@ async def release_bleak_manager() -> None:
 def demo_patients() -> list[dict[str, Any]]:
     """Two extra demo patients whose devices are BLE (config dicts, validated by the demo's config)."""
     return [
-        {"id": "p-ble1", "devices": [
-            {"id": "bp-ble1", "kind": "blood_pressure", "ble": {"address": "C0:26:DA:B1:00:01", "profile": "blood_pressure"}},
-            {"id": "glu-ble1", "kind": "glucose", "ble": {"address": "C0:26:DA:B1:00:02", "profile": "glucose"}},
-        ]},
-        {"id": "p-ble2", "devices": [
-            {"id": "ecg-ble2", "kind": "ecg", "ble": {"address": "C0:26:DA:B2:00:01", "profile": "vendor_ecg"}},
-        ]},
+        {
+            "id": "p-ble1",
+            "devices": [
+                {
+                    "id": "bp-ble1",
+                    "kind": "blood_pressure",
+                    "ble": {"address": "C0:26:DA:B1:00:01", "profile": "blood_pressure"},
+                },
+                {"id": "glu-ble1", "kind": "glucose", "ble": {"address": "C0:26:DA:B1:00:02", "profile": "glucose"}},
+            ],
+        },
+        {
+            "id": "p-ble2",
+            "devices": [
+                {"id": "ecg-ble2", "kind": "ecg", "ble": {"address": "C0:26:DA:B2:00:01", "profile": "vendor_ecg"}},
+            ],
+        },
     ]
 
 

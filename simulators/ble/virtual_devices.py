@@ -65,8 +65,17 @@ RECORD_INTERVAL_S = 0.005  # gap between back-filled record notifications
 class StandardDevice(Peripheral):
     """A peripheral with Battery and Current Time services and a device clock."""
 
-    def __init__(self, address: str, name: str, *, advertised_uuids: tuple[str, ...] = (), battery: int | None = 90,
-                 clock_offset: timedelta = timedelta(0), time_writable: bool = True, rssi: int = -60) -> None:
+    def __init__(
+        self,
+        address: str,
+        name: str,
+        *,
+        advertised_uuids: tuple[str, ...] = (),
+        battery: int | None = 90,
+        clock_offset: timedelta = timedelta(0),
+        time_writable: bool = True,
+        rssi: int = -60,
+    ) -> None:
         super().__init__(address, name, advertised_uuids=advertised_uuids, rssi=rssi)
         self.clock_offset = clock_offset
         self._battery = battery
@@ -113,8 +122,15 @@ class StandardDevice(Peripheral):
 class BloodPressureCuff(StandardDevice):
     """An upper-arm cuff: measures, advertises, indicates 0x2A35 until delivered."""
 
-    def __init__(self, address: str, name: str = "BP-Cuff", *, intermediate: bool = True,
-                 disconnect_after_s: float | None = None, **kw: object) -> None:
+    def __init__(
+        self,
+        address: str,
+        name: str = "BP-Cuff",
+        *,
+        intermediate: bool = True,
+        disconnect_after_s: float | None = None,
+        **kw: object,
+    ) -> None:
         super().__init__(address, name, advertised_uuids=(BP_SERVICE,), **kw)  # type: ignore[arg-type]
         chars = [Characteristic(BP_MEASUREMENT, ("indicate",))]
         if intermediate:
@@ -126,12 +142,28 @@ class BloodPressureCuff(StandardDevice):
         self.pending: list[bytes] = []  # measurements not yet indicated
         self.delivered: list[bytes] = []  # indicated and confirmed
 
-    def measure(self, systolic: float, diastolic: float, pulse: float = 72, *, when: datetime | None = None,
-                body_movement: bool = False, cuff_loose: bool = False, irregular_pulse: bool = False,
-                user_id: int | None = 1) -> bytes:
-        value = encode_bp_measurement(systolic, diastolic, pulse=pulse, when=when or self.device_now(),
-                                      body_movement=body_movement, cuff_loose=cuff_loose,
-                                      irregular_pulse=irregular_pulse, user_id=user_id)
+    def measure(
+        self,
+        systolic: float,
+        diastolic: float,
+        pulse: float = 72,
+        *,
+        when: datetime | None = None,
+        body_movement: bool = False,
+        cuff_loose: bool = False,
+        irregular_pulse: bool = False,
+        user_id: int | None = 1,
+    ) -> bytes:
+        value = encode_bp_measurement(
+            systolic,
+            diastolic,
+            pulse=pulse,
+            when=when or self.device_now(),
+            body_movement=body_movement,
+            cuff_loose=cuff_loose,
+            irregular_pulse=irregular_pulse,
+            user_id=user_id,
+        )
         if self.connected and self.has_char(INTERMEDIATE_CUFF_PRESSURE):
             for cuff in (160, 120, 80):  # inflation/deflation progress, mmHg
                 self.notify(INTERMEDIATE_CUFF_PRESSURE, bytes([0x00]) + struct.pack("<HHH", cuff, 0x07FF, 0x07FF))
@@ -172,8 +204,15 @@ class StoredGlucose:
     battery_low: bool = False
 
     def measurement(self) -> bytes:
-        value = encode_glucose_measurement(self.seq, self.when, self.mmol_l, hi=self.hi, lo=self.lo,
-                                           control_solution=self.control, battery_low=self.battery_low)
+        value = encode_glucose_measurement(
+            self.seq,
+            self.when,
+            self.mmol_l,
+            hi=self.hi,
+            lo=self.lo,
+            control_solution=self.control,
+            battery_low=self.battery_low,
+        )
         if self.meal is not None:
             value = bytes([value[0] | 0x10]) + value[1:]  # b4: a context record follows
         return value
@@ -187,8 +226,15 @@ class StoredGlucose:
 class GlucoseMeter(StandardDevice):
     """A meter holding records; the gateway back-fills them through RACP."""
 
-    def __init__(self, address: str, name: str = "Glucose-Meter", *, disconnect_after_s: float | None = None,
-                 first_seq: int = 1, **kw: object) -> None:
+    def __init__(
+        self,
+        address: str,
+        name: str = "Glucose-Meter",
+        *,
+        disconnect_after_s: float | None = None,
+        first_seq: int = 1,
+        **kw: object,
+    ) -> None:
         super().__init__(address, name, advertised_uuids=(GLUCOSE_SERVICE,), **kw)  # type: ignore[arg-type]
         self.add_service(
             GLUCOSE_SERVICE,
@@ -205,10 +251,20 @@ class GlucoseMeter(StandardDevice):
         self.deleted: list[int] = []  # seqs a central asked us to delete (the gateway never should)
         self._procedure: asyncio.Task[None] | None = None
 
-    def add_record(self, mmol_l: float | None, *, when: datetime | None = None, meal: str | None = None,
-                   control: bool = False, hi: bool = False, lo: bool = False, battery_low: bool = False) -> StoredGlucose:
-        rec = StoredGlucose(self.next_seq, when or self.device_now().replace(microsecond=0), mmol_l, meal,
-                            control, hi, lo, battery_low)
+    def add_record(
+        self,
+        mmol_l: float | None,
+        *,
+        when: datetime | None = None,
+        meal: str | None = None,
+        control: bool = False,
+        hi: bool = False,
+        lo: bool = False,
+        battery_low: bool = False,
+    ) -> StoredGlucose:
+        rec = StoredGlucose(
+            self.next_seq, when or self.device_now().replace(microsecond=0), mmol_l, meal, control, hi, lo, battery_low
+        )
         self.next_seq = (self.next_seq + 1) & 0xFFFF
         self.records.append(rec)
         self.advertising = True
@@ -318,10 +374,15 @@ class GlucoseMeter(StandardDevice):
 class HeartRateStrap(StandardDevice):
     """A chest strap notifying 0x2A37 (bpm, contact, RR) every ``period_s`` while subscribed."""
 
-    def __init__(self, address: str, name: str = "HR-Strap", *, bpm: int = 72, period_s: float = 1.0, **kw: object) -> None:
+    def __init__(
+        self, address: str, name: str = "HR-Strap", *, bpm: int = 72, period_s: float = 1.0, **kw: object
+    ) -> None:
         super().__init__(address, name, advertised_uuids=(HR_SERVICE,), **kw)  # type: ignore[arg-type]
-        self.add_service(HR_SERVICE, Characteristic(HR_MEASUREMENT, ("notify",)),
-                         Characteristic(BODY_SENSOR_LOCATION, ("read",), b"\x01"))
+        self.add_service(
+            HR_SERVICE,
+            Characteristic(HR_MEASUREMENT, ("notify",)),
+            Characteristic(BODY_SENSOR_LOCATION, ("read",), b"\x01"),
+        )
         self._add_common_services()
         self.bpm = bpm
         self.contact: bool | None = True
@@ -346,8 +407,18 @@ class HeartRateStrap(StandardDevice):
 class VendorEcgPatch(StandardDevice):
     """Our own single-lead patch: v1 vendor frames (docs/vendor_ecg.md) while subscribed."""
 
-    def __init__(self, address: str, name: str = "VG-ECG", *, fs: int = 250, frame_samples: int = 25,
-                 uv_per_lsb: float = 1.25, hr_bpm: float = 72.0, seed: int = 0, **kw: object) -> None:
+    def __init__(
+        self,
+        address: str,
+        name: str = "VG-ECG",
+        *,
+        fs: int = 250,
+        frame_samples: int = 25,
+        uv_per_lsb: float = 1.25,
+        hr_bpm: float = 72.0,
+        seed: int = 0,
+        **kw: object,
+    ) -> None:
         super().__init__(address, name, advertised_uuids=(gc.VENDOR_ECG_SERVICE_UUID,), **kw)  # type: ignore[arg-type]
         self.add_service(gc.VENDOR_ECG_SERVICE_UUID, Characteristic(gc.VENDOR_ECG_DATA_UUID, ("notify",)))
         self._add_common_services()
@@ -395,13 +466,16 @@ class PolarH10(StandardDevice):
 
     SAMPLES_PER_FRAME = 73
 
-    def __init__(self, address: str, name: str = "Polar H10 ABCD1234", *, hr_bpm: float = 70.0, seed: int = 0,
-                 **kw: object) -> None:
+    def __init__(
+        self, address: str, name: str = "Polar H10 ABCD1234", *, hr_bpm: float = 70.0, seed: int = 0, **kw: object
+    ) -> None:
         super().__init__(address, name, advertised_uuids=(HR_SERVICE, gc.POLAR_PMD_SERVICE_UUID), **kw)  # type: ignore[arg-type]
         self.add_service(HR_SERVICE, Characteristic(HR_MEASUREMENT, ("notify",)))
-        self.add_service(gc.POLAR_PMD_SERVICE_UUID,
-                         Characteristic(gc.POLAR_PMD_CONTROL_UUID, ("read", "write", "indicate"), b"\x0f\x05\x00"),
-                         Characteristic(gc.POLAR_PMD_DATA_UUID, ("notify",)))
+        self.add_service(
+            gc.POLAR_PMD_SERVICE_UUID,
+            Characteristic(gc.POLAR_PMD_CONTROL_UUID, ("read", "write", "indicate"), b"\x0f\x05\x00"),
+            Characteristic(gc.POLAR_PMD_DATA_UUID, ("notify",)),
+        )
         self._add_common_services()
         self.synth = EcgSynth(fs=130, seed=seed, hr_bpm=hr_bpm)
         self.bpm = int(hr_bpm)
@@ -462,7 +536,7 @@ class PolarH10(StandardDevice):
         while True:
             while buf.size < self.SAMPLES_PER_FRAME:
                 buf = np.concatenate([buf, self.synth.frame(1.0)])
-            samples, buf = buf[: self.SAMPLES_PER_FRAME], buf[self.SAMPLES_PER_FRAME:]
+            samples, buf = buf[: self.SAMPLES_PER_FRAME], buf[self.SAMPLES_PER_FRAME :]
             sent += self.SAMPLES_PER_FRAME
             last_ns = start_ns + round((sent - 1) * 1e9 / 130.0)
             body = b"".join(int(s).to_bytes(3, "little", signed=True) for s in samples.astype(int))

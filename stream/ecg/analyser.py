@@ -43,49 +43,49 @@ from stream.ecg.signal_quality import (
 )
 from stream.ecg.vt_window import VtWindowDetector, VtWindowModel, WindowBeat
 
-RING_S = 12.0          # raw samples kept for strips and beat morphology
-STRIP_S = 10.0         # evidence strip length
-BEATS_KEPT = 512       # recent (time, class) pairs exposed by ``beats``
+RING_S = 12.0  # raw samples kept for strips and beat morphology
+STRIP_S = 10.0  # evidence strip length
+BEATS_KEPT = 512  # recent (time, class) pairs exposed by ``beats``
 FRAMES_KEPT = 16
 SUMMARY_S = 60.0
-CONTEXT_GOOD = 0.8     # share of good frames in the last 10 s for a beat to count clinically
+CONTEXT_GOOD = 0.8  # share of good frames in the last 10 s for a beat to count clinically
 RESET_AFTER_BAD_FRAMES = 2  # unusable frames after which the QRS detector starts afresh
 _WIDTH_MS = BEAT_FEATURES.index("width_ms")
-MIN_FRAME_S = 0.9      # shorter frames are gathered to about a second before analysis
-JITTER_S = 0.1         # a frame starting this close to where the last one ended continues it (device
-                       # clocks jitter and drift; a lost frame opens a gap of a whole frame) ...
-CLOCK_FOLLOW = 0.25    # ... and this share of the difference moves the time base to the device's clock
+MIN_FRAME_S = 0.9  # shorter frames are gathered to about a second before analysis
+JITTER_S = 0.1  # a frame starting this close to where the last one ended continues it (device
+# clocks jitter and drift; a lost frame opens a gap of a whole frame) ...
+CLOCK_FOLLOW = 0.25  # ... and this share of the difference moves the time base to the device's clock
 # organised complexes: in the last ORG_WINDOW_S at least ORG_MIN_BEATS beats, each correlating
 # >= ORG_CORR with the one before it, RR intervals within a factor ORG_RR_SPREAD of each other
 ORG_WINDOW_S = 3.0
 ORG_MIN_BEATS = 4
 ORG_CORR = 0.90
-ORG_LOW_FS = 200.0      # below this sampling rate one of them may fall short of ORG_CORR ...
-ORG_CORR_ONE = 0.80     # ... down to this (sampling jitter on a 2-3-sample QRS)
+ORG_LOW_FS = 200.0  # below this sampling rate one of them may fall short of ORG_CORR ...
+ORG_CORR_ONE = 0.80  # ... down to this (sampling jitter on a 2-3-sample QRS)
 ORG_RR_SPREAD = 1.6
-VF_WINDOW_S = 4.0        # the VF detector judges 4 one-second frames at a time
+VF_WINDOW_S = 4.0  # the VF detector judges 4 one-second frames at a time
 # artefact content against the patient's own normal QRS complexes (after ARTEFACT_MIN_BEATS of them)
 ARTEFACT_MIN_BEATS = 4
-STEP_RATIO = 5.0        # a sample-to-sample jump this many times the steepest QRS slope
-HF_RATIO = 0.15         # median |2nd difference| over the QRS amplitude
-AMPLITUDE_RATIO = 5.0   # 0.7-40 Hz peak-to-peak over the QRS amplitude
+STEP_RATIO = 5.0  # a sample-to-sample jump this many times the steepest QRS slope
+HF_RATIO = 0.15  # median |2nd difference| over the QRS amplitude
+AMPLITUDE_RATIO = 5.0  # 0.7-40 Hz peak-to-peak over the QRS amplitude
 # a pause is a quiet baseline: a beat-free frame that strays further than this many QRS amplitudes
 # from the level before the last beat is an amplifier or electrode recovering from overload
 PAUSE_BASELINE_RATIO = 1.0
 # ... and one dominated by mains interference (50/60 Hz above this share of the QRS amplitude) is an
 # electrode off the skin picking up the room, not a quiet heart: no pause or asystole is judged on it
 MAINS_RATIO = 0.05
-MAINS_HZ = (50.0, 60.0)   # China's mains is 50 Hz; 60 Hz for imported equipment and the US records
-MIN_RR_AFTER_V_S = 0.24     # an off-template detection this soon after a ventricular beat is that
-                            # beat's own second lobe or T wave: the ventricles are refractory (> 250 bpm
-                            # is VF, which the VF detector judges from the waveform, not from beats)
+MAINS_HZ = (50.0, 60.0)  # China's mains is 50 Hz; 60 Hz for imported equipment and the US records
+MIN_RR_AFTER_V_S = 0.24  # an off-template detection this soon after a ventricular beat is that
+# beat's own second lobe or T wave: the ventricles are refractory (> 250 bpm
+# is VF, which the VF detector judges from the waveform, not from beats)
 
 
 @dataclass
 class RhythmAlarm:
-    condition: str          # contract condition name ("af", "vt", "pause", "lead_off", ...)
-    active: bool            # True = raised, False = cleared
-    start_s: float          # analyser time base (s)
+    condition: str  # contract condition name ("af", "vt", "pause", "lead_off", ...)
+    active: bool  # True = raised, False = cleared
+    start_s: float  # analyser time base (s)
     end_s: float | None
     detail: dict = field(default_factory=dict)
 
@@ -109,7 +109,7 @@ class BeatRing:
     def __init__(self, size: int) -> None:
         self._t = np.zeros(size)
         self._c = np.zeros(size, dtype=np.uint8)
-        self.total = 0   # beats ever appended
+        self.total = 0  # beats ever appended
 
     def append(self, t: float, cls: str) -> None:
         k = self.total % len(self._t)
@@ -128,8 +128,13 @@ class BeatRing:
 class EcgAnalyser:
     """Streaming single-lead ECG analysis for one patient."""
 
-    def __init__(self, fs: float, beat_model: BeatModel | None | str = "shipped",
-                 vt_model: VtWindowModel | None | str = "shipped", af_confirm: bool = True) -> None:
+    def __init__(
+        self,
+        fs: float,
+        beat_model: BeatModel | None | str = "shipped",
+        vt_model: VtWindowModel | None | str = "shipped",
+        af_confirm: bool = True,
+    ) -> None:
         """``beat_model``: the learned ventricular-beat model; ``"shipped"`` (the default) loads the one
         in ``stream/ecg/models``, None runs the morphology rules alone (training, comparison).
         ``vt_model``: the learned 4-s window VT model likewise (None: beat runs alone).
@@ -143,7 +148,7 @@ class EcgAnalyser:
         self._vtw = VtWindowDetector()
         self._wbeats: deque[WindowBeat] = deque(maxlen=64)
         self._wframes: deque[tuple[float, bool, bool, float]] = deque(maxlen=4)
-        self._wclean: deque[bool] = deque(maxlen=4)     # those frames free of artefact
+        self._wclean: deque[bool] = deque(maxlen=4)  # those frames free of artefact
         # (window end s, feature vector) of every 4-s window judged, when a trainer sets it to a list
         self.window_log: list[tuple[float, np.ndarray]] | None = None
         self._vt_sources: dict[str, set[str]] = {"vt": set(), "vt_sustained": set()}
@@ -166,7 +171,7 @@ class EcgAnalyser:
         # the last AF_CONFIRM_S of raw signal (int16 µV) for that second opinion
         self._recent: deque[np.ndarray] = deque()
         self._recent_n = 0
-        self._p0 = int(round(rhythms.P_WIN_START_S * fs))   # pre-QRS (P-wave) window, samples before R
+        self._p0 = int(round(rhythms.P_WIN_START_S * fs))  # pre-QRS (P-wave) window, samples before R
         self._p1 = int(round(rhythms.P_WIN_END_S * fs))
         self._vt = rhythms.VtDetector()
         self._vf = rhythms.VfDetector()
@@ -179,17 +184,17 @@ class EcgAnalyser:
         self._frames: deque[tuple[int, int, FrameQuality]] = deque(maxlen=FRAMES_KEPT)
         self._recent_good: deque[bool] = deque(maxlen=10)
         self._seg_t0: float | None = None
-        self._n = 0                      # samples in the current segment
+        self._n = 0  # samples in the current segment
         self._qrs_levels: deque[float] = deque(maxlen=8)
-        self._amp_levels: deque[float] = deque(maxlen=16)    # raw amplitude of recent normal beats
-        self._beat_base: float | None = None   # raw level before the last beat (pre-QRS window)
-        self._mains_basis: tuple[int, np.ndarray] | None = None   # (frame length, its 50/60 Hz DFT rows)
+        self._amp_levels: deque[float] = deque(maxlen=16)  # raw amplitude of recent normal beats
+        self._beat_base: float | None = None  # raw level before the last beat (pre-QRS window)
+        self._mains_basis: tuple[int, np.ndarray] | None = None  # (frame length, its 50/60 Hz DFT rows)
         self._slope_levels: deque[float] = deque(maxlen=16)  # their steepest slope (µV/sample)
         self._org: deque[tuple[float, float | None, float]] = deque(maxlen=12)  # (t, rr, corr with previous)
         self._summary_ready: dict | None = None
         self._start_new_segment(0.0)
         self._min_frame = max(1, int(round(MIN_FRAME_S * self.fs)))
-        self._held: tuple | None = None    # (t0, sample arrays, count, lead_off) of short frames
+        self._held: tuple | None = None  # (t0, sample arrays, count, lead_off) of short frames
         self._seg_t0 = None
         self._reset_minute()
         self.beat_count = 0
@@ -198,7 +203,7 @@ class EcgAnalyser:
     def _start_new_segment(self, t0: float) -> None:
         self._seg_t0 = t0
         self._n = 0
-        self._spikes_at: tuple[int, list[float], float] | None = None   # (sample count, 4-s spikes, window start)
+        self._spikes_at: tuple[int, list[float], float] | None = None  # (sample count, 4-s spikes, window start)
         self._det: QrsDetector | None = None
         self._det_off = 0
         self._bad_run = 0
@@ -250,8 +255,7 @@ class EcgAnalyser:
         if held is not None:
             h_t0, h_parts, h_n, h_lead_off = held
             end = h_t0 + h_n / self.fs if h_t0 is not None else None
-            if (h_lead_off == lead_off and (t0_s is None or end is None
-                                            or abs(float(t0_s) - end) <= JITTER_S)):
+            if h_lead_off == lead_off and (t0_s is None or end is None or abs(float(t0_s) - end) <= JITTER_S):
                 h_parts.append(x)
                 self._held = (h_t0, h_parts, h_n + len(x), h_lead_off)
                 return self.flush() if h_n + len(x) >= self._min_frame else out
@@ -276,7 +280,7 @@ class EcgAnalyser:
         elif t0_s is not None:
             delta = float(t0_s) - self._t(self._n)
             if abs(delta) > JITTER_S:
-                trans += self._gap(float(t0_s))      # frames missing (or repeated): a new segment
+                trans += self._gap(float(t0_s))  # frames missing (or repeated): a new segment
             elif abs(delta) > 1.0 / self.fs:
                 # the device's frame times jitter or its clock drifts: the samples are contiguous,
                 # so analysis goes on, and the time base follows the device's clock smoothly (taking
@@ -285,7 +289,7 @@ class EcgAnalyser:
         m = len(x)
         if m == 0:
             return self._alarms(trans)
-        nan = ~np.isfinite(x)     # NaN (missing) or +-inf (a broken converter): no signal
+        nan = ~np.isfinite(x)  # NaN (missing) or +-inf (a broken converter): no signal
         if nan.any():
             lead_off = True
             x = np.where(nan, 0.0, x)
@@ -305,7 +309,7 @@ class EcgAnalyser:
             if self._bad_run >= RESET_AFTER_BAD_FRAMES:
                 self._det = None
             elif self._det is not None:
-                self._det.process(x)     # keep its sample count in step; its beats are dropped
+                self._det.process(x)  # keep its sample count in step; its beats are dropped
             trans += self._vt.end(t_start)
             self._wide_primed = False
             self._x_last = None
@@ -350,8 +354,11 @@ class EcgAnalyser:
             trans += self._vt.end(t_start)
         trans += self._vf_frame(x, q, t_end)
         trans += self._vt_window(q, t_end)
-        quiet_heart = (q.good and not self._off_baseline(x, pending)
-                       and not (self._det is not None and self._det.recurring_small_qrs()))
+        quiet_heart = (
+            q.good
+            and not self._off_baseline(x, pending)
+            and not (self._det is not None and self._det.recurring_small_qrs())
+        )
         trans += self._pause.on_frame(t_end, quiet_heart, self._af.in_af, self._vf.active)
         trans += self._rate.on_frame(t_end, q.good, self._af.in_af or self._vt.active or self._vf.active)
         trans += self._lead.on_frame(t_start, t_end, not q.good and not self._vf.active)
@@ -400,14 +407,14 @@ class EcgAnalyser:
 
         n = int(rhythms.AF_CONFIRM_S * self.fs)
         if self._recent_n < 0.9 * n:
-            return True        # not enough signal for a reading: the rules decide alone
+            return True  # not enough signal for a reading: the rules decide alone
         x = np.concatenate(self._recent)[-n:].astype(np.float64)
         return af_probability(x, self.fs) >= rhythms.AF_CONFIRM_P
 
     def _write_ring(self, i0: int, x: np.ndarray) -> None:
         m = len(x)
         if m >= self._cap:
-            x, i0, m = x[-self._cap:], i0 + m - self._cap, self._cap
+            x, i0, m = x[-self._cap :], i0 + m - self._cap, self._cap
         s = i0 & self._mask
         e = s + m
         if e <= self._cap:
@@ -451,8 +458,9 @@ class EcgAnalyser:
             v = det.bp_at(idx - self._det_off)
             if v > 0:
                 self._qrs_levels.append(v)
-        if rr is not None and (rr <= 0 or (rr < MIN_RR_AFTER_V_S and self._last_cls == "V"
-                                           and (cls == "V" or not clf.last_match))):
+        if rr is not None and (
+            rr <= 0 or (rr < MIN_RR_AFTER_V_S and self._last_cls == "V" and (cls == "V" or not clf.last_match))
+        ):
             return None
         self._last_cls = cls
         self._last_beat_t = t
@@ -467,10 +475,22 @@ class EcgAnalyser:
             ref = self._median(self._amp_levels)
             amp_ratio = clf.last_amp / ref if ref > 0.0 else None
         c, rel_w = clf.last_features
-        return (idx, t, cls, rr, clf.last_match, clf.reliable, clf.prev_corr, amp_ratio, c, rel_w,
-                clf.last_run_only, det.noise_ratio() if det is not None else 0.0,
-                clf.last_p if clf.model is not None and clf.last_x is not None else None,
-                float(clf.last_x[_WIDTH_MS]) if clf.last_x is not None else 0.0)
+        return (
+            idx,
+            t,
+            cls,
+            rr,
+            clf.last_match,
+            clf.reliable,
+            clf.prev_corr,
+            amp_ratio,
+            c,
+            rel_w,
+            clf.last_run_only,
+            det.noise_ratio() if det is not None else 0.0,
+            clf.last_p if clf.model is not None and clf.last_x is not None else None,
+            float(clf.last_x[_WIDTH_MS]) if clf.last_x is not None else 0.0,
+        )
 
     def _organised(self, now: float) -> bool:
         """The last few complexes recur beat to beat at a regular rate (an organised rhythm)."""
@@ -527,12 +547,36 @@ class EcgAnalyser:
         fq = self._frame_quality(idx, current)
         # a clinical judgement needs good signal in this frame and most of the last 10 s
         good = fq.good and sum(self._recent_good) >= CONTEXT_GOOD * len(self._recent_good)
-        beat = Beat(t, cls, good, rr, match, reliable, usable=not fq.unusable and fq.artefact is None,
-                    frame_good=fq.good, prev_corr=prev_corr, amp_ratio=amp_ratio,
-                    corr=corr, rel_w=rel_w, run_only=run_only, noise_ratio=noise_ratio, p_v=p_v)
+        beat = Beat(
+            t,
+            cls,
+            good,
+            rr,
+            match,
+            reliable,
+            usable=not fq.unusable and fq.artefact is None,
+            frame_good=fq.good,
+            prev_corr=prev_corr,
+            amp_ratio=amp_ratio,
+            corr=corr,
+            rel_w=rel_w,
+            run_only=run_only,
+            noise_ratio=noise_ratio,
+            p_v=p_v,
+        )
         self._beats.append(t, cls)
-        self._wbeats.append(WindowBeat(t, p_v if p_v is not None else float(cls == "V"), rel_w, width_ms, corr,
-                                       prev_corr, amp_ratio if amp_ratio is not None else 1.0, reliable))
+        self._wbeats.append(
+            WindowBeat(
+                t,
+                p_v if p_v is not None else float(cls == "V"),
+                rel_w,
+                width_ms,
+                corr,
+                prev_corr,
+                amp_ratio if amp_ratio is not None else 1.0,
+                reliable,
+            )
+        )
         self.beat_count += 1
         self._min_n += cls == "N"
         self._min_v += cls == "V"
@@ -570,7 +614,7 @@ class EcgAnalyser:
     def _mains_uv(self, x: np.ndarray) -> float:
         """Amplitude (µV) of the stronger of the 50 and 60 Hz components of the frame."""
         n = len(x)
-        if self._mains_basis is None or self._mains_basis[0] != n:   # frames are nearly always one length
+        if self._mains_basis is None or self._mains_basis[0] != n:  # frames are nearly always one length
             self._mains_basis = (n, _mains_basis(n, self.fs))
         basis = self._mains_basis[1]
         if not len(basis):
@@ -597,10 +641,18 @@ class EcgAnalyser:
         v, self._vf_zi = signal.lfilter(*self._vf_ba, x, zi=self._vf_zi)
         w = self._last_w
         w2 = w * w
-        return self._vf.on_frame(t_end, float(np.dot(v, v)), float(w2.sum()), float(np.dot(w2, w2)), len(x),
-                                 float(w.max() - w.min()), usable=True, wide=w,
-                                 organised=self._organised(t_end) and q.good,
-                                 beats_beneath=self._beats_beneath)
+        return self._vf.on_frame(
+            t_end,
+            float(np.dot(v, v)),
+            float(w2.sum()),
+            float(np.dot(w2, w2)),
+            len(x),
+            float(w.max() - w.min()),
+            usable=True,
+            wide=w,
+            organised=self._organised(t_end) and q.good,
+            beats_beneath=self._beats_beneath,
+        )
 
     def _vt_window(self, q: FrameQuality, t_end: float) -> list[Transition]:
         """Judge the last 4 s as a window (see :mod:`stream.ecg.vt_window`)."""
@@ -616,8 +668,14 @@ class EcgAnalyser:
             return self._vtw.on_window(t_end, 0.0)
         if self.window_log is None and not self._vt_window_judgeable(t_end):
             return self._vtw.on_window(t_end, None)
-        x = vt_window.window_features(t_end, self._wbeats, self._wframes, np.concatenate(self._vf.waves),
-                                      self.fs, self._median(self._amp_levels) if self._amp_levels else 0.0)
+        x = vt_window.window_features(
+            t_end,
+            self._wbeats,
+            self._wframes,
+            np.concatenate(self._vf.waves),
+            self.fs,
+            self._median(self._amp_levels) if self._amp_levels else 0.0,
+        )
         if self.window_log is not None:
             self.window_log.append((t_end, x))
         if self._vt_model is None:
@@ -782,8 +840,15 @@ class EcgAnalyser:
             if tr.active:
                 detail["quality"] = round(self._frames[-1][2].sqi, 3) if self._frames else None
                 detail["strip"] = self._strip()
-            out.append(RhythmAlarm(tr.condition, tr.active, round(tr.start_s, 3),
-                                   round(tr.end_s, 3) if tr.end_s is not None else None, detail))
+            out.append(
+                RhythmAlarm(
+                    tr.condition,
+                    tr.active,
+                    round(tr.start_s, 3),
+                    round(tr.end_s, 3) if tr.end_s is not None else None,
+                    detail,
+                )
+            )
         return out
 
     def _strip(self) -> dict:

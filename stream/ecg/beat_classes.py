@@ -38,32 +38,32 @@ from stream.ecg.beat_model import PROBE_MS, BeatModel
 PRE_S = 0.10
 POST_S = 0.12
 EDGE_S = 0.01
-ALIGN_S = 0.03             # beats are re-aligned on the template within +-30 ms
+ALIGN_S = 0.03  # beats are re-aligned on the template within +-30 ms
 LEARN_BEATS = 8
-TEMPLATE_RATE = 0.05       # exponential template update for matching normal beats
-CORR_MATCH = 0.85          # a beat at least this correlated is template-like
-WIDTH_ABS_V_S = 0.100      # an effective width above this (and wider than the template) is ventricular
-WIDER_S = 0.012            # "wider": at least this much (s) above the template's width ...
-WIDER_SPREAD = 3.0         # ... and this many times the normal beats' own width spread
-WIDE_REL = 1.25            # ... and this many times the template's width
-VERY_WIDE_REL = 2.0        # this much wider and differently shaped is ventricular on its own
-CORR_SHAPE_V = 0.50        # a shape this different from the normal one ...
-PREMATURE = 0.85           # RR below this share of the recent normal RR is premature
-RUN_RR_S = 0.60            # > 100 bpm: a beat this fast after a V beat, off-template, continues the run
-CLUSTER_MATCH = 0.90       # a beat joins a morphology cluster at this correlation
-CLUSTERS = 6               # abnormal-morphology clusters kept
-CLUSTER_MIN = 3            # beats a cluster needs before its majority label is used
-DOMINANT_BEATS = 32        # a morphology this frequent (4x the template's beats) ...
-DOMINANT_MIN_RR_S = 0.6    # ... at a non-tachycardic rate becomes the normal template
-NARROWER = 0.85            # an off-template morphology this much narrower may be the true normal one
-RELEARN_BEATS = 8          # off-template, clearly narrower, self-similar beats that replace it
-SPREAD_RATE = 0.05         # EMA rate of the normal beats' width spread and shape mismatch
-RECUR_RATE = 0.05          # EMA rate of the share of beats whose morphology recurs
-RECUR_MIN = 0.5            # below this share the "beats" are mostly unrelated shapes (noise):
-                           # morphology is not reliable enough for a ventricular-run judgement
-LATE_S = 0.04              # energy after R + 40 ms: a wide complex carries it late
-P_TEMPLATE = 0.2           # the normal template learns only from beats the model is sure are normal
-TEMPLATE_MIN_RR_S = 0.6   # ... and only at a non-tachycardic rate (< 100/min): VT is never slower
+TEMPLATE_RATE = 0.05  # exponential template update for matching normal beats
+CORR_MATCH = 0.85  # a beat at least this correlated is template-like
+WIDTH_ABS_V_S = 0.100  # an effective width above this (and wider than the template) is ventricular
+WIDER_S = 0.012  # "wider": at least this much (s) above the template's width ...
+WIDER_SPREAD = 3.0  # ... and this many times the normal beats' own width spread
+WIDE_REL = 1.25  # ... and this many times the template's width
+VERY_WIDE_REL = 2.0  # this much wider and differently shaped is ventricular on its own
+CORR_SHAPE_V = 0.50  # a shape this different from the normal one ...
+PREMATURE = 0.85  # RR below this share of the recent normal RR is premature
+RUN_RR_S = 0.60  # > 100 bpm: a beat this fast after a V beat, off-template, continues the run
+CLUSTER_MATCH = 0.90  # a beat joins a morphology cluster at this correlation
+CLUSTERS = 6  # abnormal-morphology clusters kept
+CLUSTER_MIN = 3  # beats a cluster needs before its majority label is used
+DOMINANT_BEATS = 32  # a morphology this frequent (4x the template's beats) ...
+DOMINANT_MIN_RR_S = 0.6  # ... at a non-tachycardic rate becomes the normal template
+NARROWER = 0.85  # an off-template morphology this much narrower may be the true normal one
+RELEARN_BEATS = 8  # off-template, clearly narrower, self-similar beats that replace it
+SPREAD_RATE = 0.05  # EMA rate of the normal beats' width spread and shape mismatch
+RECUR_RATE = 0.05  # EMA rate of the share of beats whose morphology recurs
+RECUR_MIN = 0.5  # below this share the "beats" are mostly unrelated shapes (noise):
+# morphology is not reliable enough for a ventricular-run judgement
+LATE_S = 0.04  # energy after R + 40 ms: a wide complex carries it late
+P_TEMPLATE = 0.2  # the normal template learns only from beats the model is sure are normal
+TEMPLATE_MIN_RR_S = 0.6  # ... and only at a non-tachycardic rate (< 100/min): VT is never slower
 
 
 class BeatClassifier:
@@ -78,8 +78,8 @@ class BeatClassifier:
     def __init__(self, fs: float, model: BeatModel | None = None) -> None:
         self.fs = float(fs)
         self.model = model
-        self.last_x: np.ndarray | None = None    # the last beat's feature vector (see beat_model.FEATURES)
-        self.last_p = 0.0                        # and the model's P(ventricular)
+        self.last_x: np.ndarray | None = None  # the last beat's feature vector (see beat_model.FEATURES)
+        self.last_p = 0.0  # and the model's P(ventricular)
         self.pre = max(3, int(round(PRE_S * fs)))
         self.post = max(3, int(round(POST_S * fs)))
         self.length = self.pre + self.post
@@ -106,8 +106,8 @@ class BeatClassifier:
         # spread of the normal beats' features (patient- and noise-adaptive)
         self._w_spread = 0.004
         self._mismatch = 0.03
-        self._nn: deque[float] = deque(maxlen=8)       # recent RRs ending on normal beats
-        self._rr_all: deque[float] = deque(maxlen=8)   # recent RRs of every beat (the local rate)
+        self._nn: deque[float] = deque(maxlen=8)  # recent RRs ending on normal beats
+        self._rr_all: deque[float] = deque(maxlen=8)  # recent RRs of every beat (the local rate)
         self._prev_rr = 0.0
         # abnormal-morphology clusters: unit-norm centred templates, widths, counts, V votes
         self._cl = np.zeros((CLUSTERS, self.length))
@@ -119,12 +119,12 @@ class BeatClassifier:
         self._prev_cluster = -1
         self.last_features: tuple[float, float] = (1.0, 0.0)
         self.last_match = False
-        self.last_run_only = False   # the last beat is V only because it continues a fast V run
-        self.prev_corr = 0.0     # correlation of the last beat with the beat before it (organisation)
+        self.last_run_only = False  # the last beat is V only because it continues a fast V run
+        self.prev_corr = 0.0  # correlation of the last beat with the beat before it (organisation)
         self._prev_y: np.ndarray | None = None
-        self.last_amp = 0.0      # the last beat's peak-to-peak amplitude (µV) and steepest slope (µV/sample)
+        self.last_amp = 0.0  # the last beat's peak-to-peak amplitude (µV) and steepest slope (µV/sample)
         self.last_slope = 0.0
-        self.recurrence = 1.0   # EMA share of beats matching the template or a recurring cluster
+        self.recurrence = 1.0  # EMA share of beats matching the template or a recurring cluster
 
     @property
     def reliable(self) -> bool:
@@ -139,7 +139,7 @@ class BeatClassifier:
         """The window of ``ext`` best correlated with the template (shift within the margin)."""
         t = self._template
         if t is None:
-            return ext[self.margin:self.margin + self.length]
+            return ext[self.margin : self.margin + self.length]
         L = self.length
         tc = t - t.sum() / L
         num = np.correlate(ext, tc, "valid")
@@ -149,7 +149,7 @@ class BeatClassifier:
         var = (c2[L:] - c2[:-L]) - s1 * s1 / L
         score = num / np.sqrt(np.maximum(var, 1e-9))
         k = int(np.argmax(score))
-        return ext[k:k + L]
+        return ext[k : k + L]
 
     def _prepare(self, seg: np.ndarray) -> tuple[np.ndarray, float]:
         e = self._edge
@@ -165,7 +165,7 @@ class BeatClassifier:
 
     @staticmethod
     def _corr(a: np.ndarray, b: np.ndarray) -> float:
-        a = a - a.sum() / a.size     # (= a.mean(), without its Python overhead)
+        a = a - a.sum() / a.size  # (= a.mean(), without its Python overhead)
         b = b - b.sum() / b.size
         den = math.sqrt(float(np.dot(a, a) * np.dot(b, b)))
         return float(np.dot(a, b)) / den if den > 0 else 0.0
@@ -176,8 +176,9 @@ class BeatClassifier:
         s = sorted(self._nn)
         return s[len(s) // 2]
 
-    def _features(self, y: np.ndarray, width: float, c: float, rr_s: float | None,
-                  nn: float | None, k: int, rule_v: bool) -> np.ndarray:
+    def _features(
+        self, y: np.ndarray, width: float, c: float, rr_s: float | None, nn: float | None, k: int, rule_v: bool
+    ) -> np.ndarray:
         t = self._template
         assert t is not None
         t_amp = float(t.max() - t.min())
@@ -193,32 +194,34 @@ class BeatClassifier:
         # the beat minus the template, in units of the template's amplitude, at a few fixed offsets
         diff = (y - t)[self._probe] / t_amp if t_amp > 0 else np.zeros(len(self._probe))
         t_area = float(np.abs(t).sum())
-        return np.array((
-            *diff,
-            tot / t_area if t_area > 0 else 1.0,
-            1000.0 * (int(np.argmax(ay)) - self.pre) / self.fs,
-            rr_s / local if (rr_s is not None and local > 0) else 1.0,
-            self._prev_rr / local if local > 0 else 1.0,
-            1000.0 * width,
-            width / self._t_width if self._t_width > 0 else 1.0,
-            1000.0 * (width - self._t_width),
-            c,
-            rr_s / nn if (rr_s is not None and nn) else 1.0,
-            rr_s if rr_s is not None else 0.0,
-            float(self._prev_v),
-            self.prev_corr,
-            amp / t_amp if t_amp > 0 else 1.0,
-            self.last_slope / t_slope if t_slope > 0 else 1.0,
-            float(ay[self._late:].sum()) / tot if tot > 0 else 0.0,
-            pol,
-            pol - t_pol,
-            float(self._cl_v[k] / self._cl_n[k]) if on_cluster and self._cl_n[k] > 0 else -1.0,
-            float(self._cl_n[k]) if on_cluster else 0.0,
-            1000.0 * self._w_spread,
-            self._mismatch,
-            float(rule_v),
-            60.0 / nn if nn else 0.0,
-        ))
+        return np.array(
+            (
+                *diff,
+                tot / t_area if t_area > 0 else 1.0,
+                1000.0 * (int(np.argmax(ay)) - self.pre) / self.fs,
+                rr_s / local if (rr_s is not None and local > 0) else 1.0,
+                self._prev_rr / local if local > 0 else 1.0,
+                1000.0 * width,
+                width / self._t_width if self._t_width > 0 else 1.0,
+                1000.0 * (width - self._t_width),
+                c,
+                rr_s / nn if (rr_s is not None and nn) else 1.0,
+                rr_s if rr_s is not None else 0.0,
+                float(self._prev_v),
+                self.prev_corr,
+                amp / t_amp if t_amp > 0 else 1.0,
+                self.last_slope / t_slope if t_slope > 0 else 1.0,
+                float(ay[self._late :].sum()) / tot if tot > 0 else 0.0,
+                pol,
+                pol - t_pol,
+                float(self._cl_v[k] / self._cl_n[k]) if on_cluster and self._cl_n[k] > 0 else -1.0,
+                float(self._cl_n[k]) if on_cluster else 0.0,
+                1000.0 * self._w_spread,
+                self._mismatch,
+                float(rule_v),
+                60.0 / nn if nn else 0.0,
+            )
+        )
 
     def _decide(self, x: np.ndarray, rule_v: bool) -> bool:
         self.last_x = x
@@ -257,14 +260,18 @@ class BeatClassifier:
         self.last_match = c >= CORR_MATCH
         nn = self._nn_median()
         premature = rr_s is not None and nn is not None and rr_s < PREMATURE * nn
-        wider = (extra >= max(WIDER_S, WIDER_SPREAD * self._w_spread) and rel_w >= WIDE_REL)
+        wider = extra >= max(WIDER_S, WIDER_SPREAD * self._w_spread) and rel_w >= WIDE_REL
         # shape mismatch judged against how well this patient's normal beats match (noise)
         shape_thr = max(1.0 - CORR_MATCH, 5.0 * self._mismatch)
         different = (1.0 - c) > shape_thr
         # a beat that follows a ventricular beat at > 100 bpm and is not a clean normal
         # beat (wider than the template or off its shape) continues the ventricular run
-        run_on = (self._prev_v and rr_s is not None and rr_s < RUN_RR_S
-                  and (different or extra >= max(0.5 * WIDER_S, 2.0 * self._w_spread)))
+        run_on = (
+            self._prev_v
+            and rr_s is not None
+            and rr_s < RUN_RR_S
+            and (different or extra >= max(0.5 * WIDER_S, 2.0 * self._w_spread))
+        )
         if c >= CORR_MATCH and not wider and not run_on:
             # the normal morphology (by the rules)
             x = self._features(y, width, c, rr_s, nn, -1, False)
@@ -272,8 +279,9 @@ class BeatClassifier:
                 self.recurrence += RECUR_RATE * (1.0 - self.recurrence)
                 self._after("V", rr_s)
                 return "V"
-            if self.model is not None and (self.last_p >= P_TEMPLATE
-                                           or (rr_s is not None and rr_s < TEMPLATE_MIN_RR_S)):
+            if self.model is not None and (
+                self.last_p >= P_TEMPLATE or (rr_s is not None and rr_s < TEMPLATE_MIN_RR_S)
+            ):
                 # normal by the rules, not surely so by the model, or at a tachycardic rate (where a
                 # ventricular run would be): the template does not learn from it
                 self.recurrence += RECUR_RATE * (1.0 - self.recurrence)
@@ -289,8 +297,7 @@ class BeatClassifier:
             self._after("N", rr_s)
             return "N"
         # single-beat evidence strong enough on its own
-        strong = ((width > WIDTH_ABS_V_S and extra >= WIDER_S)
-                  or (rel_w >= VERY_WIDE_REL and different))
+        strong = (width > WIDTH_ABS_V_S and extra >= WIDER_S) or (rel_w >= VERY_WIDE_REL and different)
         # weaker evidence (wider, or a very different shape) needs the rhythm to agree:
         # the beat is premature, continues a fast ventricular run, or its morphology
         # recurs in a cluster whose beats have mostly been judged ventricular
@@ -304,8 +311,7 @@ class BeatClassifier:
         rule_v = evidence or run_on or shape_v
         ventricular = self._decide(self._features(y, width, c, rr_s, nn, k, rule_v), rule_v)
         # a template-shaped beat, not "wider", that is V only as the continuation of a run
-        self.last_run_only = (ventricular and run_on and c >= CORR_MATCH and not wider and not evidence
-                              and not shape_v)
+        self.last_run_only = ventricular and run_on and c >= CORR_MATCH and not wider and not evidence and not shape_v
         if c < CORR_MATCH and rr_s is not None and not (self.model is not None and ventricular):
             # (a morphology the model calls ventricular never becomes the normal one)
             self._dominant(y, width, rr_s)
@@ -351,11 +357,11 @@ class BeatClassifier:
             self._cl[k] = t / max(float(np.sqrt(np.dot(t, t))), 1e-12)
             self._cl_n[k] += 1
             self._cl_v[k] += vote_v
-            if self._cl_n[k] > 64:        # keep the label following recent behaviour
+            if self._cl_n[k] > 64:  # keep the label following recent behaviour
                 self._cl_n[k] *= 0.5
                 self._cl_v[k] *= 0.5
         else:
-            k = int(np.argmin(self._cl_used))   # replace the least recently used cluster
+            k = int(np.argmin(self._cl_used))  # replace the least recently used cluster
             self._cl[k] = yc
             self._cl_n[k] = 1
             self._cl_v[k] = float(vote_v)
@@ -373,8 +379,11 @@ class BeatClassifier:
             self._dom_rr += rr_s
             self._dom += 0.1 * (y - self._dom)
             self._dom_w += 0.1 * (width - self._dom_w)
-            if (self._dom_n >= DOMINANT_BEATS and self._dom_n >= 4 * self._dom_tmpl_hits
-                    and self._dom_rr / self._dom_n >= DOMINANT_MIN_RR_S):
+            if (
+                self._dom_n >= DOMINANT_BEATS
+                and self._dom_n >= 4 * self._dom_tmpl_hits
+                and self._dom_rr / self._dom_n >= DOMINANT_MIN_RR_S
+            ):
                 self._template, self._t_width = self._dom, self._dom_w
                 self._dom, self._dom_n = None, 0
         else:

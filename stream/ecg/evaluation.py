@@ -52,12 +52,13 @@ MATCH_S = 0.150
 ECG_LEAD = re.compile(
     r"^(?:(?:ecg\s*)?(?:lead\s*)?(?:(?:ml|m)?i{1,3}|a?vr|a?vl|a?vf|(?:mod\.?\s*|m)?v[1-6]?|d(?:i{1,3}|[1-3])"
     r"|mcl[1-6]?|cm[1-6]|cc[1-6])|(?:(?:ecg\s*)?lead\s*|ml|m)[1-3]|ecg\d*)$",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 AF_LABELS = ("(AFIB", "(AFL")
 VF_LABELS = ("(VF", "(VFL", "(VFIB")
-VF_MERGE_S = 2.0        # contract: VF/VFL episodes under 2 s apart are one ...
-VF_MIN_S = 3.0          # ... at least 3 s long, flagged by a vt or vt_sustained alarm starting
-VF_LATE_S = 10.0        # up to 10 s after its end
+VF_MERGE_S = 2.0  # contract: VF/VFL episodes under 2 s apart are one ...
+VF_MIN_S = 3.0  # ... at least 3 s long, flagged by a vt or vt_sustained alarm starting
+VF_LATE_S = 10.0  # up to 10 s after its end
 CHALLENGE2015_CONDITIONS = {
     "asystole": ("asystole",),
     "bradycardia": ("bradycardia",),
@@ -82,7 +83,7 @@ class Record:
     ann_sample: np.ndarray | None = None
     ann_symbol: list[str] = field(default_factory=list)
     ann_aux: list[str] = field(default_factory=list)
-    label: str | None = None            # challenge2017 REFERENCE.csv label
+    label: str | None = None  # challenge2017 REFERENCE.csv label
     alarm: tuple[str, bool] | None = None  # challenge2015 (alarm type, true alarm)
 
     @property
@@ -304,6 +305,7 @@ def _intersect_len(xs: list[tuple[float, float]], ys: list[tuple[float, float]])
             else:
                 out.append([a, b])
         return out
+
     total = 0.0
     for a0, a1 in merge(xs):
         for b0, b1 in merge(ys):
@@ -325,8 +327,12 @@ def _ratio(a: float, b: float) -> float | None:
     return round(a / b, 4) if b > 0 else None
 
 
-def analyse(r: Record, progress: bool = False, beat_model: BeatModel | None | str = "shipped",
-            vt_model: VtWindowModel | None | str = "shipped") -> tuple[list[tuple[float, str]], list[dict], float]:
+def analyse(
+    r: Record,
+    progress: bool = False,
+    beat_model: BeatModel | None | str = "shipped",
+    vt_model: VtWindowModel | None | str = "shipped",
+) -> tuple[list[tuple[float, str]], list[dict], float]:
     """Stream the record through the analyser; returns beats, alarm spans and analysis seconds.
 
     ``beat_model``: the shipped model by default, a cross-validation fold's model, or None for the
@@ -345,9 +351,9 @@ def analyse(r: Record, progress: bool = False, beat_model: BeatModel | None | st
     for k in range(0, total + n, n):
         t = time.perf_counter()
         if k < total:
-            alarms = an.push(x[k:k + n], t0_s=k / r.fs)
+            alarms = an.push(x[k : k + n], t0_s=k / r.fs)
         else:
-            alarms = an.flush()        # a last chunk shorter than a frame was held back
+            alarms = an.flush()  # a last chunk shorter than a frame was held back
         beats.extend(an.drain_beats())
         spent += time.perf_counter() - t
         for a in alarms:
@@ -383,8 +389,9 @@ def _nearest(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.where(np.abs(dst[lo] - src) <= np.abs(dst[hi] - src), lo, hi)
 
 
-def ventricular_class(ref_t: np.ndarray, ref_sym: list[str], det: np.ndarray, det_cls: list[str],
-                      tol: float = MATCH_S) -> dict:
+def ventricular_class(
+    ref_t: np.ndarray, ref_sym: list[str], det: np.ndarray, det_cls: list[str], tol: float = MATCH_S
+) -> dict:
     """AAMI EC57 ventricular-class counts over matched beats.
 
     A reference and a detected beat are matched when each is the other's nearest within ``tol``
@@ -422,13 +429,27 @@ def score_record(r: Record, beats: list[tuple[float, str]], alarms: list[dict]) 
             fp_mask &= ~((det >= a) & (det <= b))
         fp = int(fp_mask.sum())
         fn = len(ref_t) - tp
-        out["beats"] = {"tp": tp, "fn": fn, "fp": fp, "se": _ratio(tp, tp + fn), "ppv": _ratio(tp, tp + fp),
-                        "detected": len(det), "ventricular_detected": det_cls.count("V"),
-                        "ventricular_ref": ref_sym.count("V"),
-                        "v": ventricular_class(ref_t, ref_sym, det, det_cls)}
+        out["beats"] = {
+            "tp": tp,
+            "fn": fn,
+            "fp": fp,
+            "se": _ratio(tp, tp + fn),
+            "ppv": _ratio(tp, tp + fp),
+            "detected": len(det),
+            "ventricular_detected": det_cls.count("V"),
+            "ventricular_ref": ref_sym.count("V"),
+            "v": ventricular_class(ref_t, ref_sym, det, det_cls),
+        }
     else:
-        out["beats"] = {"tp": None, "fn": None, "fp": None, "se": None, "ppv": None, "detected": len(det),
-                        "ventricular_detected": det_cls.count("V")}
+        out["beats"] = {
+            "tp": None,
+            "fn": None,
+            "fp": None,
+            "se": None,
+            "ppv": None,
+            "detected": len(det),
+            "ventricular_detected": det_cls.count("V"),
+        }
 
     # AF by duration
     episodes = rhythm_episodes(r)
@@ -443,12 +464,15 @@ def score_record(r: Record, beats: list[tuple[float, str]], alarms: list[dict]) 
     both = _intersect_len(ref_af, flagged)
     non_af = r.seconds - ref_s
     out["af"] = {
-        "se": _ratio(both, ref_s), "sp": _ratio(non_af - (flag_s - both), non_af),
-        "ref_s": round(ref_s, 1), "flagged_s": round(flag_s, 1), "tp_s": round(both, 1),
+        "se": _ratio(both, ref_s),
+        "sp": _ratio(non_af - (flag_s - both), non_af),
+        "ref_s": round(ref_s, 1),
+        "flagged_s": round(flag_s, 1),
+        "tp_s": round(both, 1),
         "non_af_s": round(non_af, 1),
         "ref_episodes": len(ref_af),
         "ref_episodes_flagged": sum(1 for a, b in ref_af if any(_overlap(a, b, c, d) > 0 for c, d in flagged)),
-        "alarm_episodes": len(_merge_spans(flagged)),   # af_rvr lies inside its af span: not an episode
+        "alarm_episodes": len(_merge_spans(flagged)),  # af_rvr lies inside its af span: not an episode
     }
 
     # VT runs
@@ -459,23 +483,35 @@ def score_record(r: Record, beats: list[tuple[float, str]], alarms: list[dict]) 
     allowed = runs + [(a, b) for lab, a, b in episodes if lab in VF_LABELS] + vfs
     false_vt = sum(1 for c, d in vt_alarms if not any(c <= b + tol and d >= a - tol for a, b in allowed))
     vt_eps = [(a, b) for lab, a, b in episodes if lab == "(VT"]
-    out["vt"] = {"ref_runs": len(runs), "flagged": flagged_runs, "vt_alarms": len(vt_alarms),
-                 "vt_alarms_unmatched": false_vt, "ref_episodes": len(vt_eps),
-                 "episodes_flagged": sum(1 for a, b in vt_eps
-                                         if any(c <= b + tol and d >= a - tol for c, d in vt_alarms))}
-    vf_ref = [(a, b) for a, b in _merge_spans([(a, b) for lab, a, b in episodes if lab in VF_LABELS] + vfs,
-                                              slack=VF_MERGE_S) if b - a >= VF_MIN_S]
+    out["vt"] = {
+        "ref_runs": len(runs),
+        "flagged": flagged_runs,
+        "vt_alarms": len(vt_alarms),
+        "vt_alarms_unmatched": false_vt,
+        "ref_episodes": len(vt_eps),
+        "episodes_flagged": sum(1 for a, b in vt_eps if any(c <= b + tol and d >= a - tol for c, d in vt_alarms)),
+    }
+    vf_ref = [
+        (a, b)
+        for a, b in _merge_spans([(a, b) for lab, a, b in episodes if lab in VF_LABELS] + vfs, slack=VF_MERGE_S)
+        if b - a >= VF_MIN_S
+    ]
     if vf_ref:
-        out["vf"] = {"ref_episodes": len(vf_ref),
-                     "flagged": sum(1 for a, b in vf_ref
-                                    if any(c <= b + VF_LATE_S and d >= a for c, d in vt_alarms))}
+        out["vf"] = {
+            "ref_episodes": len(vf_ref),
+            "flagged": sum(1 for a, b in vf_ref if any(c <= b + VF_LATE_S and d >= a for c, d in vt_alarms)),
+        }
     if r.alarm is not None:
         kind, true_alarm = r.alarm
         conds = CHALLENGE2015_CONDITIONS.get(kind, ())
         w0, w1 = CHALLENGE2015_WINDOW_S
         raised = any(a["condition"] in conds and a["start_s"] <= w1 + 1e-9 and a["end_s"] >= w0 for a in alarms)
-        out["challenge2015"] = {"alarm": kind, "true_alarm": true_alarm, "raised": raised,
-                                "correct": raised == true_alarm}
+        out["challenge2015"] = {
+            "alarm": kind,
+            "true_alarm": true_alarm,
+            "raised": raised,
+            "correct": raised == true_alarm,
+        }
     if r.label is not None:
         out["label"] = r.label
     out["alarms"] = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in a.items()} for a in alarms]
@@ -494,13 +530,19 @@ def pooled(results: list[dict]) -> dict:
         "records": len(results),
         "seconds": round(sum(r["seconds"] for r in results), 1),
         "beats": {"tp": tp, "fn": fn, "fp": fp, "se": _ratio(tp, tp + fn), "ppv": _ratio(tp, tp + fp)},
-        "af": {"se": _ratio(tp_s, ref_s), "sp": _ratio(non_af - fp_s, non_af), "ref_s": round(ref_s, 1),
-               "flagged_s": round(sum(r["af"]["flagged_s"] for r in results), 1)},
-        "vt": {"ref_runs": sum(r["vt"]["ref_runs"] for r in results),
-               "flagged": sum(r["vt"]["flagged"] for r in results),
-               "vt_alarms_unmatched": sum(r["vt"]["vt_alarms_unmatched"] for r in results),
-               "ref_episodes": sum(r["vt"].get("ref_episodes", 0) for r in results),
-               "episodes_flagged": sum(r["vt"].get("episodes_flagged", 0) for r in results)},
+        "af": {
+            "se": _ratio(tp_s, ref_s),
+            "sp": _ratio(non_af - fp_s, non_af),
+            "ref_s": round(ref_s, 1),
+            "flagged_s": round(sum(r["af"]["flagged_s"] for r in results), 1),
+        },
+        "vt": {
+            "ref_runs": sum(r["vt"]["ref_runs"] for r in results),
+            "flagged": sum(r["vt"]["flagged"] for r in results),
+            "vt_alarms_unmatched": sum(r["vt"]["vt_alarms_unmatched"] for r in results),
+            "ref_episodes": sum(r["vt"].get("ref_episodes", 0) for r in results),
+            "episodes_flagged": sum(r["vt"].get("episodes_flagged", 0) for r in results),
+        },
     }
     vf = [r["vf"] for r in results if "vf" in r]
     if vf:
@@ -508,8 +550,13 @@ def pooled(results: list[dict]) -> dict:
     vs = [r["beats"]["v"] for r in results if r["beats"].get("v") is not None]
     if vs:
         vtp, vfn, vfp = (sum(v[k] for v in vs) for k in ("tp", "fn", "fp"))
-        total["beats"]["v"] = {"tp": vtp, "fn": vfn, "fp": vfp, "se": _ratio(vtp, vtp + vfn),
-                               "ppv": _ratio(vtp, vtp + vfp)}
+        total["beats"]["v"] = {
+            "tp": vtp,
+            "fn": vfn,
+            "fp": vfp,
+            "se": _ratio(vtp, vtp + vfn),
+            "ppv": _ratio(vtp, vtp + vfp),
+        }
     counts: dict[str, int] = {}
     for r in results:
         for a in r["alarms"]:
@@ -537,15 +584,23 @@ def print_table(results: list[dict], total: dict, rtf: float, out=sys.stdout) ->
         for a in r["alarms"]:
             counts[a["condition"]] = counts.get(a["condition"], 0) + 1
         al = " ".join(f"{k}:{v}" for k, v in sorted(counts.items())) or "-"
-        print(f"{r['record']:<10} {r['seconds']:7.0f} {_fmt(b['tp'], False):>6} {_fmt(b['fn'], False):>5} "
-              f"{_fmt(b['fp'], False):>5} {_fmt(b['se']):>7} {_fmt(b['ppv']):>7} {_fmt(af['se']):>7} "
-              f"{_fmt(af['sp']):>7} {vt['flagged']:>2}/{vt['ref_runs']:<3}  {al}", file=out)
+        print(
+            f"{r['record']:<10} {r['seconds']:7.0f} {_fmt(b['tp'], False):>6} {_fmt(b['fn'], False):>5} "
+            f"{_fmt(b['fp'], False):>5} {_fmt(b['se']):>7} {_fmt(b['ppv']):>7} {_fmt(af['se']):>7} "
+            f"{_fmt(af['sp']):>7} {vt['flagged']:>2}/{vt['ref_runs']:<3}  {al}",
+            file=out,
+        )
     b, af, vt = total["beats"], total["af"], total["vt"]
-    print(f"{'TOTAL':<10} {total['seconds']:7.0f} {b['tp']:>6} {b['fn']:>5} {b['fp']:>5} {_fmt(b['se']):>7} "
-          f"{_fmt(b['ppv']):>7} {_fmt(af['se']):>7} {_fmt(af['sp']):>7} {vt['flagged']:>2}/{vt['ref_runs']:<3}", file=out)
+    print(
+        f"{'TOTAL':<10} {total['seconds']:7.0f} {b['tp']:>6} {b['fn']:>5} {b['fp']:>5} {_fmt(b['se']):>7} "
+        f"{_fmt(b['ppv']):>7} {_fmt(af['se']):>7} {_fmt(af['sp']):>7} {vt['flagged']:>2}/{vt['ref_runs']:<3}",
+        file=out,
+    )
     extra = []
     if (v := b.get("v")) is not None:
-        extra.append(f"V beats Se {_fmt(v['se']).strip()} % +P {_fmt(v['ppv']).strip()} % (TP {v['tp']} FN {v['fn']} FP {v['fp']})")
+        extra.append(
+            f"V beats Se {_fmt(v['se']).strip()} % +P {_fmt(v['ppv']).strip()} % (TP {v['tp']} FN {v['fn']} FP {v['fp']})"
+        )
     if vt.get("ref_episodes"):
         extra.append(f"(VT episodes flagged {vt['episodes_flagged']}/{vt['ref_episodes']}")
     if (vf := total.get("vf")) is not None:
@@ -558,8 +613,9 @@ def print_table(results: list[dict], total: dict, rtf: float, out=sys.stdout) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vitalgate ecg-eval",
-                                     description="Score the streaming ECG analyser on WFDB records.")
+    parser = argparse.ArgumentParser(
+        prog="vitalgate ecg-eval", description="Score the streaming ECG analyser on WFDB records."
+    )
     parser.add_argument("records", nargs="+", metavar="RECORD", help="record path without extension")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
@@ -584,9 +640,15 @@ def main(argv: list[str] | None = None) -> int:
         spent += s
         results.append(score_record(rec, beats, alarms))
         b = results[-1]["beats"]
-        print(f"ecg-eval: [{i + 1}/{len(paths)}] {rec.name}: {rec.seconds:.0f} s analysed in {s:.2f} s"
-              + (f", Se {100 * b['se']:.2f} % PPV {100 * b['ppv']:.2f} %" if b["se"] is not None and b["ppv"] is not None else ""),
-              file=sys.stderr)
+        print(
+            f"ecg-eval: [{i + 1}/{len(paths)}] {rec.name}: {rec.seconds:.0f} s analysed in {s:.2f} s"
+            + (
+                f", Se {100 * b['se']:.2f} % PPV {100 * b['ppv']:.2f} %"
+                if b["se"] is not None and b["ppv"] is not None
+                else ""
+            ),
+            file=sys.stderr,
+        )
     total = pooled(results)
     rtf = round(seconds / spent, 1) if spent > 0 else None
     if args.json:

@@ -18,8 +18,17 @@ import numpy as np
 class FlatTrees:
     """``raw[k] = init[k] + sum of the leaf values of the trees of output k``."""
 
-    def __init__(self, feature: np.ndarray, threshold: np.ndarray, left: np.ndarray, right: np.ndarray,
-                 value: np.ndarray, depth: int, init: np.ndarray, output: np.ndarray) -> None:
+    def __init__(
+        self,
+        feature: np.ndarray,
+        threshold: np.ndarray,
+        left: np.ndarray,
+        right: np.ndarray,
+        value: np.ndarray,
+        depth: int,
+        init: np.ndarray,
+        output: np.ndarray,
+    ) -> None:
         self.feature = feature.astype(np.intp)
         self.threshold = threshold.astype(np.float64)
         self.left = left.astype(np.intp)
@@ -27,12 +36,12 @@ class FlatTrees:
         self.value = value.astype(np.float64)
         self.depth = int(depth)
         self.init = np.asarray(init, dtype=np.float64).reshape(-1)
-        self.output = np.asarray(output, dtype=np.intp)          # (trees,): which output each tree adds to
+        self.output = np.asarray(output, dtype=np.intp)  # (trees,): which output each tree adds to
         # the walk runs on flat arrays: a node is tree * nodes + index, children point into them
         trees, nodes = self.feature.shape
         base = (np.arange(trees) * nodes)[:, None]
         self._root = np.arange(trees) * nodes
-        self._feat = np.maximum(self.feature, 0).ravel()   # leaves read feature 0; both ways lead back to them
+        self._feat = np.maximum(self.feature, 0).ravel()  # leaves read feature 0; both ways lead back to them
         self._thr = self.threshold.ravel()
         self._left = (self.left + base).ravel()
         self._right = (self.right + base).ravel()
@@ -46,15 +55,22 @@ class FlatTrees:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """For ``np.savez``: compact dtypes, read back by :meth:`from_arrays`."""
-        return {"feature": self.feature.astype(np.int16), "threshold": self.threshold.astype(np.float32),
-                "left": self.left.astype(np.int16), "right": self.right.astype(np.int16),
-                "value": self.value.astype(np.float32), "depth": np.int16(self.depth),
-                "init": self.init, "output": self.output.astype(np.int16)}
+        return {
+            "feature": self.feature.astype(np.int16),
+            "threshold": self.threshold.astype(np.float32),
+            "left": self.left.astype(np.int16),
+            "right": self.right.astype(np.int16),
+            "value": self.value.astype(np.float32),
+            "depth": np.int16(self.depth),
+            "init": self.init,
+            "output": self.output.astype(np.int16),
+        }
 
     @classmethod
     def from_arrays(cls, z: Any) -> FlatTrees:
-        return cls(z["feature"], z["threshold"], z["left"], z["right"], z["value"], int(z["depth"]),
-                   z["init"], z["output"])
+        return cls(
+            z["feature"], z["threshold"], z["left"], z["right"], z["value"], int(z["depth"]), z["init"], z["output"]
+        )
 
     @classmethod
     def from_sklearn(cls, clf: Any) -> FlatTrees:
@@ -78,6 +94,6 @@ class FlatTrees:
             thr[t, :m] = np.where(inner, nd["num_threshold"], 0.0)
             left[t, :m] = np.where(inner, nd["left"], np.arange(m))
             right[t, :m] = np.where(inner, nd["right"], np.arange(m))
-            value[t, :m] = np.where(inner, 0.0, nd["value"])   # leaf values carry the learning rate already
+            value[t, :m] = np.where(inner, 0.0, nd["value"])  # leaf values carry the learning rate already
         depth = int(max(nd["depth"].max() for nd in trees))
         return cls(feat, thr, left, right, value, depth, np.ravel(clf._baseline_prediction), np.array(outputs))

@@ -28,8 +28,30 @@ MITDB_FOLDS: tuple[tuple[str, ...], ...] = (
 )
 PACED = frozenset({"102", "104", "107", "217"})
 # the records the rule-based parts (rhythms, artefacts, VT run rules) were developed on
-RULES_DEV = frozenset({"100", "105", "119", "200", "201", "203", "207", "208", "210", "221", "222", "232",
-                       "118e24", "cu01", "a103l", "a372s", "b124s", "t106s", "v128s", "v158s"})
+RULES_DEV = frozenset(
+    {
+        "100",
+        "105",
+        "119",
+        "200",
+        "201",
+        "203",
+        "207",
+        "208",
+        "210",
+        "221",
+        "222",
+        "232",
+        "118e24",
+        "cu01",
+        "a103l",
+        "a372s",
+        "b124s",
+        "t106s",
+        "v128s",
+        "v158s",
+    }
+)
 
 VFDB_HALVES: dict[str, tuple[str, ...]] = {
     "A": ("418", "421", "425", "428", "607", "615"),

@@ -35,41 +35,41 @@ from scipy import signal
 
 BAND_HZ = (5.0, 15.0)
 BAND_ORDER = 2
-MWI_S = 0.15            # moving-window integrator width (Pan-Tompkins: 150 ms)
-MERGE_S = 0.18          # candidates closer than this are one peak (the larger wins)
-REFRACTORY_S = 0.20     # no QRS within 200 ms of another
-T_WAVE_S = 0.36         # between 200 and 360 ms a QRS must be as steep as half the last one
-T_SLOPE_RATIO = 0.5    # ... steeper than this fraction of the last QRS
-T_SHARP = 0.55         # ... and QRS-sharp: slope over band amplitude this share of recent QRSs' (a tall
-                       # peaked T wave can be half as steep as a small QRS, but it is smooth: <= 0.5;
-                       # every early beat of the dev records is >= 0.6)
-T_NOISE_CAP = 0.5      # a refused T wave counts as a noise peak of at most this share of the QRS level
-T_BIG = 1.5            # ... unless its integrated energy is this many times the threshold (a T wave's
-T_BIG_SLOPE = 0.3      # is not) and it is this steep: an early wide PVC on the T wave (mitdb 210) ...
-T_BIG_SHARP = 0.65     # ... and QRS-sharp (slope over band amplitude, this share of recent QRSs'): a T wave
-                       # twice the QRS (chest leads, hyperkalaemia) is big and steep enough, but smooth
-LEARN_S = 2.0           # initial threshold learning period
-SEARCHBACK_RR = 1.66    # search back after 1.66 mean RR without a QRS
-SB_FRACTION = 0.5       # search-back threshold as a fraction of the detection threshold
-SB_SLOPE = 0.3          # a search-back QRS must be this steep relative to recent QRSs
-THR_FRACTION = 0.3125   # Hamilton-Tompkins detection threshold coefficient
-BUFFER_S = 8.0          # ring of band-passed / integrated signal kept for location and search-back
-FEATURE_ABS = True      # |derivative| (True) or derivative squared (classic Pan-Tompkins)
-DECAY_AFTER_S = 2.5     # without any QRS for this long the signal level estimate decays (each second;
-                        # it halves at once while smaller QRS-sharp complexes recur: an amplitude drop)
-SHARP_MIN = 0.85        # QRS-sharp: slope over band amplitude (a shape measure that does not scale
-                        # with amplitude) this share of recent QRSs'; P waves and drifts are not.  Below
-                        # the pre-decay level only QRS-sharp, recurring complexes are taken after a decay
-SMALL_QRS_MIN = 0.08    # small QRSs after a drop: at least this share of the QRS level before it ...
+MWI_S = 0.15  # moving-window integrator width (Pan-Tompkins: 150 ms)
+MERGE_S = 0.18  # candidates closer than this are one peak (the larger wins)
+REFRACTORY_S = 0.20  # no QRS within 200 ms of another
+T_WAVE_S = 0.36  # between 200 and 360 ms a QRS must be as steep as half the last one
+T_SLOPE_RATIO = 0.5  # ... steeper than this fraction of the last QRS
+T_SHARP = 0.55  # ... and QRS-sharp: slope over band amplitude this share of recent QRSs' (a tall
+# peaked T wave can be half as steep as a small QRS, but it is smooth: <= 0.5;
+# every early beat of the dev records is >= 0.6)
+T_NOISE_CAP = 0.5  # a refused T wave counts as a noise peak of at most this share of the QRS level
+T_BIG = 1.5  # ... unless its integrated energy is this many times the threshold (a T wave's
+T_BIG_SLOPE = 0.3  # is not) and it is this steep: an early wide PVC on the T wave (mitdb 210) ...
+T_BIG_SHARP = 0.65  # ... and QRS-sharp (slope over band amplitude, this share of recent QRSs'): a T wave
+# twice the QRS (chest leads, hyperkalaemia) is big and steep enough, but smooth
+LEARN_S = 2.0  # initial threshold learning period
+SEARCHBACK_RR = 1.66  # search back after 1.66 mean RR without a QRS
+SB_FRACTION = 0.5  # search-back threshold as a fraction of the detection threshold
+SB_SLOPE = 0.3  # a search-back QRS must be this steep relative to recent QRSs
+THR_FRACTION = 0.3125  # Hamilton-Tompkins detection threshold coefficient
+BUFFER_S = 8.0  # ring of band-passed / integrated signal kept for location and search-back
+FEATURE_ABS = True  # |derivative| (True) or derivative squared (classic Pan-Tompkins)
+DECAY_AFTER_S = 2.5  # without any QRS for this long the signal level estimate decays (each second;
+# it halves at once while smaller QRS-sharp complexes recur: an amplitude drop)
+SHARP_MIN = 0.85  # QRS-sharp: slope over band amplitude (a shape measure that does not scale
+# with amplitude) this share of recent QRSs'; P waves and drifts are not.  Below
+# the pre-decay level only QRS-sharp, recurring complexes are taken after a decay
+SMALL_QRS_MIN = 0.08  # small QRSs after a drop: at least this share of the QRS level before it ...
 SMALL_QRS_GAP_S = 0.33  # ... recurring no faster than 180/min (the baseline's ripples are faster)
-SMALL_QRS_RECENT = 4    # ... all of them since the last QRS, or at least this many latest ones ...
+SMALL_QRS_RECENT = 4  # ... all of them since the last QRS, or at least this many latest ones ...
 SMALL_QRS_HEIGHTS = 1.5  # ... of a steady height (max / min)
 SMALL_QRS_PACE = (0.7, 1.4)  # ... at the heart's own pace before the drop (median interval over the median
-                             # RR): an electrode that moves does not change the heart rate; random artefact
-                             # spikes over a stopped heart rarely keep it (the missed asystoles of the probe)
-FAST_RR_S = 0.60        # > 100 bpm: an interval that doubles at this rate hides a beat ...
+# RR): an electrode that moves does not change the heart rate; random artefact
+# spikes over a stopped heart rarely keep it (the missed asystoles of the probe)
+FAST_RR_S = 0.60  # > 100 bpm: an interval that doubles at this rate hides a beat ...
 DOUBLED_RR = (1.6, 2.4)  # ... when it is this many times the last RR ...
-MID_GAP = (0.4, 0.6)     # ... and a supra-threshold peak the T-wave test rejected lies mid-way
+MID_GAP = (0.4, 0.6)  # ... and a supra-threshold peak the T-wave test rejected lies mid-way
 
 
 def _sharp_of(slope: float, amp: float) -> float:
@@ -109,30 +109,30 @@ class QrsDetector:
             cap *= 2
         self._cap = cap
         self._mask = cap - 1
-        self._bp = np.zeros(cap, dtype=np.float32)    # band-passed signal ring (float32: half the memory per patient)
-        self._mwi = np.zeros(cap, dtype=np.float32)   # integrated feature ring
-        self._bp_tail = np.zeros(2)       # last two band-passed samples (derivative)
+        self._bp = np.zeros(cap, dtype=np.float32)  # band-passed signal ring (float32: half the memory per patient)
+        self._mwi = np.zeros(cap, dtype=np.float32)  # integrated feature ring
+        self._bp_tail = np.zeros(2)  # last two band-passed samples (derivative)
         self._sq_tail = np.zeros(self._w)  # last w squared-derivative samples (integrator)
-        self._n = 0                       # samples consumed so far
-        self._prev_mwi_last = 0.0         # last integrated value (local-max test across chunks)
+        self._n = 0  # samples consumed so far
+        self._prev_mwi_last = 0.0  # last integrated value (local-max test across chunks)
         self._prev_mwi_rising = False
         self._learning = True
-        self._pending: tuple[int, float] | None = None   # candidate waiting for the merge window
-        self._held: list[tuple[int, float]] = []         # candidates seen while learning
+        self._pending: tuple[int, float] | None = None  # candidate waiting for the merge window
+        self._held: list[tuple[int, float]] = []  # candidates seen while learning
         self._spk: deque[float] = deque(maxlen=8)
         self._npk: deque[float] = deque(maxlen=8)
         self._rr: deque[int] = deque(maxlen=8)
         self._slopes: deque[float] = deque(maxlen=8)
-        self._sharp: deque[float] = deque(maxlen=8)      # slope / band amplitude of recent QRSs
-        self._decayed = False                             # the signal level was decayed since the last QRS
-        self._thr_undecayed = 0.0                         # the detection threshold before that decay
-        self._spk_undecayed = 0.0                         # and the QRS level
+        self._sharp: deque[float] = deque(maxlen=8)  # slope / band amplitude of recent QRSs
+        self._decayed = False  # the signal level was decayed since the last QRS
+        self._thr_undecayed = 0.0  # the detection threshold before that decay
+        self._spk_undecayed = 0.0  # and the QRS level
         self._small_qrs_gap = int(round(SMALL_QRS_GAP_S * fs))
         self._rejects: deque[tuple[int, float]] = deque(maxlen=32)  # (index, height) of refused candidates
         self._thr1 = 0.0
-        self._last_qrs = -10**9           # integrator-peak index of the last QRS
+        self._last_qrs = -(10**9)  # integrator-peak index of the last QRS
         self._last_slope = 0.0
-        self._since: list[tuple[int, float]] = []        # noise candidates since the last QRS
+        self._since: list[tuple[int, float]] = []  # noise candidates since the last QRS
         self._out: list[int] = []
         self._last_decay = 0
         self.last_bp = np.zeros(0)
@@ -165,7 +165,7 @@ class QrsDetector:
         # local maxima of the integrated signal: rising into i, not rising out of i.
         # Index i-1 of the previous chunk is resolved now that its successor is known.
         prev = np.concatenate(((self._prev_mwi_last,), mwi))
-        rising = prev[1:] > prev[:-1]                  # rising[i]: mwi[i] > mwi[i-1]
+        rising = prev[1:] > prev[:-1]  # rising[i]: mwi[i] > mwi[i-1]
         peak = np.empty(m, dtype=bool)
         peak[:-1] = rising[:-1] & ~rising[1:]
         peak[-1] = False
@@ -188,7 +188,7 @@ class QrsDetector:
     def _write(self, n0: int, bp: np.ndarray, mwi: np.ndarray) -> None:
         m = len(bp)
         if m >= self._cap:
-            bp, mwi, n0 = bp[-self._cap:], mwi[-self._cap:], n0 + m - self._cap
+            bp, mwi, n0 = bp[-self._cap :], mwi[-self._cap :], n0 + m - self._cap
             m = self._cap
         s = n0 & self._mask
         e = s + m
@@ -329,7 +329,7 @@ class QrsDetector:
         cands = [c for c in self._rejects if c[0] - self._last_qrs >= self._twave and c[1] >= floor]
         if len(cands) < 3:
             return False
-        cands = [c for c in cands if self._is_sharp(c[0])]   # (sharpness only for the few that stand out)
+        cands = [c for c in cands if self._is_sharp(c[0])]  # (sharpness only for the few that stand out)
         if len(cands) < 3:
             return False
         cand_ts = [c[0] for c in cands]
@@ -341,9 +341,13 @@ class QrsDetector:
         last = cands[-SMALL_QRS_RECENT:]
         ts = [c[0] for c in last]
         heights = [c[1] for c in last]
-        return (len(last) == SMALL_QRS_RECENT and self._steady(ts) and self._at_pace(ts)
-                and max(heights) <= SMALL_QRS_HEIGHTS * min(heights)
-                and self._n - ts[-1] <= 2 * (ts[-1] - ts[-2]))
+        return (
+            len(last) == SMALL_QRS_RECENT
+            and self._steady(ts)
+            and self._at_pace(ts)
+            and max(heights) <= SMALL_QRS_HEIGHTS * min(heights)
+            and self._n - ts[-1] <= 2 * (ts[-1] - ts[-2])
+        )
 
     def _steady(self, ts: list[int]) -> bool:
         gaps = [b - a for a, b in zip(ts, ts[1:])]
@@ -379,9 +383,12 @@ class QrsDetector:
                 s, amp = self._slope_and_amp(i)
                 sharp = _sharp_of(s, amp)
                 ref = self._median(self._sharp) if self._sharp else 0.0
-                if sharp < T_SHARP * ref or (s < T_SLOPE_RATIO * self._last_slope and not (
-                        v >= T_BIG * self._thr1 and s >= T_BIG_SLOPE * self._last_slope
-                        and sharp >= T_BIG_SHARP * ref)):
+                if sharp < T_SHARP * ref or (
+                    s < T_SLOPE_RATIO * self._last_slope
+                    and not (
+                        v >= T_BIG * self._thr1 and s >= T_BIG_SLOPE * self._last_slope and sharp >= T_BIG_SHARP * ref
+                    )
+                ):
                     # a T wave: it counts as noise, but no higher than half the QRS level -- a T
                     # wave bigger than the QRS would otherwise lift the threshold onto the QRSs
                     self._noise(i, v, level=min(v, T_NOISE_CAP * self._median(self._spk)) if self._spk else v)
@@ -426,7 +433,7 @@ class QrsDetector:
 
     def _accept(self, i: int, v: float, *, searchback: bool) -> None:
         early = False
-        if self._last_qrs > -10**8:
+        if self._last_qrs > -(10**8):
             rr = i - self._last_qrs
             early = rr < self._twave
             if rr < 3 * self.fs:
@@ -447,8 +454,8 @@ class QrsDetector:
 
     def _search_back(self, now: int) -> None:
         """Take the best sub-threshold candidate when a QRS is overdue at ``now``."""
-        kept: set[int] = set()     # refused now, but QRS-shaped: kept for after a level decay
-        earliest = self._decayed   # after an amplitude drop take them in order, so none is skipped
+        kept: set[int] = set()  # refused now, but QRS-shaped: kept for after a level decay
+        earliest = self._decayed  # after an amplitude drop take them in order, so none is skipped
         while True:
             if not self._rr or self._last_qrs < 0:
                 return
@@ -461,16 +468,16 @@ class QrsDetector:
             min_gap = max(self._twave, 0.6 * mean_rr) if earliest else self._twave
             best = None
             for c in self._since:
-                if (c[0] - self._last_qrs >= min_gap and c[1] > thr2 and c[0] < now
-                        and c[0] not in kept):
+                if c[0] - self._last_qrs >= min_gap and c[1] > thr2 and c[0] < now and c[0] not in kept:
                     if best is None or c[1] > best[1]:
                         best = c
                     if earliest:
                         break
             if best is None:
                 return
-            if ((self._slopes and self._slope(best[0]) < SB_SLOPE * self._median(self._slopes))
-                    or not self._sharp_enough(best[0], best[1])):
+            if (
+                self._slopes and self._slope(best[0]) < SB_SLOPE * self._median(self._slopes)
+            ) or not self._sharp_enough(best[0], best[1]):
                 # too gentle for a QRS now; a T or P wave is dropped, a QRS-sharp complex (a small
                 # QRS after an amplitude drop) stays a candidate for when the level has decayed
                 if self._is_sharp(best[0]):

@@ -25,85 +25,85 @@ import numpy as np
 from stream.ecg.signal_quality import SPIKE_GAP_S
 
 # --- AF (RR irregularity over a sliding window of beats, ectopics excluded)
-AF_WINDOW = 32            # beats in the sliding window
-AF_MIN_NN = 14            # usable normal-to-normal intervals needed in the window
-AF_RR_LOW = 0.6           # NN intervals outside [0.6, 1.6] x median are ectopy or pauses
+AF_WINDOW = 32  # beats in the sliding window
+AF_MIN_NN = 14  # usable normal-to-normal intervals needed in the window
+AF_RR_LOW = 0.6  # NN intervals outside [0.6, 1.6] x median are ectopy or pauses
 AF_RR_HIGH = 1.6
-AF_ON = 0.075             # irregularity (median successive NN difference / median NN) to enter AF
-AF_OFF = 0.055            # ... and to leave it (hysteresis)
-AF_MIN_S = 30.0           # ESC: AF lasting at least 30 s on a single-lead strip
-AF_RVR_BPM = 110.0        # RACE II lenient rate target: a mean rate above it for 5 min is RVR ...
+AF_ON = 0.075  # irregularity (median successive NN difference / median NN) to enter AF
+AF_OFF = 0.055  # ... and to leave it (hysteresis)
+AF_MIN_S = 30.0  # ESC: AF lasting at least 30 s on a single-lead strip
+AF_RVR_BPM = 110.0  # RACE II lenient rate target: a mean rate above it for 5 min is RVR ...
 AF_RVR_S = 300.0
-AF_RVR_FAST_BPM = 150.0   # ... and so is >= 150 for 1 min (tachycardia's county rule, which AF suppresses);
-AF_RVR_FAST_S = 60.0      # in between, the time needed falls linearly with the rate (140/min: 2 min), so
-AF_RVR_STEP_S = 15.0      # AF at 149/min is not left unreported for 5 min; windows of 60, 75, ... 300 s
-AF_RVR_EVERY_S = 5.0      # judged at most this often: the windows are minutes long
+AF_RVR_FAST_BPM = 150.0  # ... and so is >= 150 for 1 min (tachycardia's county rule, which AF suppresses);
+AF_RVR_FAST_S = 60.0  # in between, the time needed falls linearly with the rate (140/min: 2 min), so
+AF_RVR_STEP_S = 15.0  # AF at 149/min is not left unreported for 5 min; windows of 60, 75, ... 300 s
+AF_RVR_EVERY_S = 5.0  # judged at most this often: the windows are minutes long
 # Before ``af`` is raised, the last 30 s are read as a strip by the AF screening model
 # (stream/ecg/screening.py, trained on the CinC 2017 strips, never on MIT-BIH): below this P(af) the
 # alarm waits and is asked again 30 s later.  0.02 keeps 97 % of the 2017 AF strips (out-of-fold),
 # chosen there before it was run on any monitoring record.
 AF_CONFIRM_P = 0.02
 AF_CONFIRM_S = 30.0
-AF_RVR_COVER = 0.5        # a window's rate counts when its sound RR intervals cover this share of it
-AF_PAUSE_S = 5.0          # pause threshold in AF
+AF_RVR_COVER = 0.5  # a window's rate counts when its sound RR intervals cover this share of it
+AF_PAUSE_S = 5.0  # pause threshold in AF
 # P-wave evidence: the pre-QRS window [R - 0.30 s, R - 0.12 s] of normal beats (PR 0.12-0.30 s).
 # Its coherence over the last beats = energy of their average / mean energy of each: a P wave
 # that recurs before every QRS averages up (sinus, ectopic atrial or junctional rhythm with
 # visible P), fibrillatory baseline averages out (independent windows give ~1/n).
 P_WIN_START_S = 0.30
 P_WIN_END_S = 0.12
-P_WINDOWS = 16            # windows averaged ...
-P_MIN_WINDOWS = 8         # ... at least this many (younger than P_MAX_AGE_S) for a verdict
+P_WINDOWS = 16  # windows averaged ...
+P_MIN_WINDOWS = 8  # ... at least this many (younger than P_MAX_AGE_S) for a verdict
 P_MAX_AGE_S = 60.0
-P_MIN_RR_S = P_WIN_START_S + 0.35   # shorter RR: the window would hold the previous beat's T wave (QT ~0.35 s
-                                    # at these rates), which recurs like a P wave (fast AF read as "P present")
-P_ABSENT = 0.12           # coherence below this (2x that of independent windows): no P wave
-P_PRESENT = 0.50          # at or above this: a P wave precedes the QRS complexes: not AF
-AF_ON_RR_ONLY = 0.12      # irregularity that enters AF without P-wave absence (P evidence unclear)
-AF_OFF_NO_P = 0.03        # with no P wave, AF ends only when the rhythm is this regular
+P_MIN_RR_S = P_WIN_START_S + 0.35  # shorter RR: the window would hold the previous beat's T wave (QT ~0.35 s
+# at these rates), which recurs like a P wave (fast AF read as "P present")
+P_ABSENT = 0.12  # coherence below this (2x that of independent windows): no P wave
+P_PRESENT = 0.50  # at or above this: a P wave precedes the QRS complexes: not AF
+AF_ON_RR_ONLY = 0.12  # irregularity that enters AF without P-wave absence (P evidence unclear)
+AF_OFF_NO_P = 0.03  # with no P wave, AF ends only when the rhythm is this regular
 # --- VT
 VT_BEATS = 3
 VT_RATE_BPM = 100.0
 VT_SUSTAINED_S = 30.0
-VT_SAME_CORR = 0.90       # three successive complexes this alike: a monomorphic run, not noise
-VT_MIN_AMP = 0.30         # a "ventricular" complex below this share of the normal QRS amplitude is not one
-VT_WIDE_REL = 1.25        # a complex this many times the normal width (the classifier's WIDE_REL) ...
-VT_UNLIKE_CORR = 0.30     # ... or correlating below this with the normal QRS is clearly not a normal beat;
-VT_ALIKE_CORR = 0.70      # three such complexes, each this alike the one before, are a run, not noise
-VT_BENEATH_DIFF = 0.25   # sharp QRSs recurring beneath at an interval this different from the run's: artefact
+VT_SAME_CORR = 0.90  # three successive complexes this alike: a monomorphic run, not noise
+VT_MIN_AMP = 0.30  # a "ventricular" complex below this share of the normal QRS amplitude is not one
+VT_WIDE_REL = 1.25  # a complex this many times the normal width (the classifier's WIDE_REL) ...
+VT_UNLIKE_CORR = 0.30  # ... or correlating below this with the normal QRS is clearly not a normal beat;
+VT_ALIKE_CORR = 0.70  # three such complexes, each this alike the one before, are a run, not noise
+VT_BENEATH_DIFF = 0.25  # sharp QRSs recurring beneath at an interval this different from the run's: artefact
 VT_BENEATH_SPAN_S = 4.0  # ... judged once the run covers the whole window the check looks at
-VT_CADENCE_TOL = 0.12    # at its start, a run is an artefact when every sharp QRS of the last 4 s keeps one
-                         # cadence (intervals within this share of their median) and one stands where due,
-                         # within this share, all through the run's span: the patient's beats go on beneath
-VT_MODEL_SURE = 0.9        # three recurring complexes the beat model gives this P(V) are a run
-VT_GOOD_NOISE = 0.10      # good frames vouch for a triplet only while rejected peaks stay this small,
-                          # unless none of its complexes resembles the normal QRS (< VT_UNLIKE_CORR)
+VT_CADENCE_TOL = 0.12  # at its start, a run is an artefact when every sharp QRS of the last 4 s keeps one
+# cadence (intervals within this share of their median) and one stands where due,
+# within this share, all through the run's span: the patient's beats go on beneath
+VT_MODEL_SURE = 0.9  # three recurring complexes the beat model gives this P(V) are a run
+VT_GOOD_NOISE = 0.10  # good frames vouch for a triplet only while rejected peaks stay this small,
+# unless none of its complexes resembles the normal QRS (< VT_UNLIKE_CORR)
 # --- pauses and asystole
 PAUSE_S = 3.0
 ASYSTOLE_S = 5.0
-PAUSE_HOLD_S = 60.0       # a pause alarm stays open this long after the last pause
+PAUSE_HOLD_S = 60.0  # a pause alarm stays open this long after the last pause
 # --- rates (docs/spec/clinical-rules.md §Routing)
 BRADY_BPM = 40.0
 BRADY_S = 60.0
-TACHY_BPM = 100.0         # the two anchors of the routing table: > 100 for 10 min (village) ...
+TACHY_BPM = 100.0  # the two anchors of the routing table: > 100 for 10 min (village) ...
 TACHY_S = 600.0
-TACHY_FAST_BPM = 150.0    # ... and >= 150 for 1 min (county).  In between, the time needed falls
-TACHY_FAST_S = 60.0       # linearly with the rate (as for AF-RVR): 140/min for 2.8 min, 120/min for
-TACHY_STEP_BPM = 10.0     # 6.4 min (village); one clock per 10/min, so 149/min is not silent for 10 min
+TACHY_FAST_BPM = 150.0  # ... and >= 150 for 1 min (county).  In between, the time needed falls
+TACHY_FAST_S = 60.0  # linearly with the rate (as for AF-RVR): 140/min for 2.8 min, 120/min for
+TACHY_STEP_BPM = 10.0  # 6.4 min (village); one clock per 10/min, so 149/min is not silent for 10 min
 RATE_WINDOW_S = 10.0
-SUSTAIN_CONTRARY = 0.10   # a rate condition "for N s" holds through this share of contrary time (brief dips),
+SUSTAIN_CONTRARY = 0.10  # a rate condition "for N s" holds through this share of contrary time (brief dips),
 SUSTAIN_UNKNOWN_S = 30.0  # through unknown-rate stretches (artefact, motion) up to this long,
-SUSTAIN_COVERAGE = 0.5    # as long as the rate was known for this share of the elapsed time
+SUSTAIN_COVERAGE = 0.5  # as long as the rate was known for this share of the elapsed time
 # --- PVC burden
 PVC_PER_H = 30.0
 PVC_BURDEN = 0.10
-PVC_MIN_MINUTES = 10      # the per-hour rate is extrapolated from at least 10 minutes ...
-PVC_MIN_BEATS = 300       # ... the burden from at least this many beats of good, reliable signal
+PVC_MIN_MINUTES = 10  # the per-hour rate is extrapolated from at least 10 minutes ...
+PVC_MIN_BEATS = 300  # ... the burden from at least this many beats of good, reliable signal
 # --- ventricular flutter / fibrillation (per-frame features over the last 4 s)
-VF_BAND_SHARE = 0.80      # share of 0.7-40 Hz energy in 2-9 Hz
-VF_KURTOSIS_MAX = 3.5     # a sine-like, non-peaky signal
-VF_MIN_UV = 150.0         # and not a quiet baseline
-VF_LEAKAGE_MAX = 0.5      # VF-filter leakage below this is flutter/fibrillation even when beats recur
+VF_BAND_SHARE = 0.80  # share of 0.7-40 Hz energy in 2-9 Hz
+VF_KURTOSIS_MAX = 3.5  # a sine-like, non-peaky signal
+VF_MIN_UV = 150.0  # and not a quiet baseline
+VF_LEAKAGE_MAX = 0.5  # VF-filter leakage below this is flutter/fibrillation even when beats recur
 VF_PERSIST_S = 6.0
 VF_CLEAR_S = 4.0
 # --- technical
@@ -125,18 +125,18 @@ class Beat:
     t: float
     cls: str
     good: bool
-    rr: float | None      # seconds since the previous beat of the same segment
-    match: bool = True    # morphology matches the patient's normal template
+    rr: float | None  # seconds since the previous beat of the same segment
+    match: bool = True  # morphology matches the patient's normal template
     reliable: bool = True  # recent beats have recurring morphologies (not noise): V labels can be trusted
     usable: bool | None = None  # its frame is usable and free of artefact, though maybe busy (None: = good)
     frame_good: bool | None = None  # its own frame is good, whatever the 10 s around it (None: = good)
-    prev_corr: float = 0.0     # correlation of its complex with the previous beat's
+    prev_corr: float = 0.0  # correlation of its complex with the previous beat's
     amp_ratio: float | None = None  # its amplitude over the patient's normal QRS amplitude (None: unknown)
-    corr: float = 1.0          # correlation with the normal template
-    rel_w: float = 1.0         # effective width over the normal template's width
-    run_only: bool = False     # template-shaped, V only as the continuation of a fast V run
-    noise_ratio: float = 0.0   # the QRS detector's noise-peak / QRS-peak level when it was found
-    p_v: float | None = None   # the learned beat model's P(ventricular) (None: rules alone)
+    corr: float = 1.0  # correlation with the normal template
+    rel_w: float = 1.0  # effective width over the normal template's width
+    run_only: bool = False  # template-shaped, V only as the continuation of a fast V run
+    noise_ratio: float = 0.0  # the QRS detector's noise-peak / QRS-peak level when it was found
+    p_v: float | None = None  # the learned beat model's P(ventricular) (None: rules alone)
 
 
 class PWaveCoherence:
@@ -216,11 +216,11 @@ class RvrClock:
 
     def __init__(self) -> None:
         self._t: deque[float] = deque()
-        self._cum: deque[float] = deque()   # RR sum up to and including this beat
-        self._base = 0                      # absolute index of _t[0]
-        self._lo = [0] * len(self.GRADES)   # absolute index of the first beat inside each window
+        self._cum: deque[float] = deque()  # RR sum up to and including this beat
+        self._base = 0  # absolute index of _t[0]
+        self._lo = [0] * len(self.GRADES)  # absolute index of the first beat inside each window
         self._total = 0.0
-        self._dropped = 0.0                 # cumulative RR sum at the last beat let go
+        self._dropped = 0.0  # cumulative RR sum at the last beat let go
 
     def add(self, t: float, rr: float) -> None:
         self._total += rr
@@ -292,17 +292,17 @@ class AfDetector:
         """``confirm(t)``: whether the signal up to ``t`` reads as AF to a second opinion; asked before
         the alarm is raised (None: never asked)."""
         self._confirm = confirm
-        self._confirm_due = 0.0      # when a second opinion said no, when to ask again
+        self._confirm_due = 0.0  # when a second opinion said no, when to ask again
         self.beats: deque[Beat] = deque(maxlen=AF_WINDOW + 1)
-        self.in_af = False          # window judgement (with hysteresis)
+        self.in_af = False  # window judgement (with hysteresis)
         self.onset: float | None = None
         self.alarm = False
         self.rvr = False
         self.irregularity = 0.0
         self.p_wave = PWaveCoherence()
         self._rvr = RvrClock()
-        self._busy = False          # the last scored window leaned on busy-frame beats
-        self._rvr_due = 0.0         # the next time the RVR rate is judged
+        self._busy = False  # the last scored window leaned on busy-frame beats
+        self._rvr_due = 0.0  # the next time the RVR rate is judged
 
     def reset_window(self) -> None:
         self.beats.clear()
@@ -310,8 +310,14 @@ class AfDetector:
 
     def wants_p_window(self, beat: Beat) -> bool:
         """Whether ``beat``'s pre-QRS window counts (normal after normal, good, long enough RR)."""
-        return (beat.cls == "N" and beat.good and beat.rr is not None and beat.rr > P_MIN_RR_S
-                and len(self.beats) > 0 and self.beats[-1].cls == "N")
+        return (
+            beat.cls == "N"
+            and beat.good
+            and beat.rr is not None
+            and beat.rr > P_MIN_RR_S
+            and len(self.beats) > 0
+            and self.beats[-1].cls == "N"
+        )
 
     def _enter(self, score: float) -> bool:
         c = self.p_wave.value
@@ -339,7 +345,7 @@ class AfDetector:
         bad = busy = 0
         for x in b:
             if not x.good:
-                if x.usable and x.match:     # _busy_but_sound, inlined: this loop runs 32 times a beat
+                if x.usable and x.match:  # _busy_but_sound, inlined: this loop runs 32 times a beat
                     busy += 1
                 else:
                     bad += 1
@@ -349,17 +355,17 @@ class AfDetector:
         # decided nothing; letting them end AF split 203's AF into 7 alarms (Se 97.4 -> 95.7 %)
         self._busy = bad + busy > n // 4
         if self._busy and self.in_af:
-            return None      # it could neither start AF (already in it) nor end it: save the work
-        rr = [x.rr for x in b]          # rr[i] = the interval ending on beat i (rr[0] unused)
+            return None  # it could neither start AF (already in it) nor end it: save the work
+        rr = [x.rr for x in b]  # rr[i] = the interval ending on beat i (rr[0] unused)
         cls_n = [x.cls == "N" for x in b]
-        nn = [False] * n                # nn[i]: the interval ending on beat i is normal-to-normal
+        nn = [False] * n  # nn[i]: the interval ending on beat i is normal-to-normal
         vals = []
         for i in range(1, n):
             if cls_n[i - 1] and cls_n[i] and rr[i] is not None:
                 nn[i] = True
                 vals.append(rr[i])
         if len(vals) < AF_MIN_NN:
-            return 0.0   # ectopy-dominated (e.g. bigeminy): not judged as AF
+            return 0.0  # ectopy-dominated (e.g. bigeminy): not judged as AF
         vals.sort()
         m = len(vals)
         med = vals[m // 2] if m % 2 else (vals[m // 2 - 1] + vals[m // 2]) / 2
@@ -390,7 +396,7 @@ class AfDetector:
             mid = self.beats[len(self.beats) // 2].t
             if not self.in_af and self._enter(score):
                 self.in_af, self.onset = True, mid
-                self._rvr = RvrClock()      # a new AF episode: nothing of the last one counts
+                self._rvr = RvrClock()  # a new AF episode: nothing of the last one counts
                 self._rvr_due = 0.0
                 self._confirm_due = 0.0
             elif self.in_af and not self._busy and self._leave(score):
@@ -399,14 +405,17 @@ class AfDetector:
         if self.in_af:
             if beat.rr is not None and (beat.good or _busy_but_sound(beat)):
                 self._rvr.add(beat.t, beat.rr)
-            if (not self.alarm and self.onset is not None and beat.t - self.onset >= AF_MIN_S
-                    and beat.t >= self._confirm_due):
+            if (
+                not self.alarm
+                and self.onset is not None
+                and beat.t - self.onset >= AF_MIN_S
+                and beat.t >= self._confirm_due
+            ):
                 if self._confirm is not None and not self._confirm(beat.t):
-                    self._confirm_due = beat.t + AF_CONFIRM_S      # not AF to the strip reader: ask again later
+                    self._confirm_due = beat.t + AF_CONFIRM_S  # not AF to the strip reader: ask again later
                 else:
                     self.alarm = True
-                    out.append(Transition("af", True, self.onset, None,
-                                          {"irregularity": round(self.irregularity, 3)}))
+                    out.append(Transition("af", True, self.onset, None, {"irregularity": round(self.irregularity, 3)}))
             if self.alarm:
                 out += self._check_rvr(beat.t)
         return out
@@ -479,7 +488,7 @@ class VtDetector:
         self.run: list[Beat] = []
         self.active = False
         self.sustained = False
-        self.over_beats = False   # this run is an oscillation over the patient's own steady beats
+        self.over_beats = False  # this run is an oscillation over the patient's own steady beats
 
     def _rate_ok(self, run: list[Beat]) -> bool:
         """The run's rate: the median of its RR intervals, the coupling interval of its first
@@ -492,9 +501,10 @@ class VtDetector:
     @staticmethod
     def _trusted(last: list[Beat]) -> bool:
         if any(b.amp_ratio is not None and b.amp_ratio < VT_MIN_AMP for b in last):
-            return False      # ventricular complexes are not small: a tiny one is a distorted normal beat
-        if (all(b.p_v is not None and b.p_v >= VT_MODEL_SURE for b in last)
-                and all(b.prev_corr >= VT_ALIKE_CORR for b in last[1:])):
+            return False  # ventricular complexes are not small: a tiny one is a distorted normal beat
+        if all(b.p_v is not None and b.p_v >= VT_MODEL_SURE for b in last) and all(
+            b.prev_corr >= VT_ALIKE_CORR for b in last[1:]
+        ):
             # the learned model is sure of all three and they recur: a run, whatever the template
             # looks like now (a run that reshaped it is exactly the case the template rules miss)
             return True
@@ -503,17 +513,17 @@ class VtDetector:
         # system, or aberration), and a fast run of them is a wide-complex tachycardia
         normal_shaped = sum(1 for b in last if b.match and b.rel_w < VT_WIDE_REL)
         if normal_shaped > 1:
-            return False      # two of three complexes have the normal shape: mislabelled wide beats
+            return False  # two of three complexes have the normal shape: mislabelled wide beats
         if max(b.rel_w for b in last) < VT_WIDE_REL:
-            return False      # no complex wider than normal: a narrow-complex tachycardia (flutter 2:1, SVT)
+            return False  # no complex wider than normal: a narrow-complex tachycardia (flutter 2:1, SVT)
         if last[-1].run_only:
             # a normal-shaped, normal-width complex called V only because it follows V beats fast:
             # it is judged by the beat after it (inside a run it stays, as the first normal beat
             # after a couplet it does not make one)
             return False
-        if (all(b.good if b.frame_good is None else b.frame_good for b in last)
-                and (all(b.noise_ratio <= VT_GOOD_NOISE for b in last)
-                     or all(b.corr < VT_UNLIKE_CORR for b in last))):
+        if all(b.good if b.frame_good is None else b.frame_good for b in last) and (
+            all(b.noise_ratio <= VT_GOOD_NOISE for b in last) or all(b.corr < VT_UNLIKE_CORR for b in last)
+        ):
             # good frames vouch for a run only when they could have shown artefact: the step / hf /
             # amplitude tests need the patient's normal QRS reference (``amp_ratio`` known); before
             # it exists "good" only means the QRS-band level test passed.  And complexes that all
@@ -521,9 +531,9 @@ class VtDetector:
             # are normal beats distorted by noise or aberration, not a run: a ventricular run either
             # has a shape unrelated to the normal QRS or repeats its own.  Otherwise the busy-frame
             # recurrence rules below decide.
-            if (all(b.amp_ratio is not None for b in last)
-                    and (any(b.corr < VT_UNLIKE_CORR for b in last)
-                         or all(b.prev_corr >= VT_ALIKE_CORR for b in last[1:]))):
+            if all(b.amp_ratio is not None for b in last) and (
+                any(b.corr < VT_UNLIKE_CORR for b in last) or all(b.prev_corr >= VT_ALIKE_CORR for b in last[1:])
+            ):
                 return True
         if any(b.match for b in last):
             # in busy frames noise widens normal beats: a complex of the normal shape is one, however
@@ -533,12 +543,17 @@ class VtDetector:
         # three clearly abnormal ones (wide, or of a shape unrelated to the normal QRS), each
         # still alike the one before (a polymorphic run changes shape gradually; noise
         # "complexes" are unrelated to one another)
-        return (all(b.prev_corr >= VT_SAME_CORR for b in last[1:])
-                or (all(b.rel_w >= VT_WIDE_REL or b.corr < VT_UNLIKE_CORR for b in last)
-                    and all(b.prev_corr >= VT_ALIKE_CORR for b in last[1:])))
+        return all(b.prev_corr >= VT_SAME_CORR for b in last[1:]) or (
+            all(b.rel_w >= VT_WIDE_REL or b.corr < VT_UNLIKE_CORR for b in last)
+            and all(b.prev_corr >= VT_ALIKE_CORR for b in last[1:])
+        )
 
-    def on_beat(self, beat: Beat, sharp_interval: Callable[[], float | None] | None = None,
-                sharp_times: Callable[[], list[float]] | None = None) -> list[Transition]:
+    def on_beat(
+        self,
+        beat: Beat,
+        sharp_interval: Callable[[], float | None] | None = None,
+        sharp_times: Callable[[], list[float]] | None = None,
+    ) -> list[Transition]:
         """``sharp_interval``: the interval at which sharp QRS complexes recur steadily beneath
         the signal's last 4 s, if they do; asked once a run covers that window.  At a rate other
         than the run's the "run" is an oscillating artefact (tremor) over the patient's own beats,
@@ -553,16 +568,20 @@ class VtDetector:
             out = []
             last = self.run[-VT_BEATS:]
             if not self.over_beats and self._beneath(sharp_interval):
-                self.over_beats = True     # for the rest of this run: one clear look is enough
-            if (not self.active and len(self.run) >= VT_BEATS and self._rate_ok(last)
-                    and self._trusted(last) and not self.over_beats):
+                self.over_beats = True  # for the rest of this run: one clear look is enough
+            if (
+                not self.active
+                and len(self.run) >= VT_BEATS
+                and self._rate_ok(last)
+                and self._trusted(last)
+                and not self.over_beats
+            ):
                 if self._cadence_through(sharp_times):
                     self.over_beats = True
                     return out
                 self.active = True
                 out.append(Transition("vt", True, self.run[0].t, None, {"beats": len(self.run)}))
-            if (self.active and not self.sustained and beat.t - self.run[0].t >= VT_SUSTAINED_S
-                    and not self.over_beats):
+            if self.active and not self.sustained and beat.t - self.run[0].t >= VT_SUSTAINED_S and not self.over_beats:
                 self.sustained = True
                 out.append(Transition("vt_sustained", True, self.run[0].t, None, {"beats": len(self.run)}))
             return out
@@ -601,16 +620,19 @@ class VtDetector:
             return False
         gaps = sorted(b - a for a, b in zip(spikes, spikes[1:]))
         gap = gaps[len(gaps) // 2]
-        if not (SPIKE_GAP_S[0] <= gap <= SPIKE_GAP_S[1] and gaps[0] >= (1 - VT_CADENCE_TOL) * gap
-                and gaps[-1] <= (1 + VT_CADENCE_TOL) * gap):
-            return False     # every sharp complex of the window, none left out, on one steady cadence
+        if not (
+            SPIKE_GAP_S[0] <= gap <= SPIKE_GAP_S[1]
+            and gaps[0] >= (1 - VT_CADENCE_TOL) * gap
+            and gaps[-1] <= (1 + VT_CADENCE_TOL) * gap
+        ):
+            return False  # every sharp complex of the window, none left out, on one steady cadence
         rrs = sorted(b.rr for b in run[1:] if b.rr is not None)
         if rrs and abs(rrs[len(rrs) // 2] - gap) <= VT_BENEATH_DIFF * gap:
-            return False     # the "run" keeps the patient's own cadence: not an oscillation over it
+            return False  # the "run" keeps the patient's own cadence: not an oscillation over it
         tol = VT_CADENCE_TOL * gap
         before = [s for s in spikes if s <= first + tol]
         if not before:
-            return False     # the cadence does not reach back to the run's start
+            return False  # the cadence does not reach back to the run's start
         due = before[-1] + gap
         expected = 0
         while due <= last + tol:
@@ -658,7 +680,7 @@ class VfDetector:
 
     def __init__(self) -> None:
         self.frames: deque[tuple[float, float, float, float, int]] = deque(maxlen=4)
-        self.waves: deque[np.ndarray] = deque(maxlen=4)   # the same frames' 0.7-40 Hz samples
+        self.waves: deque[np.ndarray] = deque(maxlen=4)  # the same frames' 0.7-40 Hz samples
         self.leakage = 1.0
         self.run_start: float | None = None
         self.last_vf: float | None = None
@@ -668,9 +690,19 @@ class VfDetector:
         self.frames.clear()
         self.waves.clear()
 
-    def on_frame(self, t_end: float, e_vf: float, e_wide: float, e4_wide: float, n: int, ptp: float,
-                 usable: bool, wide: np.ndarray | None = None, organised: bool = False,
-                 beats_beneath: Callable[[], bool] | None = None) -> list[Transition]:
+    def on_frame(
+        self,
+        t_end: float,
+        e_vf: float,
+        e_wide: float,
+        e4_wide: float,
+        n: int,
+        ptp: float,
+        usable: bool,
+        wide: np.ndarray | None = None,
+        organised: bool = False,
+        beats_beneath: Callable[[], bool] | None = None,
+    ) -> list[Transition]:
         """``beats_beneath``: asked only when the frames look like fibrillation -- whether sharp
         QRS complexes go on beneath the oscillation, regular or not (then it is tremor, or the
         coarse fibrillatory waves of atrial fibrillation: the ventricles beat)."""
@@ -712,7 +744,11 @@ class VfDetector:
         if self.active and self.last_vf is not None and t_end - self.last_vf >= VF_CLEAR_S:
             self.active = False
             start, self.run_start = self.run_start, None
-            return [Transition("vt_sustained", False, start if start is not None else self.last_vf, self.last_vf, {"vf": True})]
+            return [
+                Transition(
+                    "vt_sustained", False, start if start is not None else self.last_vf, self.last_vf, {"vf": True}
+                )
+            ]
         if not self.active and (self.last_vf is None or t_end - self.last_vf >= 1.5):
             self.run_start = None
         return []
@@ -723,7 +759,7 @@ class PauseDetector:
 
     def __init__(self) -> None:
         self.last_beat: Beat | None = None
-        self.clean_since_beat = True      # every frame after the last beat was usable and not noisy
+        self.clean_since_beat = True  # every frame after the last beat was usable and not noisy
         self.asystole = False
         self.pause_open = False
         self.pause_last_end = 0.0
@@ -752,11 +788,17 @@ class PauseDetector:
         if not clean or vf:
             self.clean_since_beat = False
             return out + self.reset()
-        if (not self.asystole and self.clean_since_beat and self.last_beat.good and self.last_beat.match
-                and t_end - self.last_beat.t >= ASYSTOLE_S):
+        if (
+            not self.asystole
+            and self.clean_since_beat
+            and self.last_beat.good
+            and self.last_beat.match
+            and t_end - self.last_beat.t >= ASYSTOLE_S
+        ):
             self.asystole = True
-            out.append(Transition("asystole", True, self.last_beat.t, None,
-                                  {"no_qrs_s": round(t_end - self.last_beat.t, 2)}))
+            out.append(
+                Transition("asystole", True, self.last_beat.t, None, {"no_qrs_s": round(t_end - self.last_beat.t, 2)})
+            )
         return out
 
     def on_beat(self, beat: Beat, in_af: bool) -> list[Transition]:
@@ -765,8 +807,14 @@ class PauseDetector:
         if prev is not None and beat.rr is not None:
             if self.asystole:
                 out += self._close_asystole(beat.t)
-            elif (beat.rr >= (AF_PAUSE_S if in_af else PAUSE_S) and self.clean_since_beat
-                  and prev.good and beat.good and prev.match and beat.match):
+            elif (
+                beat.rr >= (AF_PAUSE_S if in_af else PAUSE_S)
+                and self.clean_since_beat
+                and prev.good
+                and beat.good
+                and prev.match
+                and beat.match
+            ):
                 self.pause_last_end = beat.t
                 if not self.pause_open:
                     self.pause_open = True
@@ -847,13 +895,14 @@ class RateDetector:
     """Brady- and tachycardia with persistence (``Sustained``), from the median RR of the last 10 s."""
 
     def __init__(self) -> None:
-        self.recent: deque[tuple[float, float]] = deque(maxlen=64)   # (t, rr) of good beats
+        self.recent: deque[tuple[float, float]] = deque(maxlen=64)  # (t, rr) of good beats
         self.hr: float | None = None
-        self.slow = Sustained()      # HR < 40
+        self.slow = Sustained()  # HR < 40
         # (rate, seconds needed, clock): HR above 100, 110, ... 140 and >= 150 (not in AF / VT / VF,
         # which have their own alarms)
         self.levels: list[tuple[float, float, Sustained]] = [
-            (bpm, _tachy_needed_s(bpm), Sustained()) for bpm in _tachy_levels()]
+            (bpm, _tachy_needed_s(bpm), Sustained()) for bpm in _tachy_levels()
+        ]
         self.brady = False
         self.tachy = False
 
@@ -899,7 +948,7 @@ class RateDetector:
                 out.append(Transition("bradycardia", True, since, None, {"hr_bpm": round(hr, 1)}))
         elif self.brady and known and hr >= BRADY_BPM + 5:
             self.brady = False
-            self.slow.reset()        # a new episode must persist again (no flapping on the clock)
+            self.slow.reset()  # a new episode must persist again (no flapping on the clock)
             out.append(Transition("bradycardia", False, now, now, {"hr_bpm": round(hr, 1)}))
         # tachycardia: > 100 for 10 min ... >= 150 for 1 min (the fastest level that has held long enough)
         if known and hr > TACHY_BPM and not suppress_tachy:
@@ -909,9 +958,20 @@ class RateDetector:
                         continue
                     self.tachy = True
                     severity = "high" if bpm >= TACHY_FAST_BPM else "moderate"
-                    out.append(Transition("tachycardia", True, clock.since, None,
-                                          {"hr_bpm": round(hr, 1), "above_bpm": bpm,
-                                           "held_s": round(now - clock.since, 1), "severity": severity}))
+                    out.append(
+                        Transition(
+                            "tachycardia",
+                            True,
+                            clock.since,
+                            None,
+                            {
+                                "hr_bpm": round(hr, 1),
+                                "above_bpm": bpm,
+                                "held_s": round(now - clock.since, 1),
+                                "severity": severity,
+                            },
+                        )
+                    )
                     break
         elif self.tachy and (suppress_tachy or (known and hr <= TACHY_BPM - 5)):
             self.tachy = False
@@ -924,7 +984,7 @@ class PvcBurden:
     """PVC frequency over the last hour, counted per minute (bounded)."""
 
     def __init__(self) -> None:
-        self.minutes: deque[tuple[int, int]] = deque(maxlen=60)   # (normal, ventricular)
+        self.minutes: deque[tuple[int, int]] = deque(maxlen=60)  # (normal, ventricular)
         self.cur_n = 0
         self.cur_v = 0
         self.active = False

@@ -41,47 +41,95 @@ from stream.ecg.flat_trees import FlatTrees
 MODEL_DIR = Path(__file__).resolve().parent / "models"
 MODEL_NAME = "screen-v1"
 LABELS: tuple[str, ...] = ("normal", "af", "other", "noisy")
-REFERENCE_CODES = {"N": "normal", "A": "af", "O": "other", "~": "noisy"}   # CinC 2017 REFERENCE.csv
-MIN_SECONDS = 5.0          # shorter than this is not a strip anyone can read
+REFERENCE_CODES = {"N": "normal", "A": "af", "O": "other", "~": "noisy"}  # CinC 2017 REFERENCE.csv
+MIN_SECONDS = 5.0  # shorter than this is not a strip anyone can read
 # Gates before the model, for what the 2017 strips never show (their device band-limits the signal
 # and every one of them has an electrode on the skin), so the model never learnt it:
-MAX_UNUSABLE = 0.5         # flat, saturated or lead-off for this share of the strip: unreadable
-MIN_BEATS = 3              # fewer beats than this: no rhythm to judge
-MAX_HF_RATIO = 0.5         # power above 40 Hz over the 0.7-40 Hz ECG band: muscle or radio noise
+MAX_UNUSABLE = 0.5  # flat, saturated or lead-off for this share of the strip: unreadable
+MIN_BEATS = 3  # fewer beats than this: no rhythm to judge
+MAX_HF_RATIO = 0.5  # power above 40 Hz over the 0.7-40 Hz ECG band: muscle or radio noise
 
-TEMPLATE_S = (-0.30, 0.50)      # the average beat's window around R
-QRS_S = (-0.10, 0.12)           # the QRS part of it (the analyser's beat window)
-P_S = (-0.25, -0.08)            # where the P wave sits before R
-PREMATURE = 0.85                # an RR below this share of the median is premature ...
-COMPENSATORY = 1.10             # ... and one above this after it, the pause that follows an ectopic beat
-IRREGULAR = 0.15                # an RR this far (share) from the median is irregular
-AGREE_S = 0.15                  # two detectors agree on a beat within this
-LOCAL_RR = 8                    # RR intervals per window of the local irregularity figures
-ODD_CORR = 0.8                  # a beat less alike the average beat than this is an odd one
+TEMPLATE_S = (-0.30, 0.50)  # the average beat's window around R
+QRS_S = (-0.10, 0.12)  # the QRS part of it (the analyser's beat window)
+P_S = (-0.25, -0.08)  # where the P wave sits before R
+PREMATURE = 0.85  # an RR below this share of the median is premature ...
+COMPENSATORY = 1.10  # ... and one above this after it, the pause that follows an ectopic beat
+IRREGULAR = 0.15  # an RR this far (share) from the median is irregular
+AGREE_S = 0.15  # two detectors agree on a beat within this
+LOCAL_RR = 8  # RR intervals per window of the local irregularity figures
+ODD_CORR = 0.8  # a beat less alike the average beat than this is an odd one
 
 _COL = {name: i for i, name in enumerate(BEAT_FEATURES)}
 
 FEATURES: tuple[str, ...] = (
-    "seconds", "beats_per_10s", "hr_median", "hr_p10", "hr_p90",
-    "rr_cv", "rr_cv_clean", "rmssd_rel", "pnn50", "irregular_frac", "irregular_frac_clean",
-    "sd1_sd2", "turning_points", "alternation", "drr_entropy", "lorenz_bins",
-    "rr_min_rel", "rr_max_rel", "rr_max_s", "premature_frac",
-    "local_cv_p25", "local_cv_p50", "local_cv_p90", "local_irregular_frac", "local_drr_p50",
-    "second_rr_cv", "second_irregular_frac", "second_beats_per_10s",
-    "af_frac", "vt_seen", "pause_seen", "longest_gap_s",
-    "v_frac", "beat_corr_median", "beat_corr_p10", "beat_width_ms", "beat_rel_width_p90",
-    "qrs_width_ms", "qrs_amp_mv", "template_corr_mean", "template_corr_p10",
-    "p_ratio", "p_coherence", "p_present_frac", "pr_ms", "p_snr", "odd_beat_frac",
-    "residual_fwave_share", "residual_dominant_hz", "residual_entropy", "residual_rms_rel",
-    "good_frac", "unusable_frac", "noisy_frac", "sqi_mean",
-    "hf_ratio", "lf_ratio", "excursion_rel", "kurtosis", "detector_f1", "nonfinite_frac",
+    "seconds",
+    "beats_per_10s",
+    "hr_median",
+    "hr_p10",
+    "hr_p90",
+    "rr_cv",
+    "rr_cv_clean",
+    "rmssd_rel",
+    "pnn50",
+    "irregular_frac",
+    "irregular_frac_clean",
+    "sd1_sd2",
+    "turning_points",
+    "alternation",
+    "drr_entropy",
+    "lorenz_bins",
+    "rr_min_rel",
+    "rr_max_rel",
+    "rr_max_s",
+    "premature_frac",
+    "local_cv_p25",
+    "local_cv_p50",
+    "local_cv_p90",
+    "local_irregular_frac",
+    "local_drr_p50",
+    "second_rr_cv",
+    "second_irregular_frac",
+    "second_beats_per_10s",
+    "af_frac",
+    "vt_seen",
+    "pause_seen",
+    "longest_gap_s",
+    "v_frac",
+    "beat_corr_median",
+    "beat_corr_p10",
+    "beat_width_ms",
+    "beat_rel_width_p90",
+    "qrs_width_ms",
+    "qrs_amp_mv",
+    "template_corr_mean",
+    "template_corr_p10",
+    "p_ratio",
+    "p_coherence",
+    "p_present_frac",
+    "pr_ms",
+    "p_snr",
+    "odd_beat_frac",
+    "residual_fwave_share",
+    "residual_dominant_hz",
+    "residual_entropy",
+    "residual_rms_rel",
+    "good_frac",
+    "unusable_frac",
+    "noisy_frac",
+    "sqi_mean",
+    "hf_ratio",
+    "lf_ratio",
+    "excursion_rel",
+    "kurtosis",
+    "detector_f1",
+    "nonfinite_frac",
 )
 
 
 @dataclass(frozen=True)
 class ScreenResult:
-    label: str                  # "normal" | "af" | "other" | "noisy"
-    confidence: float           # the model's probability of that label
+    label: str  # "normal" | "af" | "other" | "noisy"
+    confidence: float  # the model's probability of that label
     probabilities: dict[str, float]
     seconds: float
     hr_bpm: float | None
@@ -99,17 +147,24 @@ class ScreeningModel:
         return e / e.sum()
 
     def save(self, path: Path, meta: dict[str, str]) -> None:
-        np.savez_compressed(path, **self.trees.arrays(), version=np.str_(self.version),
-                            features=np.array(FEATURES), labels=np.array(LABELS),
-                            meta=np.str_(repr(sorted(meta.items()))))
+        np.savez_compressed(
+            path,
+            **self.trees.arrays(),
+            version=np.str_(self.version),
+            features=np.array(FEATURES),
+            labels=np.array(LABELS),
+            meta=np.str_(repr(sorted(meta.items()))),
+        )
 
 
 def read_model(path: Path) -> ScreeningModel:
     with np.load(path, allow_pickle=False) as z:
         names = tuple(str(s) for s in z["features"])
         if names != FEATURES or tuple(str(s) for s in z["labels"]) != LABELS:
-            raise ValueError(f"{path}: model features/labels differ from this code's: retrain it "
-                             "(python scripts/train_screening_model.py)")
+            raise ValueError(
+                f"{path}: model features/labels differ from this code's: retrain it "
+                "(python scripts/train_screening_model.py)"
+            )
         return ScreeningModel(FlatTrees.from_arrays(z), str(z["version"]))
 
 
@@ -136,10 +191,26 @@ def _rr_features(t: np.ndarray, seconds: float) -> dict[str, float]:
     rr = np.diff(t)
     rr = rr[rr > 0]
     if rr.size < 3:
-        f.update(hr_median=0.0, hr_p10=0.0, hr_p90=0.0, rr_cv=0.0, rr_cv_clean=0.0, rmssd_rel=0.0, pnn50=0.0,
-                 irregular_frac=0.0, irregular_frac_clean=0.0, sd1_sd2=0.0, turning_points=0.0,
-                 alternation=0.0, drr_entropy=0.0, lorenz_bins=0.0, rr_min_rel=0.0, rr_max_rel=0.0,
-                 rr_max_s=float(rr.max()) if rr.size else seconds, premature_frac=0.0)
+        f.update(
+            hr_median=0.0,
+            hr_p10=0.0,
+            hr_p90=0.0,
+            rr_cv=0.0,
+            rr_cv_clean=0.0,
+            rmssd_rel=0.0,
+            pnn50=0.0,
+            irregular_frac=0.0,
+            irregular_frac_clean=0.0,
+            sd1_sd2=0.0,
+            turning_points=0.0,
+            alternation=0.0,
+            drr_entropy=0.0,
+            lorenz_bins=0.0,
+            rr_min_rel=0.0,
+            rr_max_rel=0.0,
+            rr_max_s=float(rr.max()) if rr.size else seconds,
+            premature_frac=0.0,
+        )
         return f
     med = float(np.median(rr))
     mean = float(rr.mean())
@@ -159,15 +230,15 @@ def _rr_features(t: np.ndarray, seconds: float) -> dict[str, float]:
     cmed = float(np.median(clean))
     f["irregular_frac_clean"] = float(np.mean(np.abs(clean - cmed) > IRREGULAR * cmed))
     drr = np.diff(rr)
-    f["rmssd_rel"] = math.sqrt(float(np.mean(drr ** 2))) / mean
+    f["rmssd_rel"] = math.sqrt(float(np.mean(drr**2))) / mean
     f["pnn50"] = float(np.mean(np.abs(drr) > 0.05))
     sd1 = float(np.std(drr)) / math.sqrt(2.0)
-    sd2 = math.sqrt(max(2.0 * float(rr.var()) - sd1 ** 2, 1e-12))
+    sd2 = math.sqrt(max(2.0 * float(rr.var()) - sd1**2, 1e-12))
     f["sd1_sd2"] = sd1 / sd2
     if drr.size >= 2:
         prod = drr[:-1] * drr[1:]
         f["turning_points"] = float(np.mean(prod < 0))
-        f["alternation"] = float(np.mean(prod < -(0.1 * med) ** 2))
+        f["alternation"] = float(np.mean(prod < -((0.1 * med) ** 2)))
         bins = np.floor(drr / 0.04).astype(int)
         f["lorenz_bins"] = len(set(zip(bins[:-1].tolist(), bins[1:].tolist()))) / (drr.size - 1)
     else:
@@ -187,14 +258,19 @@ def _local_features(t: np.ndarray) -> dict[str, float]:
     rr = np.diff(t)
     rr = rr[rr > 0]
     if rr.size < LOCAL_RR:
-        return dict.fromkeys(("local_cv_p25", "local_cv_p50", "local_cv_p90", "local_irregular_frac",
-                              "local_drr_p50"), 0.0)
+        return dict.fromkeys(
+            ("local_cv_p25", "local_cv_p50", "local_cv_p90", "local_irregular_frac", "local_drr_p50"), 0.0
+        )
     win = np.lib.stride_tricks.sliding_window_view(rr, LOCAL_RR)
     cv = win.std(axis=1) / win.mean(axis=1)
     drr = np.abs(np.diff(win, axis=1)).mean(axis=1) / win.mean(axis=1)
-    return {"local_cv_p25": float(np.quantile(cv, 0.25)), "local_cv_p50": float(np.median(cv)),
-            "local_cv_p90": float(np.quantile(cv, 0.9)), "local_irregular_frac": float(np.mean(cv > 0.1)),
-            "local_drr_p50": float(np.median(drr))}
+    return {
+        "local_cv_p25": float(np.quantile(cv, 0.25)),
+        "local_cv_p50": float(np.median(cv)),
+        "local_cv_p90": float(np.quantile(cv, 0.9)),
+        "local_irregular_frac": float(np.mean(cv > 0.1)),
+        "local_drr_p50": float(np.median(drr)),
+    }
 
 
 def _beat_model_features(log: list[tuple[float, np.ndarray]], cls: list[str]) -> dict[str, float]:
@@ -211,14 +287,30 @@ def _beat_model_features(log: list[tuple[float, np.ndarray]], cls: list[str]) ->
 
 
 def _morphology_features(y: np.ndarray, fs: float, r: np.ndarray) -> dict[str, float]:
-    f = dict.fromkeys(("qrs_width_ms", "qrs_amp_mv", "template_corr_mean", "template_corr_p10", "p_ratio",
-                       "p_coherence", "p_present_frac", "pr_ms", "p_snr", "odd_beat_frac", "residual_fwave_share", "residual_dominant_hz",
-                       "residual_entropy", "residual_rms_rel"), 0.0)
+    f = dict.fromkeys(
+        (
+            "qrs_width_ms",
+            "qrs_amp_mv",
+            "template_corr_mean",
+            "template_corr_p10",
+            "p_ratio",
+            "p_coherence",
+            "p_present_frac",
+            "pr_ms",
+            "p_snr",
+            "odd_beat_frac",
+            "residual_fwave_share",
+            "residual_dominant_hz",
+            "residual_entropy",
+            "residual_rms_rel",
+        ),
+        0.0,
+    )
     a, b = int(round(TEMPLATE_S[0] * fs)), int(round(TEMPLATE_S[1] * fs))
     inside = r[(r + a >= 0) & (r + b < y.size)]
     if inside.size < 3:
         return f
-    segs = np.stack([y[i + a:i + b] for i in inside])
+    segs = np.stack([y[i + a : i + b] for i in inside])
     template = np.median(segs, axis=0)
     q0, q1 = int(round((QRS_S[0] - TEMPLATE_S[0]) * fs)), int(round((QRS_S[1] - TEMPLATE_S[0]) * fs))
     qrs = template[q0:q1] - np.linspace(template[q0], template[q1 - 1], q1 - q0)
@@ -240,7 +332,7 @@ def _morphology_features(y: np.ndarray, fs: float, r: np.ndarray) -> dict[str, f
     pc = np.array([_corr(detrended(s[p0:p1]), pt) for s in segs])
     f["p_coherence"] = float(pc.mean())
     f["p_present_frac"] = float(np.mean(pc > 0.5))
-    f["pr_ms"] = -1000.0 * (P_S[0] + float(np.argmax(np.abs(pt))) / fs)   # the P wave's peak, before R
+    f["pr_ms"] = -1000.0 * (P_S[0] + float(np.argmax(np.abs(pt))) / fs)  # the P wave's peak, before R
     f["odd_beat_frac"] = float(np.mean(corrs < ODD_CORR))
     # QRST cancellation: each beat's share of the signal (up to the midpoints to its neighbours)
     # minus the average beat leaves what is not the repeated complex -- fibrillatory waves, or
@@ -250,7 +342,7 @@ def _morphology_features(y: np.ndarray, fs: float, r: np.ndarray) -> dict[str, f
     for k, i in enumerate(inside):
         u, v = max(i + a, mids[k]), min(i + b, mids[k + 1])
         if v > u:
-            resid[u:v] -= template[u - i - a:v - i - a]
+            resid[u:v] -= template[u - i - a : v - i - a]
     first, last = int(inside[0] + a), int(inside[-1] + b)
     res = resid[first:last]
     if res.size >= fs:
@@ -289,8 +381,9 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * hits / (a.size + b.size)
 
 
-def _noise_features(x: np.ndarray, y: np.ndarray, fs: float, frames: list, t: np.ndarray,
-                    qrs_amp_uv: float) -> dict[str, float]:
+def _noise_features(
+    x: np.ndarray, y: np.ndarray, fs: float, frames: list, t: np.ndarray, qrs_amp_uv: float
+) -> dict[str, float]:
     f: dict[str, float] = {}
     dur = sum(d for d, _ in frames) or 1.0
     f["good_frac"] = sum(d for d, q in frames if q.good) / dur
@@ -335,13 +428,16 @@ def _alarm_features(alarms: list[RhythmAlarm], seconds: float) -> dict[str, floa
                 af += (a.end_s if a.end_s is not None else seconds) - start
     if "af" in opened:
         af += seconds - opened["af"]
-    return {"af_frac": af / seconds if seconds > 0 else 0.0,
-            "vt_seen": float(bool(seen & {"vt", "vt_sustained"})),
-            "pause_seen": float(bool(seen & {"pause", "asystole"}))}
+    return {
+        "af_frac": af / seconds if seconds > 0 else 0.0,
+        "vt_seen": float(bool(seen & {"vt", "vt_sustained"})),
+        "pause_seen": float(bool(seen & {"pause", "asystole"})),
+    }
 
 
-def strip_features(x_uv: np.ndarray, fs: float, beat_model: BeatModel | None | str = "shipped"
-                   ) -> tuple[np.ndarray, float | None, int]:
+def strip_features(
+    x_uv: np.ndarray, fs: float, beat_model: BeatModel | None | str = "shipped"
+) -> tuple[np.ndarray, float | None, int]:
     """(feature vector in ``FEATURES`` order, median heart rate bpm or None, beats detected)."""
     x = np.asarray(x_uv, dtype=np.float64)
     finite = np.isfinite(x)
@@ -354,7 +450,7 @@ def strip_features(x_uv: np.ndarray, fs: float, beat_model: BeatModel | None | s
     step = max(1, int(round(fs)))
     alarms: list[RhythmAlarm] = []
     for k in range(0, x.size, step):
-        alarms += an.push(x[k:k + step], t0_s=k / fs)
+        alarms += an.push(x[k : k + step], t0_s=k / fs)
     alarms += an.flush()
     beats = an.beats
     t = np.array([b[0] for b in beats])
@@ -401,8 +497,7 @@ def decide(vec: np.ndarray, p: np.ndarray) -> tuple[str, float]:
     """The label and its confidence from a strip's features and the model's probabilities."""
     col = FEATURES.index
     beats = vec[col("beats_per_10s")] * vec[col("seconds")] / 10.0
-    if (vec[col("unusable_frac")] >= MAX_UNUSABLE or beats < MIN_BEATS - 0.5
-            or vec[col("hf_ratio")] > MAX_HF_RATIO):
+    if vec[col("unusable_frac")] >= MAX_UNUSABLE or beats < MIN_BEATS - 0.5 or vec[col("hf_ratio")] > MAX_HF_RATIO:
         return "noisy", 1.0
     k = int(np.argmax(p))
     return LABELS[k], float(p[k])

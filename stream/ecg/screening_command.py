@@ -65,8 +65,9 @@ def cinc2017_score(pairs: list[tuple[str, str]]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="vitalgate ecg-screen",
-                                 description="Classify short single-lead ECG strips: normal, af, other or noisy.")
+    ap = argparse.ArgumentParser(
+        prog="vitalgate ecg-screen", description="Classify short single-lead ECG strips: normal, af, other or noisy."
+    )
     ap.add_argument("records", nargs="+", metavar="PATH", help="WFDB record path (.hea/.mat given or not)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
@@ -81,16 +82,26 @@ def main(argv: list[str] | None = None) -> int:
         try:
             rec = read_record(p)
         except RecordError as exc:
-            print(f"ecg-screen: cannot read {p}: {exc} (give a WFDB record path: NAME.hea with its .dat/.mat)",
-                  file=sys.stderr)
+            print(
+                f"ecg-screen: cannot read {p}: {exc} (give a WFDB record path: NAME.hea with its .dat/.mat)",
+                file=sys.stderr,
+            )
             return 2
         t0 = time.perf_counter()
         res = screen(rec.signal_uv, rec.fs, model)
         spent += time.perf_counter() - t0
         seconds += res.seconds
-        strips.append({"record": rec.name, "label": res.label, "seconds": round(res.seconds, 1),
-                       "hr_bpm": res.hr_bpm, "confidence": round(res.confidence, 3),
-                       "probabilities": res.probabilities, "path": p})
+        strips.append(
+            {
+                "record": rec.name,
+                "label": res.label,
+                "seconds": round(res.seconds, 1),
+                "hr_bpm": res.hr_bpm,
+                "confidence": round(res.confidence, 3),
+                "probabilities": res.probabilities,
+                "path": p,
+            }
+        )
         if len(paths) >= 50 and (i % 200 == 0 or i == len(paths)):
             print(f"ecg-screen: [{i}/{len(paths)}] strips classified", file=sys.stderr)
     ref = references(paths)

@@ -30,13 +30,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FLAT_UV = 15.0            # peak-to-peak below this over a frame: flat line
-SATURATION_SHARE = 0.05   # share of a frame's samples stuck (in runs) on its max or min
+FLAT_UV = 15.0  # peak-to-peak below this over a frame: flat line
+SATURATION_SHARE = 0.05  # share of a frame's samples stuck (in runs) on its max or min
 IMPLAUSIBLE_UV = 12000.0  # |amplitude| above this (after the DC level is removed) is not ECG
-NOISE_LEVEL = 0.22        # mean |QRS band| over the QRS peak level above this: noisy ...
-NOISE_FLOOR = 0.10        # ... if the median |QRS band| (the baseline between complexes) is busy too
-QUIET_LEVEL = 0.30        # max |QRS band| below this fraction of the QRS peak level: quiet
-KURTOSIS_MIN = 4.0        # a frame with a QRS in it has a peaky QRS band
+NOISE_LEVEL = 0.22  # mean |QRS band| over the QRS peak level above this: noisy ...
+NOISE_FLOOR = 0.10  # ... if the median |QRS band| (the baseline between complexes) is busy too
+QUIET_LEVEL = 0.30  # max |QRS band| below this fraction of the QRS peak level: quiet
+KURTOSIS_MIN = 4.0  # a frame with a QRS in it has a peaky QRS band
 
 
 @dataclass(slots=True)
@@ -47,7 +47,7 @@ class FrameQuality:
     noisy: bool = False
     quiet: bool = False
     sqi: float = 1.0
-    artefact: str | None = None   # "step", "hf" or "amplitude" when non-cardiac content made it noisy
+    artefact: str | None = None  # "step", "hf" or "amplitude" when non-cardiac content made it noisy
 
     @property
     def unusable(self) -> bool:
@@ -70,7 +70,7 @@ def fast_median(a: np.ndarray) -> float:
 
 
 def unusable_kind(x: np.ndarray) -> str | None:
-    """"flat", "saturated" or None for a frame of raw samples (µV).
+    """ "flat", "saturated" or None for a frame of raw samples (µV).
 
     Saturation is a run at the frame's extreme value (consecutive equal samples
     at the max or min), so a coarse ADC repeating a peak value now and then is
@@ -92,8 +92,9 @@ def unusable_kind(x: np.ndarray) -> str | None:
     return None
 
 
-def assess_frame(x: np.ndarray, bp: np.ndarray, qrs_level: float, *, lead_off: bool, n_beats: int,
-                 kind: str | None) -> FrameQuality:
+def assess_frame(
+    x: np.ndarray, bp: np.ndarray, qrs_level: float, *, lead_off: bool, n_beats: int, kind: str | None
+) -> FrameQuality:
     """Quality of one frame of raw samples ``x`` (µV) and its QRS-band version ``bp``.
 
     ``qrs_level`` is the recent median |QRS band| at detected R peaks (0 if unknown),
@@ -136,13 +137,13 @@ def assess_frame(x: np.ndarray, bp: np.ndarray, qrs_level: float, *, lead_off: b
 
 
 # --- sharp complexes beneath an oscillation (tremor, tooth-brushing) ---------------------------
-SPIKE_BAND_HZ = (18.0, 40.0)   # above tremor and fibrillation (3-9 Hz), where a QRS still has energy
-SPIKE_K = 15.0                 # a spike stands this many times above the band's median level (QRS under
-                               # tremor: ~75; the sharpest edges of flutter and fibrillation: 3-10, rarely 30)
-SPIKE_SEP_S = 0.25             # one spike per complex
-SPIKE_MIN_GAP_S = 0.30         # QRS complexes at most 200/min
-SPIKE_GAP_S = (0.40, 2.0)      # recurring at 30-150/min: a rate fibrillation never has
-SPIKE_SPREAD = 1.5             # and steadily (max gap / min gap)
+SPIKE_BAND_HZ = (18.0, 40.0)  # above tremor and fibrillation (3-9 Hz), where a QRS still has energy
+SPIKE_K = 15.0  # a spike stands this many times above the band's median level (QRS under
+# tremor: ~75; the sharpest edges of flutter and fibrillation: 3-10, rarely 30)
+SPIKE_SEP_S = 0.25  # one spike per complex
+SPIKE_MIN_GAP_S = 0.30  # QRS complexes at most 200/min
+SPIKE_GAP_S = (0.40, 2.0)  # recurring at 30-150/min: a rate fibrillation never has
+SPIKE_SPREAD = 1.5  # and steadily (max gap / min gap)
 _spike_sos: dict[float, np.ndarray] = {}
 
 
@@ -181,7 +182,7 @@ def sharp_spikes(x: np.ndarray, fs: float) -> list[float]:
         if e[k] < SPIKE_K * floor:
             break
         found.append(k / fs)
-        e[max(0, k - sep):k + sep + 1] = 0.0
+        e[max(0, k - sep) : k + sep + 1] = 0.0
     return sorted(found)
 
 
@@ -214,7 +215,6 @@ def steady_interval(spikes: list[float]) -> float | None:
         if len(ts) < 3:
             continue
         gaps = np.diff(ts)
-        if (gaps.min() >= SPIKE_GAP_S[0] and gaps.max() <= SPIKE_GAP_S[1]
-                and gaps.max() <= SPIKE_SPREAD * gaps.min()):
+        if gaps.min() >= SPIKE_GAP_S[0] and gaps.max() <= SPIKE_GAP_S[1] and gaps.max() <= SPIKE_SPREAD * gaps.min():
             return float(np.median(gaps))
     return None

@@ -32,32 +32,51 @@ MODEL_DIR = Path(__file__).resolve().parent / "models"
 MODEL_NAME = "vtwin-v1"
 WINDOW_S = 4.0
 # chosen on the tuning halves only (vfdb A, 2015 alarms A) from 0.5-0.95 x 1-3 windows: docs/ecg.md
-P_RAISE = 0.95            # P(VT) at or above this counts towards raising
-RAISE_WINDOWS = 2         # consecutive windows (1 s apart) to raise ``vt``
-CLEAR_WINDOWS = 3         # consecutive windows below to clear it
-SUSTAINED_S = 30.0        # held this long: ``vt_sustained``
+P_RAISE = 0.95  # P(VT) at or above this counts towards raising
+RAISE_WINDOWS = 2  # consecutive windows (1 s apart) to raise ``vt``
+CLEAR_WINDOWS = 3  # consecutive windows below to clear it
+SUSTAINED_S = 30.0  # held this long: ``vt_sustained``
 # a window is judged only when a beat in it has P(V) >= WORTH_P_V or it holds >= WORTH_BEATS beats
 # (>= 105 bpm); the others cannot be VT and cost nothing
 WORTH_P_V = 0.05
 WORTH_BEATS = 7
 
 FEATURES: tuple[str, ...] = (
-    "n_beats", "rate_bpm", "rr_cv", "pv_mean", "pv_min", "pv_max", "v_frac",
-    "rel_w_median", "width_ms_median", "corr_median", "prev_corr_median", "prev_corr_min", "amp_ratio_median",
-    "good_frac", "noisy_frac", "sqi_mean",
-    "dominant_hz", "dominant_share", "lf_share", "hf_share", "leakage", "ptp_rel", "kurtosis",
+    "n_beats",
+    "rate_bpm",
+    "rr_cv",
+    "pv_mean",
+    "pv_min",
+    "pv_max",
+    "v_frac",
+    "rel_w_median",
+    "width_ms_median",
+    "corr_median",
+    "prev_corr_median",
+    "prev_corr_min",
+    "amp_ratio_median",
+    "good_frac",
+    "noisy_frac",
+    "sqi_mean",
+    "dominant_hz",
+    "dominant_share",
+    "lf_share",
+    "hf_share",
+    "leakage",
+    "ptp_rel",
+    "kurtosis",
 )
 
 
-@dataclass(frozen=True, slots=True)   # 64 kept per patient: no per-instance __dict__
+@dataclass(frozen=True, slots=True)  # 64 kept per patient: no per-instance __dict__
 class WindowBeat:
     t: float
-    p_v: float            # the beat model's P(V) (the rules' 0/1 when no model)
+    p_v: float  # the beat model's P(V) (the rules' 0/1 when no model)
     rel_w: float
     width_ms: float
     corr: float
     prev_corr: float
-    amp_ratio: float      # 1.0 when the patient's normal amplitude is not known yet
+    amp_ratio: float  # 1.0 when the patient's normal amplitude is not known yet
     reliable: bool = True  # the beats around it have recurring morphologies (not noise)
 
 
@@ -68,20 +87,34 @@ def _median(v: list[float]) -> float:
 
 
 @lru_cache(maxsize=8)
-def _spectrum_plan(n: int, fs: float) -> tuple[np.ndarray, np.ndarray, tuple[int, int], tuple[int, int],
-                                                tuple[int, int], tuple[int, int], float]:
+def _spectrum_plan(
+    n: int, fs: float
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int], float]:
     """Hann window, frequencies and the bin ranges the features use, for ``n`` samples at ``fs``."""
     freqs = np.fft.rfftfreq(n, 1.0 / fs)
 
     def span(lo: float, hi: float) -> tuple[int, int]:
         return int(np.searchsorted(freqs, lo, "left")), int(np.searchsorted(freqs, hi, "right"))
 
-    return (np.hanning(n), freqs, span(0.5, 40.0), span(0.5, 15.0), span(1.0, 6.0), span(10.0, 40.0),
-            float(freqs[1]) if n > 1 else 1.0)
+    return (
+        np.hanning(n),
+        freqs,
+        span(0.5, 40.0),
+        span(0.5, 15.0),
+        span(1.0, 6.0),
+        span(10.0, 40.0),
+        float(freqs[1]) if n > 1 else 1.0,
+    )
 
 
-def window_features(t_end: float, beats: deque[WindowBeat], frames: deque[tuple[float, bool, bool, float]],
-                    w: np.ndarray, fs: float, normal_amp: float) -> np.ndarray:
+def window_features(
+    t_end: float,
+    beats: deque[WindowBeat],
+    frames: deque[tuple[float, bool, bool, float]],
+    w: np.ndarray,
+    fs: float,
+    normal_amp: float,
+) -> np.ndarray:
     """The feature vector (``FEATURES`` order) of the window ending at ``t_end``.
 
     ``frames``: (duration s, good, noisy, sqi) of the window's frames; ``w``: the window's
@@ -121,14 +154,14 @@ def window_features(t_end: float, beats: deque[WindowBeat], frames: deque[tuple[
         wz = w - w.mean()
         hann, freqs, body, low, lf, hf, df = _spectrum_plan(wz.size, fs)
         spec = np.abs(np.fft.rfft(wz * hann)) ** 2
-        total = float(spec[body[0]:body[1]].sum())
+        total = float(spec[body[0] : body[1]].sum())
         if total > 0:
-            k = low[0] + int(np.argmax(spec[low[0]:low[1]]))
+            k = low[0] + int(np.argmax(spec[low[0] : low[1]]))
             f[16] = float(freqs[k])
             half = int(0.5 / df)
-            f[17] = float(spec[max(0, k - half):k + half + 1].sum()) / total
-            f[18] = float(spec[lf[0]:lf[1]].sum()) / total
-            f[19] = float(spec[hf[0]:hf[1]].sum()) / total
+            f[17] = float(spec[max(0, k - half) : k + half + 1].sum()) / total
+            f[18] = float(spec[lf[0] : lf[1]].sum()) / total
+            f[19] = float(spec[hf[0] : hf[1]].sum()) / total
         f[20] = vf_leakage(wz)
         f[21] = float(wz.max() - wz.min()) / normal_amp if normal_amp > 0 else 0.0
         var = float(wz @ wz) / wz.size
@@ -150,15 +183,21 @@ class VtWindowModel:
         return 1.0 / (1.0 + math.exp(-r)) if r > -30 else 0.0
 
     def save(self, path: Path, meta: dict[str, str]) -> None:
-        np.savez_compressed(path, **self.trees.arrays(), version=np.str_(self.version),
-                            features=np.array(FEATURES), meta=np.str_(repr(sorted(meta.items()))))
+        np.savez_compressed(
+            path,
+            **self.trees.arrays(),
+            version=np.str_(self.version),
+            features=np.array(FEATURES),
+            meta=np.str_(repr(sorted(meta.items()))),
+        )
 
 
 def read_model(path: Path) -> VtWindowModel:
     with np.load(path, allow_pickle=False) as z:
         if tuple(str(s) for s in z["features"]) != FEATURES:
-            raise ValueError(f"{path}: model features differ from this code's: retrain it "
-                             "(python scripts/train_vt_window_model.py)")
+            raise ValueError(
+                f"{path}: model features differ from this code's: retrain it (python scripts/train_vt_window_model.py)"
+            )
         return VtWindowModel(FlatTrees.from_arrays(z), str(z["version"]))
 
 

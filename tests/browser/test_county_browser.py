@@ -43,24 +43,49 @@ def _bp(clinic: str, patient: str, values: list[tuple[int, int]], now: datetime)
     rows = []
     for i, (s, d) in enumerate(values):
         ts = _iso(now - timedelta(hours=12 * (i + 1)))
-        body = {"kind": "blood_pressure", "ts": ts, "seq": i, "systolic": s, "diastolic": d, "pulse": 72, "unit": "mmHg",
-                "status": {"body_movement": False, "irregular_pulse": False, "cuff_loose": False,
-                           "improper_position": False},
-                "patient_id": patient, "device_id": f"bp-{patient}", "received_at": ts}
+        body = {
+            "kind": "blood_pressure",
+            "ts": ts,
+            "seq": i,
+            "systolic": s,
+            "diastolic": d,
+            "pulse": 72,
+            "unit": "mmHg",
+            "status": {
+                "body_movement": False,
+                "irregular_pulse": False,
+                "cuff_loose": False,
+                "improper_position": False,
+            },
+            "patient_id": patient,
+            "device_id": f"bp-{patient}",
+            "received_at": ts,
+        }
         rows.append((f"bp-{patient}-{i}", f"vg/{clinic}/patient/{patient}/reading", json.dumps(body)))
     return rows
 
 
 def _alert(clinic: str, n: int, patient: str, tier: str, condition: str, now: datetime) -> tuple[str, str]:
     opened = _iso(now - timedelta(minutes=10 * n))
-    body = {"alert_id": f"{clinic}-a{n}", "patient_id": patient, "clinic": clinic, "tier": tier, "condition": condition,
-            "severity": "critical" if tier == "emergency" else "high", "state": "firing", "opened_at": opened,
-            "updated_at": opened, "escalated_from": None, "acknowledged_by": None}
+    body = {
+        "alert_id": f"{clinic}-a{n}",
+        "patient_id": patient,
+        "clinic": clinic,
+        "tier": tier,
+        "condition": condition,
+        "severity": "critical" if tier == "emergency" else "high",
+        "state": "firing",
+        "opened_at": opened,
+        "updated_at": opened,
+        "escalated_from": None,
+        "acknowledged_by": None,
+    }
     return f"vg/{clinic}/alert/{tier}", json.dumps(body)
 
 
 def test_the_county_page_puts_urgent_alerts_first_acks_down_to_the_clinic_and_draws_the_weekly_figures(
-        cluster: NatsCluster, tmp_path: Path, browser_context) -> None:  # noqa: F811
+    cluster: NatsCluster, tmp_path: Path, browser_context
+) -> None:  # noqa: F811
     t0 = time.monotonic()
     county = CountyProcess(cluster.config_path)
     county.wait_for(lambda: county.health()["ready"] and len(county.health()["partitions"]) == 8, what="ready")
@@ -68,21 +93,47 @@ def test_the_county_page_puts_urgent_alerts_first_acks_down_to_the_clinic_and_dr
 
     # Clinic xl on a server's MQTT listener, as today's gateway: its status lists its patients by village.
     xl = MqttClinic("xl", cluster.mqtt_port(1), subscribe=["vg/xl/ack"])
-    xl.publish("vg/xl/status", json.dumps({"clinic": "xl", "online": True, "updated_at": _iso(now),
-                                           "villages": {"dongcun": ["p-0001", "p-0002"], "xicun": ["p-0003"]}}),
-               retain=True)
-    for _, topic, payload in (_bp("xl", "p-0001", [(128, 80)] * 6, now) + _bp("xl", "p-0002", [(150, 92)] * 6, now)
-                              + _bp("xl", "p-0003", [(126, 78)] * 6, now)):
+    xl.publish(
+        "vg/xl/status",
+        json.dumps(
+            {
+                "clinic": "xl",
+                "online": True,
+                "updated_at": _iso(now),
+                "villages": {"dongcun": ["p-0001", "p-0002"], "xicun": ["p-0003"]},
+            }
+        ),
+        retain=True,
+    )
+    for _, topic, payload in (
+        _bp("xl", "p-0001", [(128, 80)] * 6, now)
+        + _bp("xl", "p-0002", [(150, 92)] * 6, now)
+        + _bp("xl", "p-0003", [(126, 78)] * 6, now)
+    ):
         xl.publish(topic, payload)
-    strip = {"kind": "ecg_strip", "ts": _iso(now - timedelta(days=2)), "strip_id": "hh-0003-1", "fs": 300.0,
-             "seconds": 30.0, "lead": "I", "label": "af", "confidence": 0.96, "hr_bpm": 104.0, "model": "screen-v1",
-             "patient_id": "p-0003", "device_id": "hh-0003", "received_at": _iso(now - timedelta(days=2))}
+    strip = {
+        "kind": "ecg_strip",
+        "ts": _iso(now - timedelta(days=2)),
+        "strip_id": "hh-0003-1",
+        "fs": 300.0,
+        "seconds": 30.0,
+        "lead": "I",
+        "label": "af",
+        "confidence": 0.96,
+        "hr_bpm": 104.0,
+        "model": "screen-v1",
+        "patient_id": "p-0003",
+        "device_id": "hh-0003",
+        "received_at": _iso(now - timedelta(days=2)),
+    }
     xl.publish("vg/xl/patient/p-0003/reading", json.dumps(strip))
     xl.publish(*_alert("xl", 1, "p-0002", "village", "bp_high", now))
     xl.publish(*_alert("xl", 2, "p-0002", "emergency", "vt_sustained", now))
     # Clinic sm on the native uplink.
     sm = NativeClinic("sm", tmp_path / "sm", cluster.urls)
-    sm.set_status({"clinic": "sm", "online": True, "updated_at": _iso(now), "villages": {"nancun": ["p-0001", "p-0002"]}})
+    sm.set_status(
+        {"clinic": "sm", "online": True, "updated_at": _iso(now), "villages": {"nancun": ["p-0001", "p-0002"]}}
+    )
     sm.send(_bp("sm", "p-0001", [(122, 76)] * 6, now) + _bp("sm", "p-0002", [(160, 100)] * 3, now))
     sm.send_alert(*_alert("sm", 3, "p-0001", "township", "bp_crisis", now))
     sm.send_alert(*_alert("sm", 4, "p-0002", "county", "af_rvr", now))
@@ -91,13 +142,21 @@ def test_the_county_page_puts_urgent_alerts_first_acks_down_to_the_clinic_and_dr
     def figures() -> dict | None:
         w = county.api("/api/weekly?days=7")[1]
         v = {r["village"]: r for r in w["by_village"]}
-        ready = (v.get("dongcun", {}).get("bp_patients") == 2 and v.get("xicun", {}).get("af_found") == 1
-                 and v.get("nancun", {}).get("af_found") == 1 and v.get("nancun", {}).get("bp_too_few_readings") == 1
-                 and len(county.api("/api/alerts")[1]["alerts"]) == 4)
+        ready = (
+            v.get("dongcun", {}).get("bp_patients") == 2
+            and v.get("xicun", {}).get("af_found") == 1
+            and v.get("nancun", {}).get("af_found") == 1
+            and v.get("nancun", {}).get("bp_too_few_readings") == 1
+            and len(county.api("/api/alerts")[1]["alerts"]) == 4
+        )
         return v if ready else None
+
     villages = county.wait_for(figures, what="readings, statuses and alerts stored")
-    assert (villages["dongcun"]["bp_controlled"], villages["xicun"]["bp_control_rate"],
-            villages["nancun"]["bp_control_rate"]) == (1, 1.0, 1.0)
+    assert (
+        villages["dongcun"]["bp_controlled"],
+        villages["xicun"]["bp_control_rate"],
+        villages["nancun"]["bp_control_rate"],
+    ) == (1, 1.0, 1.0)
 
     page = browser_context.new_page()
     page.goto(f"http://127.0.0.1:{county.port}/")
@@ -107,7 +166,11 @@ def test_the_county_page_puts_urgent_alerts_first_acks_down_to_the_clinic_and_dr
     page.wait_for_selector("#alerts tbody tr[data-tier]", timeout=10_000)
     rows = page.locator("#alerts tbody tr")
     assert [rows.nth(i).get_attribute("data-tier") for i in range(rows.count())] == [
-        "emergency", "county", "township", "village"]
+        "emergency",
+        "county",
+        "township",
+        "village",
+    ]
     assert "持续性室速/室颤" in rows.nth(0).inner_text() and "xl" in rows.nth(0).inner_text()
 
     # 确认 on the emergency alert: the acknowledgement goes down to clinic xl on its ack topic.

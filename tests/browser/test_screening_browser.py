@@ -29,10 +29,11 @@ pytestmark = [pytest.mark.browser, pytest.mark.broker]
 
 def _config(tmp: Path, broker_port: int, http_port: int) -> Path:
     cfg = tmp / "gateway.yaml"
-    cfg.write_text(f"""\
+    cfg.write_text(
+        f"""\
 clinic: {CLINIC}
 broker: {{host: 127.0.0.1, port: {broker_port}}}
-storage: {{path: {tmp / 'var'}}}
+storage: {{path: {tmp / "var"}}}
 status: {{interval: 1s}}
 http: {{bind: 127.0.0.1, port: {http_port}, token: {TOKEN}}}
 patients:
@@ -43,18 +44,29 @@ patients:
   - id: p-0002
     devices:
       - {{id: ecg-0002, kind: ecg}}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return cfg
 
 
 def _strip(name: str, strip_id: str) -> str:
     r = read_record(str(STRIPS / name))
-    return json.dumps({"kind": "ecg_strip", "strip_id": strip_id, "ts": now_china().isoformat(), "fs": r.fs, "lead": "I",
-                       "samples_uv": np.rint(r.signal_uv).astype(int).tolist()})
+    return json.dumps(
+        {
+            "kind": "ecg_strip",
+            "strip_id": strip_id,
+            "ts": now_china().isoformat(),
+            "fs": r.fs,
+            "lead": "I",
+            "samples_uv": np.rint(r.signal_uv).astype(int).tolist(),
+        }
+    )
 
 
 def test_a_strip_from_mqtt_reaches_the_referral_list_labelled_af_and_is_marked_referred(
-        tmp_path, broker, gateway_process, watcher_factory, browser_context):  # noqa: F811
+    tmp_path, broker, gateway_process, watcher_factory, browser_context
+):  # noqa: F811
     http = free_port()
     gw = gateway_process(_config(tmp_path, broker.port, http))
     w = watcher_factory(broker.port, [f"vg/{CLINIC}/#"])

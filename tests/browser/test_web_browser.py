@@ -25,16 +25,15 @@ DOCTOR, DOCTOR_PASSWORD = "李医生", "li-zhen-2026-qiao"
 pytestmark = [pytest.mark.browser, pytest.mark.broker]
 
 
-
-
 def _config(tmp: Path, broker_port: int, http_port: int) -> Path:
     from console.accounts import hash_password
 
     cfg = tmp / "gateway.yaml"
-    cfg.write_text(f"""\
+    cfg.write_text(
+        f"""\
 clinic: {CLINIC}
 broker: {{host: 127.0.0.1, port: {broker_port}}}
-storage: {{path: {tmp / 'var'}}}
+storage: {{path: {tmp / "var"}}}
 status: {{interval: 1s}}
 http:
   bind: 127.0.0.1
@@ -54,12 +53,10 @@ patients:
     devices:
       - {{id: bp-0002, kind: blood_pressure}}
       - {{id: glu-0002, kind: glucose}}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return cfg
-
-
-
-
 
 
 def _publish_history(w, now: datetime) -> None:  # type: ignore[no-untyped-def]
@@ -67,25 +64,65 @@ def _publish_history(w, now: datetime) -> None:  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(7)
     for day in range(7, 0, -1):  # a normal week, then today
         ts = (now - timedelta(days=day)).replace(hour=8)
-        w.publish(topic.format("bp-0001"), json.dumps({"kind": "blood_pressure", "ts": ts.isoformat(), "seq": 100 - day,
-                  "systolic": int(128 + rng.integers(-6, 12)), "diastolic": int(80 + rng.integers(-4, 8)), "pulse": 72}))
-        w.publish(topic.format("glu-0001"), json.dumps({"kind": "glucose", "ts": (ts + timedelta(hours=1)).isoformat(),
-                  "seq": 100 - day, "mmol_l": round(float(5.5 + rng.normal(0, 1.2)), 1), "meal": "fasting"}))
-        w.publish(topic.format("bp-0002"), json.dumps({"kind": "blood_pressure", "ts": ts.isoformat(), "seq": 100 - day,
-                  "systolic": int(136 + rng.integers(-8, 8)), "diastolic": int(86 + rng.integers(-4, 4)), "pulse": 66}))
+        w.publish(
+            topic.format("bp-0001"),
+            json.dumps(
+                {
+                    "kind": "blood_pressure",
+                    "ts": ts.isoformat(),
+                    "seq": 100 - day,
+                    "systolic": int(128 + rng.integers(-6, 12)),
+                    "diastolic": int(80 + rng.integers(-4, 8)),
+                    "pulse": 72,
+                }
+            ),
+        )
+        w.publish(
+            topic.format("glu-0001"),
+            json.dumps(
+                {
+                    "kind": "glucose",
+                    "ts": (ts + timedelta(hours=1)).isoformat(),
+                    "seq": 100 - day,
+                    "mmol_l": round(float(5.5 + rng.normal(0, 1.2)), 1),
+                    "meal": "fasting",
+                }
+            ),
+        )
+        w.publish(
+            topic.format("bp-0002"),
+            json.dumps(
+                {
+                    "kind": "blood_pressure",
+                    "ts": ts.isoformat(),
+                    "seq": 100 - day,
+                    "systolic": int(136 + rng.integers(-8, 8)),
+                    "diastolic": int(86 + rng.integers(-4, 4)),
+                    "pulse": 66,
+                }
+            ),
+        )
     wave = np.rint(ecg_wave(20)).astype(int)
     for k in range(20):  # the patch's last 20 s
-        w.publish(topic.format("ecg-0001"), json.dumps({"kind": "ecg", "ts": (now - timedelta(seconds=20 - k)).isoformat(),
-                  "seq": k, "fs": 250, "samples_uv": wave[k * 250:(k + 1) * 250].tolist()}), qos=0)
+        w.publish(
+            topic.format("ecg-0001"),
+            json.dumps(
+                {
+                    "kind": "ecg",
+                    "ts": (now - timedelta(seconds=20 - k)).isoformat(),
+                    "seq": k,
+                    "fs": 250,
+                    "samples_uv": wave[k * 250 : (k + 1) * 250].tolist(),
+                }
+            ),
+            qos=0,
+        )
     w.publish(topic.format("ecg-0001"), json.dumps({"kind": "battery", "ts": now.isoformat(), "percent": 64}))
 
 
-
-
-
-
-def test_doctor_sees_a_crisis_live_acknowledges_it_and_mqtt_hears_it(tmp_path, broker, gateway_process,
-                                                                     watcher_factory, browser_context):
+def test_doctor_sees_a_crisis_live_acknowledges_it_and_mqtt_hears_it(
+    tmp_path, broker, gateway_process, watcher_factory, browser_context
+):
     http = free_port()
     gw = gateway_process(_config(tmp_path, broker.port, http))
     w = watcher_factory(broker.port, [f"vg/{CLINIC}/#"])
@@ -106,23 +143,39 @@ def test_doctor_sees_a_crisis_live_acknowledges_it_and_mqtt_hears_it(tmp_path, b
     # A confirmed crisis: two readings >= 180/110 two minutes apart (device time).
     topic = f"vg/{CLINIC}/device/bp-0001/reading"
     for seq, (ts, s, d) in enumerate([(now - timedelta(minutes=2), 186, 116), (now, 191, 118)]):
-        w.publish(topic, json.dumps({"kind": "blood_pressure", "ts": ts.isoformat(), "seq": 200 + seq, "systolic": s,
-                                     "diastolic": d, "pulse": 96, "unit": "mmHg"}))
+        w.publish(
+            topic,
+            json.dumps(
+                {
+                    "kind": "blood_pressure",
+                    "ts": ts.isoformat(),
+                    "seq": 200 + seq,
+                    "systolic": s,
+                    "diastolic": d,
+                    "pulse": 96,
+                    "unit": "mmHg",
+                }
+            ),
+        )
     _, fired = w.wait_for(lambda t, b: t.endswith("/alert/township") and b.get("condition") == "bp_crisis")
     row = page.locator(f'tr.alert[data-alert-id="{fired["alert_id"]}"]').first
     row.wait_for(timeout=10_000)
     assert page.evaluate("window.__stillHere") is True
     assert "高血压危象" in row.inner_text() and "待处理" in row.inner_text()
     # Something at the village tier too, for a fuller page: a low glucose for p-0002.
-    w.publish(f"vg/{CLINIC}/device/glu-0002/reading",
-              json.dumps({"kind": "glucose", "ts": now.isoformat(), "seq": 300, "mmol_l": 3.5, "meal": "casual"}))
+    w.publish(
+        f"vg/{CLINIC}/device/glu-0002/reading",
+        json.dumps({"kind": "glucose", "ts": now.isoformat(), "seq": 300, "mmol_l": 3.5, "meal": "casual"}),
+    )
     page.locator("tr.alert", has_text="低血糖").first.wait_for(timeout=10_000)
     shots = [shot(page, "1-alerts")]
 
     row.locator("button.ack").click()
     _, acked = w.wait_for(lambda t, b: b.get("alert_id") == fired["alert_id"] and b.get("state") == "acknowledged")
     assert acked["acknowledged_by"] == "李医生"
-    page.locator(f'tr.alert[data-alert-id="{fired["alert_id"]}"][data-state="acknowledged"]').first.wait_for(timeout=10_000)
+    page.locator(f'tr.alert[data-alert-id="{fired["alert_id"]}"][data-state="acknowledged"]').first.wait_for(
+        timeout=10_000
+    )
 
     page.click("#nav-patients")
     page.wait_for_selector("#patients tr[data-patient='p-0001']")
@@ -160,4 +213,3 @@ def test_doctor_sees_a_crisis_live_acknowledges_it_and_mqtt_hears_it(tmp_path, b
     page.wait_for_selector("#live.on")
     assert gw.stop() == 0
     assert all(p.stat().st_size > 10_000 for p in shots)
-

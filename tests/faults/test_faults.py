@@ -72,8 +72,9 @@ def county(tmp_path: Path):  # type: ignore[no-untyped-def]
 class Rig:
     """The devices, a clinic-side watcher, a county-side watcher and the gateway's storage."""
 
-    def __init__(self, tmp: Path, local: PersistentMosquitto, county: PersistentMosquitto, storage: Path | None = None,
-                 **cfg) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self, tmp: Path, local: PersistentMosquitto, county: PersistentMosquitto, storage: Path | None = None, **cfg
+    ) -> None:  # type: ignore[no-untyped-def]
         self.storage = storage or tmp / "var"
         self.cfg = write_config(tmp, local.port, county.port, storage=self.storage, patients=PATIENTS, **cfg)
         self.local_w = SessionWatcher(local.port, [f"vg/{CLINIC}/alert/#", f"vg/{CLINIC}/status"], "clinic-watch")
@@ -115,8 +116,11 @@ class Rig:
         start = len(self.local_w.snapshot())
 
         def online() -> bool:
-            return any(t.endswith("/status") and json.loads(p).get("online") is True
-                       for t, p, _ in self.local_w.snapshot()[start:])
+            return any(
+                t.endswith("/status") and json.loads(p).get("online") is True
+                for t, p, _ in self.local_w.snapshot()[start:]
+            )
+
         wait_until(online, timeout, "the gateway's online status")
 
     # ------------------------------------------------------------ counting
@@ -146,15 +150,18 @@ class Rig:
 
     def converged(self) -> dict | None:
         c = self.counts()
-        ok = (c["readings_in"] == c["readings_stored"] == c["readings_forwarded"]
-              and c["alerts_raised"] == c["alerts_delivered_clinic"] == c["alerts_delivered_county"]
-              and c["stored_not_sent"] == 0)
+        ok = (
+            c["readings_in"] == c["readings_stored"] == c["readings_forwarded"]
+            and c["alerts_raised"] == c["alerts_delivered_clinic"] == c["alerts_delivered_county"]
+            and c["stored_not_sent"] == 0
+        )
         return c if ok else None
 
     def assert_nothing_lost(self, timeout: float = 60) -> dict:
         try:
-            c = wait_until(self.converged, timeout, "every reading stored and forwarded, every alert delivered",
-                           every=0.5)
+            c = wait_until(
+                self.converged, timeout, "every reading stored and forwarded, every alert delivered", every=0.5
+            )
         except AssertionError:
             missing = sorted(set(self.sent) - {(d, s) for d, _, _, s in stored_keys(self.storage)})
             raise AssertionError(f"lost something: {self.counts()}; not stored: {missing[:40]}") from None
@@ -230,8 +237,9 @@ def test_county_broker_down_while_traffic_flows(tmp_path, local, county, gateway
             if (b["device_id"], b["seq"]) in outage_keys:
                 order.append("reading")
     assert "alert" in order and "reading" in order
-    assert order.index("reading") > max(i for i, x in enumerate(order) if x == "alert"), \
+    assert order.index("reading") > max(i for i, x in enumerate(order) if x == "alert"), (
         "held alerts must be sent before held telemetry"
+    )
     # Order kept per patient (device): first arrivals are in sequence order.
     seen: dict[str, list[int]] = {}
     for dev, seq in rig.county_readings():
@@ -322,9 +330,13 @@ def test_storage_full_alerts_still_go_out(tmp_path, local, county, gateway_proce
     # MQTT 5 Receive Maximum lets the severe low through behind them (under 3.1.1 it waited for the space).
     def severe_everywhere() -> bool:
         def hit(msgs) -> bool:  # type: ignore[no-untyped-def]
-            return any(json.loads(p).get("condition") == "hypoglycemia_severe" and json.loads(p).get("patient_id") == "p-0001"
-                       for _, p, _ in msgs)
+            return any(
+                json.loads(p).get("condition") == "hypoglycemia_severe" and json.loads(p).get("patient_id") == "p-0001"
+                for _, p, _ in msgs
+            )
+
         return hit(rig.local_w.alerts()) and hit(rig.county_w.alerts())
+
     wait_until(severe_everywhere, 30, "the severe hypoglycaemia alert on the clinic and county brokers")
 
     def storage_error_in_status():  # type: ignore[no-untyped-def]
@@ -333,6 +345,7 @@ def test_storage_full_alerts_still_go_out(tmp_path, local, county, gateway_proce
                 s = json.loads(p).get("storage") or {}
                 return s if s.get("ok") is False else None
         return None
+
     status = wait_until(storage_error_in_status, 15, "the storage error in the status")
     assert "full" in (status["error"] or "").lower() and status["held_unstored"] > 0
     assert "cannot write to storage" in gw.output()
@@ -362,8 +375,9 @@ def test_wall_clock_jump(tmp_path, local, county, rig_factory):
     gw = Gateway(load_config(rig.cfg), clock=lambda: now_local() + offset[0])
     loop = asyncio.new_event_loop()
     result: list[int] = []
-    runner = threading.Thread(target=lambda: result.append(loop.run_until_complete(gw.run(install_signals=False))),
-                              daemon=True)
+    runner = threading.Thread(
+        target=lambda: result.append(loop.run_until_complete(gw.run(install_signals=False))), daemon=True
+    )
     runner.start()
     try:
         rig.wait_online()

@@ -41,7 +41,8 @@ WORKERS = "{ecg_lag_warn: 500ms, workers: 2}"  # in two worker processes (shards
 
 @pytest.mark.parametrize("shards", [IN_PROCESS, WORKERS], ids=["in-process", "2-workers"])
 def test_an_ecg_flood_neither_delays_a_critical_reading_nor_loses_an_acknowledged_frame(
-        tmp_path, broker, gateway_process, watcher_factory, shards):
+    tmp_path, broker, gateway_process, watcher_factory, shards
+):
     gw = gateway_process(write_config(tmp_path, broker.port, shards))
     w = watcher_factory(broker.port, [f"vg/{CLINIC}/alert/+", f"vg/{CLINIC}/status"])
     w.wait_for(lambda t, b: t.endswith("/status") and b.get("online") is True, timeout=30)
@@ -51,10 +52,15 @@ def test_an_ecg_flood_neither_delays_a_critical_reading_nor_loses_an_acknowledge
         # The meter is another device: its own connection. Its reading waits for nothing but the broker.
         ts = datetime.now(CHINA_TZ).replace(microsecond=0) - timedelta(seconds=5)
         t0 = time.monotonic()
-        w.publish(f"vg/{CLINIC}/device/glu-0001/reading",
-                  json.dumps({"kind": "glucose", "ts": ts.isoformat(), "seq": 1, "mmol_l": 2.4}))
-        w.wait_for(lambda t, b: b.get("condition") == "hypoglycemia_severe" and b.get("state") == "firing",
-                   timeout=CRITICAL_WITHIN_S, prefix=f"vg/{CLINIC}/alert/")
+        w.publish(
+            f"vg/{CLINIC}/device/glu-0001/reading",
+            json.dumps({"kind": "glucose", "ts": ts.isoformat(), "seq": 1, "mmol_l": 2.4}),
+        )
+        w.wait_for(
+            lambda t, b: b.get("condition") == "hypoglycemia_severe" and b.get("state") == "firing",
+            timeout=CRITICAL_WITHIN_S,
+            prefix=f"vg/{CLINIC}/alert/",
+        )
         critical_after = time.monotonic() - t0
         assert flood.published.wait(180), "the flood was not acknowledged by the broker"
     finally:
@@ -63,10 +69,13 @@ def test_an_ecg_flood_neither_delays_a_critical_reading_nor_loses_an_acknowledge
     final = wait_until(caught_up(w, frames), 240, "the ECG analysis to catch up")
     seen = statuses(w)
     worst = max(s["ecg_analysis"]["lag_s"] for s in seen)
-    print(f"\nsevere hypoglycaemia alert {critical_after * 1000:.0f} ms after its reading; ECG analysis up to "
-          f"{worst:.1f} s behind; {final['ecg_analysis']['analysed_frames']} frames analysed")
-    assert any(s["ecg_analysis"]["condition"] == "ecg_analysis_lagging" for s in seen), \
+    print(
+        f"\nsevere hypoglycaemia alert {critical_after * 1000:.0f} ms after its reading; ECG analysis up to "
+        f"{worst:.1f} s behind; {final['ecg_analysis']['analysed_frames']} frames analysed"
+    )
+    assert any(s["ecg_analysis"]["condition"] == "ecg_analysis_lagging" for s in seen), (
         "the box never said its ECG analysis was behind"
+    )
     assert worst >= 0.5
     assert final["ecg_analysis"]["analysed_frames"] == frames  # each stored frame analysed once, none skipped
     assert final["counters"]["accepted"]["ecg"] == frames
@@ -77,7 +86,8 @@ def test_an_ecg_flood_neither_delays_a_critical_reading_nor_loses_an_acknowledge
 
 
 def test_frames_acknowledged_but_not_yet_analysed_when_the_gateway_is_killed_are_analysed_after_the_restart(
-        tmp_path, broker, gateway_process, watcher_factory):
+    tmp_path, broker, gateway_process, watcher_factory
+):
     cfg = write_config(tmp_path, broker.port, WORKERS)
     gw = gateway_process(cfg)
     w = watcher_factory(broker.port, [f"vg/{CLINIC}/status"])
@@ -85,9 +95,11 @@ def test_frames_acknowledged_but_not_yet_analysed_when_the_gateway_is_killed_are
     flood = Flood(broker.port).start()
     try:
         # Killed while frames it has acknowledged (stored) still wait for the analysis.
-        behind = wait_until(lambda: next((s for s in reversed(statuses(w))
-                                          if s["ecg_analysis"]["backlog_frames"] >= 500), None), 120,
-                            "a backlog of stored frames not yet analysed")
+        behind = wait_until(
+            lambda: next((s for s in reversed(statuses(w)) if s["ecg_analysis"]["backlog_frames"] >= 500), None),
+            120,
+            "a backlog of stored frames not yet analysed",
+        )
         gw.stop(signal.SIGKILL)
         # what the killed gateway had durably analysed (its status, up to a second older, may say less)
         cursor = EcgCursor(tmp_path / "var")

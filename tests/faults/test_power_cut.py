@@ -105,16 +105,22 @@ def test_layer_loses_unsynced_writes_and_keeps_synced_ones(tmp_path: Path, shim:
     # A SIGKILL alone loses nothing: the page cache has every write.
     def files() -> dict[str, bytes]:
         return {p.name: p.read_bytes() for p in sorted(tree.iterdir())}
-    assert files() == {"synced.bin": b"kept+tail", "unsynced.bin": b"lost", "recreated.bin": b"new",
-                       "late.bin": b"late", "never.bin": b"never"}
+
+    assert files() == {
+        "synced.bin": b"kept+tail",
+        "unsynced.bin": b"lost",
+        "recreated.bin": b"new",
+        "late.bin": b"late",
+        "never.bin": b"never",
+    }
 
     cut = cut_power(tree)
     assert files() == {
-        "synced.bin": b"kept",      # what its fdatasync saw; the tail is gone
-        "unsynced.bin": b"",        # its name survived (directory fsync), its content never reached the disk
-        "recreated.bin": b"",       # the new file, not the old file's content
-        "deleted.bin": b"back",     # its deletion never became durable
-    }                               # late.bin, never.bin: their names never became durable
+        "synced.bin": b"kept",  # what its fdatasync saw; the tail is gone
+        "unsynced.bin": b"",  # its name survived (directory fsync), its content never reached the disk
+        "recreated.bin": b"",  # the new file, not the old file's content
+        "deleted.bin": b"back",  # its deletion never became durable
+    }  # late.bin, never.bin: their names never became durable
     assert sorted(cut.deleted) == ["late.bin", "never.bin"] and cut.restored == ["deleted.bin"]
 
 
@@ -163,8 +169,13 @@ class GatewayRun:
     def __init__(self, cfg: Path, env: dict[str, str], normal_store: bool) -> None:
         entry = ["-c", NORMAL_STORE_RUN] if normal_store else ["-m", "box.cli"]
         with open(cfg.with_suffix(".log"), "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, *entry, "run", "--config", str(cfg)], cwd=REPO,
-                                         env=dict(env, PYTHONUNBUFFERED="1"), stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [sys.executable, *entry, "run", "--config", str(cfg)],
+                cwd=REPO,
+                env=dict(env, PYTHONUNBUFFERED="1"),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
 
     def stop(self, sig: int) -> int:
         if self.proc.poll() is None:
@@ -233,8 +244,11 @@ def power_cut_run(tmp: Path, shim: Path, normal_store: bool) -> dict:
         # reading sent now (in order, one session), so once that one is stored nothing else is coming.
         gw, _ = start(under_layer=False)
         devices.publish(TOPIC, bp(SENTINEL, ts_at(2 * BATCH, step_s=1.0)))
-        wait_until(lambda: any(k[0] == "bp-0001" and k[3] == SENTINEL for k in stored_keys(storage)), 20,
-                   "the reading sent after the restart")
+        wait_until(
+            lambda: any(k[0] == "bp-0001" and k[3] == SENTINEL for k in stored_keys(storage)),
+            20,
+            "the reading sent after the restart",
+        )
         gw.stop(signal.SIGKILL)  # what it stored is read from a copy, recovered as on a restart
         final = stored(storage)
         del final[("bp-0001", SENTINEL)]

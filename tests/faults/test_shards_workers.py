@@ -43,12 +43,16 @@ def test_patients_are_spread_over_the_shards_the_same_way_in_every_process():
 @pytest.mark.faults
 @pytest.mark.slow
 def test_a_sigkilled_worker_is_restarted_and_nothing_it_had_acknowledged_is_lost(
-        tmp_path, broker, gateway_process, watcher_factory):
+    tmp_path, broker, gateway_process, watcher_factory
+):
     cfg = write_config(tmp_path, broker.port, "{workers: 2, ecg_lag_warn: 500ms}")
     gw = gateway_process(cfg)
     w = watcher_factory(broker.port, [f"vg/{CLINIC}/status", f"vg/{CLINIC}/alert/+"])
-    first = wait_until(lambda: next((s for s in reversed(statuses(w))
-                                     if all(s["ecg_analysis"]["worker_pids"])), None), 30, "both workers running")
+    first = wait_until(
+        lambda: next((s for s in reversed(statuses(w)) if all(s["ecg_analysis"]["worker_pids"])), None),
+        30,
+        "both workers running",
+    )
     victim_patch = 2  # p-0002: 20 s of asystole, sent after the kill
     shard = next(k for k in range(2) if "p-0002" in ShardOf(k, 2))
     victim = first["ecg_analysis"]["worker_pids"][shard]
@@ -67,11 +71,18 @@ def test_a_sigkilled_worker_is_restarted_and_nothing_it_had_acknowledged_is_lost
     assert e["analysed_frames"] >= frames  # frames after the dead worker's last position are analysed again
     assert ecg_frames_stored(tmp_path / "var") == frames and final["counters"]["accepted"]["ecg"] == frames
     # The asystole came after the kill, on the killed worker's patient: its successor found it.
-    w.wait_for(lambda t, b: b.get("condition") == "asystole" and b.get("patient_id") == "p-0002"
-               and b.get("state") == "firing", timeout=30, prefix=f"vg/{CLINIC}/alert/")
+    w.wait_for(
+        lambda t, b: (
+            b.get("condition") == "asystole" and b.get("patient_id") == "p-0002" and b.get("state") == "firing"
+        ),
+        timeout=30,
+        prefix=f"vg/{CLINIC}/alert/",
+    )
     assert f"ECG worker {shard + 1} of 2 stopped (signal 9)" in gw.output()
-    print(f"\nworker {shard + 1} SIGKILLed; caught up {time.monotonic() - killed_at:.1f} s later, "
-          f"{e['analysed_frames']} frames analysed for {frames} stored")
+    print(
+        f"\nworker {shard + 1} SIGKILLed; caught up {time.monotonic() - killed_at:.1f} s later, "
+        f"{e['analysed_frames']} frames analysed for {frames} stored"
+    )
     pids = [p for p in e["worker_pids"] if p]
     assert gw.stop(signal.SIGTERM) == 0
     assert not any(alive(p) for p in pids), "a worker outlived the gateway's clean stop"

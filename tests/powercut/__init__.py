@@ -34,8 +34,9 @@ def build_shim(out_dir: Path) -> Path:
     if cc is None:
         pytest.skip("no C compiler (scripts/test.sh installs gcc)")
     lib = out_dir / "powercut.so"
-    r = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-Wall", "-o", str(lib), str(SOURCE), "-ldl"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [cc, "-shared", "-fPIC", "-O2", "-Wall", "-o", str(lib), str(SOURCE), "-ldl"], capture_output=True, text=True
+    )
     if r.returncode != 0:
         raise RuntimeError(f"the power-cut shim does not compile:\n{r.stderr}")
     return lib
@@ -57,10 +58,10 @@ def shim_env(shim: Path, tree: Path, base: dict[str, str] | None = None) -> dict
 class Cut:
     """What the cut did to each file (paths relative to the tree)."""
 
-    kept: list[str] = field(default_factory=list)        # content at its last sync
-    emptied: list[str] = field(default_factory=list)     # the name was durable, the content never synced
-    deleted: list[str] = field(default_factory=list)     # the name never became durable, or memory (-shm)
-    restored: list[str] = field(default_factory=list)    # deleted after its last sync, not durably
+    kept: list[str] = field(default_factory=list)  # content at its last sync
+    emptied: list[str] = field(default_factory=list)  # the name was durable, the content never synced
+    deleted: list[str] = field(default_factory=list)  # the name never became durable, or memory (-shm)
+    restored: list[str] = field(default_factory=list)  # deleted after its last sync, not durably
 
 
 def _record_name(rel: str) -> str:

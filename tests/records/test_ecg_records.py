@@ -49,19 +49,22 @@ def test_low_sampling_rate_svdb_800() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,se,ppv", [
-    ("mitdb/105", 0.99, 0.975),    # heavy noise
-    ("mitdb/119", 0.999, 0.999),
-    ("mitdb/200", 0.995, 0.995),
-    ("mitdb/201", 0.985, 0.999),
-    ("mitdb/203", 0.99, 0.99),
-    ("mitdb/207", 0.995, 0.995),
-    ("mitdb/208", 0.99, 0.995),
-    ("mitdb/210", 0.98, 0.995),
-    ("mitdb/221", 0.995, 0.999),
-    ("mitdb/222", 0.995, 0.995),
-    ("mitdb/232", 0.999, 0.995),
-])
+@pytest.mark.parametrize(
+    "name,se,ppv",
+    [
+        ("mitdb/105", 0.99, 0.975),  # heavy noise
+        ("mitdb/119", 0.999, 0.999),
+        ("mitdb/200", 0.995, 0.995),
+        ("mitdb/201", 0.985, 0.999),
+        ("mitdb/203", 0.99, 0.99),
+        ("mitdb/207", 0.995, 0.995),
+        ("mitdb/208", 0.99, 0.995),
+        ("mitdb/210", 0.98, 0.995),
+        ("mitdb/221", 0.995, 0.999),
+        ("mitdb/222", 0.995, 0.995),
+        ("mitdb/232", 0.999, 0.995),
+    ],
+)
 def test_mitdb_beat_floors(name: str, se: float, ppv: float) -> None:
     b = scored(name)["beats"]
     assert b["se"] >= se and b["ppv"] >= ppv, b
@@ -141,7 +144,7 @@ def test_208_raises_vt_only_on_a_fusion_led_salvo() -> None:
     assert len(vts) <= 1, vts
     for a in vts:
         i = int(abs(ref_t - a["start_s"]).argmin())
-        assert ref_sym[i:i + 3] == ["F", "V", "V"], (a, ref_sym[i - 2:i + 4])
+        assert ref_sym[i : i + 3] == ["F", "V", "V"], (a, ref_sym[i - 2 : i + 4])
 
 
 @pytest.mark.slow
@@ -157,7 +160,7 @@ def test_222_at_125_hz_flutter_beats_stay_mostly_normal() -> None:
     beats, alarms, _ = evaluation.analyse(rec)
     res = evaluation.score_record(rec, beats, alarms)
     assert res["vt"]["vt_alarms"] <= 1, res["alarms"]
-    assert res["beats"]["ventricular_detected"] <= 120, res["beats"]   # 94 measured
+    assert res["beats"]["ventricular_detected"] <= 120, res["beats"]  # 94 measured
 
 
 @pytest.mark.slow
@@ -188,8 +191,9 @@ def test_no_vt_alarm_under_muscle_noise_at_6_db(name: str) -> None:
 @pytest.mark.parametrize("name", ["nstdb/bw", "nstdb/ma"])
 def test_noise_records_raise_no_pause_asystole_af(name: str) -> None:
     res = scored(name)
-    assert not conditions(res) & {"asystole", "pause", "af", "af_rvr", "vt", "vt_sustained", "pvc_frequent"}, \
-        res["alarms"]
+    assert not conditions(res) & {"asystole", "pause", "af", "af_rvr", "vt", "vt_sustained", "pvc_frequent"}, res[
+        "alarms"
+    ]
 
 
 @pytest.mark.slow
@@ -252,14 +256,17 @@ def test_challenge2017_noise_strips_raise_no_clinical_alarm(name: str) -> None:
     assert not conditions(res) & CLINICAL, res["alarms"]
 
 
-@pytest.mark.parametrize("names, expected", [
-    (["ABP", "PLETH", "II"], 2),        # 2015 challenge order variants: the ECG lead, not the pressure
-    (["RESP", "V", "PLETH"], 1),        # the challenge's bare "V" chest lead
-    (["ABP", "ML2", "MV2"], 1),         # Long-Term ST database
-    (["PAP", "D3", "V4"], 1),           # European ST-T database
-    (["CVP", "MCL1"], 1),
-    (["ECG lead I", "ECG lead II"], 0),
-    (["PLETH", "RESP"], 0),             # nothing ECG-like: channel 0
-])
+@pytest.mark.parametrize(
+    "names, expected",
+    [
+        (["ABP", "PLETH", "II"], 2),  # 2015 challenge order variants: the ECG lead, not the pressure
+        (["RESP", "V", "PLETH"], 1),  # the challenge's bare "V" chest lead
+        (["ABP", "ML2", "MV2"], 1),  # Long-Term ST database
+        (["PAP", "D3", "V4"], 1),  # European ST-T database
+        (["CVP", "MCL1"], 1),
+        (["ECG lead I", "ECG lead II"], 0),
+        (["PLETH", "RESP"], 0),  # nothing ECG-like: channel 0
+    ],
+)
 def test_choose_lead_names_across_databases(names: list[str], expected: int) -> None:
     assert evaluation.choose_lead(names) == expected

@@ -99,8 +99,9 @@ def test_vt_then_ventricular_fibrillation_vfdb_422() -> None:
     res = scored("vfdb/422_1290")
     assert res["vf"] == {"ref_episodes": 1, "flagged": 1}, res.get("vf")
     assert res["vt"]["episodes_flagged"] >= 1 and res["vt"]["vt_alarms_unmatched"] == 0, res["vt"]
-    assert any(235.0 <= a["start_s"] <= 245.2 + evaluation.VF_LATE_S for a in alarms_of(res, "vt_sustained")), \
-        res["alarms"]
+    assert any(235.0 <= a["start_s"] <= 245.2 + evaluation.VF_LATE_S for a in alarms_of(res, "vt_sustained")), res[
+        "alarms"
+    ]
     assert not conditions(res) & {"af", "af_rvr", "asystole", "pause"}, res["alarms"]
 
 
@@ -111,15 +112,19 @@ def test_ventricular_fibrillation_has_no_steady_sharp_complexes_vfdb_422() -> No
 
     rec = evaluation.read_record(str(ECG_SLICES / "vfdb/422_1290"))
     for t0 in range(250, 326, 5):
-        seg = rec.signal_uv[int(t0 * rec.fs):int((t0 + 4) * rec.fs)]
+        seg = rec.signal_uv[int(t0 * rec.fs) : int((t0 + 4) * rec.fs)]
         assert sharp_complex_interval(seg, rec.fs) is None, t0
 
 
 def test_challenge2015_true_vt_alarm_v158s() -> None:
     """v158s (whole 5-min record, lead II): the true VT alarm at 5:00 is reproduced (``vt`` at 296.5 s)."""
     res = scored("challenge2015/v158s")
-    assert res["challenge2015"] == {"alarm": "ventricular_tachycardia", "true_alarm": True, "raised": True,
-                                    "correct": True}
+    assert res["challenge2015"] == {
+        "alarm": "ventricular_tachycardia",
+        "true_alarm": True,
+        "raised": True,
+        "correct": True,
+    }
 
 
 def test_challenge2017_mat_record_is_readable() -> None:
@@ -170,11 +175,24 @@ def test_afdb_style_record_rhythm_only_annotations(tmp_path: Path) -> None:
     ann = wfdb.rdann(str(ECG_SLICES / "mitdb" / "201_300"), "atr")
     ecg = resample_poly(src.p_signal[:, 0], 25, 36)
     other = np.sin(np.arange(len(ecg)) / 250.0) * 0.5
-    wfdb.wrsamp("04015", fs=250, units=["mmHg", "mV"], sig_name=["ABP", "ECG1"],
-                p_signal=np.column_stack([other, ecg]), fmt=["212", "212"], write_dir=str(tmp_path))
+    wfdb.wrsamp(
+        "04015",
+        fs=250,
+        units=["mmHg", "mV"],
+        sig_name=["ABP", "ECG1"],
+        p_signal=np.column_stack([other, ecg]),
+        fmt=["212", "212"],
+        write_dir=str(tmp_path),
+    )
     keep = [i for i, s in enumerate(ann.symbol) if s == "+"]
-    wfdb.wrann("04015", "atr", np.round(ann.sample[keep] * 250 / 360).astype(int), symbol=["+"] * len(keep),
-               aux_note=[ann.aux_note[i] for i in keep], write_dir=str(tmp_path))
+    wfdb.wrann(
+        "04015",
+        "atr",
+        np.round(ann.sample[keep] * 250 / 360).astype(int),
+        symbol=["+"] * len(keep),
+        aux_note=[ann.aux_note[i] for i in keep],
+        write_dir=str(tmp_path),
+    )
     rec = evaluation.read_record(str(tmp_path / "04015"))
     assert rec.lead == "ECG1" and rec.fs == 250.0
     res = evaluation.score_record(rec, *evaluation.analyse(rec)[:2])
@@ -192,10 +210,16 @@ def test_slices_stay_small() -> None:
 def test_slices_are_regenerated_byte_for_byte(tmp_path: Path) -> None:
     """``scripts/make_ecg_slices.py`` rebuilds every shipped slice from the full data set, identically."""
     data = ecg_data()
-    subprocess.run([sys.executable, str(REPO / "scripts" / "make_ecg_slices.py"), "--data", str(data),
-                    "--out", str(tmp_path)], check=True, capture_output=True)
-    shipped = {p.relative_to(ECG_SLICES) for p in ECG_SLICES.rglob("*")
-               if p.is_file() and p.name not in ("README.md", ".gitattributes")}
+    subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "make_ecg_slices.py"), "--data", str(data), "--out", str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
+    shipped = {
+        p.relative_to(ECG_SLICES)
+        for p in ECG_SLICES.rglob("*")
+        if p.is_file() and p.name not in ("README.md", ".gitattributes")
+    }
     made = {p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()}
     assert made == shipped
     for rel in sorted(made):

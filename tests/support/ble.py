@@ -79,19 +79,34 @@ class Recorder:
         return out
 
 
-def spec(device_id: str, profile: str, address: str | None = None, *, patient: str = "p-0001",
-         name: str | None = None, expected_interval: timedelta | None = None) -> BleDeviceSpec:
+def spec(
+    device_id: str,
+    profile: str,
+    address: str | None = None,
+    *,
+    patient: str = "p-0001",
+    name: str | None = None,
+    expected_interval: timedelta | None = None,
+) -> BleDeviceSpec:
     kind = {"blood_pressure": DeviceKind.BLOOD_PRESSURE, "glucose": DeviceKind.GLUCOSE}.get(profile, DeviceKind.ECG)
     return BleDeviceSpec(device_id, patient, kind, profile, address, name, expected_interval)
 
 
 @contextlib.asynccontextmanager
-async def running(specs: list[BleDeviceSpec], storage: Path, rec: Recorder | None = None,
-                  **kw: Any) -> AsyncIterator[tuple[BleIngress, Recorder]]:
+async def running(
+    specs: list[BleDeviceSpec], storage: Path, rec: Recorder | None = None, **kw: Any
+) -> AsyncIterator[tuple[BleIngress, Recorder]]:
     rec = rec or Recorder()
     kw.setdefault("policy", RetryPolicy.fast())
-    ingress = BleIngress(specs, submit=rec.submit, on_finding=rec.on_finding, on_reject=rec.rejected.append,
-                         storage=storage, record=True, **kw)
+    ingress = BleIngress(
+        specs,
+        submit=rec.submit,
+        on_finding=rec.on_finding,
+        on_reject=rec.rejected.append,
+        storage=storage,
+        record=True,
+        **kw,
+    )
     task = asyncio.create_task(ingress.run())
     try:
         yield ingress, rec

@@ -31,16 +31,16 @@ def people_accounts() -> list[ConsoleAccount]:
     from console.accounts import hash_password
 
     if not _HASHED:
-        _HASHED.extend(ConsoleAccount(name=n, role=role, password_hash=hash_password(pw))  # type: ignore[arg-type]
-                       for n, (role, pw) in PEOPLE.items())
+        _HASHED.extend(
+            ConsoleAccount(name=n, role=role, password_hash=hash_password(pw))  # type: ignore[arg-type]
+            for n, (role, pw) in PEOPLE.items()
+        )
     return list(_HASHED)
 
 
 def with_accounts(cfg: GatewayConfig) -> GatewayConfig:
     assert cfg.http is not None
     return cfg.model_copy(update={"http": cfg.http.model_copy(update={"accounts": people_accounts()})})
-
-
 
 
 @contextlib.asynccontextmanager
@@ -69,8 +69,9 @@ async def console(tmp_path, accounts: bool = True) -> AsyncIterator[tuple[Gatewa
 async def login(session: aiohttp.ClientSession, base: str, name: str = "李医生", password: str | None = None) -> str:
     """Sign in (as one of PEOPLE unless a password is given); returns where the console sends them."""
     password = PEOPLE[name][1] if password is None else password
-    async with session.post(f"{base}/login", data={"password": password, "name": name, "next": "/"},
-                            allow_redirects=False) as r:
+    async with session.post(
+        f"{base}/login", data={"password": password, "name": name, "next": "/"}, allow_redirects=False
+    ) as r:
         assert r.status == 303, (r.status, await r.text())
         return r.headers["Location"]
 

@@ -39,12 +39,25 @@ def nats_server_exe() -> str:
 
 def county_cli(*args: str, **kw) -> subprocess.CompletedProcess:
     """`vitalgate <args>` as the console script runs it."""
-    return subprocess.run([sys.executable, "-m", CLI_MODULE, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=kw.pop("timeout", 60), **kw)
+    return subprocess.run(
+        [sys.executable, "-m", CLI_MODULE, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=kw.pop("timeout", 60),
+        **kw,
+    )
 
 
-def write_county_config(path: Path, storage: Path, n: int = 3, partitions: int = 8, http_port: int = 0,
-                        lease_ttl_s: float = 3.0, ack_wait_s: float = 3.0) -> dict:
+def write_county_config(
+    path: Path,
+    storage: Path,
+    n: int = 3,
+    partitions: int = 8,
+    http_port: int = 0,
+    lease_ttl_s: float = 3.0,
+    ack_wait_s: float = 3.0,
+) -> dict:
     clients = [free_port() for _ in range(n)]
     cfg = {
         "county": "test-county",
@@ -99,8 +112,9 @@ class NatsCluster:
 
     def start(self, k: int, wait: bool = True) -> None:
         log = open(self.workdir / f"nats-{k + 1}.log", "ab")
-        self.procs[k] = subprocess.Popen([self.exe, "-c", str(self.engine_dir / f"nats-{k + 1}.conf")],
-                                         stdout=log, stderr=subprocess.STDOUT)
+        self.procs[k] = subprocess.Popen(
+            [self.exe, "-c", str(self.engine_dir / f"nats-{k + 1}.conf")], stdout=log, stderr=subprocess.STDOUT
+        )
         if wait:
             wait_port(self.client_port(k))
 
@@ -240,8 +254,9 @@ class SubjectLog:
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._run(url, subject),),
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_until_complete, args=(self._run(url, subject),), daemon=True
+        )
         self._thread.start()
         assert self._ready.wait(10), "could not subscribe to the county cluster"
 
@@ -289,14 +304,21 @@ class CountyProcess:
         self._logf = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", CLI_MODULE, "county", "--config", str(config_path), "--http-port", str(self.port)],
-            cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=self._logf, stderr=subprocess.STDOUT)
+            cwd=REPO,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            stdout=self._logf,
+            stderr=subprocess.STDOUT,
+        )
         LIVE.append(self)
         if self.port:
             wait_port(self.port, timeout=20)
 
     def api(self, path: str, method: str = "GET", body: dict | None = None, token: str | None = TOKEN):
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method,
-                                     data=None if body is None else json.dumps(body).encode())
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}",
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+        )
         if token:
             req.add_header("Authorization", f"Bearer {token}")
         try:
@@ -323,8 +345,9 @@ class CountyProcess:
             health = self.health()
         except OSError as exc:
             health = repr(exc)
-        raise AssertionError(f"{what} not met within {timeout}s (last {last!r}); health {health}; "
-                             f"log:\n{self.output()[-3000:]}")
+        raise AssertionError(
+            f"{what} not met within {timeout}s (last {last!r}); health {health}; log:\n{self.output()[-3000:]}"
+        )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         if self.proc.poll() is None:
@@ -342,18 +365,42 @@ class CountyProcess:
 def reading(clinic: str, patient: str, i: int, kind: str = "glucose") -> tuple[str, str, str]:
     """(msg_id, topic, payload) of one reading as a gateway uplinks it."""
     device = f"glu-{patient}"
-    body = {"kind": kind, "ts": f"2026-03-15T{7 + i // 3600:02d}:{(i // 60) % 60:02d}:{i % 60:02d}.000+08:00",
-            "seq": i, "mmol_l": 5.0 + (i % 30) / 10, "meal": "fasting", "patient_id": patient, "device_id": device,
-            "received_at": "2026-03-15T09:00:00.000+08:00"}
+    body = {
+        "kind": kind,
+        "ts": f"2026-03-15T{7 + i // 3600:02d}:{(i // 60) % 60:02d}:{i % 60:02d}.000+08:00",
+        "seq": i,
+        "mmol_l": 5.0 + (i % 30) / 10,
+        "meal": "fasting",
+        "patient_id": patient,
+        "device_id": device,
+        "received_at": "2026-03-15T09:00:00.000+08:00",
+    }
     return f"{device}-{i}", f"vg/{clinic}/patient/{patient}/reading", json.dumps(body)
 
 
-def alert(clinic: str, alert_id: str, patient: str, tier: str = "county", state: str = "firing",
-          updated_at: str = "2026-03-15T07:30:00.000+08:00", condition: str = "af_rvr") -> tuple[str, str]:
-    body = {"alert_id": alert_id, "patient_id": patient, "clinic": clinic, "tier": tier, "condition": condition,
-            "severity": "high", "state": state, "opened_at": "2026-03-15T07:30:00.000+08:00", "escalated_from": None,
-            "updated_at": updated_at, "acknowledged_by": None if state == "firing" else "dr-li",
-            "evidence": {"device_id": "ecg-1", "mean_hr_bpm": 131.0}}
+def alert(
+    clinic: str,
+    alert_id: str,
+    patient: str,
+    tier: str = "county",
+    state: str = "firing",
+    updated_at: str = "2026-03-15T07:30:00.000+08:00",
+    condition: str = "af_rvr",
+) -> tuple[str, str]:
+    body = {
+        "alert_id": alert_id,
+        "patient_id": patient,
+        "clinic": clinic,
+        "tier": tier,
+        "condition": condition,
+        "severity": "high",
+        "state": state,
+        "opened_at": "2026-03-15T07:30:00.000+08:00",
+        "escalated_from": None,
+        "updated_at": updated_at,
+        "acknowledged_by": None if state == "firing" else "dr-li",
+        "evidence": {"device_id": "ecg-1", "mean_hr_bpm": 131.0},
+    }
     return f"vg/{clinic}/alert/{tier}", json.dumps(body)
 
 
@@ -390,6 +437,7 @@ class NativeClinic:
 
         async def run():
             return fn(*args)
+
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
 
     def send(self, rows: list[tuple[str, str, str]]) -> None:
@@ -397,6 +445,7 @@ class NativeClinic:
             for msg_id, topic, payload in rows:
                 self.uplink.stage_raw(msg_id, topic, payload)
             self.uplink.flush()
+
         self._call(stage)
 
     def send_alert(self, topic: str, payload: str) -> None:
@@ -433,8 +482,12 @@ class MqttClinic:
 
         self.clinic = clinic
         self.received: list[tuple[str, dict]] = []
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"vitalgate-{clinic}-uplink",
-                                  protocol=mqtt.MQTTv311, clean_session=not persistent)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"vitalgate-{clinic}-uplink",
+            protocol=mqtt.MQTTv311,
+            clean_session=not persistent,
+        )
         self.client.will_set(f"vg/{clinic}/status", json.dumps({"clinic": clinic, "online": False}), qos=1, retain=True)
         connected = threading.Event()
 

@@ -24,14 +24,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(tmp: Path, broker_port: int, extra: str = "", http_port: int | None = None,
-                 escalation: str = "{village: 4h, township: 30m, county: 10m}", escalation_more: str = "") -> Path:
+def write_config(
+    tmp: Path,
+    broker_port: int,
+    extra: str = "",
+    http_port: int | None = None,
+    escalation: str = "{village: 4h, township: 30m, county: 10m}",
+    escalation_more: str = "",
+) -> Path:
     http = f"http: {{bind: 127.0.0.1, port: {http_port}, token: {TOKEN}}}\n" if http_port else ""
     cfg = tmp / "gateway.yaml"
     cfg.write_text(f"""\
 clinic: {CLINIC}
 broker: {{host: 127.0.0.1, port: {broker_port}}}
-storage: {{path: {tmp / 'var'}}}
+storage: {{path: {tmp / "var"}}}
 status: {{interval: 1s}}
 patients:
   - id: p-0001
@@ -59,13 +65,23 @@ def glucose(ts: datetime, mmol: float, seq: int) -> str:
 
 
 def bp(ts: datetime, sys_: int, dia: int, seq: int) -> str:
-    return json.dumps({"kind": "blood_pressure", "ts": ts.isoformat(), "seq": seq, "systolic": sys_,
-                       "diastolic": dia, "pulse": 80, "unit": "mmHg"})
+    return json.dumps(
+        {
+            "kind": "blood_pressure",
+            "ts": ts.isoformat(),
+            "seq": seq,
+            "systolic": sys_,
+            "diastolic": dia,
+            "pulse": 80,
+            "unit": "mmHg",
+        }
+    )
 
 
 def api(port: int, method: str, path: str, body: dict | None = None, token: str | None = TOKEN) -> tuple[int, dict]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
-                                 data=json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", method=method, data=json.dumps(body).encode() if body is not None else None
+    )
     if body is not None:
         req.add_header("Content-Type", "application/json")
     if token:
@@ -104,8 +120,9 @@ class WebhookReceiver:
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 status = 503 if len(outer.requests) < outer.fail_first else 200
-                outer.requests.append({"t": time.monotonic(), "headers": dict(self.headers), "status": status,
-                                       "body": json.loads(body)})
+                outer.requests.append(
+                    {"t": time.monotonic(), "headers": dict(self.headers), "status": status, "body": json.loads(body)}
+                )
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()

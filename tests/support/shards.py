@@ -22,13 +22,14 @@ SECONDS = 150  # frames per patch: 9,000 in all, a few seconds of analysis on th
 
 def write_config(tmp: Path, port: int, shards: str = "{ecg_lag_warn: 500ms}") -> Path:
     """p-0001 has a glucose meter and a patch; p-0002..p-0060 a patch each."""
-    patches = "\n".join(f"  - {{id: p-{i:04d}, devices: [{{id: ecg-{i:04d}, kind: ecg}}]}}"
-                        for i in range(2, PATCHES + 1))
+    patches = "\n".join(
+        f"  - {{id: p-{i:04d}, devices: [{{id: ecg-{i:04d}, kind: ecg}}]}}" for i in range(2, PATCHES + 1)
+    )
     cfg = tmp / "gateway.yaml"
     cfg.write_text(f"""\
 clinic: {CLINIC}
 broker: {{host: 127.0.0.1, port: {port}}}
-storage: {{path: {tmp / 'var'}}}
+storage: {{path: {tmp / "var"}}}
 status: {{interval: 1s}}
 shards: {shards}
 patients:
@@ -57,8 +58,13 @@ class Flood:
             for k in range(PATCHES):
                 inject = (rhythms or {}).get(k + 1)
                 synths[k].rhythm = inject[2] if inject and inject[0] <= s < inject[1] else "sinus"
-                body = {"kind": "ecg", "ts": (base + timedelta(seconds=s)).isoformat(), "seq": s + 1, "fs": 250,
-                        "samples_uv": [int(v) for v in synths[k].frame()]}
+                body = {
+                    "kind": "ecg",
+                    "ts": (base + timedelta(seconds=s)).isoformat(),
+                    "seq": s + 1,
+                    "fs": 250,
+                    "samples_uv": [int(v) for v in synths[k].frame()],
+                }
                 self.payloads.append((f"vg/{CLINIC}/device/ecg-{k + 1:04d}/reading", json.dumps(body)))
         self.published = threading.Event()
         self.third = threading.Event()
@@ -111,11 +117,13 @@ def wait_until(pred, timeout: float, what: str):  # type: ignore[no-untyped-def]
 
 def caught_up(w, frames: int):  # type: ignore[no-untyped-def]
     """A status saying every stored frame is analysed (all `frames` of them) and the lag is over."""
+
     def check():  # type: ignore[no-untyped-def]
         for s in reversed(statuses(w)):
             e = s["ecg_analysis"]
             return s if e["backlog_frames"] == 0 and e["analysed_upto"] >= frames and e["condition"] is None else None
         return None
+
     return check
 
 

@@ -103,21 +103,49 @@ def ts_at(i: int, start: datetime | None = None, step_s: float = 0.5) -> str:
 
 
 def bp(seq: int, ts: str, sys_: int = 124, dia: int = 78) -> str:
-    return json.dumps({"kind": "blood_pressure", "ts": ts, "seq": seq, "systolic": sys_, "diastolic": dia,
-                       "pulse": 72, "unit": "mmHg", "status": {"body_movement": False}})
+    return json.dumps(
+        {
+            "kind": "blood_pressure",
+            "ts": ts,
+            "seq": seq,
+            "systolic": sys_,
+            "diastolic": dia,
+            "pulse": 72,
+            "unit": "mmHg",
+            "status": {"body_movement": False},
+        }
+    )
 
 
 def glucose(seq: int, ts: str, mmol: float) -> str:
     return json.dumps({"kind": "glucose", "ts": ts, "seq": seq, "mmol_l": mmol, "meal": "fasting"})
 
 
-def write_config(tmp: Path, local_port: int, county_port: int | None = None, storage: Path | None = None,
-                 patients: int = 4, max_outbox: int | None = None, influx_url: str | None = None) -> Path:
-    lines = [f"clinic: {CLINIC}", "broker:", "  host: 127.0.0.1", f"  port: {local_port}",
-             "storage:", f"  path: {storage or tmp / 'var'}", "patients:"]
+def write_config(
+    tmp: Path,
+    local_port: int,
+    county_port: int | None = None,
+    storage: Path | None = None,
+    patients: int = 4,
+    max_outbox: int | None = None,
+    influx_url: str | None = None,
+) -> Path:
+    lines = [
+        f"clinic: {CLINIC}",
+        "broker:",
+        "  host: 127.0.0.1",
+        f"  port: {local_port}",
+        "storage:",
+        f"  path: {storage or tmp / 'var'}",
+        "patients:",
+    ]
     for i in range(1, patients + 1):
-        lines += [f"  - id: p-{i:04d}", "    devices:", f"      - {{id: bp-{i:04d}, kind: blood_pressure}}",
-                  f"      - {{id: glu-{i:04d}, kind: glucose}}"]
+        lines += [
+            f"  - id: p-{i:04d}",
+            "    devices:",
+            f"      - {{id: bp-{i:04d}, kind: blood_pressure}}",
+            f"      - {{id: glu-{i:04d}, kind: glucose}}",
+        ]
     if county_port is not None:
         lines += ["uplink:", "  host: 127.0.0.1", f"  port: {county_port}"]
         if max_outbox is not None:
@@ -190,9 +218,16 @@ class VictoriaMetrics:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [self.exe, f"-httpListenAddr=127.0.0.1:{self.port}", f"-storageDataPath={self.data}",
-             "-dedup.minScrapeInterval=1ms", "-loggerLevel=ERROR"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                self.exe,
+                f"-httpListenAddr=127.0.0.1:{self.port}",
+                f"-storageDataPath={self.data}",
+                "-dedup.minScrapeInterval=1ms",
+                "-loggerLevel=ERROR",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
@@ -227,7 +262,8 @@ def wait_gateway_online(port: int, timeout: float = 20) -> None:
     """Until the gateway's retained status says online (it has subscribed: readings are not lost)."""
     w = SessionWatcher(port, [f"vg/{CLINIC}/status"], "online-watch")
     try:
-        wait_until(lambda: any(json.loads(p).get("online") is True for _, p, _ in w.snapshot()), timeout,
-                   "the gateway online")
+        wait_until(
+            lambda: any(json.loads(p).get("online") is True for _, p, _ in w.snapshot()), timeout, "the gateway online"
+        )
     finally:
         w.close()

@@ -28,14 +28,12 @@ broker:
   username: gateway
   password: gw-secret-from-the-config
   accounts: [{{name: dr-li, role: staff}}, {{name: county-reader, role: reader}}]
-storage: {{path: {tmp_path / 'var'}}}
+storage: {{path: {tmp_path / "var"}}}
 patients:
   - id: p-0001
     devices: [{{id: bp-0001, kind: blood_pressure}}, {{id: ecg-0001, kind: ecg}}]
 """)
     return p
-
-
 
 
 @pytest.fixture
@@ -45,9 +43,14 @@ def secured(tmp_path: Path) -> Iterator[tuple[int, dict[str, str], str]]:
         pytest.skip("mosquitto is not installed (the README's test command installs it)")
     port = free_port()
     out = tmp_path / "broker"
-    assert cli_main(["broker-config", "--config", str(_config(tmp_path, port)), "--out", str(out), "--user", "root"]) == 0
-    creds = dict(line.split(":", 1) for line in (out / "credentials.txt").read_text().splitlines()
-                 if line and not line.startswith("#"))
+    assert (
+        cli_main(["broker-config", "--config", str(_config(tmp_path, port)), "--out", str(out), "--user", "root"]) == 0
+    )
+    creds = dict(
+        line.split(":", 1)
+        for line in (out / "credentials.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     proc = subprocess.Popen([exe, "-c", str(out / "mosquitto.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_port(port)
@@ -101,11 +104,11 @@ def test_each_party_has_least_access(secured) -> None:
         gw.sub(f"{root}/#")
         reader.sub(f"{root}/patient/#")
         reader.sub(f"{root}/alert/#")
-        device.sub(f"{root}/#")           # a device may read nothing
-        doctor.sub(f"{root}/patient/#")   # staff do not read readings over MQTT
+        device.sub(f"{root}/#")  # a device may read nothing
+        doctor.sub(f"{root}/patient/#")  # staff do not read readings over MQTT
         doctor.sub(f"{root}/alert/#")
-        device.pub(f"{root}/device/ecg-0001/reading")        # its own topic: allowed
-        doctor.pub(f"{root}/ack", b'{"alert_id": "a-1", "by": "dr-li"}')     # staff: allowed
+        device.pub(f"{root}/device/ecg-0001/reading")  # its own topic: allowed
+        doctor.pub(f"{root}/ack", b'{"alert_id": "a-1", "by": "dr-li"}')  # staff: allowed
         doctor.pub(f"{root}/snooze", b'{"alert_id": "a-1", "by": "dr-li", "duration": "30m"}')
         gw.pub(f"{root}/patient/p-0001/reading")
         gw.pub(f"{root}/alert/village")
@@ -114,17 +117,22 @@ def test_each_party_has_least_access(secured) -> None:
         assert doctor.topics() == {f"{root}/alert/village"}
         assert device.topics() == set()
         # what an attacker with a device's or a reader's password tries
-        _denied(port, "ecg-0001", creds["ecg-0001"], f"{root}/device/bp-0001/reading")    # posing as another device
+        _denied(port, "ecg-0001", creds["ecg-0001"], f"{root}/device/bp-0001/reading")  # posing as another device
         _denied(port, "ecg-0001", creds["ecg-0001"], f"{root}/ack", b'{"alert_id": "a", "by": "x"}')
-        _denied(port, "county-reader", creds["county-reader"], f"{root}/silence",
-                b'{"match": {}, "duration": "3650d", "include_critical": true}')
-        _denied(port, "bp-0001", creds["bp-0001"], f"{root}/patient/p-0001/reading")     # forging an output
+        _denied(
+            port,
+            "county-reader",
+            creds["county-reader"],
+            f"{root}/silence",
+            b'{"match": {}, "duration": "3650d", "include_critical": true}',
+        )
+        _denied(port, "bp-0001", creds["bp-0001"], f"{root}/patient/p-0001/reading")  # forging an output
         time.sleep(0.5)
         seen = gw.topics()
         assert seen >= {f"{root}/device/ecg-0001/reading", f"{root}/ack", f"{root}/snooze"}
         assert f"{root}/device/bp-0001/reading" not in seen and f"{root}/silence" not in seen
-        assert sum(1 for t, _ in gw.got if t == f"{root}/ack") == 1    # only the doctor's
-        assert sum(1 for t, _ in gw.got if t == f"{root}/patient/p-0001/reading") == 1   # only the gateway's
+        assert sum(1 for t, _ in gw.got if t == f"{root}/ack") == 1  # only the doctor's
+        assert sum(1 for t, _ in gw.got if t == f"{root}/patient/p-0001/reading") == 1  # only the gateway's
     finally:
         for c in clients:
             c.close()

@@ -17,8 +17,9 @@ from tests.support.paths import REPO
 
 
 def demo(*args: str, timeout: float = 180) -> str:
-    out = subprocess.run([sys.executable, "-m", "box.cli", "demo", *args], cwd=REPO, capture_output=True,
-                         text=True, timeout=timeout)
+    out = subprocess.run(
+        [sys.executable, "-m", "box.cli", "demo", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out.stdout
 

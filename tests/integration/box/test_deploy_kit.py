@@ -23,8 +23,8 @@ from tests.support.paths import REPO
 
 UNIT = REPO / "deploy" / "vitalgate.service"
 DROP_IN = REPO / "deploy" / "mosquitto.service.d" / "vitalgate.conf"
-BOX_VITALGATE = "/usr/local/bin/vitalgate"         # the README links it to /opt/vitalgate/bin/vitalgate
-BROKER_DIR = "/etc/mosquitto/vitalgate"            # where the README has broker-config write
+BOX_VITALGATE = "/usr/local/bin/vitalgate"  # the README links it to /opt/vitalgate/bin/vitalgate
+BROKER_DIR = "/etc/mosquitto/vitalgate"  # where the README has broker-config write
 DEBIAN_MOSQUITTO_UNIT = Path("/lib/systemd/system/mosquitto.service")
 
 
@@ -50,9 +50,18 @@ def _directives(path: Path) -> dict[str, list[str]]:
 def _verify(unit: Path) -> str:
     """`systemd-analyze verify` on a unit file (and the drop-ins beside it); returns what it printed.
     It exits 0 on an unknown key, only printing a warning, so anything printed counts as a problem."""
-    out = subprocess.run([_systemd_analyze(), "verify", "--man=no", str(unit)], capture_output=True, text=True,
-                         cwd=unit.parent, timeout=60)
-    return f"rc={out.returncode} {out.stdout}{out.stderr}".strip() if out.returncode or (out.stdout + out.stderr).strip() else ""
+    out = subprocess.run(
+        [_systemd_analyze(), "verify", "--man=no", str(unit)],
+        capture_output=True,
+        text=True,
+        cwd=unit.parent,
+        timeout=60,
+    )
+    return (
+        f"rc={out.returncode} {out.stdout}{out.stderr}".strip()
+        if out.returncode or (out.stdout + out.stderr).strip()
+        else ""
+    )
 
 
 def _this_vitalgate() -> str:
@@ -80,10 +89,10 @@ def test_the_unit_runs_the_gateway_as_its_own_user_in_a_sandbox_and_restarts_it(
     d = _directives(UNIT)
     assert d["ExecStart"] == [f"{BOX_VITALGATE} run --config /etc/vitalgate/gateway.yaml"]
     assert d["User"] == ["vitalgate"] and d["Group"] == ["vitalgate"]
-    assert d["StateDirectory"] == ["vitalgate"] and d["StateDirectoryMode"] == ["0700"]   # /var/lib/vitalgate
+    assert d["StateDirectory"] == ["vitalgate"] and d["StateDirectoryMode"] == ["0700"]  # /var/lib/vitalgate
     assert d["ProtectSystem"] == ["strict"] and d["NoNewPrivileges"] == ["yes"] and d["CapabilityBoundingSet"] == [""]
     assert d["UMask"] == ["0077"] and d["ProtectHome"] == ["yes"] and d["PrivateTmp"] == ["yes"]
-    assert d["Restart"] == ["on-failure"] and d["RestartPreventExitStatus"] == ["2"]   # a bad config: no loop
+    assert d["Restart"] == ["on-failure"] and d["RestartPreventExitStatus"] == ["2"]  # a bad config: no loop
     # READY and the watchdog from the gateway itself (tests/integration/box/test_systemd_notify.py): a hung one is restarted
     assert d["Type"] == ["notify"] and d["NotifyAccess"] == ["main"] and d["WatchdogSec"] == ["30s"]
     assert "mosquitto.service" in d["After"][0]
@@ -97,7 +106,7 @@ def test_the_mosquitto_drop_in_verifies_over_debians_unit(tmp_path):
     shutil.copy(DROP_IN, tmp_path / "mosquitto.service.d" / "vitalgate.conf")
     assert _verify(tmp_path / "mosquitto.service") == ""
     starts = _directives(DROP_IN)["ExecStart"]
-    assert starts == ["", f"/usr/sbin/mosquitto -c {BROKER_DIR}/mosquitto.conf"]   # the package's one is cleared
+    assert starts == ["", f"/usr/sbin/mosquitto -c {BROKER_DIR}/mosquitto.conf"]  # the package's one is cleared
 
 
 @pytest.mark.broker
@@ -109,14 +118,19 @@ def test_a_broker_started_as_the_drop_in_says_admits_only_the_box(tmp_path):
         pytest.skip(f"{command[0]} is missing (Debian package mosquitto; scripts/test.sh installs it)")
     port = free_port()
     cfg = tmp_path / "gateway.yaml"
-    cfg.write_text(f"clinic: c1\nbroker: {{host: 127.0.0.1, port: {port}}}\nstorage: {{path: {tmp_path / 'var'}}}\n"
-                   "patients:\n  - id: p-0001\n    devices: [{id: bp-0001, kind: blood_pressure}]\n")
+    cfg.write_text(
+        f"clinic: c1\nbroker: {{host: 127.0.0.1, port: {port}}}\nstorage: {{path: {tmp_path / 'var'}}}\n"
+        "patients:\n  - id: p-0001\n    devices: [{id: bp-0001, kind: blood_pressure}]\n"
+    )
     out = tmp_path / "etc-mosquitto-vitalgate"
     # root drops to --user before reading its files; pytest's tmp directory is private to this user
     user = "root" if os.geteuid() == 0 else "mosquitto"
     assert cli_main(["broker-config", "--config", str(cfg), "--out", str(out), "--user", user]) == 0
-    creds = dict(line.split(":", 1) for line in (out / "credentials.txt").read_text().splitlines()
-                 if line and not line.startswith("#"))
+    creds = dict(
+        line.split(":", 1)
+        for line in (out / "credentials.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     command = [c.replace(BROKER_DIR, str(out)) for c in command]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -136,10 +150,18 @@ def test_a_broker_started_as_the_drop_in_says_admits_only_the_box(tmp_path):
 def test_the_readme_installs_with_the_kits_paths():
     readme = (REPO / "README.md").read_text()
     section = readme.split("## Installing a clinic box", 1)[1].split("\n## ", 1)[0]
-    for needed in ("deploy/vitalgate.service", "deploy/mosquitto.service.d/vitalgate.conf",
-                   f"vitalgate broker-config --config /etc/vitalgate/gateway.yaml --out {BROKER_DIR}",
-                   "vitalgate passwd", "/var/lib/vitalgate", "deploy/journald.conf.d/vitalgate.conf", "tls_cert", "vitalgate check-config",
-                   f"ln -s /opt/vitalgate/bin/vitalgate {BOX_VITALGATE}", "adduser --system"):
+    for needed in (
+        "deploy/vitalgate.service",
+        "deploy/mosquitto.service.d/vitalgate.conf",
+        f"vitalgate broker-config --config /etc/vitalgate/gateway.yaml --out {BROKER_DIR}",
+        "vitalgate passwd",
+        "/var/lib/vitalgate",
+        "deploy/journald.conf.d/vitalgate.conf",
+        "tls_cert",
+        "vitalgate check-config",
+        f"ln -s /opt/vitalgate/bin/vitalgate {BOX_VITALGATE}",
+        "adduser --system",
+    ):
         assert needed in section, needed
 
 

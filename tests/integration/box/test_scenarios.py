@@ -34,8 +34,13 @@ def config_for(scenario: Path, port: int, tmp: Path) -> Path:
 
 
 def test_the_library_has_infrastructure_scenarios():
-    kinds = {k for s in STACK for ev in load_scenario(s).infrastructure
-             for k in ("uplink", "broker", "gateway") if getattr(ev, k)}
+    kinds = {
+        k
+        for s in STACK
+        for ev in load_scenario(s).infrastructure
+        for k in ("uplink", "broker", "gateway")
+        if getattr(ev, k)
+    }
     assert kinds == {"uplink", "broker", "gateway"}
 
 
@@ -43,7 +48,10 @@ def test_the_library_has_infrastructure_scenarios():
 def test_infrastructure_scenario_on_its_own_stack(scenario):
     proc = subprocess.run(
         [sys.executable, "-m", "box.cli", "simulate", "--stack", "--scenario", str(scenario), "--expect"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "expected alerts seen" in proc.stdout
@@ -56,9 +64,21 @@ def test_infrastructure_scenario_on_its_own_stack(scenario):
 
 def test_infrastructure_scenario_refuses_someone_elses_broker(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "box.cli", "simulate", "--broker", "127.0.0.1:1", "--scenario", str(STACK[0]),
-         "--expect"],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "box.cli",
+            "simulate",
+            "--broker",
+            "127.0.0.1:1",
+            "--scenario",
+            str(STACK[0]),
+            "--expect",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert "run it with --stack" in proc.stdout
@@ -70,9 +90,23 @@ def test_scenario_produces_its_expected_alerts(scenario, tmp_path, broker, gatew
     w = watcher_factory(broker.port, ["vg/sim/status"])
     w.wait_for(lambda t, b: b.get("online") is True, timeout=15)
     proc = subprocess.run(
-        [sys.executable, "-m", "box.cli", "simulate", "--broker", f"127.0.0.1:{broker.port}", "--clinic", "sim",
-         "--scenario", str(scenario), "--expect"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "box.cli",
+            "simulate",
+            "--broker",
+            f"127.0.0.1:{broker.port}",
+            "--clinic",
+            "sim",
+            "--scenario",
+            str(scenario),
+            "--expect",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr + gw.output()[-3000:]
     assert "expected alerts seen" in proc.stdout
@@ -90,9 +124,23 @@ def test_expect_fails_with_a_readable_diff_when_alerts_differ(tmp_path, broker, 
     w = watcher_factory(broker.port, ["vg/sim/status"])
     w.wait_for(lambda t, b: b.get("online") is True, timeout=15)
     proc = subprocess.run(
-        [sys.executable, "-m", "box.cli", "simulate", "--broker", f"127.0.0.1:{broker.port}", "--clinic", "sim",
-         "--scenario", str(scenario), "--expect"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "box.cli",
+            "simulate",
+            "--broker",
+            f"127.0.0.1:{broker.port}",
+            "--clinic",
+            "sim",
+            "--scenario",
+            str(scenario),
+            "--expect",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 1
     assert "missing: hypoglycemia_severe on township (firing); saw: hypoglycemia@village:firing" in proc.stdout
@@ -109,4 +157,5 @@ def test_an_alert_later_than_within_after_its_event_is_reported_late():
     assert late == ["missing (late): bp_crisis on township came 6.0 s after the event at 0:02:00, allowed 0:00:05"]
     county = Expectation.model_validate({"condition": "bp_crisis", "tier": "township", "where": "county"})
     assert diff_expectations([county], [alert], county_seen=[]) == [
-        "missing at the county: bp_crisis on township (firing); saw: nothing"]
+        "missing at the county: bp_crisis on township (firing); saw: nothing"
+    ]

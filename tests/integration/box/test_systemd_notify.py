@@ -47,11 +47,11 @@ def test_the_notifier_speaks_to_a_path_and_an_abstract_socket_and_is_silent_outs
     n = SystemdNotifier({"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "3000000"})
     assert n.watchdog_s == 3.0
     n.ready("broker connected")
-    n.tick("broker connected")          # a pet; the same status is not repeated
+    n.tick("broker connected")  # a pet; the same status is not repeated
     got = [m for _, m in messages(s, time.monotonic() + 0.5)]
     assert got[0]["READY"] == "1" and got[0]["STATUS"] == "broker connected"
     assert got[1] == {"WATCHDOG": "1"}
-    n.tick("broker connected")          # within a third of the period: nothing to say
+    n.tick("broker connected")  # within a third of the period: nothing to say
     assert messages(s, time.monotonic() + 0.3) == []
 
     abstract = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -74,8 +74,13 @@ def test_vitalgate_run_says_ready_pets_the_watchdog_and_says_stopping(tmp_path: 
     cfg = write_config(tmp_path, broker.port, None, patients=2)
     env = dict(os.environ, NOTIFY_SOCKET=sock_path, WATCHDOG_USEC="2000000", PYTHONUNBUFFERED="1")
     log = open(tmp_path / "gateway.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "box.cli", "run", "--config", str(cfg)], cwd=REPO, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "box.cli", "run", "--config", str(cfg)],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         got = messages(sock, time.monotonic() + 15)
         ready = [t for t, m in got if m.get("READY") == "1"]

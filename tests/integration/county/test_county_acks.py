@@ -65,13 +65,19 @@ def test_an_ack_from_the_county_stops_the_ladder_and_duplicates_count_once(tmp_p
         county_ack = DevicePublisher(county.port, name="county-desk")
         body = json.dumps({"alert_id": alert["alert_id"], "by": "county-desk-1"})
         county_ack.publish(f"vg/{CLINIC}/ack", body)
-        wait_until(lambda: "acknowledged" in _states(clinic_w, alert["alert_id"]), 20,
-                   "the acknowledgement on the clinic's alert topic")
+        wait_until(
+            lambda: "acknowledged" in _states(clinic_w, alert["alert_id"]),
+            20,
+            "the acknowledgement on the clinic's alert topic",
+        )
         # the same ack again from the county, and once more by the clinic's broker: nothing changes
         county_ack.publish(f"vg/{CLINIC}/ack", body)
         devices.publish(f"vg/{CLINIC}/ack", body)
-        wait_until(lambda: "acknowledged" in _states(county_w, alert["alert_id"]), 20,
-                   "the acknowledgement uplinked to the county")
+        wait_until(
+            lambda: "acknowledged" in _states(county_w, alert["alert_id"]),
+            20,
+            "the acknowledgement uplinked to the county",
+        )
         assert gw.stop(signal.SIGTERM) == 0
         trail = _events(tmp_path / "var", alert["alert_id"])
         assert trail.count("acknowledged") == 1, trail
@@ -95,12 +101,13 @@ def test_an_ack_sent_while_the_clinic_was_offline_arrives_when_it_is_back(tmp_pa
         wait_until(lambda: any(t.endswith("/status") for t, _, _ in county_w.snapshot()), 20, "the gateway online")
         devices.publish(f"vg/{CLINIC}/device/glu-0001/reading", glucose(1, ts_at(1), 2.2))
         alert = wait_until(lambda: _firing(county_w), 20, "the alert at the county")
-        assert gw.stop(signal.SIGTERM) == 0          # the box is off (a power cut, a reboot)
+        assert gw.stop(signal.SIGTERM) == 0  # the box is off (a power cut, a reboot)
         county_ack = DevicePublisher(county.port, name="county-desk")
         county_ack.publish(f"vg/{CLINIC}/ack", json.dumps({"alert_id": alert["alert_id"], "by": "county-desk-1"}))
-        gateway_process(cfg)                          # back: its county session held the ack
-        wait_until(lambda: "acknowledged" in _states(county_w, alert["alert_id"]), 30,
-                   "the offline ack applied and uplinked")
+        gateway_process(cfg)  # back: its county session held the ack
+        wait_until(
+            lambda: "acknowledged" in _states(county_w, alert["alert_id"]), 30, "the offline ack applied and uplinked"
+        )
         for w in (county_w, devices, county_ack):
             w.close()
     finally:

@@ -67,8 +67,12 @@ def test_uplinks_over_mqtt_and_nats_are_stored_once_per_measurement(cluster: Nat
     county.wait_for(lambda: county.health()["ready"] and len(county.health()["partitions"]) == 8, what="ready")
     # Clinic "cm" on today's uplink: MQTT 3.1.1 QoS 1 through server 2's listener, retained status, last will.
     mq = MqttClinic("cm", cluster.mqtt_port(1))
-    mq.publish("vg/cm/status", '{"clinic": "cm", "online": true, "updated_at": "2026-03-15T09:00:00.000+08:00", '
-                               '"uplink": {"connected": true, "pending_alerts": 0, "pending_telemetry": 42}}', retain=True)
+    mq.publish(
+        "vg/cm/status",
+        '{"clinic": "cm", "online": true, "updated_at": "2026-03-15T09:00:00.000+08:00", '
+        '"uplink": {"connected": true, "pending_alerts": 0, "pending_telemetry": 42}}',
+        retain=True,
+    )
     rows = [reading("cm", f"p{i % 4}", i) for i in range(80)]
     for _, topic, payload in rows + rows[:15]:  # 15 sent again, as after a lost PUBACK
         mq.publish(topic, payload)
@@ -82,8 +86,13 @@ def test_uplinks_over_mqtt_and_nats_are_stored_once_per_measurement(cluster: Nat
     nat.send([(f"again-{m}", t, p) for m, t, p in rows[:10]])
     nat.wait_drained()
 
-    county.wait_for(lambda: total_stored(county, "cm", ["p0", "p1", "p2", "p3"]) >= 80
-                    and total_stored(county, "cn", ["q0", "q1", "q2"]) >= 60, what="all readings stored")
+    county.wait_for(
+        lambda: (
+            total_stored(county, "cm", ["p0", "p1", "p2", "p3"]) >= 80
+            and total_stored(county, "cn", ["q0", "q1", "q2"]) >= 60
+        ),
+        what="all readings stored",
+    )
     time.sleep(1.0)  # anything doubled would have arrived by now
     assert_once_each(county, "cm", {f"p{i}": 20 for i in range(4)})
     assert_once_each(county, "cn", {f"q{i}": 20 for i in range(3)})
@@ -95,8 +104,14 @@ def test_uplinks_over_mqtt_and_nats_are_stored_once_per_measurement(cluster: Nat
     assert county.api("/api/alerts?clinic=cm&state=active")[1]["alerts"][0]["alert_id"] == "cm-a1"
 
     mq.drop()  # the uplink's connection dies: the server publishes the clinic's last will
-    clinics = county.wait_for(lambda: (c := {x["clinic"]: x for x in county.api("/api/clinics")[1]["clinics"]})
-                              and c.get("cm", {}).get("offline_reason") == "last_will" and c, what="last will seen")
+    clinics = county.wait_for(
+        lambda: (
+            (c := {x["clinic"]: x for x in county.api("/api/clinics")[1]["clinics"]})
+            and c.get("cm", {}).get("offline_reason") == "last_will"
+            and c
+        ),
+        what="last will seen",
+    )
     assert clinics["cn"]["online"] is True
     assert list(clinics)[0] == "cm", "offline clinics come first"
     nat.close()
@@ -109,12 +124,14 @@ def test_uplinks_over_mqtt_and_nats_are_stored_once_per_measurement(cluster: Nat
 def test_a_county_ack_goes_down_to_the_clinic(cluster: NatsCluster, tmp_path: Path) -> None:
     county = CountyProcess(county_config_for(cluster, tmp_path))
     county.wait_for(lambda: county.health()["ready"], what="ready")
-    mq = MqttClinic("km", cluster.mqtt_port(2), subscribe=["vg/km/ack"])   # on server 3's MQTT listener
+    mq = MqttClinic("km", cluster.mqtt_port(2), subscribe=["vg/km/ack"])  # on server 3's MQTT listener
     mq.publish(*alert("km", "km-a1", "p7", tier="emergency", condition="vt_sustained"))
     nat = NativeClinic("kn", tmp_path / "kn", list(reversed(cluster.urls)))
     nat.send_alert(*alert("kn", "kn-a1", "q2"))
-    county.wait_for(lambda: {a["alert_id"] for a in county.api("/api/alerts")[1]["alerts"]} >= {"km-a1", "kn-a1"},
-                    what="both alerts at the county")
+    county.wait_for(
+        lambda: {a["alert_id"] for a in county.api("/api/alerts")[1]["alerts"]} >= {"km-a1", "kn-a1"},
+        what="both alerts at the county",
+    )
     assert county.api("/api/alerts")[1]["alerts"][0]["tier"] == "emergency", "emergency first"
 
     t0 = time.monotonic()
@@ -138,8 +155,7 @@ def test_a_county_ack_goes_down_to_the_clinic(cluster: NatsCluster, tmp_path: Pa
     assert county.stop() == 0
 
 
-def test_an_ack_sent_while_an_mqtt_clinic_is_away_arrives_when_it_is_back(cluster: NatsCluster,
-                                                                          tmp_path: Path) -> None:
+def test_an_ack_sent_while_an_mqtt_clinic_is_away_arrives_when_it_is_back(cluster: NatsCluster, tmp_path: Path) -> None:
     """A clinic on the MQTT uplink keeps a persistent session (outbound/uplink.py); the county's QoS 1
     copy of the ack (county/ack_copy.py) waits in it while the clinic is away."""
     county = CountyProcess(county_config_for(cluster, tmp_path))
@@ -170,13 +186,16 @@ def test_an_alert_does_not_wait_for_the_telemetry_batch_in_flight(cluster: NatsC
     cluster.pause()
     try:
         nat.send([reading("kx2", patients[i % 4], i) for i in range(200)])
-        time.sleep(0.5)   # the batch is issued and waits for acks nobody sends
+        time.sleep(0.5)  # the batch is issued and waits for acks nobody sends
         nat.send_alert(*alert("kx2", "kx2-a1", "r1", tier="emergency", condition="vt_sustained"))
         time.sleep(0.5)
     finally:
         cluster.resume()
-    county.wait_for(lambda: nat.counts()["pending_alerts"] == 0 and nat.counts()["pending_telemetry"] == 0,
-                    timeout=30, what="the outbox drained once the cluster answers")
+    county.wait_for(
+        lambda: nat.counts()["pending_alerts"] == 0 and nat.counts()["pending_telemetry"] == 0,
+        timeout=30,
+        what="the outbox drained once the cluster answers",
+    )
     assert nat.counts()["express_alerts"] == 1
     county.wait_for(lambda: total_stored(county, "kx2", patients) == 200, what="every reading stored")
     assert_once_each(county, "kx2", {p: 50 for p in patients})
@@ -189,8 +208,10 @@ def test_a_killed_county_process_hands_its_partitions_over(cluster: NatsCluster,
     cfg = county_config_for(cluster, tmp_path)
     a = CountyProcess(cfg, name="county-a")
     b = CountyProcess(cfg, name="county-b")
-    a.wait_for(lambda: len(a.health()["partitions"]) == 4 and len(b.health()["partitions"]) == 4,
-               what="the partitions shared 4 + 4")
+    a.wait_for(
+        lambda: len(a.health()["partitions"]) == 4 and len(b.health()["partitions"]) == 4,
+        what="the partitions shared 4 + 4",
+    )
     nat = NativeClinic("kc", tmp_path / "kc", cluster.urls)
     patients = [f"p{i}" for i in range(24)]
     n = 0
@@ -215,7 +236,9 @@ def test_losing_a_nats_server_mid_stream_loses_nothing(cluster: NatsCluster, tmp
     county.wait_for(lambda: county.health()["ready"] and len(county.health()["partitions"]) == 8, what="ready")
     # The server the county process is connected to dies; the clinic's uplink uses it first too.
     victim = cluster.urls.index(county.health()["engine_server"])
-    nat = NativeClinic("kx", tmp_path / "kx", [cluster.urls[victim]] + [u for u in cluster.urls if u != cluster.urls[victim]])
+    nat = NativeClinic(
+        "kx", tmp_path / "kx", [cluster.urls[victim]] + [u for u in cluster.urls if u != cluster.urls[victim]]
+    )
     patients = [f"p{i}" for i in range(20)]
     n = 0
     for chunk in range(30):  # 3,000 readings over ~3 s; the server dies a third of the way in
@@ -234,8 +257,9 @@ def test_losing_a_nats_server_mid_stream_loses_nothing(cluster: NatsCluster, tmp
     cluster.start(victim)
 
 
-def test_a_gateway_uplinks_natively_and_takes_the_countys_ack(cluster: NatsCluster, tmp_path: Path,
-                                                               gateway_process) -> None:
+def test_a_gateway_uplinks_natively_and_takes_the_countys_ack(
+    cluster: NatsCluster, tmp_path: Path, gateway_process
+) -> None:
     """`vitalgate run` with the `uplink:` section county-engine wrote for server 2 (native NATS): its
     readings and alert reach the county, and the county's ack stops the clinic's ladder."""
     import json
@@ -265,26 +289,47 @@ def test_a_gateway_uplinks_natively_and_takes_the_countys_ack(cluster: NatsClust
         cfg.write_text(yaml.safe_dump({**gw_cfg, **uplink}, sort_keys=False))
         clinic_w = SessionWatcher(local.port, [f"vg/{CLINIC}/alert/#", f"vg/{CLINIC}/status"], "clinic-watch")
         gw = gateway_process(cfg)
-        wait_until(lambda: any(t.endswith("/status") and json.loads(p).get("online")
-                               for t, p, _ in clinic_w.snapshot()), 20, "the gateway online")
+        wait_until(
+            lambda: any(t.endswith("/status") and json.loads(p).get("online") for t, p, _ in clinic_w.snapshot()),
+            20,
+            "the gateway online",
+        )
         devices = DevicePublisher(local.port)
         devices.publish(f"vg/{CLINIC}/device/glu-0001/reading", glucose(1, ts_at(1), 2.2))
-        alerts = county.wait_for(lambda: county.api(f"/api/alerts?clinic={CLINIC}")[1]["alerts"],
-                                 what="the clinic's alert at the county")
+        alerts = county.wait_for(
+            lambda: county.api(f"/api/alerts?clinic={CLINIC}")[1]["alerts"], what="the clinic's alert at the county"
+        )
         assert alerts[0]["condition"] == "hypoglycemia_severe"
         county.wait_for(lambda: stored(county, CLINIC, "p-0001"), what="the reading at the county")
         # The gateway's status lists its patients by village (ids only); the weekly figures count them there.
         villages = county.wait_for(lambda: county.api("/api/weekly")[1]["by_village"], what="the clinic's villages")
-        assert villages == [{"village": "dongcun", "clinics": [CLINIC], "patients": 1, "bp_patients": 0,
-                             "bp_controlled": 0, "bp_control_rate": None, "bp_too_few_readings": 0, "af_found": 0,
-                             "af_by_alert": 0, "af_by_strip": 0}]
+        assert villages == [
+            {
+                "village": "dongcun",
+                "clinics": [CLINIC],
+                "patients": 1,
+                "bp_patients": 0,
+                "bp_controlled": 0,
+                "bp_control_rate": None,
+                "bp_too_few_readings": 0,
+                "af_found": 0,
+                "af_by_alert": 0,
+                "af_by_strip": 0,
+            }
+        ]
         status = next(c["status"] for c in county.api("/api/clinics")[1]["clinics"] if c["clinic"] == CLINIC)
         assert status["villages"] == {"dongcun": ["p-0001"]}
         status, _ = county.api(f"/api/alerts/{alerts[0]['alert_id']}/ack", "POST", {"by": "county-dr-li"})
         assert status == 202
-        wait_until(lambda: any(json.loads(p)["state"] == "acknowledged" and json.loads(p)["acknowledged_by"]
-                               == "county-dr-li" for t, p, _ in clinic_w.alerts() if "/alert/" in t), 20,
-                   "the county's ack applied by the clinic gateway")
+        wait_until(
+            lambda: any(
+                json.loads(p)["state"] == "acknowledged" and json.loads(p)["acknowledged_by"] == "county-dr-li"
+                for t, p, _ in clinic_w.alerts()
+                if "/alert/" in t
+            ),
+            20,
+            "the county's ack applied by the clinic gateway",
+        )
         assert gw.stop(signal.SIGTERM) == 0
         for w in (clinic_w, devices):
             w.close()
@@ -297,7 +342,8 @@ CUT_S = float(os.environ.get("VITALGATE_COUNTY_CUT_S", "12"))  # the issue's min
 
 
 def test_a_clinic_cut_off_sends_its_backlog_alerts_first_and_takes_the_ack_sent_meanwhile(
-        tmp_path: Path, gateway_process) -> None:
+    tmp_path: Path, gateway_process
+) -> None:
     """`vitalgate run` on the native uplink, its only way to the county a TCP link that is cut for CUT_S
     while readings flow. Before the cut the county has alert A; during it the county acknowledges A (the
     stream takes the ack, the clinic cannot hear it) and the clinic raises alert B. After the link is
@@ -334,8 +380,11 @@ def test_a_clinic_cut_off_sends_its_backlog_alerts_first_and_takes_the_ack_sent_
         cfg.write_text(yaml.safe_dump(gw_cfg, sort_keys=False))
         clinic_w = SessionWatcher(local.port, [f"vg/{CLINIC}/alert/#", f"vg/{CLINIC}/status"], "clinic-watch")
         gw = gateway_process(cfg)
-        wait_until(lambda: any(t.endswith("/status") and json.loads(p).get("online")
-                               for t, p, _ in clinic_w.snapshot()), 20, "the gateway online")
+        wait_until(
+            lambda: any(t.endswith("/status") and json.loads(p).get("online") for t, p, _ in clinic_w.snapshot()),
+            20,
+            "the gateway online",
+        )
         devices = DevicePublisher(local.port)
         sent: Counter[str] = Counter()
         seq = 0
@@ -355,10 +404,12 @@ def test_a_clinic_cut_off_sends_its_backlog_alerts_first_and_takes_the_ack_sent_
         send_bp(40)
         devices.publish(f"vg/{CLINIC}/device/glu-0001/reading", glucose(10_001, ts_at(2), 2.2))
         sent["p-0001"] += 1
-        alert_a = county.wait_for(lambda: county.api(f"/api/alerts?clinic={CLINIC}")[1]["alerts"],
-                                  what="alert A at the county")[0]
-        county.wait_for(lambda: total_stored(county, CLINIC, list(sent)) == sum(sent.values()),
-                        what="the readings before the cut")
+        alert_a = county.wait_for(
+            lambda: county.api(f"/api/alerts?clinic={CLINIC}")[1]["alerts"], what="alert A at the county"
+        )[0]
+        county.wait_for(
+            lambda: total_stored(county, CLINIC, list(sent)) == sum(sent.values()), what="the readings before the cut"
+        )
 
         link.cut()
         t0 = time.monotonic()
@@ -371,8 +422,11 @@ def test_a_clinic_cut_off_sends_its_backlog_alerts_first_and_takes_the_ack_sent_
             held.update(send_bp(20, rate=20))
 
         def acked_at_clinic() -> bool:
-            return any(json.loads(p)["alert_id"] == alert_a["alert_id"] and json.loads(p)["state"] == "acknowledged"
-                       for _, p, _ in clinic_w.alerts())
+            return any(
+                json.loads(p)["alert_id"] == alert_a["alert_id"] and json.loads(p)["state"] == "acknowledged"
+                for _, p, _ in clinic_w.alerts()
+            )
+
         assert not acked_at_clinic(), "the clinic heard the county's ack through a cut link"
         alerts_b = [json.loads(p) for _, p, _ in clinic_w.alerts() if json.loads(p)["patient_id"] == "p-0003"]
         assert alerts_b and alerts_b[0]["condition"] == "hypoglycemia_severe", "alert B raised at the clinic"
@@ -380,8 +434,11 @@ def test_a_clinic_cut_off_sends_its_backlog_alerts_first_and_takes_the_ack_sent_
 
         link.restore()
         wait_until(acked_at_clinic, 20, "the county's ack applied by the clinic once the link is back")
-        county.wait_for(lambda: total_stored(county, CLINIC, list(sent)) == sum(sent.values()), timeout=60,
-                        what="the backlog at the county")
+        county.wait_for(
+            lambda: total_stored(county, CLINIC, list(sent)) == sum(sent.values()),
+            timeout=60,
+            what="the backlog at the county",
+        )
         for patient, n in sent.items():
             rows = stored(county, CLINIC, patient)
             keys = Counter((r["device_id"], r["seq"]) for r in rows)
@@ -391,10 +448,16 @@ def test_a_clinic_cut_off_sends_its_backlog_alerts_first_and_takes_the_ack_sent_
 
         # Alerts first: B's message reached the cluster before any reading held during the cut.
         after = log.subjects[cut_from:]
-        first_b = next(i for i, (s, d) in enumerate(after)
-                       if ".alert." in s and json.loads(d)["alert_id"] == alerts_b[0]["alert_id"])
-        held_at = [i for i, (s, d) in enumerate(after) if ".reading." in s
-                   and (json.loads(d)["device_id"], json.loads(d)["seq"]) in held]
+        first_b = next(
+            i
+            for i, (s, d) in enumerate(after)
+            if ".alert." in s and json.loads(d)["alert_id"] == alerts_b[0]["alert_id"]
+        )
+        held_at = [
+            i
+            for i, (s, d) in enumerate(after)
+            if ".reading." in s and (json.loads(d)["device_id"], json.loads(d)["seq"]) in held
+        ]
         assert held_at and first_b < min(held_at), "the held alert must go up before the held readings"
         print(f"cut {CUT_S:.0f}s: {len(held)} readings held, sent after the cut; ack and alert B through")
         assert gw.stop(signal.SIGTERM) == 0

@@ -20,8 +20,9 @@ def receiver():  # type: ignore[no-untyped-def]
     r.close()
 
 
-def test_webhook_failing_first_deliveries_is_retried_grouped_and_surfaced(tmp_path, broker, gateway_process,
-                                                                           watcher_factory, receiver):
+def test_webhook_failing_first_deliveries_is_retried_grouped_and_surfaced(
+    tmp_path, broker, gateway_process, watcher_factory, receiver
+):
     http = free_port()
     extra = f"""\
 routing:

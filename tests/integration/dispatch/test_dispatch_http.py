@@ -41,11 +41,21 @@ def test_http_api_ack_snooze_inhibition_and_audit(tmp_path, broker, gateway_proc
     assert high["tiers_notified"] == [] and high["escalate_at"] is None
 
     # Snooze over HTTP: held, then a reminder on the tier when it runs out.
-    code, body = api(http, "POST", f"/api/alerts/{crisis['alert_id']}/snooze",
-                     {"by": "dr-li", "duration": "2s", "why": "calling the family"})
+    code, body = api(
+        http,
+        "POST",
+        f"/api/alerts/{crisis['alert_id']}/snooze",
+        {"by": "dr-li", "duration": "2s", "why": "calling the family"},
+    )
     assert code == 200 and body["alert"]["suppressed"] == "snooze" and body["alert"]["snoozed_until"]
-    w.wait_for(lambda t_, b: t_.endswith("/alert/township") and b.get("alert_id") == crisis["alert_id"]
-               and b["updated_at"] > crisis["updated_at"], timeout=6)
+    w.wait_for(
+        lambda t_, b: (
+            t_.endswith("/alert/township")
+            and b.get("alert_id") == crisis["alert_id"]
+            and b["updated_at"] > crisis["updated_at"]
+        ),
+        timeout=6,
+    )
     assert alert_of(http, "p-0001", "bp_crisis")["suppressed"] is None
 
     # Ack over HTTP: confirmed on MQTT; a second ack is a conflict; unknown ids are 404.
@@ -59,8 +69,9 @@ def test_http_api_ack_snooze_inhibition_and_audit(tmp_path, broker, gateway_proc
     # The crisis clears (it was acknowledged, so it resolves): bp_high, never sent, goes to the village now.
     w.publish(f"vg/{CLINIC}/device/bp-0001/reading", bp(t + timedelta(minutes=3), 165, 101, 3))
     w.wait_for(lambda t_, b: b.get("alert_id") == crisis["alert_id"] and b["state"] == "resolved")
-    w.wait_for(lambda t_, b: t_.endswith("/alert/village") and b.get("condition") == "bp_high"
-               and b["state"] == "firing")
+    w.wait_for(
+        lambda t_, b: t_.endswith("/alert/village") and b.get("condition") == "bp_high" and b["state"] == "firing"
+    )
 
     _, detail = api(http, "GET", f"/api/alerts/{crisis['alert_id']}")
     trail = [(x["what"], x["detail"].get("by"), x["detail"].get("why")) for x in detail["transitions"]]
@@ -77,14 +88,30 @@ def test_silences_over_mqtt_and_http_hold_alerts_until_they_end(tmp_path, broker
     wait_api(http)
 
     # MQTT: a short silence with the client's own id (QoS 1 may deliver it twice).
-    msg = json.dumps({"id": "visit-p2", "match": {"patient": "p-0002", "condition": "hypoglycemia"},
-                      "duration": "3s", "by": "dr-wang", "why": "home visit, feeding now"})
+    msg = json.dumps(
+        {
+            "id": "visit-p2",
+            "match": {"patient": "p-0002", "condition": "hypoglycemia"},
+            "duration": "3s",
+            "by": "dr-wang",
+            "why": "home visit, feeding now",
+        }
+    )
     w.publish(f"vg/{CLINIC}/silence", msg)
     w.publish(f"vg/{CLINIC}/silence", msg)
     w.publish(f"vg/{CLINIC}/silence", json.dumps({"match": {}, "duration": "1h", "by": "x", "why": "all"}))
     # HTTP: a long silence for p-0001, ended early.
-    code, created = api(http, "POST", "/api/silences", {"match": {"patient": "p-0001", "condition": ["hypoglycemia"]},
-                                                        "duration": "1h", "by": "tech-zhao", "why": "meter check"})
+    code, created = api(
+        http,
+        "POST",
+        "/api/silences",
+        {
+            "match": {"patient": "p-0001", "condition": ["hypoglycemia"]},
+            "duration": "1h",
+            "by": "tech-zhao",
+            "why": "meter check",
+        },
+    )
     assert code == 201
     sid = created["silence"]["id"]
     deadline = time.monotonic() + 5
@@ -113,13 +140,20 @@ def test_silences_over_mqtt_and_http_hold_alerts_until_they_end(tmp_path, broker
     assert api(http, "POST", "/api/silences", {"match": {"patient": "p-0001"}, "by": "x", "why": "no end"})[0] == 400
     assert api(http, "POST", "/api/silences/none/expire", {"by": "x"})[0] == 404
     # The refused MQTT silence (no matchers) is counted in the status, never silently applied.
-    _, st = w.wait_for(lambda t_, b: t_.endswith("/status") and "bad_silence" in
-                       b.get("counters", {}).get("rejected", {}) and b["dispatch"]["silences_active"] == 0, timeout=5)
+    _, st = w.wait_for(
+        lambda t_, b: (
+            t_.endswith("/status")
+            and "bad_silence" in b.get("counters", {}).get("rejected", {})
+            and b["dispatch"]["silences_active"] == 0
+        ),
+        timeout=5,
+    )
     assert st["counters"]["rejected"]["bad_silence"] == 1
     assert gw.stop() == 0
 
 
 # ---------------------------------------------------------------- issue 16: hostile bodies and values
+
 
 def test_log_values_cannot_forge_a_line() -> None:
     import logging

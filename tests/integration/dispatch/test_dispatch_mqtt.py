@@ -28,8 +28,7 @@ def online(w) -> None:  # type: ignore[no-untyped-def]
     w.wait_for(lambda t, b: t.endswith("/status") and b.get("online") is True, timeout=20)
 
 
-def test_routing_tree_sends_by_patient_label_and_routes_test_agrees(tmp_path, broker, gateway_process,
-                                                                      watcher_factory):
+def test_routing_tree_sends_by_patient_label_and_routes_test_agrees(tmp_path, broker, gateway_process, watcher_factory):
     cfg = write_config(tmp_path, broker.port, TREE)
     gateway_process(cfg)
     w = watcher_factory(broker.port, [f"vg/{CLINIC}/#"])
@@ -43,18 +42,40 @@ def test_routing_tree_sends_by_patient_label_and_routes_test_agrees(tmp_path, br
     topics = {(t_, b["patient_id"]) for t_, b in w.json(f"vg/{CLINIC}/alert/")}
     assert topics == {(f"vg/{CLINIC}/alert/township", "p-0001"), (f"vg/{CLINIC}/alert/village", "p-0002")}
 
-    out = subprocess.run([sys.executable, "-m", "box.cli", "routes", "test", "--condition", "hypoglycemia",
-                          "--patient", "p-0001", "--config", str(cfg)], capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "box.cli",
+            "routes",
+            "test",
+            "--condition",
+            "hypoglycemia",
+            "--patient",
+            "p-0001",
+            "--config",
+            str(cfg),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 0, out.stderr
     assert "frail patients' lows go to the township" in out.stdout
     assert "opens at: township, severity medium" in out.stdout
     assert f"vg/{CLINIC}/alert/township" in out.stdout
 
 
-def test_emergency_tells_county_and_village_doctor_repeats_and_stops_on_ack(tmp_path, broker, gateway_process,
-                                                                             watcher_factory):
-    cfg = write_config(tmp_path, broker.port, escalation_more=(
-        "  repeat_interval: 2s\n  conditions:\n    hypoglycemia_severe: {at: township, timeout: 2s, to: emergency}\n"))
+def test_emergency_tells_county_and_village_doctor_repeats_and_stops_on_ack(
+    tmp_path, broker, gateway_process, watcher_factory
+):
+    cfg = write_config(
+        tmp_path,
+        broker.port,
+        escalation_more=(
+            "  repeat_interval: 2s\n  conditions:\n    hypoglycemia_severe: {at: township, timeout: 2s, to: emergency}\n"
+        ),
+    )
     gw = gateway_process(cfg)
     w = watcher_factory(broker.port, [f"vg/{CLINIC}/#"])
     online(w)
@@ -63,7 +84,9 @@ def test_emergency_tells_county_and_village_doctor_repeats_and_stops_on_ack(tmp_
     aid = first["alert_id"]
 
     def firing(tier: str) -> list[dict]:
-        return [b for t, b in w.json(f"vg/{CLINIC}/alert/{tier}") if b.get("alert_id") == aid and b["state"] == "firing"]
+        return [
+            b for t, b in w.json(f"vg/{CLINIC}/alert/{tier}") if b.get("alert_id") == aid and b["state"] == "firing"
+        ]
 
     for tier in ("emergency", "county", "village"):
         _, esc = w.wait_for(lambda t, b: t.endswith(f"/alert/{tier}") and b.get("alert_id") == aid, timeout=10)
@@ -76,8 +99,14 @@ def test_emergency_tells_county_and_village_doctor_repeats_and_stops_on_ack(tmp_
     assert len(firing("emergency")) >= 2 and len(firing("village")) >= 2
     w.publish(f"vg/{CLINIC}/ack", json.dumps({"alert_id": aid, "by": "120-desk"}))
     for tier in ("township", "emergency", "county", "village"):
-        w.wait_for(lambda t, b: t.endswith(f"/alert/{tier}") and b.get("alert_id") == aid
-                   and b["state"] == "acknowledged" and b["acknowledged_by"] == "120-desk")
+        w.wait_for(
+            lambda t, b: (
+                t.endswith(f"/alert/{tier}")
+                and b.get("alert_id") == aid
+                and b["state"] == "acknowledged"
+                and b["acknowledged_by"] == "120-desk"
+            )
+        )
     n = len(firing("emergency"))
     time.sleep(3)
     assert len(firing("emergency")) == n, "an acknowledged alert was repeated"
@@ -85,7 +114,8 @@ def test_emergency_tells_county_and_village_doctor_repeats_and_stops_on_ack(tmp_
 
 
 def test_sigkill_in_the_middle_of_an_escalation_keeps_the_due_time_and_raises_nothing_twice(
-        tmp_path, broker, gateway_process, watcher_factory):
+    tmp_path, broker, gateway_process, watcher_factory
+):
     # village 2 s, then township 8 s: county is due 10 s after the alert opened.
     cfg = write_config(tmp_path, broker.port, escalation="{village: 2s, township: 8s, county: 10m}")
     gw = gateway_process(cfg)
@@ -101,8 +131,10 @@ def test_sigkill_in_the_middle_of_an_escalation_keeps_the_due_time_and_raises_no
     time.sleep(3.0)  # the box is down a while: a timer re-armed at restart would now be clearly late
 
     gw2 = gateway_process(cfg)
-    w.wait_for(lambda t, b: t.endswith("/status") and b.get("online") is True
-               and b.get("started_at", "") > first["opened_at"], timeout=20)
+    w.wait_for(
+        lambda t, b: t.endswith("/status") and b.get("online") is True and b.get("started_at", "") > first["opened_at"],
+        timeout=20,
+    )
     restarted = time.monotonic()
     _, county = w.wait_for(lambda t, b: t.endswith("/alert/county") and b.get("alert_id") == aid, timeout=15)
     at = time.monotonic() - opened

@@ -41,7 +41,7 @@ def _config(tmp: Path, port: int) -> Path:
     cfg.write_text(f"""\
 clinic: {CLINIC}
 broker: {{host: 127.0.0.1, port: {port}}}
-storage: {{path: {tmp / 'var'}}}
+storage: {{path: {tmp / "var"}}}
 status: {{interval: 1s}}
 shards: {{workers: 1}}
 patients:
@@ -56,8 +56,9 @@ patients:
 def _stored(storage: Path, device: str) -> list[tuple[datetime, np.ndarray]]:
     con = sqlite3.connect(f"file:{storage / 'readings.db'}?mode=ro", uri=True)
     try:
-        rows = con.execute("SELECT device_ts, samples_uv FROM ecg_frames WHERE device_id = ? ORDER BY device_ts",
-                           (device,)).fetchall()
+        rows = con.execute(
+            "SELECT device_ts, samples_uv FROM ecg_frames WHERE device_id = ? ORDER BY device_ts", (device,)
+        ).fetchall()
     finally:
         con.close()
     return [(datetime.fromisoformat(ts), np.frombuffer(zlib.decompress(blob), dtype="<i4")) for ts, blob in rows]
@@ -71,7 +72,8 @@ def _status(w) -> dict:  # type: ignore[no-untyped-def]
 @pytest.mark.broker
 @pytest.mark.slow
 def test_binary_frames_are_stored_and_analysed_as_the_json_frames_with_the_same_samples(
-        tmp_path, broker, gateway_process, watcher_factory):
+    tmp_path, broker, gateway_process, watcher_factory
+):
     gw = gateway_process(_config(tmp_path, broker.port))
     w = watcher_factory(broker.port, [f"vg/{CLINIC}/status", f"vg/{CLINIC}/alert/+"])
     wait_until(lambda: _status(w), 30, "the gateway online")
@@ -89,19 +91,40 @@ def test_binary_frames_are_stored_and_analysed_as_the_json_frames_with_the_same_
         if k in MALFORMED:
             w.publish(f"vg/{CLINIC}/device/ecg-bin/gatt/5a7e0003", MALFORMED[k][0](good))
         w.publish(f"vg/{CLINIC}/device/ecg-bin/gatt/5a7e0003", good)
-        w.publish(f"vg/{CLINIC}/device/ecg-json/reading", json.dumps(
-            {"kind": "ecg", "ts": (start + timedelta(seconds=k)).isoformat(), "seq": k + 1, "fs": 250,
-             "samples_uv": samples, "lead_off": False}))
+        w.publish(
+            f"vg/{CLINIC}/device/ecg-json/reading",
+            json.dumps(
+                {
+                    "kind": "ecg",
+                    "ts": (start + timedelta(seconds=k)).isoformat(),
+                    "seq": k + 1,
+                    "fs": 250,
+                    "samples_uv": samples,
+                    "lead_off": False,
+                }
+            ),
+        )
         time.sleep(max(0.0, t0 + k + 1 - time.monotonic()))  # real time: the patch's frames come 1 s apart
 
     def vt_alert(patient: str):  # type: ignore[no-untyped-def]
-        return w.wait_for(lambda t, b: b.get("condition") == "vt" and b.get("patient_id") == patient
-                          and b.get("state") == "firing", timeout=30, prefix=f"vg/{CLINIC}/alert/")[1]
+        return w.wait_for(
+            lambda t, b: b.get("condition") == "vt" and b.get("patient_id") == patient and b.get("state") == "firing",
+            timeout=30,
+            prefix=f"vg/{CLINIC}/alert/",
+        )[1]
 
     vt_json, vt_bin = vt_alert("p-0001"), vt_alert("p-0002")
     n = len(frames)
-    final = wait_until(lambda: (s := _status(w)) and s["counters"]["accepted"].get("ecg") == 2 * n
-                       and s["ecg_analysis"]["backlog_frames"] == 0 and s, 30, "every frame stored and analysed")
+    final = wait_until(
+        lambda: (
+            (s := _status(w))
+            and s["counters"]["accepted"].get("ecg") == 2 * n
+            and s["ecg_analysis"]["backlog_frames"] == 0
+            and s
+        ),
+        30,
+        "every frame stored and analysed",
+    )
     assert final["counters"]["rejected"].get("malformed_gatt") == len(MALFORMED)
     reasons = [r for r in final["last_rejections"] if r["device_id"] == "ecg-bin"]
     assert [r["reason"] for r in reasons] == ["malformed_gatt"] * len(MALFORMED)

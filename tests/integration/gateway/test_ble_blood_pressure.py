@@ -18,7 +18,9 @@ pytestmark = pytest.mark.ble
 CUFF = "C0:26:DA:00:10:01"
 
 
-async def test_bp_indication_arrives_as_the_same_accepted_reading_as_over_mqtt(bluez: MockBlueZ, tmp_path: Path) -> None:
+async def test_bp_indication_arrives_as_the_same_accepted_reading_as_over_mqtt(
+    bluez: MockBlueZ, tmp_path: Path
+) -> None:
     cuff = bluez.add(BloodPressureCuff(CUFF, clock_offset=timedelta(minutes=7), battery=64))
     value = cuff.measure(186, 121, 88, when=datetime(2024, 3, 15, 7, 30), irregular_pulse=True)
     async with running([spec("bp-0001", "blood_pressure", CUFF)], tmp_path) as (ingress, rec):
@@ -43,8 +45,9 @@ async def test_bp_indication_arrives_as_the_same_accepted_reading_as_over_mqtt(b
     assert battery[0].reading.percent == 64
 
 
-async def test_malformed_values_are_rejected_with_a_reason_and_good_ones_still_flow(bluez: MockBlueZ,
-                                                                                    tmp_path: Path) -> None:
+async def test_malformed_values_are_rejected_with_a_reason_and_good_ones_still_flow(
+    bluez: MockBlueZ, tmp_path: Path
+) -> None:
     cuff = bluez.add(BloodPressureCuff(CUFF))
     async with running([spec("bp-0001", "blood_pressure", CUFF)], tmp_path) as (_ingress, rec):
         await wait_until(lambda: cuff.char(BP_MEASUREMENT).notifying, what="subscription")
@@ -58,8 +61,9 @@ async def test_malformed_values_are_rejected_with_a_reason_and_good_ones_still_f
     assert [a.reading.systolic for a in rec.of("bp-0001", "blood_pressure")] == [128]
 
 
-async def test_a_cuff_that_sleeps_between_measurements_is_rediscovered_and_resubscribed(bluez: MockBlueZ,
-                                                                                         tmp_path: Path) -> None:
+async def test_a_cuff_that_sleeps_between_measurements_is_rediscovered_and_resubscribed(
+    bluez: MockBlueZ, tmp_path: Path
+) -> None:
     # Like a real cuff: advertises with a measurement, disconnects once it is confirmed, sleeps.
     cuff = bluez.add(BloodPressureCuff(CUFF, disconnect_after_s=0.1))
     cuff.measure(141, 92, 77)

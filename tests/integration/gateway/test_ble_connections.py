@@ -44,7 +44,7 @@ async def test_out_of_slots_backs_off_longer_than_a_transient_failure(bluez: Moc
         await wait_until(lambda: rec.of("hr-0001", "heart_rate"), timeout=15)
         status = ingress.devices["hr-0001"].link.status
     assert status.failures == {ErrorClass.OUT_OF_SLOTS.value: 1}
-    (cls, delay), = status.backoffs
+    ((cls, delay),) = status.backoffs
     assert delay > policy.base_s[ErrorClass.TRANSIENT] * (1 + policy.jitter)
     assert delay >= policy.base_s[ErrorClass.OUT_OF_SLOTS] * (1 - policy.jitter)
 
@@ -68,11 +68,13 @@ async def test_many_meters_back_fill_within_the_connection_cap(bluez: MockBlueZ,
         await wait_until(lambda: len(rec.of_kind("glucose")) == 15, timeout=20, what="all 15 records")
     assert bluez.max_connected <= 2  # never more links than the cap
     assert sorted((a.device_id, a.reading.seq) for a in rec.of_kind("glucose")) == [
-        (f"glu-{i}", s) for i in range(5) for s in (1, 2, 3)]
+        (f"glu-{i}", s) for i in range(5) for s in (1, 2, 3)
+    ]
 
 
-async def test_a_vanished_device_raises_device_offline_and_clears_it_when_back(bluez: MockBlueZ,
-                                                                              tmp_path: Path) -> None:
+async def test_a_vanished_device_raises_device_offline_and_clears_it_when_back(
+    bluez: MockBlueZ, tmp_path: Path
+) -> None:
     strap = bluez.add(HeartRateStrap(STRAP, period_s=0.1))
     devices = [spec("hr-0001", "heart_rate", STRAP, expected_interval=timedelta(seconds=0.8))]
     async with running(devices, tmp_path) as (ingress, rec):

@@ -32,7 +32,8 @@ async def poll(pred: Any, timeout: float = 20.0, what: str = "condition") -> Any
 
 
 async def test_vitalgate_run_publishes_ble_readings_like_mqtt_ones_through_reconnects(
-        bluez: MockBlueZ, tmp_path: Path, broker, watcher_factory, gateway_process) -> None:  # type: ignore[no-untyped-def]
+    bluez: MockBlueZ, tmp_path: Path, broker, watcher_factory, gateway_process
+) -> None:  # type: ignore[no-untyped-def]
     cuff = bluez.add(BloodPressureCuff(CUFF, battery=15))
     meter = bluez.add(GlucoseMeter(METER))
     for day, v in enumerate((5.6, 6.4, 7.9), start=10):
@@ -42,7 +43,7 @@ async def test_vitalgate_run_publishes_ble_readings_like_mqtt_ones_through_recon
     config.write_text(f"""
 clinic: c1
 broker: {{host: 127.0.0.1, port: {broker.port}}}
-storage: {{path: {tmp_path / 'var'}}}
+storage: {{path: {tmp_path / "var"}}}
 status: {{interval: 1s}}
 patients:
   - id: p-0001
@@ -61,8 +62,10 @@ patients:
 
     await poll(lambda: readings("p-0001", "blood_pressure"), what="BLE BP reading on the patient topic")
     await poll(lambda: len(readings("p-0001", "glucose")) == 3, what="back-filled glucose records")
-    await poll(lambda: any(b.get("condition") == "battery_low" for _, b in watcher.json("vg/c1/alert/village")),
-               what="battery_low alert")
+    await poll(
+        lambda: any(b.get("condition") == "battery_low" for _, b in watcher.json("vg/c1/alert/village")),
+        what="battery_low alert",
+    )
 
     # The same cuff bytes through the MQTT gatt door, for another patient: the same public reading.
     await asyncio.to_thread(watcher.publish, "vg/c1/device/bp-0002/gatt/2a35", bp_bytes)
@@ -85,8 +88,12 @@ patients:
     await poll(lambda: len(readings("p-0001", "blood_pressure")) == 2, what="BP after a dropped link")
 
     # The retained status shows each BLE link (connects, errors, clock skew).
-    await poll(lambda: [b for _, b in watcher.json("vg/c1/status")
-                        if b.get("ble", {}).get("glu-0001", {}).get("connects", 0) >= 2], what="BLE link status")
+    await poll(
+        lambda: [
+            b for _, b in watcher.json("vg/c1/status") if b.get("ble", {}).get("glu-0001", {}).get("connects", 0) >= 2
+        ],
+        what="BLE link status",
+    )
 
     rc = await asyncio.to_thread(gw.stop, signal.SIGTERM)  # the mock keeps serving while the gateway disconnects
     assert rc == 0, gw.output()[-3000:]

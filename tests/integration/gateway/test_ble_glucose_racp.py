@@ -31,8 +31,9 @@ def seqs(rec: Recorder) -> list[int]:
     return [a.reading.seq for a in rec.of("glu-0001", "glucose")]
 
 
-async def test_backfill_delivers_each_record_once_across_connects_and_a_gateway_restart(bluez: MockBlueZ,
-                                                                                         tmp_path: Path) -> None:
+async def test_backfill_delivers_each_record_once_across_connects_and_a_gateway_restart(
+    bluez: MockBlueZ, tmp_path: Path
+) -> None:
     meter = bluez.add(GlucoseMeter(METER))
     meter.add_record(5.4, when=datetime(2024, 3, 14, 7, 0), meal="fasting")
     meter.add_record(5.5, when=datetime(2024, 3, 14, 8, 0), control=True)  # control solution: rejected, done
@@ -99,8 +100,12 @@ async def test_sequence_numbers_going_backwards_resync_with_report_all(bluez: Mo
         await wait_until(lambda: len(seqs(rec)) == 6)
     assert seqs(rec) == [1, 2, 3, 1, 2, 3]
     assert [a.reading.mmol_l for a in rec.of("glu-0001", "glucose")][3:] == [4.4, 4.5, 4.6]
-    assert meter.racp_requests == [gc.racp_report_all(), gc.racp_report_from_seq(4), gc.racp_report_last(),
-                                   gc.racp_report_all()]
+    assert meter.racp_requests == [
+        gc.racp_report_all(),
+        gc.racp_report_from_seq(4),
+        gc.racp_report_last(),
+        gc.racp_report_all(),
+    ]
     assert ingress.devices["glu-0001"].profile.resyncs == 1  # type: ignore[attr-defined]
     assert saved_watermark(tmp_path) == 3
 
@@ -122,7 +127,8 @@ async def test_the_watermark_only_moves_once_records_are_stored(bluez: MockBlueZ
     async with running([spec("glu-0001", "glucose", METER)], tmp_path, again):
         await wait_until(lambda: len(seqs(again)) == 3, what="records fetched again after the 'crash'")
     # Same records, same idempotency keys: the store keeps one copy of each.
-    assert [a.idempotency_key for a in again.accepted if a.reading.kind == "glucose"] == \
-        [a.idempotency_key for a in lost.accepted if a.reading.kind == "glucose"]
+    assert [a.idempotency_key for a in again.accepted if a.reading.kind == "glucose"] == [
+        a.idempotency_key for a in lost.accepted if a.reading.kind == "glucose"
+    ]
     assert meter.racp_requests == [gc.racp_report_all(), gc.racp_report_all()]
     assert saved_watermark(tmp_path) == 3

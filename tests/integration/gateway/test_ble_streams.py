@@ -26,8 +26,10 @@ async def test_a_reconnect_resubscribes_so_notifications_keep_flowing(bluez: Moc
             strap.drop_link()  # supervision timeout
             before = len(rec.of("hr-0001", "heart_rate"))
             await wait_until(lambda: ingress.devices["hr-0001"].link.status.connects == cycle + 1)
-            await wait_until(lambda: len(rec.of("hr-0001", "heart_rate")) >= before + 5,
-                             what=f"notifications after reconnect {cycle}")
+            await wait_until(
+                lambda: len(rec.of("hr-0001", "heart_rate")) >= before + 5,
+                what=f"notifications after reconnect {cycle}",
+            )
         # bleak's BlueZ manager + the live client: no D-Bus connection left behind per reconnect.
         assert len(await bluez.bus_clients()) == 2
     assert strap.stats.connects == 3
@@ -36,8 +38,9 @@ async def test_a_reconnect_resubscribes_so_notifications_keep_flowing(bluez: Moc
     assert (hr.bpm, hr.contact, hr.rr_ms) == (64, True, [pytest.approx(937.5, abs=1)])
 
 
-async def test_vendor_ecg_frames_become_one_second_ecg_readings_with_lead_off_and_gaps(bluez: MockBlueZ,
-                                                                                      tmp_path: Path) -> None:
+async def test_vendor_ecg_frames_become_one_second_ecg_readings_with_lead_off_and_gaps(
+    bluez: MockBlueZ, tmp_path: Path
+) -> None:
     patch = bluez.add(VendorEcgPatch(PATCH, fs=250, frame_samples=25))  # 100 ms frames
     async with running([spec("ecg-0001", "vendor_ecg", name="VG-ECG")], tmp_path) as (ingress, rec):
         await wait_until(lambda: len(rec.of("ecg-0001", "ecg")) >= 1, what="first 1 s frame")
@@ -63,8 +66,7 @@ async def test_vendor_ecg_frames_become_one_second_ecg_readings_with_lead_off_an
     assert {a.source for a in rec.accepted} == {"ble"}
 
 
-async def test_polar_h10_starts_ecg_on_every_connect_and_stops_it_on_shutdown(bluez: MockBlueZ,
-                                                                              tmp_path: Path) -> None:
+async def test_polar_h10_starts_ecg_on_every_connect_and_stops_it_on_shutdown(bluez: MockBlueZ, tmp_path: Path) -> None:
     h10 = bluez.add(PolarH10(H10))
     async with running([spec("ecg-0002", "polar_h10_ecg", H10)], tmp_path) as (ingress, rec):
         await wait_until(lambda: rec.of("ecg-0002", "ecg"), what="first H10 frame")

@@ -42,7 +42,7 @@ def test_gateway_raises_and_clears_device_offline_over_mqtt(tmp_path, broker, ga
     cfg = tmp_path / "g.yaml"
     cfg.write_text(f"""clinic: c2
 broker: {{host: 127.0.0.1, port: {broker.port}}}
-storage: {{path: {tmp_path / 'var'}}}
+storage: {{path: {tmp_path / "var"}}}
 patients:
   - id: p-0001
     devices:

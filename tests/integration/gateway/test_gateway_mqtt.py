@@ -27,7 +27,7 @@ broker:
   host: 127.0.0.1
   port: {port}
 storage:
-  path: {tmp / 'var'}
+  path: {tmp / "var"}
 patients:
   - id: p-0001
     devices:
@@ -49,9 +49,18 @@ def now() -> datetime:
 
 
 def bp_json(ts: datetime, sys_: int, dia: int, seq: int, movement: bool = False) -> str:
-    return json.dumps({"kind": "blood_pressure", "ts": ts.isoformat(), "seq": seq, "systolic": sys_,
-                       "diastolic": dia, "pulse": 80, "unit": "mmHg",
-                       "status": {"body_movement": movement, "irregular_pulse": False, "cuff_loose": False}})
+    return json.dumps(
+        {
+            "kind": "blood_pressure",
+            "ts": ts.isoformat(),
+            "seq": seq,
+            "systolic": sys_,
+            "diastolic": dia,
+            "pulse": 80,
+            "unit": "mmHg",
+            "status": {"body_movement": movement, "irregular_pulse": False, "cuff_loose": False},
+        }
+    )
 
 
 def status_of(watcher_factory, port: int) -> dict:  # type: ignore[no-untyped-def]
@@ -72,8 +81,10 @@ def test_readings_rejections_alerts_acks_escalation_and_clean_stop(tmp_path, bro
     w.publish(f"{dev}/bp-9999/reading", bp_json(t, 120, 80, 1))  # unknown device
     w.publish(f"{dev}/bp-0001/reading", bp_json(t, 400, 80, 2))  # implausible
     w.publish(f"{dev}/bp-0001/gatt/2a35", b"\x1e\x8a")  # truncated GATT
-    w.publish(f"{dev}/glu-0001/reading", json.dumps({"kind": "blood_pressure", "ts": t.isoformat(),
-                                                     "systolic": 120, "diastolic": 80}))  # wrong kind for a meter
+    w.publish(
+        f"{dev}/glu-0001/reading",
+        json.dumps({"kind": "blood_pressure", "ts": t.isoformat(), "systolic": 120, "diastolic": 80}),
+    )  # wrong kind for a meter
 
     # Good readings, JSON and raw GATT, are republished per patient.
     w.publish(f"{dev}/bp-0001/reading", bp_json(t, 128, 82, 3))
@@ -93,7 +104,9 @@ def test_readings_rejections_alerts_acks_escalation_and_clean_stop(tmp_path, bro
 
     # hypoglycemia_severe from a raw GATT glucose record -> township.
     w.publish(f"{dev}/glu-0002/gatt/2a18", encode_glucose_measurement(7, t.replace(tzinfo=None), 2.6))
-    _, hypo = w.wait_for(lambda t_, b: t_ == f"vg/{CLINIC}/alert/township" and b.get("condition") == "hypoglycemia_severe")
+    _, hypo = w.wait_for(
+        lambda t_, b: t_ == f"vg/{CLINIC}/alert/township" and b.get("condition") == "hypoglycemia_severe"
+    )
     assert hypo["patient_id"] == "p-0002"
 
     # Acknowledge the crisis: the gateway confirms with state acknowledged.
@@ -116,7 +129,14 @@ def test_readings_rejections_alerts_acks_escalation_and_clean_stop(tmp_path, bro
     final = status_of(watcher_factory, broker.port)
     assert final["online"] is False
     rejected = final["counters"]["rejected"]
-    for reason in ("malformed_json", "unknown_device", "implausible_value", "malformed_gatt", "wrong_kind", "duplicate"):
+    for reason in (
+        "malformed_json",
+        "unknown_device",
+        "implausible_value",
+        "malformed_gatt",
+        "wrong_kind",
+        "duplicate",
+    ):
         assert rejected.get(reason, 0) >= 1, (reason, rejected)
     assert final["counters"]["accepted"]["blood_pressure"] >= 4
     assert final["devices"]["bp-0001"]["last_seen"] is not None
@@ -151,8 +171,12 @@ def test_restart_neither_loses_nor_repeats_alerts_and_keeps_due_times(
     rc = gw.stop(stop_signal)
     assert rc == (0 if stop_signal == signal.SIGTERM else -signal.SIGKILL)
     gw2 = gateway_process(cfg)
-    w.wait_for(lambda t_, b: t_.endswith("/status") and b.get("online") is True
-               and b.get("started_at") != first.get("opened_at"), timeout=15)
+    w.wait_for(
+        lambda t_, b: (
+            t_.endswith("/status") and b.get("online") is True and b.get("started_at") != first.get("opened_at")
+        ),
+        timeout=15,
+    )
     # Still in crisis after the restart: the open alert is updated, not raised again.
     w.publish(f"vg/{CLINIC}/device/bp-0001/reading", bp_json(t, 192, 121, 3))
     w.wait_for(lambda t_, b: t_.endswith("p-0001/reading") and b.get("seq") == 3)
@@ -168,7 +192,10 @@ def test_restart_neither_loses_nor_repeats_alerts_and_keeps_due_times(
     # One raise: a SIGKILL between the broker taking the message and the outbox recording it makes the
     # restarted gateway send that same message again (at-least-once, identical: same transition time);
     # raising it again would be a second transition.
-    firing_township = {(b["alert_id"], b["updated_at"]) for t_, b in w.json(f"vg/{CLINIC}/alert/township")
-                       if b.get("condition") == "bp_crisis" and b.get("state") == "firing"}
+    firing_township = {
+        (b["alert_id"], b["updated_at"])
+        for t_, b in w.json(f"vg/{CLINIC}/alert/township")
+        if b.get("condition") == "bp_crisis" and b.get("state") == "firing"
+    }
     assert len(firing_township) == 1, f"the crisis was raised twice: {firing_township}"
     assert gw2.stop() == 0

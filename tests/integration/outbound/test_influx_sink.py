@@ -41,15 +41,25 @@ def _acc(reading, device="bp-0001", patient="p-0001") -> Accepted:  # type: igno
 
 
 def test_line_protocol_schema():
-    line = to_line(_acc(BloodPressureReading(ts=T, systolic=182, diastolic=112, pulse=88,
-                                             status=BpStatusFlags(irregular_pulse=True))), "c1")
-    assert line == ("vitals,clinic=c1,device=bp-0001,kind=blood_pressure,patient=p-0001 "
-                    "systolic=182.0,diastolic=112.0,pulse=88.0,body_movement=0.0,irregular_pulse=1.0,cuff_loose=0.0 "
-                    f"{int(T.timestamp() * 1000)}")
+    line = to_line(
+        _acc(
+            BloodPressureReading(
+                ts=T, systolic=182, diastolic=112, pulse=88, status=BpStatusFlags(irregular_pulse=True)
+            )
+        ),
+        "c1",
+    )
+    assert line == (
+        "vitals,clinic=c1,device=bp-0001,kind=blood_pressure,patient=p-0001 "
+        "systolic=182.0,diastolic=112.0,pulse=88.0,body_movement=0.0,irregular_pulse=1.0,cuff_loose=0.0 "
+        f"{int(T.timestamp() * 1000)}"
+    )
     hi = to_line(_acc(GlucoseReading(ts=T, seq=3, range="hi"), device="glu-1"), "c1")
     assert hi is not None and " range_hi=1.0 " in hi and "mmol_l" not in hi
     summary = to_line(_acc(EcgSummary(ts=T, hr_bpm=71.5, quality=0.9, beats={"N": 70, "V": 2}), device="ecg-1"), "c1")
-    assert summary is not None and "kind=ecg_summary" in summary and "hr_bpm=71.5" in summary and "beats=72.0" in summary
+    assert (
+        summary is not None and "kind=ecg_summary" in summary and "hr_bpm=71.5" in summary and "beats=72.0" in summary
+    )
     # Raw ECG is never a time series.
     assert to_line(_acc(EcgFrame(ts=T, fs=250, samples_uv=[0.0] * 250), device="ecg-1"), "c1") is None
 
@@ -68,14 +78,21 @@ def vm(tmp_path):  # type: ignore[no-untyped-def]
 
 def test_sink_writes_batches_and_survives_an_outage(tmp_path, vm):
     async def scenario() -> dict:
-        sink = InfluxSink("c1", tmp_path, InfluxWriter(vm.url, "", "vitalgate", "vitalgate"),
-                          batch_size=100, flush_interval_s=0.1)
+        sink = InfluxSink(
+            "c1", tmp_path, InfluxWriter(vm.url, "", "vitalgate", "vitalgate"), batch_size=100, flush_interval_s=0.1
+        )
         stop = asyncio.Event()
         task = asyncio.create_task(sink.run(stop))
 
         def put(i: int) -> None:
-            sink.stage(_acc(BloodPressureReading(ts=datetime.fromisoformat(ts_at(i)), seq=i, systolic=100 + i % 50,
-                                                 diastolic=70)))
+            sink.stage(
+                _acc(
+                    BloodPressureReading(
+                        ts=datetime.fromisoformat(ts_at(i)), seq=i, systolic=100 + i % 50, diastolic=70
+                    )
+                )
+            )
+
         for i in range(250):
             put(i)
         sink.flush()
@@ -107,7 +124,11 @@ def test_sink_writes_batches_and_survives_an_outage(tmp_path, vm):
     assert len(samples) == 600, "every point exactly once"
     labels = samples[0][0]
     assert {k: labels[k] for k in ("clinic", "patient", "device", "kind")} == {
-        "clinic": "c1", "patient": "p-0001", "device": "bp-0001", "kind": "blood_pressure"}
+        "clinic": "c1",
+        "patient": "p-0001",
+        "device": "bp-0001",
+        "kind": "blood_pressure",
+    }
 
 
 @pytest.mark.broker
@@ -140,6 +161,7 @@ def test_gateway_into_victoriametrics_through_an_outage(tmp_path, vm, gateway_pr
 
         def points() -> int:
             return len(vm.samples("vitals_systolic")) + len(vm.samples("vitals_mmol_l"))
+
         wait_until(lambda: points() >= 1000, 60, "every reading in VictoriaMetrics", every=0.5)
         assert gw.stop(signal.SIGTERM) == 0
         bp_points = vm.samples("vitals_systolic")
@@ -147,8 +169,10 @@ def test_gateway_into_victoriametrics_through_an_outage(tmp_path, vm, gateway_pr
         assert len(bp_points) == 900 and len(glu_points) == 100, "exactly once"
         assert {s[0]["patient"] for s in bp_points} == {"p-0001", "p-0002", "p-0003"}
         assert all(set(s[0]) >= {"clinic", "patient", "device", "kind"} for s in bp_points)
-        print(f"\n1000 readings in, 1000 stored, {len(bp_points) + len(glu_points)} points in VictoriaMetrics "
-              "(600 of them written after the outage)")
+        print(
+            f"\n1000 readings in, 1000 stored, {len(bp_points) + len(glu_points)} points in VictoriaMetrics "
+            "(600 of them written after the outage)"
+        )
         devices.close()
     finally:
         local.stop()

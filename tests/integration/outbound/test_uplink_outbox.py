@@ -111,22 +111,31 @@ def test_full_outbox_raises_a_technical_alert_and_keeps_every_alert(tmp_path, ga
                 if a["condition"] == "missed_readings" and a["patient_id"] == "gateway":
                     return a
             return None
+
         alarm = wait_until(drop_alarm, 20, "the technical alert about dropped telemetry")
         assert alarm["evidence"]["technical"] == "uplink_outbox_full"
         assert alarm["evidence"]["dropped_total"] >= 1
         wait_until(lambda: len(stored_keys(tmp_path / "var")) >= 300, 30, "all 300 readings stored")
         county.start()
-        wait_until(lambda: {(b["seq"]) for _, b, _ in county_w.readings()} >= set(range(200, 300)), 60,
-                   "the newest 100 readings at the county")
+        wait_until(
+            lambda: {(b["seq"]) for _, b, _ in county_w.readings()} >= set(range(200, 300)),
+            60,
+            "the newest 100 readings at the county",
+        )
         got = {b["seq"] for _, b, _ in county_w.readings()}
         dropped = set(range(300)) - got
         assert dropped == set(range(200)), "exactly the oldest telemetry beyond the bound is dropped"
         # The technical alert itself reached the county (alerts are never dropped).
-        wait_until(lambda: any(json.loads(p).get("condition") == "missed_readings" for _, p, _ in county_w.alerts()),
-                   30, "the technical alert at the county")
+        wait_until(
+            lambda: any(json.loads(p).get("condition") == "missed_readings" for _, p, _ in county_w.alerts()),
+            30,
+            "the technical alert at the county",
+        )
         assert gw.stop(signal.SIGTERM) == 0
-        print(f"\noutbox max 100: 300 readings in, {len(got & set(range(300)))} forwarded, "
-              f"{len(dropped)} oldest dropped and alerted")
+        print(
+            f"\noutbox max 100: 300 readings in, {len(got & set(range(300)))} forwarded, "
+            f"{len(dropped)} oldest dropped and alerted"
+        )
         for w in (county_w, clinic_w, devices):
             w.close()
     finally:
@@ -140,12 +149,41 @@ def _tls_material(d):  # type: ignore[no-untyped-def]
 
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-        "-subj", "/CN=vitalgate-test-ca")
+
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=vitalgate-test-ca",
+    )
     run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
     (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "server.pem", "-days", "2", "-extfile", "san.ext")
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    )
     return d / "ca.pem", d / "server.pem", d / "server.key"
 
 
@@ -166,11 +204,15 @@ def test_uplink_over_tls_with_username_and_password(tmp_path, gateway_process):
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(pw), "clinic-c1", "s3cret"], check=True, capture_output=True)
     port = free_port()
     conf = tmp_path / "county-tls.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
-                    f"allow_anonymous false\npassword_file {pw}\nlog_type error\n"
-                    + ("user root\n" if os.geteuid() == 0 else ""))
-    county = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    conf.write_text(
+        f"listener {port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
+        f"allow_anonymous false\npassword_file {pw}\nlog_type error\n" + ("user root\n" if os.geteuid() == 0 else "")
+    )
+    county = subprocess.Popen(
+        [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     local = PersistentMosquitto(tmp_path, "local")
     try:
         wait_port(port)
@@ -190,8 +232,12 @@ def test_uplink_over_tls_with_username_and_password(tmp_path, gateway_process):
         w.loop_start()
         assert ready.wait(10)
         cfg = write_config(tmp_path, local.port, port, patients=1)
-        cfg.write_text(cfg.read_text().replace(
-            f"  port: {port}\n", f"  port: {port}\n  tls: true\n  ca_file: {ca}\n  username: clinic-c1\n  password: s3cret\n"))
+        cfg.write_text(
+            cfg.read_text().replace(
+                f"  port: {port}\n",
+                f"  port: {port}\n  tls: true\n  ca_file: {ca}\n  username: clinic-c1\n  password: s3cret\n",
+            )
+        )
         gw = gateway_process(cfg)
         devices = DevicePublisher(local.port)
         wait_until(lambda: f"vg/{CLINIC}/status" in got, 20, "the status over TLS")
@@ -228,16 +274,35 @@ def test_uplink_with_a_client_certificate_to_a_broker_that_requires_one(tmp_path
 
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
     run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "clinic.key", "-out", "clinic.csr", "-subj", f"/CN={CLINIC}")
-    run("x509", "-req", "-in", "clinic.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "clinic.pem", "-days", "2")
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "clinic.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "clinic.pem",
+        "-days",
+        "2",
+    )
     port = free_port()
     conf = tmp_path / "county-mtls.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
-                    "require_certificate true\nallow_anonymous true\nlog_type error\n"
-                    + ("user root\n" if os.geteuid() == 0 else ""))
-    county = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    conf.write_text(
+        f"listener {port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
+        "require_certificate true\nallow_anonymous true\nlog_type error\n"
+        + ("user root\n" if os.geteuid() == 0 else "")
+    )
+    county = subprocess.Popen(
+        [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     local = PersistentMosquitto(tmp_path, "local")
     try:
         wait_port(port)
@@ -250,8 +315,9 @@ def test_uplink_with_a_client_certificate_to_a_broker_that_requires_one(tmp_path
             if with_cert:
                 ctx.load_cert_chain(str(d / "clinic.pem"), str(d / "clinic.key"))
             c.tls_set_context(ctx)
-            c.on_connect = lambda cl, u, f, rc, p=None: (not rc.is_failure) and (cl.subscribe(f"vg/{CLINIC}/#", qos=1),
-                                                                                  ready.set())
+            c.on_connect = lambda cl, u, f, rc, p=None: (
+                (not rc.is_failure) and (cl.subscribe(f"vg/{CLINIC}/#", qos=1), ready.set())
+            )
             c.on_message = lambda cl, u, m: got.append(m.topic)
             try:
                 c.connect("127.0.0.1", port)
@@ -264,9 +330,13 @@ def test_uplink_with_a_client_certificate_to_a_broker_that_requires_one(tmp_path
         w, got, ready = watcher(with_cert=True)
         assert ready.wait(10), "a client with a certificate is admitted"
         cfg = write_config(tmp_path, local.port, port, patients=1)
-        cfg.write_text(cfg.read_text().replace(
-            f"  port: {port}\n", f"  port: {port}\n  tls: true\n  ca_file: {ca}\n"
-                                 f"  cert_file: {d / 'clinic.pem'}\n  key_file: {d / 'clinic.key'}\n"))
+        cfg.write_text(
+            cfg.read_text().replace(
+                f"  port: {port}\n",
+                f"  port: {port}\n  tls: true\n  ca_file: {ca}\n"
+                f"  cert_file: {d / 'clinic.pem'}\n  key_file: {d / 'clinic.key'}\n",
+            )
+        )
         gw = gateway_process(cfg)
         devices = DevicePublisher(local.port)
         wait_until(lambda: f"vg/{CLINIC}/status" in got, 20, "the clinic's status over mutual TLS")

@@ -174,14 +174,17 @@ def test_patient_override_valid_against_clinic_thresholds_is_accepted():
 
 
 def test_unknown_scalar_key_points_at_its_line():
-    assert single_problem(
-        """\
+    assert (
+        single_problem(
+            """\
         clinic: c1
         broker:
           host: 127.0.0.1
           prot: 1883
         """
-    ) == "site.yaml:4: broker.prot: unknown key (check the spelling; see config/example.yaml)"
+        )
+        == "site.yaml:4: broker.prot: unknown key (check the spelling; see config/example.yaml)"
+    )
 
 
 def test_unknown_block_key_points_at_the_key_not_its_first_child():
@@ -226,15 +229,18 @@ def test_bad_duration():
 
 
 def test_duplicate_key_reports_the_second_occurrence():
-    assert single_problem(
-        """\
+    assert (
+        single_problem(
+            """\
         clinic: c1
         broker:
           host: 10.0.0.1
           port: 1883
           host: 10.0.0.2
         """
-    ) == "site.yaml:5: broker.host: key appears twice; the later value would silently win"
+        )
+        == "site.yaml:5: broker.host: key appears twice; the later value would silently win"
+    )
 
 
 def test_duplicate_top_level_key():
@@ -481,8 +487,10 @@ def test_secrets_from_files_and_environment_instead_of_the_yaml(tmp_path, monkey
 
     (tmp_path / "broker.pw").write_text("s3cret-from-a-file\n")
     monkeypatch.setenv("VG_HTTP_TOKEN", "a-token-of-at-least-16-chars")
-    cfg = load_config_text(f"clinic: c1\nbroker:\n  username: gateway\n  password_file: {tmp_path / 'broker.pw'}\n"
-                           "http:\n  port: 8080\n  token_env: VG_HTTP_TOKEN\n")
+    cfg = load_config_text(
+        f"clinic: c1\nbroker:\n  username: gateway\n  password_file: {tmp_path / 'broker.pw'}\n"
+        "http:\n  port: 8080\n  token_env: VG_HTTP_TOKEN\n"
+    )
     assert cfg.broker.password == "s3cret-from-a-file"
     assert cfg.http is not None and cfg.http.token == "a-token-of-at-least-16-chars"
 
@@ -491,8 +499,7 @@ def test_a_missing_secret_source_names_the_field_and_line(tmp_path, monkeypatch)
     from box.config import ConfigError, load_config_text
 
     monkeypatch.delenv("VG_NOPE", raising=False)
-    text = (f"clinic: c1\nbroker:\n  password_file: {tmp_path / 'missing'}\n"
-            "http:\n  port: 8080\n  token_env: VG_NOPE\n")
+    text = f"clinic: c1\nbroker:\n  password_file: {tmp_path / 'missing'}\nhttp:\n  port: 8080\n  token_env: VG_NOPE\n"
     with pytest.raises(ConfigError) as exc:
         load_config_text(text, "gw.yaml")
     msgs = [str(p) for p in exc.value.problems]
@@ -517,7 +524,8 @@ def test_console_accounts_check_config_names_the_field_of_a_bad_hash_role_name_o
     good = hash_password("qing-shan-lv-shui-2026")
     weak = hash_password("qing-shan-lv-shui-2026", log2_n=12, p=1)
     cfg = tmp_path / "gw.yaml"
-    cfg.write_text(textwrap.dedent(f"""\
+    cfg.write_text(
+        textwrap.dedent(f"""\
         clinic: c1
         http:
           token: q7Jx-2vLp9sRkWm4TzYb
@@ -529,21 +537,26 @@ def test_console_accounts_check_config_names_the_field_of_a_bad_hash_role_name_o
             - {{name: 李医生, role: reader, password_hash: "{good}"}}
             - {{name: "dr li", role: doctor, password_hash: "{good}"}}
             - {{name: sun, role: doctor, password: qing-shan-lv-shui-2026}}
-        """), encoding="utf-8")
-    out = subprocess.run([sys.executable, "-m", "box.cli", "check-config", str(cfg)], capture_output=True, text=True,
-                         cwd=REPO)
+        """),
+        encoding="utf-8",
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "box.cli", "check-config", str(cfg)], capture_output=True, text=True, cwd=REPO
+    )
     assert out.returncode == 2
     lines = out.stdout.splitlines()
-    want = [(6, "http.accounts.1.role: must be 'doctor', 'technician' or 'reader'"),
-            (7, "http.accounts.2.password_hash: not a password hash made by `vitalgate passwd`"),
-            (8, "http.accounts.3.password_hash: cost too low"),
-            (9, "http.accounts.4.name: account '李医生' already given as http.accounts.0"),
-            (10, "http.accounts.5.name: use 1-40 letters or digits"),
-            (11, "http.accounts.6: a console account never holds its password")]
+    want = [
+        (6, "http.accounts.1.role: must be 'doctor', 'technician' or 'reader'"),
+        (7, "http.accounts.2.password_hash: not a password hash made by `vitalgate passwd`"),
+        (8, "http.accounts.3.password_hash: cost too low"),
+        (9, "http.accounts.4.name: account '李医生' already given as http.accounts.0"),
+        (10, "http.accounts.5.name: use 1-40 letters or digits"),
+        (11, "http.accounts.6: a console account never holds its password"),
+    ]
     for line_no, text in want:
         assert any(l.startswith(f"{cfg}:{line_no}: {text}") for l in lines), (text, lines)
     assert len(lines) == len(want), lines
-    assert "qing-shan-lv-shui-2026" not in out.stdout      # a clear password is never echoed back
+    assert "qing-shan-lv-shui-2026" not in out.stdout  # a clear password is never echoed back
     ok = textwrap.dedent(f"""\
         clinic: c1
         http:

@@ -49,14 +49,27 @@ ROUTES = [
     ("GET", "/metrics", "devices", "/metrics"),
     ("GET", "/healthz", "open", "/healthz"),
 ]
-HTML_PAGES = {"/", "/patients", "/patients/{patient_id}", "/screening", "/screening/{strip_key}", "/devices",
-              "/alerts/{alert_id}", "/patients/{patient_id}/report"}
+HTML_PAGES = {
+    "/",
+    "/patients",
+    "/patients/{patient_id}",
+    "/screening",
+    "/screening/{strip_key}",
+    "/devices",
+    "/alerts/{alert_id}",
+    "/patients/{patient_id}/report",
+}
 
 
 async def test_every_route_is_in_the_table(tmp_path):
     async with console(tmp_path) as (gw, base, ids):
-        served = {(m, r.path) for r in gw.http_app.state.console.routes() if hasattr(r, "methods")
-                  for m in r.methods if m != "HEAD"}
+        served = {
+            (m, r.path)
+            for r in gw.http_app.state.console.routes()
+            if hasattr(r, "methods")
+            for m in r.methods
+            if m != "HEAD"
+        }
     assert served == {(m, p) for m, p, _, _ in ROUTES}
 
 
@@ -87,14 +100,14 @@ async def test_each_role_gets_what_it_may_and_403_for_the_rest(tmp_path, role_na
             elif needs in rights:
                 assert status not in (303, 401, 403), (role, route, status)
             elif route == "/" and role == "technician":
-                assert status == 303 and location == "/devices"        # sent to the page it may see
+                assert status == 303 and location == "/devices"  # sent to the page it may see
             else:
                 assert status == 403, (role, route, status)
         crisis = gw.alerts.get(ids["crisis"])
         acted = [t for t in gw.alerts.transitions(ids["crisis"]) if t["what"] in ("acknowledged", "snoozed")]
         if role == "doctor":
             assert crisis.alert.state.value == "acknowledged" and acted[-1]["detail"]["by"] == "李医生"
-        else:   # a reader's or technician's click changed nothing, and left no trace in the audit trail
+        else:  # a reader's or technician's click changed nothing, and left no trace in the audit trail
             assert crisis.alert.state.value == "firing" and not acted
 
 
@@ -110,7 +123,7 @@ async def test_a_readers_page_has_no_buttons_and_a_technicians_no_patients(tmp_p
         async with s.get(base + "/devices") as r:
             page = await r.text()
         assert r.status == 200 and "心电贴" in page and 'id="nav-devices"' in page
-        assert 'id="nav-alerts"' not in page and 'href="/patients/' not in page   # and so no live alert stream
+        assert 'id="nav-alerts"' not in page and 'href="/patients/' not in page  # and so no live alert stream
         async with s.get(base + "/patients/p-0001") as r:
             assert r.status == 403 and "技术员" in await r.text()
 
@@ -118,8 +131,9 @@ async def test_a_readers_page_has_no_buttons_and_a_technicians_no_patients(tmp_p
 async def test_the_audit_trail_names_the_account_and_the_token_keeps_its_by(tmp_path):
     async with console(tmp_path) as (gw, base, ids), client_session() as s:
         await login(s, base, "王医生")
-        async with s.post(f"{base}/alerts/{ids['crisis']}/snooze", json={"duration": "15m", "by": "李医生"},
-                          headers=CSRF) as r:
+        async with s.post(
+            f"{base}/alerts/{ids['crisis']}/snooze", json={"duration": "15m", "by": "李医生"}, headers=CSRF
+        ) as r:
             assert r.status == 200
         async with s.post(f"{base}/alerts/{ids['crisis']}/ack", json={"by": "李医生"}, headers=CSRF) as r:
             assert r.status == 200
@@ -127,8 +141,11 @@ async def test_the_audit_trail_names_the_account_and_the_token_keeps_its_by(tmp_
         assert ("snoozed", "王医生") in trail and ("acknowledged", "王医生") in trail
         assert all(by != "李医生" for _, by in trail)
     async with console(tmp_path / "2") as (gw, base, ids), aiohttp.ClientSession() as s:
-        async with s.post(f"{base}/alerts/{ids['crisis']}/ack", json={"by": "county-script"},
-                          headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+        async with s.post(
+            f"{base}/alerts/{ids['crisis']}/ack",
+            json={"by": "county-script"},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as r:
             assert r.status == 200 and (await r.json())["alert"]["acknowledged_by"] == "county-script"
 
 
@@ -136,17 +153,17 @@ async def test_logout_ends_the_session_on_the_server_so_a_copied_cookie_is_refus
     async with console(tmp_path) as (gw, base, ids), client_session() as s, client_session() as thief:
         await login(s, base, "李医生")
         stolen = next(c.value for c in s.cookie_jar if c.key == COOKIE)
-        assert re.fullmatch(r"[A-Za-z0-9_-]{43}", stolen)       # a random id, nothing to read or forge
+        assert re.fullmatch(r"[A-Za-z0-9_-]{43}", stolen)  # a random id, nothing to read or forge
         thief.cookie_jar.update_cookies({COOKIE: stolen})
         async with thief.get(base + "/", allow_redirects=False) as r:
-            assert r.status == 200                               # a copy works while the session is open...
+            assert r.status == 200  # a copy works while the session is open...
         console_ = gw.http_app.state.console
         assert len(console_.sessions) == 1
         async with s.get(base + "/logout", allow_redirects=False) as r:
             assert r.status == 303 and r.headers["Location"] == "/login"
         assert len(console_.sessions) == 0
         async with thief.get(base + "/", allow_redirects=False) as r:
-            assert r.status == 303 and r.headers["Location"].startswith("/login")   # ...and not after logout
+            assert r.status == 303 and r.headers["Location"].startswith("/login")  # ...and not after logout
         async with thief.post(f"{base}/alerts/{ids['crisis']}/ack", json={}, headers=CSRF) as r:
             assert r.status == 401
         assert gw.alerts.get(ids["crisis"]).alert.state.value == "firing"
@@ -163,7 +180,7 @@ def test_sessions_expire_and_the_store_stays_bounded() -> None:
     now[0] = 99.0
     assert store.get(first) is not None
     now[0] = 100.0
-    assert store.get(first) is None and len(store) == 0          # expired: refused and forgotten
+    assert store.get(first) is None and len(store) == 0  # expired: refused and forgotten
     ids = [store.open(f"p{i}", "reader") for i in range(4)]
     assert len(store) == 3 and store.get(ids[0]) is None and store.get(ids[3]) is not None  # oldest goes first
     assert store.close(ids[3]) is not None and store.get(ids[3]) is None and store.close(ids[3]) is None
@@ -177,11 +194,11 @@ def test_the_login_guard_locks_an_account_guessed_from_many_addresses() -> None:
         g.failed(f"10.0.0.{i}")
         g.account_failed("王医生")
     assert g.account_retry_after("王医生") is not None and g.account_retry_after("李医生") is None
-    assert g.retry_after("10.0.0.200") is None                  # no single address is locked
+    assert g.retry_after("10.0.0.200") is None  # no single address is locked
     now[0] += lg.WINDOW_S + 1
     assert g.account_retry_after("王医生") is None
     g.account_failed("王医生")
-    g.succeeded("10.0.0.1", "王医生")                            # a right password forgives the account
+    g.succeeded("10.0.0.1", "王医生")  # a right password forgives the account
     assert g.account_retry_after("王医生") is None
 
 
@@ -192,13 +209,15 @@ async def test_an_account_is_locked_for_every_address_after_ten_wrong_passwords(
         for i in range(lg.PER_ACCOUNT_FAILURES):
             async with s.post(f"{base}/login", data={"name": "王医生", "password": f"guess-{i:03d}-xyz"}) as r:
                 assert r.status == 401
-        other = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0)),
-                                      cookie_jar=aiohttp.CookieJar(unsafe=True))
+        other = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0)), cookie_jar=aiohttp.CookieJar(unsafe=True)
+        )
         async with other:
-            async with other.post(f"{base}/login", data={"name": "王医生", "password": PEOPLE["王医生"][1]},
-                                  allow_redirects=False) as r:
+            async with other.post(
+                f"{base}/login", data={"name": "王医生", "password": PEOPLE["王医生"][1]}, allow_redirects=False
+            ) as r:
                 assert r.status == 429 and int(r.headers["Retry-After"]) > 0
-            assert await login(other, base, "李医生") == "/"      # that address and the other accounts are fine
+            assert await login(other, base, "李医生") == "/"  # that address and the other accounts are fine
             assert await login(other, base, "county-zhao") == "/"
 
 
@@ -210,7 +229,7 @@ async def test_names_sign_in_case_insensitively_and_an_unknown_name_is_refused(t
             assert r.status == 401
         assert await login(s, base, "County-Zhao", PEOPLE["county-zhao"][1]) == "/"
         async with s.get(base + "/") as r:
-            assert "county-zhao · 查阅" in await r.text()          # the session carries the configured name
+            assert "county-zhao · 查阅" in await r.text()  # the session carries the configured name
 
 
 async def test_a_config_without_accounts_keeps_the_shared_token_and_the_typed_name(tmp_path):
@@ -245,20 +264,21 @@ def test_passwd_prints_a_line_that_check_config_takes_and_that_signs_in(tmp_path
     rc, out, err = _passwd(monkeypatch, capsys, "李医生", "--stdin", stdin=pw + "\n")
     assert rc == 0 and "http.accounts" in err
     line = out.strip()
-    assert line.startswith("- {name: 李医生, role: doctor, password_hash: \"$scrypt$ln=15,r=8,p=3$")
+    assert line.startswith('- {name: 李医生, role: doctor, password_hash: "$scrypt$ln=15,r=8,p=3$')
     assert pw not in out
-    h = re.search(r'password_hash: "([^"]+)"', line).group(1)   # type: ignore[union-attr]
+    h = re.search(r'password_hash: "([^"]+)"', line).group(1)  # type: ignore[union-attr]
     assert accounts.verify(pw, h) and not accounts.verify(pw + "x", h)
     rc2, out2, _ = _passwd(monkeypatch, capsys, "李医生", "--stdin", stdin=pw + "\n")
-    assert rc2 == 0 and out2 != out                               # a fresh salt each time
+    assert rc2 == 0 and out2 != out  # a fresh salt each time
     cfg = tmp_path / "gw.yaml"
     cfg.write_text("clinic: c1\nhttp:\n  token: q7Jx-2vLp9sRkWm4TzYb\n  accounts:\n" + out, encoding="utf-8")
     assert cli_main(["check-config", str(cfg)]) == 0
 
 
 def test_passwd_asks_twice_and_refuses_a_mismatch_or_a_weak_password(monkeypatch, capsys):
-    rc, out, err = _passwd(monkeypatch, capsys, "tech-chen", "--role", "technician",
-                           typed=["chen-fixes-cuffs-42", "chen-fixes-cuffs-42"])
+    rc, out, err = _passwd(
+        monkeypatch, capsys, "tech-chen", "--role", "technician", typed=["chen-fixes-cuffs-42", "chen-fixes-cuffs-42"]
+    )
     assert rc == 0 and "role: technician" in out
     rc, out, err = _passwd(monkeypatch, capsys, "tech-chen", typed=["chen-fixes-cuffs-42", "chen-fixes-cuffs-43"])
     assert rc == 2 and out == "" and "differ" in err

@@ -64,9 +64,14 @@ async def test_report_counts_alarms_ack_delays_and_escalations(tmp_path):
     assert r["rules"]["bp_high"]["cleared_unacknowledged"] == 1
     assert r["patients"]["p-1"]["raised"] == 3 and r["patients"]["p-2"]["raised"] == 2
     assert {t: v["median_s"] for t, v in r["ack_delay"].items()} == {
-        "township": 12 * 60, "county": 2 * 60, "emergency": 3 * 60}
+        "township": 12 * 60,
+        "county": 2 * 60,
+        "emergency": 3 * 60,
+    }
     assert {(e["from"], e["to"]): e["n"] for e in r["escalations"]} == {
-        ("township", "emergency"): 1, ("township", "county"): 1}
+        ("township", "emergency"): 1,
+        ("township", "county"): 1,
+    }
     assert r["holds"]["inhibited"] == 1
 
     text_out = subprocess.run(run, capture_output=True, text=True, timeout=30)
@@ -82,6 +87,10 @@ async def test_report_counts_alarms_ack_delays_and_escalations(tmp_path):
 def test_report_without_a_store_says_so(tmp_path):
     cfg = tmp_path / "gw.yaml"
     cfg.write_text(f"clinic: c1\nstorage: {{path: {tmp_path / 'nothing'}}}\n")
-    out = subprocess.run([sys.executable, "-m", "box.cli", "alerts", "report", "--config", str(cfg)],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "box.cli", "alerts", "report", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 2 and "no alert store" in out.stderr

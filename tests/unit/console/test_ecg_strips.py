@@ -28,11 +28,13 @@ from tests.support.paths import ECG_SLICES
 STRIPS = ECG_SLICES / "challenge2017"
 CLINIC = "c1"
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=CHINA_TZ)
-REGISTRY = DeviceRegistry([
-    DeviceBinding("hh-1", "p-0001", DeviceKind.ECG_HANDHELD),
-    DeviceBinding("ecg-2", "p-0002", DeviceKind.ECG),
-    DeviceBinding("bp-1", "p-0001", DeviceKind.BLOOD_PRESSURE),
-])
+REGISTRY = DeviceRegistry(
+    [
+        DeviceBinding("hh-1", "p-0001", DeviceKind.ECG_HANDHELD),
+        DeviceBinding("ecg-2", "p-0002", DeviceKind.ECG),
+        DeviceBinding("bp-1", "p-0001", DeviceKind.BLOOD_PRESSURE),
+    ]
+)
 
 
 def strip_samples(name: str) -> tuple[float, list[int]]:
@@ -42,8 +44,15 @@ def strip_samples(name: str) -> tuple[float, list[int]]:
 
 def strip_payload(name: str, strip_id: str, ts: datetime = NOW, **extra: object) -> dict:
     fs, x = strip_samples(name)
-    return {"kind": "ecg_strip", "strip_id": strip_id, "ts": ts.isoformat(), "fs": fs, "lead": "I", "samples_uv": x,
-            **extra}
+    return {
+        "kind": "ecg_strip",
+        "strip_id": strip_id,
+        "ts": ts.isoformat(),
+        "fs": fs,
+        "lead": "I",
+        "samples_uv": x,
+        **extra,
+    }
 
 
 def decode(device: str, body: dict | bytes) -> Accepted | Rejected:
@@ -72,18 +81,21 @@ def _with(**changes: object) -> dict:
     return {k: v for k, v in body.items() if v is not None}
 
 
-@pytest.mark.parametrize("body, reason, says", [
-    (_with(samples_uv=[0] * 2000), "invalid_reading", "8.0 s"),                 # under 9 s
-    (_with(samples_uv=[0] * 15_250), "invalid_reading", "61.0 s"),              # over 60 s
-    (_with(fs=100), "invalid_reading", "fs"),                                   # below 125 Hz
-    (_with(fs=1000, samples_uv=[0] * 20_000), "invalid_reading", "fs"),         # above 500 Hz
-    (_with(samples_uv=[40_000] * 2500), "invalid_reading", "samples_uv"),       # beyond int16 µV
-    (_with(samples_uv=[1.5] * 2500), "invalid_reading", "samples_uv"),          # not whole µV
-    (_with(strip_id=None), "invalid_reading", "strip_id"),
-    (_with(strip_id="a/b"), "invalid_reading", "strip_id"),                     # never a topic level
-    (_with(result="af"), "invalid_reading", "result"),                          # a device does not say the result
-    (_with(), "wrong_kind", "blood_pressure"),                                  # from a BP cuff
-])
+@pytest.mark.parametrize(
+    "body, reason, says",
+    [
+        (_with(samples_uv=[0] * 2000), "invalid_reading", "8.0 s"),  # under 9 s
+        (_with(samples_uv=[0] * 15_250), "invalid_reading", "61.0 s"),  # over 60 s
+        (_with(fs=100), "invalid_reading", "fs"),  # below 125 Hz
+        (_with(fs=1000, samples_uv=[0] * 20_000), "invalid_reading", "fs"),  # above 500 Hz
+        (_with(samples_uv=[40_000] * 2500), "invalid_reading", "samples_uv"),  # beyond int16 µV
+        (_with(samples_uv=[1.5] * 2500), "invalid_reading", "samples_uv"),  # not whole µV
+        (_with(strip_id=None), "invalid_reading", "strip_id"),
+        (_with(strip_id="a/b"), "invalid_reading", "strip_id"),  # never a topic level
+        (_with(result="af"), "invalid_reading", "result"),  # a device does not say the result
+        (_with(), "wrong_kind", "blood_pressure"),  # from a BP cuff
+    ],
+)
 def test_bad_strips_are_rejected_with_a_reason(body, reason, says):
     device = "bp-1" if reason == "wrong_kind" else "hh-1"
     r = decode(device, body)
@@ -100,12 +112,19 @@ def test_a_handheld_sends_strips_and_battery_only():
 
 
 def gateway_config(storage: Path) -> GatewayConfig:
-    return GatewayConfig.model_validate({
-        "clinic": CLINIC, "storage": {"path": str(storage)},
-        "patients": [{"id": "p-0001", "devices": [{"id": "hh-1", "kind": "ecg_handheld"},
-                                                  {"id": "bp-1", "kind": "blood_pressure"}]},
-                     {"id": "p-0002", "devices": [{"id": "ecg-2", "kind": "ecg"}]}],
-    })
+    return GatewayConfig.model_validate(
+        {
+            "clinic": CLINIC,
+            "storage": {"path": str(storage)},
+            "patients": [
+                {
+                    "id": "p-0001",
+                    "devices": [{"id": "hh-1", "kind": "ecg_handheld"}, {"id": "bp-1", "kind": "blood_pressure"}],
+                },
+                {"id": "p-0002", "devices": [{"id": "ecg-2", "kind": "ecg"}]},
+            ],
+        }
+    )
 
 
 async def test_the_gateway_screens_stores_once_acks_after_the_commit_and_republishes_thin(tmp_path):
@@ -127,6 +146,7 @@ async def test_the_gateway_screens_stores_once_acks_after_the_commit_and_republi
         def done() -> None:
             acks.append(name)  # what a second connection sees then: the strip is committed before its ack
             committed_at_ack.append(sqlite3.connect(db).execute("SELECT COUNT(*) FROM strips").fetchone()[0])
+
         return done
 
     topic = f"vg/{CLINIC}/device/{{}}/reading"
@@ -134,8 +154,11 @@ async def test_the_gateway_screens_stores_once_acks_after_the_commit_and_republi
     await gw.on_message(topic.format("hh-1"), af, ack("af"))
     await gw.on_message(topic.format("hh-1"), af, ack("af-again"))  # QoS 1 redelivery
     await gw.on_message(topic.format("ecg-2"), json.dumps(strip_payload("A01070", "p-noisy")).encode(), ack("noisy"))
-    bad = [(b"{not json", "malformed_json"), (json.dumps(_with(fs=50)).encode(), "invalid_reading"),
-           (json.dumps(_with(samples_uv=[0] * 100)).encode(), "invalid_reading")]
+    bad = [
+        (b"{not json", "malformed_json"),
+        (json.dumps(_with(fs=50)).encode(), "invalid_reading"),
+        (json.dumps(_with(samples_uv=[0] * 100)).encode(), "invalid_reading"),
+    ]
     for payload, _ in bad:
         await gw.on_message(topic.format("hh-1"), payload, ack("bad"))
     for _ in range(200):  # the screening runs in a thread; then the tick's commit, then the acks
@@ -153,13 +176,28 @@ async def test_the_gateway_screens_stores_once_acks_after_the_commit_and_republi
     q = ReadingQueries(db)
     rows = {s["strip_id"]: s for s in q.strips()}
     assert set(rows) == {"hh-1-af", "p-noisy"}
-    assert rows["hh-1-af"]["label"] == "af" and rows["hh-1-af"]["confidence"] > 0.9 and rows["hh-1-af"]["model"] == "screen-v1"
+    assert (
+        rows["hh-1-af"]["label"] == "af"
+        and rows["hh-1-af"]["confidence"] > 0.9
+        and rows["hh-1-af"]["model"] == "screen-v1"
+    )
     assert 90 <= rows["hh-1-af"]["hr_bpm"] <= 115 and rows["p-noisy"]["label"] == "noisy"
     # republished on the patient's reading topic: the result, not the samples (thin uplinks)
     first = next(b for b in published if b["strip_id"] == "hh-1-af")  # (patients run side by side)
     assert first["kind"] == "ecg_strip" and first["label"] == "af" and "samples_uv" not in first
-    assert {"strip_id", "ts", "fs", "seconds", "hr_bpm", "confidence", "probabilities", "model", "patient_id",
-            "device_id", "received_at"} <= set(first)
+    assert {
+        "strip_id",
+        "ts",
+        "fs",
+        "seconds",
+        "hr_bpm",
+        "confidence",
+        "probabilities",
+        "model",
+        "patient_id",
+        "device_id",
+        "received_at",
+    } <= set(first)
     assert len(published) == 2  # the redelivery is not republished
     # a screening, not an alarm: nothing reached the dispatcher
     assert gw.alerts.active() == [] and not any(gw.dispatcher.counters.values())
@@ -173,25 +211,45 @@ async def test_the_gateway_screens_stores_once_acks_after_the_commit_and_republi
 
 def screened(name: str, label: str, strip_id: str, ts: datetime, hr: float | None = 80.0) -> ScreenedStrip:
     fs, x = strip_samples(name)
-    return ScreenedStrip(ts=ts, strip_id=strip_id, fs=fs, seconds=len(x) / fs, lead="I", label=label,  # type: ignore[arg-type]
-                         confidence=0.93, hr_bpm=hr, beats=40, probabilities={label: 0.93}, model="screen-v1",
-                         samples_uv=x)
+    return ScreenedStrip(
+        ts=ts,
+        strip_id=strip_id,
+        fs=fs,
+        seconds=len(x) / fs,
+        lead="I",
+        label=label,  # type: ignore[arg-type]
+        confidence=0.93,
+        hr_bpm=hr,
+        beats=40,
+        probabilities={label: 0.93},
+        model="screen-v1",
+        samples_uv=x,
+    )
 
 
 def acc(reading: ScreenedStrip, patient: str = "p-0001", device: str = "ecg-0001") -> Accepted:
-    return Accepted(reading=reading, patient_id=patient, device_id=device, received_at=reading.ts + timedelta(seconds=3),
-                    idempotency_key=f"strip-{reading.strip_id}")
+    return Accepted(
+        reading=reading,
+        patient_id=patient,
+        device_id=device,
+        received_at=reading.ts + timedelta(seconds=3),
+        idempotency_key=f"strip-{reading.strip_id}",
+    )
 
 
-def seed_strips(storage: Path, now: datetime = NOW, patient: str = "p-0001", device: str = "ecg-0001") -> dict[str, str]:
+def seed_strips(
+    storage: Path, now: datetime = NOW, patient: str = "p-0001", device: str = "ecg-0001"
+) -> dict[str, str]:
     """Four screened strips of `patient` today (af, other, normal, noisy) and an af one a week ago, already
     referred. Returns label -> strip key."""
     store = ReadingStore(storage)
-    made = {"af": screened("A00972", "af", "s-af", now - timedelta(hours=2), 101),
-            "other": screened("A00001", "other", "s-other", now - timedelta(hours=1), 64),
-            "normal": screened("A00001", "normal", "s-normal", now - timedelta(minutes=30), 79),
-            "noisy": screened("A01070", "noisy", "s-noisy", now - timedelta(minutes=10), 106),
-            "old": screened("A00972", "af", "s-old", now - timedelta(days=6), 99)}
+    made = {
+        "af": screened("A00972", "af", "s-af", now - timedelta(hours=2), 101),
+        "other": screened("A00001", "other", "s-other", now - timedelta(hours=1), 64),
+        "normal": screened("A00001", "normal", "s-normal", now - timedelta(minutes=30), 79),
+        "noisy": screened("A01070", "noisy", "s-noisy", now - timedelta(minutes=10), 106),
+        "old": screened("A00972", "af", "s-old", now - timedelta(days=6), 99),
+    }
     for r in made.values():
         assert store.add(acc(r, patient, device))
     store.mark_referred("strip-s-old", "dr-wang", now - timedelta(days=5))
@@ -203,8 +261,11 @@ def test_the_store_keeps_a_strip_compactly_once_and_a_referral_once(tmp_path):
     keys = seed_strips(tmp_path)
     store = ReadingStore(tmp_path)
     assert store.add(acc(screened("A00972", "af", "s-af", NOW))) is False  # the same strip again
-    blob = sqlite3.connect(store.path).execute("SELECT length(samples_uv), n_samples FROM strips "
-                                               "WHERE strip_id='s-af'").fetchone()
+    blob = (
+        sqlite3.connect(store.path)
+        .execute("SELECT length(samples_uv), n_samples FROM strips WHERE strip_id='s-af'")
+        .fetchone()
+    )
     assert blob[1] == 18000 and blob[0] < 18000 * 2 * 0.6  # int16, compressed
     q = ReadingQueries(store.path)
     full = q.strip(keys["af"])
@@ -232,14 +293,25 @@ def test_fhir_has_one_observation_per_strip_with_its_interpretation(tmp_path):
     seed_strips(tmp_path)
     bundle = build_bundle(tmp_path, CLINIC, "p-0001", NOW - timedelta(days=1), NOW, now=NOW)
     validate(bundle)
-    obs = {o["resource"]["valueCodeableConcept"]["coding"][1]["code"] if "valueCodeableConcept" in o["resource"]
-           else "noisy": o["resource"] for o in bundle["entry"] if o["resource"]["code"]["coding"][0]["code"] == "8601-7"}
+    obs = {
+        o["resource"]["valueCodeableConcept"]["coding"][1]["code"]
+        if "valueCodeableConcept" in o["resource"]
+        else "noisy": o["resource"]
+        for o in bundle["entry"]
+        if o["resource"]["code"]["coding"][0]["code"] == "8601-7"
+    }
     assert set(obs) == {"af", "other", "normal", "noisy"}  # the week-old one is outside the period
     af = obs["af"]
     assert af["category"][0]["coding"][0]["code"] == "procedure"
-    assert af["valueCodeableConcept"]["coding"][0] == {"system": "http://snomed.info/sct", "code": "49436004",
-                                                       "display": "Atrial fibrillation"}
-    assert af["interpretation"][0]["coding"][0]["code"] == "A" and obs["other"]["interpretation"][0]["coding"][0]["code"] == "A"
+    assert af["valueCodeableConcept"]["coding"][0] == {
+        "system": "http://snomed.info/sct",
+        "code": "49436004",
+        "display": "Atrial fibrillation",
+    }
+    assert (
+        af["interpretation"][0]["coding"][0]["code"] == "A"
+        and obs["other"]["interpretation"][0]["coding"][0]["code"] == "A"
+    )
     assert obs["normal"]["interpretation"][0]["coding"][0]["code"] == "N"
     noisy = obs["noisy"]
     assert "interpretation" not in noisy and "valueCodeableConcept" not in noisy
@@ -294,7 +366,7 @@ async def test_the_screening_page_referral_list_strip_on_paper_and_the_referred_
         assert keys["af"] in waiting and keys["other"] in waiting and keys["normal"] not in waiting
         assert keys["old"] not in waiting  # referred last week
         assert all(keys[k] in today for k in ("af", "other", "normal", "noisy")) and "请重新采集" in today
-        assert f'/screening/{keys["af"]}/strip.svg?rows=1' in waiting  # each strip drawn on paper
+        assert f"/screening/{keys['af']}/strip.svg?rows=1" in waiting  # each strip drawn on paper
         assert "dr-wang" in page.split('id="referred-list"')[1]
 
         async with s.get(f"{base}/screening/{keys['af']}/strip.svg?rows=1") as r:
@@ -303,7 +375,11 @@ async def test_the_screening_page_referral_list_strip_on_paper_and_the_referred_
         assert 'width="258mm" height="40mm"' in svg and "<polyline" in svg  # 25 mm/s: 10 s = 250 mm (+ margin)
         async with s.get(f"{base}/screening/{keys['af']}") as r:
             strip_page = await r.text()
-        assert 'class="ecg-paper"' in strip_page and "25 mm/s · 10 mm/mV" in strip_page and 'width="258mm" height="246mm"' in strip_page  # 6 rows of 10 s + a title
+        assert (
+            'class="ecg-paper"' in strip_page
+            and "25 mm/s · 10 mm/mV" in strip_page
+            and 'width="258mm" height="246mm"' in strip_page
+        )  # 6 rows of 10 s + a title
         async with s.get(f"{base}/screening/{keys['noisy']}") as r:
             noisy = await r.text()
         assert 'id="retake"' in noisy and "106/min" not in noisy  # the rate of noise is not shown

@@ -46,8 +46,13 @@ def test_bundle_has_the_domain_codes_and_validates(storage):
     assert len(glu) == 8 and all(o["category"][0]["coding"][0]["code"] == "laboratory" for o in glu)
     assert glu[0]["valueQuantity"]["code"] == "mmol/L" and glu[0]["valueQuantity"]["value"] == 5.6
     lo = [o for o in glu if o["valueQuantity"].get("comparator")]
-    assert lo and lo[0]["valueQuantity"] == {"value": 0.6, "unit": "mmol/L", "system": "http://unitsofmeasure.org",
-                                             "code": "mmol/L", "comparator": "<"}
+    assert lo and lo[0]["valueQuantity"] == {
+        "value": 0.6,
+        "unit": "mmol/L",
+        "system": "http://unitsofmeasure.org",
+        "code": "mmol/L",
+        "comparator": "<",
+    }
     ecg = [o for o in obs if "valueSampledData" in o]
     assert len(ecg) == 1  # the AF alert's evidence strip
     sd = ecg[0]["valueSampledData"]
@@ -95,16 +100,53 @@ def test_since_accepts_durations_and_dates():
 
 def test_export_fhir_cli(storage, tmp_path):
     cfg = tmp_path / "gateway.yaml"
-    cfg.write_text(f"clinic: c1\nstorage: {{path: {storage}}}\npatients:\n  - id: p-0001\n    devices:\n"
-                   f"      - {{id: bp-0001, kind: blood_pressure}}\n")
+    cfg.write_text(
+        f"clinic: c1\nstorage: {{path: {storage}}}\npatients:\n  - id: p-0001\n    devices:\n"
+        f"      - {{id: bp-0001, kind: blood_pressure}}\n"
+    )
     out = tmp_path / "export" / "p-0001.json"
-    proc = subprocess.run([sys.executable, "-m", "box.cli", "export", "fhir", "--patient", "p-0001",
-                           "--since", "2026-11-01", "--config", str(cfg), "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "box.cli",
+            "export",
+            "fhir",
+            "--patient",
+            "p-0001",
+            "--since",
+            "2026-11-01",
+            "--config",
+            str(cfg),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     bundle = json.loads(out.read_text(encoding="utf-8"))
     validate(bundle)
     assert bundle["resourceType"] == "Bundle" and len(bundle["entry"]) == 14 + 14 + 8 + 1
-    bad = subprocess.run([sys.executable, "-m", "box.cli", "export", "fhir", "--patient", "p-0001", "--since",
-                          "soon", "--config", str(cfg)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "box.cli",
+            "export",
+            "fhir",
+            "--patient",
+            "p-0001",
+            "--since",
+            "soon",
+            "--config",
+            str(cfg),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "--since" in bad.stderr

@@ -50,11 +50,31 @@ def test_report_numbers_match_the_known_week(clinic):
 def test_report_cli_writes_html_and_pdf(clinic, tmp_path):
     storage, _ = clinic
     cfg = tmp_path / "gateway.yaml"
-    cfg.write_text(f"clinic: c1\nstorage: {{path: {storage}}}\npatients:\n  - id: p-0001\n    devices:\n"
-                   f"      - {{id: bp-0001, kind: blood_pressure}}\n")
+    cfg.write_text(
+        f"clinic: c1\nstorage: {{path: {storage}}}\npatients:\n  - id: p-0001\n    devices:\n"
+        f"      - {{id: bp-0001, kind: blood_pressure}}\n"
+    )
     out = tmp_path / "reports"
-    proc = subprocess.run([sys.executable, "-m", "box.cli", "report", "--patient", "p-0001", "--period", "30d",
-                           "--config", str(cfg), "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "box.cli",
+            "report",
+            "--patient",
+            "p-0001",
+            "--period",
+            "30d",
+            "--config",
+            str(cfg),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     html = next(out.glob("report-p-0001-*.html")).read_text(encoding="utf-8")
     pdf = next(out.glob("report-p-0001-*.pdf")).read_bytes()
@@ -64,8 +84,13 @@ def test_report_cli_writes_html_and_pdf(clinic, tmp_path):
     assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page\n") + pdf.count(b"/Type /Page ") >= 2
     assert str(out) in proc.stdout
 
-    bad = subprocess.run([sys.executable, "-m", "box.cli", "report", "--patient", "p-9999", "--config", str(cfg),
-                          "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "box.cli", "report", "--patient", "p-9999", "--config", str(cfg), "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "p-9999" in bad.stderr
 
 

@@ -35,8 +35,9 @@ http: {bind: 127.0.0.1, port: 8090, token: CHANGE-ME}
 
 
 def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", CLI_MODULE, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", CLI_MODULE, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
 
 
 # ---------------------------------------------------------------- config
@@ -48,15 +49,18 @@ def test_the_contract_example_is_a_valid_config() -> None:
     assert cfg.engine.route(0) == ("127.0.0.1", 6222)  # client port + 2000 by default
 
 
-@pytest.mark.parametrize("edit, field", [
-    (lambda d: d.update(partitions=0), "partitions"),
-    (lambda d: d["engine"].update(mqtt=["127.0.0.1:1885"]), "engine"),
-    (lambda d: d["engine"].update(nats=["http://x:1"]), "engine.nats"),
-    (lambda d: d.update(county="a county"), "county"),
-    (lambda d: d["http"].update(port="eighty"), "http.port"),
-    (lambda d: d.update(partitons=8), "partitons"),
-    (lambda d: d.pop("engine"), "engine"),
-])
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda d: d.update(partitions=0), "partitions"),
+        (lambda d: d["engine"].update(mqtt=["127.0.0.1:1885"]), "engine"),
+        (lambda d: d["engine"].update(nats=["http://x:1"]), "engine.nats"),
+        (lambda d: d.update(county="a county"), "county"),
+        (lambda d: d["http"].update(port="eighty"), "http.port"),
+        (lambda d: d.update(partitons=8), "partitons"),
+        (lambda d: d.pop("engine"), "engine"),
+    ],
+)
 def test_a_bad_config_names_the_field(edit, field: str) -> None:
     data = yaml.safe_load(GOOD)
     edit(data)
@@ -77,10 +81,18 @@ def test_county_exits_2_on_a_bad_config_with_the_field_named(tmp_path: Path) -> 
 
 def test_county_stops_cleanly_on_sigterm_even_with_no_server_up(tmp_path: Path) -> None:
     cfg = tmp_path / "county.yaml"
-    cfg.write_text(GOOD.replace("./county-var", str(tmp_path / "var")).replace("4222", "1").replace("4223", "2")
-                   .replace("4224", "3"))
-    proc = subprocess.Popen([sys.executable, "-m", CLI_MODULE, "county", "--config", str(cfg), "--http-port", "0"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    cfg.write_text(
+        GOOD.replace("./county-var", str(tmp_path / "var"))
+        .replace("4222", "1")
+        .replace("4223", "2")
+        .replace("4224", "3")
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", CLI_MODULE, "county", "--config", str(cfg), "--http-port", "0"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     time.sleep(2.5)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(15) == 0
@@ -105,8 +117,9 @@ def test_county_engine_writes_one_server_config_and_one_uplink_per_server(tmp_pa
         up = yaml.safe_load((tmp_path / "eng" / f"uplink-{k}.yaml").read_text())
         # the native uplink (this server first, then the others) beside the MQTT listener it replaces
         urls = [f"nats://127.0.0.1:{p}" for p in (4222, 4223, 4224)]
-        assert up == {"uplink": {"host": "127.0.0.1", "port": mqtt,
-                                 "nats": [urls[k - 1]] + [u for u in urls if u != urls[k - 1]]}}
+        assert up == {
+            "uplink": {"host": "127.0.0.1", "port": mqtt, "nats": [urls[k - 1]] + [u for u in urls if u != urls[k - 1]]}
+        }
 
 
 def test_a_gateway_config_merges_the_uplink_section_as_it_is(tmp_path: Path) -> None:
@@ -146,7 +159,9 @@ def test_one_measurement_has_one_key_however_its_time_is_spelled() -> None:
     _, _, body = reading("c1", "p1", 7)
     other = json.loads(body)
     other["ts"] = "2026-03-14T23:00:07Z"  # the same instant as 07:00:07+08:00
-    assert parse("vgp.3.c1.reading.p1", body.encode()).key == parse("vgp.3.c1.reading.p1", json.dumps(other).encode()).key
+    assert (
+        parse("vgp.3.c1.reading.p1", body.encode()).key == parse("vgp.3.c1.reading.p1", json.dumps(other).encode()).key
+    )
 
 
 def test_the_store_keeps_one_row_per_measurement_and_each_alerts_latest_state(tmp_path: Path) -> None:
@@ -157,8 +172,10 @@ def test_the_store_keeps_one_row_per_measurement_and_each_alerts_latest_state(tm
     assert (first["readings"], again["readings"], again["reading_duplicates"]) == (10, 0, 4)
     assert [r["seq"] for r in store.readings("c1", "p0")] == [0, 2, 4, 6, 8]
     fire = parse("vgp.0.c1.alert.county", alert("c1", "a1", "p1")[1].encode())
-    ack = parse("vgp.0.c1.alert.county", alert("c1", "a1", "p1", state="acknowledged",
-                                                 updated_at="2026-03-15T07:36:00.000+08:00")[1].encode())
+    ack = parse(
+        "vgp.0.c1.alert.county",
+        alert("c1", "a1", "p1", state="acknowledged", updated_at="2026-03-15T07:36:00.000+08:00")[1].encode(),
+    )
     store.store_batch([(ack, None, 201)])
     store.store_batch([(fire, None, 200), (fire, None, 202)])  # an older transition arriving late, twice
     assert store.alert("a1")["state"] == "acknowledged"
@@ -171,9 +188,14 @@ def test_the_store_keeps_one_row_per_measurement_and_each_alerts_latest_state(tm
 
 def test_clinic_health_shows_the_last_will_and_an_overdue_status(tmp_path: Path) -> None:
     store = CountyStore(tmp_path)
-    up = parse("vgp.1.c1.status", b'{"clinic": "c1", "online": true, "updated_at": "x", '
-                                  b'"uplink": {"connected": true, "pending_alerts": 1, "pending_telemetry": 40}}')
-    store.store_batch([(up, None, 1), (parse("vgp.1.c2.status", b'{"clinic": "c2", "online": true, "updated_at": "x"}'), None, 2)])
+    up = parse(
+        "vgp.1.c1.status",
+        b'{"clinic": "c1", "online": true, "updated_at": "x", '
+        b'"uplink": {"connected": true, "pending_alerts": 1, "pending_telemetry": 40}}',
+    )
+    store.store_batch(
+        [(up, None, 1), (parse("vgp.1.c2.status", b'{"clinic": "c2", "online": true, "updated_at": "x"}'), None, 2)]
+    )
     store.store_batch([(parse("vgp.1.c1.status", b'{"clinic": "c1", "online": false}'), None, 3)])
     store.store_batch([(up, None, 1)])  # a redelivered older status does not undo the will
     now = time.time()
@@ -222,7 +244,8 @@ class MemoryLeases:
         self._check()
         keys = [k for k in list(self.entries) if self._live(k)]
         return sorted(k[2:] for k in keys if k.startswith("m.")), {
-            int(k[2:]): self.entries[k][0] for k in keys if k.startswith("p.")}
+            int(k[2:]): self.entries[k][0] for k in keys if k.startswith("p.")
+        }
 
     async def claim(self, partition: int, member: str) -> bool:
         self._check()

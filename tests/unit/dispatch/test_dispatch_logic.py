@@ -65,8 +65,10 @@ class FakeSender:
 
 
 def make(tmp: Path, clock: Clock, yaml_extra: str = "", **esc) -> tuple[Dispatcher, Mqtt]:
-    cfg = load_config_text("clinic: c1\npatients:\n  - id: p-1\n    labels: {chronic_af: true, village: dongcun}\n"
-                           "  - id: p-2\n" + yaml_extra)
+    cfg = load_config_text(
+        "clinic: c1\npatients:\n  - id: p-1\n    labels: {chronic_af: true, village: dongcun}\n"
+        "  - id: p-2\n" + yaml_extra
+    )
     cfg = cfg.model_copy(update={"escalation": EscalationSettings(**esc)} if esc else {})
     d = Dispatcher.from_config(cfg, AlertStore(tmp), clock=clock)
     m = Mqtt()
@@ -153,8 +155,11 @@ def test_flat_routes_override_still_works_under_the_tree():
 
 def test_routing_errors_have_line_numbers():
     with pytest.raises(ConfigError) as e:
-        load_config_text("clinic: c1\nrouting:\n  routes:\n    - match: {condition: bp_crisiss}\n"
-                         "      channels: [nope]\n      contnue: true\n", "gw.yaml")
+        load_config_text(
+            "clinic: c1\nrouting:\n  routes:\n    - match: {condition: bp_crisiss}\n"
+            "      channels: [nope]\n      contnue: true\n",
+            "gw.yaml",
+        )
     lines = [str(p) for p in e.value.problems]
     assert any(s.startswith("gw.yaml:4: routing.routes.0.match.condition") for s in lines), lines
     assert any(s.startswith("gw.yaml:5: routing.routes.0.channels.0: no channel named 'nope'") for s in lines), lines
@@ -168,11 +173,17 @@ async def test_emergency_also_tells_county_and_village_and_repeats_until_acked(t
     d, m = make(tmp_path, clock)
     a = await raise_(d, clock, Condition.ASYSTOLE)
     await d.deliver_pending()
-    assert m.take() == [("emergency", "asystole", "firing"), ("county", "asystole", "firing"),
-                        ("village", "asystole", "firing")]
+    assert m.take() == [
+        ("emergency", "asystole", "firing"),
+        ("county", "asystole", "firing"),
+        ("village", "asystole", "firing"),
+    ]
     assert await tick(d, m, clock, minutes=9) == []
-    assert await tick(d, m, clock, minutes=1) == [("emergency", "asystole", "firing"), ("county", "asystole", "firing"),
-                                                  ("village", "asystole", "firing")]
+    assert await tick(d, m, clock, minutes=1) == [
+        ("emergency", "asystole", "firing"),
+        ("county", "asystole", "firing"),
+        ("village", "asystole", "firing"),
+    ]
     await d.acknowledge(a.alert_id, "120-desk")
     await d.deliver_pending()
     m.take()
@@ -241,9 +252,17 @@ async def test_inhibition_is_per_patient(tmp_path, clock):
 
 async def test_silence_holds_then_reminds_when_it_ends_with_audit(tmp_path, clock):
     d, m = make(tmp_path, clock)
-    sil = await d.add_silence(SilenceSpec.model_validate(
-        {"match": {"patient": "p-2", "condition": ["battery_low", "bp_high"]}, "duration": "1h",
-         "by": "tech-wang", "why": "replacing the cuff"}), source="http")
+    sil = await d.add_silence(
+        SilenceSpec.model_validate(
+            {
+                "match": {"patient": "p-2", "condition": ["battery_low", "bp_high"]},
+                "duration": "1h",
+                "by": "tech-wang",
+                "why": "replacing the cuff",
+            }
+        ),
+        source="http",
+    )
     a = await raise_(d, clock, Condition.BATTERY_LOW, patient="p-2")
     await d.deliver_pending()
     assert m.take() == []
@@ -258,8 +277,10 @@ async def test_silence_holds_then_reminds_when_it_ends_with_audit(tmp_path, cloc
 
 async def test_silence_never_holds_critical_unless_it_says_so(tmp_path, clock):
     d, m = make(tmp_path, clock)
-    await d.add_silence(SilenceSpec.model_validate({"match": {"patient": "p-1"}, "duration": "1h", "by": "t",
-                                                    "why": "patch change"}), source="mqtt")
+    await d.add_silence(
+        SilenceSpec.model_validate({"match": {"patient": "p-1"}, "duration": "1h", "by": "t", "why": "patch change"}),
+        source="mqtt",
+    )
     await raise_(d, clock, Condition.ASYSTOLE)
     await raise_(d, clock, Condition.LEAD_OFF)
     await d.deliver_pending()
@@ -269,10 +290,18 @@ async def test_silence_never_holds_critical_unless_it_says_so(tmp_path, clock):
 
 async def test_expiring_a_silence_early_releases_and_is_recorded(tmp_path, clock):
     d, m = make(tmp_path, clock)
-    sil = await d.add_silence(SilenceSpec.model_validate({"id": "s1", "match": {"condition": "bp_high"},
-                                                          "duration": "8h", "by": "dr-li", "why": "known"}), "mqtt")
-    again = await d.add_silence(SilenceSpec.model_validate({"id": "s1", "match": {"condition": "bp_high"},
-                                                            "duration": "8h", "by": "dr-li", "why": "known"}), "mqtt")
+    sil = await d.add_silence(
+        SilenceSpec.model_validate(
+            {"id": "s1", "match": {"condition": "bp_high"}, "duration": "8h", "by": "dr-li", "why": "known"}
+        ),
+        "mqtt",
+    )
+    again = await d.add_silence(
+        SilenceSpec.model_validate(
+            {"id": "s1", "match": {"condition": "bp_high"}, "duration": "8h", "by": "dr-li", "why": "known"}
+        ),
+        "mqtt",
+    )
     assert again.created_at == sil.created_at and len(d.silences()) == 1  # QoS 1 redelivery: idempotent
     await raise_(d, clock, Condition.BP_HIGH)
     clock.advance(minutes=5)
@@ -284,8 +313,11 @@ async def test_expiring_a_silence_early_releases_and_is_recorded(tmp_path, clock
 
 
 async def test_config_silence_with_time_of_day_window(tmp_path, clock):
-    d, m = make(tmp_path, clock, "silences:\n  - match: {severity: low, time_of_day: '06:00-08:00'}\n"
-                                 "    by: clinic\n    why: morning rounds\n")
+    d, m = make(
+        tmp_path,
+        clock,
+        "silences:\n  - match: {severity: low, time_of_day: '06:00-08:00'}\n    by: clinic\n    why: morning rounds\n",
+    )
     await raise_(d, clock, Condition.BATTERY_LOW)  # 07:30: inside the window
     await d.deliver_pending()
     assert m.take() == []
@@ -417,8 +449,12 @@ def test_channel_is_exactly_one_kind():
 
 
 async def test_inhibit_rule_equal_on_a_label_spans_patients(tmp_path, clock):
-    d, m = make(tmp_path, clock, "inhibit_rules:\n  - source: {condition: device_offline}\n"
-                                 "    target: {condition: missed_readings}\n    equal: [village]\n")
+    d, m = make(
+        tmp_path,
+        clock,
+        "inhibit_rules:\n  - source: {condition: device_offline}\n"
+        "    target: {condition: missed_readings}\n    equal: [village]\n",
+    )
     await raise_(d, clock, Condition.DEVICE_OFFLINE, patient="p-1")  # village dongcun
     await raise_(d, clock, Condition.MISSED_READINGS, patient="p-2")  # no village label: not equal
     await d.deliver_pending()
@@ -427,16 +463,18 @@ async def test_inhibit_rule_equal_on_a_label_spans_patients(tmp_path, clock):
 
 
 def test_dispatch_config_errors_point_at_their_lines():
-    text = ("clinic: c1\n"
-            "http: {port: 8080, token: short}\n"
-            "channels:\n"
-            "  - name: a\n"
-            "    console: {}\n"
-            "  - name: a\n"
-            "    webhook: {url: ftp://x}\n"
-            "silences:\n"
-            "  - match: {patient: p-1}\n"
-            "    by: x\n")
+    text = (
+        "clinic: c1\n"
+        "http: {port: 8080, token: short}\n"
+        "channels:\n"
+        "  - name: a\n"
+        "    console: {}\n"
+        "  - name: a\n"
+        "    webhook: {url: ftp://x}\n"
+        "silences:\n"
+        "  - match: {patient: p-1}\n"
+        "    by: x\n"
+    )
     with pytest.raises(ConfigError) as e:
         load_config_text(text, "gw.yaml")
     got = {(p.line, p.field) for p in e.value.problems}
@@ -448,8 +486,16 @@ def test_dispatch_config_errors_point_at_their_lines():
 
 def _firing(condition: Condition, tier: Tier, severity: Severity) -> Alert:
     now = datetime(2026, 12, 7, 8, 0, tzinfo=CHINA_TZ)
-    return Alert(alert_id="a-1", patient_id="p-1", clinic="c1", tier=tier, condition=condition,
-                 severity=severity, opened_at=now, updated_at=now)
+    return Alert(
+        alert_id="a-1",
+        patient_id="p-1",
+        clinic="c1",
+        tier=tier,
+        condition=condition,
+        severity=severity,
+        opened_at=now,
+        updated_at=now,
+    )
 
 
 def test_a_condition_rung_never_waits_longer_than_the_configured_tier_timeout():
@@ -460,7 +506,9 @@ def test_a_condition_rung_never_waits_longer_than_the_configured_tier_timeout():
     # a rung shorter than the tier timeout still wins
     default = EscalationSettings()
     assert default.next_step(alert) == (timedelta(minutes=10), Tier.EMERGENCY)
-    fast = EscalationSettings(conditions={Condition.HYPOGLYCEMIA_SEVERE: {"at": "township", "timeout": "2m", "to": "emergency"}})
+    fast = EscalationSettings(
+        conditions={Condition.HYPOGLYCEMIA_SEVERE: {"at": "township", "timeout": "2m", "to": "emergency"}}
+    )
     assert fast.next_step(alert) == (timedelta(minutes=2), Tier.EMERGENCY)
 
 
@@ -474,8 +522,12 @@ async def test_a_silence_over_mqtt_never_holds_critical_alerts_nor_lasts_past_a_
     long = b'{"match": {"patient": "p-1"}, "duration": "3650d", "by": "x", "why": "y"}'
     assert "at most" in (await handle_control(d, "silence", long) or "")
     ends = (clock() + timedelta(days=3)).isoformat()
-    assert "at most" in (await handle_control(d, "silence", f'{{"match": {{"patient": "p-1"}}, "ends_at": "{ends}", '
-                                                             f'"by": "x", "why": "y"}}'.encode()) or "")
+    assert "at most" in (
+        await handle_control(
+            d, "silence", f'{{"match": {{"patient": "p-1"}}, "ends_at": "{ends}", "by": "x", "why": "y"}}'.encode()
+        )
+        or ""
+    )
     assert d.silences() == []
     ok = b'{"match": {"patient": "p-1", "condition": ["lead_off"]}, "duration": "2h", "by": "tech", "why": "patch"}'
     assert await handle_control(d, "silence", ok) is None

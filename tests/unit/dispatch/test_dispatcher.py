@@ -136,8 +136,9 @@ def test_bp_crisis_is_high_severity_and_technical_conditions_are_low():
 
 def test_finding_may_raise_but_never_lower_its_route():
     table = RoutingTable()
-    hi = Finding(patient_id="p", condition=Condition.HYPERGLYCEMIA_CRISIS, at=T0, tier=Tier.COUNTY,
-                 severity=Severity.CRITICAL)
+    hi = Finding(
+        patient_id="p", condition=Condition.HYPERGLYCEMIA_CRISIS, at=T0, tier=Tier.COUNTY, severity=Severity.CRITICAL
+    )
     assert (table.route(hi).tier, table.route(hi).severity) == (Tier.COUNTY, Severity.CRITICAL)
     low = Finding(patient_id="p", condition=Condition.ASYSTOLE, at=T0, tier=Tier.VILLAGE, severity=Severity.LOW)
     assert (table.route(low).tier, table.route(low).severity) == (Tier.EMERGENCY, Severity.CRITICAL)
@@ -157,14 +158,20 @@ async def test_hypoglycemia_severe_is_published_to_township(rig):
 @pytest.mark.parametrize("condition", [Condition.ASYSTOLE, Condition.VT_SUSTAINED])
 async def test_emergency_alerts_also_go_to_the_county_and_the_village_doctor(rig, condition):
     await rig.finding(condition)
-    assert await rig.flush() == [("emergency", condition.value, "firing"), ("county", condition.value, "firing"),
-                                 ("village", condition.value, "firing")]
+    assert await rig.flush() == [
+        ("emergency", condition.value, "firing"),
+        ("county", condition.value, "firing"),
+        ("village", condition.value, "firing"),
+    ]
 
 
 async def test_spo2_severe_finding_goes_to_emergency_county_and_village(rig):
     await rig.finding(Condition.SPO2_LOW, tier=Tier.EMERGENCY, severity=Severity.CRITICAL)
-    assert await rig.flush() == [("emergency", "spo2_low", "firing"), ("county", "spo2_low", "firing"),
-                                 ("village", "spo2_low", "firing")]
+    assert await rig.flush() == [
+        ("emergency", "spo2_low", "firing"),
+        ("county", "spo2_low", "firing"),
+        ("village", "spo2_low", "firing"),
+    ]
 
 
 async def test_alert_payload_follows_the_contract(rig):
@@ -172,10 +179,17 @@ async def test_alert_payload_follows_the_contract(rig):
     await rig.d.deliver_pending()
     [(tier, body)] = rig.channel.sent
     assert body["alert_id"] == alert.alert_id
-    assert {k: body[k] for k in ("patient_id", "clinic", "tier", "condition", "severity", "state",
-                                 "escalated_from")} == {
-        "patient_id": "p-1", "clinic": "c1", "tier": "township", "condition": "bp_crisis", "severity": "high",
-        "state": "firing", "escalated_from": None}
+    assert {
+        k: body[k] for k in ("patient_id", "clinic", "tier", "condition", "severity", "state", "escalated_from")
+    } == {
+        "patient_id": "p-1",
+        "clinic": "c1",
+        "tier": "township",
+        "condition": "bp_crisis",
+        "severity": "high",
+        "state": "firing",
+        "escalated_from": None,
+    }
     assert body["opened_at"] == "2024-03-15T07:30:00.000+08:00"
     assert body["evidence"] == {"systolic": 190}
 
@@ -239,8 +253,11 @@ async def test_unacknowledged_alert_escalates_one_tier_after_its_timeout(rig):
     escalated = rig.store.get(alert.alert_id).alert
     assert (escalated.tier, escalated.escalated_from) == (Tier.COUNTY, Tier.TOWNSHIP)
     # County has 10 min, then the 120 bridge (and the county and the village doctor again).
-    emergency = [("emergency", "bp_crisis", "firing"), ("county", "bp_crisis", "firing"),
-                 ("village", "bp_crisis", "firing")]
+    emergency = [
+        ("emergency", "bp_crisis", "firing"),
+        ("county", "bp_crisis", "firing"),
+        ("village", "bp_crisis", "firing"),
+    ]
     assert await rig.tick(minutes=10) == emergency
     assert rig.store.get(alert.alert_id).alert.escalated_from is Tier.COUNTY
     # Top of the ladder: no further tier, only a reminder every escalation.repeat_interval (10 min).
@@ -271,8 +288,10 @@ async def test_severe_hypoglycemia_goes_from_township_to_emergency_after_10_min(
     await rig.flush()
     assert await rig.tick(minutes=9, seconds=59) == []
     assert await rig.tick(seconds=1) == [
-        ("emergency", "hypoglycemia_severe", "firing"), ("county", "hypoglycemia_severe", "firing"),
-        ("village", "hypoglycemia_severe", "firing")]
+        ("emergency", "hypoglycemia_severe", "firing"),
+        ("county", "hypoglycemia_severe", "firing"),
+        ("village", "hypoglycemia_severe", "firing"),
+    ]
     a = rig.store.get(alert.alert_id).alert
     assert (a.tier, a.escalated_from) == (Tier.EMERGENCY, Tier.TOWNSHIP)
 
@@ -283,8 +302,11 @@ async def test_each_rung_counts_from_when_the_previous_was_due(rig):
     # The timer ran late (gateway busy): noticed at 35 min instead of 30.
     assert await rig.tick(minutes=35) == [("county", "bp_crisis", "firing")]
     # County's 10 min started at 30, so emergency is due at 40, i.e. 5 min from now.
-    assert await rig.tick(minutes=5) == [("emergency", "bp_crisis", "firing"), ("county", "bp_crisis", "firing"),
-                                         ("village", "bp_crisis", "firing")]
+    assert await rig.tick(minutes=5) == [
+        ("emergency", "bp_crisis", "firing"),
+        ("county", "bp_crisis", "firing"),
+        ("village", "bp_crisis", "firing"),
+    ]
 
 
 async def test_escalated_message_names_the_tier_it_came_from(rig):
@@ -368,8 +390,12 @@ async def test_high_alert_stays_firing_after_the_condition_clears_until_acked(ri
     done = await rig.d.acknowledge(alert.alert_id, "dr-wang")
     assert done.state is AlertState.RESOLVED
     sent = await rig.flush()
-    assert sent == [("township", "bp_crisis", "acknowledged"), ("county", "bp_crisis", "acknowledged"),
-                    ("township", "bp_crisis", "resolved"), ("county", "bp_crisis", "resolved")]
+    assert sent == [
+        ("township", "bp_crisis", "acknowledged"),
+        ("county", "bp_crisis", "acknowledged"),
+        ("township", "bp_crisis", "resolved"),
+        ("county", "bp_crisis", "resolved"),
+    ]
     assert rig.store.open_alert("p-1", Condition.BP_CRISIS) is None
 
 
@@ -428,8 +454,10 @@ async def test_restart_after_a_long_outage_escalates_what_became_due(rig):
     await rig.flush()
     rig2 = rig.restart()
     assert await rig2.tick(minutes=15) == [
-        ("emergency", "hypoglycemia_severe", "firing"), ("county", "hypoglycemia_severe", "firing"),
-        ("village", "hypoglycemia_severe", "firing")]
+        ("emergency", "hypoglycemia_severe", "firing"),
+        ("county", "hypoglycemia_severe", "firing"),
+        ("village", "hypoglycemia_severe", "firing"),
+    ]
 
 
 async def test_restart_keeps_a_latched_cleared_alert(rig):
@@ -446,8 +474,11 @@ async def test_undelivered_alert_is_sent_after_restart(rig):
     await rig.finding(Condition.ASYSTOLE)
     assert await rig.d.deliver_pending() == 0
     rig2 = rig.restart()
-    assert await rig2.flush() == [("emergency", "asystole", "firing"), ("county", "asystole", "firing"),
-                                  ("village", "asystole", "firing")]
+    assert await rig2.flush() == [
+        ("emergency", "asystole", "firing"),
+        ("county", "asystole", "firing"),
+        ("village", "asystole", "firing"),
+    ]
 
 
 # ---------------------------------------------------------------- outbox
@@ -522,8 +553,10 @@ async def test_live_finding_upgrades_an_open_follow_up_and_starts_the_ladder(rig
     assert up.alert_id == alert.alert_id and up.tier is Tier.TOWNSHIP
     assert await rig.flush() == [("township", "hypoglycemia_severe", "firing")]
     assert await rig.tick(minutes=10) == [
-        ("emergency", "hypoglycemia_severe", "firing"), ("county", "hypoglycemia_severe", "firing"),
-        ("village", "hypoglycemia_severe", "firing")]
+        ("emergency", "hypoglycemia_severe", "firing"),
+        ("county", "hypoglycemia_severe", "firing"),
+        ("village", "hypoglycemia_severe", "firing"),
+    ]
 
 
 async def test_follow_up_does_not_downgrade_a_live_alert(rig):
@@ -544,4 +577,8 @@ async def test_every_transition_is_recorded(rig):
     await rig.tick(minutes=30)
     await rig.d.acknowledge(alert.alert_id, "dr-wang")
     assert [t["what"] for t in rig.store.transitions(alert.alert_id)] == [
-        "raised", "updated", "escalated", "acknowledged"]
+        "raised",
+        "updated",
+        "escalated",
+        "acknowledged",
+    ]

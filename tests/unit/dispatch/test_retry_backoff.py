@@ -25,9 +25,9 @@ def test_ble_backoff_after_thousands_of_failures_is_the_cap_not_an_overflow() ->
 
 
 def test_jitter_spreads_waits_and_never_lengthens_them() -> None:
-    b = Backoff()   # default jitter
+    b = Backoff()  # default jitter
     waits = {b.delay(3).total_seconds() for _ in range(200)}
-    assert len(waits) > 50                      # clinics do not retry in step
+    assert len(waits) > 50  # clinics do not retry in step
     assert max(waits) <= 8.0 and min(waits) >= 8.0 * (1 - b.jitter)
     rng = random.Random(7)
     shortened = [jittered(30.0, 0.2, rng) for _ in range(1000)]
@@ -36,7 +36,7 @@ def test_jitter_spreads_waits_and_never_lengthens_them() -> None:
 
 def test_capped_exponential_edges() -> None:
     assert capped_exponential(0, 0.5, 30.0) == 0.5
-    assert capped_exponential(7, 0.5, 30.0) == 30.0       # 0.5 * 64 capped
+    assert capped_exponential(7, 0.5, 30.0) == 30.0  # 0.5 * 64 capped
     assert capped_exponential(6, 0.5, 30.0) == 16.0
-    assert capped_exponential(5, 1.0, 1.0) == 1.0          # no room to grow
+    assert capped_exponential(5, 1.0, 1.0) == 1.0  # no room to grow
     assert capped_exponential(10**9, 3.0, 60.0, factor=1.5) == 60.0

@@ -21,20 +21,39 @@ def problems(text: str) -> list[str]:
 
 def test_a_profile_must_fit_the_device_kind_with_the_line_of_the_device() -> None:
     text = BASE + '      - {id: ecg-0001, kind: glucose, ble: {address: "C0:26:DA:01:02:03", profile: vendor_ecg}}\n'
-    assert problems(text) == ["gw.yaml:5: patients.0.devices.0: BLE profile 'vendor_ecg' does not fit a glucose "
-                              "device (use kind: ecg)"]
+    assert problems(text) == [
+        "gw.yaml:5: patients.0.devices.0: BLE profile 'vendor_ecg' does not fit a glucose device (use kind: ecg)"
+    ]
 
 
 def test_ble_settings_and_every_profile_validate() -> None:
-    text = "ble: {adapter: hci1, max_connections: 3}\n" + BASE + "".join(
-        f'      - {{id: d-{i}, kind: {kind}, ble: {{name: "Dev {i}", profile: {profile}}}}}\n'
-        for i, (kind, profile) in enumerate([("blood_pressure", "blood_pressure"), ("glucose", "glucose"),
-                                             ("ecg", "heart_rate"), ("spo2", "heart_rate"),
-                                             ("ecg", "polar_h10_ecg"), ("ecg", "vendor_ecg")]))
+    text = (
+        "ble: {adapter: hci1, max_connections: 3}\n"
+        + BASE
+        + "".join(
+            f'      - {{id: d-{i}, kind: {kind}, ble: {{name: "Dev {i}", profile: {profile}}}}}\n'
+            for i, (kind, profile) in enumerate(
+                [
+                    ("blood_pressure", "blood_pressure"),
+                    ("glucose", "glucose"),
+                    ("ecg", "heart_rate"),
+                    ("spo2", "heart_rate"),
+                    ("ecg", "polar_h10_ecg"),
+                    ("ecg", "vendor_ecg"),
+                ]
+            )
+        )
+    )
     cfg = load_config_text(text, "gw.yaml")
     assert (cfg.ble.adapter, cfg.ble.max_connections) == ("hci1", 3)
     assert [d.ble.profile for d in cfg.patients[0].devices if d.ble] == [
-        "blood_pressure", "glucose", "heart_rate", "heart_rate", "polar_h10_ecg", "vendor_ecg"]
+        "blood_pressure",
+        "glucose",
+        "heart_rate",
+        "heart_rate",
+        "polar_h10_ecg",
+        "vendor_ecg",
+    ]
 
 
 def test_bad_ble_settings_are_reported() -> None:

@@ -42,18 +42,28 @@ SEEN: Counter[str] = Counter()
 
 CLINIC = "c1"
 NOW = datetime(2025, 6, 1, 9, 0, tzinfo=CHINA_TZ)
-REGISTRY = DeviceRegistry([
-    DeviceBinding("bp-1", "p-1", DeviceKind.BLOOD_PRESSURE),
-    DeviceBinding("glu-1", "p-1", DeviceKind.GLUCOSE),
-    DeviceBinding("ecg-1", "p-2", DeviceKind.ECG),
-    DeviceBinding("spo2-1", "p-2", DeviceKind.SPO2),
-])
+REGISTRY = DeviceRegistry(
+    [
+        DeviceBinding("bp-1", "p-1", DeviceKind.BLOOD_PRESSURE),
+        DeviceBinding("glu-1", "p-1", DeviceKind.GLUCOSE),
+        DeviceBinding("ecg-1", "p-2", DeviceKind.ECG),
+        DeviceBinding("spo2-1", "p-2", DeviceKind.SPO2),
+    ]
+)
 DEVICES = ["bp-1", "glu-1", "ecg-1", "spo2-1"]
 
 DECODERS = [
-    gc.decode_bp_measurement, gc.decode_glucose_measurement, gc.decode_glucose_context, gc.decode_heart_rate,
-    gc.decode_battery_level, gc.decode_current_time, gc.decode_date_time, gc.decode_racp_response,
-    gc.decode_polar_pmd_response, gc.decode_polar_pmd_ecg, gc.decode_vendor_ecg_frame,
+    gc.decode_bp_measurement,
+    gc.decode_glucose_measurement,
+    gc.decode_glucose_context,
+    gc.decode_heart_rate,
+    gc.decode_battery_level,
+    gc.decode_current_time,
+    gc.decode_date_time,
+    gc.decode_racp_response,
+    gc.decode_polar_pmd_response,
+    gc.decode_polar_pmd_ecg,
+    gc.decode_vendor_ecg_frame,
 ]
 
 
@@ -61,9 +71,13 @@ def _settings(name: str):  # type: ignore[no-untyped-def]
     phases = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target]
     if os.environ.get("VITALGATE_FUZZ_SHRINK", "1") != "0":
         phases.append(Phase.shrink)
-    return settings(max_examples=max(20, int(TOTAL * SHARE[name])), deadline=None, database=None, phases=phases,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.filter_too_much])
+    return settings(
+        max_examples=max(20, int(TOTAL * SHARE[name])),
+        deadline=None,
+        database=None,
+        phases=phases,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+    )
 
 
 def _check_rejection(r: Rejected) -> None:
@@ -110,8 +124,10 @@ def test_gatt_decoders_return_or_raise_their_own_error(decoder, data):
 def test_ieee11073_numbers_never_crash(raw16, raw32):
     SEEN["decoders"] += 1
     # a reserved word decodes to its Special, every other word to mantissa * 10**exponent (both signed)
-    for raw, m_bits, e_bits, specials, decode in ((raw16, 12, 4, gc._SFLOAT_SPECIALS, gc.decode_sfloat),
-                                                  (raw32, 24, 8, gc._FLOAT_SPECIALS, gc.decode_float)):
+    for raw, m_bits, e_bits, specials, decode in (
+        (raw16, 12, 4, gc._SFLOAT_SPECIALS, gc.decode_sfloat),
+        (raw32, 24, 8, gc._FLOAT_SPECIALS, gc.decode_float),
+    ):
         v = decode(raw)
         if raw in specials:
             assert v is specials[raw]
@@ -119,12 +135,15 @@ def test_ieee11073_numbers_never_crash(raw16, raw32):
         m, e = raw & ((1 << m_bits) - 1), raw >> m_bits
         m -= (1 << m_bits) if m >> (m_bits - 1) else 0
         e -= (1 << e_bits) if e >> (e_bits - 1) else 0
-        assert isinstance(v, float) and math.isclose(v, m * 10.0 ** e, rel_tol=1e-12), (raw, v, m, e)
+        assert isinstance(v, float) and math.isclose(v, m * 10.0**e, rel_tol=1e-12), (raw, v, m, e)
 
 
 @_settings("gatt_door")
-@given(uuid=st.sampled_from(["2a35", "2a18", "2a37", "2a19", "5a7e0003", "2a36", "2a34", "ffff", "zz"]),
-       data=st.one_of(st.binary(max_size=64), _flagged), device=st.sampled_from(DEVICES + ["nobody"]))
+@given(
+    uuid=st.sampled_from(["2a35", "2a18", "2a37", "2a19", "5a7e0003", "2a36", "2a34", "ffff", "zz"]),
+    data=st.one_of(st.binary(max_size=64), _flagged),
+    device=st.sampled_from(DEVICES + ["nobody"]),
+)
 def test_gatt_door_accepts_or_rejects_with_a_reason(uuid, data, device):
     SEEN["gatt_door"] += 1
     r = decode_gatt(uuid, data, device, NOW)
@@ -136,16 +155,6 @@ def test_gatt_door_accepts_or_rejects_with_a_reason(uuid, data, device):
 # ---------------------------------------------------------------- JSON ingress
 
 
-
-
-
-
-
-
-
-
-
-
 @_settings("json_structured")
 @given(body=st.one_of(mutated_reading(), json_any), device=st.sampled_from(DEVICES + ["nobody", "bp-1/x"]))
 def test_json_ingress_accepts_or_rejects_with_a_reason(body, device):
@@ -154,9 +163,10 @@ def test_json_ingress_accepts_or_rejects_with_a_reason(body, device):
 
 
 @_settings("json_bytes")
-@given(payload=st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode)),
-       topic=st.one_of(st.sampled_from([f"vg/{CLINIC}/device/{d}/reading" for d in DEVICES]),
-                       st.text(max_size=60)))
+@given(
+    payload=st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode)),
+    topic=st.one_of(st.sampled_from([f"vg/{CLINIC}/device/{d}/reading" for d in DEVICES]), st.text(max_size=60)),
+)
 def test_arbitrary_bytes_and_topics_never_crash(payload, topic):
     SEEN["json_bytes"] += 1
     _check_result(decode_message(topic, payload, CLINIC, REGISTRY, NOW))
@@ -179,12 +189,19 @@ def gateway(tmp_path_factory):  # type: ignore[no-untyped-def]
     from box.config import GatewayConfig
 
     storage = tmp_path_factory.mktemp("fuzz-gw")
-    cfg = GatewayConfig.model_validate({
-        "clinic": CLINIC, "storage": {"path": str(storage)},
-        "patients": [{"id": "p-1", "devices": [{"id": "bp-1", "kind": "blood_pressure"},
-                                               {"id": "glu-1", "kind": "glucose"}]},
-                     {"id": "p-2", "devices": [{"id": "spo2-1", "kind": "spo2"}]}],
-    })
+    cfg = GatewayConfig.model_validate(
+        {
+            "clinic": CLINIC,
+            "storage": {"path": str(storage)},
+            "patients": [
+                {
+                    "id": "p-1",
+                    "devices": [{"id": "bp-1", "kind": "blood_pressure"}, {"id": "glu-1", "kind": "glucose"}],
+                },
+                {"id": "p-2", "devices": [{"id": "spo2-1", "kind": "spo2"}]},
+            ],
+        }
+    )
     loop = asyncio.new_event_loop()
     gw = loop.run_until_complete(_make(Gateway, cfg))
     yield gw, loop
@@ -200,16 +217,24 @@ async def _make(cls, cfg):  # type: ignore[no-untyped-def]
 
 _SEQ = iter(range(10**9))
 _bad_payload = st.one_of(
-    st.binary(max_size=60), mutated_reading().map(dumps), json_any.map(dumps),
+    st.binary(max_size=60),
+    mutated_reading().map(dumps),
+    json_any.map(dumps),
     st.just(b'{"kind": "blood_pressure", "ts": "2025-06-01T09:00:00+08:00", "systolic": 400, "diastolic": 80}'),
 )
 
 
 @_settings("interleaved")
-@given(plan=st.lists(st.one_of(st.tuples(st.just("good"), st.sampled_from(["bp-1", "glu-1", "spo2-1"]), st.none()),
-                               st.tuples(st.just("bad"), st.sampled_from(["bp-1", "glu-1", "spo2-1", "nobody"]),
-                                         _bad_payload)),
-                     min_size=1, max_size=20))
+@given(
+    plan=st.lists(
+        st.one_of(
+            st.tuples(st.just("good"), st.sampled_from(["bp-1", "glu-1", "spo2-1"]), st.none()),
+            st.tuples(st.just("bad"), st.sampled_from(["bp-1", "glu-1", "spo2-1", "nobody"]), _bad_payload),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
 def test_good_readings_around_bad_ones_are_all_accepted_and_everything_is_acknowledged(gateway, plan):
     gw, loop = gateway
     acks: Counter[int] = Counter()
@@ -233,9 +258,16 @@ def test_good_readings_around_bad_ones_are_all_accepted_and_everything_is_acknow
             await asyncio.sleep(0.001)
 
     loop.run_until_complete(feed())
-    lost = [k for k in good_keys if gw.store._db.execute(  # by key: the store grows over a long run
-        "SELECT 1 FROM readings WHERE device_id=? AND json_extract(body, '$.seq')=?", k).fetchone() is None]
+    lost = [
+        k
+        for k in good_keys
+        if gw.store._db.execute(  # by key: the store grows over a long run
+            "SELECT 1 FROM readings WHERE device_id=? AND json_extract(body, '$.seq')=?", k
+        ).fetchone()
+        is None
+    ]
     assert not lost, f"a good reading next to bad ones was lost: {lost}"
-    assert sorted(acks) == list(range(len(plan))) and set(acks.values()) == {1}, \
+    assert sorted(acks) == list(range(len(plan))) and set(acks.values()) == {1}, (
         f"every message is acknowledged exactly once: {dict(acks)} of {len(plan)}"
+    )
     assert all(not math.isnan(v) for v in gw.counters.rejected.values())

@@ -35,12 +35,14 @@ from stream.thresholds import Plausibility
 
 CLINIC = "c1"
 NOW = datetime(2024, 3, 15, 8, 0, tzinfo=CHINA_TZ)
-REGISTRY = DeviceRegistry([
-    DeviceBinding("bp-1", "p-0001", DeviceKind.BLOOD_PRESSURE),
-    DeviceBinding("glu-1", "p-0001", DeviceKind.GLUCOSE),
-    DeviceBinding("ecg-2", "p-0002", DeviceKind.ECG),
-    DeviceBinding("spo2-2", "p-0002", DeviceKind.SPO2),
-])
+REGISTRY = DeviceRegistry(
+    [
+        DeviceBinding("bp-1", "p-0001", DeviceKind.BLOOD_PRESSURE),
+        DeviceBinding("glu-1", "p-0001", DeviceKind.GLUCOSE),
+        DeviceBinding("ecg-2", "p-0002", DeviceKind.ECG),
+        DeviceBinding("spo2-2", "p-0002", DeviceKind.SPO2),
+    ]
+)
 LIMITS = Plausibility()
 
 
@@ -74,12 +76,25 @@ def rejected(result: Accepted | Rejected, reason: str) -> Rejected:
     return result
 
 
-BP_JSON = {"kind": "blood_pressure", "ts": "2024-03-15T07:58:00+08:00", "seq": 17, "systolic": 182,
-           "diastolic": 112, "pulse": 88, "unit": "mmHg",
-           "status": {"body_movement": False, "irregular_pulse": False, "cuff_loose": False}}
+BP_JSON = {
+    "kind": "blood_pressure",
+    "ts": "2024-03-15T07:58:00+08:00",
+    "seq": 17,
+    "systolic": 182,
+    "diastolic": 112,
+    "pulse": 88,
+    "unit": "mmHg",
+    "status": {"body_movement": False, "irregular_pulse": False, "cuff_loose": False},
+}
 GLU_JSON = {"kind": "glucose", "ts": "2024-03-15T07:58:00+08:00", "seq": 5, "mmol_l": 2.6, "meal": "fasting"}
-ECG_JSON = {"kind": "ecg", "ts": "2024-03-15T07:59:59+08:00", "seq": 1234, "fs": 250,
-            "samples_uv": [0.0] * 250, "lead_off": False}
+ECG_JSON = {
+    "kind": "ecg",
+    "ts": "2024-03-15T07:59:59+08:00",
+    "seq": 1234,
+    "fs": 250,
+    "samples_uv": [0.0] * 250,
+    "lead_off": False,
+}
 SPO2_JSON = {"kind": "spo2", "ts": "2024-03-15T07:59:00+08:00", "seq": 9, "spo2": 91, "pulse": 70}
 
 
@@ -141,8 +156,11 @@ def test_device_of_another_clinic_or_a_non_device_topic_is_rejected():
     rejected(send(f"vg/{CLINIC}/device/bp-1/whatever", BP_JSON), "bad_topic")
 
 
-@pytest.mark.parametrize("payload", [b"{not json", b"", b"\xff\xfe\x00", b"[1, 2, 3]", b'"text"'],
-                         ids=["broken", "empty", "binary", "array", "string"])
+@pytest.mark.parametrize(
+    "payload",
+    [b"{not json", b"", b"\xff\xfe\x00", b"[1, 2, 3]", b'"text"'],
+    ids=["broken", "empty", "binary", "array", "string"],
+)
 def test_malformed_json_is_rejected(payload):
     r = rejected(send(json_topic("bp-1"), payload), "malformed_json")
     assert r.device_id == "bp-1" and r.topic == json_topic("bp-1")
@@ -153,21 +171,26 @@ def test_wrong_kind_for_the_device_is_rejected():
     assert "blood_pressure" in r.detail and "glucose" in r.detail
 
 
-@pytest.mark.parametrize("payload", [
-    {k: v for k, v in BP_JSON.items() if k != "diastolic"},  # missing field
-    {**BP_JSON, "systolic": "high"},  # wrong type
-    {**BP_JSON, "kind": "thermometer"},  # unknown kind
-    {k: v for k, v in BP_JSON.items() if k != "kind"},  # no kind
-    {**BP_JSON, "unit": "kPa"},  # JSON readings are mmHg
-    {**GLU_JSON, "meal": "brunch"},
-    {**ECG_JSON, "fs": 10},
-    {**ECG_JSON, "samples_uv": []},
-    {**SPO2_JSON, "ts": "yesterday"},
-    {**SPO2_JSON, "seq": -1},
-], ids=["missing", "type", "unknown-kind", "no-kind", "unit", "meal", "fs", "no-samples", "ts", "seq"])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {k: v for k, v in BP_JSON.items() if k != "diastolic"},  # missing field
+        {**BP_JSON, "systolic": "high"},  # wrong type
+        {**BP_JSON, "kind": "thermometer"},  # unknown kind
+        {k: v for k, v in BP_JSON.items() if k != "kind"},  # no kind
+        {**BP_JSON, "unit": "kPa"},  # JSON readings are mmHg
+        {**GLU_JSON, "meal": "brunch"},
+        {**ECG_JSON, "fs": 10},
+        {**ECG_JSON, "samples_uv": []},
+        {**SPO2_JSON, "ts": "yesterday"},
+        {**SPO2_JSON, "seq": -1},
+    ],
+    ids=["missing", "type", "unknown-kind", "no-kind", "unit", "meal", "fs", "no-samples", "ts", "seq"],
+)
 def test_schema_errors_are_rejected_with_the_field(payload):
     device = {"blood_pressure": "bp-1", "glucose": "glu-1", "ecg": "ecg-2", "spo2": "spo2-2"}.get(
-        payload.get("kind", ""), "bp-1")
+        payload.get("kind", ""), "bp-1"
+    )
     r = rejected(send(json_topic(device), payload), "invalid_reading")
     assert "problem(s)" in r.detail
 
@@ -229,8 +252,13 @@ def test_glucose_vector_1_mg_dl_to_mmol_l():
 
 
 def test_glucose_vector_2_time_offset_and_battery_flag():
-    r = accepted(send(gatt_topic("glu-1", "2a18"), h("1F 00 01 E8 07 03 0F 16 05 00 3C 00 1C C0 12 01 00"),
-                      received_at=datetime(2024, 3, 15, 23, 10, tzinfo=CHINA_TZ))).reading
+    r = accepted(
+        send(
+            gatt_topic("glu-1", "2a18"),
+            h("1F 00 01 E8 07 03 0F 16 05 00 3C 00 1C C0 12 01 00"),
+            received_at=datetime(2024, 3, 15, 23, 10, tzinfo=CHINA_TZ),
+        )
+    ).reading
     assert (r.seq, r.mmol_l) == (256, 2.8)
     assert r.ts == datetime(2024, 3, 15, 23, 5, tzinfo=CHINA_TZ)  # 22:05 + 60 min
     assert "battery_low" in r.flags
@@ -241,11 +269,14 @@ def test_glucose_vector_3_hi_is_a_range_not_a_number():
     assert (r.seq, r.mmol_l, r.range) == (7, None, "hi")
 
 
-@pytest.mark.parametrize("vector, bpm, contact, rr", [
-    ("00 55", 85, None, []),
-    ("04 FF", 255, False, []),
-    ("16 48 A0 03 B4 03", 72, True, [906.25, 925.78125]),
-])
+@pytest.mark.parametrize(
+    "vector, bpm, contact, rr",
+    [
+        ("00 55", 85, None, []),
+        ("04 FF", 255, False, []),
+        ("16 48 A0 03 B4 03", 72, True, [906.25, 925.78125]),
+    ],
+)
 def test_heart_rate_vectors(vector, bpm, contact, rr):
     acc = accepted(send(gatt_topic("ecg-2", "2a37"), h(vector)))
     r = acc.reading
@@ -353,8 +384,11 @@ def test_control_solution_by_type_or_location(type_location):
     rejected(send(gatt_topic("glu-1", "2a18"), raw), "control_solution")
 
 
-@pytest.mark.parametrize("payload", [b"", h("16 B9 00"), h("16 B9 00 7D 00 91 00 E8 07 03 0F 07 1E 00 58 00 04 00 FF")],
-                         ids=["empty", "truncated", "trailing"])
+@pytest.mark.parametrize(
+    "payload",
+    [b"", h("16 B9 00"), h("16 B9 00 7D 00 91 00 E8 07 03 0F 07 1E 00 58 00 04 00 FF")],
+    ids=["empty", "truncated", "trailing"],
+)
 def test_malformed_gatt_is_rejected(payload):
     r = rejected(send(gatt_topic("bp-1", "2a35"), payload), "malformed_gatt")
     assert r.topic == gatt_topic("bp-1", "2a35")
@@ -388,8 +422,9 @@ def test_different_seq_has_a_different_key():
 
 
 def test_same_seq_on_another_device_has_a_different_key():
-    reg = DeviceRegistry([DeviceBinding("glu-1", "p-1", DeviceKind.GLUCOSE),
-                          DeviceBinding("glu-2", "p-1", DeviceKind.GLUCOSE)])
+    reg = DeviceRegistry(
+        [DeviceBinding("glu-1", "p-1", DeviceKind.GLUCOSE), DeviceBinding("glu-2", "p-1", DeviceKind.GLUCOSE)]
+    )
     payload = json.dumps(GLU_JSON).encode()
     a = decode_message(json_topic("glu-1"), payload, CLINIC, reg, NOW)
     b = decode_message(json_topic("glu-2"), payload, CLINIC, reg, NOW)
@@ -438,37 +473,45 @@ def check(reading) -> Rejected | None:
     return plausibility.check(acc_of(reading), LIMITS, NOW)
 
 
-@pytest.mark.parametrize("reading", [
-    bp_reading(120, 80),
-    bp_reading(280, 200),
-    bp_reading(50, 20),
-    GlucoseReading(ts=NOW, mmol_l=0.6),
-    GlucoseReading(ts=NOW, mmol_l=33.3),
-    GlucoseReading(ts=NOW, range="lo"),
-    Spo2Reading(ts=NOW, spo2=50),
-    Spo2Reading(ts=NOW, spo2=100, pulse=60),
-    HeartRateReading(ts=NOW, bpm=25),
-    HeartRateReading(ts=NOW, bpm=255, contact=False),  # no skin contact: kept as a lead-off signal
-    EcgFrame(ts=NOW, fs=250, samples_uv=[0.0] * 250),
-], ids=lambda r: getattr(r, "kind", "?"))
+@pytest.mark.parametrize(
+    "reading",
+    [
+        bp_reading(120, 80),
+        bp_reading(280, 200),
+        bp_reading(50, 20),
+        GlucoseReading(ts=NOW, mmol_l=0.6),
+        GlucoseReading(ts=NOW, mmol_l=33.3),
+        GlucoseReading(ts=NOW, range="lo"),
+        Spo2Reading(ts=NOW, spo2=50),
+        Spo2Reading(ts=NOW, spo2=100, pulse=60),
+        HeartRateReading(ts=NOW, bpm=25),
+        HeartRateReading(ts=NOW, bpm=255, contact=False),  # no skin contact: kept as a lead-off signal
+        EcgFrame(ts=NOW, fs=250, samples_uv=[0.0] * 250),
+    ],
+    ids=lambda r: getattr(r, "kind", "?"),
+)
 def test_plausible_readings_pass(reading):
     assert check(reading) is None
 
 
-@pytest.mark.parametrize("reading, what", [
-    (bp_reading(400, 90), "systolic 400"),
-    (bp_reading(40, 30), "systolic 40"),
-    (bp_reading(120, 210), "diastolic 210"),
-    (bp_reading(120, 120), "pulse pressure"),
-    (bp_reading(100, 120), "pulse pressure"),
-    (bp_reading(125, 120), "pulse pressure"),
-    (bp_reading(120, 80, pulse=300), "pulse 300"),
-    (GlucoseReading(ts=NOW, mmol_l=0.2), "glucose 0.2"),
-    (GlucoseReading(ts=NOW, mmol_l=100.0), "mg/dL"),
-    (Spo2Reading(ts=NOW, spo2=40), "SpO2 40"),
-    (Spo2Reading(ts=NOW, spo2=101), "SpO2 101"),
-    (HeartRateReading(ts=NOW, bpm=300, contact=True), "heart rate 300"),
-], ids=lambda x: x if isinstance(x, str) else "")
+@pytest.mark.parametrize(
+    "reading, what",
+    [
+        (bp_reading(400, 90), "systolic 400"),
+        (bp_reading(40, 30), "systolic 40"),
+        (bp_reading(120, 210), "diastolic 210"),
+        (bp_reading(120, 120), "pulse pressure"),
+        (bp_reading(100, 120), "pulse pressure"),
+        (bp_reading(125, 120), "pulse pressure"),
+        (bp_reading(120, 80, pulse=300), "pulse 300"),
+        (GlucoseReading(ts=NOW, mmol_l=0.2), "glucose 0.2"),
+        (GlucoseReading(ts=NOW, mmol_l=100.0), "mg/dL"),
+        (Spo2Reading(ts=NOW, spo2=40), "SpO2 40"),
+        (Spo2Reading(ts=NOW, spo2=101), "SpO2 101"),
+        (HeartRateReading(ts=NOW, bpm=300, contact=True), "heart rate 300"),
+    ],
+    ids=lambda x: x if isinstance(x, str) else "",
+)
 def test_implausible_values_are_rejected_with_the_value(reading, what):
     r = check(reading)
     assert r is not None and r.reason == "implausible_value"
@@ -480,15 +523,19 @@ def test_glucose_with_neither_value_nor_range_is_invalid():
     assert r is not None and r.reason == "invalid_reading"
 
 
-@pytest.mark.parametrize("reading", [
-    bp_reading(float("nan"), 80),
-    bp_reading(120, 80, pulse=float("nan")),
-    GlucoseReading(ts=NOW, mmol_l=float("nan")),
-    Spo2Reading(ts=NOW, spo2=float("inf")),
-    EcgFrame(ts=NOW, fs=250, samples_uv=[0.0] * 249 + [float("nan")]),
-    HeartRateReading(ts=NOW, bpm=float("nan"), contact=False),
-    HeartRateReading(ts=NOW, bpm=72, contact=True, rr_ms=[800.0, float("inf")]),
-], ids=["bp-nan", "pulse-nan", "glucose-nan", "spo2-inf", "ecg-nan", "hr-nan-no-contact", "hr-rr-inf"])
+@pytest.mark.parametrize(
+    "reading",
+    [
+        bp_reading(float("nan"), 80),
+        bp_reading(120, 80, pulse=float("nan")),
+        GlucoseReading(ts=NOW, mmol_l=float("nan")),
+        Spo2Reading(ts=NOW, spo2=float("inf")),
+        EcgFrame(ts=NOW, fs=250, samples_uv=[0.0] * 249 + [float("nan")]),
+        HeartRateReading(ts=NOW, bpm=float("nan"), contact=False),
+        HeartRateReading(ts=NOW, bpm=72, contact=True, rr_ms=[800.0, float("inf")]),
+    ],
+    ids=["bp-nan", "pulse-nan", "glucose-nan", "spo2-inf", "ecg-nan", "hr-nan-no-contact", "hr-rr-inf"],
+)
 def test_non_finite_numbers_never_pass(reading):
     # a strap without skin contact keeps its junk (finite) rate as a lead-off signal, never a NaN:
     # a stored NaN heart rate broke that patient's FHIR export (issue 16)
@@ -496,10 +543,13 @@ def test_non_finite_numbers_never_pass(reading):
     assert r is not None and r.reason in ("implausible_value", "invalid_ecg_frame"), r
 
 
-@pytest.mark.parametrize("payload", [
-    b'{"kind": "spo2", "ts": "2024-03-15T07:59:00+08:00", "spo2": NaN}',
-    b'{"kind": "spo2", "ts": "2024-03-15T07:59:00+08:00", "spo2": 95, "pulse": Infinity}',
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"kind": "spo2", "ts": "2024-03-15T07:59:00+08:00", "spo2": NaN}',
+        b'{"kind": "spo2", "ts": "2024-03-15T07:59:00+08:00", "spo2": 95, "pulse": Infinity}',
+    ],
+)
 def test_json_nan_from_a_device_never_reaches_the_rules(payload):
     # Python's json accepts NaN/Infinity literals: ingress or plausibility must stop them.
     result = send(json_topic("spo2-2"), payload)
@@ -569,16 +619,20 @@ def test_a_binary_frame_reads_as_the_json_frame_with_the_same_samples():
     assert check(via_gatt) is None  # a 1-s frame passes plausibility as the JSON one does
 
 
-@pytest.mark.parametrize("payload,why", [
-    (b"", "need at least 10"),
-    (VENDOR_EXAMPLE_1[:9], "need at least 10"),
-    (VENDOR_EXAMPLE_1[:-1], "header announces 4 samples"),
-    (VENDOR_EXAMPLE_1 + b"\x00\x00", "header announces 4 samples"),
-    (b"\x02" + VENDOR_EXAMPLE_1[1:], "format version 2"),
-    (VENDOR_EXAMPLE_1[:1] + b"\x04" + VENDOR_EXAMPLE_1[2:], "reserved flag bits"),
-    (VENDOR_EXAMPLE_1[:4] + b"\x10\x00" + VENDOR_EXAMPLE_1[6:], "sample rate 16 Hz"),
-    (VENDOR_EXAMPLE_1[:6] + b"\x00\x00" + VENDOR_EXAMPLE_1[8:], "scale 0"),
-], ids=["empty", "short-header", "truncated", "trailing", "version", "reserved-flag", "fs", "scale"])
+@pytest.mark.parametrize(
+    "payload,why",
+    [
+        (b"", "need at least 10"),
+        (VENDOR_EXAMPLE_1[:9], "need at least 10"),
+        (VENDOR_EXAMPLE_1[:-1], "header announces 4 samples"),
+        (VENDOR_EXAMPLE_1 + b"\x00\x00", "header announces 4 samples"),
+        (b"\x02" + VENDOR_EXAMPLE_1[1:], "format version 2"),
+        (VENDOR_EXAMPLE_1[:1] + b"\x04" + VENDOR_EXAMPLE_1[2:], "reserved flag bits"),
+        (VENDOR_EXAMPLE_1[:4] + b"\x10\x00" + VENDOR_EXAMPLE_1[6:], "sample rate 16 Hz"),
+        (VENDOR_EXAMPLE_1[:6] + b"\x00\x00" + VENDOR_EXAMPLE_1[8:], "scale 0"),
+    ],
+    ids=["empty", "short-header", "truncated", "trailing", "version", "reserved-flag", "fs", "scale"],
+)
 def test_malformed_vendor_frame_is_rejected_with_the_reason(payload, why):
     r = rejected(send(gatt_topic("ecg-2", "5a7e0003"), payload), "malformed_gatt")
     assert why in r.detail and r.detail.startswith("vendor ecg:")
@@ -597,8 +651,19 @@ def test_unsupported_characteristic_lists_the_vendor_frame():
 
 def _stream(frames: list[tuple[int, float]], tb: VendorEcgTimeBase, samples: int = 250) -> list[Accepted]:
     """(wire seq, arrival in s after NOW) -> what the gateway accepts, through one time base."""
-    return [accepted(decode_message(gatt_topic("ecg-2", "5a7e0003"), vendor_frame(seq, [seq % 100] * samples),
-                                    CLINIC, REGISTRY, NOW + timedelta(seconds=at), tb)) for seq, at in frames]
+    return [
+        accepted(
+            decode_message(
+                gatt_topic("ecg-2", "5a7e0003"),
+                vendor_frame(seq, [seq % 100] * samples),
+                CLINIC,
+                REGISTRY,
+                NOW + timedelta(seconds=at),
+                tb,
+            )
+        )
+        for seq, at in frames
+    ]
 
 
 def test_consecutive_frames_are_counted_on_from_the_first_arrival_not_stamped_with_delivery_jitter():

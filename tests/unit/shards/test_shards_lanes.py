@@ -32,9 +32,15 @@ PREFIX = "vg/c1"
 
 def test_the_critical_session_names_each_critical_device_and_the_ecg_session_takes_the_wildcards():
     lanes = subscriptions(PREFIX, ["glu-1", "bp-1"], ["snooze", "silence"])
-    assert lanes.critical == ["vg/c1/ack", "vg/c1/snooze", "vg/c1/silence",
-                              "vg/c1/device/bp-1/reading", "vg/c1/device/bp-1/gatt/+",
-                              "vg/c1/device/glu-1/reading", "vg/c1/device/glu-1/gatt/+"]
+    assert lanes.critical == [
+        "vg/c1/ack",
+        "vg/c1/snooze",
+        "vg/c1/silence",
+        "vg/c1/device/bp-1/reading",
+        "vg/c1/device/bp-1/gatt/+",
+        "vg/c1/device/glu-1/reading",
+        "vg/c1/device/glu-1/gatt/+",
+    ]
     assert lanes.ecg == ["vg/c1/device/+/reading", "vg/c1/device/+/gatt/+"]
     assert lanes.stale == lanes.ecg  # the one-session gateway's filters, dropped from the critical session
     assert device_of("vg/c1/device/ecg-7/reading", PREFIX) == "ecg-7"
@@ -44,8 +50,9 @@ def test_the_critical_session_names_each_critical_device_and_the_ecg_session_tak
 
 def _frame_json(seq: int, samples: list[int] | None = None) -> bytes:
     ts = (NOW - timedelta(minutes=5) + timedelta(seconds=seq)).isoformat()
-    return json.dumps({"kind": "ecg", "ts": ts, "seq": seq, "fs": 250,
-                       "samples_uv": samples if samples is not None else [seq] * 250}).encode()
+    return json.dumps(
+        {"kind": "ecg", "ts": ts, "seq": seq, "fs": 250, "samples_uv": samples if samples is not None else [seq] * 250}
+    ).encode()
 
 
 class Lane:
@@ -59,18 +66,24 @@ class Lane:
         async def nothing(_x):  # type: ignore[no-untyped-def]
             return None
 
-        self.core = StreamCore(self.forwarding, {}, Thresholds(), nothing, nothing, self.counters,
-                               ecg=_NoAnalysis(), clock=lambda: NOW)
-        registry = DeviceRegistry([DeviceBinding("ecg-1", "p-1", DeviceKind.ECG),
-                                   DeviceBinding("ecg-2", "p-2", DeviceKind.ECG),
-                                   DeviceBinding("glu-1", "p-1", DeviceKind.GLUCOSE)])
+        self.core = StreamCore(
+            self.forwarding, {}, Thresholds(), nothing, nothing, self.counters, ecg=_NoAnalysis(), clock=lambda: NOW
+        )
+        registry = DeviceRegistry(
+            [
+                DeviceBinding("ecg-1", "p-1", DeviceKind.ECG),
+                DeviceBinding("ecg-2", "p-2", DeviceKind.ECG),
+                DeviceBinding("glu-1", "p-1", DeviceKind.GLUCOSE),
+            ]
+        )
         self.committed = 0
 
         def on_committed() -> None:
             self.committed += 1
 
-        self.lane = EcgLane(PREFIX, registry, {"glu-1"}, self.core, self.forwarding, self.counters,
-                            on_committed, clock=lambda: NOW)
+        self.lane = EcgLane(
+            PREFIX, registry, {"glu-1"}, self.core, self.forwarding, self.counters, on_committed, clock=lambda: NOW
+        )
 
     def close(self) -> None:
         self.store.close()
@@ -92,6 +105,7 @@ async def test_the_ecg_lane_acknowledges_a_frame_only_after_its_commit_in_arriva
             n = ReadingStore(tmp_path).counts()["ecg_frames"]
             seen_in_db_at_ack.append(n)
             acked.append(name)
+
         return ack
 
     for seq in range(1, 6):
@@ -118,12 +132,14 @@ async def test_binary_frames_take_the_ecg_lane_and_are_acknowledged_after_their_
         def ack() -> None:
             seen_in_db_at_ack.append(ReadingStore(tmp_path).counts()["ecg_frames"])
             acked.append(name)
+
         return ack
 
     topic = "vg/c1/device/ecg-2/gatt/5a7e0003"
     for seq in range(1, 4):
-        await lane.lane.on_message(topic, encode_vendor_ecg_frame(seq, 250, 1.0, False, np.full(250, seq)),
-                                   acker(f"bin/{seq}"))
+        await lane.lane.on_message(
+            topic, encode_vendor_ecg_frame(seq, 250, 1.0, False, np.full(250, seq)), acker(f"bin/{seq}")
+        )
         if seq == 2:
             await lane.lane.on_message(topic, b"\x01\x00\x03", acker("malformed"))
     assert acked == ["malformed"] and seen_in_db_at_ack == [0]
@@ -154,10 +170,18 @@ class Recorder:
 def _store_frames(storage: Path, device: str, seqs: range, received_at: datetime = NOW) -> None:
     store = ReadingStore(storage)
     for seq in seqs:
-        frame = EcgFrame(ts=NOW - timedelta(minutes=5) + timedelta(seconds=seq), seq=seq, fs=250,
-                         samples_uv=[float(seq)] * 250)
-        store.add(Accepted(reading=frame, patient_id="p-" + device[-1], device_id=device, received_at=received_at,
-                           idempotency_key=f"{device}-{seq}"))
+        frame = EcgFrame(
+            ts=NOW - timedelta(minutes=5) + timedelta(seconds=seq), seq=seq, fs=250, samples_uv=[float(seq)] * 250
+        )
+        store.add(
+            Accepted(
+                reading=frame,
+                patient_id="p-" + device[-1],
+                device_id=device,
+                received_at=received_at,
+                idempotency_key=f"{device}-{seq}",
+            )
+        )
     store.close()
 
 

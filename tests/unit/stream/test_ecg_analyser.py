@@ -16,15 +16,14 @@ from tests.support.paths import ecg_data
 CLINICAL = {"af", "af_rvr", "vt", "vt_sustained", "pause", "asystole", "bradycardia", "tachycardia", "pvc_frequent"}
 
 
-
-
-def stream(an: EcgAnalyser, x: np.ndarray, *, t0: float = 0.0, frame_s: float = 1.0,
-           lead_off: bool = False) -> tuple[list[RhythmAlarm], list[tuple[float, str]]]:
+def stream(
+    an: EcgAnalyser, x: np.ndarray, *, t0: float = 0.0, frame_s: float = 1.0, lead_off: bool = False
+) -> tuple[list[RhythmAlarm], list[tuple[float, str]]]:
     n = int(round(an.fs * frame_s))
     alarms: list[RhythmAlarm] = []
     beats: list[tuple[float, str]] = []
     for k in range(0, len(x), n):
-        alarms += an.push(x[k:k + n], t0_s=t0 + k / an.fs, lead_off=lead_off)
+        alarms += an.push(x[k : k + n], t0_s=t0 + k / an.fs, lead_off=lead_off)
         beats += an.drain_beats()
     return alarms, beats
 
@@ -58,7 +57,7 @@ def test_detector_carries_state_across_chunk_sizes() -> None:
         d = QrsDetector(fs)
         found: list[int] = []
         for k in range(0, len(x), chunk):
-            found += d.process(x[k:k + chunk])
+            found += d.process(x[k : k + chunk])
         out.append(found)
     assert out[0] == out[1] == out[2]
 
@@ -110,13 +109,13 @@ def test_device_clock_jitter_and_drift_do_not_break_the_stream(jitter_s: float, 
     203's beats, 1 % of drift all of them.  Up to 0.1 s the frames now continue the stream, and the
     time base follows the device's clock smoothly (so jitter does not become RR irregularity)."""
     fs = 250.0
-    x, ref = synthetic_ecg(fs, 300.0, p_wave=False)    # no P wave: RR jitter alone would look like AF
+    x, ref = synthetic_ecg(fs, 300.0, p_wave=False)  # no P wave: RR jitter alone would look like AF
     rng = np.random.default_rng(4)
     an = EcgAnalyser(fs)
     alarms, beats = [], []
     for k in range(0, len(x), int(fs)):
         t0 = k / fs * (1.0 + drift) + rng.normal(0.0, jitter_s) if jitter_s else k / fs * (1.0 + drift)
-        alarms += an.push(x[k:k + int(fs)], t0_s=t0)
+        alarms += an.push(x[k : k + int(fs)], t0_s=t0)
         beats += an.drain_beats()
     assert len(beats) >= len(ref) - 5
     assert not [a for a in alarms if a.condition in ("af", "pause", "asystole", "bradycardia")]
@@ -143,11 +142,11 @@ def test_nan_samples_are_treated_as_lead_off(bad: float) -> None:
     fs = 250.0
     an = EcgAnalyser(fs)
     x, _ = synthetic_ecg(fs, 30.0)
-    x[int(10 * fs):int(18 * fs)] = bad
+    x[int(10 * fs) : int(18 * fs)] = bad
     alarms, beats = stream(an, x)
     assert not [a for a in alarms if a.condition in CLINICAL]
     assert all(not (10.0 < t < 18.0) for t, _ in beats)
-    assert sum(1 for t, _ in beats if t > 19.0) >= 12        # and the beats come back after it
+    assert sum(1 for t, _ in beats if t > 19.0) >= 12  # and the beats come back after it
 
 
 def test_gap_is_never_a_pause_or_asystole_and_time_base_follows_t0() -> None:
@@ -171,16 +170,16 @@ def test_asystole_on_a_clean_quiet_baseline() -> None:
     an = EcgAnalyser(fs)
     x, _ = synthetic_ecg(fs, 40.0)
     rng = np.random.default_rng(5)
-    quiet = rng.normal(0.0, 8.0, int(fs * 12)) + 50.0     # leads on, not flat, no QRS
+    quiet = rng.normal(0.0, 8.0, int(fs * 12)) + 50.0  # leads on, not flat, no QRS
     x3, _ = synthetic_ecg(fs, 20.0, seed=6)
     sig = np.concatenate((x, quiet, x3))
     alarms, _ = stream(an, sig)
     raised = [a for a in alarms if a.condition == "asystole" and a.active]
     assert len(raised) == 1
     a = raised[0]
-    assert 38.5 <= a.start_s <= 40.0   # the last beat before the quiet baseline
+    assert 38.5 <= a.start_s <= 40.0  # the last beat before the quiet baseline
     assert a.detail["strip"]["fs"] == fs and len(a.detail["strip"]["samples_uv"]) > 0
-    json.dumps(a.detail)        # evidence is JSON-serialisable
+    json.dumps(a.detail)  # evidence is JSON-serialisable
     cleared = [a for a in alarms if a.condition == "asystole" and not a.active]
     assert cleared and 51.0 <= cleared[0].end_s <= 53.0
 
@@ -189,7 +188,7 @@ def _detect(fs: float, x: np.ndarray) -> np.ndarray:
     det = QrsDetector(fs)
     out: list[float] = []
     for k in range(0, len(x), int(fs)):
-        out += [i / fs for i in det.process(x[k:k + int(fs)])]
+        out += [i / fs for i in det.process(x[k : k + int(fs)])]
     return np.array(out)
 
 
@@ -215,10 +214,12 @@ def test_early_wide_beat_in_the_t_wave_window_is_detected_tall_t_waves_are_not()
 
 
 @pytest.mark.parametrize("fs", [125.0, 250.0, 360.0, 500.0])
-@pytest.mark.parametrize("qrs_uv,t_uv,t_sigma_s", [(400.0, 800.0, 0.03), (600.0, 1200.0, 0.03),
-                                                   (400.0, 800.0, 0.05), (500.0, 700.0, 0.04)])
-def test_t_waves_twice_the_qrs_are_not_counted_as_beats(fs: float, qrs_uv: float, t_uv: float,
-                                                        t_sigma_s: float) -> None:
+@pytest.mark.parametrize(
+    "qrs_uv,t_uv,t_sigma_s", [(400.0, 800.0, 0.03), (600.0, 1200.0, 0.03), (400.0, 800.0, 0.05), (500.0, 700.0, 0.04)]
+)
+def test_t_waves_twice_the_qrs_are_not_counted_as_beats(
+    fs: float, qrs_uv: float, t_uv: float, t_sigma_s: float
+) -> None:
     """Tall T waves (chest leads, hyperkalaemia) can be half as steep as a small QRS and pass the
     slope test, and a big one passed the early-PVC exception too: every T wave became a beat,
     doubling the rate (143 beats for 72 in every one of these cases).  A candidate in the T-wave
@@ -255,7 +256,7 @@ def test_overload_recovery_is_not_a_pause() -> None:
     n = int(fs * 3.0)
     t = np.arange(n) / fs
     recovery = 3000.0 * np.exp(-t / 1.0) + rng.normal(0.0, 8.0, n)
-    recovery[: int(0.3 * fs)] *= np.linspace(0.0, 1.0, int(0.3 * fs))      # the jump, over 300 ms
+    recovery[: int(0.3 * fs)] *= np.linspace(0.0, 1.0, int(0.3 * fs))  # the jump, over 300 ms
     x3, _ = synthetic_ecg(fs, 20.0, seed=8)
     alarms, _ = stream(EcgAnalyser(fs), np.concatenate((x, recovery, x3)))
     assert not [a for a in alarms if a.active and a.condition in ("pause", "asystole")], alarms
@@ -321,7 +322,7 @@ def test_sharp_complex_interval_finds_the_beats_under_tremor_not_in_fibrillation
 
     fs = 250.0
     x = _with_tremor(fs, 60.0, 5.5, 1500.0, 0.0, 60.0)
-    assert sharp_complex_interval(x[int(20 * fs):int(24 * fs)], fs) == pytest.approx(60.0 / 72, abs=0.02)
+    assert sharp_complex_interval(x[int(20 * fs) : int(24 * fs)], fs) == pytest.approx(60.0 / 72, abs=0.02)
     t = np.arange(int(4 * fs)) / fs
     assert sharp_complex_interval(1500.0 * np.sin(2 * np.pi * 5.5 * t), fs) is None
 
@@ -334,7 +335,7 @@ def test_sharp_complex_interval_finds_no_steady_complexes_in_cu01_fibrillation()
 
     rec = evaluation.read_record(str(ecg_data() / "cudb" / "cu01"))
     for t0 in range(230, 500, 20):
-        seg = rec.signal_uv[int(t0 * rec.fs):int((t0 + 4) * rec.fs)]
+        seg = rec.signal_uv[int(t0 * rec.fs) : int((t0 + 4) * rec.fs)]
         assert sharp_complex_interval(seg, rec.fs) is None, t0
 
 
@@ -352,7 +353,7 @@ def test_qrs_amplitude_drop_is_no_asystole_and_beats_continue(fs: float, gain: f
     alarms, beats = stream(EcgAnalyser(fs), x)
     assert not [a for a in alarms if a.active], alarms
     after = [t for t, _ in beats if t > 40.0]
-    assert len(after) >= 45 and after[0] < 41.0, after[:3]     # 47 beats in the last 40 s
+    assert len(after) >= 45 and after[0] < 41.0, after[:3]  # 47 beats in the last 40 s
 
 
 @pytest.mark.parametrize("fs", [125.0, 250.0, 360.0])
@@ -477,8 +478,9 @@ def test_irregular_rhythm_without_p_waves_raises_af_at_other_rates(fs: float) ->
 
 @pytest.mark.parametrize("fs", [125.0, 250.0, 500.0])
 @pytest.mark.parametrize("rr_lo,rr_hi,rvr_within_s", [(0.30, 0.60, (150.0, 210.0)), (0.28, 0.48, (60.0, 90.0))])
-def test_fast_af_is_af_then_af_rvr_sooner_the_faster(fs: float, rr_lo: float, rr_hi: float,
-                                                     rvr_within_s: tuple[float, float]) -> None:
+def test_fast_af_is_af_then_af_rvr_sooner_the_faster(
+    fs: float, rr_lo: float, rr_hi: float, rvr_within_s: tuple[float, float]
+) -> None:
     """AF at about 133 and 158/min.  Between 0.40 and 0.65 s RR the pre-QRS window holds the
     previous beat's T wave, which recurs like a P wave: fast AF read as "P present" and was not
     raised (at 160/min: in none of 3 rates).  The P-wave windows now need RR >= 0.65 s.
@@ -527,7 +529,7 @@ def test_minute_summary_once_per_minute() -> None:
     n = int(fs)
     summaries = []
     for k in range(0, len(x), n):
-        an.push(x[k:k + n])
+        an.push(x[k : k + n])
         s = an.minute_summary()
         if s is not None:
             summaries.append(s)
@@ -544,9 +546,9 @@ def test_memory_is_bounded() -> None:
     fs = 250.0
     an = EcgAnalyser(fs)
     x, _ = synthetic_ecg(fs, 60.0)
-    for _ in range(12):   # 12 min, never draining beats
+    for _ in range(12):  # 12 min, never draining beats
         for k in range(0, len(x), int(fs)):
-            an.push(x[k:k + int(fs)])
+            an.push(x[k : k + int(fs)])
     assert len(an.beats) <= 512
     assert len(an.drain_beats()) <= 512
 
@@ -588,7 +590,7 @@ def test_synthetic_vt_of_45_s_becomes_sustained_and_clears_once() -> None:
     alarms = synth_alarms([("sinus", 75, 20, {}), ("vt", 170, 45, {}), ("sinus", 75, 10, {})])
     conds = [(c, a) for _, c, a in alarms]
     assert conds == [("vt", True), ("vt_sustained", True), ("vt_sustained", False), ("vt", False)]
-    assert all(19.5 <= t <= 23.0 for t, _, _ in alarms)   # every transition refers to the run's start
+    assert all(19.5 <= t <= 23.0 for t, _, _ in alarms)  # every transition refers to the run's start
 
 
 def test_synthetic_sinus_tachycardia_152_for_2_min_raises_tachycardia() -> None:
@@ -602,7 +604,7 @@ def test_synthetic_sinus_tachycardia_142_raised_after_about_3_minutes_for_the_vi
     alarms = synth_alarms([("sinus", 70, 10, {}), ("tachy", 142, 240, {})])
     raised = [(t, c) for t, c, a in alarms if a]
     assert [c for _, c in raised] == ["tachycardia"]
-    assert 10.0 <= raised[0][0] <= 30.0          # dated from the episode's start
+    assert 10.0 <= raised[0][0] <= 30.0  # dated from the episode's start
 
 
 @pytest.mark.parametrize("fs,hr", [(125, 200), (125, 220), (250, 200)])
@@ -631,7 +633,7 @@ def test_tachycardia_persists_through_brief_motion_artefacts() -> None:
     alarms = synth_alarms([("sinus", 70, 10, {})] + _with_motion_bursts("tachy", 152, 150, 25, 3))
     raised = [(t, c) for t, c, a in alarms if a]
     assert [c for _, c in raised] == ["tachycardia"]
-    assert 10.0 <= raised[0][0] <= 30.0          # the episode's start, not the last burst's end
+    assert 10.0 <= raised[0][0] <= 30.0  # the episode's start, not the last burst's end
 
 
 def test_bradycardia_persists_through_brief_motion_artefacts() -> None:
@@ -655,23 +657,29 @@ def test_bradycardia_hovering_at_the_limit_is_raised_once() -> None:
 
 def test_long_artefact_restarts_the_rate_clock() -> None:
     """Over 30 s of unknown rate, the episode is not assumed to have continued."""
-    alarms = synth_alarms([("sinus", 70, 10, {}), ("tachy", 152, 45, {}),
-                           ("tachy", 152, 45, {"artefact": "motion"}), ("tachy", 152, 45, {})])
+    alarms = synth_alarms(
+        [
+            ("sinus", 70, 10, {}),
+            ("tachy", 152, 45, {}),
+            ("tachy", 152, 45, {"artefact": "motion"}),
+            ("tachy", 152, 45, {}),
+        ]
+    )
     assert not [c for _, c, a in alarms if a and c == "tachycardia"]
 
 
 def test_sustained_rate_condition_tolerates_a_share_of_contrary_time() -> None:
     s = rhythms.Sustained()
     for t in range(0, 100):
-        s.update(float(t), t % 20 != 19)          # 1 s in 20 below the limit: 5 %
+        s.update(float(t), t % 20 != 19)  # 1 s in 20 below the limit: 5 %
     assert s.since == 0.0 and s.held_for(99.0) == 99.0
     for t in range(100, 106):
-        s.update(float(t), False)                 # a real drop: 5 + 6 s of 105 s passes 10 %
+        s.update(float(t), False)  # a real drop: 5 + 6 s of 105 s passes 10 %
     assert s.since is None and s.held_for(106.0) == 0.0
     s = rhythms.Sustained()
     for t in range(0, 60):
-        s.update(float(t), True if t < 10 else None)   # known for only the first 10 s
-    assert s.held_for(40.0) == 0.0                 # too little of the episode was seen
+        s.update(float(t), True if t < 10 else None)  # known for only the first 10 s
+    assert s.held_for(40.0) == 0.0  # too little of the episode was seen
 
 
 @pytest.mark.parametrize("artefact", ["motion", "electrode_pop", "baseline_wander"])
@@ -692,7 +700,7 @@ def test_synthetic_artefact_frames_are_bad_signal_and_count_as_lead_off(artefact
     for t in range(20, 20 + 330):
         alarms += an.push(s.frame(), t0_s=t)
     assert not [a for a in alarms if a.condition in CLINICAL]
-    assert [(a.condition, a.active) for a in alarms] == [("lead_off", True)]   # > 5 min of bad signal
+    assert [(a.condition, a.active) for a in alarms] == [("lead_off", True)]  # > 5 min of bad signal
 
 
 def test_synthetic_clean_sinus_raises_nothing() -> None:
@@ -710,7 +718,7 @@ def test_pvc_burden_over_window_with_minimum_beats() -> None:
             t += 0.8
         out += p.on_minute(t)
         if minute < 3:
-            assert out == []          # 75, 150, 225 beats: below the minimum
+            assert out == []  # 75, 150, 225 beats: below the minimum
     assert [(x.condition, x.active) for x in out] == [("pvc_frequent", True)]
     assert out[0].detail["burden"] > 0.10
 
@@ -753,20 +761,38 @@ def _vt_run(beats: list[rhythms.Beat]) -> list[tuple[str, bool]]:
     return out
 
 
-def _v(t: float, *, good: bool, prev_corr: float, match: bool = False, corr: float = 1.0,
-       amp_ratio: float | None = 1.0, rel_w: float = 1.6) -> rhythms.Beat:
+def _v(
+    t: float,
+    *,
+    good: bool,
+    prev_corr: float,
+    match: bool = False,
+    corr: float = 1.0,
+    amp_ratio: float | None = 1.0,
+    rel_w: float = 1.6,
+) -> rhythms.Beat:
     # a (wide) ventricular beat in a usable frame (busy when not good), 0.35 s after the previous
     # one; the patient's normal QRS reference exists (amp_ratio) unless told otherwise
-    return rhythms.Beat(t, "V", good, 0.35, match=match, usable=True, frame_good=good, prev_corr=prev_corr,
-                        amp_ratio=amp_ratio, corr=corr, rel_w=rel_w)
+    return rhythms.Beat(
+        t,
+        "V",
+        good,
+        0.35,
+        match=match,
+        usable=True,
+        frame_good=good,
+        prev_corr=prev_corr,
+        amp_ratio=amp_ratio,
+        corr=corr,
+        rel_w=rel_w,
+    )
 
 
 def test_narrow_complex_tachycardia_is_not_vt() -> None:
     """A fast run of complexes none of which is wider than normal is flutter with 2:1 conduction
     or an SVT whose complexes the classifier found off-template (mitdb 222 resampled to 125 or
     500 Hz), not VT; the same run with one wide complex is."""
-    run = [_v(0.35 * k, good=False, prev_corr=0.97 if k else 0.1, corr=0.3, rel_w=(1.1, 1.2, 0.9)[k])
-           for k in range(3)]
+    run = [_v(0.35 * k, good=False, prev_corr=0.97 if k else 0.1, corr=0.3, rel_w=(1.1, 1.2, 0.9)[k]) for k in range(3)]
     assert _vt_run(run) == []
     run[1].rel_w = 1.5
     assert ("vt", True) in _vt_run(run)
@@ -786,25 +812,29 @@ def test_vt_run_in_busy_frames_of_unrelated_shapes_is_not_vt() -> None:
 def test_vt_triplet_with_two_normal_shaped_complexes_is_not_vt() -> None:
     run = [_v(0.35 * k, good=True, prev_corr=0.5, match=k > 0) for k in range(3)]
     assert _vt_run(run) == []
-    run = [_v(0.35 * k, good=True, prev_corr=0.5, match=k == 1, corr=0.95 if k == 1 else 0.1)
-           for k in range(3)]
+    run = [_v(0.35 * k, good=True, prev_corr=0.5, match=k == 1, corr=0.95 if k == 1 else 0.1) for k in range(3)]
     assert ("vt", True) in _vt_run(run)
 
 
 def test_vt_polymorphic_run_in_busy_frames_needs_clearly_wide_alike_complexes() -> None:
     """Busy frames: three clearly wide complexes that change shape gradually are a run; the
     same shapes at normal width, or unrelated to one another, are not (noise)."""
+
     def run(rel_w: float, pcs: tuple[float, float]) -> list[rhythms.Beat]:
-        bs = [_v(0.0, good=False, prev_corr=0.1), _v(0.35, good=False, prev_corr=pcs[0]),
-              _v(0.70, good=False, prev_corr=pcs[1])]
+        bs = [
+            _v(0.0, good=False, prev_corr=0.1),
+            _v(0.35, good=False, prev_corr=pcs[0]),
+            _v(0.70, good=False, prev_corr=pcs[1]),
+        ]
         for b in bs:
             b.rel_w = rel_w
         return bs
+
     assert ("vt", True) in _vt_run(run(1.5, (0.88, 0.74)))
-    assert _vt_run(run(1.1, (0.88, 0.74))) == []            # not wide: the monomorphic test applies
-    assert _vt_run(run(1.5, (0.88, 0.40))) == []            # unrelated shapes
+    assert _vt_run(run(1.1, (0.88, 0.74))) == []  # not wide: the monomorphic test applies
+    assert _vt_run(run(1.5, (0.88, 0.40))) == []  # unrelated shapes
     bs = run(1.5, (0.88, 0.74))
-    bs[1].match = True                                      # a normal-shaped complex among them
+    bs[1].match = True  # a normal-shaped complex among them
     assert _vt_run(bs) == []
 
 
@@ -824,13 +854,14 @@ def test_vt_in_good_frames_needs_unlike_or_recurring_complexes() -> None:
     """Good frames: three complexes that each keep a likeness to the normal QRS (corr >= 0.3) but
     differ from one another are normal beats distorted by noise (2017 A00205), or a PVC and two
     aberrated APCs (201 at 477.5 s), not a run; the same shapes recurring are (221 at 785 s)."""
+
     def run(corrs, pcs, match_mid=False):
-        bs = [_v(0.35 * k, good=True, prev_corr=((0.1,) + pcs)[k], corr=corrs[k])
-              for k in range(3)]
+        bs = [_v(0.35 * k, good=True, prev_corr=((0.1,) + pcs)[k], corr=corrs[k]) for k in range(3)]
         bs[1].match = match_mid
         return bs
-    assert _vt_run(run((0.72, 0.88, 0.73), (0.56, 0.69), match_mid=True)) == []     # A00205
-    assert _vt_run(run((0.71, 0.67, 0.74), (0.08, 0.75))) == []                     # 201, 477.5 s
+
+    assert _vt_run(run((0.72, 0.88, 0.73), (0.56, 0.69), match_mid=True)) == []  # A00205
+    assert _vt_run(run((0.71, 0.67, 0.74), (0.08, 0.75))) == []  # 201, 477.5 s
     assert ("vt", True) in _vt_run(run((0.77, 0.93, 0.83), (0.85, 0.91), match_mid=True))  # 221
     # a shape unrelated to the normal QRS is evidence of its own, alike or not (221 at 842 s)
     assert ("vt", True) in _vt_run(run((0.77, -0.24, 0.73), (-0.53, -0.52)))
@@ -839,8 +870,10 @@ def test_vt_in_good_frames_needs_unlike_or_recurring_complexes() -> None:
 def test_vt_in_good_frames_before_a_normal_reference_needs_recurrence() -> None:
     """Before the patient's normal QRS reference exists the artefact tests cannot run, so a good
     frame is only "not busy": unrelated shapes are not a run (2017 A01070), a monomorphic one is."""
-    bs = [_v(0.35 * k, good=True, prev_corr=pc, corr=c, amp_ratio=None)
-          for k, (pc, c) in enumerate([(0.35, 0.06), (0.07, 0.98), (-0.09, 0.02)])]
+    bs = [
+        _v(0.35 * k, good=True, prev_corr=pc, corr=c, amp_ratio=None)
+        for k, (pc, c) in enumerate([(0.35, 0.06), (0.07, 0.98), (-0.09, 0.02)])
+    ]
     bs[1].match = True
     assert _vt_run(bs) == []
     mono = [_v(0.35 * k, good=True, prev_corr=0.97 if k else 0.1, corr=0.1, amp_ratio=None) for k in range(3)]
@@ -852,21 +885,23 @@ def test_vt_in_good_frames_while_the_detector_sees_noise_peaks_needs_recurrence(
     peaks grow toward its QRS peaks; good frames then do not vouch for unrelated complexes
     (mitdb + nstdb ``ma`` at 6 dB: 36 false ``vt`` before, 5 after), recurring ones still count, and
     so do three complexes none of which resembles the normal QRS (distorted normal beats do)."""
+
     def run(noise: float, pcs: tuple[float, float]) -> list[rhythms.Beat]:
         bs = [_v(0.35 * k, good=True, prev_corr=((0.1,) + pcs)[k], corr=(0.2, 0.9, -0.1)[k]) for k in range(3)]
         for b in bs:
             b.noise_ratio = noise
         return bs
-    assert ("vt", True) in _vt_run(run(0.05, (-0.1, -0.2)))       # clean detector: as before
-    assert _vt_run(run(0.13, (-0.1, -0.2))) == []                 # noise peaks near QRS height
+
+    assert ("vt", True) in _vt_run(run(0.05, (-0.1, -0.2)))  # clean detector: as before
+    assert _vt_run(run(0.13, (-0.1, -0.2))) == []  # noise peaks near QRS height
     mono = run(0.13, (0.95, 0.97))
     for b in mono:
         b.corr = 0.9
     mono[0].corr = 0.2
-    assert ("vt", True) in _vt_run(mono)                          # a monomorphic run still counts
+    assert ("vt", True) in _vt_run(mono)  # a monomorphic run still counts
     unlike = run(0.13, (-0.05, 0.6))
     for b in unlike:
-        b.corr = -0.06                                            # none like the normal QRS (203, 782 s)
+        b.corr = -0.06  # none like the normal QRS (203, 782 s)
     assert ("vt", True) in _vt_run(unlike)
 
 
@@ -875,16 +910,16 @@ def test_qrs_detector_noise_ratio_rises_with_muscle_noise() -> None:
     x, _ = synthetic_ecg(fs, 40.0, seed=3)
     det = QrsDetector(fs)
     for k in range(0, 20 * fs, fs):
-        det.process(x[k:k + fs])
+        det.process(x[k : k + fs])
     clean = det.noise_ratio()
     # band-limited noise (0-30 Hz) at an RMS of 200 µV against a 1.2-mV QRS: the detector still
     # finds the QRS complexes, and the peaks it rejects come up toward them.  (Far heavier noise
     # becomes the "QRS" level itself; the frame-level noise tests catch that.)
     rng = np.random.default_rng(4)
     noise = np.convolve(rng.normal(0.0, 1.0, 20 * fs), np.ones(8) / 8, "same")
-    noisy = x[20 * fs:] + 200.0 * noise / noise.std()
+    noisy = x[20 * fs :] + 200.0 * noise / noise.std()
     for k in range(0, 20 * fs, fs):
-        det.process(noisy[k:k + fs])
+        det.process(noisy[k : k + fs])
     assert clean <= rhythms.VT_GOOD_NOISE < det.noise_ratio(), (clean, det.noise_ratio())
 
 
@@ -916,11 +951,13 @@ def test_p_wave_coherence_separates_recurring_p_from_fibrillation() -> None:
 def test_vt_sustained_from_a_vt_run_and_from_vf_is_one_alarm() -> None:
     an = EcgAnalyser(250.0)
     T = rhythms.Transition
-    seq = [T("vt_sustained", True, 10.0, None, {"vf": True}),     # VF raises it
-           T("vt_sustained", True, 12.0, None, {"beats": 40}),    # the VT run too: already raised
-           T("vt_sustained", False, 10.0, 20.0, {"vf": True}),    # VF ends, the run goes on
-           T("vt_sustained", False, 12.0, 25.0),                  # the run ends: cleared
-           T("vt_sustained", False, 12.0, 26.0)]                  # a clear nobody raised: dropped
+    seq = [
+        T("vt_sustained", True, 10.0, None, {"vf": True}),  # VF raises it
+        T("vt_sustained", True, 12.0, None, {"beats": 40}),  # the VT run too: already raised
+        T("vt_sustained", False, 10.0, 20.0, {"vf": True}),  # VF ends, the run goes on
+        T("vt_sustained", False, 12.0, 25.0),  # the run ends: cleared
+        T("vt_sustained", False, 12.0, 26.0),
+    ]  # a clear nobody raised: dropped
     out = [(tr.active, tr.end_s) for tr in an._merge_sources(seq)]
     assert out == [(True, None), (False, 25.0)]
 
@@ -948,7 +985,7 @@ def _detect(fs: float, x: np.ndarray) -> list[float]:
     n = int(fs)
     out: list[int] = []
     for k in range(0, len(x), n):
-        out += d.process(x[k:k + n])
+        out += d.process(x[k : k + n])
     return [i / fs for i in out]
 
 
@@ -978,6 +1015,7 @@ def test_t_waves_at_a_normal_rate_are_not_recovered_as_beats() -> None:
 def _rvr_first_hit(bpm: float, seconds: float, *, keep: Callable[[float], bool] = lambda t: True):
     """Feed a regular rhythm to RvrClock from t = 0 (AF onset); the first (time, rate, window) it reports."""
     from stream.ecg.rhythms import RvrClock
+
     clock, rr, t = RvrClock(), 60.0 / bpm, 0.0
     while t < seconds:
         t += rr
@@ -989,8 +1027,10 @@ def _rvr_first_hit(bpm: float, seconds: float, *, keep: Callable[[float], bool] 
     return None
 
 
-@pytest.mark.parametrize("bpm,window_s", [(180.0, 60.0), (150.5, 60.0), (140.5, 120.0), (139.5, 135.0),
-                                          (130.5, 180.0), (120.5, 240.0), (111.0, 300.0)])
+@pytest.mark.parametrize(
+    "bpm,window_s",
+    [(180.0, 60.0), (150.5, 60.0), (140.5, 120.0), (139.5, 135.0), (130.5, 180.0), (120.5, 240.0), (111.0, 300.0)],
+)
 def test_af_rvr_time_needed_falls_linearly_with_the_rate(bpm: float, window_s: float) -> None:
     t, rate, over = _rvr_first_hit(bpm, 400.0)
     assert over == window_s and rate == pytest.approx(bpm, rel=1e-6)
@@ -1022,8 +1062,10 @@ def _tachy_raised(bpm: float, seconds: float) -> tuple[float, dict] | None:
     return None
 
 
-@pytest.mark.parametrize("bpm,need_s,severity", [(155.0, 60.0, "high"), (145.0, 168.0, "moderate"),
-                                                 (125.0, 384.0, "moderate"), (105.0, 600.0, "moderate")])
+@pytest.mark.parametrize(
+    "bpm,need_s,severity",
+    [(155.0, 60.0, "high"), (145.0, 168.0, "moderate"), (125.0, 384.0, "moderate"), (105.0, 600.0, "moderate")],
+)
 def test_tachycardia_time_needed_falls_linearly_with_the_rate(bpm: float, need_s: float, severity: str) -> None:
     """Anchors of docs/spec/clinical-rules.md: > 100 for 10 min (village), >= 150 for 1 min (county); 140/min held for
     2.8 min is raised then, not after 10 min (the clock of the fastest level it exceeds)."""
@@ -1036,13 +1078,18 @@ def test_no_tachycardia_at_100_per_minute_or_under_in_15_minutes() -> None:
     assert _tachy_raised(99.0, 900.0) is None
 
 
-def _af_feed(det: rhythms.AfDetector, rrs: list[float], t0: float, *, good: bool, usable: bool = True,
-             match: bool = True) -> list[tuple[str, bool]]:
+def _af_feed(
+    det: rhythms.AfDetector, rrs: list[float], t0: float, *, good: bool, usable: bool = True, match: bool = True
+) -> list[tuple[str, bool]]:
     out, t = [], t0
     for rr in rrs:
         t += rr
-        out += [(tr.condition, tr.active) for tr in det.on_beat(
-            rhythms.Beat(t, "N", good, rr, match=match, reliable=True, usable=usable, frame_good=good))]
+        out += [
+            (tr.condition, tr.active)
+            for tr in det.on_beat(
+                rhythms.Beat(t, "N", good, rr, match=match, reliable=True, usable=usable, frame_good=good)
+            )
+        ]
     return out
 
 
@@ -1062,8 +1109,8 @@ def test_busy_windows_do_not_end_af() -> None:
     irregular = list(np.random.default_rng(6).uniform(0.5, 1.1, 80))
     assert ("af", True) in _af_feed(det, irregular, 0.0, good=True)
     t = sum(irregular)
-    assert _af_feed(det, [0.8] * 60, t, good=False) == []          # regular but busy: AF holds
-    assert ("af", False) in _af_feed(det, [0.8] * 60, t + 48.0, good=True)   # regular and good: ends
+    assert _af_feed(det, [0.8] * 60, t, good=False) == []  # regular but busy: AF holds
+    assert ("af", False) in _af_feed(det, [0.8] * 60, t + 48.0, good=True)  # regular and good: ends
 
 
 def _vt_triplet_with_spikes(spikes: list[float]) -> list[tuple[str, bool]]:
@@ -1072,8 +1119,20 @@ def _vt_triplet_with_spikes(spikes: list[float]) -> list[tuple[str, bool]]:
     d = rhythms.VtDetector()
     out = []
     for t, rr in ((10.0, 0.5), (10.35, 0.35), (10.7, 0.35)):
-        b = rhythms.Beat(t, "V", True, rr, match=False, reliable=True, usable=True, frame_good=True,
-                         prev_corr=0.95, amp_ratio=1.4, corr=0.1, rel_w=1.8)
+        b = rhythms.Beat(
+            t,
+            "V",
+            True,
+            rr,
+            match=False,
+            reliable=True,
+            usable=True,
+            frame_good=True,
+            prev_corr=0.95,
+            amp_ratio=1.4,
+            corr=0.1,
+            rel_w=1.8,
+        )
         out += [(tr.condition, tr.active) for tr in d.on_beat(b, None, lambda: spikes)]
     return out
 
@@ -1100,6 +1159,7 @@ def test_tremor_at_onset_raises_no_vt() -> None:
     """A 7-Hz, 1-mV tremor over sinus rhythm at 72/min: before the cadence check a county ``vt`` every
     10 s (12 in 2 minutes at 250 and 500 Hz), the patient's sharp QRSs going on beneath each "run"."""
     from simulators.ecg_synthesis import tremor_over_sinus
+
     for fs in (250.0, 500.0):
         an = EcgAnalyser(fs)
         x = tremor_over_sinus(fs, 7.0, 1000.0)
@@ -1121,12 +1181,14 @@ def test_asystole_among_random_artefact_spikes_is_raised() -> None:
             alarms, _ = stream(EcgAnalyser(250.0), asystole_among_spikes(250.0, rate, seed))
             n += not [a for a in alarms if a.condition == "asystole" and a.active]
         return n
+
     assert missed(0.5) == 0
     assert missed(1.0) <= 1
 
 
 # --------------------------------------------------------------------------------------------
 # Issue 15: a long run of ventricular complexes must never become the "normal" reference.
+
 
 @pytest.mark.parametrize("fs", [250, 360])
 @pytest.mark.parametrize("widened", [None, 1.6, 2.0])
@@ -1156,7 +1218,7 @@ def test_sixty_second_ventricular_run_at_110_per_min_raises_vt_sustained(fs: int
 
 def _paced_waves(fs: float) -> list[tuple[float, float, float]]:
     """A ventricular-paced complex: a narrow pacing spike, then a wide QRS and a discordant T wave."""
-    spike_w = 1.0 / fs   # one sample: what a patch's band-limited front end leaves of a 0.5-ms pulse
+    spike_w = 1.0 / fs  # one sample: what a patch's band-limited front end leaves of a 0.5-ms pulse
     return [(-0.045, spike_w, 1500.0), (0.0, 0.035, 1000.0), (0.07, 0.03, -400.0), (0.30, 0.06, -250.0)]
 
 
@@ -1191,18 +1253,65 @@ def test_shipped_beat_model_loads_and_is_deterministic() -> None:
     assert first == [m.p_ventricular(v) for v in xs]
     assert all(0.0 <= p <= 1.0 for p in first)
     # a wide, late, premature complex on its own shape is ventricular; a template-like one is not
-    normal = dict(width_ms=30, rel_width=1.0, extra_ms=0, corr=0.99, prematurity=1.0, rr_s=0.8, prev_v=0,
-                  prev_corr=0.99, amp_ratio=1.0, slope_ratio=1.0, late_energy=0.05, polarity=0.8,
-                  polarity_diff=0.0, cluster_v=-1, cluster_n=0, w_spread_ms=3, mismatch=0.02, rule_v=0,
-                  rate_bpm=75)
-    wide = {**normal, "width_ms": 75, "rel_width": 2.5, "extra_ms": 45, "corr": 0.3, "prematurity": 0.7,
-            "rr_s": 0.56, "prev_corr": 0.3, "late_energy": 0.4, "polarity": -0.3, "polarity_diff": -1.1,
-            "cluster_v": 0.9, "cluster_n": 20, "rule_v": 1}
-    normal.update({f: 0.0 for f in beat_model.FEATURES if f.startswith("diff_")},
-                  area_ratio=1.0, peak_ms=0.0, rr_local=1.0, prev_rr_local=1.0)
-    wide.update({"diff_m60ms": 0.0, "diff_m30ms": -0.1, "diff_m10ms": -0.4, "diff_10ms": -0.6, "diff_30ms": 0.5,
-                 "diff_60ms": 0.6, "diff_90ms": 0.3, "area_ratio": 2.2, "peak_ms": 20.0, "rr_local": 0.7,
-                 "prev_rr_local": 1.0})
+    normal = dict(
+        width_ms=30,
+        rel_width=1.0,
+        extra_ms=0,
+        corr=0.99,
+        prematurity=1.0,
+        rr_s=0.8,
+        prev_v=0,
+        prev_corr=0.99,
+        amp_ratio=1.0,
+        slope_ratio=1.0,
+        late_energy=0.05,
+        polarity=0.8,
+        polarity_diff=0.0,
+        cluster_v=-1,
+        cluster_n=0,
+        w_spread_ms=3,
+        mismatch=0.02,
+        rule_v=0,
+        rate_bpm=75,
+    )
+    wide = {
+        **normal,
+        "width_ms": 75,
+        "rel_width": 2.5,
+        "extra_ms": 45,
+        "corr": 0.3,
+        "prematurity": 0.7,
+        "rr_s": 0.56,
+        "prev_corr": 0.3,
+        "late_energy": 0.4,
+        "polarity": -0.3,
+        "polarity_diff": -1.1,
+        "cluster_v": 0.9,
+        "cluster_n": 20,
+        "rule_v": 1,
+    }
+    normal.update(
+        {f: 0.0 for f in beat_model.FEATURES if f.startswith("diff_")},
+        area_ratio=1.0,
+        peak_ms=0.0,
+        rr_local=1.0,
+        prev_rr_local=1.0,
+    )
+    wide.update(
+        {
+            "diff_m60ms": 0.0,
+            "diff_m30ms": -0.1,
+            "diff_m10ms": -0.4,
+            "diff_10ms": -0.6,
+            "diff_30ms": 0.5,
+            "diff_60ms": 0.6,
+            "diff_90ms": 0.3,
+            "area_ratio": 2.2,
+            "peak_ms": 20.0,
+            "rr_local": 0.7,
+            "prev_rr_local": 1.0,
+        }
+    )
     vec = lambda d: np.array([float(d[f]) for f in beat_model.FEATURES])  # noqa: E731
     assert m.p_ventricular(vec(normal)) < 0.2 and m.p_ventricular(vec(wide)) >= m.threshold_v
 
@@ -1212,19 +1321,21 @@ def test_window_vt_detector_needs_two_sure_windows_and_three_to_clear() -> None:
 
     d = VtWindowDetector()
     sure, unsure = P_RAISE, P_RAISE - 0.01
-    assert d.on_window(10.0, sure, onset=7.2) == []                  # one sure window is not enough
-    assert d.on_window(11.0, unsure) == []                           # ... and a doubt starts over
+    assert d.on_window(10.0, sure, onset=7.2) == []  # one sure window is not enough
+    assert d.on_window(11.0, unsure) == []  # ... and a doubt starts over
     assert d.on_window(12.0, sure, onset=9.5) == []
     (raised,) = d.on_window(13.0, sure, onset=10.1)
-    assert (raised.condition, raised.active, raised.start_s) == ("vt", True, 9.5)   # dated from the run's onset
+    assert (raised.condition, raised.active, raised.start_s) == ("vt", True, 9.5)  # dated from the run's onset
     out = []
     for t in range(14, 14 + int(SUSTAINED_S)):
         out += d.on_window(float(t), sure)
     assert [(tr.condition, tr.active) for tr in out] == [("vt_sustained", True)]
-    assert d.on_window(50.0, None) == [] and d.on_window(51.0, unsure) == []       # unusable signal is a miss
+    assert d.on_window(50.0, None) == [] and d.on_window(51.0, unsure) == []  # unusable signal is a miss
     cleared = d.on_window(52.0, 0.0)
     assert [(tr.condition, tr.active, tr.start_s, tr.end_s) for tr in cleared] == [
-        ("vt_sustained", False, 9.5, 43.0), ("vt", False, 9.5, 43.0)]
+        ("vt_sustained", False, 9.5, 43.0),
+        ("vt", False, 9.5, 43.0),
+    ]
 
 
 def test_window_vt_model_file_matches_the_code() -> None:

@@ -59,20 +59,30 @@ def test_a_clean_regular_synthetic_rhythm_is_normal() -> None:
 def test_what_is_not_an_ecg_is_noisy(kind: str) -> None:
     fs = 300
     t = np.arange(30 * fs) / fs
-    x = {"flat": np.zeros(t.size), "white_noise": np.random.default_rng(3).normal(0, 300, t.size),
-         "mains_hum": 300 * np.sin(2 * np.pi * 50 * t), "too_short": np.zeros(3 * fs)}[kind]
+    x = {
+        "flat": np.zeros(t.size),
+        "white_noise": np.random.default_rng(3).normal(0, 300, t.size),
+        "mains_hum": 300 * np.sin(2 * np.pi * 50 * t),
+        "too_short": np.zeros(3 * fs),
+    }[kind]
     assert screening.screen(x, fs).label == "noisy"
 
 
 def test_command_prints_labels_and_the_cinc_score(capsys: pytest.CaptureFixture[str]) -> None:
     # the same record given three ways counts once; REFERENCE.csv beside the strips is scored
-    paths = [str(STRIPS / "A00001.hea"), str(STRIPS / "A00001.mat"), str(STRIPS / "A00001"),
-             str(STRIPS / "A00972"), str(STRIPS / "A01070.hea"), str(STRIPS / "REFERENCE.csv")]
+    paths = [
+        str(STRIPS / "A00001.hea"),
+        str(STRIPS / "A00001.mat"),
+        str(STRIPS / "A00001"),
+        str(STRIPS / "A00972"),
+        str(STRIPS / "A01070.hea"),
+        str(STRIPS / "REFERENCE.csv"),
+    ]
     assert cli_main(["ecg-screen", *paths]) == 0
     out = capsys.readouterr().out
     lines = [ln for ln in out.splitlines() if ln.startswith("A0")]
     assert [ln.split()[:2] for ln in lines] == [["A00001", "normal"], ["A00972", "af"], ["A01070", "noisy"]]
-    assert "CinC 2017 score (mean F1 of normal, af, other): 0.667" in out   # no "other" strip here: its F1 is 0
+    assert "CinC 2017 score (mean F1 of normal, af, other): 0.667" in out  # no "other" strip here: its F1 is 0
 
 
 def test_command_json_shape(capsys: pytest.CaptureFixture[str]) -> None:

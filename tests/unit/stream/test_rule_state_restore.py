@@ -41,14 +41,19 @@ class Box:
         async def on_finding(f: Finding) -> None:
             self.findings.append(f)
 
-        self.core = StreamCore(self.store, {}, Thresholds(), publish, on_finding, Counters(), EcgFrameTracker(),
-                               clock=lambda: NOW)
+        self.core = StreamCore(
+            self.store, {}, Thresholds(), publish, on_finding, Counters(), EcgFrameTracker(), clock=lambda: NOW
+        )
 
     def feed(self, reading, minutes_ago: float = 0.0, device: str = "bp-1") -> list[Finding]:  # type: ignore[no-untyped-def]
         before = len(self.findings)
-        acc = Accepted(reading=reading, patient_id="p-1", device_id=device,
-                       received_at=NOW - timedelta(minutes=minutes_ago) + timedelta(seconds=1),
-                       idempotency_key=f"{device}-{reading.ts.isoformat()}")
+        acc = Accepted(
+            reading=reading,
+            patient_id="p-1",
+            device_id=device,
+            received_at=NOW - timedelta(minutes=minutes_ago) + timedelta(seconds=1),
+            idempotency_key=f"{device}-{reading.ts.isoformat()}",
+        )
         asyncio.run(self.core.process(acc))
         return self.findings[before:]
 
@@ -90,8 +95,11 @@ def test_home_bp_window_survives_a_restart(tmp_path):
     high = []
     for d in days:  # two high-ish readings a day: the 7-day home mean is what says bp_high
         for h in (0, 12 * 60):
-            high += [f for f in box.feed(bp(150, 96, minutes_ago=d * 1440 - h), minutes_ago=d * 1440 - h)
-                     if f.condition is Condition.BP_HIGH and f.active]
+            high += [
+                f
+                for f in box.feed(bp(150, 96, minutes_ago=d * 1440 - h), minutes_ago=d * 1440 - h)
+                if f.condition is Condition.BP_HIGH and f.active
+            ]
     box = box.restart()
     after = [f for f in box.feed(bp(150, 96, minutes_ago=1), minutes_ago=1) if f.condition is Condition.BP_HIGH]
     # Same decision as an uninterrupted run on the same readings.
@@ -100,6 +108,7 @@ def test_home_bp_window_survives_a_restart(tmp_path):
         for h in (0, 12 * 60):
             ref.feed(bp(150, 96, minutes_ago=d * 1440 - h), minutes_ago=d * 1440 - h)
     ref_after = [f for f in ref.feed(bp(150, 96, minutes_ago=1), minutes_ago=1) if f.condition is Condition.BP_HIGH]
+
     def key(fs: list[Finding]) -> list[tuple]:
         return [(f.active, f.evidence.get("mean_systolic"), f.evidence.get("readings")) for f in fs]
 

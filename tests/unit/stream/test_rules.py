@@ -100,8 +100,9 @@ def test_diastolic_alone_at_crisis_level_counts():
     assert Condition.BP_CRISIS in conditions(p.feed(bp(152, 115, at(minutes=2))))
 
 
-@pytest.mark.parametrize("gap", [timedelta(seconds=30), timedelta(seconds=59), timedelta(minutes=5, seconds=1),
-                                 timedelta(minutes=10)])
+@pytest.mark.parametrize(
+    "gap", [timedelta(seconds=30), timedelta(seconds=59), timedelta(minutes=5, seconds=1), timedelta(minutes=10)]
+)
 def test_crisis_readings_too_close_or_too_far_apart_do_not_confirm(gap):
     p = Patient()
     p.feed(bp(190, 120, T0))
@@ -227,12 +228,15 @@ def test_glucose_2_8_is_severe_hypoglycemia():
     assert (f.condition, f.active) == (Condition.HYPOGLYCEMIA_SEVERE, True)
 
 
-@pytest.mark.parametrize("value, expected", [
-    (3.9, set()),
-    (3.89, {Condition.HYPOGLYCEMIA}),
-    (3.0, {Condition.HYPOGLYCEMIA}),
-    (2.99, {Condition.HYPOGLYCEMIA_SEVERE}),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (3.9, set()),
+        (3.89, {Condition.HYPOGLYCEMIA}),
+        (3.0, {Condition.HYPOGLYCEMIA}),
+        (2.99, {Condition.HYPOGLYCEMIA_SEVERE}),
+    ],
+)
 def test_hypoglycemia_boundaries(value, expected):
     assert conditions(Patient().feed(glu(value, T0))) == expected
 
@@ -289,8 +293,7 @@ def test_glucose_17_is_crisis_at_the_default_tier():
     assert f.tier is None  # township by the routing table
 
 
-@pytest.mark.parametrize("reading", [glu(34.0, T0), glu(33.3, T0), glu(None, T0, rng="hi")],
-                         ids=["34", "33.3", "HI"])
+@pytest.mark.parametrize("reading", [glu(34.0, T0), glu(33.3, T0), glu(None, T0, rng="hi")], ids=["34", "33.3", "HI"])
 def test_very_high_or_hi_is_crisis_for_the_county(reading):
     [f] = Patient().feed(reading)
     assert (f.condition, f.active) == (Condition.HYPERGLYCEMIA_CRISIS, True)

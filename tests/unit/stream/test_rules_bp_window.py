@@ -53,8 +53,7 @@ def reference_bp(patient, r, state, th, historical=False):  # type: ignore[no-un
                 and (prev.systolic >= t.crisis_systolic or prev.diastolic >= t.crisis_diastolic)
             ):
                 confirmed = True
-                ev["confirmed_by"] = {"systolic": prev.systolic, "diastolic": prev.diastolic,
-                                      "ts": prev.ts.isoformat()}
+                ev["confirmed_by"] = {"systolic": prev.systolic, "diastolic": prev.diastolic, "ts": prev.ts.isoformat()}
                 break
     reference_insert_ordered(state.bp, r)
     if confirmed:
@@ -80,7 +79,7 @@ def reference_insert_ordered(buf, r):  # type: ignore[no-untyped-def]
         return
     items = sorted([*buf, r], key=lambda b: b.ts)
     buf.clear()
-    buf.extend(items[-(buf.maxlen or len(items)):])
+    buf.extend(items[-(buf.maxlen or len(items)) :])
 
 
 # ---------------------------------------------------------------- random sequences
@@ -88,15 +87,17 @@ def reference_insert_ordered(buf, r):  # type: ignore[no-untyped-def]
 
 def random_thresholds(rng: random.Random) -> Thresholds:
     window = rng.choice([timedelta(minutes=30), timedelta(hours=2), timedelta(days=1), timedelta(days=7)])
-    return Thresholds(bp=BpThresholds(
-        home_mean_window=window,
-        home_mean_min_readings=rng.choice([1, 2, 3, 6]),
-        home_mean_systolic=rng.choice([125, 135, 140]),
-        home_mean_diastolic=rng.choice([80, 85]),
-        high_systolic=rng.choice([150, 160]),
-        high_diastolic=rng.choice([95, 100]),
-        crisis_systolic=rng.choice([170, 180]),
-    ))
+    return Thresholds(
+        bp=BpThresholds(
+            home_mean_window=window,
+            home_mean_min_readings=rng.choice([1, 2, 3, 6]),
+            home_mean_systolic=rng.choice([125, 135, 140]),
+            home_mean_diastolic=rng.choice([80, 85]),
+            high_systolic=rng.choice([150, 160]),
+            high_diastolic=rng.choice([95, 100]),
+            crisis_systolic=rng.choice([170, 180]),
+        )
+    )
 
 
 def random_sequence(rng: random.Random, n: int) -> list[tuple[BloodPressureReading, datetime]]:
@@ -124,8 +125,9 @@ def random_sequence(rng: random.Random, n: int) -> list[tuple[BloodPressureReadi
         flags = {}
         if rng.random() < 0.12:
             flags[rng.choice(["body_movement", "cuff_loose", "improper_position", "irregular_pulse"])] = True
-        r = BloodPressureReading(ts=ts, systolic=float(sys_), diastolic=float(dia), pulse=70,
-                                 status=BpStatusFlags(**flags), seq=i)
+        r = BloodPressureReading(
+            ts=ts, systolic=float(sys_), diastolic=float(dia), pulse=70, status=BpStatusFlags(**flags), seq=i
+        )
         out.append((r, clock + timedelta(seconds=rng.randint(0, 5))))
     return out
 
@@ -139,8 +141,7 @@ def run(seq, th_for, maxlen: int, reference: bool, monkeypatch) -> list[str]:  #
     out = []
     try:
         for i, (r, received) in enumerate(seq):
-            acc = Accepted(reading=r, patient_id="p-1", device_id="bp-1", received_at=received,
-                           idempotency_key=f"k{i}")
+            acc = Accepted(reading=r, patient_id="p-1", device_id="bp-1", received_at=received, idempotency_key=f"k{i}")
             found = rules.evaluate(acc, state, th_for(i))
             # JSON with key order: the evidence must be the same dict, built the same way.
             out.append(json.dumps([f.model_dump(mode="json") for f in found]))
@@ -183,12 +184,18 @@ def test_window_stats_match_a_brute_force_count():
     times = [T0 + timedelta(minutes=37 * i) for i in range(300)]
     rng.shuffle(times[100:])  # the first 100 in order, then anything goes
     for i, ts in enumerate(times):
-        r = BloodPressureReading(ts=ts, systolic=float(rng.randint(110, 175)), diastolic=float(rng.randint(65, 105)),
-                                 status=BpStatusFlags(cuff_loose=rng.random() < 0.1), seq=i)
+        r = BloodPressureReading(
+            ts=ts,
+            systolic=float(rng.randint(110, 175)),
+            diastolic=float(rng.randint(65, 105)),
+            status=BpStatusFlags(cuff_loose=rng.random() < 0.1),
+            seq=i,
+        )
         hist.insert(r)
         shadow = sorted([*shadow, r], key=lambda b: b.ts)[-50:]
         assert [(b.ts, b.systolic, b.diastolic, b.questionable) for b in hist] == [
-            (b.ts, b.systolic, b.diastolic, b.status.questionable) for b in shadow]
+            (b.ts, b.systolic, b.diastolic, b.status.questionable) for b in shadow
+        ]
         window = [b for b in shadow if r.ts - b.ts <= t.home_mean_window and not b.status.questionable]
         n, s_sys, s_dia, high = hist.window_stats(r.ts, t)
         assert n == len(window)
