@@ -8,11 +8,12 @@ retained offline status, disconnect, exit 0.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -27,7 +28,9 @@ from dispatch.http_api import ApiServer, create_app
 from gateway.ingress import DeviceBinding, DeviceRegistry, decode_message
 from gateway.mqtt_link import Ack, MqttLink, NotConnected
 from gateway.vendor_ecg_timing import VendorEcgTimeBase
+from outbound.nats_uplink import NatsUplink
 from outbound.store_and_forward import StoreAndForward, no_ack
+from outbound.uplink import DropAlarm, Uplink
 from shards.ecg_analysis import DeferredEcg, EcgAnalysis
 from shards.ecg_lane import EcgLane
 from shards.ecg_shards import EcgShards, auto_workers
@@ -35,7 +38,7 @@ from shards.lanes import CRITICAL_RECEIVE_MAXIMUM, ECG_CLIENT_SUFFIX, is_critica
 from stream.core import Counters, StreamCore
 from stream.device_watch import DEFAULT_OFFLINE_AFTER, DeviceWatch, WatchedDevice
 from stream.history import recent_readings_by_patient
-from stream.models import Accepted, AckMessage, Rejected, Tier, iso, now_local
+from stream.models import Accepted, AckMessage, Finding, Rejected, Tier, iso, now_local
 from stream.rhythm_log import RhythmLog
 from stream.store import ReadingStore
 
@@ -59,6 +62,61 @@ def villages_of(patients: list[PatientConfig]) -> dict[str, list[str]]:
     return out
 
 
+def build_forwarding(
+    config: GatewayConfig,
+    store: ReadingStore,
+    raise_finding: Callable[[Finding], Awaitable[object]],
+    clock: Callable[[], datetime] = now_local,
+) -> StoreAndForward:
+    uplink: Uplink | NatsUplink | None = None
+    if config.uplink is not None:
+        u = config.uplink
+        alarm = DropAlarm(raise_finding, clock)
+        if u.nats:
+            # native NATS: acknowledged by the replicated stream, so a server's loss loses nothing
+            uplink = NatsUplink(
+                config.clinic,
+                config.storage.path,
+                u.nats,
+                max_outbox=u.max_outbox,
+                on_drop=alarm.dropped,
+                on_backlog=alarm.backlog,
+                user=u.username,
+                password=u.password,
+            )
+        else:
+            uplink = Uplink(
+                config.clinic,
+                config.storage.path,
+                u.host,
+                u.port,
+                max_outbox=u.max_outbox,
+                username=u.username,
+                password=u.password,
+                tls=u.tls,
+                ca_file=u.ca_file,
+                keepalive=u.keepalive,
+                cert_file=u.cert_file,
+                key_file=u.key_file,
+                on_drop=alarm.dropped,
+                on_backlog=alarm.backlog,
+            )
+    tsdb = None
+    influx = config.influxdb
+    if influx is not None:
+        from outbound.influx_sink import InfluxSink, InfluxWriter
+
+        tsdb = InfluxSink(
+            config.clinic,
+            config.storage.path,
+            InfluxWriter(influx.url, influx.token, influx.org, influx.bucket),
+            batch_size=influx.batch_size,
+            flush_interval_s=influx.flush_interval.total_seconds(),
+            max_outbox=influx.max_outbox,
+        )
+    return StoreAndForward(store, config.storage.path, uplink=uplink, tsdb=tsdb)
+
+
 class Gateway:
     def __init__(self, config: GatewayConfig, clock=now_local) -> None:  # type: ignore[no-untyped-def]
         self.config = config
@@ -76,7 +134,7 @@ class Gateway:
         self.http_app = create_app(self.dispatcher, config.http.token) if config.http else None
         self.rhythm_log = RhythmLog(storage)  # per-minute ecg_summary: the page's heart rhythm, reports' AF burden
         # Readings are stored and staged for the uplink / TSDB together; acks follow the commits.
-        self.forwarding = StoreAndForward.from_config(config, self.store, self.dispatcher.handle, clock)
+        self.forwarding = build_forwarding(config, self.store, self.dispatcher.handle, clock)
         if self.forwarding.uplink is not None:
             self.forwarding.uplink.listen(self.on_county_message)
         self.core = StreamCore(
@@ -281,7 +339,7 @@ class Gateway:
                 f"{self.prefix}/patient/{acc.patient_id}/reading",
                 acc.public_json(),
                 qos=1,
-                on_error=lambda exc, p=acc.patient_id: self._republish_failed(exc, p),
+                on_error=functools.partial(self._republish_failed, patient_id=acc.patient_id),
             )
         except (NotConnected, aiomqtt.MqttError) as exc:
             self._republish_failed(exc, acc.patient_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -136,7 +137,7 @@ class PatientConfig(_Strict):
 
 
 class UplinkConfig(BrokerConfig):
-    host: str  # type: ignore[assignment]
+    host: str
     cert_file: str | None = Field(
         None,
         description="this clinic's client certificate (PEM) when the county broker "
@@ -422,7 +423,7 @@ def _duplicate_keys(node: yaml.Node | None, trail: tuple[str, ...] = ()) -> list
     return out
 
 
-def _clean_message(err: dict[str, Any]) -> str:
+def _clean_message(err: Mapping[str, Any]) -> str:
     msg = str(err.get("msg", "invalid"))
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):

@@ -211,9 +211,9 @@ async def run_county_demo(duration: float, patients: int, seed: int) -> int:
                 f"{' and '.join(CLINICS)} with {patients} patients each, {duration:.0f} s"
             )
             print(f"county page 县监测中心: http://127.0.0.1:{county_port}/  token 令牌: {token}")
-            for clinic, port in consoles:
+            for clinic, console_port in consoles:
                 print(
-                    f"{clinic} doctor's console 村医工作台: http://127.0.0.1:{port}/  account 账号: doctor  "
+                    f"{clinic} doctor's console 村医工作台: http://127.0.0.1:{console_port}/  account 账号: doctor  "
                     f"password 密码: {password}"
                 )
             print(f"{'time':>6}  {'tier':<15} {'patient':<8} {'condition':<22} state")

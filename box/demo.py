@@ -238,7 +238,7 @@ async def _print_alerts(
         await client.subscribe(f"vg/{clinic}/alert/+", qos=1)
 
         async def show(msg: aiomqtt.Message) -> None:
-            a = json.loads(bytes(msg.payload))  # type: ignore[arg-type]
+            a = json.loads(bytes(msg.payload))
             topic_tier = str(msg.topic).rsplit("/", 1)[-1]
             seen.append({**a, "topic_tier": topic_tier})
             esc = (

@@ -399,8 +399,9 @@ def validate(bundle: dict) -> Any:
         res = e.resource
         if res is None or res.get_resource_type() != "Observation":
             continue
-        if res.status not in OBSERVATION_STATUS:
-            raise ValueError(f"entry[{i}].resource.status {res.status!r} is not in the required value set")
+        status = getattr(res, "status", None)  # an Observation's (the entry is typed as any Resource)
+        if status not in OBSERVATION_STATUS:
+            raise ValueError(f"entry[{i}].resource.status {status!r} is not in the required value set")
     return model
 
 

@@ -416,7 +416,7 @@ _TABLES = {"en": _EN, "zh": _ZH}
 def pick_lang(query: str | None, cookie: str | None) -> str:
     for v in (query, cookie):
         if v in LANGS:
-            return v  # type: ignore[return-value]
+            return v
     return DEFAULT_LANG
 
 

@@ -284,13 +284,13 @@ class _Plotter:
         logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)  # "no bold weight" for CJK fonts
         font = _cjk_font() if lang == "zh" else None
         self.lang = lang if (lang != "zh" or font) else "en"
-        self.rc = {
+        self.rc: dict[str, Any] = {
             "font.family": "sans-serif",
             "font.sans-serif": [font, "DejaVu Sans"] if font else ["DejaVu Sans"],
             "axes.unicode_minus": False,
             "font.size": 9,
         }
-        rcParams.update(self.rc)
+        rcParams.update(self.rc)  # type: ignore[arg-type]  # matplotlib types its keys as literals
         self.t = i18n.translator(self.lang)
 
     def figure(self, h: float = 2.8):  # type: ignore[no-untyped-def]
@@ -714,6 +714,7 @@ def _alert_table_html(d: ReportData, lang: str) -> str:
 
 
 def render_pdf_data(d: ReportData, lang: str = "zh") -> bytes:
+    import numpy as np
     from matplotlib.backends.backend_pdf import PdfPages
 
     plotter = _Plotter(lang)
@@ -764,9 +765,10 @@ def render_pdf_data(d: ReportData, lang: str = "zh") -> bytes:
                 chunk.append(pending.pop(0))
                 used += chunk[-1][1]
             sheet = Figure(figsize=(8.27, 11.69), dpi=100, layout="constrained")
-            subs = sheet.subfigures(
-                len(chunk) + 1, 1, height_ratios=[h for _, h, _ in chunk] + [max(0.01, 11.2 - used)]
-            )
+            ratios = [h for _, h, _ in chunk] + [max(0.01, 11.2 - used)]
+            subs = sheet.subfigures(len(chunk) + 1, 1, height_ratios=ratios)
+            if not isinstance(subs, np.ndarray):  # one row comes back as a lone SubFigure
+                subs = np.array([subs])
             for sub, (_, _, draw) in zip(subs, chunk):
                 draw(sub)
             pdf.savefig(sheet)

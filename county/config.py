@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
@@ -160,7 +161,7 @@ def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int:
     return node.start_mark.line + 1 if node is not None else 1
 
 
-def _message(err: dict[str, Any]) -> str:
+def _message(err: Mapping[str, Any]) -> str:
     msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
     kind = err.get("type")
     if kind == "extra_forbidden":

@@ -24,14 +24,18 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import nats
 import nats.errors
 import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
+from nats.js.client import JetStreamContext
+from nats.js.kv import KeyValue
 
 from county.engine_config import PARTITIONED_PREFIX
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("vitalgate.county.engine")
 
@@ -116,12 +120,17 @@ class NatsLog:
         self.retention_s = retention_s
         self.name = name
         self.nc: nats.NATS | None = None
-        self._js = None
-        self._kv = None
-        self._subs: dict[int, object] = {}
+        self._js: JetStreamContext | None = None
+        self._kv: KeyValue | None = None
+        self._subs: dict[int, JetStreamContext.PullSubscription] = {}
         self._revisions: dict[int, int] = {}
 
     # ------------------------------------------------------------ connection and topology
+
+    def _jetstream(self) -> JetStreamContext:
+        if self._js is None:  # not connected yet: as a closed connection to the callers' handlers
+            raise nats.errors.ConnectionClosedError
+        return self._js
 
     async def connect(self) -> None:
         async def quiet(exc: Exception) -> None:  # reconnects are expected when a server dies
@@ -201,7 +210,7 @@ class NatsLog:
             self._kv = await js.key_value(LEASE_BUCKET)
 
     async def _ensure_stream(self, cfg: StreamConfig) -> None:
-        js = self._js
+        js = self._jetstream()
         try:
             await js.add_stream(cfg)
         except nats.js.errors.BadRequestError as exc:
@@ -211,10 +220,10 @@ class NatsLog:
 
     # ------------------------------------------------------------ consuming
 
-    async def _sub(self, partition: int):
+    async def _sub(self, partition: int) -> JetStreamContext.PullSubscription:
         sub = self._subs.get(partition)
         if sub is None:
-            sub = await self._js.pull_subscribe_bind(durable=consumer_name(partition), stream=UPLINK_STREAM)
+            sub = await self._jetstream().pull_subscribe_bind(durable=consumer_name(partition), stream=UPLINK_STREAM)
             self._subs[partition] = sub
         return sub
 
@@ -255,7 +264,7 @@ class NatsLog:
         if verb not in CONTROL_VERBS:
             raise ValueError(f"not a control topic: {verb}")
         try:
-            await self._js.publish(f"vg.{clinic}.{verb}", payload, headers={"Nats-Msg-Id": msg_id})
+            await self._jetstream().publish(f"vg.{clinic}.{verb}", payload, headers={"Nats-Msg-Id": msg_id})
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as exc:
             raise EngineUnavailable(f"publish {verb} for {clinic}: {exc!r}") from exc
 
@@ -327,12 +336,12 @@ class NatsLog:
         except nats.js.errors.KeyWrongLastSequenceError:
             pass
 
-    def _bucket(self):
+    def _bucket(self) -> KeyValue:
         if self._kv is None:
             raise EngineUnavailable("the lease bucket is not open (not connected yet)")
         return self._kv
 
-    async def _kv_call(self, aw):
+    async def _kv_call(self, aw: Awaitable[_T]) -> _T:
         try:  # bounded well under the lease TTL, so a tick never outlives the leases it renews
             return await asyncio.wait_for(aw, min(API_TIMEOUT_S, self.lease_ttl_s / 2))
         except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError, nats.js.errors.NoKeysError):

@@ -24,6 +24,7 @@ back if nobody else took it, else given up.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -114,7 +115,10 @@ class PartitionSharing:
         self.owned.discard(k)
         task = asyncio.create_task(self._hand_back(k, release), name=f"hand-back-p{k}")
         self._handing_back[k] = task
-        task.add_done_callback(lambda _t, k=k: self._handing_back.pop(k, None))
+        task.add_done_callback(functools.partial(self._handed_back, k))
+
+    def _handed_back(self, k: int, _task: asyncio.Task[None]) -> None:
+        self._handing_back.pop(k, None)
 
     async def _hand_back(self, k: int, release: bool) -> None:
         await self.on_lose(k)  # the reader finishes its batch in hand first, so nothing is read after release

@@ -16,6 +16,7 @@ import signal
 import socket
 import time
 import uuid
+from collections.abc import Awaitable
 
 from county.config import CountyConfig
 from county.engine import Delivery, EngineUnavailable, NatsLog
@@ -216,7 +217,7 @@ class CountyService:
         }
 
 
-async def _unless_stopped(aw, stop: asyncio.Event) -> bool:
+async def _unless_stopped(aw: Awaitable[object], stop: asyncio.Event) -> bool:
     """Await `aw` unless `stop` comes first (then cancel it): True if it finished."""
     task = asyncio.ensure_future(aw)
     waiter = asyncio.ensure_future(stop.wait())

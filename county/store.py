@@ -286,7 +286,7 @@ class CountyStore:
     def alerts(
         self, clinic: str | None = None, active_only: bool = True, patient: str | None = None, limit: int = 500
     ) -> list[dict]:
-        sql, args = "SELECT * FROM alerts WHERE 1=1", []
+        sql, args = "SELECT * FROM alerts WHERE 1=1", list[object]()
         if clinic:
             sql += " AND clinic=?"
             args.append(clinic)
@@ -337,7 +337,7 @@ class CountyStore:
     def readings(
         self, clinic: str | None, patient: str, since_epoch: float | None = None, limit: int = 10_000
     ) -> list[dict]:
-        sql, args = "SELECT * FROM readings WHERE patient_id=?", [patient]
+        sql, args = "SELECT * FROM readings WHERE patient_id=?", list[object]([patient])
         if clinic:
             sql += " AND clinic=?"
             args.append(clinic)

@@ -28,7 +28,7 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from importlib import resources
 from typing import TYPE_CHECKING
 
@@ -56,7 +56,7 @@ def _authorized(request: Request, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
 
 
-def _error(status: int, msg: str, **extra) -> JSONResponse:
+def _error(status: int, msg: str, **extra: object) -> JSONResponse:
     return JSONResponse({"error": msg, **extra}, status_code=status)
 
 
@@ -64,7 +64,7 @@ def create_app(service: CountyService) -> Starlette:
     token = service.cfg.http.token if service.cfg.http else ""
     store = service.store
 
-    def guard(handler):
+    def guard(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
         async def wrapped(request: Request) -> Response:
             if not _authorized(request, token):
                 return JSONResponse(

@@ -28,8 +28,7 @@ import contextlib
 import hmac
 import logging
 import socket
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
@@ -50,8 +49,8 @@ log = logging.getLogger("vitalgate.http")
 RETRY_BIND_S = 5.0
 
 
-def _authorized(headers: dict[bytes, bytes] | Any, token: str) -> bool:
-    got = headers.get("authorization", "") if hasattr(headers, "get") else ""
+def _authorized(headers: Mapping[str, str], token: str) -> bool:
+    got = headers.get("authorization", "")
     scheme, _, value = got.partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
 

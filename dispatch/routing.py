@@ -206,9 +206,9 @@ class RouteNode(BaseModel):
 class RoutingTree(RouteNode):
     """The root (`routing:` in the config). It matches every alert."""
 
-    group_wait: Duration = DEFAULT_GROUP_WAIT  # type: ignore[assignment]
-    group_interval: Duration = DEFAULT_GROUP_INTERVAL  # type: ignore[assignment]
-    repeat_interval: Duration = DEFAULT_REPEAT_INTERVAL  # type: ignore[assignment]
+    group_wait: Duration = DEFAULT_GROUP_WAIT
+    group_interval: Duration = DEFAULT_GROUP_INTERVAL
+    repeat_interval: Duration = DEFAULT_REPEAT_INTERVAL
     defaults: bool = Field(
         True, description="append the default routes (docs/spec/clinical-rules.md §Routing) after yours"
     )

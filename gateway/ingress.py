@@ -88,7 +88,7 @@ def idempotency_key(device_id: str, reading: AnyReading) -> str:
     return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
 
 
-def _reject(reason: str, detail: str, device_id: str | None, topic: str) -> Rejected:
+def _reject(reason: str, detail: str, device_id: str | None, topic: str | None) -> Rejected:
     return Rejected(reason=reason, detail=detail, device_id=device_id, topic=topic)
 
 
@@ -159,7 +159,7 @@ def bind(
         patient_id=binding.patient_id,
         device_id=binding.device_id,
         received_at=received_at,
-        source=source,  # type: ignore[arg-type]
+        source=source,
         idempotency_key=idempotency_key(binding.device_id, reading),
     )
 

@@ -39,7 +39,7 @@ import socket
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.matcher import MQTTMatcher
@@ -502,9 +502,8 @@ class MqttLink:
                 if probing and self.host in ("127.0.0.1", "localhost", "::1")
                 else CONNECT_TIMEOUT_S
             )
-            done, _ = await asyncio.wait(
-                {self._connack, self._lost}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
+            waiting: set[asyncio.Future[Any]] = {self._connack, self._lost}
+            done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if self._connack not in done:
                 if probing:
                     raise _ProtocolRefused()  # connected, but no answer to MQTT 5: try 3.1.1
@@ -535,7 +534,8 @@ class MqttLink:
                 await self._on_connect()
             stopper = asyncio.ensure_future(stop.wait())
             try:
-                await asyncio.wait({stopper, self._lost}, return_when=asyncio.FIRST_COMPLETED)
+                lost_fut: asyncio.Future[Any] = self._lost
+                await asyncio.wait({stopper, lost_fut}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stopper.cancel()
             if self._lost.done():
@@ -581,10 +581,11 @@ class MqttLink:
             ack = self._acker(client, msg)
             self._handling = True
             try:
+                payload = cast(bytes, msg.payload)  # paho hands bytes (its stub says bytes | bytearray)
                 if self._manual_ack:
-                    await self._on_message(msg.topic, msg.payload, ack)  # type: ignore[call-arg]
+                    await cast(AckingMessageHandler, self._on_message)(msg.topic, payload, ack)
                 else:
-                    await self._on_message(msg.topic, msg.payload)  # type: ignore[call-arg]
+                    await cast(MessageHandler, self._on_message)(msg.topic, payload)
                     ack()
             except Exception:  # the handler owns its errors; never let one stop the session
                 log.exception("message handler failed", extra={"topic": msg.topic})

@@ -157,7 +157,10 @@ class InfluxWriter:
         with self._lock:
             try:
                 self._api.write(
-                    bucket=self.bucket, org=self.org, record="\n".join(lines), write_precision=WritePrecision.MS
+                    bucket=self.bucket,
+                    org=self.org,
+                    record="\n".join(lines),
+                    write_precision=WritePrecision.MS,  # type: ignore[arg-type]  # the library's own constant is a str
                 )
                 return WriteResult(True)
             except ApiException as exc:

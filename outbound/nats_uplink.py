@@ -39,6 +39,7 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
 
 from county.engine import CONTROL_STREAM, CONTROL_VERBS
 from outbound.uplink import OutboxSide
@@ -79,13 +80,18 @@ class NatsUplink(OutboxSide):
         self._on_control = on_control
         self._user, self._password = user, password
         self.nc: nats.NATS | None = None
-        self._js = None
+        self._js: JetStreamContext | None = None
         self.connected = asyncio.Event()
         self._alert_wake = asyncio.Event()
         self.failures = 0
         self.resent = 0
         self.control_received = 0
         self.express_alerts = 0  # alerts sent while a batch awaited its acks
+
+    def _jetstream(self) -> JetStreamContext:
+        if self._js is None:  # not connected yet: as a closed connection to the callers' handlers
+            raise nats.errors.ConnectionClosedError
+        return self._js
 
     def listen(self, handler: ControlHandler) -> None:
         """Hand the county's control messages to ``handler`` (as the MQTT uplink's ``listen``)."""
@@ -176,7 +182,7 @@ class NatsUplink(OutboxSide):
         status = self._status
         if status is None or status == self._status_sent:
             return
-        await self._js.publish(subject_of(f"{self.prefix}/status"), status.encode())
+        await self._jetstream().publish(subject_of(f"{self.prefix}/status"), status.encode())
         self._status_sent = status
 
     async def _send_batch(self) -> int:
@@ -235,7 +241,7 @@ class NatsUplink(OutboxSide):
             payload = r.payload if isinstance(r.payload, bytes) else str(r.payload).encode()
             try:
                 futures.append(
-                    await self._js.publish_async(
+                    await self._jetstream().publish_async(
                         subject_of(r.topic),
                         payload,
                         headers={"Nats-Msg-Id": f"{self.clinic}:{r.msg_id}"},
@@ -262,7 +268,7 @@ class NatsUplink(OutboxSide):
             version = json.loads(self._status or "{}").get("version")
             if version:
                 last["version"] = version
-            await self._js.publish(subject_of(f"{self.prefix}/status"), json.dumps(last).encode(), timeout=2)
+            await self._jetstream().publish(subject_of(f"{self.prefix}/status"), json.dumps(last).encode(), timeout=2)
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError, ValueError):
             pass
 
@@ -300,9 +306,9 @@ class NatsUplink(OutboxSide):
                     log.exception("control message from the county failed: %s", m.subject)
                 await m.ack()
 
-    async def _control_subscription(self):
+    async def _control_subscription(self) -> JetStreamContext.PullSubscription:
         name = f"clinic-{self.clinic}"
-        await self._js.add_consumer(
+        await self._jetstream().add_consumer(
             CONTROL_STREAM,
             ConsumerConfig(
                 durable_name=name,
@@ -312,7 +318,7 @@ class NatsUplink(OutboxSide):
                 deliver_policy=DeliverPolicy.NEW,
             ),
         )
-        return await self._js.pull_subscribe_bind(durable=name, stream=CONTROL_STREAM)
+        return await self._jetstream().pull_subscribe_bind(durable=name, stream=CONTROL_STREAM)
 
     # ------------------------------------------------------------ status
 

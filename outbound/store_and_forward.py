@@ -42,17 +42,17 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
-from datetime import datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from outbound.uplink import DropAlarm, Uplink
-from stream.models import Accepted, EcgFrame, Finding, now_local
+from outbound.uplink import Uplink
+from stream.models import Accepted, EcgFrame
 from stream.store import ReadingStore
 
 if TYPE_CHECKING:
@@ -121,64 +121,6 @@ class StoreAndForward:
         self.storage_error: str | None = None
         self.storage_errors = 0
         self._ensure_reserve()
-
-    @classmethod
-    def from_config(
-        cls,
-        config,  # type: ignore[no-untyped-def]  # GatewayConfig
-        store: ReadingStore,
-        raise_finding: Callable[[Finding], Awaitable[object]],
-        clock: Callable[[], datetime] = now_local,
-    ) -> StoreAndForward:
-        uplink = None
-        if config.uplink is not None:
-            u = config.uplink
-            alarm = DropAlarm(raise_finding, clock)
-            if getattr(u, "nats", None):
-                # native NATS: acknowledged by the replicated stream, so a server's loss loses nothing
-                from outbound.nats_uplink import NatsUplink
-
-                uplink = NatsUplink(
-                    config.clinic,
-                    config.storage.path,
-                    u.nats,
-                    max_outbox=u.max_outbox,
-                    on_drop=alarm.dropped,
-                    on_backlog=alarm.backlog,
-                    user=u.username,
-                    password=u.password,
-                )
-            else:
-                uplink = Uplink(
-                    config.clinic,
-                    config.storage.path,
-                    u.host,
-                    u.port,
-                    max_outbox=u.max_outbox,
-                    username=u.username,
-                    password=u.password,
-                    tls=u.tls,
-                    ca_file=u.ca_file,
-                    keepalive=u.keepalive,
-                    cert_file=u.cert_file,
-                    key_file=u.key_file,
-                    on_drop=alarm.dropped,
-                    on_backlog=alarm.backlog,
-                )
-        tsdb = None
-        influx = getattr(config, "influxdb", None)
-        if influx is not None:
-            from outbound.influx_sink import InfluxSink, InfluxWriter
-
-            tsdb = InfluxSink(
-                config.clinic,
-                config.storage.path,
-                InfluxWriter(influx.url, influx.token, influx.org, influx.bucket),
-                batch_size=influx.batch_size,
-                flush_interval_s=influx.flush_interval.total_seconds(),
-                max_outbox=influx.max_outbox,
-            )
-        return cls(store, config.storage.path, uplink=uplink, tsdb=tsdb)
 
     # ------------------------------------------------------------ the stream core's side
 
@@ -405,6 +347,10 @@ class StoreAndForward:
         if self._retry_handle is None:
             self._retry_handle = loop.call_later(RETRY_S, self._retry)
 
+    def _store_checked(self, acc: Accepted) -> None:
+        self._check_space()
+        self.store.add(acc)
+
     def _write_or_retry(self, write: Callable[[], object]) -> bool:
         """Run one storage write of the retry pass; on a storage error note it, re-arm the retry, False."""
         try:
@@ -424,11 +370,11 @@ class StoreAndForward:
         while self._alerts_waiting:
             topic, payload = self._alerts_waiting[0]
             assert self.uplink is not None
-            if not self._write_or_retry(lambda t=topic, p=payload: self.uplink.enqueue_alert(t, p)):  # type: ignore[union-attr]
+            if not self._write_or_retry(functools.partial(self.uplink.enqueue_alert, topic, payload)):
                 return
             self._alerts_waiting.pop(0)
         for key, acc in list(self._unstored.items()):
-            if not self._write_or_retry(lambda a=acc: self._check_space() or self.store.add(a)):
+            if not self._write_or_retry(functools.partial(self._store_checked, acc)):
                 return
             del self._unstored[key]
             if not isinstance(acc.reading, EcgFrame):

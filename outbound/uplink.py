@@ -140,8 +140,11 @@ class DropAlarm:
                 )
             )
 
+    async def _raise_now(self, f: Finding) -> None:
+        await self._raise(f)
+
     def _send(self, f: Finding) -> None:
-        t = asyncio.get_running_loop().create_task(self._raise(f))  # type: ignore[arg-type]
+        t = asyncio.get_running_loop().create_task(self._raise_now(f))
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
 

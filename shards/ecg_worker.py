@@ -56,12 +56,12 @@ class ShardOf:
         if not 0 <= k < n:
             raise ValueError(f"shard {k} of {n}")
         self.k, self.n = k, n
-        self._mine: dict[str, bool] = {}
+        self._mine: dict[object, bool] = {}
 
     def __contains__(self, patient_id: object) -> bool:
-        mine = self._mine.get(patient_id)  # type: ignore[arg-type]
+        mine = self._mine.get(patient_id)
         if mine is None:
-            mine = self._mine[patient_id] = zlib.crc32(str(patient_id).encode()) % self.n == self.k  # type: ignore[index]
+            mine = self._mine[patient_id] = zlib.crc32(str(patient_id).encode()) % self.n == self.k
         return mine
 
 

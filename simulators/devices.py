@@ -183,7 +183,7 @@ class EcgHandheld:
         self.n += 1
         synth = EcgSynth(self.fs, seed=self.seed * 1000 + self.n, hr_bpm=hr)
         synth.set_rhythm(rhythm, hr)
-        synth.set_artefact(artefact)  # type: ignore[arg-type]
+        synth.set_artefact(artefact)
         x = np.clip(np.rint(synth.frame(seconds)), -32768, 32767)
         body = {
             "kind": "ecg_strip",

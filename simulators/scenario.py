@@ -24,6 +24,7 @@ gateway sees a plausible, recent history however fast the scenario plays.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -410,10 +411,10 @@ def expand(
                 out.append((at + k, dev.frame(when + timedelta(seconds=k))))
     for dev_id, spec in sc.devices.items():
         if spec.battery:
-            b, every = spec.battery, spec.battery.every.total_seconds()
+            drain, every = spec.battery, spec.battery.every.total_seconds()
             k = 0
             while k * every <= span:
-                level = max(0, round(b.start - b.per_hour * k * every / 3600.0))
+                level = max(0, round(drain.start - drain.per_hour * k * every / 3600.0))
                 out.append((k * every, (gatt_topic(clinic, dev_id, "2a19"), bytes([level]))))
                 k += 1
     out = apply_behaviours(sc, clinic, out)
@@ -542,6 +543,10 @@ async def run_infrastructure(sc: Scenario, stack: Stack | None, t0: float) -> No
     await asyncio.gather(*(one(ev) for ev in sc.infrastructure))
 
 
+def _note_alert(sink: list[dict], loop: asyncio.AbstractEventLoop, msg: aiomqtt.Message) -> None:
+    sink.append({"topic": str(msg.topic), "_seen_at": loop.time(), **json.loads(bytes(msg.payload))})
+
+
 async def watch_alerts(
     host: str,
     port: int,
@@ -563,10 +568,8 @@ async def watch_alerts(
                 await consume_until(
                     client,
                     stop,
-                    lambda msg, loop=loop: sink.append(
-                        {"topic": str(msg.topic), "_seen_at": loop.time(), **json.loads(bytes(msg.payload))}
-                    ),
-                )  # type: ignore[arg-type]
+                    functools.partial(_note_alert, sink, loop),
+                )
         except aiomqtt.MqttError:
             if not persistent:
                 raise

@@ -176,7 +176,7 @@ class SessionWatcher:
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=f"{name}-{os.getpid()}", protocol=mqtt.MQTTv5
         )
-        self.client.reconnect_delay_set(0.1, 1.0)
+        self.client.reconnect_delay_set(0.1, 1.0)  # type: ignore[arg-type]  # paho types these int; it takes seconds as floats
         subscribed = threading.Event()
 
         def on_connect(c, userdata, flags, rc, props=None):  # type: ignore[no-untyped-def]

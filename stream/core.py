@@ -21,7 +21,6 @@ from datetime import datetime
 from typing import Protocol
 
 from stream import plausibility, rules
-from stream.ecg_frames import EcgFrameTracker
 from stream.models import Accepted, EcgFrame, EcgStripReading, EcgSummary, Finding, Rejected, ScreenedStrip, now_local
 from stream.strip_screening import screen_strip
 from stream.thresholds import Thresholds
@@ -34,6 +33,15 @@ class ReadingSink(Protocol):
     `outbound.store_and_forward.StoreAndForward`, which also stages it for the uplink and the TSDB."""
 
     def add(self, acc: Accepted) -> bool: ...  # False: already stored (a duplicate)
+
+
+class EcgSeam(Protocol):
+    """What the core hands an ECG frame to: the analyser in-process (`EcgFrameTracker`), or on the
+    gateway's ECG lane `shards.ecg_analysis.DeferredEcg`, which leaves the analysis to the frame log."""
+
+    def push(
+        self, patient_id: str, device_id: str, frame: EcgFrame
+    ) -> tuple[list[Finding], EcgSummary | None, list[str]]: ...
 
 
 ReadingPublisher = Callable[[Accepted], Awaitable[None]]
@@ -68,7 +76,7 @@ class StreamCore:
         publish_reading: ReadingPublisher,
         on_finding: FindingHandler,
         counters: Counters,
-        ecg: EcgFrameTracker,
+        ecg: EcgSeam,
         queue_size: int = 1000,
         clock: Callable[[], datetime] = now_local,
     ) -> None:

@@ -92,7 +92,7 @@ def _level(
     """Raise on the way in, clear on the way out; repeats while on update the alert."""
     if on:
         state.active.add(cond)
-        return [Finding(patient_id=patient, condition=cond, at=at, evidence=evidence, **kw)]  # type: ignore[arg-type]
+        return [Finding(patient_id=patient, condition=cond, at=at, evidence=evidence, **kw)]
     if cond in state.active:
         state.active.discard(cond)
         return [Finding(patient_id=patient, condition=cond, active=False, at=at, evidence=evidence)]
@@ -127,7 +127,7 @@ def _bp(
         return []  # nothing raised or cleared: skip building the evidence
 
     out: list[Finding] = []
-    ev = {"systolic": r.systolic, "diastolic": r.diastolic, "pulse": r.pulse, "ts": r.ts.isoformat()}
+    ev: dict[str, object] = {"systolic": r.systolic, "diastolic": r.diastolic, "pulse": r.pulse, "ts": r.ts.isoformat()}
     if questionable:
         ev["flags"] = [k for k, v in r.status.model_dump().items() if v]
     if confirmed_by is not None:

@@ -181,7 +181,7 @@ class ReadingStore:
         return cur.rowcount == 1
 
     def readings(self, patient_id: str | None = None, kind: str | None = None) -> list[dict]:
-        q, args = "SELECT body FROM readings WHERE 1=1", []
+        q, args = "SELECT body FROM readings WHERE 1=1", list[object]()
         if patient_id:
             q, args = q + " AND patient_id=?", [*args, patient_id]
         if kind:

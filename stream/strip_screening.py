@@ -41,7 +41,7 @@ def screen_now(acc: Accepted) -> Accepted:
         fs=r.fs,
         seconds=round(res.seconds, 3),
         lead=r.lead,
-        label=res.label,  # type: ignore[arg-type]
+        label=res.label,
         confidence=round(float(res.confidence), 4),
         hr_bpm=float(res.hr_bpm) if res.hr_bpm else None,
         beats=int(res.beats),

@@ -71,12 +71,12 @@ class Watcher:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"watcher-{time.monotonic_ns()}")
         subscribed = threading.Event()
 
-        def on_connect(c, userdata, flags, rc, props=None):  # type: ignore[no-untyped-def]
+        def on_connect(c, userdata, flags, rc, props=None):
             for t in topics:
                 c.subscribe(t, qos=1)
             subscribed.set()
 
-        def on_message(c, userdata, msg):  # type: ignore[no-untyped-def]
+        def on_message(c, userdata, msg):
             with self._lock:
                 self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
 

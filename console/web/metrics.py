@@ -38,7 +38,9 @@ def _family(kind: str, name: str, help_: str, samples: Samples) -> Metric:
     """One metric family from (labels, value) pairs; every sample of a family has the same label names."""
     rows = list(samples)
     names = list(rows[0][0]) if rows else []
-    fam: Metric = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(name, help_, labels=names)
+    fam: CounterMetricFamily | GaugeMetricFamily = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(
+        name, help_, labels=names
+    )
     for labels, value in rows:
         fam.add_metric([str(labels[k]) for k in names], float(value))
     return fam

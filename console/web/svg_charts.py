@@ -60,7 +60,8 @@ def _time_ticks(t0: datetime, t1: datetime) -> list[tuple[datetime, str]]:
         base = t0.replace(minute=0, second=0, microsecond=0)
         k = int(np.ceil((t0 - base).total_seconds() / sec))
         start = base + timedelta(seconds=k * sec)
-    out, t = [], start
+    out: list[tuple[datetime, str]] = []
+    t = start
     while t <= t1 and len(out) < 12:
         out.append((t, t.strftime(fmt)))
         t += step

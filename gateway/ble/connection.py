@@ -465,13 +465,14 @@ class DeviceLink:
 
     async def _connect_and_serve(self, device: BLEDevice) -> None:
         lost = asyncio.Event()
+        backend: dict[str, Any] = {"bluez": {"adapter": self.adapter}} if self.adapter else {}
         client = await establish_connection(
             BleakClientWithServiceCache,
             device,
             self.device_id,
             disconnected_callback=lambda _c: lost.set(),
             max_attempts=self.policy.connect_attempts,
-            **({"bluez": {"adapter": self.adapter}} if self.adapter else {}),
+            **backend,
         )
         st = self.status
         st.connected = True

@@ -61,6 +61,11 @@ OFFLINE_CHECK_MAX_S = 30.0
 WAIT_FOR_BROKER_S = 10.0
 
 
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("device_offline finding failed: %s", task.exception())
+
+
 class _BleLinkConfig(Protocol):
     @property
     def profile(self) -> str: ...
@@ -383,12 +388,11 @@ class BleIngress:
                 )
 
     def _emit(self, finding: Finding) -> None:
-        task = asyncio.get_running_loop().create_task(self._on_finding(finding))
-        task.add_done_callback(
-            lambda t: (
-                t.cancelled() or t.exception() is None or log.error("device_offline finding failed: %s", t.exception())
-            )
-        )
+        task = asyncio.get_running_loop().create_task(self._finding_now(finding))
+        task.add_done_callback(_log_failure)
+
+    async def _finding_now(self, finding: Finding) -> None:
+        await self._on_finding(finding)
 
     async def _watch_offline(self) -> None:
         shortest = min((st.expected_s for st in self.devices.values() if st.expected_s), default=60.0)

@@ -45,7 +45,7 @@ def make_device(
     profile: str, device_id: str, address: str | None, name: str | None, rng: random.Random, **kw: Any
 ) -> Peripheral:
     addr = address or address_for(device_id)
-    named = {"name": name} if name else {}
+    named: dict[str, Any] = {"name": name} if name else {}  # else each device's own default name
     if profile == "blood_pressure":
         return BloodPressureCuff(addr, disconnect_after_s=kw.get("linger_s", 2.0), **named)
     if profile == "glucose":

@@ -497,8 +497,8 @@ class EcgAnalyser:
         recent = [b for b in self._org if b[0] >= now - ORG_WINDOW_S]
         if len(recent) < ORG_MIN_BEATS:
             return False
-        rrs = [b[1] for b in recent[1:]]
-        if any(r is None for r in rrs):
+        rrs = [b[1] for b in recent[1:] if b[1] is not None]
+        if len(rrs) < len(recent) - 1:  # an interval is missing
             return False
         # every complex alike the one before; below 200 Hz one may fall a little short (at 125 Hz a
         # narrow QRS is 2-3 samples wide, and sampling jitter alone costs it a few hundredths)

@@ -35,6 +35,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -297,7 +298,7 @@ def _union_len(spans: list[tuple[float, float]]) -> float:
 
 def _intersect_len(xs: list[tuple[float, float]], ys: list[tuple[float, float]]) -> float:
     # both lists are unions of disjoint spans after merging
-    def merge(s):
+    def merge(s: list[tuple[float, float]]) -> list[list[float]]:
         out: list[list[float]] = []
         for a, b in sorted(s):
             if out and a <= out[-1][1]:
@@ -569,13 +570,13 @@ def pooled(results: list[dict]) -> dict:
 
 
 # ---------------------------------------------------------------- output
-def _fmt(v, pct: bool = True) -> str:
+def _fmt(v: float | None, pct: bool = True) -> str:
     if v is None:
         return "-"
     return f"{100 * v:6.2f}" if pct else str(v)
 
 
-def print_table(results: list[dict], total: dict, rtf: float, out=sys.stdout) -> None:
+def print_table(results: list[dict], total: dict, rtf: float, out: TextIO = sys.stdout) -> None:
     hdr = f"{'record':<10} {'sec':>7} {'TP':>6} {'FN':>5} {'FP':>5} {'Se%':>7} {'PPV%':>7} {'AFse%':>7} {'AFsp%':>7} {'VT':>6}  alarms"
     print(hdr, file=out)
     for r in results:

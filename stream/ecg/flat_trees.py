@@ -53,7 +53,7 @@ class FlatTrees:
             node = np.where(x[self._feat[node]] <= self._thr[node], self._left[node], self._right[node])
         return self.init + np.bincount(self.output, weights=self._value[node], minlength=self.init.size)
 
-    def arrays(self) -> dict[str, np.ndarray]:
+    def arrays(self) -> dict[str, Any]:
         """For ``np.savez``: compact dtypes, read back by :meth:`from_arrays`."""
         return {
             "feature": self.feature.astype(np.int16),

@@ -16,6 +16,7 @@ frames that are busy but usable it counts only when its complexes recur
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -356,12 +357,13 @@ class AfDetector:
         self._busy = bad + busy > n // 4
         if self._busy and self.in_af:
             return None  # it could neither start AF (already in it) nor end it: save the work
-        rr = [x.rr for x in b]  # rr[i] = the interval ending on beat i (rr[0] unused)
+        # rr[i] = the interval ending on beat i (rr[0] unused; nan where there is none, never read: nn[i] is False)
+        rr = [math.nan if x.rr is None else x.rr for x in b]
         cls_n = [x.cls == "N" for x in b]
         nn = [False] * n  # nn[i]: the interval ending on beat i is normal-to-normal
         vals = []
         for i in range(1, n):
-            if cls_n[i - 1] and cls_n[i] and rr[i] is not None:
+            if cls_n[i - 1] and cls_n[i] and b[i].rr is not None:
                 nn[i] = True
                 vals.append(rr[i])
         if len(vals) < AF_MIN_NN:
@@ -430,8 +432,8 @@ class AfDetector:
             if hit is None:
                 return []
             self.rvr = True
-            mean_bpm, over_s = hit
-            return [Transition("af_rvr", True, now, None, {"mean_hr_bpm": round(mean_bpm, 1), "over_s": over_s})]
+            fast_bpm, over_s = hit
+            return [Transition("af_rvr", True, now, None, {"mean_hr_bpm": round(fast_bpm, 1), "over_s": over_s})]
         mean_bpm = self._rvr.mean_bpm(now, min(AF_RVR_S, elapsed))
         if mean_bpm is not None and mean_bpm < AF_RVR_BPM - 5.0:
             self.rvr = False
@@ -565,7 +567,7 @@ class VtDetector:
             self.run.append(beat)
             if len(self.run) > 4096:
                 del self.run[1:-4094]
-            out = []
+            out: list[Transition] = []
             last = self.run[-VT_BEATS:]
             if not self.over_beats and self._beneath(sharp_interval):
                 self.over_beats = True  # for the rest of this run: one clear look is enough
@@ -932,26 +934,25 @@ class RateDetector:
         out: list[Transition] = []
         hr = self.current_hr(now) if good else None
         self.hr = hr
-        known = hr is not None
-        self.slow.update(now, hr < BRADY_BPM if known else None)
+        self.slow.update(now, hr < BRADY_BPM if hr is not None else None)
         if suppress_tachy:
             # AF, VT or VF raise their own alarms: the rate is theirs, not a tachycardia
             self._reset_tachy()
         else:
             for bpm, _, clock in self.levels:
-                clock.update(now, (hr >= bpm if bpm >= TACHY_FAST_BPM else hr > bpm) if known else None)
+                clock.update(now, (hr >= bpm if bpm >= TACHY_FAST_BPM else hr > bpm) if hr is not None else None)
         # bradycardia
-        if known and hr < BRADY_BPM:
+        if hr is not None and hr < BRADY_BPM:
             since = self.slow.since
             if not self.brady and since is not None and self.slow.held_for(now) >= BRADY_S:
                 self.brady = True
                 out.append(Transition("bradycardia", True, since, None, {"hr_bpm": round(hr, 1)}))
-        elif self.brady and known and hr >= BRADY_BPM + 5:
+        elif self.brady and hr is not None and hr >= BRADY_BPM + 5:
             self.brady = False
             self.slow.reset()  # a new episode must persist again (no flapping on the clock)
             out.append(Transition("bradycardia", False, now, now, {"hr_bpm": round(hr, 1)}))
         # tachycardia: > 100 for 10 min ... >= 150 for 1 min (the fastest level that has held long enough)
-        if known and hr > TACHY_BPM and not suppress_tachy:
+        if hr is not None and hr > TACHY_BPM and not suppress_tachy:
             if not self.tachy:
                 for bpm, need_s, clock in reversed(self.levels):
                     if hr < bpm or clock.since is None or clock.held_for(now) < need_s:
@@ -973,10 +974,10 @@ class RateDetector:
                         )
                     )
                     break
-        elif self.tachy and (suppress_tachy or (known and hr <= TACHY_BPM - 5)):
+        elif self.tachy and (suppress_tachy or (hr is not None and hr <= TACHY_BPM - 5)):
             self.tachy = False
             self._reset_tachy()
-            out.append(Transition("tachycardia", False, now, now, {"hr_bpm": round(hr, 1) if known else None}))
+            out.append(Transition("tachycardia", False, now, now, {"hr_bpm": round(hr, 1) if hr is not None else None}))
         return out
 
 

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from stream.ecg.evaluation import RecordError, read_record
 from stream.ecg.screening import LABELS, MODEL_NAME, REFERENCE_CODES, load_model, screen
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print("ecg-screen: no records given", file=sys.stderr)
         return 2
     model = load_model()
-    strips = []
+    strips: list[dict[str, Any]] = []
     seconds = spent = 0.0
     for i, p in enumerate(paths, 1):
         try:

@@ -59,7 +59,7 @@ patients:
     return cfg
 
 
-def _publish_history(w, now: datetime) -> None:  # type: ignore[no-untyped-def]
+def _publish_history(w, now: datetime) -> None:
     topic = f"vg/{CLINIC}/device/{{}}/reading"
     rng = np.random.default_rng(7)
     for day in range(7, 0, -1):  # a normal week, then today

@@ -56,14 +56,14 @@ HYPO_EVERY = 150  # one hypoglycaemic glucose reading (an alert) every this many
 
 
 @pytest.fixture
-def local(tmp_path: Path):  # type: ignore[no-untyped-def]
+def local(tmp_path: Path):
     b = PersistentMosquitto(tmp_path, "local")
     yield b
     b.stop()
 
 
 @pytest.fixture
-def county(tmp_path: Path):  # type: ignore[no-untyped-def]
+def county(tmp_path: Path):
     b = PersistentMosquitto(tmp_path, "county")
     yield b
     b.stop()
@@ -74,7 +74,7 @@ class Rig:
 
     def __init__(
         self, tmp: Path, local: PersistentMosquitto, county: PersistentMosquitto, storage: Path | None = None, **cfg
-    ) -> None:  # type: ignore[no-untyped-def]
+    ) -> None:
         self.storage = storage or tmp / "var"
         self.cfg = write_config(tmp, local.port, county.port, storage=self.storage, patients=PATIENTS, **cfg)
         self.local_w = SessionWatcher(local.port, [f"vg/{CLINIC}/alert/#", f"vg/{CLINIC}/status"], "clinic-watch")
@@ -175,10 +175,10 @@ class Rig:
 
 
 @pytest.fixture
-def rig_factory():  # type: ignore[no-untyped-def]
+def rig_factory():
     made: list[Rig] = []
 
-    def make(*a, **kw) -> Rig:  # type: ignore[no-untyped-def]
+    def make(*a, **kw) -> Rig:
         r = Rig(*a, **kw)
         made.append(r)
         return r
@@ -284,7 +284,7 @@ def test_sigkill_during_outbox_drain(tmp_path, local, county, gateway_process, r
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
+def small_disk(tmp_path: Path):
     """A 64 MiB tmpfs as storage.path, so the test can fill it (needs root, as in CI).
 
     Big enough that the gateway's own databases (readings, alerts, outboxes, rhythm log and
@@ -329,7 +329,7 @@ def test_storage_full_alerts_still_go_out(tmp_path, local, county, gateway_proce
     # More readings are held unacknowledged than Mosquitto's 3.1.1 window of 20: the critical session's
     # MQTT 5 Receive Maximum lets the severe low through behind them (under 3.1.1 it waited for the space).
     def severe_everywhere() -> bool:
-        def hit(msgs) -> bool:  # type: ignore[no-untyped-def]
+        def hit(msgs) -> bool:
             return any(
                 json.loads(p).get("condition") == "hypoglycemia_severe" and json.loads(p).get("patient_id") == "p-0001"
                 for _, p, _ in msgs
@@ -339,7 +339,7 @@ def test_storage_full_alerts_still_go_out(tmp_path, local, county, gateway_proce
 
     wait_until(severe_everywhere, 30, "the severe hypoglycaemia alert on the clinic and county brokers")
 
-    def storage_error_in_status():  # type: ignore[no-untyped-def]
+    def storage_error_in_status():
         for t, p, _ in reversed(rig.local_w.snapshot()):
             if t.endswith("/status"):
                 s = json.loads(p).get("storage") or {}

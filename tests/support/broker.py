@@ -18,11 +18,11 @@ class Client:
         if user is not None:
             self.c.username_pw_set(user, password)
 
-        def on_connect(c, userdata, flags, rc, props=None):  # type: ignore[no-untyped-def]
+        def on_connect(c, userdata, flags, rc, props=None):
             self.rc = rc.value if hasattr(rc, "value") else int(rc)
             connected.set()
 
-        def on_message(c, userdata, msg):  # type: ignore[no-untyped-def]
+        def on_message(c, userdata, msg):
             with self._lock:
                 self.got.append((msg.topic, bytes(msg.payload)))
 

@@ -51,7 +51,7 @@ def now_china() -> datetime:
 
 
 @pytest.fixture
-def browser_context(tmp_path):  # type: ignore[no-untyped-def]
+def browser_context(tmp_path):
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is not installed (/usr/bin/chromium; scripts/test.sh installs it)")
     sync_api = pytest.importorskip(
@@ -72,7 +72,7 @@ def browser_context(tmp_path):  # type: ignore[no-untyped-def]
             ctx.close()
 
 
-def shot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
+def shot(page, name: str) -> Path:
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)

@@ -71,7 +71,7 @@ def clinic_config(storage: Path, broker_port: int = 1883, http_port: int | None 
     )
 
 
-def _acc(reading, patient: str, device: str, key: str) -> Accepted:  # type: ignore[no-untyped-def]
+def _acc(reading, patient: str, device: str, key: str) -> Accepted:
     return Accepted(
         reading=reading,
         patient_id=patient,

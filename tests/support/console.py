@@ -44,7 +44,7 @@ def with_accounts(cfg: GatewayConfig) -> GatewayConfig:
 
 
 @contextlib.asynccontextmanager
-async def console(tmp_path, accounts: bool = True) -> AsyncIterator[tuple[Gateway, str, dict]]:  # type: ignore[no-untyped-def]
+async def console(tmp_path, accounts: bool = True) -> AsyncIterator[tuple[Gateway, str, dict]]:
     """The gateway's HTTP app on a free port; ``accounts=False``: a config without people's accounts."""
     storage = tmp_path / "var"
     ids = seed_clinic(storage)

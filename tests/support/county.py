@@ -268,7 +268,7 @@ class SubjectLog:
         self._stop = asyncio.Event()
         nc = await nats.connect(servers=[url])
 
-        async def got(msg) -> None:  # type: ignore[no-untyped-def]
+        async def got(msg) -> None:
             self.arrived.append(time.monotonic())
             self.subjects.append((msg.subject, msg.data))
 
@@ -491,12 +491,12 @@ class MqttClinic:
         self.client.will_set(f"vg/{clinic}/status", json.dumps({"clinic": clinic, "online": False}), qos=1, retain=True)
         connected = threading.Event()
 
-        def on_connect(c, userdata, flags, rc, props=None):  # type: ignore[no-untyped-def]
+        def on_connect(c, userdata, flags, rc, props=None):
             for t in subscribe:
                 c.subscribe(t, qos=1)
             connected.set()
 
-        def on_message(c, userdata, msg):  # type: ignore[no-untyped-def]
+        def on_message(c, userdata, msg):
             self.received.append((msg.topic, json.loads(msg.payload)))
 
         self.client.on_connect = on_connect

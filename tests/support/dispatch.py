@@ -137,7 +137,7 @@ class WebhookReceiver:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 
-    def wait_for(self, pred, timeout: float = 15.0) -> dict:  # type: ignore[no-untyped-def]
+    def wait_for(self, pred, timeout: float = 15.0) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for r in list(self.requests):

@@ -53,7 +53,7 @@ KIND_OF = {"bp-1": "blood_pressure", "glu-1": "glucose", "spo2-1": "spo2", "ecg-
 
 
 @st.composite
-def mutated_reading(draw):  # type: ignore[no-untyped-def]
+def mutated_reading(draw):
     """A well-formed reading with some fields deleted, replaced by any JSON, or added."""
     kind = draw(st.sampled_from(["blood_pressure", "glucose", "spo2", "ecg", "heart_rate", "battery", "nonsense"]))
     body = good_reading(kind if kind in KIND_OF.values() else "blood_pressure", draw(st.integers(0, 2**33)), draw(_ts))

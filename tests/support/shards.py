@@ -100,12 +100,12 @@ def ecg_frames_stored(storage: Path) -> int:
         con.close()
 
 
-def statuses(w) -> list[dict]:  # type: ignore[no-untyped-def]
+def statuses(w) -> list[dict]:
     """The gateway's online statuses so far, oldest first (a Watcher on vg/{clinic}/status)."""
     return [b for t, b in w.json(f"vg/{CLINIC}/status") if b.get("online") and "ecg_analysis" in b]
 
 
-def wait_until(pred, timeout: float, what: str):  # type: ignore[no-untyped-def]
+def wait_until(pred, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         v = pred()
@@ -115,10 +115,10 @@ def wait_until(pred, timeout: float, what: str):  # type: ignore[no-untyped-def]
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def caught_up(w, frames: int):  # type: ignore[no-untyped-def]
+def caught_up(w, frames: int):
     """A status saying every stored frame is analysed (all `frames` of them) and the lag is over."""
 
-    def check():  # type: ignore[no-untyped-def]
+    def check():
         for s in reversed(statuses(w)):
             e = s["ecg_analysis"]
             return s if e["backlog_frames"] == 0 and e["analysed_upto"] >= frames and e["condition"] is None else None

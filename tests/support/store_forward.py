@@ -179,7 +179,7 @@ def county_alert_ids(watcher: SessionWatcher) -> set[str]:
     return {alert_msg_id(t, p) for t, p, _ in watcher.alerts()}
 
 
-def wait_until(pred, timeout: float, what: str, every: float = 0.1):  # type: ignore[no-untyped-def]
+def wait_until(pred, timeout: float, what: str, every: float = 0.1):
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:

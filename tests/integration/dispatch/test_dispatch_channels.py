@@ -14,7 +14,7 @@ pytestmark = pytest.mark.broker
 
 
 @pytest.fixture
-def receiver():  # type: ignore[no-untyped-def]
+def receiver():
     r = WebhookReceiver(fail_first=3)
     yield r
     r.close()

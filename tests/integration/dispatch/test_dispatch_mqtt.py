@@ -24,7 +24,7 @@ routing:
 """
 
 
-def online(w) -> None:  # type: ignore[no-untyped-def]
+def online(w) -> None:
     w.wait_for(lambda t, b: t.endswith("/status") and b.get("online") is True, timeout=20)
 
 

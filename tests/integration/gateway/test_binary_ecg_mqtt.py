@@ -64,7 +64,7 @@ def _stored(storage: Path, device: str) -> list[tuple[datetime, np.ndarray]]:
     return [(datetime.fromisoformat(ts), np.frombuffer(zlib.decompress(blob), dtype="<i4")) for ts, blob in rows]
 
 
-def _status(w) -> dict:  # type: ignore[no-untyped-def]
+def _status(w) -> dict:
     online = [b for _, b in w.json(f"vg/{CLINIC}/status") if b.get("online")]
     return online[-1] if online else {}
 
@@ -106,7 +106,7 @@ def test_binary_frames_are_stored_and_analysed_as_the_json_frames_with_the_same_
         )
         time.sleep(max(0.0, t0 + k + 1 - time.monotonic()))  # real time: the patch's frames come 1 s apart
 
-    def vt_alert(patient: str):  # type: ignore[no-untyped-def]
+    def vt_alert(patient: str):
         return w.wait_for(
             lambda t, b: b.get("condition") == "vt" and b.get("patient_id") == patient and b.get("state") == "firing",
             timeout=30,

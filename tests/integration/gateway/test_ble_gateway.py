@@ -33,7 +33,7 @@ async def poll(pred: Any, timeout: float = 20.0, what: str = "condition") -> Any
 
 async def test_vitalgate_run_publishes_ble_readings_like_mqtt_ones_through_reconnects(
     bluez: MockBlueZ, tmp_path: Path, broker, watcher_factory, gateway_process
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     cuff = bluez.add(BloodPressureCuff(CUFF, battery=15))
     meter = bluez.add(GlucoseMeter(METER))
     for day, v in enumerate((5.6, 6.4, 7.9), start=10):

@@ -116,7 +116,7 @@ async def test_the_watermark_only_moves_once_records_are_stored(bluez: MockBlueZ
         meter.add_record(v)
 
     class NeverStores(Recorder):  # a gateway that dies before its store commits
-        async def submit(self, acc, on_stored=None):  # type: ignore[no-untyped-def]
+        async def submit(self, acc, on_stored=None):
             self.accepted.append(acc)
 
     lost = NeverStores()

@@ -63,7 +63,7 @@ def bp_json(ts: datetime, sys_: int, dia: int, seq: int, movement: bool = False)
     )
 
 
-def status_of(watcher_factory, port: int) -> dict:  # type: ignore[no-untyped-def]
+def status_of(watcher_factory, port: int) -> dict:
     w = watcher_factory(port, [f"vg/{CLINIC}/status"])
     _, body = w.wait_for(lambda t, b: "online" in b, timeout=10)
     return body

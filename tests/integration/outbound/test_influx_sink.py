@@ -36,7 +36,7 @@ from tests.support.store_forward import (
 T = datetime(2025, 3, 1, 8, 30, 0, 250000, tzinfo=CHINA_TZ)
 
 
-def _acc(reading, device="bp-0001", patient="p-0001") -> Accepted:  # type: ignore[no-untyped-def]
+def _acc(reading, device="bp-0001", patient="p-0001") -> Accepted:
     return Accepted(reading=reading, patient_id=patient, device_id=device, received_at=T, idempotency_key="k")
 
 
@@ -70,7 +70,7 @@ def test_tag_values_are_escaped():
 
 
 @pytest.fixture
-def vm(tmp_path):  # type: ignore[no-untyped-def]
+def vm(tmp_path):
     v = VictoriaMetrics(tmp_path)
     yield v
     v.stop()

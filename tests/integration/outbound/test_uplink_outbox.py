@@ -105,7 +105,7 @@ def test_full_outbox_raises_a_technical_alert_and_keeps_every_alert(tmp_path, ga
         for i in range(300):
             devices.publish(f"vg/{CLINIC}/device/bp-{i % 2 + 1:04d}/reading", bp(i, ts_at(i)))
 
-        def drop_alarm():  # type: ignore[no-untyped-def]
+        def drop_alarm():
             for _, p, _ in clinic_w.alerts():
                 a = json.loads(p)
                 if a["condition"] == "missed_readings" and a["patient_id"] == "gateway":
@@ -143,7 +143,7 @@ def test_full_outbox_raises_a_technical_alert_and_keeps_every_alert(tmp_path, ga
         county.stop()
 
 
-def _tls_material(d):  # type: ignore[no-untyped-def]
+def _tls_material(d):
     """A throwaway CA and a server certificate for 127.0.0.1 (openssl CLI)."""
     import subprocess
 

@@ -248,7 +248,7 @@ async def test_a_config_without_accounts_keeps_the_shared_token_and_the_typed_na
 # ---------------------------------------------------------------- vitalgate passwd
 
 
-def _passwd(monkeypatch, capsys, *args: str, stdin: str | None = None, typed: list[str] | None = None):  # type: ignore[no-untyped-def]
+def _passwd(monkeypatch, capsys, *args: str, stdin: str | None = None, typed: list[str] | None = None):
     if stdin is not None:
         monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
     if typed is not None:
@@ -308,7 +308,7 @@ def test_password_checks_run_off_the_event_loop_one_pair_at_a_time() -> None:
     running, peak = [0], [0]
     real = accounts.verify
 
-    def counting(pw, hh):  # type: ignore[no-untyped-def]
+    def counting(pw, hh):
         running[0] += 1
         peak[0] = max(peak[0], running[0])
         try:

@@ -29,7 +29,7 @@ async def test_report_counts_alarms_ack_delays_and_escalations(tmp_path):
     clock = Clock(datetime.now(CHINA_TZ) - timedelta(days=1))
     d = Dispatcher.from_config(cfg, AlertStore(cfg.storage.path), clock=clock)
 
-    async def finding(cond: Condition, patient: str, **kw):  # type: ignore[no-untyped-def]
+    async def finding(cond: Condition, patient: str, **kw):
         return await d.handle(Finding(patient_id=patient, condition=cond, at=clock(), **kw))
 
     def later(**kw: float) -> None:

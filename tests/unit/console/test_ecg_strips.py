@@ -142,7 +142,7 @@ async def test_the_gateway_screens_stores_once_acks_after_the_commit_and_republi
             link.publish_nowait = publish_nowait  # type: ignore[method-assign]
     db = tmp_path / "var" / "readings.db"
 
-    def ack(name: str):  # type: ignore[no-untyped-def]
+    def ack(name: str):
         def done() -> None:
             acks.append(name)  # what a second connection sees then: the strip is committed before its ack
             committed_at_ack.append(sqlite3.connect(db).execute("SELECT COUNT(*) FROM strips").fetchone()[0])

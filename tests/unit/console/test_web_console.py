@@ -253,7 +253,7 @@ async def test_the_gateway_keeps_every_ecg_summary_for_the_rhythm_column_and_rep
     )
     sent = []
 
-    async def publish_nowait(topic, payload, qos=0, retain=False, on_error=None):  # type: ignore[no-untyped-def]
+    async def publish_nowait(topic, payload, qos=0, retain=False, on_error=None):
         sent.append(topic)
 
     gw.link.publish_nowait = publish_nowait  # type: ignore[method-assign]  # no broker here
@@ -283,7 +283,7 @@ async def test_oversize_and_hostile_bodies_get_a_4xx_not_a_500(tmp_path):
             assert r.status == 413
 
         # without a Content-Length (chunked), the cap still holds
-        async def chunks():  # type: ignore[no-untyped-def]
+        async def chunks():
             for _ in range(64):
                 yield b"y" * 65536
 

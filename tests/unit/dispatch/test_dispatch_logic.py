@@ -53,7 +53,7 @@ class FakeSender:
         self.got: list[tuple[str, dict]] = []
         self.attempts = 0
 
-    async def send(self, d) -> str:  # type: ignore[no-untyped-def]
+    async def send(self, d) -> str:
         self.attempts += 1
         if self.attempts <= self.fail:
             raise DeliveryFailed("HTTP 503 busy")

@@ -67,7 +67,7 @@ DECODERS = [
 ]
 
 
-def _settings(name: str):  # type: ignore[no-untyped-def]
+def _settings(name: str):
     phases = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target]
     if os.environ.get("VITALGATE_FUZZ_SHRINK", "1") != "0":
         phases.append(Phase.shrink)
@@ -96,7 +96,7 @@ def _check_result(result: Accepted | Rejected) -> None:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def report_counts():  # type: ignore[no-untyped-def]
+def report_counts():
     t0 = time.perf_counter()
     yield
     total = sum(SEEN.values())
@@ -184,7 +184,7 @@ def test_payload_limit_is_a_reason_not_a_crash():
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory):  # type: ignore[no-untyped-def]
+def gateway(tmp_path_factory):
     from box.app import Gateway
     from box.config import GatewayConfig
 
@@ -211,7 +211,7 @@ def gateway(tmp_path_factory):  # type: ignore[no-untyped-def]
     loop.close()
 
 
-async def _make(cls, cfg):  # type: ignore[no-untyped-def]
+async def _make(cls, cfg):
     return cls(cfg)
 
 

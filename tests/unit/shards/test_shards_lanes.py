@@ -63,7 +63,7 @@ class Lane:
         self.forwarding = StoreAndForward(self.store, storage, reserve_bytes=0)
         self.counters = Counters()
 
-        async def nothing(_x):  # type: ignore[no-untyped-def]
+        async def nothing(_x):
             return None
 
         self.core = StreamCore(
@@ -90,7 +90,7 @@ class Lane:
 
 
 class _NoAnalysis:
-    def push(self, patient_id, device_id, frame):  # type: ignore[no-untyped-def]
+    def push(self, patient_id, device_id, frame):
         return [], None, []
 
 
@@ -99,7 +99,7 @@ async def test_the_ecg_lane_acknowledges_a_frame_only_after_its_commit_in_arriva
     acked: list[str] = []
     seen_in_db_at_ack: list[int] = []
 
-    def acker(name: str):  # type: ignore[no-untyped-def]
+    def acker(name: str):
         def ack() -> None:
             # Whatever is acknowledged is on disk already (another connection sees it).
             n = ReadingStore(tmp_path).counts()["ecg_frames"]
@@ -128,7 +128,7 @@ async def test_binary_frames_take_the_ecg_lane_and_are_acknowledged_after_their_
     acked: list[str] = []
     seen_in_db_at_ack: list[int] = []
 
-    def acker(name: str):  # type: ignore[no-untyped-def]
+    def acker(name: str):
         def ack() -> None:
             seen_in_db_at_ack.append(ReadingStore(tmp_path).counts()["ecg_frames"])
             acked.append(name)
@@ -159,11 +159,11 @@ class Recorder:
     def __init__(self, fs: float) -> None:
         self.fs = fs
 
-    def push(self, samples_uv, *, t0_s=None, lead_off=False):  # type: ignore[no-untyped-def]
+    def push(self, samples_uv, *, t0_s=None, lead_off=False):
         Recorder.pushed.append((float(t0_s), float(samples_uv[0])))
         return []
 
-    def minute_summary(self):  # type: ignore[no-untyped-def]
+    def minute_summary(self):
         return None
 
 
@@ -228,7 +228,7 @@ async def test_the_analysis_reads_committed_frames_in_order_and_goes_on_from_its
 async def test_the_analysis_says_how_far_behind_it_is(tmp_path):
     _store_frames(tmp_path, "ecg-1", range(1, 3), received_at=NOW - timedelta(seconds=30))
 
-    async def nothing(_x):  # type: ignore[no-untyped-def]
+    async def nothing(_x):
         return None
 
     analysis = EcgAnalysis(tmp_path, nothing, nothing, clock=lambda: NOW, analyser_factory=Recorder)

@@ -45,7 +45,7 @@ class Box:
             self.store, {}, Thresholds(), publish, on_finding, Counters(), EcgFrameTracker(), clock=lambda: NOW
         )
 
-    def feed(self, reading, minutes_ago: float = 0.0, device: str = "bp-1") -> list[Finding]:  # type: ignore[no-untyped-def]
+    def feed(self, reading, minutes_ago: float = 0.0, device: str = "bp-1") -> list[Finding]:
         before = len(self.findings)
         acc = Accepted(
             reading=reading,

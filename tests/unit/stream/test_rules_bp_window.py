@@ -36,7 +36,7 @@ T0 = datetime(2024, 3, 15, 7, 30, tzinfo=CHINA_TZ)
 # ---------------------------------------------------------------- the reference (the former scan)
 
 
-def reference_bp(patient, r, state, th, historical=False):  # type: ignore[no-untyped-def]
+def reference_bp(patient, r, state, th, historical=False):
     t = th.bp
     out: list[Finding] = []
     ev = {"systolic": r.systolic, "diastolic": r.diastolic, "pulse": r.pulse, "ts": r.ts.isoformat()}
@@ -73,7 +73,7 @@ def reference_bp(patient, r, state, th, historical=False):  # type: ignore[no-un
     return out
 
 
-def reference_insert_ordered(buf, r):  # type: ignore[no-untyped-def]
+def reference_insert_ordered(buf, r):
     if not buf or buf[-1].ts <= r.ts:
         buf.append(r)
         return
@@ -132,7 +132,7 @@ def random_sequence(rng: random.Random, n: int) -> list[tuple[BloodPressureReadi
     return out
 
 
-def run(seq, th_for, maxlen: int, reference: bool, monkeypatch) -> list[str]:  # type: ignore[no-untyped-def]
+def run(seq, th_for, maxlen: int, reference: bool, monkeypatch) -> list[str]:
     if reference:
         monkeypatch.setattr(rules, "_bp", reference_bp)
         state = rules.PatientRuleState(bp=deque(maxlen=maxlen))  # type: ignore[arg-type]
