@@ -156,8 +156,9 @@ async def release_bleak_manager() -> None:
         await asyncio.wait_for(bus.wait_for_disconnect(), 2)
     except Exception:
         pass
-    if mgr._bus_watcher_task is not None:
-        await asyncio.gather(mgr._bus_watcher_task, return_exceptions=True)
+    watcher = getattr(mgr, "_bus_watcher_task", None)  # bleak >= 3.1 watches its bus in a task
+    if watcher is not None:
+        await asyncio.gather(watcher, return_exceptions=True)
 
 
 # ---------------------------------------------------------------- `vitalgate demo --ble`
