@@ -58,6 +58,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(args.duration, args.patients, args.seed, ble=args.ble))
 
 
+def _cmd_ble_devices(args: argparse.Namespace) -> int:
+    from box.ble_devices import run
+
+    return run(args)
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from simulators.simulate import simulate
 
@@ -204,6 +210,13 @@ def _main(argv: list[str]) -> int:
     s.add_argument("--scenario", required=True)
     s.add_argument("--expect", action="store_true", help="check the scenario's expected alerts; exit 1 on a difference")
     s.set_defaults(fn=_cmd_simulate)
+    from box.ble_devices import add_arguments as ble_device_arguments
+
+    bd = sub.add_parser(
+        "ble-devices", help="virtual BLE devices for a config's `ble:` devices on a private D-Bus (no hardware)"
+    )
+    ble_device_arguments(bd)
+    bd.set_defaults(fn=_cmd_ble_devices)
     sub.add_parser(
         "ecg-eval", help="score the streaming ECG analyser on WFDB records (see docs/spec/public-surface.md)"
     )

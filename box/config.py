@@ -11,7 +11,6 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
@@ -25,6 +24,7 @@ from dispatch.escalation import EscalationSettings
 from dispatch.routing import Route, RoutingTree
 from dispatch.suppression import InhibitRule, SilenceSpec
 from gateway.ble import PROFILE_DEVICE_KINDS
+from stream.config_problems import ConfigError, ConfigProblem  # re-exported: box.config is where callers look
 from stream.models import Condition, DeviceKind, Duration, parse_duration
 from stream.thresholds import Thresholds
 
@@ -363,23 +363,6 @@ def _duplicate_accounts(data: Any) -> list[tuple[tuple, str]]:
 
 
 # ---------------------------------------------------------------- loading
-
-
-@dataclass(frozen=True)
-class ConfigProblem:
-    path: str
-    line: int
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.field}: {self.message}"
-
-
-class ConfigError(Exception):
-    def __init__(self, problems: list[ConfigProblem]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
 
 
 def _node_at(root: yaml.Node | None, loc: tuple[Any, ...], key_line: bool = False) -> tuple[yaml.Node | None, bool]:

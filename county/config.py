@@ -19,7 +19,10 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from box.config import ConfigError, ConfigProblem  # one `PATH:LINE: field: message` report for both services
+from stream.config_problems import (  # one `PATH:LINE: field: message` report for both services
+    ConfigError,
+    ConfigProblem,
+)
 
 # Ids become NATS subject tokens and MQTT topic levels: no wildcards, separators or spaces.
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"

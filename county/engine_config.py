@@ -93,19 +93,7 @@ def nats_conf(cfg: CountyConfig, k: int, out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def gateway_uplink_speaks_nats() -> bool:
-    """Whether this build's gateway config takes `uplink.nats` (the native uplink, outbound/nats_uplink.py).
-
-    Until the gateway is wired to the native uplink, the section holds only today's MQTT keys, so a
-    gateway config merges it as it is; from then on it also lists the cluster's client URLs."""
-    try:
-        from box.config import UplinkConfig
-    except ImportError:
-        return False
-    return "nats" in UplinkConfig.model_fields
-
-
-def uplink_section(cfg: CountyConfig, k: int, native: bool | None = None) -> dict:
+def uplink_section(cfg: CountyConfig, k: int, native: bool = True) -> dict:
     """The `uplink:` mapping a clinic gateway merges to reach the county first through server K.
 
     `host`/`port`: server K's MQTT listener (today's uplink). `nats` (when the gateway takes it):
@@ -116,7 +104,7 @@ def uplink_section(cfg: CountyConfig, k: int, native: bool | None = None) -> dic
         raise ValueError("engine.mqtt is empty: a clinic's uplink needs the servers' MQTT listeners")
     host, port = listener
     section: dict = {"host": host, "port": port}
-    if gateway_uplink_speaks_nats() if native is None else native:
+    if native:
         section["nats"] = [e.nats[k]] + [u for j, u in enumerate(e.nats) if j != k]
     return {"uplink": section}
 

@@ -7,7 +7,7 @@ measure and meters record every ``every`` seconds (meters start with a few
 stored records, as after a night out of range), straps and patches stream,
 and every ``dropouts`` seconds a random device drops its link or walks out of
 range for a while. Point a gateway at it with ``DBUS_SYSTEM_BUS_ADDRESS``
-(:attr:`address`); ``python -m simulators.ble --config gateway.yaml`` prints it.
+(:attr:`address`); ``vitalgate ble-devices --config gateway.yaml`` prints it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``python -m simulators.ble --config gateway.yaml``: virtual BLE devices for a gateway config, no hardware.
+"""``vitalgate ble-devices --config gateway.yaml``: virtual BLE devices for a gateway config, no hardware.
 
 Starts a private dbus-daemon with the mock BlueZ and one virtual device per
 ``ble:`` device in the config, prints the ``DBUS_SYSTEM_BUS_ADDRESS`` line to
@@ -58,18 +58,15 @@ async def _main(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m simulators.ble", description=__doc__.splitlines()[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--config", required=True, help="gateway config listing devices with `ble:`")
     ap.add_argument("--every", default="30s", help="cuff measurement / meter record interval (default 30s)")
     ap.add_argument("--dropouts", default="60s", help="mean time between link drops / out-of-range walks, or 'off'")
     ap.add_argument("--duration", default=None, help="stop after this long (default: until Ctrl-C)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--log-level", default="WARNING")
-    args = ap.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     return asyncio.run(_main(args))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
