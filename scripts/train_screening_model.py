@@ -1,4 +1,4 @@
-"""Train the AF screening model (``stream/ecg/models/screen-v1.npz``) from the shared CinC 2017 strips.
+"""Train the AF screening model (``stream/ecg/models/screen-v2.npz``) from the shared CinC 2017 strips.
 
     python scripts/train_screening_model.py [--data ../shared/data/ecg/challenge2017] [--jobs 2]
 
@@ -132,11 +132,11 @@ def print_score(s: dict, title: str) -> None:
     )
 
 
-def cross_validate(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def cross_validate(x: np.ndarray, y: np.ndarray, seed: int = SEED) -> np.ndarray:
     from sklearn.model_selection import StratifiedKFold
 
     pred = np.zeros(y.size, dtype=int)
-    for k, (train, test) in enumerate(StratifiedKFold(FOLDS, shuffle=True, random_state=SEED).split(x, y)):
+    for k, (train, test) in enumerate(StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(x, y)):
         clf = fit(x[train], y[train])
         model = screening.ScreeningModel(FlatTrees.from_sklearn(clf), f"fold{k}")
         pred[test] = [screening.LABELS.index(screening.decide(v, model.probabilities(v))[0]) for v in x[test]]
@@ -152,6 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=None, help="keep the extracted features here (npz)")
     ap.add_argument("--cv-only", action="store_true", help="cross-validate, do not write the model")
     ap.add_argument("--json", type=Path, default=None, help="write the out-of-fold figures here")
+    ap.add_argument(
+        "--fold-seeds",
+        type=int,
+        nargs="+",
+        default=[SEED],
+        help="cross-validate with each of these fold seeds (the first is the one reported and stored)",
+    )
     args = ap.parse_args(argv)
     if not (args.data / "REFERENCE.csv").exists():
         print(f"train_screening_model: no REFERENCE.csv in {args.data} (pass --data)", file=sys.stderr)
@@ -161,11 +168,28 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n, _ in ref]
     y = np.array([c for _, c in ref])
     x = extract(args.data, names, args.jobs, args.cache)
-    pred = cross_validate(x, y)
-    s = score(y, pred)
-    print_score(s, f"out-of-fold ({FOLDS} stratified folds by strip, seed {SEED}), {len(y)} strips:")
+    scores = []
+    for seed in args.fold_seeds:
+        scores.append(score(y, cross_validate(x, y, seed)))
+        print_score(scores[-1], f"out-of-fold ({FOLDS} stratified folds by strip, seed {seed}), {len(y)} strips:")
+    s = scores[0]
+    if len(scores) > 1:
+        mean = sum(t["cinc2017"] for t in scores) / len(scores)
+        each = ", ".join(f"{seed}: {t['cinc2017']:.4f}" for seed, t in zip(args.fold_seeds, scores))
+        print(f"CinC 2017 score over {len(scores)} fold seeds: mean {mean:.4f} ({each})")
     if args.json:
-        args.json.write_text(json.dumps({**s, "strips": len(y), "folds": FOLDS, "seed": SEED}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    **s,
+                    "strips": len(y),
+                    "folds": FOLDS,
+                    "seed": args.fold_seeds[0],
+                    "by_seed": {str(k): t for k, t in zip(args.fold_seeds, scores)},
+                },
+                indent=1,
+            )
+        )
     if not args.cv_only:
         clf = fit(x, y)
         model = screening.ScreeningModel(FlatTrees.from_sklearn(clf), screening.MODEL_NAME)

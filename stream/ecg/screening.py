@@ -39,7 +39,7 @@ from stream.ecg.beat_model import BeatModel
 from stream.ecg.flat_trees import FlatTrees
 
 MODEL_DIR = Path(__file__).resolve().parent / "models"
-MODEL_NAME = "screen-v1"
+MODEL_NAME = "screen-v2"
 LABELS: tuple[str, ...] = ("normal", "af", "other", "noisy")
 REFERENCE_CODES = {"N": "normal", "A": "af", "O": "other", "~": "noisy"}  # CinC 2017 REFERENCE.csv
 MIN_SECONDS = 5.0  # shorter than this is not a strip anyone can read
@@ -58,6 +58,8 @@ IRREGULAR = 0.15  # an RR this far (share) from the median is irregular
 AGREE_S = 0.15  # two detectors agree on a beat within this
 LOCAL_RR = 8  # RR intervals per window of the local irregularity figures
 ODD_CORR = 0.8  # a beat less alike the average beat than this is an odd one
+SAMPEN_R = 0.03  # s: the tolerance of the RR sequence's coefficient of sample entropy (Lake & Moorman)
+RR_HIST_BIN = 0.02  # s: the RR histogram's bin
 
 _COL = {name: i for i, name in enumerate(BEAT_FEATURES)}
 
@@ -123,6 +125,9 @@ FEATURES: tuple[str, ...] = (
     "kurtosis",
     "detector_f1",
     "nonfinite_frac",
+    "rr_sampen",
+    "rr_cosen",
+    "rr_hist_entropy",
 )
 
 
@@ -250,6 +255,42 @@ def _rr_features(t: np.ndarray, seconds: float) -> dict[str, float]:
     f["rr_max_rel"] = float(rr.max()) / med
     f["rr_max_s"] = float(rr.max())
     return f
+
+
+def _sampen(rr: np.ndarray, m: int, r: float) -> float:
+    """Sample entropy of a short sequence: -ln(matches of m + 1 / matches of m), Chebyshev distance
+    within ``r``; with no match it takes its largest possible value, ln of the pairs compared."""
+    n = rr.size
+    if n < m + 3 or r <= 0:
+        return 0.0
+
+    def matches(k: int) -> int:
+        w = np.lib.stride_tricks.sliding_window_view(rr, k)[: n - m]
+        d = np.abs(w[:, None, :] - w[None, :, :]).max(axis=2)
+        return int(np.triu(d <= r, 1).sum())
+
+    b, a = matches(m), matches(m + 1)
+    if a == 0 or b == 0:
+        return math.log((n - m) * (n - m - 1) / 2.0)
+    return -math.log(a / b)
+
+
+def _rr_entropy_features(t: np.ndarray) -> dict[str, float]:
+    """How unpredictable the RR sequence is: sample entropy (m 2, r 0.2 SD), the coefficient of
+    sample entropy (m 1, r 30 ms, less the log of the mean RR: Lake & Moorman's AF detector for
+    short records) and the entropy of the RR histogram (20-ms bins).  AF is irregular without a
+    pattern; ectopy and sinus arrhythmia repeat their RRs."""
+    rr = np.diff(t)
+    rr = rr[rr > 0]
+    if rr.size < 3:
+        return {"rr_sampen": 0.0, "rr_cosen": 0.0, "rr_hist_entropy": 0.0}
+    hist = np.bincount(np.clip((rr / RR_HIST_BIN).astype(int), 0, 150)).astype(float)
+    p = hist[hist > 0] / hist.sum()
+    return {
+        "rr_sampen": _sampen(rr, 2, 0.2 * float(rr.std())),
+        "rr_cosen": _sampen(rr, 1, SAMPEN_R) + math.log(2.0 * SAMPEN_R) - math.log(float(rr.mean())),
+        "rr_hist_entropy": float(-(p * np.log2(p)).sum()),
+    }
 
 
 def _local_features(t: np.ndarray) -> dict[str, float]:
@@ -461,6 +502,7 @@ def strip_features(
     f: dict[str, float] = {"seconds": seconds, "nonfinite_frac": nonfinite}
     f.update(_rr_features(t, seconds))
     f.update(_local_features(t))
+    f.update(_rr_entropy_features(t))
     f.update(_alarm_features(alarms, seconds))
     gaps = np.diff(np.concatenate([[0.0], t, [seconds]]))
     f["longest_gap_s"] = float(gaps.max())
