@@ -27,7 +27,7 @@ from dispatch.dispatcher import Dispatcher
 from dispatch.http_api import ApiServer, create_app
 from gateway.ingress import DeviceBinding, DeviceRegistry, decode_message
 from gateway.mqtt_link import Ack, MqttLink, NotConnected
-from gateway.vendor_ecg_timing import VendorEcgTimeBase
+from gateway.vendor_ecg_timing import RECENT_FRAMES, VendorEcgTimeBase
 from outbound.nats_uplink import NatsUplink
 from outbound.store_and_forward import StoreAndForward, no_ack
 from outbound.uplink import DropAlarm, Uplink
@@ -40,7 +40,8 @@ from stream.device_watch import DEFAULT_OFFLINE_AFTER, DeviceWatch, WatchedDevic
 from stream.history import recent_readings_by_patient
 from stream.models import Accepted, AckMessage, Finding, Rejected, Tier, iso, now_local
 from stream.rhythm_log import RhythmLog
-from stream.store import ReadingStore
+from stream.store import FILE_NAME as READINGS_FILE
+from stream.store import ReadingQueries, ReadingStore, StoredFrameTime
 
 if TYPE_CHECKING:
     from gateway.ble.ingress import BleIngress
@@ -173,7 +174,10 @@ class Gateway:
         lanes = subscriptions(self.prefix, self._critical_devices, CONTROL_TOPICS)
         # Binary ECG frames' time base (gateway/vendor_ecg_timing.py), one for both sessions: what the critical
         # session had queued from before the lanes and the ECG session's frames continue one another.
-        self.ecg_time = VendorEcgTimeBase()
+        # Restored per device from its last stored frames, so a frame stored but not acknowledged before a
+        # restart keeps its time (and key) when the broker redelivers it.
+        self._frame_times = ReadingQueries(storage / READINGS_FILE)
+        self.ecg_time = VendorEcgTimeBase(history=self._stored_frame_times)
         self.ecg_lane = EcgLane(
             self.prefix,
             self.registry,
@@ -327,6 +331,12 @@ class Gateway:
             log.info("ack ignored: unknown alert or not firing", extra={"alert_id": ack.alert_id})
 
     # ------------------------------------------------------------ outbound
+
+    def _stored_frame_times(self, device_id: str) -> list[StoredFrameTime]:
+        binding = self.registry.get(device_id)
+        if binding is None:
+            return []
+        return self._frame_times.ecg_frame_times(binding.patient_id, device_id, RECENT_FRAMES)
 
     async def _publish_reading(self, acc: Accepted) -> None:
         if acc.reading.kind == "ecg_summary":
@@ -564,6 +574,7 @@ class Gateway:
         await link_task
         await ecg_link_task
         self.ecg_analysis.close()  # first: the writer's close checkpoints only as the last connection to readings.db
+        self._frame_times.close()
         self.forwarding.close()
         self.store.close()
         self.alerts.close()

@@ -12,10 +12,11 @@ session (the ECG lane handles a device's messages one at a time, in order).
 
 It also keeps the frame's identity stable across QoS 1 redelivery: a frame whose
 `seq` was seen moments ago gets the time it got then, hence the same
-idempotency key, and the store drops it as a duplicate. Only in memory: after a
-gateway restart, a frame stored but not yet acknowledged comes back with a new
-time and is stored again (the JSON door, with the device's `ts`, does not have
-this).
+idempotency key, and the store drops it as a duplicate. Across a gateway
+restart too: a device's track is first restored from its last stored frames
+(`history`, the reading store's `ecg_frame_times`), so a frame stored but not
+yet acknowledged when the gateway died comes back with the time it was stored
+with, and the stream goes on where it stopped.
 
 `seq` is unwrapped (65535 -> 0 counts on) so the frame tracker does not log a
 gap every 18 hours of 1-s frames.
@@ -24,10 +25,12 @@ gap every 18 hours of 1-s frames.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from stream.models import EcgFrame
+from stream.store import StoredFrameTime
 
 SEQ_MODULO = 1 << 16
 # A counted frame may end this far after its arrival before the count is dropped for a new time base:
@@ -56,14 +59,19 @@ class _Track:
 
 
 class VendorEcgTimeBase:
-    def __init__(self) -> None:
+    def __init__(self, history: Callable[[str], Sequence[StoredFrameTime]] | None = None) -> None:
+        """`history(device_id)`: the device's last stored frames, oldest first (at most RECENT_FRAMES are kept)."""
         self._tracks: dict[str, _Track] = {}
+        self._history = history
+        self._restored: set[str] = set()
         self.rebased = 0  # new time bases after the first (gaps, drift, backlog): for tests and the curious
 
     def place(self, device_id: str, frame: EcgFrame, received_at: datetime) -> EcgFrame:
         """`frame` as decode_gatt stamped it (wire seq, ts = received_at - duration) -> its place in the stream."""
         wire = frame.seq if frame.seq is not None else 0
         dur = timedelta(seconds=len(frame.samples_uv) / frame.fs)
+        if device_id not in self._restored:
+            self._restore(device_id)
         tr = self._tracks.get(device_id)
         if tr is not None:
             seen = tr.recent.get(wire)
@@ -89,6 +97,9 @@ class VendorEcgTimeBase:
         if tr is None:
             tr = self._tracks[device_id] = _Track(frame.fs, wire, seq, ts + dur)
         tr.fs, tr.wire_seq, tr.seq, tr.next_ts = frame.fs, wire, seq, ts + dur
+        # stamped to the millisecond, as the store keeps device times: a track restored from the store after
+        # a restart then gives a redelivered frame exactly the time (and so the key) it was stored with
+        ts = ts.replace(microsecond=ts.microsecond // 1000 * 1000)
         tr.recent[wire] = (ts, seq, received_at)
         tr.recent.move_to_end(wire)
         if len(tr.recent) > RECENT_FRAMES:
@@ -96,3 +107,16 @@ class VendorEcgTimeBase:
         if ts == frame.ts and seq == wire:
             return frame
         return frame.model_copy(update={"ts": ts, "seq": seq})
+
+    def _restore(self, device_id: str) -> None:
+        """The device's track as its last stored frames left it (once per device, before its first frame)."""
+        self._restored.add(device_id)
+        rows = list(self._history(device_id))[-RECENT_FRAMES:] if self._history is not None else []
+        if not rows or device_id in self._tracks:
+            return
+        last = rows[-1]
+        tr = _Track(last.fs, last.seq % SEQ_MODULO, last.seq, last.ts + timedelta(seconds=last.n_samples / last.fs))
+        for row in rows:
+            tr.recent[row.seq % SEQ_MODULO] = (row.ts, row.seq, row.received_at)
+            tr.recent.move_to_end(row.seq % SEQ_MODULO)
+        self._tracks[device_id] = tr

@@ -28,7 +28,7 @@ from collections.abc import Container
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -261,6 +261,16 @@ def _samples(blob: bytes) -> np.ndarray:
     return np.frombuffer(zlib.decompress(blob), dtype="<i4")
 
 
+class StoredFrameTime(NamedTuple):
+    """Where a stored ECG frame sits in its device's stream (binary frames' time base is restored from these)."""
+
+    ts: datetime
+    seq: int
+    received_at: datetime
+    fs: float
+    n_samples: int
+
+
 class ReadingQueries:
     """The reading store's queries for other rooms, read-only over `readings.db` (module docstring).
 
@@ -406,6 +416,19 @@ class ReadingQueries:
         """Receive time of the first committed frame after `rowid` (None: there is none)."""
         rows = self._db.rows("SELECT received_at FROM ecg_frames WHERE rowid > ? ORDER BY rowid LIMIT 1", (rowid,))
         return datetime.fromisoformat(rows[0][0]) if rows else None
+
+    def ecg_frame_times(self, patient_id: str, device_id: str, limit: int) -> list[StoredFrameTime]:
+        """The device's last `limit` stored frames' times and counts, oldest first (no samples)."""
+        rows = self._db.rows(
+            "SELECT device_ts, seq, received_at, fs, n_samples FROM ecg_frames WHERE patient_id=? AND device_id=?"
+            " ORDER BY device_ts DESC LIMIT ?",
+            (patient_id, device_id, limit),
+        )
+        return [
+            StoredFrameTime(datetime.fromisoformat(t), int(seq), datetime.fromisoformat(rx), float(fs), int(n))
+            for t, seq, rx, fs, n in reversed(rows)
+            if seq is not None
+        ]
 
     def ecg_frames(
         self, patient_id: str, since: datetime | None = None, until: datetime | None = None

@@ -144,3 +144,40 @@ def test_binary_frames_are_stored_and_analysed_as_the_json_frames_with_the_same_
     assert vt_json["evidence"].pop("device_id") == "ecg-json" and vt_bin["evidence"].pop("device_id") == "ecg-bin"
     assert vt_bin["evidence"] == vt_json["evidence"] and vt_bin["evidence"]["strip"]["samples_uv"]
     assert (vt_bin["tier"], vt_bin["severity"]) == (vt_json["tier"], vt_json["severity"])
+
+
+@pytest.mark.broker
+def test_a_frame_redelivered_after_a_restart_keeps_its_time_and_is_stored_once(
+    tmp_path, broker, gateway_process, watcher_factory
+):
+    """A binary frame carries no time: the gateway gives it one. A frame stored but not acknowledged when
+    the gateway died comes back from the broker after the restart; it must get the time it was stored
+    with (so the same key) and not be stored twice, and the patch's next frame goes on from there."""
+    cfg = _config(tmp_path, broker.port)
+    w = watcher_factory(broker.port, [f"vg/{CLINIC}/status"])
+    topic = f"vg/{CLINIC}/device/ecg-bin/gatt/5a7e0003"
+    synth = EcgSynth(250, seed=3)
+    frames = [
+        encode_vendor_ecg_frame(k + 1, 250, 1.0, False, np.clip(synth.frame(), -32768, 32767).astype(int))
+        for k in range(5)
+    ]
+
+    gw = gateway_process(cfg)
+    wait_until(lambda: _status(w), 30, "the gateway online")
+    for f in frames[:4]:
+        w.publish(topic, f)
+    wait_until(lambda: len(_stored(tmp_path / "var", "ecg-bin")) == 4, 30, "four frames stored")
+    assert gw.stop(signal.SIGTERM) == 0
+    before = _stored(tmp_path / "var", "ecg-bin")
+
+    gw = gateway_process(cfg)
+    wait_until(lambda: _status(w).get("online"), 30, "the gateway back")
+    w.publish(topic, frames[3])  # as the broker redelivers a frame whose PUBACK never went out
+    w.publish(topic, frames[4])  # the patch's next frame
+    wait_until(lambda: len(_stored(tmp_path / "var", "ecg-bin")) >= 5, 30, "the next frame stored")
+    time.sleep(1.0)  # room for a duplicate to show up
+    assert gw.stop(signal.SIGTERM) == 0
+    after = _stored(tmp_path / "var", "ecg-bin")
+    assert len(after) == 5, [ts for ts, _ in after]
+    assert [ts for ts, _ in after[:4]] == [ts for ts, _ in before]
+    assert after[4][0] - after[3][0] == timedelta(seconds=1)  # counted on from where the stream stopped

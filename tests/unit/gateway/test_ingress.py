@@ -696,6 +696,25 @@ def test_a_redelivered_frame_gets_its_first_time_and_key_so_the_store_drops_it()
     assert nxt.reading.ts == first[2].reading.ts + timedelta(seconds=1) and nxt.reading.seq == 13
 
 
+def test_after_a_restart_the_time_base_is_restored_from_the_store_so_a_redelivered_frame_keeps_its_key(tmp_path):
+    """The first gateway stores frames 10-12 and dies before acknowledging 12; the second is given the
+    store's last frames, so 12 comes back with its time (and key), and 13 goes on from there."""
+    from stream.store import FILE_NAME, ReadingQueries, ReadingStore
+
+    first = _stream([(10, 0.0), (11, 1.0), (12, 2.0)], VendorEcgTimeBase())
+    store = ReadingStore(tmp_path)
+    for acc in first:
+        store.add(acc)
+    store.close()
+    queries = ReadingQueries(tmp_path / FILE_NAME)
+    tb = VendorEcgTimeBase(history=lambda dev: queries.ecg_frame_times("p-0002", dev, 64))
+    again, nxt = _stream([(12, 20.0), (13, 20.1)], tb)
+    queries.close()
+    assert again.idempotency_key == first[2].idempotency_key and again.reading.ts == first[2].reading.ts
+    assert nxt.reading.ts == first[2].reading.ts + timedelta(seconds=1) and nxt.reading.seq == 13
+    assert tb.rebased == 0
+
+
 def test_frames_sent_faster_than_real_time_are_re_based_before_they_run_far_into_the_future():
     tb = VendorEcgTimeBase()
     got = _stream([(k, 0.05 * k) for k in range(30)], tb)  # 30 s of frames in 1.5 s (a drained backlog)
