@@ -13,9 +13,9 @@ import gc
 import json
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 
@@ -66,7 +66,7 @@ def villages_of(patients: list[PatientConfig]) -> dict[str, list[str]]:
 def build_forwarding(
     config: GatewayConfig,
     store: ReadingStore,
-    raise_finding: Callable[[Finding], Awaitable[object]],
+    raise_finding: Callable[[Finding], Coroutine[Any, Any, object]],
     clock: Callable[[], datetime] = now_local,
 ) -> StoreAndForward:
     uplink: Uplink | NatsUplink | None = None

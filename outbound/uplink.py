@@ -40,10 +40,11 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from dispatch.control import CONTROL_TOPICS
 from gateway.mqtt_link import MqttLink, NotConnected
@@ -91,7 +92,7 @@ class DropAlarm:
     """
 
     def __init__(
-        self, raise_finding: Callable[[Finding], Awaitable[object]], clock: Callable[[], datetime] = now_local
+        self, raise_finding: Callable[[Finding], Coroutine[Any, Any, object]], clock: Callable[[], datetime] = now_local
     ) -> None:
         self._raise = raise_finding
         self._clock = clock
@@ -140,11 +141,8 @@ class DropAlarm:
                 )
             )
 
-    async def _raise_now(self, f: Finding) -> None:
-        await self._raise(f)
-
     def _send(self, f: Finding) -> None:
-        t = asyncio.get_running_loop().create_task(self._raise_now(f))
+        t = asyncio.get_running_loop().create_task(self._raise(f))
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
 

@@ -29,40 +29,29 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stream.ecg import evaluation, folds  # noqa: E402
-from stream.ecg.analyser import EcgAnalyser  # noqa: E402
+from train_beat_model import analysed, matched  # noqa: E402  (scripts/, beside this one: the training's own beats)
+
+from stream.ecg import folds  # noqa: E402
 from stream.ecg.beat_model import FEATURES  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "ecg" / "mitdb"
-V_SYMBOLS, LEFT_OUT = frozenset("VE"), frozenset("FQ?f")
 PACED = frozenset({"102", "104", "107", "217"})
 Rows = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]
 
 
 def record_rows(path: str) -> tuple[str, Rows]:
     """(beat times, features, indices of the matched beats, labels, raw signal, fs) of one record."""
-    r = evaluation.read_record(path)
-    an = EcgAnalyser(r.fs, beat_model=None, af_confirm=False)
-    an.feature_log = []
-    n = max(1, int(round(r.fs)))
-    for k in range(0, len(r.signal_uv), n):
-        an.push(r.signal_uv[k : k + n], t0_s=k / r.fs)
-    an.flush()
-    ts = np.array([t for t, _ in an.feature_log])
-    x = np.array([v for _, v in an.feature_log])
-    ref_t, ref_sym = evaluation.reference_beats(r)
-    keep, y = [], []
-    for i, t in enumerate(ts):
-        j = int(np.searchsorted(ref_t, t))
-        near = [q for q in (j - 1, j) if 0 <= q < len(ref_t)]
-        if not near:
-            continue
-        q = min(near, key=lambda q: abs(ref_t[q] - t))
-        if abs(ref_t[q] - t) > evaluation.MATCH_S or ref_sym[q] in LEFT_OUT:
-            continue
-        keep.append(i)
-        y.append(1 if ref_sym[q] in V_SYMBOLS else 0)
-    return r.name, (ts, x, np.array(keep), np.array(y), r.signal_uv.astype(np.float64), float(r.fs))
+    r, log = analysed(path, None)
+    ts = np.array([t for t, _ in log])
+    keep, y = matched(r, ts.tolist())
+    return r.name, (
+        ts,
+        np.array([v for _, v in log]),
+        np.array(keep),
+        np.array(y),
+        r.signal_uv.astype(np.float64),
+        float(r.fs),
+    )
 
 
 def post_rr(rows: Rows) -> np.ndarray:

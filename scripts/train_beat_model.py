@@ -49,8 +49,8 @@ SEED = 20261207
 THRESHOLD_V = 0.5
 
 
-def beat_rows(path: str, model_file: str | None) -> tuple[str, np.ndarray, np.ndarray]:
-    """(record, features, labels 1 = V / 0 = other) of the beats the analyser detected and the reference labels."""
+def analysed(path: str, model_file: str | None) -> tuple[evaluation.Record, list[tuple[float, np.ndarray]]]:
+    """The record, and (time, feature vector) of every beat the analyser classified, streamed in 1-s chunks."""
     r = evaluation.read_record(path)
     model = beat_model.read(Path(model_file)) if model_file else None
     an = EcgAnalyser(r.fs, beat_model=model)
@@ -59,19 +59,32 @@ def beat_rows(path: str, model_file: str | None) -> tuple[str, np.ndarray, np.nd
     for k in range(0, len(r.signal_uv), n):
         an.push(r.signal_uv[k : k + n], t0_s=k / r.fs)
     an.flush()
+    return r, an.feature_log
+
+
+def matched(r: evaluation.Record, times: list[float]) -> tuple[list[int], list[int]]:
+    """(indices into `times` of the beats matched to a reference beat within MATCH_S, their labels 1 = V / 0 = other);
+    beats nearest an F, Q or unclassifiable reference beat are left out."""
     ref_t, ref_sym = evaluation.reference_beats(r)
-    xs, ys = [], []
-    for t, x in an.feature_log:
-        i = int(np.searchsorted(ref_t, t))
-        near = [j for j in (i - 1, i) if 0 <= j < len(ref_t)]
+    keep, ys = [], []
+    for i, t in enumerate(times):
+        k = int(np.searchsorted(ref_t, t))
+        near = [j for j in (k - 1, k) if 0 <= j < len(ref_t)]
         if not near:
             continue
         j = min(near, key=lambda j: abs(ref_t[j] - t))
         if abs(ref_t[j] - t) > evaluation.MATCH_S or ref_sym[j] in LEFT_OUT:
             continue
-        xs.append(x)
+        keep.append(i)
         ys.append(1 if ref_sym[j] in V_SYMBOLS else 0)
-    return r.name, np.array(xs), np.array(ys)
+    return keep, ys
+
+
+def beat_rows(path: str, model_file: str | None) -> tuple[str, np.ndarray, np.ndarray]:
+    """(record, features, labels 1 = V / 0 = other) of the beats the analyser detected and the reference labels."""
+    r, log = analysed(path, model_file)
+    keep, ys = matched(r, [t for t, _ in log])
+    return r.name, np.array([log[i][1] for i in keep]), np.array(ys)
 
 
 def extract(

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -49,7 +49,7 @@ log = logging.getLogger("vitalgate.ble")
 
 # The stream core's submit: (reading, on_stored callback or None).
 Submit = Callable[[Accepted, Callable[[], None] | None], Awaitable[object]]
-OnFinding = Callable[[Finding], Awaitable[object]]
+OnFinding = Callable[[Finding], Coroutine[Any, Any, object]]  # an async def: its call is the task's coroutine
 OnReject = Callable[[Rejected], None]
 
 # How often silence is checked, as a share of the shortest expected interval (bounded).
@@ -61,7 +61,7 @@ OFFLINE_CHECK_MAX_S = 30.0
 WAIT_FOR_BROKER_S = 10.0
 
 
-def _log_failure(task: asyncio.Task[None]) -> None:
+def _log_failure(task: asyncio.Task[object]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("device_offline finding failed: %s", task.exception())
 
@@ -388,11 +388,8 @@ class BleIngress:
                 )
 
     def _emit(self, finding: Finding) -> None:
-        task = asyncio.get_running_loop().create_task(self._finding_now(finding))
+        task = asyncio.get_running_loop().create_task(self._on_finding(finding))
         task.add_done_callback(_log_failure)
-
-    async def _finding_now(self, finding: Finding) -> None:
-        await self._on_finding(finding)
 
     async def _watch_offline(self) -> None:
         shortest = min((st.expected_s for st in self.devices.values() if st.expected_s), default=60.0)
