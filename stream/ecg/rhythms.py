@@ -77,6 +77,8 @@ VT_CADENCE_TOL = 0.12  # at its start, a run is an artefact when every sharp QRS
 # cadence (intervals within this share of their median) and one stands where due,
 # within this share, all through the run's span: the patient's beats go on beneath
 VT_MODEL_SURE = 0.9  # three recurring complexes the beat model gives this P(V) are a run
+VT_MODEL_ALONE = 0.99  # ... and three wide ones at this P(V) are one even when they differ (multiform)
+VT_SURE_NOISE = 0.20  # the model's word counts only while the QRS detector's rejected peaks stay this small
 VT_GOOD_NOISE = 0.10  # good frames vouch for a triplet only while rejected peaks stay this small,
 # unless none of its complexes resembles the normal QRS (< VT_UNLIKE_CORR)
 # --- pauses and asystole
@@ -484,6 +486,11 @@ class VtDetector:
     detector's rejected peaks come near its QRS peaks (``noise_ratio`` > ``VT_GOOD_NOISE``: muscle
     noise in the QRS band that passes every frame test), unless all three complexes are unrelated
     to the normal QRS: noise-distorted normal beats keep some likeness to it.
+
+    The learned beat model vouches too: three recurring complexes it gives P(V) >= ``VT_MODEL_SURE``,
+    or three wide ones at >= ``VT_MODEL_ALONE`` however they differ (a multiform run), but only while
+    the detector's rejected peaks stay <= ``VT_SURE_NOISE`` of its QRS peaks (in muscle noise it was
+    sure of distorted normal beats).
     """
 
     def __init__(self) -> None:
@@ -504,11 +511,20 @@ class VtDetector:
     def _trusted(last: list[Beat]) -> bool:
         if any(b.amp_ratio is not None and b.amp_ratio < VT_MIN_AMP for b in last):
             return False  # ventricular complexes are not small: a tiny one is a distorted normal beat
-        if all(b.p_v is not None and b.p_v >= VT_MODEL_SURE for b in last) and all(
-            b.prev_corr >= VT_ALIKE_CORR for b in last[1:]
+        # the learned model's word counts in quiet signal only: in muscle noise its "sure" V beats
+        # were noise-distorted normal ones (105; vfdb half A 66 -> 14 false vt)
+        model_heard = all(b.p_v is not None and b.noise_ratio <= VT_SURE_NOISE for b in last)
+        if (
+            model_heard
+            and all(b.p_v is not None and b.p_v >= VT_MODEL_SURE for b in last)
+            and all(b.prev_corr >= VT_ALIKE_CORR for b in last[1:])
         ):
             # the learned model is sure of all three and they recur: a run, whatever the template
             # looks like now (a run that reshaped it is exactly the case the template rules miss)
+            return True
+        if model_heard and all(b.p_v is not None and b.p_v >= VT_MODEL_ALONE and b.rel_w >= VT_WIDE_REL for b in last):
+            # three wide complexes the model is all but certain of: a multiform run (each focus
+            # its own shape), which the recurrence rules below refuse as noise
             return True
         # the normal shape at the normal width; a complex of the template's shape stretched to
         # VT_WIDE_REL x its width is a widened complex (a ventricular focus near the conduction

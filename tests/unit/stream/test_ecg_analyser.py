@@ -1137,6 +1137,47 @@ def _vt_triplet_with_spikes(spikes: list[float]) -> list[tuple[str, bool]]:
     return out
 
 
+def _model_triplet(p_v: float, prev_corr: float, noise_ratio: float) -> list[tuple[str, bool]]:
+    """Three wide complexes at 150/min in busy frames (usable, not good), the second shaped like
+    the normal QRS, judged with the beat model's P(V) and the QRS detector's noise ratio given."""
+    d = rhythms.VtDetector()
+    out = []
+    for t, rr, corr in ((10.0, 0.4, 0.6), (10.4, 0.4, 0.9), (10.8, 0.4, -0.3)):
+        b = rhythms.Beat(
+            t,
+            "V",
+            False,
+            rr,
+            match=corr >= 0.85,
+            reliable=True,
+            usable=True,
+            frame_good=False,
+            prev_corr=prev_corr,
+            amp_ratio=1.2,
+            corr=corr,
+            rel_w=1.8,
+            noise_ratio=noise_ratio,
+            p_v=p_v,
+        )
+        out += [(tr.condition, tr.active) for tr in d.on_beat(b)]
+    return out
+
+
+def test_multiform_run_the_model_is_certain_of_is_vt() -> None:
+    """Three wide complexes of different shapes (each correlating -0.5 with the one before): the
+    recurrence rules take them for noise, the beat model at P(V) >= 0.99 for a multiform run."""
+    assert _model_triplet(0.995, -0.5, 0.08) == [("vt", True)]
+    assert _model_triplet(0.95, -0.5, 0.08) == []  # merely likely: the recurrence rules decide
+
+
+def test_the_beat_models_word_does_not_count_in_muscle_noise() -> None:
+    """Recurring complexes the model is sure of make a run while the QRS detector's rejected peaks
+    stay small; when they come up to a quarter of its QRS peaks (muscle noise) they do not."""
+    assert _model_triplet(0.97, 0.9, 0.10) == [("vt", True)]
+    assert _model_triplet(0.97, 0.9, 0.25) == []
+    assert _model_triplet(0.995, -0.5, 0.25) == []
+
+
 def test_run_over_the_patients_steady_beats_is_not_vt() -> None:
     """Tremor at onset: the patient's sharp QRSs (every 0.8 s) go on, on time, through the "run"."""
     assert _vt_triplet_with_spikes([7.3, 8.1, 8.9, 9.7, 10.5]) == []
