@@ -135,6 +135,7 @@ class QrsDetector:
         self._since: list[tuple[int, float]] = []  # noise candidates since the last QRS
         self._out: list[int] = []
         self._last_decay = 0
+        self.accepted = 0  # QRS complexes accepted since this detector started
         self.last_bp = np.zeros(0)
 
     # ------------------------------------------------------------------ feed
@@ -432,6 +433,7 @@ class QrsDetector:
             del self._since[:-64]
 
     def _accept(self, i: int, v: float, *, searchback: bool) -> None:
+        self.accepted += 1
         early = False
         if self._last_qrs > -(10**8):
             rr = i - self._last_qrs
