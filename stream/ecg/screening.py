@@ -39,7 +39,7 @@ from stream.ecg.beat_model import BeatModel
 from stream.ecg.flat_trees import FlatTrees
 
 MODEL_DIR = Path(__file__).resolve().parent / "models"
-MODEL_NAME = "screen-v2"
+MODEL_NAME = "screen-v3"
 LABELS: tuple[str, ...] = ("normal", "af", "other", "noisy")
 REFERENCE_CODES = {"N": "normal", "A": "af", "O": "other", "~": "noisy"}  # CinC 2017 REFERENCE.csv
 MIN_SECONDS = 5.0  # shorter than this is not a strip anyone can read
