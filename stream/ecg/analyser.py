@@ -50,10 +50,11 @@ FRAMES_KEPT = 16
 SUMMARY_S = 60.0
 CONTEXT_GOOD = 0.8  # share of good frames in the last 10 s for a beat to count clinically
 RESET_AFTER_BAD_FRAMES = 2  # unusable frames after which the QRS detector starts afresh
-# A detector that has accepted fewer QRSs than this is still establishing its levels. If it saw a
-# noisy frame then (an electrode settling, a handheld's first second) and finds no QRS in the next
-# BLIND_FRAMES frames of signal that is not noisy, it learnt its levels on the artefact: it starts
-# afresh (before, it took the QRSs that followed for noise and found no beat for minutes)
+# A detector that has found fewer QRSs than this in frames that are not noisy is still establishing
+# its levels. If it saw a noisy frame meanwhile (an electrode settling, a handheld's first seconds) and
+# then finds no QRS in BLIND_FRAMES frames that are not noisy, it learnt its levels on the artefact
+# (QRSs "found" in the noise count for nothing): it starts afresh. Before, it took the QRSs after such
+# a burst for noise and found no beat for minutes.
 ESTABLISH_QRS = 8
 BLIND_FRAMES = 2
 _WIDTH_MS = BEAT_FEATURES.index("width_ms")
@@ -213,6 +214,8 @@ class EcgAnalyser:
         self._det: QrsDetector | None = None
         self._det_off = 0
         self._bad_run = 0
+        self._clean_qrs = 0  # QRSs the detector found in frames that were not noisy
+        self._prev_noisy = False
         self._learnt_on_noise = False  # the detector, still establishing, has seen a noisy frame
         self._blind = 0  # ... and found no QRS in this many clean frames since
         self._last_beat_t: float | None = None
@@ -325,8 +328,8 @@ class EcgAnalyser:
             self._bad_run = 0
             if self._blind >= BLIND_FRAMES:
                 self._det = None  # its levels were learnt on an artefact: start afresh on this frame
-                self._learnt_on_noise, self._blind = False, 0
             if self._det is None:
+                self._clean_qrs, self._learnt_on_noise, self._blind = 0, False, 0
                 self._det = QrsDetector(self.fs)
                 self._det_off = i0
                 self._last_beat_t = None
@@ -352,12 +355,16 @@ class EcgAnalyser:
                 q.noisy = True
                 q.artefact = art
                 q.sqi = 0.0
-        if self._det is None or self._det.accepted >= ESTABLISH_QRS:
-            self._learnt_on_noise, self._blind = False, 0
-        elif q.noisy:
-            self._learnt_on_noise, self._blind = True, 0
-        elif self._learnt_on_noise and kind is None:
-            self._blind = self._blind + 1 if not new_idx else 0
+        if kind is None and self._clean_qrs < ESTABLISH_QRS:
+            if q.noisy:
+                self._learnt_on_noise = True
+            elif new_idx and not self._prev_noisy:
+                # (QRSs in the frame right after a noisy one may be the noise's edge: not counted)
+                self._clean_qrs += len(new_idx)
+                self._blind = 0
+            elif not new_idx and self._learnt_on_noise:
+                self._blind += 1
+        self._prev_noisy = kind is None and q.noisy
         self._frames.append((i0, self._n, q))
         self._recent_good.append(q.good)
 
