@@ -1,12 +1,13 @@
 """ECG analyser benchmark: speed, memory per patient, and peers used in a streaming way.
 
-    python bench/ecg_realtime.py [--record PATH] [--peer-seconds 300] [--no-table]
+    python bench/ecg_realtime.py [--record PATH] [--peer-seconds 300] [--no-table] [--memory-sites N]
 
 Prints:
 1. the realtime factor of ``EcgAnalyser`` alone on a 30-min record, fed in 1-s
    frames (median of 3 runs; file reading excluded), and what that means in
    250 Hz patches per core (analysis only: no MQTT, no JSON decoding);
-2. memory per patient (tracemalloc, 200 analysers after 2 min of signal each);
+2. memory per patient (tracemalloc, 200 analysers after 2 min of signal each); with
+   ``--memory-sites N``, also the N source lines that hold most of it (where to cut next);
 3. peers used the only way a streaming user can use a batch detector: each
    second, re-run on the last 10 s and keep the beats in the newest second.
    wfdb's xqrs and gqrs always; neurokit2's default detector if importable
@@ -57,7 +58,10 @@ def analyser_rtf(x: np.ndarray, fs: float, runs: int = 3) -> float:
     return statistics.median(rates)
 
 
-def memory_per_patient(x: np.ndarray, fs: float, patients: int = 200, seconds: int = 120) -> float:
+def memory_per_patient(
+    x: np.ndarray, fs: float, patients: int = 200, seconds: int = 120, sites: int = 0
+) -> tuple[float, list[tuple[str, float]]]:
+    """Bytes per analyser, and the ``sites`` source lines holding most of them (bytes per analyser)."""
     n = int(round(fs))
     gc.collect()
     tracemalloc.start()
@@ -71,8 +75,12 @@ def memory_per_patient(x: np.ndarray, fs: float, patients: int = 200, seconds: i
     snap = tracemalloc.take_snapshot()
     tracemalloc.stop()
     total = sum(s.size_diff for s in snap.compare_to(base, "filename"))
+    top = [
+        (f"{Path(d.traceback[0].filename).name}:{d.traceback[0].lineno}", d.size_diff / patients)
+        for d in snap.compare_to(base, "lineno")[:sites]
+    ]
     del analysers
-    return total / patients
+    return total / patients, top
 
 
 def sliding(detect, x: np.ndarray, fs: float, seconds: int) -> tuple[float, list[float]]:
@@ -132,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peer-seconds", type=int, default=300, help="seconds of the record the peers re-run on")
     p.add_argument("--no-table", action="store_true", help="skip the per-record ecg-eval table")
     p.add_argument("--doc", action="store_true", help="also write the output into docs/performance.md")
+    p.add_argument("--memory-sites", type=int, default=0, help="also list the N source lines holding most memory")
     args = p.parse_args(argv)
     with doc_block.captured(args.doc, "ecg_realtime", "python bench/ecg_realtime.py --no-table"):
         return _run(args)
@@ -147,13 +156,15 @@ def _run(args: argparse.Namespace) -> int:
     rtf = analyser_rtf(x, fs)
     x250 = np.interp(np.arange(0, rec.seconds, 1 / 250.0), np.arange(len(x)) / fs, x)
     rtf250 = analyser_rtf(x250, 250.0)
-    mem = memory_per_patient(x250, 250.0)
+    mem, sites = memory_per_patient(x250, 250.0, sites=args.memory_sites)
     print()
     print(f"{'measure':<52} {'value':>14}")
     print(f"{'EcgAnalyser realtime factor, ' + rec.name + f' at {fs:g} Hz':<52} {rtf:>13.0f}x")
     print(f"{'EcgAnalyser realtime factor, resampled to 250 Hz':<52} {rtf250:>13.0f}x")
     print(f"{'=> 250 Hz patches per core (analysis only)':<52} {rtf250:>14.0f}")
     print(f"{'memory per patient (tracemalloc, after 2 min)':<52} {mem / 1024:>11.1f} KiB")
+    for where, size in sites:
+        print(f"{'  of which ' + where:<52} {size / 1024:>11.1f} KiB")
 
     print()
     print(f"peers re-run each second on the last 10 s ({args.peer_seconds} s of {rec.name}), vs the analyser:")
