@@ -112,7 +112,7 @@ class VendorEcgTimeBase:
         """The device's track as its last stored frames left it (once per device, before its first frame)."""
         self._restored.add(device_id)
         rows = list(self._history(device_id))[-RECENT_FRAMES:] if self._history is not None else []
-        if not rows or device_id in self._tracks:
+        if not rows:
             return
         last = rows[-1]
         tr = _Track(last.fs, last.seq % SEQ_MODULO, last.seq, last.ts + timedelta(seconds=last.n_samples / last.fs))

@@ -29,13 +29,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from train_beat_model import analysed, matched  # noqa: E402  (scripts/, beside this one: the training's own beats)
+from train_beat_model import (  # noqa: E402  (scripts/, beside this one: the training's own beats and trees)
+    THRESHOLD_V,
+    analysed,
+    classifier,
+    matched,
+)
 
 from stream.ecg import folds  # noqa: E402
 from stream.ecg.beat_model import FEATURES  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "ecg" / "mitdb"
-PACED = frozenset({"102", "104", "107", "217"})
 Rows = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]
 
 
@@ -84,8 +88,6 @@ CANDIDATES = {"baseline": [], "post_rr": [post_rr], "sharpness": [sharpness]}
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--jobs", type=int, default=2)
@@ -113,21 +115,13 @@ def main(argv: list[str] | None = None) -> int:
         for fold in folds.MITDB_FOLDS:
             train = [r for r in records if r not in fold]
             xs, ys = zip(*(table(r) for r in train), strict=True)
-            clf = HistGradientBoostingClassifier(
-                max_iter=150,
-                max_depth=5,
-                max_leaf_nodes=24,
-                learning_rate=0.1,
-                l2_regularization=1.0,
-                early_stopping=False,
-                random_state=20261207,
-            ).fit(np.vstack(xs), np.concatenate(ys))
+            clf = classifier().fit(np.vstack(xs), np.concatenate(ys))
             for rec in fold:
                 x, y = table(rec)
-                v = clf.predict_proba(x)[:, 1] >= 0.5
+                v = clf.predict_proba(x)[:, 1] >= THRESHOLD_V
                 c = np.array([(v & (y == 1)).sum(), (~v & (y == 1)).sum(), (v & (y == 0)).sum()])
                 counts["all"] += c
-                counts["paced" if rec in PACED else "other"] += c
+                counts["paced" if rec in folds.PACED else "other"] += c
         for group, (tp, fn, fp) in counts.items():
             print(
                 f"{cand:<10} {group:<6} V Se {100 * tp / max(1, tp + fn):6.2f}  +P {100 * tp / max(1, tp + fp):6.2f}"

@@ -100,12 +100,11 @@ def extract(
     return out
 
 
-def fit(rows: dict[str, tuple[np.ndarray, np.ndarray]], records: list[str], version: str) -> beat_model.BeatModel:
+def classifier():  # -> HistGradientBoostingClassifier, unfitted
+    """The beat model's trees as trained here (also what scripts/beat_feature_experiments.py scores)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    x = np.concatenate([rows[r][0] for r in records])
-    y = np.concatenate([rows[r][1] for r in records])
-    clf = HistGradientBoostingClassifier(
+    return HistGradientBoostingClassifier(
         max_iter=TREES,
         max_depth=DEPTH,
         max_leaf_nodes=LEAVES,
@@ -114,6 +113,12 @@ def fit(rows: dict[str, tuple[np.ndarray, np.ndarray]], records: list[str], vers
         early_stopping=False,
         random_state=SEED,
     )
+
+
+def fit(rows: dict[str, tuple[np.ndarray, np.ndarray]], records: list[str], version: str) -> beat_model.BeatModel:
+    x = np.concatenate([rows[r][0] for r in records])
+    y = np.concatenate([rows[r][1] for r in records])
+    clf = classifier()
     clf.fit(x, y)
     trees = FlatTrees.from_sklearn(clf)
     model = beat_model.BeatModel(
