@@ -55,6 +55,7 @@ SLICES = (
     Slice("mitdb/200", 1040, 1160, why="three ventricular tachycardia runs amid sinus rhythm and bigeminy"),
     Slice("mitdb/201", 300, 560, why="atrial fibrillation ending, then a 37-s paroxysm (onset and offset)"),
     Slice("mitdb/102", 40, 200, why="paced rhythm with two stretches of sinus rhythm"),
+    Slice("mitdb/104", 600, 800, why="paced rhythm with fusion and sinus beats, in noise"),
     # vfdb names both channels "ECG", which wfdb refuses to write: the first (the one analysed) is kept.
     Slice("vfdb/422", 1290, 1620, channels=(0,), why="sinus rhythm, sustained VT, then ventricular fibrillation"),
     # The whole 5-min record (the challenge judges the alarm at 5:00 on what precedes it), lead II only.

@@ -219,6 +219,7 @@ class EcgAnalyser:
         self._learnt_on_noise = False  # the detector, still establishing, has seen a noisy frame
         self._blind = 0  # ... and found no QRS in this many clean frames since
         self._last_beat_t: float | None = None
+        self._last_centre_t: float | None = None  # the previous beat's QRS energy centre (AF's intervals)
         self._last_cls = "N"
         self._frames.clear()
         self._qrs_levels.clear()
@@ -332,17 +333,18 @@ class EcgAnalyser:
                 self._clean_qrs, self._learnt_on_noise, self._blind = 0, False, 0
                 self._det = QrsDetector(self.fs)
                 self._det_off = i0
-                self._last_beat_t = None
+                self._last_beat_t = self._last_centre_t = None
                 trans += self._pause.reset()
             det = self._det
             new_idx = [k + self._det_off for k in det.process(x)]
+            centres = [k + self._det_off for k in det.last_centres]
             bp = det.last_bp
             lvl = self._qrs_level()
             q = assess_frame(x, bp, lvl, lead_off=False, n_beats=len(new_idx), kind=kind)
             w = self._wide(x)
             # morphology first: whether the complexes recur decides between busy signal and noise
-            for idx in new_idx:
-                b = self._morph(idx)
+            for idx, centre in zip(new_idx, centres):
+                b = self._morph(idx, centre)
                 if b is not None:
                     pending.append(b)
             if q.noisy and self._organised(t_end):
@@ -470,8 +472,9 @@ class EcgAnalyser:
                 return q
         return current
 
-    def _morph(self, idx: int) -> tuple | None:
-        """Classify the beat at ring index ``idx``; None when it is dropped (a wide beat's second lobe)."""
+    def _morph(self, idx: int, centre: int) -> tuple | None:
+        """Classify the beat at ring index ``idx`` (its QRS energy centre at ``centre``); None when it
+        is dropped (a wide beat's second lobe)."""
         seg = self._ring_slice(idx - self._pre, idx + self._post)
         t = self._t(idx)
         rr = t - self._last_beat_t if self._last_beat_t is not None else None
@@ -488,6 +491,9 @@ class EcgAnalyser:
             return None
         self._last_cls = cls
         self._last_beat_t = t
+        tc = self._t(centre)
+        rr_c = tc - self._last_centre_t if self._last_centre_t is not None else None
+        self._last_centre_t = tc
         if self.feature_log is not None and clf.last_x is not None:
             self.feature_log.append((t, clf.last_x))
         if clf.last_match and cls == "N" and clf.last_amp > 0.0:
@@ -514,6 +520,7 @@ class EcgAnalyser:
             det.noise_ratio() if det is not None else 0.0,
             clf.last_p if clf.model is not None and clf.last_x is not None else None,
             float(clf.last_x[_WIDTH_MS]) if clf.last_x is not None else 0.0,
+            rr_c,
         )
 
     def _organised(self, now: float) -> bool:
@@ -567,7 +574,23 @@ class EcgAnalyser:
         return None
 
     def _on_beat(self, b: tuple, current: FrameQuality) -> list[Transition]:
-        idx, t, cls, rr, match, reliable, prev_corr, amp_ratio, corr, rel_w, run_only, noise_ratio, p_v, width_ms = b
+        (
+            idx,
+            t,
+            cls,
+            rr,
+            match,
+            reliable,
+            prev_corr,
+            amp_ratio,
+            corr,
+            rel_w,
+            run_only,
+            noise_ratio,
+            p_v,
+            width_ms,
+            rr_c,
+        ) = b
         fq = self._frame_quality(idx, current)
         # a clinical judgement needs good signal in this frame and most of the last 10 s
         good = fq.good and sum(self._recent_good) >= CONTEXT_GOOD * len(self._recent_good)
@@ -587,6 +610,7 @@ class EcgAnalyser:
             run_only=run_only,
             noise_ratio=noise_ratio,
             p_v=p_v,
+            rr_centre=rr_c,
         )
         self._beats.append(t, cls)
         self._wbeats.append(

@@ -140,6 +140,9 @@ class Beat:
     run_only: bool = False  # template-shaped, V only as the continuation of a fast V run
     noise_ratio: float = 0.0  # the QRS detector's noise-peak / QRS-peak level when it was found
     p_v: float | None = None  # the learned beat model's P(ventricular) (None: rules alone)
+    # seconds since the previous beat's QRS energy centre: steady where the fiducial (``t``) jumps
+    # between the lobes of a wide biphasic complex (paced beats); None: as ``rr``
+    rr_centre: float | None = None
 
 
 class PWaveCoherence:
@@ -359,8 +362,9 @@ class AfDetector:
         self._busy = bad + busy > n // 4
         if self._busy and self.in_af:
             return None  # it could neither start AF (already in it) nor end it: save the work
-        # rr[i] = the interval ending on beat i (rr[0] unused; nan where there is none, never read: nn[i] is False)
-        rr = [math.nan if x.rr is None else x.rr for x in b]
+        # rr[i] = the interval ending on beat i, between QRS energy centres (rr[0] unused; nan where
+        # there is none, never read: nn[i] is False)
+        rr = [math.nan if x.rr is None else x.rr if x.rr_centre is None else x.rr_centre for x in b]
         cls_n = [x.cls == "N" for x in b]
         nn = [False] * n  # nn[i]: the interval ending on beat i is normal-to-normal
         vals = []

@@ -83,12 +83,23 @@ def test_af_offset_and_onset_mitdb_201() -> None:
     assert res["beats"]["se"] >= 0.98 and res["beats"]["ppv"] >= 0.995, res["beats"]
 
 
-def test_paced_rhythm_beats_mitdb_102() -> None:
+def test_paced_rhythm_mitdb_102() -> None:
     """102 at 40-200 s: paced rhythm with two sinus stretches.  Beats Se / +P 100 / 100 % (197 beats),
-    no ``vt``.  (Paced rhythms are still called AF at times, docs/ecg.md: here over 15-49 s.)"""
+    no ``vt`` and no ``af``.  (Before AF measured its intervals between QRS energy centres, the
+    fiducial jumped between the paced complexes' two lobes and ``af`` was raised over 15-49 s.)"""
     res = scored("mitdb/102_40")
     assert res["beats"]["se"] >= 0.99 and res["beats"]["ppv"] >= 0.99, res["beats"]
-    assert not conditions(res) & {"vt", "vt_sustained"}, res["alarms"]
+    assert not conditions(res) & {"vt", "vt_sustained", "af", "af_rvr"}, res["alarms"]
+
+
+def test_paced_rhythm_with_fusion_beats_in_noise_mitdb_104() -> None:
+    """104 at 600-800 s: paced rhythm with fusion and sinus beats, and noise.  Beats Se / +P 100 / 100 %
+    (247 beats), no alarm.  (Before AF's intervals ran between QRS energy centres, ``af`` was raised
+    from 18 s to the end: 91 % of the slice.)"""
+    res = scored("mitdb/104_600")
+    assert res["beats"]["se"] >= 0.99 and res["beats"]["ppv"] >= 0.99, res["beats"]
+    assert res["af"]["sp"] == 1.0, res["af"]
+    assert not conditions(res), res["alarms"]
 
 
 def test_vt_then_ventricular_fibrillation_vfdb_422() -> None:
