@@ -1,4 +1,4 @@
-"""Train the AF screening model (``stream/ecg/models/screen-v3.npz``) from the shared CinC 2017 strips.
+"""Train the AF screening model (``stream/ecg/models/screen-v4.npz``) from the shared CinC 2017 strips.
 
     python scripts/train_screening_model.py [--data ../shared/data/ecg/challenge2017] [--jobs 2]
 

@@ -228,7 +228,7 @@ class ScreenedStrip(_Reading):
     hr_bpm: float | None = None
     beats: int = 0
     probabilities: dict[str, float] = Field(default_factory=dict)
-    model: str = Field(description="the screening model's version, e.g. screen-v3")
+    model: str = Field(description="the screening model's version, e.g. screen-v4")
     samples_uv: list[int] = Field(default_factory=list, exclude=True, repr=False)
 
 

@@ -162,6 +162,7 @@ class EcgAnalyser:
         self._vt_raised_at: dict[str, float] = {}
         # (t, feature vector) of every beat kept, when a trainer sets it to a list
         self.feature_log: list[tuple[float, np.ndarray]] | None = None
+        self.centre_log: list[float] | None = None  # when a list: each beat's QRS energy centre (s)
         # (frame duration s, its quality) of every frame, when a caller (strip screening) sets it to a list
         self.frame_log: list[tuple[float, FrameQuality]] | None = None
         self._pre, self._post = self._clf.window()
@@ -494,6 +495,8 @@ class EcgAnalyser:
         tc = self._t(centre)
         rr_c = tc - self._last_centre_t if self._last_centre_t is not None else None
         self._last_centre_t = tc
+        if self.centre_log is not None:
+            self.centre_log.append(tc)
         if self.feature_log is not None and clf.last_x is not None:
             self.feature_log.append((t, clf.last_x))
         if clf.last_match and cls == "N" and clf.last_amp > 0.0:

@@ -39,7 +39,7 @@ from stream.ecg.beat_model import BeatModel
 from stream.ecg.flat_trees import FlatTrees
 
 MODEL_DIR = Path(__file__).resolve().parent / "models"
-MODEL_NAME = "screen-v3"
+MODEL_NAME = "screen-v4"
 LABELS: tuple[str, ...] = ("normal", "af", "other", "noisy")
 REFERENCE_CODES = {"N": "normal", "A": "af", "O": "other", "~": "noisy"}  # CinC 2017 REFERENCE.csv
 MIN_SECONDS = 5.0  # shorter than this is not a strip anyone can read
@@ -488,6 +488,7 @@ def strip_features(
     an = EcgAnalyser(fs, beat_model=beat_model, af_confirm=False)
     an.feature_log = []
     an.frame_log = []
+    an.centre_log = []
     step = max(1, int(round(fs)))
     alarms: list[RhythmAlarm] = []
     for k in range(0, x.size, step):
@@ -500,9 +501,10 @@ def strip_features(
     y = signal.filtfilt(b_, a_, x) if x.size > 3 * max(len(a_), len(b_)) else x - x.mean()
     r = np.round(t * fs).astype(int)
     f: dict[str, float] = {"seconds": seconds, "nonfinite_frac": nonfinite}
-    f.update(_rr_features(t, seconds))
-    f.update(_local_features(t))
-    f.update(_rr_entropy_features(t))
+    tc = np.array(an.centre_log) if len(an.centre_log) == len(t) else t
+    f.update(_rr_features(tc, seconds))
+    f.update(_local_features(tc))
+    f.update(_rr_entropy_features(tc))
     f.update(_alarm_features(alarms, seconds))
     gaps = np.diff(np.concatenate([[0.0], t, [seconds]]))
     f["longest_gap_s"] = float(gaps.max())
