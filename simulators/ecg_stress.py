@@ -7,11 +7,14 @@
 * ``lead2``: the record's second channel instead of the first ECG lead;
 * ``inverted``: the polarity flipped (a patch worn the other way round);
 * ``gain0.4`` / ``gain3``: amplitude scaled;
-* ``ma6`` / ``ma12`` / ``bw6`` ...: the Noise Stress Test Database's own noise
-  recordings (``ma`` muscle, ``bw`` baseline wander) added the way that database
-  was built: clean for the first 5 minutes, then noise in alternate 2-minute
-  segments, scaled to the given SNR in dB against the record's QRS amplitude
-  (signal power = (median QRS peak-to-peak)² / 8);
+* ``ma6`` / ``ma12`` / ``bw6`` / ``em6`` ...: the Noise Stress Test Database's own noise
+  recordings (``ma`` muscle, ``bw`` baseline wander, ``em`` electrode motion) added
+  the way that database was built: clean for the first 5 minutes, then noise in
+  alternate 2-minute segments, scaled to the given SNR in dB against the record's
+  QRS amplitude (signal power = (median QRS peak-to-peak)² / 8).  The ``em``
+  recording itself is not in the shared data; its noisy segments are recovered
+  from ``118e24`` (MIT-BIH 118 with it added at 24 dB) minus MIT-BIH 118, so
+  ``em`` exists only in those segments, which are the ones every variant uses;
 * ``native``: unchanged.
 
 Used by ``bench/ecg_generality.py`` and the noise-stress tests.
@@ -51,22 +54,95 @@ def _second_lead(r: evaluation.Record) -> evaluation.Record:
     return replace(r, signal_uv=rec.p_signal[:, ch] * 1000.0, lead=rec.sig_name[ch])
 
 
-def _with_noise(r: evaluation.Record, kind: str, snr_db: float, nstdb: Path = NSTDB) -> evaluation.Record:
+def _noise_on(n: int, fs: float) -> np.ndarray:
+    """1.0 where nstdb's schedule has noise on (after 5 clean minutes, every other 2-min segment)."""
+    t = np.arange(n) / fs
+    on = np.zeros(n)
+    on[(t >= NOISE_START_S) & (((t - NOISE_START_S) // NOISE_SEGMENT_S) % 2 == 0)] = 1.0
+    return on
+
+
+def qrs_power(r: evaluation.Record) -> float:
+    """nst's signal power S (µV²), as WFDB's ``sigamp`` measures it: the peak-to-peak amplitude in
+    50 ms either side of each of the first 300 reference QRS complexes (ventricular ones left out,
+    so that a record without ``N`` labels, 118's bundle branch block, still has its own), the
+    largest and smallest 5 % dropped, the mean of the rest squared and divided by 8."""
+    ref_t, ref_s = evaluation.reference_beats(r)
+    half = int(round(0.05 * r.fs))
+    x = r.signal_uv
+    p2p = [
+        float(np.ptp(x[max(0, int(round(t * r.fs)) - half) : int(round(t * r.fs)) + half + 1]))
+        for t, sym in zip(ref_t, ref_s)
+        if sym not in "VEF"
+    ][:300]
+    return _trimmed_mean(p2p) ** 2 / 8.0
+
+
+def noise_power(noise: np.ndarray, fs: float) -> float:
+    """nst's noise power N (µV²), as ``sigamp`` measures it: the first 300 s cut into 1-s chunks, each
+    chunk's RMS about its own mean (so slow wander between chunks does not count), the largest and
+    smallest 5 % dropped, the mean of the rest squared."""
+    step = int(round(fs))
+    chunks = [noise[k : k + step] for k in range(0, min(len(noise), 300 * step) - step + 1, step)]
+    return _trimmed_mean([float(np.sqrt(np.mean((c - c.mean()) ** 2))) for c in chunks]) ** 2
+
+
+def _trimmed_mean(v: list[float]) -> float:
+    a = np.sort(np.asarray(v, dtype=np.float64))
+    k = int(0.05 * len(a))
+    return float(a[k : len(a) - k].mean()) if len(a) > 2 * k else float(a.mean())
+
+
+def electrode_motion(nstdb: Path = NSTDB) -> tuple[np.ndarray, float]:
+    """nstdb's electrode-motion noise (µV, 360 Hz, first channel) as nst added it to MIT-BIH 118 at
+    24 dB, 0 outside the schedule's noisy segments; and 118's signal power S.
+
+    The ``em`` recording is not in the shared data.  ``118e24`` is 118 plus ``a * em + b`` in the
+    noisy segments (``b`` an offset nst sets at each segment's start against a step in level, so
+    each segment's mean is removed); at another SNR the same noise is scaled by the ratio of the
+    two records' S and the SNR difference, which is what nst's gain works out to.
+    """
     import wfdb
 
-    noise = wfdb.rdrecord(str(nstdb / kind)).p_signal[:, 0] * 1000.0
+    mixed = wfdb.rdrecord(str(nstdb / "118e24"), channels=[0]).p_signal[:, 0]
+    clean118 = evaluation.read_record(str(nstdb.parent / "mitdb" / "118"))
+    n = min(len(mixed), len(clean118.signal_uv))
+    d = mixed[:n] * 1000.0 - clean118.signal_uv[:n]
+    on = _noise_on(n, 360.0) > 0
+    out = np.zeros(n)
+    edges = np.flatnonzero(np.diff(np.concatenate(([False], on, [False])).astype(int)))
+    for lo, hi in zip(edges[::2], edges[1::2]):
+        out[lo:hi] = d[lo:hi] - d[lo:hi].mean()
+    return out, qrs_power(clean118)
+
+
+def _with_noise(r: evaluation.Record, kind: str, snr_db: float, nstdb: Path = NSTDB) -> evaluation.Record:
+    """``r`` plus nstdb noise ``kind`` at ``snr_db`` as nst defines the SNR (see ``qrs_power`` and
+    ``noise_power``), on nst's standard schedule."""
+    import wfdb
+
     n = len(r.signal_uv)
-    noise = np.resize(noise, n)  # same length as the record (nstdb noise is 30 min too)
-    noise = noise - noise.mean()
-    ref_t, _ = evaluation.reference_beats(r)
-    half = int(0.06 * r.fs)
-    p2p = [np.ptp(r.signal_uv[max(0, int(t * r.fs) - half) : int(t * r.fs) + half]) for t in ref_t[:2000]]
-    signal_power = float(np.median(p2p)) ** 2 / 8.0
-    gain = np.sqrt(signal_power / (10 ** (snr_db / 10.0)) / float(np.mean(noise**2)))
-    on = np.zeros(n)
-    t = np.arange(n) / r.fs
-    on[(t >= NOISE_START_S) & (((t - NOISE_START_S) // NOISE_SEGMENT_S) % 2 == 0)] = 1.0
-    return replace(r, signal_uv=r.signal_uv + gain * on * noise)
+    on = _noise_on(n, r.fs)
+    s_r = qrs_power(r)
+    if kind == "em":
+        if r.fs != 360.0:
+            raise ValueError("the electrode-motion noise is recovered at 360 Hz: add it before resampling")
+        em, s_118 = electrode_motion(nstdb)
+        noise = np.resize(em, n)
+        gain = np.sqrt(s_r / s_118) * 10 ** ((24.0 - snr_db) / 20.0)
+    else:
+        raw = wfdb.rdrecord(str(nstdb / kind), channels=[0])
+        noise = np.resize(raw.p_signal[:, 0] * 1000.0, n)  # same length as the record (nstdb noise is 30 min too)
+        gain = np.sqrt(s_r / (10 ** (snr_db / 10.0)) / noise_power(raw.p_signal[:, 0] * 1000.0, raw.fs))
+    # as nst's offsets do: the level carries on where the last segment left it (no step in or out)
+    added = np.zeros(n)
+    edges = np.flatnonzero(np.diff(np.concatenate(([0.0], on, [0.0]))))
+    level = 0.0
+    for lo, hi in zip(edges[::2], edges[1::2]):
+        added[lo:hi] = level + gain * (noise[lo:hi] - noise[lo])
+        level = float(added[hi - 1])
+        added[hi:] = level
+    return replace(r, signal_uv=r.signal_uv + added)
 
 
 def variant(r: evaluation.Record, name: str) -> evaluation.Record:
@@ -78,7 +154,7 @@ def variant(r: evaluation.Record, name: str) -> evaluation.Record:
         return _second_lead(r)
     if name == "inverted":
         return replace(r, signal_uv=-r.signal_uv)
-    for kind in ("ma", "bw"):
+    for kind in ("ma", "bw", "em"):
         if name.startswith(kind) and name[len(kind) :].replace(".", "").isdigit():
             return _with_noise(r, kind, float(name[len(kind) :]))
     if name.startswith("gain"):

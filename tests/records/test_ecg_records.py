@@ -175,16 +175,17 @@ def test_overload_artefact_in_208_is_not_a_pause() -> None:
 @pytest.mark.parametrize("name", ["100", "105", "119", "201", "208", "232"])
 def test_no_vt_alarm_under_muscle_noise_at_6_db(name: str) -> None:
     """nstdb's muscle noise added at 6 dB the way the Noise Stress Test Database was built
-    (``simulators/ecg_stress.py``): records without ventricular runs raise no ``vt``.  Over the 12
-    dev records this was 36 false ``vt`` alarms before the noise-peak rule and is 5 now (200: 2,
-    203: 2, 222: 1)."""
+    (``simulators/ecg_stress.py``, SNR as WFDB's ``nst`` measures it): records without ventricular
+    runs raise no ``vt``, and the beats are still found (201: Se 98.8 %; its +P falls to 82 %).
+    (Until session 19 the noise's power included its slow wander, which made "6 dB" about 7 dB
+    milder than nst's; at that scale 201 kept Se 99 %.)"""
     from simulators.ecg_stress import variant
 
     rec = variant(evaluation.read_record(str(ecg_data() / "mitdb" / name)), "ma6")
     beats, alarms, _ = evaluation.analyse(rec)
     res = evaluation.score_record(rec, beats, alarms)
     assert not conditions(res) & {"vt", "vt_sustained"}, res["alarms"]
-    assert res["beats"]["se"] >= 0.99, res["beats"]
+    assert res["beats"]["se"] >= 0.98, res["beats"]
 
 
 @pytest.mark.slow
