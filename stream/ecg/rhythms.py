@@ -81,6 +81,7 @@ VT_MODEL_ALONE = 0.99  # ... and three wide ones at this P(V) are one even when 
 VT_SURE_NOISE = 0.20  # the model's word counts only while the QRS detector's rejected peaks stay this small
 VT_GOOD_NOISE = 0.10  # good frames vouch for a triplet only while rejected peaks stay this small,
 # unless none of its complexes resembles the normal QRS (< VT_UNLIKE_CORR)
+VT_BUSY_NORMAL_CORR = 0.60  # in busy frames, a complex this like the normal QRS is a distorted normal beat
 # --- pauses and asystole
 PAUSE_S = 3.0
 ASYSTOLE_S = 5.0
@@ -557,9 +558,12 @@ class VtDetector:
                 any(b.corr < VT_UNLIKE_CORR for b in last) or all(b.prev_corr >= VT_ALIKE_CORR for b in last[1:])
             ):
                 return True
-        if any(b.match for b in last):
+        if any(b.match or b.corr >= VT_BUSY_NORMAL_CORR for b in last):
             # in busy frames noise widens normal beats: a complex of the normal shape is one, however
-            # wide it looks (the stretched-shape allowance above is for clean frames only)
+            # wide it looks (the stretched-shape allowance above is for clean frames only), and so is
+            # one that keeps a clear likeness to it: electrode motion distorts normal beats into
+            # wide complexes alike one another (a ventricular run's complexes are unrelated to the
+            # normal QRS: their largest correlation with it was 0.01 in the median triplet)
             return False
         # busy frames: the complexes must recur -- three nearly identical ones (monomorphic), or
         # three clearly abnormal ones (wide, or of a shape unrelated to the normal QRS), each

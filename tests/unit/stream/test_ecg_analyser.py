@@ -767,12 +767,15 @@ def _v(
     good: bool,
     prev_corr: float,
     match: bool = False,
-    corr: float = 1.0,
+    corr: float | None = None,
     amp_ratio: float | None = 1.0,
     rel_w: float = 1.6,
 ) -> rhythms.Beat:
     # a (wide) ventricular beat in a usable frame (busy when not good), 0.35 s after the previous
-    # one; the patient's normal QRS reference exists (amp_ratio) unless told otherwise
+    # one; the patient's normal QRS reference exists (amp_ratio) unless told otherwise; its
+    # correlation with the normal QRS is a template match's (0.95) or a ventricular complex's (0.1)
+    if corr is None:
+        corr = 0.95 if match else 0.1
     return rhythms.Beat(
         t,
         "V",
@@ -810,7 +813,7 @@ def test_vt_run_in_busy_frames_of_unrelated_shapes_is_not_vt() -> None:
 
 
 def test_vt_triplet_with_two_normal_shaped_complexes_is_not_vt() -> None:
-    run = [_v(0.35 * k, good=True, prev_corr=0.5, match=k > 0) for k in range(3)]
+    run = [_v(0.35 * k, good=True, prev_corr=0.5, match=k > 0, rel_w=1.1 if k > 0 else 1.6) for k in range(3)]
     assert _vt_run(run) == []
     run = [_v(0.35 * k, good=True, prev_corr=0.5, match=k == 1, corr=0.95 if k == 1 else 0.1) for k in range(3)]
     assert ("vt", True) in _vt_run(run)
@@ -896,9 +899,9 @@ def test_vt_in_good_frames_while_the_detector_sees_noise_peaks_needs_recurrence(
     assert _vt_run(run(0.13, (-0.1, -0.2))) == []  # noise peaks near QRS height
     mono = run(0.13, (0.95, 0.97))
     for b in mono:
-        b.corr = 0.9
+        b.corr = 0.5
     mono[0].corr = 0.2
-    assert ("vt", True) in _vt_run(mono)  # a monomorphic run still counts
+    assert ("vt", True) in _vt_run(mono)  # a monomorphic run still counts (unless it keeps the normal shape)
     unlike = run(0.13, (-0.05, 0.6))
     for b in unlike:
         b.corr = -0.06  # none like the normal QRS (203, 782 s)
@@ -1176,6 +1179,41 @@ def test_the_beat_models_word_does_not_count_in_muscle_noise() -> None:
     assert _model_triplet(0.97, 0.9, 0.10) == [("vt", True)]
     assert _model_triplet(0.97, 0.9, 0.25) == []
     assert _model_triplet(0.995, -0.5, 0.25) == []
+
+
+def _busy_triplet(corrs: tuple[float, float, float]) -> list[tuple[str, bool]]:
+    """Three wide complexes at 150/min in busy frames, each 0.8 alike the one before, correlating
+    ``corrs`` with the normal QRS; the beat model not sure of them (P(V) 0.6)."""
+    d = rhythms.VtDetector()
+    out = []
+    for t, corr in zip((10.0, 10.4, 10.8), corrs):
+        b = rhythms.Beat(
+            t,
+            "V",
+            False,
+            0.4,
+            match=corr >= 0.85,
+            reliable=True,
+            usable=True,
+            frame_good=False,
+            prev_corr=0.8,
+            amp_ratio=1.2,
+            corr=corr,
+            rel_w=1.8,
+            noise_ratio=0.15,
+            p_v=0.6,
+        )
+        out += [(tr.condition, tr.active) for tr in d.on_beat(b)]
+    return out
+
+
+def test_wide_complexes_keeping_the_normal_shape_in_busy_frames_are_not_vt() -> None:
+    """Electrode motion distorts normal beats into wide complexes alike one another: in busy frames a
+    complex still correlating >= 0.6 with the normal QRS makes the triplet noise (before, it took
+    0.85, and nstdb's electrode motion at 6 dB raised 225 false ``vt`` over the 41 MIT-BIH records,
+    80 after).  Complexes unrelated to the normal QRS still make a run."""
+    assert _busy_triplet((0.1, 0.65, -0.2)) == []
+    assert _busy_triplet((0.1, 0.5, -0.2)) == [("vt", True)]
 
 
 def test_run_over_the_patients_steady_beats_is_not_vt() -> None:
