@@ -10,8 +10,8 @@
 * ``ma6`` / ``ma12`` / ``bw6`` / ``em6`` ...: the Noise Stress Test Database's own noise
   recordings (``ma`` muscle, ``bw`` baseline wander, ``em`` electrode motion) added
   the way that database was built: clean for the first 5 minutes, then noise in
-  alternate 2-minute segments, scaled to the given SNR in dB against the record's
-  QRS amplitude (signal power = (median QRS peak-to-peak)² / 8).  The ``em``
+  alternate 2-minute segments, scaled to the given SNR in dB as WFDB's ``nst``
+  defines it (``qrs_power``, ``noise_power``).  The ``em``
   recording itself is not in the shared data; its noisy segments are recovered
   from ``118e24`` (MIT-BIH 118 with it added at 24 dB) minus MIT-BIH 118, so
   ``em`` exists only in those segments, which are the ones every variant uses;

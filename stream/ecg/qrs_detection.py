@@ -36,7 +36,7 @@ from scipy import signal
 BAND_HZ = (5.0, 15.0)
 BAND_ORDER = 2
 MWI_S = 0.15  # moving-window integrator width (Pan-Tompkins: 150 ms)
-LOCATE_FLOOR = 0.1  # a QRS's fiducial: the centre of its band-passed energy above this share of the peak
+LOCATE_FLOOR = 0.1  # a QRS's energy centre (AF's intervals) counts band-passed energy above this share of the peak
 MERGE_S = 0.18  # candidates closer than this are one peak (the larger wins)
 REFRACTORY_S = 0.20  # no QRS within 200 ms of another
 T_WAVE_S = 0.36  # between 200 and 360 ms a QRS must be as steep as half the last one
