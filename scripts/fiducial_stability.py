@@ -11,14 +11,14 @@ interval between detections is compared with the reference interval.  Printed pe
 (``qrs_detection.LOCATE_FLOOR``: energy below this share of the peak does not count).
 
 This measures timing only; it chose the floor (on the rules-development and looked-at records)
-for the energy centre that AF's intervals use (docs/ecg.md, "AF on paced rhythms").
+for the energy centre that AF's intervals use (docs/ecg.md, AF: "Intervals between QRS energy centres").
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -68,7 +68,7 @@ def record_errors(args: tuple[str, list[float]]) -> tuple[str, dict[str, np.ndar
     return r.name, out
 
 
-def _groups() -> Iterator[tuple[str, object]]:
+def _groups() -> Iterator[tuple[str, Callable[[str], bool]]]:
     yield "rules development and looked at *", lambda r: not folds.untouched(r)
     yield "untouched", folds.untouched
     yield "paced", lambda r: r in folds.PACED
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         f"|interval error| between non-ventricular beats, {len(records)} MIT-BIH records: p90 (ms) / share > {BIG_MS:g} ms"
     )
     for name, keep in _groups():
-        rs = [r for r in records if keep(r)]  # type: ignore[operator]
+        rs = [r for r in records if keep(r)]
         print(f"{name} ({len(rs)} records)")
         for m in methods:
             p90 = np.mean([np.percentile(by[r][m], 90) for r in rs if len(by[r][m])])
