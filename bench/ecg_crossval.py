@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import doc_block  # noqa: E402
 
-from simulators.ecg_stress import NOISE_SEGMENT_S, NOISE_START_S, variant  # noqa: E402
+from simulators.ecg_stress import noise_segment, variant  # noqa: E402
 from stream.ecg import beat_model, evaluation, folds, vt_window  # noqa: E402
 from stream.ecg.beat_model import BeatModel  # noqa: E402
 
@@ -325,15 +325,9 @@ def report_noise(rs: list[dict], native: list[dict], em: bool) -> dict:
     return figs
 
 
-def motion_segment(t: float) -> int:
-    """Which noisy segment of nst's schedule ``t`` falls in (0 = the first), -1 in the clean parts."""
-    k = (t - NOISE_START_S) // NOISE_SEGMENT_S
-    return int(k // 2) if t >= NOISE_START_S and k % 2 == 0 else -1
-
-
 def report_motion(rs: list[dict], native: list[dict]) -> dict:
     """False alarms of the 41 MIT-BIH records with electrode-motion noise at 6 dB."""
-    starts = [motion_segment(t) for r in rs for t in r["false_vt_starts"]]
+    starts = noise_segment(np.array([t for r in rs for t in r["false_vt_starts"]])).tolist()
     learnt = sum(1 for k in starts if k in MOTION_LEARNT)
     tested = sum(1 for k in starts if k >= 0 and k not in MOTION_LEARNT)
     clean = sum(1 for k in starts if k < 0)

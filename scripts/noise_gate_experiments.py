@@ -33,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from simulators.ecg_stress import NOISE_SEGMENT_S, NOISE_START_S, variant  # noqa: E402
+from simulators.ecg_stress import noise_segment, variant  # noqa: E402
 from stream.ecg import beat_model, evaluation, folds  # noqa: E402
 from stream.ecg.analyser import EcgAnalyser  # noqa: E402
 
@@ -81,13 +81,6 @@ def rows(args: tuple[str, str, str]) -> tuple[str, str, Rows]:
     return name, var, (np.array(xs), np.array(ys), np.array(ts))
 
 
-def segment(t: np.ndarray) -> np.ndarray:
-    """Which noisy segment (0, 1, ...) each time falls in; -1 in the clean parts."""
-    idx = np.floor((t - NOISE_START_S) / NOISE_SEGMENT_S)
-    on = (t >= NOISE_START_S) & (idx % 2 == 0)
-    return np.where(on, idx // 2, -1).astype(int)
-
-
 def main(argv: list[str] | None = None) -> int:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
@@ -109,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         for (name, var), (x, y, t) in data.items():
             if name in fold or not len(y):
                 continue
-            keep = np.ones(len(y), bool) if var == "native" else np.isin(segment(t), (-1, *LEARNT_SEGMENTS))
+            keep = np.ones(len(y), bool) if var == "native" else np.isin(noise_segment(t), (-1, *LEARNT_SEGMENTS))
             xs.append(x[keep])
             ys.append(y[keep])
         trees = HistGradientBoostingClassifier(
@@ -118,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         for (name, var), (x, y, t) in data.items():
             if name not in fold or not len(y):
                 continue
-            test = np.ones(len(y), bool) if var == "native" else ~np.isin(segment(t), LEARNT_SEGMENTS)
+            test = np.ones(len(y), bool) if var == "native" else ~np.isin(noise_segment(t), LEARNT_SEGMENTS)
             scored[(name, var)] = (trees.predict_proba(x[test])[:, 1], y[test])
     for var in VARIANTS:
         print(f"{var}: test detections (folds left out; noisy segments never learnt from)")

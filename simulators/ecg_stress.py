@@ -22,6 +22,7 @@ Used by ``bench/ecg_generality.py`` and the noise-stress tests.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
@@ -54,12 +55,16 @@ def _second_lead(r: evaluation.Record) -> evaluation.Record:
     return replace(r, signal_uv=rec.p_signal[:, ch] * 1000.0, lead=rec.sig_name[ch])
 
 
+def noise_segment(t: np.ndarray) -> np.ndarray:
+    """Which noisy segment of nstdb's schedule each time (s) falls in, 0 for the first; -1 in the
+    clean parts (the first 5 minutes, then every other 2-minute segment)."""
+    k = np.floor((np.asarray(t, dtype=np.float64) - NOISE_START_S) / NOISE_SEGMENT_S)
+    return np.where((k >= 0) & (k % 2 == 0), k // 2, -1).astype(int)
+
+
 def _noise_on(n: int, fs: float) -> np.ndarray:
-    """1.0 where nstdb's schedule has noise on (after 5 clean minutes, every other 2-min segment)."""
-    t = np.arange(n) / fs
-    on = np.zeros(n)
-    on[(t >= NOISE_START_S) & (((t - NOISE_START_S) // NOISE_SEGMENT_S) % 2 == 0)] = 1.0
-    return on
+    """1.0 where nstdb's schedule has noise on."""
+    return (noise_segment(np.arange(n) / fs) >= 0).astype(np.float64)
 
 
 def qrs_power(r: evaluation.Record) -> float:
@@ -93,6 +98,7 @@ def _trimmed_mean(v: list[float]) -> float:
     return float(a[k : len(a) - k].mean()) if len(a) > 2 * k else float(a.mean())
 
 
+@functools.lru_cache(maxsize=1)  # read once per process: every em variant of a bench run adds the same noise
 def electrode_motion(nstdb: Path = NSTDB) -> tuple[np.ndarray, float]:
     """nstdb's electrode-motion noise (µV, 360 Hz, first channel) as nst added it to MIT-BIH 118 at
     24 dB, 0 outside the schedule's noisy segments; and 118's signal power S.

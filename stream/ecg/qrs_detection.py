@@ -136,7 +136,6 @@ class QrsDetector:
         self._last_slope = 0.0
         self._since: list[tuple[int, float]] = []  # noise candidates since the last QRS
         self._out: list[int] = []
-        self._centres: list[int] = []
         self.last_centres: list[int] = []
         self._last_decay = 0
         self.accepted = 0  # QRS complexes accepted since this detector started
@@ -182,7 +181,7 @@ class QrsDetector:
         self._prev_mwi_last = float(mwi[-1])
         self._prev_mwi_rising = bool(rising[-1])
         out = self._out = []
-        self.last_centres = self._centres = []
+        self.last_centres = []
         if first_is_peak and n0 > 0:
             self._candidate(n0 - 1, float(self._mwi[(n0 - 1) & self._mask]))
         if len(cands):
@@ -462,7 +461,7 @@ class QrsDetector:
         self._since = [c for c in self._since if c[0] > i]
         k, c = self._locate(i)
         self._out.append(k)
-        self._centres.append(c)
+        self.last_centres.append(c)
 
     def _search_back(self, now: int) -> None:
         """Take the best sub-threshold candidate when a QRS is overdue at ``now``."""
