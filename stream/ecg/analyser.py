@@ -23,9 +23,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import signal
 
-from stream.ecg import rhythms, vt_window
+from stream.ecg import filters, rhythms, vt_window
 from stream.ecg.beat_classes import BeatClassifier
 from stream.ecg.beat_model import FEATURES as BEAT_FEATURES
 from stream.ecg.beat_model import BeatModel
@@ -173,8 +172,8 @@ class EcgAnalyser:
         self._mask = cap - 1
         self._ring = np.zeros(cap, dtype=np.float32)
         # VF features: a 2-9 Hz band and a 0.7-40 Hz "diagnostic" band, state carried
-        self._vf_ba = signal.butter(2, [2.0, 9.0], btype="band", fs=fs)
-        self._wide_ba = signal.butter(2, [0.7, min(40.0, 0.45 * fs)], btype="band", fs=fs)
+        self._vf_band = filters.band_pass(2, 2.0, 9.0, fs)
+        self._wide_band = filters.band_pass(2, 0.7, min(40.0, 0.45 * fs), fs)
         self._af = rhythms.AfDetector(self._af_confirmed if af_confirm else None)
         # the last AF_CONFIRM_S of raw signal (int16 µV) for that second opinion
         self._recent: deque[np.ndarray] = deque()
@@ -224,8 +223,8 @@ class EcgAnalyser:
         self._last_cls = "N"
         self._frames.clear()
         self._qrs_levels.clear()
-        self._vf_zi = np.zeros(4)
-        self._wide_zi = np.zeros(4)
+        self._vf_zi = np.zeros((2, 2))  # filter states (sections x 2), set from the first sample
+        self._wide_zi = np.zeros((2, 2))
         self._vf_primed = False
         self._wide_primed = False
         self._last_w = np.zeros(0)
@@ -676,9 +675,9 @@ class EcgAnalyser:
     def _wide(self, x: np.ndarray) -> np.ndarray:
         """The frame in the 0.7-40 Hz diagnostic band (state carried), kept for the VF features."""
         if not self._wide_primed:
-            self._wide_zi = signal.lfilter_zi(*self._wide_ba) * x[0]
+            self._wide_zi = self._wide_band.zi() * x[0]
             self._wide_primed = True
-        w, self._wide_zi = signal.lfilter(*self._wide_ba, x, zi=self._wide_zi)
+        w, self._wide_zi = self._wide_band.run(x, self._wide_zi)
         self._last_w = w
         return w
 
@@ -687,9 +686,9 @@ class EcgAnalyser:
             self._vf_primed = False
             return self._vf.on_frame(t_end, 0.0, 0.0, 0.0, 0, 0.0, usable=False)
         if not self._vf_primed:
-            self._vf_zi = signal.lfilter_zi(*self._vf_ba) * x[0]
+            self._vf_zi = self._vf_band.zi() * x[0]
             self._vf_primed = True
-        v, self._vf_zi = signal.lfilter(*self._vf_ba, x, zi=self._vf_zi)
+        v, self._vf_zi = self._vf_band.run(x, self._vf_zi)
         w = self._last_w
         w2 = w * w
         return self._vf.on_frame(

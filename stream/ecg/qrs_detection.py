@@ -31,7 +31,8 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
-from scipy import signal
+
+from stream.ecg import filters
 
 BAND_HZ = (5.0, 15.0)
 BAND_ORDER = 2
@@ -92,12 +93,10 @@ class QrsDetector:
             raise ValueError(f"unsupported sampling rate {fs} Hz")
         self.fs = float(fs)
         hi = min(BAND_HZ[1], 0.45 * fs)
-        b, a = signal.butter(BAND_ORDER, [BAND_HZ[0], hi], btype="band", fs=fs)
-        self._b, self._a = b, a
-        self._zi = np.zeros(max(len(a), len(b)) - 1)
+        self._band = filters.band_pass(BAND_ORDER, BAND_HZ[0], hi, fs)
+        self._zi = np.zeros((len(self._band.sos), 2))
         # group delay of the band-pass near the QRS energy peak (~10 Hz), in samples
-        _, gd = signal.group_delay((b, a), w=[10.0], fs=fs)
-        self._gd = int(round(float(gd[0])))
+        self._gd = int(round(filters.group_delay(self._band.sos, 10.0, fs)))
         self._w = max(2, int(round(MWI_S * fs)))
         self._merge = int(round(MERGE_S * fs))
         self._refr = int(round(REFRACTORY_S * fs))
@@ -152,8 +151,8 @@ class QrsDetector:
             return []
         if self._n == 0:
             # start the filter in its steady state for the first sample's DC level
-            self._zi = signal.lfilter_zi(self._b, self._a) * float(x[0])
-        bp, self._zi = signal.lfilter(self._b, self._a, x, zi=self._zi)
+            self._zi = self._band.zi() * float(x[0])
+        bp, self._zi = self._band.run(np.asarray(x, dtype=np.float64), self._zi)
         self.last_bp = bp
         ext = np.concatenate((self._bp_tail, bp))
         d = ext[2:] - ext[:-2]

@@ -31,8 +31,8 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-from scipy import signal
 
+from stream.ecg import filters
 from stream.ecg.analyser import EcgAnalyser, RhythmAlarm
 from stream.ecg.beat_model import FEATURES as BEAT_FEATURES
 from stream.ecg.beat_model import BeatModel
@@ -387,7 +387,7 @@ def _morphology_features(y: np.ndarray, fs: float, r: np.ndarray) -> dict[str, f
     first, last = int(inside[0] + a), int(inside[-1] + b)
     res = resid[first:last]
     if res.size >= fs:
-        freqs, power = signal.welch(res, fs=fs, nperseg=min(res.size, int(2 * fs)))
+        freqs, power = _welch(res, fs, min(res.size, int(2 * fs)))
         band = (freqs >= 1.0) & (freqs <= 40.0)
         pb = power[band]
         if pb.sum() > 0:
@@ -409,8 +409,49 @@ def _second_detector(y: np.ndarray, fs: float) -> np.ndarray:
     e = np.convolve(np.diff(y) ** 2, np.ones(max(1, int(0.08 * fs))), mode="same")
     if e.size == 0:
         return np.zeros(0)
-    peaks, _ = signal.find_peaks(e, height=0.3 * float(np.quantile(e, 0.98)), distance=max(1, int(0.25 * fs)))
+    peaks = _find_peaks(e, 0.3 * float(np.quantile(e, 0.98)), max(1, int(0.25 * fs)))
     return peaks / fs
+
+
+def _welch(x: np.ndarray, fs: float, nperseg: int) -> tuple[np.ndarray, np.ndarray]:
+    """Welch's power spectral density with SciPy's defaults (periodic Hann window, half overlap,
+    each segment's mean removed, one-sided density): ``scipy.signal.welch(x, fs, nperseg=nperseg)``."""
+    step = nperseg - nperseg // 2
+    count = (x.size - nperseg // 2) // step
+    win = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(nperseg) / nperseg)
+    segs = np.lib.stride_tricks.sliding_window_view(x, nperseg)[::step][:count]
+    segs = (segs - segs.mean(axis=1, keepdims=True)) * win
+    spec = np.abs(np.fft.rfft(segs, axis=1)) ** 2 / (fs * float((win * win).sum()))
+    spec[:, 1 : -1 if nperseg % 2 == 0 else None] *= 2.0  # one-sided: all but DC (and Nyquist) doubled
+    return np.fft.rfftfreq(nperseg, 1.0 / fs), spec.mean(axis=0)
+
+
+def _find_peaks(x: np.ndarray, height: float, distance: int) -> np.ndarray:
+    """Local maxima (a flat top counts once, at its middle) at least ``height`` high, then thinned
+    highest first so none is closer than ``distance`` samples to a higher one kept:
+    ``scipy.signal.find_peaks(x, height=height, distance=distance)[0]``."""
+    if x.size < 3:
+        return np.zeros(0, dtype=np.intp)
+    starts = np.flatnonzero(np.concatenate(([True], x[1:] != x[:-1])))  # runs of equal samples
+    ends = np.concatenate((starts[1:] - 1, [x.size - 1]))
+    inner = (starts > 0) & (ends < x.size - 1)
+    starts, ends = starts[inner], ends[inner]
+    top = (x[starts - 1] < x[starts]) & (x[ends + 1] < x[ends])
+    peaks = (starts[top] + ends[top]) // 2
+    peaks = peaks[x[peaks] >= height]
+    keep = np.ones(peaks.size, dtype=bool)
+    for j in np.argsort(x[peaks])[::-1]:
+        if not keep[j]:
+            continue
+        k = j - 1
+        while k >= 0 and peaks[j] - peaks[k] < distance:
+            keep[k] = False
+            k -= 1
+        k = j + 1
+        while k < peaks.size and peaks[k] - peaks[j] < distance:
+            keep[k] = False
+            k += 1
+    return peaks[keep]
 
 
 def _agreement(a: np.ndarray, b: np.ndarray) -> float:
@@ -497,8 +538,8 @@ def strip_features(
     beats = an.beats
     t = np.array([b[0] for b in beats])
     cls = [b[1] for b in beats]
-    b_, a_ = signal.butter(2, [0.5, min(40.0, 0.45 * fs)], btype="band", fs=fs)
-    y = signal.filtfilt(b_, a_, x) if x.size > 3 * max(len(a_), len(b_)) else x - x.mean()
+    band = filters.band_pass(2, 0.5, min(40.0, 0.45 * fs), fs).sos
+    y = filters.sosfiltfilt(band, x) if x.size > 3 * (2 * len(band) + 1) else x - x.mean()
     r = np.round(t * fs).astype(int)
     f: dict[str, float] = {"seconds": seconds, "nonfinite_frac": nonfinite}
     tc = np.array(an.centre_log) if len(an.centre_log) == len(t) else t

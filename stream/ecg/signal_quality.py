@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stream.ecg import filters
+
 FLAT_UV = 15.0  # peak-to-peak below this over a frame: flat line
 SATURATION_SHARE = 0.05  # share of a frame's samples stuck (in runs) on its max or min
 IMPLAUSIBLE_UV = 12000.0  # |amplitude| above this (after the DC level is removed) is not ECG
@@ -144,18 +146,10 @@ SPIKE_SEP_S = 0.25  # one spike per complex
 SPIKE_MIN_GAP_S = 0.30  # QRS complexes at most 200/min
 SPIKE_GAP_S = (0.40, 2.0)  # recurring at 30-150/min: a rate fibrillation never has
 SPIKE_SPREAD = 1.5  # and steadily (max gap / min gap)
-_spike_sos: dict[float, np.ndarray] = {}
 
 
 def _spike_filter(fs: float) -> np.ndarray:
-    sos = _spike_sos.get(fs)
-    if sos is None:
-        from scipy import signal
-
-        hi = min(SPIKE_BAND_HZ[1], 0.45 * fs)
-        sos = signal.butter(4, [SPIKE_BAND_HZ[0], hi], btype="band", fs=fs, output="sos")
-        _spike_sos[fs] = sos
-    return sos
+    return filters.band_pass(4, SPIKE_BAND_HZ[0], min(SPIKE_BAND_HZ[1], 0.45 * fs), fs).sos
 
 
 def sharp_spikes(x: np.ndarray, fs: float) -> list[float]:
@@ -166,11 +160,9 @@ def sharp_spikes(x: np.ndarray, fs: float) -> list[float]:
     (rarely 30x) for the sharpest edges of ventricular flutter and fibrillation.  Computed only
     when a rhythm alarm is about to be judged (a zero-phase filter over the window: no state).
     """
-    from scipy import signal
-
     if len(x) < int(3 * SPIKE_GAP_S[0] * fs) or fs < 2.2 * SPIKE_BAND_HZ[0]:
         return []
-    e = np.abs(signal.sosfiltfilt(_spike_filter(fs), x - x.mean()))
+    e = np.abs(filters.sosfiltfilt(_spike_filter(fs), x - x.mean()))
     floor = fast_median(e)
     if not 0.0 < floor < float("inf"):
         return []
