@@ -39,7 +39,7 @@ from stream.ecg.beat_model import BeatModel
 from stream.ecg.flat_trees import FlatTrees
 
 MODEL_DIR = Path(__file__).resolve().parent / "models"
-MODEL_NAME = "screen-v4"
+MODEL_NAME = "screen-v5"
 LABELS: tuple[str, ...] = ("normal", "af", "other", "noisy")
 REFERENCE_CODES = {"N": "normal", "A": "af", "O": "other", "~": "noisy"}  # CinC 2017 REFERENCE.csv
 MIN_SECONDS = 5.0  # shorter than this is not a strip anyone can read
@@ -145,6 +145,10 @@ class ScreenResult:
 class ScreeningModel:
     trees: FlatTrees
     version: str
+    # The operating point: each label's probability is multiplied by its weight (``LABELS`` order)
+    # before the largest is taken.  Chosen by the training script on out-of-fold probabilities, for
+    # the screening's two safety bars (an AF strip called normal, a noisy strip read as normal or AF).
+    weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         raw = self.trees.raw(x)
@@ -158,6 +162,7 @@ class ScreeningModel:
             version=np.str_(self.version),
             features=np.array(FEATURES),
             labels=np.array(LABELS),
+            decision_weights=np.array(self.weights, dtype=np.float64),
             meta=np.str_(repr(sorted(meta.items()))),
         )
 
@@ -170,7 +175,10 @@ def read_model(path: Path) -> ScreeningModel:
                 f"{path}: model features/labels differ from this code's: retrain it "
                 "(python scripts/train_screening_model.py)"
             )
-        return ScreeningModel(FlatTrees.from_arrays(z), str(z["version"]))
+        if "decision_weights" not in z:
+            raise ValueError(f"{path}: model has no operating point (decision_weights): retrain it")
+        weights = tuple(float(w) for w in z["decision_weights"])
+        return ScreeningModel(FlatTrees.from_arrays(z), str(z["version"]), weights)
 
 
 @cache
@@ -566,8 +574,9 @@ def screen(x_uv: np.ndarray, fs: float, model: ScreeningModel | None = None) -> 
     if seconds < MIN_SECONDS:
         return ScreenResult("noisy", 1.0, {"noisy": 1.0}, seconds, None, 0)
     vec, hr, n = strip_features(x_uv, fs)
-    p = (model or load_model()).probabilities(vec)
-    label, confidence = decide(vec, p)
+    m = model or load_model()
+    p = m.probabilities(vec)
+    label, confidence = decide(vec, p, m.weights)
     probs = {lab: round(float(v), 4) for lab, v in zip(LABELS, p)}
     return ScreenResult(label, confidence, probs, seconds, round(hr) if hr else None, n)
 
@@ -578,11 +587,19 @@ def af_probability(x_uv: np.ndarray, fs: float) -> float:
     return float(load_model().probabilities(vec)[LABELS.index("af")])
 
 
-def decide(vec: np.ndarray, p: np.ndarray) -> tuple[str, float]:
-    """The label and its confidence from a strip's features and the model's probabilities."""
+def gated(vec: np.ndarray) -> bool:
+    """The strip fails a gate before the model (unusable, too few beats, high-frequency noise)."""
     col = FEATURES.index
     beats = vec[col("beats_per_10s")] * vec[col("seconds")] / 10.0
-    if vec[col("unusable_frac")] >= MAX_UNUSABLE or beats < MIN_BEATS - 0.5 or vec[col("hf_ratio")] > MAX_HF_RATIO:
+    return bool(
+        vec[col("unusable_frac")] >= MAX_UNUSABLE or beats < MIN_BEATS - 0.5 or vec[col("hf_ratio")] > MAX_HF_RATIO
+    )
+
+
+def decide(vec: np.ndarray, p: np.ndarray, weights: tuple[float, ...] | None = None) -> tuple[str, float]:
+    """The label and its confidence (the model's probability of it) from a strip's features, the
+    model's probabilities and its operating point."""
+    if gated(vec):
         return "noisy", 1.0
-    k = int(np.argmax(p))
+    k = int(np.argmax(p if weights is None else p * np.asarray(weights)))
     return LABELS[k], float(p[k])

@@ -85,7 +85,7 @@ def test_a_strip_from_mqtt_reaches_the_referral_list_labelled_af_and_is_marked_r
     w.publish(f"vg/{CLINIC}/device/hh-0001/reading", _strip("A00972", "hh-0001-20261120-0001"))
     _, result = w.wait_for(lambda t, b: t == f"vg/{CLINIC}/patient/p-0001/reading" and b.get("kind") == "ecg_strip")
     assert result["label"] == "af" and result["strip_id"] == "hh-0001-20261120-0001" and "samples_uv" not in result
-    assert result["device_id"] == "hh-0001" and result["model"] == "screen-v4" and result["confidence"] > 0.9
+    assert result["device_id"] == "hh-0001" and result["model"] == "screen-v5" and result["confidence"] > 0.9
 
     row = page.locator('#referral-list tr.strip[data-label="af"]').first
     row.wait_for(timeout=15_000)  # the page refreshes its lists every 5 s

@@ -179,7 +179,7 @@ async def test_the_gateway_screens_stores_once_acks_after_the_commit_and_republi
     assert (
         rows["hh-1-af"]["label"] == "af"
         and rows["hh-1-af"]["confidence"] > 0.9
-        and rows["hh-1-af"]["model"] == "screen-v4"
+        and rows["hh-1-af"]["model"] == "screen-v5"
     )
     assert 90 <= rows["hh-1-af"]["hr_bpm"] <= 115 and rows["p-noisy"]["label"] == "noisy"
     # republished on the patient's reading topic: the result, not the samples (thin uplinks)
@@ -222,7 +222,7 @@ def screened(name: str, label: str, strip_id: str, ts: datetime, hr: float | Non
         hr_bpm=hr,
         beats=40,
         probabilities={label: 0.93},
-        model="screen-v4",
+        model="screen-v5",
         samples_uv=x,
     )
 
@@ -321,7 +321,7 @@ def test_fhir_has_one_observation_per_strip_with_its_interpretation(tmp_path):
     assert comps["8867-4"]["valueQuantity"]["value"] == 101
     sd = comps["131328"]["valueSampledData"]
     assert len(sd["data"].split()) == 18000 and sd["period"] == round(1000 / 300, 6)
-    assert "screen-v4" in af["method"]["text"] and af["device"]["identifier"]["value"] == "ecg-0001"
+    assert "screen-v5" in af["method"]["text"] and af["device"]["identifier"]["value"] == "ecg-0001"
     # --ecg none: the result without the signal
     lean = build_bundle(tmp_path, CLINIC, "p-0001", NOW - timedelta(days=1), NOW, ecg="none", now=NOW)
     assert not any("valueSampledData" in c for e in lean["entry"] for c in e["resource"].get("component", []))

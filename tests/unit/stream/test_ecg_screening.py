@@ -31,6 +31,18 @@ def test_shipped_model_matches_the_code_and_gives_probabilities() -> None:
     assert p.shape == (len(screening.LABELS),) and abs(float(p.sum()) - 1.0) < 1e-9
 
 
+def test_the_operating_point_weighs_the_probabilities_but_confidence_stays_the_models() -> None:
+    r = evaluation.read_record(str(STRIPS / "A00001"))
+    vec, _, _ = screening.strip_features(r.signal_uv, r.fs)
+    p = np.array([0.5, 0.3, 0.15, 0.05])
+    assert screening.decide(vec, p) == ("normal", 0.5)
+    assert screening.decide(vec, p, (1.0, 2.0, 1.0, 1.0)) == ("af", 0.3)
+    assert screening.decide(vec, p, (1.0, 1.0, 1.0, 16.0)) == ("noisy", 0.05)
+    # the shipped point leans toward a retake over a wrong reading of a noisy strip
+    weights = screening.load_model().weights
+    assert len(weights) == len(screening.LABELS) and weights[screening.LABELS.index("noisy")] > 1.0
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_the_repo_strips_read_as_labelled(name: str) -> None:
     r = evaluation.read_record(str(STRIPS / name))
