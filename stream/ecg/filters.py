@@ -8,13 +8,13 @@ each against SciPy's own to rounding.
 
 * ``butter_band_sos``: a Butterworth band-pass as second-order sections, designed as SciPy's
   ``butter`` does (analog prototype, band transform, bilinear transform with pre-warping).
-* ``sosfilt``: the sections (direct form II transposed) with carried state.  Python cannot run a
+* ``Sections.run``: the sections (direct form II transposed) with carried state.  Python cannot run a
   sample loop fast, so a block of L samples is one matrix product: the output is the block's
   impulse-response (Toeplitz) matrix times the input plus the initial state's free response, and
   the final state likewise.  The matrices are built once per filter and block length and shared
   by every analyser (a 250-sample block of a 4th-order band-pass: 0.5 MB).  Sections, not one
   high-order polynomial: at 360-500 Hz a 2-9 Hz band's polynomial form loses 5-6 digits this way.
-* ``sosfilt_zi``, ``group_delay``, ``sosfiltfilt`` as in SciPy (odd padding, steady-state initial
+* ``sosfilt_zi``, ``group_delay``, ``sosfiltfilt`` (on ``Sections.run_through``) as in SciPy (odd padding, steady-state initial
   conditions).
 """
 
@@ -26,7 +26,7 @@ from functools import lru_cache
 import numpy as np
 
 BLOCK = 256  # longest block filtered by one matrix product; longer inputs are cut into blocks
-_CACHE_BLOCKS = 32  # (filter, block length) matrix sets kept; frames come in a few lengths
+_CACHE_BLOCKS = 32  # (filter, block length) matrices kept; frames come in a few lengths
 
 
 # ------------------------------------------------------------------ design
@@ -90,8 +90,8 @@ def _biquad_block(sec: tuple[float, ...], m: int) -> tuple[np.ndarray, np.ndarra
 
 
 @lru_cache(maxsize=_CACHE_BLOCKS)
-def _cascade_block(sos: tuple[tuple[float, ...], ...], m: int) -> tuple[np.ndarray, np.ndarray]:
-    """The whole cascade over m samples as one product: [y; z_end] = [Y; Z] @ [x; z_start], the state
+def _cascade_block(sos: tuple[tuple[float, ...], ...], m: int) -> np.ndarray:
+    """The whole cascade over m samples as one product: [y; z_end] = M @ [x; z_start], the state
     being every section's two values in order.  Built section by section, each well conditioned
     (a single high-order polynomial is not: its poles crowd near 1 at low frequencies)."""
     n = m + 2 * len(sos)
@@ -104,19 +104,18 @@ def _cascade_block(sos: tuple[tuple[float, ...], ...], m: int) -> tuple[np.ndarr
         over_v = np.vstack((signal_rows, pick))
         state_rows.append(z_sec @ over_v)
         signal_rows = y_sec @ over_v
-    return np.ascontiguousarray(signal_rows), np.ascontiguousarray(np.vstack(state_rows))
+    return np.ascontiguousarray(np.vstack((signal_rows, *state_rows)))
 
 
 class Sections:
     """A cascade of second-order sections, ready to run frame after frame.  Instances are shared
-    (``band_pass``), so the block matrices are built once per filter and frame length."""
+    (``band_pass``), and the block matrices are built once per filter and block length."""
 
-    __slots__ = ("sos", "_key", "_blocks")
+    __slots__ = ("sos", "_key")
 
     def __init__(self, sos: np.ndarray) -> None:
         self.sos = np.asarray(sos, dtype=np.float64)
         self._key = tuple(tuple(float(v) for v in sec) for sec in self.sos)
-        self._blocks: dict[int, np.ndarray] = {}
 
     def zi(self) -> np.ndarray:
         """The state after a constant 1 forever (scale it by the first sample to start without a
@@ -125,14 +124,11 @@ class Sections:
 
     def run(self, x: np.ndarray, zi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Filter ``x`` from state ``zi`` (sections × 2); return the output and the final state
-        (SciPy's ``sosfilt(sos, x, zi=zi)``)."""
+        (SciPy's ``sosfilt(sos, x, zi=zi)``).  A frame is cut into equal blocks of at most
+        ``BLOCK`` (360 samples: 2 × 180), so a stream of equal frames uses one matrix."""
         m = len(x)
-        size = -(-m // -(-m // BLOCK)) if m else 1  # equal blocks of at most BLOCK: 360 -> 2 x 180
-        rows = self._blocks.get(size)
-        if rows is None:
-            if len(self._blocks) >= _CACHE_BLOCKS:
-                self._blocks.clear()
-            rows = self._blocks[size] = np.vstack(_cascade_block(self._key, size))
+        size = -(-m // -(-m // BLOCK)) if m else 1
+        rows = _cascade_block(self._key, size)
         if m == size:
             yz = rows @ np.concatenate((x, zi.ravel()))
             return yz[:m], yz[m:].reshape(zi.shape)
@@ -140,25 +136,36 @@ class Sections:
         z = zi.ravel()
         for s in range(0, m, size):
             chunk = x[s : s + size]
-            if len(chunk) < size:  # the last, shorter block: its own matrices
-                y, z2 = self.run(chunk, z.reshape(zi.shape))
+            if len(chunk) < size:  # a shorter last block: its own matrix
+                y, z_end = self.run(chunk, z.reshape(zi.shape))
                 out[s:] = y
-                return out, z2
+                return out, z_end
             yz = rows @ np.concatenate((chunk, z))
             out[s : s + size] = yz[:size]
             z = yz[size:]
         return out, z.reshape(zi.shape)
+
+    def run_through(self, x: np.ndarray, zi: np.ndarray) -> np.ndarray:
+        """The output alone, for a one-off signal of any length: blocks of ``BLOCK``, the last one
+        padded with zeros (which cannot change the outputs before them), so one matrix serves all."""
+        m = len(x)
+        blocks = -(-m // BLOCK)
+        padded = np.zeros(blocks * BLOCK)
+        padded[:m] = x
+        rows = _cascade_block(self._key, BLOCK)
+        out = np.empty(blocks * BLOCK)
+        z = zi.ravel()
+        for s in range(0, blocks * BLOCK, BLOCK):
+            yz = rows @ np.concatenate((padded[s : s + BLOCK], z))
+            out[s : s + BLOCK] = yz[:BLOCK]
+            z = yz[BLOCK:]
+        return out[:m]
 
 
 @lru_cache(maxsize=64)
 def band_pass(order: int, lo_hz: float, hi_hz: float, fs: float) -> Sections:
     """A Butterworth band-pass of ``order`` (2 × order poles), shared by every caller asking for it."""
     return Sections(butter_band_sos(order, lo_hz, hi_hz, fs))
-
-
-def sosfilt(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``Sections(sos).run(x, zi)`` for a one-off call."""
-    return Sections(sos).run(np.asarray(x, dtype=np.float64), np.asarray(zi, dtype=np.float64))
 
 
 def sosfilt_zi(sos: np.ndarray) -> np.ndarray:
@@ -192,15 +199,21 @@ def _odd_extended(x: np.ndarray, pad: int) -> np.ndarray:
     return np.concatenate((left, x, right))
 
 
-def sosfiltfilt(sos: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Zero-phase forward-backward filtering with SciPy's defaults (odd padding of 3 × (2 × sections
-    + 1) samples, steady-state initial conditions).  ``x`` must be longer than that padding."""
+def filtfilt_padding(sections: Sections) -> int:
+    """How many samples ``sosfiltfilt`` pads each end with (SciPy's default): it needs more."""
+    sos = sections.sos
     zeros = min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))
-    pad = 3 * (2 * len(sos) + 1 - zeros)
+    return 3 * (2 * len(sos) + 1 - zeros)
+
+
+def sosfiltfilt(sections: Sections, x: np.ndarray) -> np.ndarray:
+    """Zero-phase forward-backward filtering with SciPy's defaults (odd padding, steady-state initial
+    conditions): ``scipy.signal.sosfiltfilt(sos, x)``.  ``x`` must be longer than the padding."""
+    pad = filtfilt_padding(sections)
     if len(x) <= pad:
         raise ValueError(f"sosfiltfilt needs more than {pad} samples, got {len(x)}")
     ext = _odd_extended(np.asarray(x, dtype=np.float64), pad)
-    zi = sosfilt_zi(sos)
-    y, _ = sosfilt(sos, ext, zi * ext[0])
-    y, _ = sosfilt(sos, y[::-1], zi * y[-1])
+    zi = sections.zi()
+    y = sections.run_through(ext, zi * ext[0])
+    y = sections.run_through(y[::-1], zi * y[-1])
     return y[::-1][pad:-pad]

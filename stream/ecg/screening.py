@@ -546,8 +546,8 @@ def strip_features(
     beats = an.beats
     t = np.array([b[0] for b in beats])
     cls = [b[1] for b in beats]
-    band = filters.band_pass(2, 0.5, min(40.0, 0.45 * fs), fs).sos
-    y = filters.sosfiltfilt(band, x) if x.size > 3 * (2 * len(band) + 1) else x - x.mean()
+    band = filters.band_pass(2, 0.5, min(40.0, 0.45 * fs), fs)
+    y = filters.sosfiltfilt(band, x) if x.size > filters.filtfilt_padding(band) else x - x.mean()
     r = np.round(t * fs).astype(int)
     f: dict[str, float] = {"seconds": seconds, "nonfinite_frac": nonfinite}
     tc = np.array(an.centre_log) if len(an.centre_log) == len(t) else t

@@ -148,8 +148,8 @@ SPIKE_GAP_S = (0.40, 2.0)  # recurring at 30-150/min: a rate fibrillation never 
 SPIKE_SPREAD = 1.5  # and steadily (max gap / min gap)
 
 
-def _spike_filter(fs: float) -> np.ndarray:
-    return filters.band_pass(4, SPIKE_BAND_HZ[0], min(SPIKE_BAND_HZ[1], 0.45 * fs), fs).sos
+def _spike_filter(fs: float) -> filters.Sections:
+    return filters.band_pass(4, SPIKE_BAND_HZ[0], min(SPIKE_BAND_HZ[1], 0.45 * fs), fs)
 
 
 def sharp_spikes(x: np.ndarray, fs: float) -> list[float]:
