@@ -11,7 +11,8 @@ Prints:
 3. peers used the only way a streaming user can use a batch detector: each
    second, re-run on the last 10 s and keep the beats in the newest second.
    wfdb's xqrs and gqrs always; neurokit2's default detector if importable
-   (not needed by the gateway; ``pip install -e '.[bench]'`` installs it);
+   (not needed by the gateway; ``pip install -e '.[bench]'`` installs it); the analyser
+   on the same seconds, fed 1-s frames (the median of three passes: one pass is short);
 4. the per-record score table of ``ecg-eval`` on the dev mitdb records.
 
 The machines are shared and noisy: compare ratios within one run.
@@ -169,15 +170,20 @@ def _run(args: argparse.Namespace) -> int:
     print()
     print(f"peers re-run each second on the last 10 s ({args.peer_seconds} s of {rec.name}), vs the analyser:")
     print(f"{'detector':<22} {'realtime':>10} {'Se %':>8} {'PPV %':>8}")
-    an = EcgAnalyser(fs)
     n = int(round(fs))
-    det: list[float] = []
     m = min(len(x), args.peer_seconds * n)
-    t = time.perf_counter()
-    for k in range(0, m, n):
-        an.push(x[k : k + n])
-        det += [b[0] for b in an.drain_beats()]
-    ours = m / fs / (time.perf_counter() - t)
+    # The analyser's pass is short (~0.2 s against a peer's several seconds), so one pass is at the
+    # mercy of a scheduler hiccup on a shared machine: the median of three fresh passes.
+    rates = []
+    for _ in range(3):
+        an = EcgAnalyser(fs)
+        det: list[float] = []
+        t = time.perf_counter()
+        for k in range(0, m, n):
+            an.push(x[k : k + n])
+            det += [b[0] for b in an.drain_beats()]
+        rates.append(m / fs / (time.perf_counter() - t))
+    ours = float(np.median(rates))
     se, ppv = score_beats(rec, det, m / fs)
     print(f"{'vitalgate EcgAnalyser':<22} {ours:>9.0f}x {100 * (se or 0):>8.2f} {100 * (ppv or 0):>8.2f}")
     peers = peer_detectors(fs)
