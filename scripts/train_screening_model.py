@@ -56,7 +56,7 @@ MAX_AF_AS_NORMAL = 0.02
 MAX_NOISY_READ = 0.10
 AF_WEIGHTS = (0.8, 1.0, 1.2, 1.4, 1.6, 2.0)
 OTHER_WEIGHTS = (0.8, 1.0, 1.2, 1.5)
-NOISY_WEIGHTS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+NOISY_WEIGHTS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)
 
 
 def reference(data: Path) -> list[tuple[str, int]]:
