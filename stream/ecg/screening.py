@@ -134,7 +134,7 @@ FEATURES: tuple[str, ...] = (
 @dataclass(frozen=True)
 class ScreenResult:
     label: str  # "normal" | "af" | "other" | "noisy"
-    confidence: float  # the model's probability of that label
+    confidence: float  # that label's probability at the model's operating point (weighted, renormalised)
     probabilities: dict[str, float]
     seconds: float
     hr_bpm: float | None
@@ -597,9 +597,11 @@ def gated(vec: np.ndarray) -> bool:
 
 
 def decide(vec: np.ndarray, p: np.ndarray, weights: tuple[float, ...] | None = None) -> tuple[str, float]:
-    """The label and its confidence (the model's probability of it) from a strip's features, the
-    model's probabilities and its operating point."""
+    """The label and its confidence from a strip's features, the model's probabilities and its
+    operating point.  The confidence is the label's share of the weighted probabilities: a strip
+    read as noisy because its small P(noisy) outweighs the rest does not show "confidence 3 %"."""
     if gated(vec):
         return "noisy", 1.0
-    k = int(np.argmax(p if weights is None else p * np.asarray(weights)))
-    return LABELS[k], float(p[k])
+    q = p if weights is None else p * np.asarray(weights)
+    k = int(np.argmax(q))
+    return LABELS[k], float(q[k] / q.sum())

@@ -31,13 +31,15 @@ def test_shipped_model_matches_the_code_and_gives_probabilities() -> None:
     assert p.shape == (len(screening.LABELS),) and abs(float(p.sum()) - 1.0) < 1e-9
 
 
-def test_the_operating_point_weighs_the_probabilities_but_confidence_stays_the_models() -> None:
+def test_the_operating_point_weighs_the_probabilities_and_the_confidence() -> None:
     r = evaluation.read_record(str(STRIPS / "A00001"))
     vec, _, _ = screening.strip_features(r.signal_uv, r.fs)
     p = np.array([0.5, 0.3, 0.15, 0.05])
     assert screening.decide(vec, p) == ("normal", 0.5)
-    assert screening.decide(vec, p, (1.0, 2.0, 1.0, 1.0)) == ("af", 0.3)
-    assert screening.decide(vec, p, (1.0, 1.0, 1.0, 16.0)) == ("noisy", 0.05)
+    label, confidence = screening.decide(vec, p, (1.0, 2.0, 1.0, 1.0))
+    assert label == "af" and confidence == pytest.approx(0.6 / 1.3)
+    label, confidence = screening.decide(vec, p, (1.0, 1.0, 1.0, 16.0))
+    assert label == "noisy" and confidence == pytest.approx(0.8 / 1.75)  # not the raw 0.05
     # the shipped point leans toward a retake over a wrong reading of a noisy strip
     weights = screening.load_model().weights
     assert len(weights) == len(screening.LABELS) and weights[screening.LABELS.index("noisy")] > 1.0
