@@ -175,7 +175,7 @@ def choose_weights(x: np.ndarray, y: np.ndarray, p: np.ndarray) -> tuple[float, 
                 pred[is_gated] = noisy
                 af_as_normal = np.mean(pred[y == af] == normal)
                 noisy_read = np.mean(np.isin(pred[y == noisy], (normal, af))) if np.any(y == noisy) else 0.0
-                excess = (
+                excess = (  # how far past the bars, each in its own units (AF's is strict: under 2 %)
                     max(0.0, af_as_normal - MAX_AF_AS_NORMAL + 1e-9) / MAX_AF_AS_NORMAL
                     + max(0.0, noisy_read - MAX_NOISY_READ) / MAX_NOISY_READ
                 )
