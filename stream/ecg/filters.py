@@ -111,16 +111,26 @@ class Sections:
     """A cascade of second-order sections, ready to run frame after frame.  Instances are shared
     (``band_pass``), and the block matrices are built once per filter and block length."""
 
-    __slots__ = ("sos", "_key")
+    __slots__ = ("sos", "_key", "_zi", "_blocks")
 
     def __init__(self, sos: np.ndarray) -> None:
         self.sos = np.asarray(sos, dtype=np.float64)
         self._key = tuple(tuple(float(v) for v in sec) for sec in self.sos)
+        self._zi = sosfilt_zi(self.sos)
+        self._blocks: dict[int, np.ndarray] = {}  # block length -> the shared matrix (a reference)
 
     def zi(self) -> np.ndarray:
         """The state after a constant 1 forever (scale it by the first sample to start without a
         transient; SciPy's ``sosfilt_zi``)."""
-        return sosfilt_zi(self.sos)
+        return self._zi.copy()
+
+    def _rows(self, size: int) -> np.ndarray:
+        rows = self._blocks.get(size)  # an int lookup per frame, not the nested tuple's hash
+        if rows is None:
+            if len(self._blocks) >= _CACHE_BLOCKS:
+                self._blocks.clear()
+            rows = self._blocks[size] = _cascade_block(self._key, size)
+        return rows
 
     def run(self, x: np.ndarray, zi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Filter ``x`` from state ``zi`` (sections × 2); return the output and the final state
@@ -128,7 +138,7 @@ class Sections:
         ``BLOCK`` (360 samples: 2 × 180), so a stream of equal frames uses one matrix."""
         m = len(x)
         size = -(-m // -(-m // BLOCK)) if m else 1
-        rows = _cascade_block(self._key, size)
+        rows = self._rows(size)
         if m == size:
             yz = rows @ np.concatenate((x, zi.ravel()))
             return yz[:m], yz[m:].reshape(zi.shape)
@@ -152,7 +162,7 @@ class Sections:
         blocks = -(-m // BLOCK)
         padded = np.zeros(blocks * BLOCK)
         padded[:m] = x
-        rows = _cascade_block(self._key, BLOCK)
+        rows = self._rows(BLOCK)
         out = np.empty(blocks * BLOCK)
         z = zi.ravel()
         for s in range(0, blocks * BLOCK, BLOCK):
